@@ -1,0 +1,66 @@
+"""One frozen settings object, read from the environment, with the embedded defaults.
+
+Nothing here reads Airflow Variables or touches the network: DAGs and the CLI both call
+`Settings.from_env()` when a task or command starts, never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_HOME = Path(os.environ.get("CDR_HOME", "var")).resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the store and the keys live, and how sources are read.
+
+    `store` is a local folder path or `s3://bucket/prefix`. `bronze_store` may name a separate
+    bucket (with Object Lock) for the encrypted originals; by default it is the main store.
+    `keyring` must never be inside the store: keys and the data they protect are kept apart so
+    that deleting a key really shreds the data.
+    """
+
+    store: str
+    bronze_store: str
+    keyring: str
+    s3_endpoint_url: str | None
+    default_region: str | None
+    source_timezone: str
+    batch_rows: int
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        store = e.get("CDR_STORE") or str(DEFAULT_HOME / "store")
+        settings = cls(
+            store=store,
+            bronze_store=e.get("CDR_BRONZE_STORE") or store,
+            keyring=e.get("CDR_KEYRING") or str(DEFAULT_HOME / "keyring"),
+            s3_endpoint_url=e.get("CDR_S3_ENDPOINT_URL") or None,
+            default_region=(e.get("CDR_DEFAULT_REGION") or "").upper() or None,
+            source_timezone=e.get("CDR_SOURCE_TIMEZONE") or "UTC",
+            batch_rows=int(e.get("CDR_BATCH_ROWS") or 1_000_000),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse settings that would defeat crypto-shredding or cannot work."""
+        if self.batch_rows < 1:
+            raise ValueError("CDR_BATCH_ROWS must be a positive whole number")
+        if not self.keyring.startswith("s3://"):
+            keyring = Path(self.keyring).resolve()
+            for store in {self.store, self.bronze_store}:
+                if store.startswith("s3://"):
+                    continue
+                root = Path(store).resolve()
+                if keyring == root or root in keyring.parents:
+                    raise ValueError(
+                        f"CDR_KEYRING ({keyring}) must not be inside the store ({root}): "
+                        "keys kept beside the data cannot shred it"
+                    )
+        else:
+            raise ValueError("CDR_KEYRING must be a local folder; it never lives in the store")

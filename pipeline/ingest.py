@@ -1,0 +1,343 @@
+"""Ingest one CDR file: seal, store the original in bronze, parse, tokenise, write the tiers.
+
+The steps, each safe to repeat:
+1. digest the exact bytes; if the file's parse entry exists it was ingested already: stop;
+2. seal it (signed digest, size, source, arrival) before anything parses it;
+3. encrypt the original into bronze under the file's data key (never rewritten);
+4. parse in batches → silver, gold, vault, quarantine parts in local files;
+5. publish the parts under keys derived from the digest (a rerun overwrites, never appends);
+6. write the signed parse entry with the counts: this is the commit.
+A crash anywhere before 6 leaves the file un-ingested, and a rerun produces the same result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import polars as pl
+
+from pipeline import __version__
+from pipeline.bronze import bronze_key, hold_until, store_original
+from pipeline.config import Settings
+from pipeline.dates import identifier_purge_date
+from pipeline.integrity import parse_key, read_entry, record_parse, seal_original, sha256_file
+from pipeline.keys import TOKEN_KEY_VERSION, LocalKeyring
+from pipeline.normalise import CountryResolver
+from pipeline.sources import FileFormatError, ParseOptions, Source, detect
+from pipeline.store import LocalStore, ObjectStore, open_store
+from pipeline.tiers import TierWriter
+from pipeline.transform import FileContext, transform
+
+log = logging.getLogger("pipeline.ingest")
+LANDING = "landing/"
+
+
+class IngestError(Exception):
+    """An ingest that could not complete; the message never holds a record's content."""
+
+
+@dataclass
+class Resources:
+    """The store, the bronze store and the keyring a run works with (injected, not global)."""
+
+    store: ObjectStore
+    bronze: ObjectStore
+    keyring: LocalKeyring
+    settings: Settings
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Resources:
+        store = open_store(settings.store, settings.s3_endpoint_url)
+        bronze = (
+            store
+            if settings.bronze_store == settings.store
+            else open_store(settings.bronze_store, settings.s3_endpoint_url)
+        )
+        return cls(store, bronze, LocalKeyring(settings.keyring), settings)
+
+
+@dataclass
+class FileReport:
+    """What happened to one file: the numbers a data engineer reconciles."""
+
+    file: str
+    sha256: str
+    status: str  # ingested | already_ingested | quarantined_file
+    source: str
+    format: str | None = None
+    records: int = 0
+    silver: int = 0
+    gold: int = 0
+    gold_only: int = 0
+    quarantined: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    months: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    detail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def source_of_landing_key(key: str) -> str | None:
+    """`landing/<source>/...` names the source system; a file directly in landing/ has none."""
+    parts = PurePosixPath(key).parts
+    return parts[1] if len(parts) > 2 else None
+
+
+def list_landing(store: ObjectStore) -> list[str]:
+    """Files waiting in landing/, oldest name first (hidden and temporary files skipped)."""
+    return sorted(
+        o.key
+        for o in store.list(LANDING)
+        if not PurePosixPath(o.key).name.startswith(".") and o.size >= 0
+    )
+
+
+def ingest_landing(
+    res: Resources,
+    key: str,
+    *,
+    fmt: str | None = None,
+    default_region: str | None = None,
+    as_of: dt.date,
+    progress: Callable[[int], None] | None = None,
+) -> FileReport:
+    """Ingest one object of landing/ and remove it from landing once it is safely in bronze."""
+    info = res.store.info(key)
+    if info is None:
+        raise IngestError(f"{key} is not in the store (already ingested by another run?)")
+    with tempfile.TemporaryDirectory(prefix="cdr-stage-") as tmp:
+        if isinstance(res.store, LocalStore):
+            path = Path(res.store.uri(key))
+        else:
+            path = Path(tmp) / "original"
+            res.store.download(key, path)
+        report = ingest_file(
+            res,
+            path,
+            name=PurePosixPath(key).name,
+            source=source_of_landing_key(key),
+            arrived_at=info.modified,
+            fmt=fmt,
+            default_region=default_region,
+            as_of=as_of,
+            progress=progress,
+        )
+    res.store.delete(key)
+    return report
+
+
+def ingest_file(
+    res: Resources,
+    path: Path,
+    *,
+    name: str | None = None,
+    source: str | None = None,
+    arrived_at: dt.datetime | None = None,
+    fmt: str | None = None,
+    default_region: str | None = None,
+    as_of: dt.date,
+    progress: Callable[[int], None] | None = None,
+) -> FileReport:
+    """Ingest a local file (see the module docstring for the steps)."""
+    name = name or path.name
+    settings = res.settings
+    region = default_region or settings.default_region
+    sha256, size = sha256_file(path)
+    existing = read_entry(res.store, parse_key(sha256))
+    if existing is not None:
+        body = existing["body"]
+        log.info("%s (sha256 %s…) was ingested before: nothing to do", name, sha256[:12])
+        return FileReport(name, sha256, "already_ingested", body.get("source", ""), body.get("format"))
+
+    try:
+        parser: Source | None = detect(path, fmt)
+        format_error: FileFormatError | None = None
+    except FileFormatError as exc:
+        parser, format_error = None, exc
+    source = source or (parser.name if parser else "unknown")
+    signer = res.keyring.signing_key()
+    now = dt.datetime.now(dt.UTC)
+    seal = seal_original(res.store, signer, sha256, size, source, name, arrived_at or now, now)
+    file_key = res.keyring.data_key(f"file-{sha256}")
+    b_key = bronze_key(source, sha256)
+    store_original(res.bronze, b_key, path, sha256, file_key)
+    log.info("%s sealed (sha256 %s…, %d bytes) and stored in bronze", name, sha256[:12], size)
+
+    if parser is None:
+        assert format_error is not None
+        return _quarantine_file(res, seal, name, source, sha256, size, b_key, format_error, as_of)
+    try:
+        report = _parse_into_tiers(
+            res, parser, path, name, source, sha256, region, as_of, file_key, progress
+        )
+    except FileFormatError as exc:
+        return _quarantine_file(res, seal, name, source, sha256, size, b_key, exc, as_of)
+    except pl.exceptions.PolarsError as exc:
+        # Engine messages can quote values from the file: say only where it failed.
+        raise IngestError(f"{name}: reading failed ({type(exc).__name__})") from None
+
+    months = [tuple(int(x) for x in m.split("-")) for m in report.months]
+    purge = max([identifier_purge_date(y, m) for y, m in months] or [_arrival_purge(seal)])
+    hold_until(res.bronze, b_key, purge)
+    report.outputs.append(b_key)
+    record_parse(
+        res.store,
+        signer,
+        seal,
+        {
+            "status": report.status,
+            "source": source,
+            "format": report.format,
+            "records": report.records,
+            "silver": report.silver,
+            "gold": report.gold,
+            "gold_only": report.gold_only,
+            "quarantined": report.quarantined,
+            "reasons": report.reasons,
+            "months": report.months,
+            "outputs": report.outputs,
+            "as_of": as_of.isoformat(),
+            "token_key_version": TOKEN_KEY_VERSION,
+            "pipeline_version": __version__,
+        },
+    )
+    log.info(
+        "%s ingested: %d records → silver %d, gold %d (%d gold only), quarantined %d",
+        name,
+        report.records,
+        report.silver,
+        report.gold,
+        report.gold_only,
+        report.quarantined,
+    )
+    return report
+
+
+def _arrival_purge(seal: dict[str, Any]) -> dt.date:
+    arrived = dt.datetime.fromisoformat(seal["body"]["arrived_at"])
+    return identifier_purge_date(arrived.year, arrived.month)
+
+
+def _parse_into_tiers(
+    res: Resources,
+    parser: Source,
+    path: Path,
+    name: str,
+    source: str,
+    sha256: str,
+    region: str | None,
+    as_of: dt.date,
+    file_key: bytes,
+    progress: Callable[[int], None] | None,
+) -> FileReport:
+    ctx = FileContext(
+        source=source,
+        source_file=name,
+        sha256=sha256,
+        as_of=as_of,
+        default_region=region,
+        international=parser.international,
+        alphanumeric=parser.alphanumeric,
+        derived_ids=parser.derived_ids,
+        token_key=res.keyring.token_key(TOKEN_KEY_VERSION),
+        token_version=TOKEN_KEY_VERSION,
+    )
+    opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
+    resolver = CountryResolver()
+    writer = TierWriter(
+        sha256,
+        lambda y, m: res.keyring.data_key(f"month-{y:04d}-{m:02d}"),
+        file_key,
+        source,
+        name,
+    )
+    report = FileReport(name, sha256, "ingested", source, parser.name)
+    reasons: Counter[str] = Counter()
+    months: set[str] = set()
+    try:
+        for parsed in parser.parse(path, opts):
+            out = transform(parsed, ctx, resolver)
+            writer.add(out.silver, out.gold, out.vault, out.quarantine)
+            report.records += len(parsed)
+            report.silver += len(out.silver)
+            report.gold += len(out.gold)
+            report.quarantined += len(out.quarantine)
+            reasons.update(out.quarantine.get_column("reason").to_list())
+            months.update(
+                f"{y:04d}-{m:02d}" for y, m in out.gold.select("year", "month").unique().iter_rows()
+            )
+            if progress:
+                progress(report.records)
+        if report.records != report.gold + report.quarantined:
+            raise IngestError(
+                f"{name}: counts do not reconcile ({report.records} records, "
+                f"{report.gold} kept, {report.quarantined} quarantined)"
+            )
+        report.outputs = writer.publish(res.store)
+    finally:
+        writer.close()
+    report.gold_only = report.gold - report.silver
+    report.reasons = dict(sorted(reasons.items()))
+    report.months = sorted(months)
+    return report
+
+
+def _quarantine_file(
+    res: Resources,
+    seal: dict[str, Any],
+    name: str,
+    source: str,
+    sha256: str,
+    size: int,
+    b_key: str,
+    error: FileFormatError,
+    as_of: dt.date,
+) -> FileReport:
+    """A file no parser can read: quarantined whole (its bytes are already sealed in bronze)."""
+    key = f"quarantine/files/{sha256}.json"
+    note = {
+        "file": name,
+        "source": source,
+        "sha256": sha256,
+        "size": size,
+        "reason": error.reason,
+        "detail": str(error),
+        "bronze": b_key,
+    }
+    res.store.put_bytes(key, json.dumps(note, indent=1).encode())
+    hold_until(res.bronze, b_key, _arrival_purge(seal))
+    record_parse(
+        res.store,
+        res.keyring.signing_key(),
+        seal,
+        {
+            "status": "quarantined_file",
+            "source": source,
+            "format": None,
+            "reason": error.reason,
+            "outputs": [key, b_key],
+            "as_of": as_of.isoformat(),
+            "pipeline_version": __version__,
+        },
+    )
+    log.warning("%s QUARANTINED whole: %s (see %s)", name, error, key)
+    return FileReport(
+        name, sha256, "quarantined_file", source, None, outputs=[key, b_key], detail=str(error)
+    )
+
+
+def copy_into_landing(store: ObjectStore, path: Path, source: str) -> str:
+    """Drop a local file into landing/<source>/ (what a source system's upload does)."""
+    key = f"{LANDING}{source}/{path.name}"
+    store.put_file(key, path)
+    return key

@@ -1,0 +1,210 @@
+"""Normalise addresses so the same person written many ways is one value, then classify them.
+
+Numbers go to E.164 (`+923001234567`) from every common written form: `+92 300 1234567`,
+`0300-1234567` (with a default region), `00923001234567`, `923001234567` (how messaging APIs
+write them), `tel:+92-300-1234567`, `"Name" <number>` caller IDs, `sip:+92...@host`. E-mail
+addresses are trimmed and lower-cased. Everything is polars expressions over whole batches;
+`phonenumbers` is consulted only for what a vectorised rule cannot decide (which country shares a
+calling code such as +1 or +44), once per distinct number.
+
+Kinds: msisdn, email, sip (end users: personal, tokenised), alphanumeric and shortcode
+(business identifiers: kept literally), unknown (withheld caller ID: no value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import phonenumbers
+import polars as pl
+from phonenumbers import PhoneMetadata
+
+PERSONAL_KINDS = ("msisdn", "email", "sip")
+KINDS = ("msisdn", "email", "sip", "alphanumeric", "shortcode", "unknown")
+E164 = r"^\+[1-9]\d{6,14}$"
+EMAIL = r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$"
+WITHHELD = ["", "anonymous", "unknown", "restricted", "private", "withheld", "unavailable"]
+NANP = "1"
+
+
+@dataclass(frozen=True)
+class Region:
+    """What national numbers of a region need: calling code, trunk prefix, lengths."""
+
+    code: str
+    calling_code: str
+    trunk: str | None
+    lengths: tuple[int, ...]
+
+
+@cache
+def region(code: str) -> Region:
+    meta = PhoneMetadata.metadata_for_region(code.upper())
+    if meta is None:
+        raise ValueError(f"unknown region {code!r}: use an ISO 3166 country code such as PK")
+    cc = str(phonenumbers.country_code_for_region(code.upper()))
+    return Region(code.upper(), cc, meta.national_prefix, tuple(meta.general_desc.possible_length))
+
+
+@cache
+def calling_codes() -> tuple[dict[str, str], frozenset[str]]:
+    """Calling code → main region, and the codes that several regions share."""
+    main: dict[str, str] = {}
+    shared: set[str] = set()
+    for cc, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items():
+        main[str(cc)] = regions[0] if regions[0] != "001" else ""
+        if len(regions) > 1:
+            shared.add(str(cc))
+    return main, frozenset(shared)
+
+
+def _e164(digits: pl.Expr, plus: pl.Expr, reg: Region | None, international: bool) -> pl.Expr:
+    """E.164 candidate from the digits of a phone-like value (null when it cannot be decided)."""
+    n = digits.str.len_chars()
+    expr = (
+        pl.when(plus)
+        .then(pl.lit("+") + digits)
+        .when(digits.str.starts_with("00"))
+        .then(pl.lit("+") + digits.str.slice(2))
+    )
+    if reg is not None and reg.calling_code == NANP:
+        expr = expr.when(digits.str.starts_with("011")).then(pl.lit("+") + digits.str.slice(3))
+    if international:
+        return expr.otherwise(pl.lit("+") + digits)
+    if reg is None:
+        return expr.otherwise(pl.lit("+") + digits)
+    cc, lengths = reg.calling_code, list(reg.lengths)
+    if reg.trunk:
+        t = reg.trunk
+        expr = expr.when(digits.str.starts_with(t) & (n - len(t)).is_in(lengths)).then(
+            pl.lit("+" + cc) + digits.str.slice(len(t))
+        )
+    return (
+        expr.when(digits.str.starts_with(cc) & (n - len(cc)).is_in(lengths))
+        .then(pl.lit("+") + digits)
+        .when(n.is_in(lengths))
+        .then(pl.lit("+" + cc) + digits)
+        .otherwise(None)
+    )
+
+
+def address_exprs(
+    col: str,
+    prefix: str,
+    default_region: str | None,
+    international: bool,
+    alphanumeric: bool = True,
+) -> list[pl.Expr]:
+    """Expressions adding `{prefix}_value`, `{prefix}_kind`, `{prefix}_cc` and `{prefix}_bad`.
+
+    `international` says the source writes numbers in international form without `+`
+    (messaging APIs); otherwise digits without `+`/`00` are read as national numbers of
+    `default_region`. Where a source has no alphanumeric sender IDs (a PBX), a name-like value
+    is a user name (`alphanumeric=False`): kind sip, tokenised, never kept literally.
+    """
+    reg = region(default_region) if default_region else None
+    s = pl.col(col).str.strip_chars()
+    inner = s.str.extract(r"<([^<>]*)>\s*$", 1)
+    s1 = pl.coalesce(inner, s).str.strip_chars()
+    low = s1.str.to_lowercase()
+    scheme = low.str.extract(r"^(tel|sips?|mailto):", 1)
+    body = pl.when(scheme.is_not_null()).then(s1.str.replace(r"^[A-Za-z]+:", "")).otherwise(s1)
+    body = body.str.replace(r";.*$", "")
+    is_sip_uri = scheme.is_in(["sip", "sips"]).fill_null(False)
+    user = pl.when(is_sip_uri).then(body.str.replace(r"@.*$", "")).otherwise(body)
+    phone_like = user.str.contains(r"^\+?[\d\s\-.()/]+$").fill_null(False)
+    digits = user.str.replace_all(r"\D", "")
+    plus = user.str.starts_with("+")
+    e164 = _e164(digits, plus, reg, international)
+    main, _ = calling_codes()
+    cc = pl.coalesce(
+        *(e164.str.slice(1, k).replace_strict(main, default=None) for k in (1, 2, 3))
+    )
+    e164_ok = e164.str.contains(E164).fill_null(False) & cc.is_not_null()
+    email = body.str.to_lowercase()
+    withheld = s.is_null() | low.is_in(WITHHELD)
+    short = phone_like & ~plus & (digits.str.len_chars() <= 6) & ~digits.str.starts_with("00")
+    has_at = body.str.contains("@", literal=True).fill_null(False)
+    alpha = s1.str.contains(r"^[A-Za-z0-9][A-Za-z0-9 .&_'-]{0,10}$") & s1.str.contains(r"[A-Za-z]")
+    is_sip_uri = is_sip_uri | (pl.lit(not alphanumeric) & ~phone_like & ~has_at)
+
+    kind = (
+        pl.when(withheld)
+        .then(pl.lit("unknown"))
+        .when(phone_like & short)
+        .then(pl.lit("shortcode"))
+        .when(phone_like)
+        .then(pl.lit("msisdn"))
+        .when(is_sip_uri)
+        .then(pl.lit("sip"))
+        .when(has_at)
+        .then(pl.lit("email"))
+        .when(alpha)
+        .then(pl.lit("alphanumeric"))
+        .otherwise(None)
+    )
+    value = (
+        pl.when(withheld)
+        .then(None)
+        .when(phone_like & short)
+        .then(digits)
+        .when(phone_like)
+        .then(e164)
+        .when(is_sip_uri)
+        .then(body.str.to_lowercase())
+        .when(has_at)
+        .then(email)
+        .otherwise(s1)
+    )
+    bad = kind.is_null() | (
+        pl.when(kind == "msisdn")
+        .then(~e164_ok)
+        .when(kind == "email")
+        .then(~email.str.contains(EMAIL).fill_null(False))
+        .otherwise(False)
+    )
+    return [
+        value.alias(f"{prefix}_value"),
+        kind.alias(f"{prefix}_kind"),
+        pl.when(kind == "msisdn").then(cc).otherwise(None).alias(f"{prefix}_cc"),
+        bad.alias(f"{prefix}_bad"),
+    ]
+
+
+class CountryResolver:
+    """Country of numbers whose calling code several regions share (+1, +7, +44 ...).
+
+    Vectorised rules give the main region; for shared codes the answer depends on the area
+    code, so `phonenumbers` decides, once per distinct number per process.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, str | None] = {}
+
+    def _lookup(self, number: str) -> str | None:
+        if number not in self._cache:
+            try:
+                parsed = phonenumbers.parse(number, None)
+                self._cache[number] = phonenumbers.region_code_for_number(parsed)
+            except phonenumbers.NumberParseException:
+                self._cache[number] = None
+        return self._cache[number]
+
+    def country(self, df: pl.DataFrame, value: str, cc: str, out: str) -> pl.DataFrame:
+        """Add column `out`: the country of msisdn values (null for other kinds)."""
+        main, shared = calling_codes()
+        df = df.with_columns(pl.col(cc).alias(out))
+        ambiguous_mask = df.get_column(cc).is_in([main[c] for c in shared])
+        if not ambiguous_mask.any():
+            return df
+        numbers = df.filter(ambiguous_mask).get_column(value).unique().to_list()
+        mapping = pl.DataFrame(
+            {"_n": numbers, "_c": [self._lookup(n) for n in numbers]},
+            schema={"_n": pl.String, "_c": pl.String},
+        )
+        return (
+            df.join(mapping, left_on=value, right_on="_n", how="left", maintain_order="left")
+            .with_columns(pl.coalesce("_c", out).alias(out))
+            .drop("_c")
+        )

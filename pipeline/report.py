@@ -1,0 +1,105 @@
+"""Summaries a person reads: per-file results of a run, and what the store holds per tier.
+
+Both are built from counts only (reports and signed parse entries), never from record values, so
+they are safe to print, log and return through XCom.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from pipeline.store import ObjectStore
+
+TIERS = {
+    "landing": "landing/",
+    "bronze": "bronze/",
+    "silver": "silver/cdr/",
+    "vault": "vault/",
+    "gold": "gold/cdr/",
+    "quarantine": "quarantine/",
+    "seals": "seals/",
+}
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [headers] + [[f"{c:,}" if isinstance(c, int) else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for n, r in enumerate(cells):
+        lines.append(
+            "  ".join(c.rjust(w) if n and c[:1].isdigit() else c.ljust(w) for c, w in zip(r, widths))
+        )
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def run_summary(reports: Iterable[dict[str, Any]]) -> str:
+    """A table of what happened to each file of a run, then quarantine reasons."""
+    reports = list(reports)
+    rows = [
+        [
+            r["file"],
+            r.get("format") or "-",
+            r["status"],
+            r["records"],
+            r["silver"],
+            r["gold"],
+            r["gold_only"],
+            r["quarantined"],
+        ]
+        for r in reports
+    ]
+    total = [
+        "TOTAL",
+        "",
+        f"{len(reports)} files",
+        *[sum(r[k] for r in reports) for k in ("records", "silver", "gold", "gold_only", "quarantined")],
+    ]
+    out = [
+        _table(
+            ["file", "format", "status", "records", "silver", "gold", "gold only", "quarantined"],
+            rows + [total],
+        )
+    ]
+    reasons: Counter[str] = Counter()
+    for r in reports:
+        reasons.update(r.get("reasons") or {})
+    if reasons:
+        out.append("\nQuarantined rows by reason:")
+        out.append(_table(["reason", "rows"], [[k, v] for k, v in sorted(reasons.items())]))
+    whole = [r for r in reports if r["status"] == "quarantined_file"]
+    for r in whole:
+        out.append(f"\nFILE QUARANTINED WHOLE: {r['file']}: {r.get('detail')}")
+    skipped = [r["file"] for r in reports if r["status"] == "already_ingested"]
+    if skipped:
+        out.append(f"\nSkipped as already ingested: {', '.join(skipped)}")
+    return "\n".join(out)
+
+
+def store_summary(store: ObjectStore) -> str:
+    """Where each tier is, how many objects it holds, and the records the seals account for."""
+    rows = []
+    for tier, prefix in TIERS.items():
+        objects = list(store.list(prefix))
+        rows.append([tier, len(objects), sum(o.size for o in objects), store.uri(prefix)])
+    totals: Counter[str] = Counter()
+    files = 0
+    for obj in store.list("seals/"):
+        if obj.key.endswith(".parse.json"):
+            body = json.loads(store.get_bytes(obj.key))["body"]
+            files += 1
+            for k in ("records", "silver", "gold", "gold_only", "quarantined"):
+                totals[k] += int(body.get(k) or 0)
+            totals["files_quarantined_whole"] += body.get("status") == "quarantined_file"
+    out = [_table(["tier", "objects", "bytes", "location"], rows)]
+    out.append(
+        f"\nSealed files ingested: {files}; records {totals['records']:,} → silver "
+        f"{totals['silver']:,}, gold {totals['gold']:,} ({totals['gold_only']:,} gold only), "
+        f"quarantined rows {totals['quarantined']:,}; files quarantined whole "
+        f"{totals['files_quarantined_whole']}"
+    )
+    return "\n".join(out)

@@ -1,0 +1,208 @@
+"""What every source parser shares: streaming a file as batches of numbered lines, splitting
+CSV lines into fields with a column-count check, and parsing timestamps and numbers with a
+reason code for every value that does not parse.
+
+A parser yields *parsed* frames (`pipeline.schema.PARSED`), one per batch, so memory is bounded
+by the batch size whatever the file size.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.schema import UTC_TS
+
+BYTES_PER_ROW = 160
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    """How to read a source: region for national numbers, timezone of PBX timestamps."""
+
+    default_region: str | None = None
+    timezone: str = "UTC"
+    batch_rows: int = 1_000_000
+
+
+class Source(ABC):
+    """A source format: recognises its files and maps them to parsed frames."""
+
+    name: str
+    #: numbers written without "+" are international (messaging APIs), not national
+    international: bool = False
+    #: alphanumeric sender IDs exist here (messaging); on a PBX a name-like value is a user
+    alphanumeric: bool = True
+    #: records without an ID of their own get `<source>-<sha256 prefix>-<line>`
+    derived_ids: bool = False
+
+    @abstractmethod
+    def sniff(self, head: bytes) -> bool:
+        """Whether the first bytes of a file look like this format."""
+
+    @abstractmethod
+    def parse(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
+        """Parsed frames, one per batch; rows that cannot be read carry `parse_error`."""
+
+    def records(self, path: Path, opts: ParseOptions) -> int | None:
+        """Records in the original when a parser can count them without parsing (else None)."""
+        return None
+
+
+class FileFormatError(Exception):
+    """A whole file that cannot be read as its format: quarantined whole."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def iter_lines(path: Path, batch_rows: int, skip_header: bool = False) -> Iterator[pl.DataFrame]:
+    """Batches of non-blank lines as frames (`source_line`, `line`), streamed from disk.
+
+    `source_line` is the 1-based physical line number in the file. Blank lines are not records.
+    """
+    chunk_bytes = max(batch_rows * BYTES_PER_ROW, 1 << 16)
+    line_no = 0
+    carry = b""
+    first = True
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk_bytes)
+            data = carry + block
+            if block:
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    carry = data
+                    continue
+                data, carry = data[: cut + 1], data[cut + 1 :]
+            else:
+                carry = b""
+            if not data:
+                break
+            if first and data.startswith(b"\xef\xbb\xbf"):
+                data = data[3:]
+            text = data.decode("utf-8", errors="replace")
+            lines = pl.Series("line", [text]).str.split("\n").explode()
+            if text.endswith("\n"):
+                lines = lines.head(len(lines) - 1)
+            frame = pl.DataFrame(
+                {
+                    "source_line": pl.int_range(
+                        line_no + 1, line_no + 1 + len(lines), dtype=pl.Int64, eager=True
+                    ),
+                    "line": lines.str.strip_suffix("\r"),
+                }
+            )
+            line_no += len(lines)
+            if first and skip_header:
+                frame = frame.slice(1)
+            first = False
+            frame = frame.filter(pl.col("line").str.strip_chars() != "")
+            if len(frame):
+                yield frame
+            if not block:
+                break
+
+
+def field_count(line: pl.Expr, sep: str = ",") -> pl.Expr:
+    """Fields in a CSV line, counting separators outside double-quoted sections."""
+    unquoted = (
+        pl.when(line.str.contains('"', literal=True))
+        .then(line.str.replace_all(r'"(?:[^"]|"")*"', ""))
+        .otherwise(line)
+    )
+    return unquoted.str.count_matches(sep, literal=True) + 1
+
+
+def split_csv(
+    lines: pl.DataFrame, names: list[str], allowed: set[int], sep: str = ","
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split lines into string fields; (good rows with `source_line`/`raw`, bad lines).
+
+    A line whose field count is not in `allowed` is bad (`wrong_column_count`). Short rows are
+    padded to `names` with nulls.
+    """
+    counted = lines.with_columns(field_count(pl.col("line"), sep).alias("_n"))
+    ok = pl.col("_n").is_in(sorted(allowed))
+    good_lines = counted.filter(ok)
+    bad = counted.filter(~ok).select(
+        "source_line", pl.lit("wrong_column_count").alias("parse_error"), pl.col("line").alias("raw")
+    )
+    width = max(allowed)
+    text = "\n".join(good_lines.get_column("line").to_list()) + "\n"
+    try:
+        fields = pl.read_csv(
+            io.StringIO(text),
+            has_header=False,
+            separator=sep,
+            infer_schema=False,
+            new_columns=[f"_f{i}" for i in range(width)],
+            truncate_ragged_lines=True,
+        )
+    except pl.exceptions.PolarsError:
+        fields = None
+    if fields is None or len(fields) != len(good_lines):
+        # Embedded newlines or odd quoting: the standard library reads it exactly, row by row.
+        rows = [
+            (r + [None] * width)[:width]
+            for r in csv.reader(good_lines.get_column("line").to_list(), delimiter=sep)
+        ]
+        fields = pl.DataFrame(
+            rows, schema=[f"_f{i}" for i in range(width)], orient="row"
+        ).with_columns(pl.all().cast(pl.String))
+    if fields.width < width:
+        fields = fields.with_columns(
+            [pl.lit(None, pl.String).alias(f"_f{i}") for i in range(fields.width, width)]
+        )
+    fields = fields.select(
+        [pl.col(f"_f{i}").alias(n) for i, n in enumerate(names[:width])]
+    ).with_columns(pl.all().str.strip_chars().replace("", None))
+    good = pl.concat(
+        [good_lines.select("source_line", pl.col("line").alias("raw")), fields], how="horizontal"
+    )
+    return good, bad
+
+
+def timestamp(col: str, formats: list[str], tz: str = "UTC") -> pl.Expr:
+    """A string column as a UTC timestamp, trying each format; null where none fits.
+
+    Formats with `%z` carry their own offset; the others are read in `tz` (the PBX's zone).
+    """
+    s = pl.col(col).str.strip_chars()
+    parsed = []
+    for fmt in formats:
+        if "%z" in fmt:
+            parsed.append(s.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC"))
+        else:
+            naive = s.str.to_datetime(fmt, strict=False, time_unit="us")
+            parsed.append(
+                naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+                .dt.convert_time_zone("UTC")
+                .cast(UTC_TS)
+            )
+    return pl.coalesce(parsed) if len(parsed) > 1 else parsed[0]
+
+
+def number(col: str, dtype: pl.DataType) -> pl.Expr:
+    """A string column as a number; null where it is empty or not a number."""
+    return pl.col(col).str.strip_chars().cast(pl.Float64, strict=False).cast(dtype, strict=False)
+
+
+def first_error(checks: list[tuple[pl.Expr, str]]) -> pl.Expr:
+    """The reason code of the first failing check of a row, or null."""
+    expr = pl.when(checks[0][0]).then(pl.lit(checks[0][1]))
+    for cond, reason in checks[1:]:
+        expr = expr.when(cond).then(pl.lit(reason))
+    return expr.otherwise(pl.lit(None, pl.String))
+
+
+def bad_value(col: str, parsed: pl.Expr) -> pl.Expr:
+    """True where a value was written but did not parse."""
+    return pl.col(col).is_not_null() & parsed.is_null()

@@ -1,0 +1,260 @@
+"""Object store behind one small interface: a local folder (embedded default) or S3.
+
+Every write is atomic: a reader sees the old object or the whole new one, never a part. On a
+local folder that is a temporary file renamed into place; on S3 a single PUT (or a completed
+multipart upload) is atomic by itself. Keys are `/`-separated on both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+TMP_PREFIX = ".tmp-"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a listing says of one object."""
+
+    key: str
+    size: int
+    modified: dt.datetime
+
+
+class ObjectStore(ABC):
+    """The few operations the pipeline needs from object storage."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def put_file(self, key: str, path: Path, lock_until: dt.datetime | None = None) -> None:
+        """Upload a local file as one object, optionally under a COMPLIANCE retention."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def open(self, key: str) -> IO[bytes]:
+        """A binary stream of the object, read without loading it whole."""
+
+    @abstractmethod
+    def info(self, key: str) -> ObjectInfo | None: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def uri(self, key: str) -> str: ...
+
+    def exists(self, key: str) -> bool:
+        return self.info(key) is not None
+
+    def supports_lock(self) -> bool:
+        """Whether objects can be put under Object Lock (COMPLIANCE) here."""
+        return False
+
+    def lock_until(self, key: str) -> dt.datetime | None:
+        """The retain-until date of an object, where the store has Object Lock."""
+        return None
+
+    def set_lock(self, key: str, until: dt.datetime) -> None:
+        """Hold an object under COMPLIANCE retention until `until` (extend only)."""
+        raise NotImplementedError("this store has no Object Lock")
+
+    def download(self, key: str, path: Path) -> None:
+        with self.open(key) as src, open(path, "wb") as dst:
+            shutil.copyfileobj(src, dst, 8 << 20)
+
+
+class LocalStore(ObjectStore):
+    """A folder as object store: the embedded default."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"key escapes the store: {key!r}")
+        return path
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_file(self, key: str, path: Path, lock_until: dt.datetime | None = None) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        try:
+            shutil.copyfile(path, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def get_bytes(self, key: str) -> bytes:
+        return self._path(key).read_bytes()
+
+    def open(self, key: str) -> IO[bytes]:
+        return open(self._path(key), "rb")
+
+    def info(self, key: str) -> ObjectInfo | None:
+        path = self._path(key)
+        if not path.is_file():
+            return None
+        st = path.stat()
+        return ObjectInfo(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if base.is_file():
+            found = [base]
+        elif base.is_dir():
+            found = sorted(p for p in base.rglob("*") if p.is_file())
+        else:
+            found = []
+        for p in found:
+            if p.name.startswith(TMP_PREFIX):
+                continue
+            key = p.relative_to(self.root).as_posix()
+            st = p.stat()
+            yield ObjectInfo(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def uri(self, key: str) -> str:
+        return str(self._path(key))
+
+
+class S3Store(ObjectStore):
+    """S3 or any S3-compatible store (MinIO) through boto3."""
+
+    def __init__(self, bucket: str, prefix: str = "", client: Any = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client
+        self._lock: bool | None = None
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _strip(self, full: str) -> str:
+        return full[len(self.prefix) + 1 :] if self.prefix else full
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(
+            Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumAlgorithm="SHA256"
+        )
+
+    def put_file(self, key: str, path: Path, lock_until: dt.datetime | None = None) -> None:
+        extra: dict[str, Any] = {"ChecksumAlgorithm": "SHA256"}
+        if lock_until is not None and self.supports_lock():
+            extra["ObjectLockMode"] = "COMPLIANCE"
+            extra["ObjectLockRetainUntilDate"] = lock_until
+        self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra)
+
+    def get_bytes(self, key: str) -> bytes:
+        body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        return body
+
+    def open(self, key: str) -> IO[bytes]:
+        stream: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        return stream
+
+    def info(self, key: str) -> ObjectInfo | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        return ObjectInfo(key, head["ContentLength"], head["LastModified"])
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            for obj in page.get("Contents", []):
+                yield ObjectInfo(self._strip(obj["Key"]), obj["Size"], obj["LastModified"])
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def supports_lock(self) -> bool:
+        if self._lock is None:
+            from botocore.exceptions import ClientError
+
+            try:
+                conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
+                state = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
+                self._lock = state == "Enabled"
+            except ClientError:
+                self._lock = False
+        return self._lock
+
+    def lock_until(self, key: str) -> dt.datetime | None:
+        # head_object, not get_object_retention: the latter is not served by every S3 clone.
+        head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        until: dt.datetime | None = head.get("ObjectLockRetainUntilDate")
+        return until
+
+    def set_lock(self, key: str, until: dt.datetime) -> None:
+        self.client.put_object_retention(
+            Bucket=self.bucket,
+            Key=self._key(key),
+            Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
+        )
+
+
+def s3_client(endpoint_url: str | None) -> Any:
+    """A boto3 S3 client; `endpoint_url` points at MinIO or a test endpoint."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+    )
+
+
+def open_store(location: str, endpoint_url: str | None = None, client: Any = None) -> ObjectStore:
+    """A store from a folder path or an `s3://bucket/prefix` URI."""
+    if location.startswith("s3://"):
+        bucket, _, prefix = location[len("s3://") :].partition("/")
+        if not bucket:
+            raise ValueError(f"no bucket in store URI {location!r}")
+        return S3Store(bucket, prefix, client or s3_client(endpoint_url))
+    return LocalStore(location)

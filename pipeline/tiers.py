@@ -1,0 +1,141 @@
+"""Writing one file's output to the tiers: silver, gold, vault and quarantine.
+
+Batches are appended as Parquet row groups to local temporary files, one per tier and month, so
+memory stays bounded by one batch. Nothing reaches the store until the whole file has been read;
+then each part is uploaded under a key derived from the file's digest (`part-<sha256>.parquet`),
+so a rerun overwrites the same keys instead of adding rows. Identifiers are encrypted here, before
+anything is written: vault entries under the month's data key (once per distinct token), raw
+quarantined rows under the file's data key.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from pipeline.crypto import encrypt_value
+from pipeline.schema import GOLD, QUARANTINE_ROWS, SILVER, VAULT
+from pipeline.store import ObjectStore
+
+
+def partition(tier: str, year: int, month: int, sha256: str) -> str:
+    prefix = {"silver": "silver/cdr", "gold": "gold/cdr", "vault": "vault"}[tier]
+    return f"{prefix}/year={year:04d}/month={month:02d}/part-{sha256}.parquet"
+
+
+def quarantine_key(sha256: str) -> str:
+    return f"quarantine/rows/part-{sha256}.parquet"
+
+
+def _arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
+    return pl.DataFrame(schema=schema).to_arrow().schema
+
+
+class TierWriter:
+    """Collects one file's output in local Parquet files, then publishes them to the store."""
+
+    def __init__(
+        self,
+        sha256: str,
+        month_key: Callable[[int, int], bytes],
+        file_key: bytes,
+        source: str,
+        source_file: str,
+    ) -> None:
+        self.sha256 = sha256
+        self._month_key = month_key
+        self._file_gcm = AESGCM(file_key)
+        self._month_gcm: dict[tuple[int, int], AESGCM] = {}
+        self._source = source
+        self._source_file = source_file
+        self._tmp = tempfile.TemporaryDirectory(prefix="cdr-ingest-")
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._paths: dict[str, Path] = {}
+        self._seen_tokens: dict[tuple[int, int], set[str]] = {}
+        self.rows: dict[str, int] = {}
+
+    def _append(self, key: str, table: pa.Table, schema: pa.Schema) -> None:
+        if key not in self._writers:
+            path = Path(self._tmp.name) / f"{len(self._paths)}.parquet"
+            self._paths[key] = path
+            self._writers[key] = pq.ParquetWriter(path, schema, compression="zstd")
+        self._writers[key].write_table(table.cast(schema))
+        self.rows[key] = self.rows.get(key, 0) + table.num_rows
+
+    def _by_month(self, tier: str, df: pl.DataFrame, schema: dict[str, pl.DataType]) -> None:
+        arrow = _arrow_schema(schema)
+        for (year, month), part in df.partition_by(["year", "month"], as_dict=True).items():
+            key = partition(tier, int(year), int(month), self.sha256)  # type: ignore[call-overload]
+            self._append(key, part.select(list(schema)).to_arrow(), arrow)
+
+    def add(
+        self, silver: pl.DataFrame, gold: pl.DataFrame, vault: pl.DataFrame, quarantine: pl.DataFrame
+    ) -> None:
+        if len(silver):
+            self._by_month("silver", silver, SILVER)
+        if len(gold):
+            self._by_month("gold", gold, GOLD)
+        if len(vault):
+            self._vault(vault)
+        if len(quarantine):
+            self._quarantine(quarantine)
+
+    def _vault(self, vault: pl.DataFrame) -> None:
+        arrow = _arrow_schema(VAULT)
+        for (year, month), part in vault.partition_by(["year", "month"], as_dict=True).items():
+            ym = (int(year), int(month))  # type: ignore[call-overload]
+            seen = self._seen_tokens.setdefault(ym, set())
+            if ym not in self._month_gcm:
+                self._month_gcm[ym] = AESGCM(self._month_key(*ym))
+            gcm = self._month_gcm[ym]
+            tokens, kinds, values = [], [], []
+            for token, kind, value in part.select("token", "kind", "identifier").iter_rows():
+                if token in seen:
+                    continue
+                seen.add(token)
+                tokens.append(token)
+                kinds.append(kind)
+                values.append(encrypt_value(gcm, value.encode(), token.encode()))
+            if tokens:
+                table = pa.table(
+                    {"token": tokens, "kind": kinds, "identifier_encrypted": values}, schema=arrow
+                )
+                self._append(partition("vault", *ym, self.sha256), table, arrow)
+
+    def _quarantine(self, rows: pl.DataFrame) -> None:
+        enc = [
+            encrypt_value(self._file_gcm, (raw or "").encode(), f"{self.sha256}:{line}".encode())
+            for line, raw in rows.select("source_line", "raw").iter_rows()
+        ]
+        table = rows.select(
+            pl.lit(self._source).alias("source"),
+            pl.lit(self._source_file).alias("source_file"),
+            pl.lit(self.sha256).alias("source_sha256"),
+            "source_line",
+            "reason",
+        ).with_columns(pl.Series("raw_encrypted", enc, dtype=pl.Binary))
+        arrow = _arrow_schema(QUARANTINE_ROWS)
+        self._append(quarantine_key(self.sha256), table.to_arrow(), arrow)
+
+    def publish(self, store: ObjectStore) -> list[str]:
+        """Close the local files and upload every part; returns the keys written."""
+        for writer in self._writers.values():
+            writer.close()
+        keys = sorted(self._paths)
+        for key in keys:
+            store.put_file(key, self._paths[key])
+        return keys
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            try:
+                writer.close()
+            except Exception:  # already closed by publish
+                pass
+        self._tmp.cleanup()
