@@ -124,7 +124,7 @@ def address_exprs(
     e164_ok = e164.str.contains(E164).fill_null(False) & cc.is_not_null()
     email = body.str.to_lowercase()
     withheld = s.is_null() | low.is_in(WITHHELD)
-    short = phone_like & ~plus & (digits.str.len_chars() <= 6) & ~digits.str.starts_with("00")
+    short = phone_like & ~plus & (digits.str.len_chars() <= 6) & ~digits.str.starts_with("0")
     has_at = body.str.contains("@", literal=True).fill_null(False)
     alpha = s1.str.contains(r"^[A-Za-z0-9][A-Za-z0-9 .&_'-]{0,10}$") & s1.str.contains(r"[A-Za-z]")
     is_sip_uri = is_sip_uri | (pl.lit(not alphanumeric) & ~phone_like & ~has_at)

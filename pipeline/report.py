@@ -37,6 +37,18 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
+COUNTS = ("records", "silver", "gold", "gold_only", "quarantined")
+
+
+def totals(reports: Iterable[dict[str, Any]]) -> dict[str, int]:
+    """Sums over a run's file reports, plus files per status."""
+    reports = list(reports)
+    out = {k: sum(int(r[k]) for r in reports) for k in COUNTS}
+    for status in ("ingested", "already_ingested", "quarantined_file"):
+        out[f"files_{status}"] = sum(r["status"] == status for r in reports)
+    return out
+
+
 def run_summary(reports: Iterable[dict[str, Any]]) -> str:
     """A table of what happened to each file of a run, then quarantine reasons."""
     reports = list(reports)
@@ -53,12 +65,8 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
         ]
         for r in reports
     ]
-    total = [
-        "TOTAL",
-        "",
-        f"{len(reports)} files",
-        *[sum(r[k] for r in reports) for k in ("records", "silver", "gold", "gold_only", "quarantined")],
-    ]
+    sums = totals(reports)
+    total = ["TOTAL", "", f"{len(reports)} files", *[sums[k] for k in COUNTS]]
     out = [
         _table(
             ["file", "format", "status", "records", "silver", "gold", "gold only", "quarantined"],
@@ -92,7 +100,7 @@ def store_summary(store: ObjectStore) -> str:
         if obj.key.endswith(".parse.json"):
             body = json.loads(store.get_bytes(obj.key))["body"]
             files += 1
-            for k in ("records", "silver", "gold", "gold_only", "quarantined"):
+            for k in COUNTS:
                 totals[k] += int(body.get(k) or 0)
             totals["files_quarantined_whole"] += body.get("status") == "quarantined_file"
     out = [_table(["tier", "objects", "bytes", "location"], rows)]

@@ -45,12 +45,6 @@ class Generated:
     numbers: set[str] = field(default_factory=set)  # E.164
     emails: set[str] = field(default_factory=set)
 
-    def needles(self) -> list[str]:
-        """Strings that must never appear in clear: subscriber digits and e-mail local parts."""
-        out = {n[-9:] for n in self.numbers}
-        out |= {e.split("@")[0] for e in self.emails}
-        return sorted(out)
-
 
 def population(people: int, seed: int = 7) -> pl.DataFrame:
     """End users: an E.164 number, its country, an e-mail address (recurring across records)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.formats import FORMATS
 from pipeline.sources.base import FileFormatError, ParseOptions, Source
 from pipeline.sources.canonical import CanonicalCsvSource, CanonicalParquetSource
 from pipeline.sources.messaging import MessagingSource
@@ -20,7 +21,7 @@ SOURCES: dict[str, Source] = {
         FreeswitchSource(),
     )
 }
-FORMATS = tuple(SOURCES)
+assert tuple(SOURCES) == FORMATS, "pipeline.formats.FORMATS must list every source"
 
 
 def detect(path: Path, fmt: str | None = None) -> Source:

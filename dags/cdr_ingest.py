@@ -1,0 +1,89 @@
+"""Airflow DAG `cdr_ingest`: wiring only; the work is in `pipeline.ingest`."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+from pipeline.formats import FORMATS
+
+SILVER = Asset(name="cdr_silver", uri="file:///cdr/silver/cdr")
+GOLD = Asset(name="cdr_gold", uri="file:///cdr/gold/cdr")
+VAULT = Asset(name="cdr_vault", uri="file:///cdr/vault")
+
+DOC = """
+### cdr_ingest — seal, tokenise and tier new CDR files
+
+**Reads** every file under `landing/` of the store (`CDR_STORE`: a folder or `s3://bucket/prefix`).
+One mapped task per file, named after it.
+
+**Writes**, per file, keyed by its SHA-256 (a rerun overwrites, never appends):
+- `seals/<sha256>.seal.json`: signed digest, size, source and arrival, made *before* parsing;
+  `seals/<sha256>.parse.json`: signed counts and outputs, written last (the commit).
+- `bronze/<source>/<sha256>.enc`: the original bytes, AES-GCM under the file's data key,
+  under S3 Object Lock (COMPLIANCE) until the identifier purge date where the bucket has it.
+- `silver/cdr/year=/month=/`: tokenised CDRs; `vault/year=/month=/`: token → identifier,
+  encrypted under the month's data key; `gold/cdr/year=/month=/`: no personal values, no tokens.
+- `quarantine/rows/` (reason per row, raw row encrypted) and `quarantine/files/` (unreadable files).
+
+**Retention rule enforced here**: a record whose month is already past its 12-month identifier purge
+date on the run's logical date (a late arrival) goes to gold only; no silver, vault or key is made.
+
+The landing object is deleted once its original is sealed in bronze and the tiers are written.
+Params: `format` (skip detection), `default_region` (ISO country of national-format numbers).
+"""
+
+
+@dag(
+    dag_id="cdr_ingest",
+    schedule="@hourly",
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=DOC,
+    tags=["cdr", "ingest"],
+    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    params={
+        "format": Param(None, type=["null", "string"], enum=[None, *FORMATS],
+                        description="Read every file as this format instead of detecting it"),
+        "default_region": Param("PK", type=["null", "string"], pattern="^[A-Z]{2}$",
+                                description="ISO country code for national-format numbers"),
+    },
+)  # fmt: skip
+def cdr_ingest() -> None:
+    @task
+    def list_landing() -> list[str]:
+        from pipeline.config import Settings
+        from pipeline.ingest import Resources, list_landing
+
+        return list_landing(Resources.from_settings(Settings.from_env()).store)
+
+    @task(
+        outlets=[SILVER, GOLD, VAULT],
+        map_index_template="{{ task.op_kwargs['key'] }}",
+        max_active_tis_per_dag=4,
+    )
+    def ingest(key: str, params: dict, logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
+        from pipeline.config import Settings
+        from pipeline.ingest import Resources, ingest_landing
+
+        as_of = (logical_date or dag_run.run_after).date()
+        res = Resources.from_settings(Settings.from_env())
+        report = ingest_landing(
+            res, key, fmt=params["format"], default_region=params["default_region"], as_of=as_of
+        )
+        return report.to_dict()
+
+    @task
+    def summarise(reports: list[dict]) -> dict:
+        from pipeline.report import run_summary, totals
+
+        print(run_summary(reports))
+        return totals(reports)
+
+    summarise(ingest.expand(key=list_landing()))
+
+
+cdr_ingest()

@@ -1,0 +1,63 @@
+"""Shared test helpers: read tiers back, and search every output for identifiers in clear."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Iterator
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipeline.store import ObjectStore
+
+
+def read_tier(store: ObjectStore, prefix: str) -> pl.DataFrame:
+    """Every Parquet part under `prefix`, concatenated (empty frame if none)."""
+    frames = []
+    for obj in store.list(prefix):
+        if obj.key.endswith(".parquet"):
+            table = pq.read_table(io.BytesIO(store.get_bytes(obj.key)))
+            frame = pl.from_arrow(table)
+            assert isinstance(frame, pl.DataFrame)
+            frames.append(frame)
+    return pl.concat(frames, how="vertical") if frames else pl.DataFrame()
+
+
+def all_text_outputs(store: ObjectStore) -> Iterator[tuple[str, str]]:
+    """(key, text) for every object: Parquet as its values, anything else as bytes decoded."""
+    for obj in store.list(""):
+        data = store.get_bytes(obj.key)
+        if obj.key.endswith(".parquet"):
+            table = pl.from_arrow(pq.read_table(io.BytesIO(data)))
+            assert isinstance(table, pl.DataFrame)
+            text = table.select(pl.all().cast(pl.String, strict=False)).write_csv()
+            yield obj.key, text + "\n" + data.decode("latin-1")
+        else:
+            yield obj.key, data.decode("latin-1")
+
+
+def find_identifiers(texts: Iterable[tuple[str, str]], needles: Iterable[str]) -> list[str]:
+    """Where any needle occurs: 'key: needle' for each hit."""
+    needles = [n for n in needles if n]
+    hits = []
+    for key, text in texts:
+        low = text.lower()
+        hits += [f"{key}: {n}" for n in needles if n.lower() in low]
+    return hits
+
+
+def assert_no_identifiers(texts: Iterable[tuple[str, str]], needles: Iterable[str]) -> None:
+    hits = find_identifiers(texts, needles)
+    assert not hits, f"identifiers in clear: {hits[:10]}"
+
+
+def needles_for(numbers: Iterable[str], emails: Iterable[str]) -> list[str]:
+    """What must never appear: E.164 numbers, their national digits, e-mail addresses."""
+    out: set[str] = set()
+    for n in numbers:
+        out.add(n)
+        out.add(n[-9:])  # subscriber digits, whatever the written form
+    for e in emails:
+        out.add(e)
+        out.add(e.split("@")[0])
+    return sorted(out)

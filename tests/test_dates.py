@@ -1,0 +1,36 @@
+"""Retention dates, exact to the day, in UTC, from the month and year of the communication."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from pipeline.dates import identifier_purge_date, identifiers_expired, record_delete_date
+
+
+@pytest.mark.parametrize(
+    ("when", "purge"),
+    [
+        (dt.datetime(2025, 3, 15), dt.date(2026, 4, 1)),  # POLICY.md's worked example
+        (dt.datetime(2025, 3, 31, 23, 59, 59), dt.date(2026, 4, 1)),
+        (dt.datetime(2024, 2, 29, 12, 0), dt.date(2025, 3, 1)),  # leap day
+        (dt.datetime(2024, 12, 31, 23, 59, 59), dt.date(2026, 1, 1)),  # year end
+        (dt.datetime(2025, 1, 1, 0, 0), dt.date(2026, 2, 1)),
+        (dt.datetime(2025, 12, 1), dt.date(2027, 1, 1)),
+    ],
+)
+def test_identifier_purge_date(when: dt.datetime, purge: dt.date) -> None:
+    assert identifier_purge_date(when.year, when.month) == purge
+
+
+def test_identifiers_kept_through_the_last_day_and_gone_on_the_purge_day() -> None:
+    assert not identifiers_expired(2025, 3, dt.date(2026, 3, 31))
+    assert identifiers_expired(2025, 3, dt.date(2026, 4, 1))
+
+
+@pytest.mark.parametrize(
+    ("year", "delete"), [(2025, dt.date(2036, 1, 1)), (2024, dt.date(2035, 1, 1))]
+)
+def test_record_delete_date_is_ten_years_after_the_year_ends(year: int, delete: dt.date) -> None:
+    assert record_delete_date(year) == delete
