@@ -30,7 +30,8 @@ def all_text_outputs(store: ObjectStore) -> Iterator[tuple[str, str]]:
         if obj.key.endswith(".parquet"):
             table = pl.from_arrow(pq.read_table(io.BytesIO(data)))
             assert isinstance(table, pl.DataFrame)
-            text = table.select(pl.all().cast(pl.String, strict=False)).write_csv()
+            readable = [c for c, t in table.schema.items() if t != pl.Binary]
+            text = table.select(pl.col(readable).cast(pl.String)).write_csv()
             yield obj.key, text + "\n" + data.decode("latin-1")
         else:
             yield obj.key, data.decode("latin-1")
