@@ -157,7 +157,9 @@ def ingest_file(
     if existing is not None:
         body = existing["body"]
         log.info("%s (sha256 %s…) was ingested before: nothing to do", name, sha256[:12])
-        return FileReport(name, sha256, "already_ingested", body.get("source", ""), body.get("format"))
+        return FileReport(
+            name, sha256, "already_ingested", body.get("source", ""), body.get("format")
+        )
 
     try:
         parser: Source | None = detect(path, fmt)
@@ -196,6 +198,7 @@ def ingest_file(
         seal,
         {
             "status": report.status,
+            "file": name,
             "source": source,
             "format": report.format,
             "records": report.records,
@@ -322,9 +325,11 @@ def _quarantine_file(
         seal,
         {
             "status": "quarantined_file",
+            "file": name,
             "source": source,
             "format": None,
             "reason": error.reason,
+            "detail": str(error),
             "outputs": [key, b_key],
             "as_of": as_of.isoformat(),
             "pipeline_version": __version__,

@@ -121,6 +121,8 @@ class LocalKeyring:
     def public_key_pem(self) -> str:
         return (
             self.public_key()
-            .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
             .decode("ascii")
         )

@@ -89,87 +89,113 @@ def _e164(digits: pl.Expr, plus: pl.Expr, reg: Region | None, international: boo
     )
 
 
-def address_exprs(
+def normalise_address(
+    df: pl.DataFrame,
     col: str,
     prefix: str,
     default_region: str | None,
     international: bool,
     alphanumeric: bool = True,
-) -> list[pl.Expr]:
-    """Expressions adding `{prefix}_value`, `{prefix}_kind`, `{prefix}_cc` and `{prefix}_bad`.
+) -> pl.DataFrame:
+    """Add `{prefix}_value`, `{prefix}_kind`, `{prefix}_cc` and `{prefix}_bad` for column `col`.
 
     `international` says the source writes numbers in international form without `+`
     (messaging APIs); otherwise digits without `+`/`00` are read as national numbers of
     `default_region`. Where a source has no alphanumeric sender IDs (a PBX), a name-like value
     is a user name (`alphanumeric=False`): kind sip, tokenised, never kept literally.
+
+    Intermediate columns are materialised stage by stage: each is computed once, where one
+    nested expression would recompute shared parts in every branch.
     """
     reg = region(default_region) if default_region else None
+    t = {k: f"_{prefix}_{k}" for k in ("s", "body", "user", "scheme", "phone", "digits", "plus",
+                                        "e164", "sip", "at", "alpha", "withheld", "short")}  # fmt: skip
+    c = {k: pl.col(v) for k, v in t.items()}
     s = pl.col(col).str.strip_chars()
-    inner = s.str.extract(r"<([^<>]*)>\s*$", 1)
-    s1 = pl.coalesce(inner, s).str.strip_chars()
-    low = s1.str.to_lowercase()
-    scheme = low.str.extract(r"^(tel|sips?|mailto):", 1)
-    body = pl.when(scheme.is_not_null()).then(s1.str.replace(r"^[A-Za-z]+:", "")).otherwise(s1)
-    body = body.str.replace(r";.*$", "")
-    is_sip_uri = scheme.is_in(["sip", "sips"]).fill_null(False)
-    user = pl.when(is_sip_uri).then(body.str.replace(r"@.*$", "")).otherwise(body)
-    phone_like = user.str.contains(r"^\+?[\d\s\-.()/]+$").fill_null(False)
-    digits = user.str.replace_all(r"\D", "")
-    plus = user.str.starts_with("+")
-    e164 = _e164(digits, plus, reg, international)
-    main, _ = calling_codes()
-    cc = pl.coalesce(
-        *(e164.str.slice(1, k).replace_strict(main, default=None) for k in (1, 2, 3))
+    df = df.with_columns(
+        pl.coalesce(s.str.extract(r"<([^<>]*)>\s*$", 1).str.strip_chars(), s).alias(t["s"])
     )
-    e164_ok = e164.str.contains(E164).fill_null(False) & cc.is_not_null()
-    email = body.str.to_lowercase()
-    withheld = s.is_null() | low.is_in(WITHHELD)
-    short = phone_like & ~plus & (digits.str.len_chars() <= 6) & ~digits.str.starts_with("0")
-    has_at = body.str.contains("@", literal=True).fill_null(False)
-    alpha = s1.str.contains(r"^[A-Za-z0-9][A-Za-z0-9 .&_'-]{0,10}$") & s1.str.contains(r"[A-Za-z]")
-    is_sip_uri = is_sip_uri | (pl.lit(not alphanumeric) & ~phone_like & ~has_at)
-
+    low = c["s"].str.to_lowercase()
+    df = df.with_columns(
+        low.str.extract(r"^(tel|sips?|mailto):", 1).alias(t["scheme"]),
+        (c["s"].is_null() | low.is_in(WITHHELD)).alias(t["withheld"]),
+    )
+    is_sip_uri = c["scheme"].is_in(["sip", "sips"]).fill_null(False)
+    body = (
+        pl.when(c["scheme"].is_not_null())
+        .then(c["s"].str.replace(r"^[A-Za-z]+:", "").str.replace(r";.*$", ""))
+        .otherwise(c["s"])
+    )
+    df = df.with_columns(body.alias(t["body"]), is_sip_uri.alias(t["sip"]))
+    df = df.with_columns(
+        pl.when(c["sip"])
+        .then(c["body"].str.replace(r"@.*$", ""))
+        .otherwise(c["body"])
+        .alias(t["user"]),
+        c["body"].str.contains("@", literal=True).fill_null(False).alias(t["at"]),
+    )
+    df = df.with_columns(
+        c["user"].str.contains(r"^\+?[\d\s\-.()/]+$").fill_null(False).alias(t["phone"]),
+        c["user"].str.replace_all(r"\D", "").alias(t["digits"]),
+        c["user"].str.starts_with("+").fill_null(False).alias(t["plus"]),
+        (
+            c["s"].str.contains(r"^[A-Za-z0-9][A-Za-z0-9 .&_'-]{0,10}$")
+            & c["s"].str.contains(r"[A-Za-z]")
+        ).alias(t["alpha"]),
+    )
+    digits = c["digits"]
+    df = df.with_columns(
+        pl.when(c["phone"]).then(_e164(digits, c["plus"], reg, international)).alias(t["e164"]),
+        (
+            c["phone"] & ~c["plus"] & (digits.str.len_chars() <= 6) & ~digits.str.starts_with("0")
+        ).alias(t["short"]),
+    )
+    if not alphanumeric:
+        df = df.with_columns((c["sip"] | (~c["phone"] & ~c["at"] & ~c["withheld"])).alias(t["sip"]))
+    main, _ = calling_codes()
+    e164 = c["e164"]
+    cc = pl.coalesce(*(e164.str.slice(1, k).replace_strict(main, default=None) for k in (1, 2, 3)))
     kind = (
-        pl.when(withheld)
+        pl.when(c["withheld"])
         .then(pl.lit("unknown"))
-        .when(phone_like & short)
+        .when(c["phone"] & c["short"])
         .then(pl.lit("shortcode"))
-        .when(phone_like)
+        .when(c["phone"])
         .then(pl.lit("msisdn"))
-        .when(is_sip_uri)
+        .when(c["sip"])
         .then(pl.lit("sip"))
-        .when(has_at)
+        .when(c["at"])
         .then(pl.lit("email"))
-        .when(alpha)
+        .when(c["alpha"])
         .then(pl.lit("alphanumeric"))
         .otherwise(None)
     )
-    value = (
-        pl.when(withheld)
-        .then(None)
-        .when(phone_like & short)
-        .then(digits)
-        .when(phone_like)
-        .then(e164)
-        .when(is_sip_uri)
-        .then(body.str.to_lowercase())
-        .when(has_at)
-        .then(email)
-        .otherwise(s1)
+    df = df.with_columns(
+        kind.alias(f"{prefix}_kind"),
+        pl.when(c["phone"] & ~c["short"]).then(cc).alias(f"{prefix}_cc"),
     )
-    bad = kind.is_null() | (
-        pl.when(kind == "msisdn")
-        .then(~e164_ok)
-        .when(kind == "email")
-        .then(~email.str.contains(EMAIL).fill_null(False))
+    k = pl.col(f"{prefix}_kind")
+    value = (
+        pl.when(k == "unknown")
+        .then(None)
+        .when(k == "shortcode")
+        .then(digits)
+        .when(k == "msisdn")
+        .then(e164)
+        .when(k.is_in(["sip", "email"]))
+        .then(c["body"].str.to_lowercase())
+        .otherwise(c["s"])
+    )
+    df = df.with_columns(value.alias(f"{prefix}_value"))
+    v = pl.col(f"{prefix}_value")
+    bad = k.is_null() | (
+        pl.when(k == "msisdn")
+        .then(~v.str.contains(E164).fill_null(False) | pl.col(f"{prefix}_cc").is_null())
+        .when(k == "email")
+        .then(~v.str.contains(EMAIL).fill_null(False))
         .otherwise(False)
     )
-    return [
-        value.alias(f"{prefix}_value"),
-        kind.alias(f"{prefix}_kind"),
-        pl.when(kind == "msisdn").then(cc).otherwise(None).alias(f"{prefix}_cc"),
-        bad.alias(f"{prefix}_bad"),
-    ]
+    return df.with_columns(bad.alias(f"{prefix}_bad")).drop(list(t.values()))
 
 
 class CountryResolver:

@@ -30,7 +30,10 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     lines = []
     for n, r in enumerate(cells):
         lines.append(
-            "  ".join(c.rjust(w) if n and c[:1].isdigit() else c.ljust(w) for c, w in zip(r, widths))
+            "  ".join(
+                c.rjust(w) if n and c[:1].isdigit() else c.ljust(w)
+                for c, w in zip(r, widths, strict=True)
+            )
         )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -70,7 +73,7 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
     out = [
         _table(
             ["file", "format", "status", "records", "silver", "gold", "gold only", "quarantined"],
-            rows + [total],
+            [*rows, total],
         )
     ]
     reasons: Counter[str] = Counter()
@@ -88,26 +91,23 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def ingested_files(store: ObjectStore) -> list[dict[str, Any]]:
+    """One report per ingested file, from the signed parse entries (the record of truth)."""
+    reports = []
+    for obj in store.list("seals/"):
+        if obj.key.endswith(".parse.json"):
+            body = json.loads(store.get_bytes(obj.key))["body"]
+            reports.append({k: body.get(k) or 0 for k in COUNTS} | body)
+    return sorted(reports, key=lambda r: (r.get("source", ""), r.get("file", "")))
+
+
 def store_summary(store: ObjectStore) -> str:
-    """Where each tier is, how many objects it holds, and the records the seals account for."""
+    """Where each tier is, how many objects it holds, and what every sealed file became."""
     rows = []
     for tier, prefix in TIERS.items():
         objects = list(store.list(prefix))
         rows.append([tier, len(objects), sum(o.size for o in objects), store.uri(prefix)])
-    totals: Counter[str] = Counter()
-    files = 0
-    for obj in store.list("seals/"):
-        if obj.key.endswith(".parse.json"):
-            body = json.loads(store.get_bytes(obj.key))["body"]
-            files += 1
-            for k in COUNTS:
-                totals[k] += int(body.get(k) or 0)
-            totals["files_quarantined_whole"] += body.get("status") == "quarantined_file"
-    out = [_table(["tier", "objects", "bytes", "location"], rows)]
-    out.append(
-        f"\nSealed files ingested: {files}; records {totals['records']:,} → silver "
-        f"{totals['silver']:,}, gold {totals['gold']:,} ({totals['gold_only']:,} gold only), "
-        f"quarantined rows {totals['quarantined']:,}; files quarantined whole "
-        f"{totals['files_quarantined_whole']}"
-    )
+    files = ingested_files(store)
+    out = [f"Files sealed and ingested ({len(files)}):", run_summary(files), ""]
+    out.append(_table(["tier", "objects", "bytes", "location"], rows))
     return "\n".join(out)

@@ -68,13 +68,15 @@ def population(people: int, seed: int = 7) -> pl.DataFrame:
                 }
             )
         )
-    df = pl.concat(rows).with_columns((pl.lit("+") + pl.col("cc") + pl.col("national")).alias("e164"))
+    df = pl.concat(rows).with_columns(
+        (pl.lit("+") + pl.col("cc") + pl.col("national")).alias("e164")
+    )
     df = df.unique("e164", keep="first", maintain_order=True)
     idx = pl.int_range(pl.len(), dtype=pl.Int64)
     return df.with_columns(
-        pl.format("user{}.{}@example.{}", idx, pl.col("country").str.to_lowercase(), pl.lit("com")).alias(
-            "email"
-        )
+        pl.format(
+            "user{}.{}@example.{}", idx, pl.col("country").str.to_lowercase(), pl.lit("com")
+        ).alias("email")
     )
 
 
@@ -92,7 +94,14 @@ def _written(df: pl.DataFrame, style: pl.Expr) -> pl.Expr:
         .when((style == 3) & pk)
         .then(cc + nat)
         .when(style == 4)
-        .then(pl.lit("tel:+") + cc + pl.lit("-") + nat.str.slice(0, 3) + pl.lit("-") + nat.str.slice(3))
+        .then(
+            pl.lit("tel:+")
+            + cc
+            + pl.lit("-")
+            + nat.str.slice(0, 3)
+            + pl.lit("-")
+            + nat.str.slice(3)
+        )
         .otherwise(pl.lit("+") + cc + nat)
     )
 
@@ -119,9 +128,9 @@ def _chunk(
     channel = rng.choice(["sms", "sms", "sms", "email", "whatsapp", "voice"], size=n)
     inbound = rng.random(n) < 0.2
     frame = base.with_columns(
-        (pl.lit("r") + pl.int_range(offset, offset + n, eager=True).cast(pl.String).str.zfill(10)).alias(
-            "record_id"
-        ),
+        (
+            pl.lit("r") + pl.int_range(offset, offset + n, eager=True).cast(pl.String).str.zfill(10)
+        ).alias("record_id"),
         pl.Series("t", secs).cast(pl.Int64),
         pl.Series("channel", channel),
         pl.Series("inbound", inbound),
@@ -130,13 +139,20 @@ def _chunk(
         pl.Series("duration", rng.integers(1, 3600, size=n)),
         pl.Series("units", rng.integers(1, 4, size=n)),
         pl.Series("price", np.round(rng.random(n) * 0.05, 4)),
-        pl.Series("status", rng.choice(["DELIVERED", "DELIVERED", "DELIVERED", "UNDELIVERABLE", "PENDING"], size=n)),
+        pl.Series(
+            "status",
+            rng.choice(["DELIVERED", "DELIVERED", "DELIVERED", "UNDELIVERABLE", "PENDING"], size=n),
+        ),
         pl.Series("customer", rng.choice(["cust-001", "cust-002", "cust-017"], size=n)),
-        pl.Series("bad", np.where(rng.random(n) < bad_share, rng.integers(0, len(REASONS), size=n), -1)),
+        pl.Series(
+            "bad", np.where(rng.random(n) < bad_share, rng.integers(0, len(REASONS), size=n), -1)
+        ),
     )
     t0 = int(start.timestamp())
     return frame.with_columns(
-        pl.from_epoch(pl.col("t") + t0, time_unit="s").dt.replace_time_zone("UTC").alias("event_time"),
+        pl.from_epoch(pl.col("t") + t0, time_unit="s")
+        .dt.replace_time_zone("UTC")
+        .alias("event_time"),
         _written(frame, pl.col("style")).alias("number"),
     )
 
@@ -148,21 +164,45 @@ def _add_months(t: dt.datetime, k: int) -> dt.datetime:
 
 def _canonical_csv(df: pl.DataFrame) -> pl.DataFrame:
     email = pl.col("channel") == "email"
-    user = pl.when(email).then(pl.col("email").str.to_uppercase().str.slice(0, 1) + pl.col("email").str.slice(1)).otherwise(pl.col("number"))
-    biz = pl.when(email).then(pl.lit("noreply@shop.example.com")).when(pl.col("channel") == "voice").then(pl.lit("+922111222333")).otherwise(pl.col("sender"))
+    user = (
+        pl.when(email)
+        .then(pl.col("email").str.to_uppercase().str.slice(0, 1) + pl.col("email").str.slice(1))
+        .otherwise(pl.col("number"))
+    )
+    biz = (
+        pl.when(email)
+        .then(pl.lit("noreply@shop.example.com"))
+        .when(pl.col("channel") == "voice")
+        .then(pl.lit("+922111222333"))
+        .otherwise(pl.col("sender"))
+    )
     bad = pl.col("bad")
     out = df.select(
         pl.when(bad == 1).then(pl.lit("")).otherwise(pl.col("record_id")).alias("record_id"),
-        pl.when(bad == 0).then(pl.lit("2025-13-45T99:00:00Z")).otherwise(pl.col("event_time").dt.strftime("%Y-%m-%dT%H:%M:%SZ")).alias("event_time"),
+        pl.when(bad == 0)
+        .then(pl.lit("2025-13-45T99:00:00Z"))
+        .otherwise(pl.col("event_time").dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        .alias("event_time"),
         pl.lit(None, pl.String).alias("end_time"),
         pl.col("channel"),
-        pl.when(pl.col("inbound")).then(pl.lit("inbound")).otherwise(pl.lit("outbound")).alias("direction"),
+        pl.when(pl.col("inbound"))
+        .then(pl.lit("inbound"))
+        .otherwise(pl.lit("outbound"))
+        .alias("direction"),
         pl.col("customer").alias("customer_id"),
         pl.when(pl.col("inbound")).then(user).otherwise(biz).alias("origin"),
-        pl.when(bad == 2).then(pl.lit("12ab#")).when(pl.col("inbound")).then(biz).otherwise(user).alias("destination"),
+        pl.when(bad == 2)
+        .then(pl.lit("12ab#"))
+        .when(pl.col("inbound"))
+        .then(biz)
+        .otherwise(user)
+        .alias("destination"),
         pl.lit(None, pl.String).alias("destination_network"),
         pl.lit("rt-1").alias("route_id"),
-        pl.when(pl.col("channel") == "voice").then(pl.col("duration")).otherwise(None).alias("duration_s"),
+        pl.when(pl.col("channel") == "voice")
+        .then(pl.col("duration"))
+        .otherwise(None)
+        .alias("duration_s"),
         pl.col("units"),
         pl.col("status"),
         pl.lit(None, pl.String).alias("error_code"),
@@ -205,7 +245,11 @@ def _pbx_rows(df: pl.DataFrame, kind: str) -> list[str]:
         end = start + dt.timedelta(seconds=r["duration"])
         fmt = "%Y-%m-%d %H:%M:%S"
         caller = r["number"] if r["inbound"] else "1001"
-        callee = "2000" if r["inbound"] else ("0" + r["national"] if r["cc"] == "92" else "00" + r["cc"] + r["national"])
+        callee = (
+            "2000"
+            if r["inbound"]
+            else ("0" + r["national"] if r["cc"] == "92" else "00" + r["cc"] + r["national"])
+        )
         s, e = start.strftime(fmt), end.strftime(fmt)
         if r["bad"] == 0:
             s = "2025-02-30 25:61:00"
@@ -222,7 +266,7 @@ def _pbx_rows(df: pl.DataFrame, kind: str) -> list[str]:
             if r["bad"] == 1:
                 fields[10] = ""
         if r["bad"] == 3:
-            fields = fields + ["extra"]
+            fields = [*fields, "extra"]
         lines.append(",".join('"' + f.replace('"', '""') + '"' for f in fields))
     return lines
 
@@ -258,7 +302,9 @@ def generate(
             info.bad_rows += int(((bad >= 0) & ~((bad == 1) & (fmt == "asterisk"))).sum())
             if rows <= 200_000:
                 used.update(df.get_column("e164").to_list())
-                info.emails.update(df.filter(pl.col("channel") == "email").get_column("email").to_list())
+                info.emails.update(
+                    df.filter(pl.col("channel") == "email").get_column("email").to_list()
+                )
             if fmt == "canonical_csv":
                 out = _canonical_csv(df)
                 extra = out.get_column("_extra")
@@ -275,7 +321,9 @@ def generate(
             elif fmt == "messaging_json":
                 info.bad_rows -= int((df.get_column("bad") == 3).sum())
                 docs.extend(
-                    line for line, bad in zip(_messaging_lines(df), df.get_column("bad"), strict=True) if bad != 3
+                    line
+                    for line, bad in zip(_messaging_lines(df), df.get_column("bad"), strict=True)
+                    if bad != 3
                 )
             else:
                 f.write(("\n".join(_pbx_rows(df, fmt)) + "\n").encode())

@@ -10,6 +10,7 @@ quarantined rows under the file's data key.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -75,7 +76,11 @@ class TierWriter:
             self._append(key, part.select(list(schema)).to_arrow(), arrow)
 
     def add(
-        self, silver: pl.DataFrame, gold: pl.DataFrame, vault: pl.DataFrame, quarantine: pl.DataFrame
+        self,
+        silver: pl.DataFrame,
+        gold: pl.DataFrame,
+        vault: pl.DataFrame,
+        quarantine: pl.DataFrame,
     ) -> None:
         if len(silver):
             self._by_month("silver", silver, SILVER)
@@ -134,8 +139,6 @@ class TierWriter:
 
     def close(self) -> None:
         for writer in self._writers.values():
-            try:
+            with contextlib.suppress(Exception):  # already closed by publish
                 writer.close()
-            except Exception:  # already closed by publish
-                pass
         self._tmp.cleanup()

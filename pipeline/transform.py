@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from pipeline.dates import IDENTIFIER_MONTHS
-from pipeline.normalise import PERSONAL_KINDS, CountryResolver, address_exprs
+from pipeline.normalise import PERSONAL_KINDS, CountryResolver, normalise_address
 from pipeline.schema import CHANNELS, DIRECTIONS, GOLD, SILVER, conform
 from pipeline.sources.base import first_error
 from pipeline.tokenise import token_expr
@@ -51,10 +51,8 @@ def _month_index(ts: pl.Expr) -> pl.Expr:
 
 def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> Transformed:
     intl, alpha = ctx.international, ctx.alphanumeric
-    df = parsed.with_columns(
-        *address_exprs("origin_raw", "o", ctx.default_region, intl, alpha),
-        *address_exprs("destination_raw", "d", ctx.default_region, intl, alpha),
-    )
+    df = normalise_address(parsed, "origin_raw", "o", ctx.default_region, intl, alpha)
+    df = normalise_address(df, "destination_raw", "d", ctx.default_region, intl, alpha)
     if ctx.derived_ids:
         derived = pl.format(f"{ctx.source}-{ctx.sha256[:16]}-{{}}", pl.col("source_line"))
         df = df.with_columns(pl.coalesce("record_id", derived).alias("record_id"))

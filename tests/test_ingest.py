@@ -17,7 +17,7 @@ from pipeline.bronze import read_original
 from pipeline.cli import main as cli
 from pipeline.config import Settings
 from pipeline.crypto import decrypt_value
-from pipeline.ingest import IngestError, Resources, ingest_file
+from pipeline.ingest import Resources, ingest_file
 from pipeline.integrity import SealError, parse_key, read_entry, seal_key, verify
 from pipeline.schema import SILVER
 from pipeline.synth import FORMATS, generate
@@ -80,7 +80,9 @@ def test_same_person_in_four_forms_across_two_files_and_formats_gets_one_token(
     assert person[0].startswith("msisdn.v1.")
     emails = silver.filter(pl.col("destination_kind") == "email").get_column("destination")
     assert len(emails) == 2 and emails.n_unique() == 1 and emails[0].startswith("email.v1.")
-    assert silver.filter(pl.col("destination_kind") == "msisdn").get_column("destination_country").unique().to_list() == ["PK"]
+    assert silver.filter(pl.col("destination_kind") == "msisdn").get_column(
+        "destination_country"
+    ).unique().to_list() == ["PK"]
 
     # Another keyring (another deployment) gives other tokens for the same person.
     other = Resources.from_settings(
@@ -122,7 +124,9 @@ def test_second_ingest_of_the_same_file_adds_nothing(res: Resources, tmp_path: P
 def test_crash_before_commit_then_rerun_equals_one_clean_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    g = generate("messaging_jsonl", tmp_path / "m.jsonl", 2500, bad_share=0.05, start=dt.date(2025, 4, 1))
+    g = generate(
+        "messaging_jsonl", tmp_path / "m.jsonl", 2500, bad_share=0.05, start=dt.date(2025, 4, 1)
+    )
 
     def resources(store: str) -> Resources:
         return Resources.from_settings(
@@ -148,14 +152,19 @@ def test_crash_before_commit_then_rerun_equals_one_clean_run(
     monkeypatch.setattr(crashed.store, "put_file", failing_put_file)
     with pytest.raises(OSError):
         ingest_file(crashed, g.path, as_of=AS_OF)
-    assert read_entry(crashed.store, parse_key(hashlib.sha256(g.path.read_bytes()).hexdigest())) is None
+    assert (
+        read_entry(crashed.store, parse_key(hashlib.sha256(g.path.read_bytes()).hexdigest()))
+        is None
+    )
     monkeypatch.setattr(crashed.store, "put_file", real_put_file)
     rerun = ingest_file(crashed, g.path, as_of=AS_OF)
     assert rerun.status == "ingested"
     assert _snapshot(crashed) == _snapshot(clean)
 
 
-def test_gold_has_no_personal_value_or_token_and_silver_no_content(res: Resources, tmp_path: Path) -> None:
+def test_gold_has_no_personal_value_or_token_and_silver_no_content(
+    res: Resources, tmp_path: Path
+) -> None:
     for fmt in ("canonical_csv", "messaging_jsonl", "asterisk"):
         g = generate(fmt, tmp_path / f"x.{fmt}", 1500, start=dt.date(2025, 4, 1))
         ingest_file(res, g.path, as_of=AS_OF)
@@ -163,14 +172,27 @@ def test_gold_has_no_personal_value_or_token_and_silver_no_content(res: Resource
     gold = read_tier(res.store, "gold/")
     assert silver.columns == list(SILVER) and gold.columns == list(SILVER)
     personal = ["msisdn", "email", "sip"]
-    assert gold.filter(pl.col("origin_kind").is_in(personal)).get_column("origin").null_count() == gold.filter(pl.col("origin_kind").is_in(personal)).height
-    assert gold.filter(pl.col("destination_kind").is_in(personal)).get_column("destination").null_count() == gold.filter(pl.col("destination_kind").is_in(personal)).height
+    assert (
+        gold.filter(pl.col("origin_kind").is_in(personal)).get_column("origin").null_count()
+        == gold.filter(pl.col("origin_kind").is_in(personal)).height
+    )
+    assert (
+        gold.filter(pl.col("destination_kind").is_in(personal))
+        .get_column("destination")
+        .null_count()
+        == gold.filter(pl.col("destination_kind").is_in(personal)).height
+    )
     for col in gold.columns:
         if gold.schema[col] == pl.String:
             assert not gold.get_column(col).str.contains(r"(msisdn|email|sip)\.v\d+\.").any(), col
     # Business identifiers stay literal in gold: routing data, not personal data.
     assert {"InfoSMS", "8080"} & set(gold.get_column("origin").drop_nulls().to_list())
-    assert silver.filter(pl.col("origin_kind") == "msisdn").get_column("origin").str.contains(TOKEN_PATTERN).all()
+    assert (
+        silver.filter(pl.col("origin_kind") == "msisdn")
+        .get_column("origin")
+        .str.contains(TOKEN_PATTERN)
+        .all()
+    )
     assert gold.get_column("destination_country").null_count() < len(gold)
     texts = list(all_text_outputs(res.store))
     for phrase in CONTENT:
@@ -186,7 +208,14 @@ def test_no_identifier_in_any_output_reason_log_or_cli_output(
         monkeypatch.setenv(k, v)
     files, numbers, emails = [], set(), set()
     for seed, fmt in enumerate(FORMATS):
-        g = generate(fmt, tmp_path / "in" / f"f.{fmt}", 1200, bad_share=0.05, seed=seed, start=dt.date(2025, 4, 1))
+        g = generate(
+            fmt,
+            tmp_path / "in" / f"f.{fmt}",
+            1200,
+            bad_share=0.05,
+            seed=seed,
+            start=dt.date(2025, 4, 1),
+        )
         files.append(str(g.path))
         numbers |= g.numbers
         emails |= g.emails
@@ -209,21 +238,29 @@ def test_vault_reidentifies_every_silver_token_of_its_month(res: Resources, tmp_
     g = generate("messaging_jsonl", tmp_path / "m.jsonl", 1500, start=dt.date(2025, 4, 1), months=2)
     ingest_file(res, g.path, as_of=AS_OF)
     silver = read_tier(res.store, "silver/")
-    for (year, month), part in silver.group_by(pl.col("event_time").dt.year().alias("y"), pl.col("event_time").dt.month().alias("m")):
+    for (year, month), part in silver.group_by(
+        pl.col("event_time").dt.year().alias("y"), pl.col("event_time").dt.month().alias("m")
+    ):
         vault = read_tier(res.store, f"vault/year={year:04d}/month={month:02d}/")
         gcm = AESGCM(res.keyring.data_key(f"month-{year:04d}-{month:02d}", create=False))
         clear = {
             t: decrypt_value(gcm, blob, t.encode()).decode()
             for t, blob in vault.select("token", "identifier_encrypted").iter_rows()
         }
-        used = set(part.filter(pl.col("destination_kind").is_in(["msisdn", "email"])).get_column("destination"))
+        used = set(
+            part.filter(pl.col("destination_kind").is_in(["msisdn", "email"])).get_column(
+                "destination"
+            )
+        )
         assert used <= set(clear)
         # The sender's own address is an e-mail too: tokenised like any other, never guessed.
         assert set(clear.values()) <= g.numbers | g.emails | {"noreply@shop.example.com"}
         assert vault.get_column("token").n_unique() == len(vault)  # once per distinct identifier
 
 
-def test_late_arrivals_go_to_gold_only_with_exact_month_boundaries(res: Resources, tmp_path: Path) -> None:
+def test_late_arrivals_go_to_gold_only_with_exact_month_boundaries(
+    res: Resources, tmp_path: Path
+) -> None:
     csv = tmp_path / "late.csv"
     csv.write_text(
         "record_id,event_time,channel,direction,origin,destination\n"
@@ -245,7 +282,9 @@ def test_late_arrivals_go_to_gold_only_with_exact_month_boundaries(res: Resource
     assert gold.get_column("destination_country").to_list() == ["PK"] * 3
 
 
-def test_bronze_holds_the_exact_original_and_the_seal_verifies(res: Resources, tmp_path: Path) -> None:
+def test_bronze_holds_the_exact_original_and_the_seal_verifies(
+    res: Resources, tmp_path: Path
+) -> None:
     g = generate("asterisk", tmp_path / "Master.csv", 800, start=dt.date(2025, 4, 1))
     report = ingest_file(res, g.path, as_of=AS_OF)
     key = f"bronze/asterisk/{report.sha256}.enc"
@@ -256,7 +295,11 @@ def test_bronze_holds_the_exact_original_and_the_seal_verifies(res: Resources, t
     entry = read_entry(res.store, seal_key(report.sha256))
     assert entry is not None
     body = verify(entry, res.keyring.public_key())
-    assert (body["size"], body["source"], body["file"]) == (g.path.stat().st_size, "asterisk", "Master.csv")
+    assert (body["size"], body["source"], body["file"]) == (
+        g.path.stat().st_size,
+        "asterisk",
+        "Master.csv",
+    )
     forged = json.loads(json.dumps(entry))
     forged["body"]["size"] += 1
     with pytest.raises(SealError):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipeline.normalise import CountryResolver, address_exprs
+from pipeline.normalise import CountryResolver, normalise_address
 
 
 def normalise(values: list[str | None], region: str | None = "PK", international: bool = False,
               alphanumeric: bool = True) -> pl.DataFrame:  # fmt: skip
     df = pl.DataFrame({"raw": values}, schema={"raw": pl.String})
-    out = df.with_columns(address_exprs("raw", "a", region, international, alphanumeric))
+    out = normalise_address(df, "raw", "a", region, international, alphanumeric)
     return CountryResolver().country(out, "a_value", "a_cc", "a_country")
 
 

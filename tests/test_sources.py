@@ -15,7 +15,9 @@ UTC = dt.UTC
 OPTS = ParseOptions(default_region="PK", batch_rows=1000)
 
 
-def parse(path: Path, fmt: str | None = None, opts: ParseOptions = OPTS) -> tuple[str, pl.DataFrame]:
+def parse(
+    path: Path, fmt: str | None = None, opts: ParseOptions = OPTS
+) -> tuple[str, pl.DataFrame]:
     source = detect(path, fmt)
     return source.name, pl.concat(list(source.parse(path, opts)))
 
@@ -50,11 +52,28 @@ def test_messaging_json_document(tmp_path: Path) -> None:
     out, inbound, mail = (
         df.filter(pl.col("record_id") == r).row(0, named=True) for r in ("m-out", "m-in", "m-mail")
     )
-    assert (out["direction"], out["origin_raw"], out["destination_raw"]) == ("outbound", "InfoSMS", "41793026727")
+    assert (out["direction"], out["origin_raw"], out["destination_raw"]) == (
+        "outbound",
+        "InfoSMS",
+        "41793026727",
+    )
     assert out["event_time"] == dt.datetime(2025, 3, 31, 23, 59, 59, tzinfo=UTC)
-    assert (out["units"], out["price"], out["currency"], out["status"]) == (2, 0.01, "EUR", "DELIVERED")
-    assert (out["destination_network"], out["error_code"], out["channel"]) == ("22801", "NO_ERROR", "sms")
-    assert (inbound["direction"], inbound["origin_raw"], inbound["origin_network"]) == ("inbound", "923001234567", "41001")
+    assert (out["units"], out["price"], out["currency"], out["status"]) == (
+        2,
+        0.01,
+        "EUR",
+        "DELIVERED",
+    )
+    assert (out["destination_network"], out["error_code"], out["channel"]) == (
+        "22801",
+        "NO_ERROR",
+        "sms",
+    )
+    assert (inbound["direction"], inbound["origin_raw"], inbound["origin_network"]) == (
+        "inbound",
+        "923001234567",
+        "41001",
+    )
     assert inbound["event_time"] == dt.datetime(2025, 3, 15, 5, 0, tzinfo=UTC)  # +0500 → UTC
     assert (mail["channel"], mail["units"]) == ("email", 1)
     assert df.get_column("parse_error").null_count() == 3
@@ -87,12 +106,18 @@ ASTERISK = (
 
 
 def test_asterisk_master_csv(tmp_path: Path) -> None:
-    name, df = parse(write(tmp_path, "Master.csv", ASTERISK), opts=ParseOptions("PK", "Asia/Karachi"))
+    name, df = parse(
+        write(tmp_path, "Master.csv", ASTERISK), opts=ParseOptions("PK", "Asia/Karachi")
+    )
     assert name == "asterisk"
     rows = df.sort("source_line").iter_rows(named=True)
     first, second, third, fourth = list(rows)
     assert first["record_id"] == "1742032800.17"
-    assert (first["direction"], first["origin_raw"], first["destination_raw"]) == ("outbound", "1001", "03001234567")
+    assert (first["direction"], first["origin_raw"], first["destination_raw"]) == (
+        "outbound",
+        "1001",
+        "03001234567",
+    )
     assert first["route_id"] == "PJSIP/trunk-pk"
     assert first["event_time"] == dt.datetime(2025, 3, 15, 5, 0, tzinfo=UTC)  # Karachi is UTC+5
     assert (first["duration_s"], first["units"], first["status"]) == (65.0, 60, "ANSWERED")
@@ -117,8 +142,17 @@ def test_freeswitch_example_template(tmp_path: Path) -> None:
     name, df = parse(write(tmp_path, "cdr.csv", FREESWITCH))
     assert name == "freeswitch"
     a, b = df.sort("source_line").iter_rows(named=True)
-    assert (a["direction"], a["origin_raw"], a["units"], a["status"]) == ("inbound", "+923001234567", 60, "NORMAL_CLEARING")
-    assert (b["direction"], b["destination_raw"], b["error_code"]) == ("outbound", "0300-1234567", "USER_BUSY")
+    assert (a["direction"], a["origin_raw"], a["units"], a["status"]) == (
+        "inbound",
+        "+923001234567",
+        60,
+        "NORMAL_CLEARING",
+    )
+    assert (b["direction"], b["destination_raw"], b["error_code"]) == (
+        "outbound",
+        "0300-1234567",
+        "USER_BUSY",
+    )
     assert a["record_id"] == "a1b2c3d4-0000-4000-8000-000000000001"
 
 
@@ -142,7 +176,10 @@ def test_canonical_csv_and_parquet(tmp_path: Path) -> None:
     pl.read_csv(tmp_path / "export.csv", infer_schema=False).write_parquet(parquet)
     name, pq_df = parse(parquet)
     assert name == "canonical_parquet"
-    assert pq_df.sort("source_line").get_column("parse_error").to_list() == df.sort("source_line").get_column("parse_error").to_list()
+    assert (
+        pq_df.sort("source_line").get_column("parse_error").to_list()
+        == df.sort("source_line").get_column("parse_error").to_list()
+    )
     assert pq_df.filter(pl.col("record_id") == "c1").row(0, named=True)["duration_s"] == 61.5
 
 

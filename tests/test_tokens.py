@@ -40,9 +40,10 @@ def test_token_is_deterministic_and_well_formed(kind: str, value: str) -> None:
 @given(kinds, values)
 def test_different_keys_give_different_tokens(kind: str, value: str) -> None:
     assert token(kind, value, KEY_A, "v1") != token(kind, value, KEY_B, "v2")
-    assert token(kind, value, KEY_A, "v1")[len(kind) + 4 :] != token(kind, value, KEY_B, "v1")[
-        len(kind) + 4 :
-    ]
+    assert (
+        token(kind, value, KEY_A, "v1")[len(kind) + 4 :]
+        != token(kind, value, KEY_B, "v1")[len(kind) + 4 :]
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -50,7 +51,9 @@ def test_different_keys_give_different_tokens(kind: str, value: str) -> None:
 def test_kinds_never_collide(value: str) -> None:
     tokens = {token(k, value, KEY_A, "v1") for k in ("msisdn", "email", "sip")}
     assert len(tokens) == 3
-    assert len({t.split(".")[2] for t in tokens}) == 3  # the MAC itself differs, not just the prefix
+    assert (
+        len({t.split(".")[2] for t in tokens}) == 3
+    )  # the MAC itself differs, not just the prefix
 
 
 def test_key_version_is_visible() -> None:

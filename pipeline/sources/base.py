@@ -133,7 +133,9 @@ def split_csv(
     ok = pl.col("_n").is_in(sorted(allowed))
     good_lines = counted.filter(ok)
     bad = counted.filter(~ok).select(
-        "source_line", pl.lit("wrong_column_count").alias("parse_error"), pl.col("line").alias("raw")
+        "source_line",
+        pl.lit("wrong_column_count").alias("parse_error"),
+        pl.col("line").alias("raw"),
     )
     width = max(allowed)
     text = "\n".join(good_lines.get_column("line").to_list()) + "\n"

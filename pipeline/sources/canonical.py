@@ -85,11 +85,11 @@ class CanonicalCsvSource(Source):
     def sniff(self, head: bytes) -> bool:
         first = head.split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff")
         cols = {c.strip().strip('"') for c in first.strip().split(",")}
-        return REQUIRED <= cols
+        return cols >= REQUIRED
 
     def parse(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
         names = _header(path)
-        if not REQUIRED <= set(names):
+        if not set(names) >= REQUIRED:
             raise FileFormatError("missing_columns", ", ".join(sorted(REQUIRED - set(names))))
         for lines in iter_lines(path, opts.batch_rows, skip_header=True):
             good, bad = split_csv(lines, names, {len(names)})
@@ -108,7 +108,7 @@ class CanonicalParquetSource(Source):
         except Exception as exc:
             raise FileFormatError("bad_parquet", type(exc).__name__) from None
         names = set(pf.schema_arrow.names)
-        if not REQUIRED <= names:
+        if not names >= REQUIRED:
             raise FileFormatError("missing_columns", ", ".join(sorted(REQUIRED - names)))
         wanted = [c for c in CANONICAL_SOURCE_COLUMNS if c in names]
         line = 0

@@ -27,7 +27,9 @@ from pipeline.sources.base import (
     timestamp,
 )
 
-_STATUS = pl.Struct({"groupId": pl.String, "groupName": pl.String, "id": pl.String, "name": pl.String})
+_STATUS = pl.Struct(
+    {"groupId": pl.String, "groupName": pl.String, "id": pl.String, "name": pl.String}
+)
 READ_SCHEMA: dict[str, pl.DataType] = {
     "messageId": pl.String(),
     "bulkId": pl.String(),
@@ -139,7 +141,10 @@ class MessagingSource(Source):
             .then(pl.lit("email"))
             .otherwise(pl.lit("sms"))
             .alias("channel"),
-            pl.when(inbound).then(pl.lit("inbound")).otherwise(pl.lit("outbound")).alias("direction"),
+            pl.when(inbound)
+            .then(pl.lit("inbound"))
+            .otherwise(pl.lit("outbound"))
+            .alias("direction"),
             pl.coalesce("customerId", "applicationId", "entityId").alias("customer_id"),
             origin.alias("origin_raw"),
             destination.alias("destination_raw"),

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
-import polars as pl
 import pytest
 
-from tests.conftest import ROOT
-from tests.helpers import all_text_outputs, assert_no_identifiers, read_tier
-
 from pipeline.synth import generate
+from tests.conftest import ROOT
+from tests.helpers import all_text_outputs, assert_no_identifiers, needles_for, read_tier
 
 
 def test_dagbag_imports_without_errors() -> None:
@@ -43,3 +42,103 @@ def _run_dag(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> object:
 
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["cdr_ingest"]
     return dag.test(logical_date=dt.datetime(2025, 6, 15, tzinfo=dt.UTC))
+
+
+def _landing_files(
+    store_env: dict[str, str], tmp_path: Path
+) -> tuple[list[str], set[str], set[str], int]:
+    """Generated files of every format dropped into landing/ of the configured store."""
+    from pipeline.config import Settings
+    from pipeline.ingest import Resources, copy_into_landing
+
+    res = Resources.from_settings(Settings.from_env(store_env))
+    keys, numbers, emails, records = [], set(), set(), 0
+    for seed, fmt in enumerate(("canonical_csv", "messaging_jsonl", "asterisk", "freeswitch")):
+        g = generate(fmt, tmp_path / "in" / f"{fmt}.dat", 900, seed=seed, bad_share=0.05,
+                     start=dt.date(2025, 4, 1))  # fmt: skip
+        keys.append(copy_into_landing(res.store, g.path, f"src-{seed}"))
+        numbers |= g.numbers
+        emails |= g.emails
+        records += g.rows
+    return keys, numbers, emails, records
+
+
+def _check_run(dag_run: object, env: dict[str, str], keys: list[str], records: int) -> None:
+    from pipeline.config import Settings
+    from pipeline.ingest import Resources
+
+    assert dag_run.state == "success"  # type: ignore[attr-defined]
+    tis = {(ti.task_id, ti.map_index): ti for ti in dag_run.get_task_instances()}  # type: ignore[attr-defined]
+    mapped = sorted(ti.rendered_map_index for (t, _), ti in tis.items() if t == "ingest")
+    assert mapped == sorted(keys)  # each mapped task is named after its file
+    res = Resources.from_settings(Settings.from_env(env))
+    assert list(res.store.list("landing/")) == []
+    gold = read_tier(res.store, "gold/")
+    quarantine = read_tier(res.store, "quarantine/rows/")
+    assert len(gold) + len(quarantine) == records
+    assert len(read_tier(res.store, "silver/")) == len(gold)  # nothing is late here
+    assert gold.get_column("source").n_unique() == len(keys)
+
+
+@pytest.mark.airflow
+def test_dag_runs_on_a_local_folder(
+    airflow_db: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    env = {"CDR_STORE": str(tmp_path / "store"), "CDR_KEYRING": str(tmp_path / "keys")}
+    keys, numbers, emails, records = _landing_files(env, tmp_path)
+    dag_run = _run_dag(monkeypatch, env)
+    _check_run(dag_run, env, keys, records)
+    out = capfd.readouterr()
+    logs = [
+        (str(p), p.read_text("latin-1")) for p in Path(os.environ["AIRFLOW_HOME"]).rglob("*.log")
+    ]
+    assert "ingested" in out.out + out.err
+    needles = needles_for(numbers, emails)
+    assert_no_identifiers([("stdout", out.out), ("stderr", out.err), *logs], needles)
+
+
+@pytest.mark.airflow
+@pytest.mark.s3
+def test_dag_runs_against_s3_with_object_lock_on_bronze(
+    airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str,
+    s3_buckets: tuple[str, str], capfd: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from pipeline.store import s3_client
+
+    data, bronze = s3_buckets
+    env = {
+        "CDR_STORE": f"s3://{data}/cdr",
+        "CDR_BRONZE_STORE": f"s3://{bronze}",
+        "CDR_S3_ENDPOINT_URL": moto_endpoint,
+        "CDR_KEYRING": str(tmp_path / "keys"),
+    }
+    keys, numbers, emails, records = _landing_files(env, tmp_path)
+    dag_run = _run_dag(monkeypatch, env)
+    _check_run(dag_run, env, keys, records)
+    client = s3_client(moto_endpoint)
+    objects = client.list_objects_v2(Bucket=bronze, Prefix="bronze/")["Contents"]
+    assert len(objects) == len(keys)
+    for obj in objects:
+        head = client.head_object(Bucket=bronze, Key=obj["Key"])
+        assert head["ObjectLockMode"] == "COMPLIANCE"
+        # April-June 2025 records: identifiers purged on 2026-07-01 at the latest.
+        assert head["ObjectLockRetainUntilDate"].date() == dt.date(2026, 7, 1)
+    seals = client.list_objects_v2(Bucket=data, Prefix="cdr/seals/")["Contents"]
+    assert len(seals) == 2 * len(keys)
+    parse_entries = [
+        json.loads(client.get_object(Bucket=data, Key=o["Key"])["Body"].read())
+        for o in seals if o["Key"].endswith(".parse.json")
+    ]  # fmt: skip
+    assert sum(e["body"]["records"] for e in parse_entries) == records
+    from pipeline.config import Settings
+    from pipeline.ingest import Resources
+
+    store = Resources.from_settings(Settings.from_env(env)).store
+    out = capfd.readouterr()
+    assert_no_identifiers(
+        [("stdout", out.out), ("stderr", out.err), *all_text_outputs(store)],
+        needles_for(numbers, emails),
+    )
