@@ -90,6 +90,15 @@ def encrypt_value(gcm: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
     return nonce + gcm.encrypt(nonce, plaintext, aad)
 
 
+def encrypt_values(gcm: AESGCM, plaintexts: list[bytes], aads: list[bytes]) -> list[bytes]:
+    """Many values at once (the same format as `encrypt_value`), each with a fresh nonce."""
+    nonces = os.urandom(12 * len(plaintexts))
+    return [
+        nonces[i : i + 12] + gcm.encrypt(nonces[i : i + 12], p, a)
+        for i, p, a in zip(range(0, len(nonces), 12), plaintexts, aads, strict=True)
+    ]
+
+
 def decrypt_value(gcm: AESGCM, blob: bytes, aad: bytes) -> bytes:
     try:
         return gcm.decrypt(blob[:12], blob[12:], aad)

@@ -89,15 +89,14 @@ def _e164(digits: pl.Expr, plus: pl.Expr, reg: Region | None, international: boo
     )
 
 
-def normalise_address(
+def normalise_addresses(
     df: pl.DataFrame,
-    col: str,
-    prefix: str,
+    columns: dict[str, str],
     default_region: str | None,
     international: bool,
     alphanumeric: bool = True,
 ) -> pl.DataFrame:
-    """Add `{prefix}_value`, `{prefix}_kind`, `{prefix}_cc` and `{prefix}_bad` for column `col`.
+    """For each `column: prefix`, add `{prefix}_value`, `_kind`, `_cc` and `_bad`.
 
     `international` says the source writes numbers in international form without `+`
     (messaging APIs); otherwise digits without `+`/`00` are read as national numbers of
@@ -105,53 +104,33 @@ def normalise_address(
     is a user name (`alphanumeric=False`): kind sip, tokenised, never kept literally.
 
     Intermediate columns are materialised stage by stage: each is computed once, where one
-    nested expression would recompute shared parts in every branch.
+    nested expression would recompute shared parts in every branch. All columns go through a
+    stage together, so polars runs them in parallel.
     """
     reg = region(default_region) if default_region else None
+    plans = [
+        _stages(col, prefix, reg, international, alphanumeric) for col, prefix in columns.items()
+    ]
+    for stage in zip(*(stages for stages, _ in plans), strict=True):
+        df = df.with_columns([e for exprs in stage for e in exprs])
+    return df.drop([name for _, temps in plans for name in temps])
+
+
+def _stages(
+    col: str, prefix: str, reg: Region | None, international: bool, alphanumeric: bool
+) -> tuple[list[list[pl.Expr]], list[str]]:
+    """The expression stages for one address column, and the temporary columns they add."""
     t = {k: f"_{prefix}_{k}" for k in ("s", "body", "user", "scheme", "phone", "digits", "plus",
                                         "e164", "sip", "at", "alpha", "withheld", "short")}  # fmt: skip
     c = {k: pl.col(v) for k, v in t.items()}
     s = pl.col(col).str.strip_chars()
-    df = df.with_columns(
-        pl.coalesce(s.str.extract(r"<([^<>]*)>\s*$", 1).str.strip_chars(), s).alias(t["s"])
-    )
     low = c["s"].str.to_lowercase()
-    df = df.with_columns(
-        low.str.extract(r"^(tel|sips?|mailto):", 1).alias(t["scheme"]),
-        (c["s"].is_null() | low.is_in(WITHHELD)).alias(t["withheld"]),
-    )
-    is_sip_uri = c["scheme"].is_in(["sip", "sips"]).fill_null(False)
     body = (
         pl.when(c["scheme"].is_not_null())
         .then(c["s"].str.replace(r"^[A-Za-z]+:", "").str.replace(r";.*$", ""))
         .otherwise(c["s"])
     )
-    df = df.with_columns(body.alias(t["body"]), is_sip_uri.alias(t["sip"]))
-    df = df.with_columns(
-        pl.when(c["sip"])
-        .then(c["body"].str.replace(r"@.*$", ""))
-        .otherwise(c["body"])
-        .alias(t["user"]),
-        c["body"].str.contains("@", literal=True).fill_null(False).alias(t["at"]),
-    )
-    df = df.with_columns(
-        c["user"].str.contains(r"^\+?[\d\s\-.()/]+$").fill_null(False).alias(t["phone"]),
-        c["user"].str.replace_all(r"\D", "").alias(t["digits"]),
-        c["user"].str.starts_with("+").fill_null(False).alias(t["plus"]),
-        (
-            c["s"].str.contains(r"^[A-Za-z0-9][A-Za-z0-9 .&_'-]{0,10}$")
-            & c["s"].str.contains(r"[A-Za-z]")
-        ).alias(t["alpha"]),
-    )
     digits = c["digits"]
-    df = df.with_columns(
-        pl.when(c["phone"]).then(_e164(digits, c["plus"], reg, international)).alias(t["e164"]),
-        (
-            c["phone"] & ~c["plus"] & (digits.str.len_chars() <= 6) & ~digits.str.starts_with("0")
-        ).alias(t["short"]),
-    )
-    if not alphanumeric:
-        df = df.with_columns((c["sip"] | (~c["phone"] & ~c["at"] & ~c["withheld"])).alias(t["sip"]))
     main, _ = calling_codes()
     e164 = c["e164"]
     cc = pl.coalesce(*(e164.str.slice(1, k).replace_strict(main, default=None) for k in (1, 2, 3)))
@@ -170,10 +149,6 @@ def normalise_address(
         .then(pl.lit("alphanumeric"))
         .otherwise(None)
     )
-    df = df.with_columns(
-        kind.alias(f"{prefix}_kind"),
-        pl.when(c["phone"] & ~c["short"]).then(cc).alias(f"{prefix}_cc"),
-    )
     k = pl.col(f"{prefix}_kind")
     value = (
         pl.when(k == "unknown")
@@ -186,7 +161,6 @@ def normalise_address(
         .then(c["body"].str.to_lowercase())
         .otherwise(c["s"])
     )
-    df = df.with_columns(value.alias(f"{prefix}_value"))
     v = pl.col(f"{prefix}_value")
     bad = k.is_null() | (
         pl.when(k == "msisdn")
@@ -195,42 +169,102 @@ def normalise_address(
         .then(~v.str.contains(EMAIL).fill_null(False))
         .otherwise(False)
     )
-    return df.with_columns(bad.alias(f"{prefix}_bad")).drop(list(t.values()))
+    user_sip = c["sip"] if alphanumeric else (c["sip"] | (~c["phone"] & ~c["at"] & ~c["withheld"]))
+    stages = [
+        [pl.coalesce(s.str.extract(r"<([^<>]*)>\s*$", 1).str.strip_chars(), s).alias(t["s"])],
+        [
+            low.str.extract(r"^(tel|sips?|mailto):", 1).alias(t["scheme"]),
+            (c["s"].is_null() | low.is_in(WITHHELD)).alias(t["withheld"]),
+        ],
+        [
+            body.alias(t["body"]),
+            c["scheme"].is_in(["sip", "sips"]).fill_null(False).alias(t["sip"]),
+        ],
+        [
+            pl.when(c["sip"])
+            .then(c["body"].str.replace(r"@.*$", ""))
+            .otherwise(c["body"])
+            .alias(t["user"]),
+            c["body"].str.contains("@", literal=True).fill_null(False).alias(t["at"]),
+        ],
+        [
+            c["user"].str.contains(r"^\+?[\d\s\-.()/]+$").fill_null(False).alias(t["phone"]),
+            c["user"].str.replace_all(r"\D", "").alias(t["digits"]),
+            c["user"].str.starts_with("+").fill_null(False).alias(t["plus"]),
+            (
+                c["s"].str.contains(r"^[A-Za-z0-9][A-Za-z0-9 .&_'-]{0,10}$")
+                & c["s"].str.contains(r"[A-Za-z]")
+            ).alias(t["alpha"]),
+        ],
+        [
+            pl.when(c["phone"]).then(_e164(digits, c["plus"], reg, international)).alias(t["e164"]),
+            (
+                c["phone"]
+                & ~c["plus"]
+                & (digits.str.len_chars() <= 6)
+                & ~digits.str.starts_with("0")
+            ).alias(t["short"]),
+            user_sip.alias(t["sip"] + "2"),
+        ],
+        [pl.col(t["sip"] + "2").alias(t["sip"])],
+        [
+            kind.alias(f"{prefix}_kind"),
+            pl.when(c["phone"] & ~c["short"]).then(cc).alias(f"{prefix}_cc"),
+        ],
+        [value.alias(f"{prefix}_value")],
+        [bad.alias(f"{prefix}_bad")],
+    ]
+    return stages, [*t.values(), t["sip"] + "2"]
 
 
 class CountryResolver:
     """Country of numbers whose calling code several regions share (+1, +7, +44 ...).
 
-    Vectorised rules give the main region; for shared codes the answer depends on the area
-    code, so `phonenumbers` decides, once per distinct number per process.
+    Vectorised rules give the main region; for shared codes the region is fixed by the leading
+    digits of the national number (the area code in North America, the range elsewhere), so
+    `phonenumbers` decides once per distinct prefix (`prefix_digits` long) and the answer is
+    joined back to every number with that prefix.
     """
+
+    NANP_PREFIX = 3  # an area code (NPA) belongs to exactly one country or territory
+    PREFIX = 6
 
     def __init__(self) -> None:
         self._cache: dict[str, str | None] = {}
 
-    def _lookup(self, number: str) -> str | None:
-        if number not in self._cache:
+    def _lookup(self, prefix: str, example: str) -> str | None:
+        if prefix not in self._cache:
             try:
-                parsed = phonenumbers.parse(number, None)
-                self._cache[number] = phonenumbers.region_code_for_number(parsed)
+                parsed = phonenumbers.parse(example, None)
+                self._cache[prefix] = phonenumbers.region_code_for_number(parsed)
             except phonenumbers.NumberParseException:
-                self._cache[number] = None
-        return self._cache[number]
+                self._cache[prefix] = None
+        return self._cache[prefix]
 
     def country(self, df: pl.DataFrame, value: str, cc: str, out: str) -> pl.DataFrame:
         """Add column `out`: the country of msisdn values (null for other kinds)."""
         main, shared = calling_codes()
+        code_of = {main[c]: c for c in shared}
         df = df.with_columns(pl.col(cc).alias(out))
-        ambiguous_mask = df.get_column(cc).is_in([main[c] for c in shared])
-        if not ambiguous_mask.any():
+        ambiguous = df.filter(pl.col(cc).is_in(list(code_of)))
+        if not len(ambiguous):
             return df
-        numbers = df.filter(ambiguous_mask).get_column(value).unique().to_list()
+        width = pl.col(cc).replace_strict(code_of, return_dtype=pl.String).str.len_chars() + 1
+        digits = pl.when(pl.col(cc) == "US").then(self.NANP_PREFIX).otherwise(self.PREFIX)
+        prefix = pl.col(value).str.slice(0, width + digits)
+        examples = (
+            ambiguous.select(prefix.alias("_p"), pl.col(value).alias("_n"))
+            .unique("_p", keep="first")
+            .iter_rows()
+        )
         mapping = pl.DataFrame(
-            {"_n": numbers, "_c": [self._lookup(n) for n in numbers]},
-            schema={"_n": pl.String, "_c": pl.String},
+            [(p, self._lookup(p, n)) for p, n in examples],
+            schema={"_p": pl.String, "_c": pl.String},
+            orient="row",
         )
         return (
-            df.join(mapping, left_on=value, right_on="_n", how="left", maintain_order="left")
+            df.with_columns(pl.when(pl.col(cc).is_in(list(code_of))).then(prefix).alias("_p"))
+            .join(mapping, on="_p", how="left", maintain_order="left")
             .with_columns(pl.coalesce("_c", out).alias(out))
-            .drop("_c")
+            .drop("_c", "_p")
         )

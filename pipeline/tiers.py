@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipeline.crypto import encrypt_value
+from pipeline.crypto import encrypt_values
 from pipeline.schema import GOLD, QUARANTINE_ROWS, SILVER, VAULT
 from pipeline.store import ObjectStore
 
@@ -58,14 +58,16 @@ class TierWriter:
         self._tmp = tempfile.TemporaryDirectory(prefix="cdr-ingest-")
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._paths: dict[str, Path] = {}
-        self._seen_tokens: dict[tuple[int, int], set[str]] = {}
+        self._seen_tokens: dict[tuple[int, int], pl.Series] = {}
         self.rows: dict[str, int] = {}
 
     def _append(self, key: str, table: pa.Table, schema: pa.Schema) -> None:
         if key not in self._writers:
             path = Path(self._tmp.name) / f"{len(self._paths)}.parquet"
             self._paths[key] = path
-            self._writers[key] = pq.ParquetWriter(path, schema, compression="zstd")
+            self._writers[key] = pq.ParquetWriter(
+                path, schema, compression="zstd", compression_level=1
+            )
         self._writers[key].write_table(table.cast(schema))
         self.rows[key] = self.rows.get(key, 0) + table.num_rows
 
@@ -95,29 +97,31 @@ class TierWriter:
         arrow = _arrow_schema(VAULT)
         for (year, month), part in vault.partition_by(["year", "month"], as_dict=True).items():
             ym = (int(year), int(month))  # type: ignore[call-overload]
-            seen = self._seen_tokens.setdefault(ym, set())
+            seen = self._seen_tokens.get(ym)
+            if seen is not None:
+                part = part.filter(~pl.col("token").is_in(seen.implode()))
+            if not len(part):
+                continue
+            tokens = part.get_column("token")
+            self._seen_tokens[ym] = tokens if seen is None else pl.concat([seen, tokens])
             if ym not in self._month_gcm:
                 self._month_gcm[ym] = AESGCM(self._month_key(*ym))
-            gcm = self._month_gcm[ym]
-            tokens, kinds, values = [], [], []
-            for token, kind, value in part.select("token", "kind", "identifier").iter_rows():
-                if token in seen:
-                    continue
-                seen.add(token)
-                tokens.append(token)
-                kinds.append(kind)
-                values.append(encrypt_value(gcm, value.encode(), token.encode()))
-            if tokens:
-                table = pa.table(
-                    {"token": tokens, "kind": kinds, "identifier_encrypted": values}, schema=arrow
-                )
-                self._append(partition("vault", *ym, self.sha256), table, arrow)
+            encrypted = encrypt_values(
+                self._month_gcm[ym],
+                [v.encode() for v in part.get_column("identifier").to_list()],
+                [t.encode() for t in tokens.to_list()],
+            )
+            table = part.select("token", "kind").with_columns(
+                pl.Series("identifier_encrypted", encrypted, dtype=pl.Binary)
+            )
+            self._append(partition("vault", *ym, self.sha256), table.to_arrow(), arrow)
 
     def _quarantine(self, rows: pl.DataFrame) -> None:
-        enc = [
-            encrypt_value(self._file_gcm, (raw or "").encode(), f"{self.sha256}:{line}".encode())
-            for line, raw in rows.select("source_line", "raw").iter_rows()
-        ]
+        enc = encrypt_values(
+            self._file_gcm,
+            [(raw or "").encode() for raw in rows.get_column("raw").to_list()],
+            [f"{self.sha256}:{line}".encode() for line in rows.get_column("source_line").to_list()],
+        )
         table = rows.select(
             pl.lit(self._source).alias("source"),
             pl.lit(self._source_file).alias("source_file"),

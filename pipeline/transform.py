@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from pipeline.dates import IDENTIFIER_MONTHS
-from pipeline.normalise import PERSONAL_KINDS, CountryResolver, normalise_address
+from pipeline.normalise import PERSONAL_KINDS, CountryResolver, normalise_addresses
 from pipeline.schema import CHANNELS, DIRECTIONS, GOLD, SILVER, conform
 from pipeline.sources.base import first_error
 from pipeline.tokenise import token_expr
@@ -51,8 +51,9 @@ def _month_index(ts: pl.Expr) -> pl.Expr:
 
 def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> Transformed:
     intl, alpha = ctx.international, ctx.alphanumeric
-    df = normalise_address(parsed, "origin_raw", "o", ctx.default_region, intl, alpha)
-    df = normalise_address(df, "destination_raw", "d", ctx.default_region, intl, alpha)
+    df = normalise_addresses(
+        parsed, {"origin_raw": "o", "destination_raw": "d"}, ctx.default_region, intl, alpha
+    )
     if ctx.derived_ids:
         derived = pl.format(f"{ctx.source}-{ctx.sha256[:16]}-{{}}", pl.col("source_line"))
         df = df.with_columns(pl.coalesce("record_id", derived).alias("record_id"))
@@ -90,7 +91,7 @@ def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver)
     as_of_index = ctx.as_of.year * 12 + ctx.as_of.month - 1
     personal_o = pl.col("o_kind").is_in(PERSONAL_KINDS)
     personal_d = pl.col("d_kind").is_in(PERSONAL_KINDS)
-    key, ver = ctx.token_key, ctx.token_version
+    good = _with_tokens(good, ctx.token_key, ctx.token_version)
     good = good.with_columns(
         pl.col("event_time").dt.year().cast(pl.Int32).alias("year"),
         pl.col("event_time").dt.month().cast(pl.Int32).alias("month"),
@@ -98,12 +99,9 @@ def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver)
         (_month_index(pl.col("event_time")) + 1 + IDENTIFIER_MONTHS <= as_of_index).alias(
             "_expired"
         ),
-        pl.when(personal_o)
-        .then(token_expr(pl.col("o_kind"), pl.col("o_value"), key, ver))
-        .otherwise(pl.col("o_value"))
-        .alias("origin"),
+        pl.when(personal_o).then(pl.col("_o_token")).otherwise(pl.col("o_value")).alias("origin"),
         pl.when(personal_d)
-        .then(token_expr(pl.col("d_kind"), pl.col("d_value"), key, ver))
+        .then(pl.col("_d_token"))
         .otherwise(pl.col("d_value"))
         .alias("destination"),
         pl.col("o_kind").alias("origin_kind"),
@@ -122,18 +120,41 @@ def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver)
     gold = pl.concat([conform(gold_rows, GOLD), gold_rows.select(parts)], how="horizontal")
     vault = pl.concat(
         [
-            live.filter(personal_o).select(
+            live.filter(personal).select(
                 *parts,
-                pl.col("origin").alias("token"),
-                pl.col("o_kind").alias("kind"),
-                pl.col("o_value").alias("identifier"),
-            ),
-            live.filter(personal_d).select(
-                *parts,
-                pl.col("destination").alias("token"),
-                pl.col("d_kind").alias("kind"),
-                pl.col("d_value").alias("identifier"),
-            ),
+                pl.col(f"_{p}_token").alias("token"),
+                pl.col(f"{p}_kind").alias("kind"),
+                pl.col(f"{p}_value").alias("identifier"),
+            )
+            for p, personal in (("o", personal_o), ("d", personal_d))
         ]
     ).unique(subset=["year", "month", "token"], keep="first")
     return Transformed(silver=silver, gold=gold, vault=vault, quarantine=quarantine)
+
+
+def _with_tokens(df: pl.DataFrame, key: str, version: str) -> pl.DataFrame:
+    """Add `_o_token`/`_d_token`, computing each distinct identifier's token once.
+
+    End users recur across records, so hashing the distinct (kind, value) pairs and joining the
+    tokens back costs less than hashing every row.
+    """
+    pairs = (
+        pl.concat(
+            [
+                df.filter(pl.col(f"{p}_kind").is_in(PERSONAL_KINDS)).select(
+                    pl.col(f"{p}_kind").alias("kind"), pl.col(f"{p}_value").alias("value")
+                )
+                for p in ("o", "d")
+            ]
+        )
+        .unique()
+        .with_columns(token_expr(pl.col("kind"), pl.col("value"), key, version).alias("token"))
+    )
+    for p in ("o", "d"):
+        df = df.join(
+            pairs.rename({"kind": f"{p}_kind", "value": f"{p}_value", "token": f"_{p}_token"}),
+            on=[f"{p}_kind", f"{p}_value"],
+            how="left",
+            maintain_order="left",
+        )
+    return df

@@ -5,13 +5,13 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipeline.normalise import CountryResolver, normalise_address
+from pipeline.normalise import CountryResolver, normalise_addresses
 
 
 def normalise(values: list[str | None], region: str | None = "PK", international: bool = False,
               alphanumeric: bool = True) -> pl.DataFrame:  # fmt: skip
     df = pl.DataFrame({"raw": values}, schema={"raw": pl.String})
-    out = normalise_address(df, "raw", "a", region, international, alphanumeric)
+    out = normalise_addresses(df, {"raw": "a"}, region, international, alphanumeric)
     return CountryResolver().country(out, "a_value", "a_cc", "a_country")
 
 

@@ -9,7 +9,6 @@ by the batch size whatever the file size.
 from __future__ import annotations
 
 import csv
-import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -63,10 +62,47 @@ class FileFormatError(Exception):
         self.reason = reason
 
 
-def iter_lines(path: Path, batch_rows: int, skip_header: bool = False) -> Iterator[pl.DataFrame]:
-    """Batches of non-blank lines as frames (`source_line`, `line`), streamed from disk.
+def _lines_frame(data: bytes, first_line: int) -> pl.DataFrame:
+    """Physical lines of a chunk, numbered; blank lines included (filtered by the caller)."""
+    expected = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    if b"\x1f" not in data and b"\n\n" not in data and not data.startswith(b"\n"):
+        # Fast path: the CSV reader with a separator and quote that never occur splits lines.
+        frame = pl.read_csv(
+            data,
+            has_header=False,
+            separator="\x1f",
+            quote_char=None,
+            schema={"line": pl.String},
+            encoding="utf8-lossy",
+        )
+        if len(frame) == expected:
+            lines = frame.get_column("line").fill_null("")
+        else:
+            lines = None
+    else:
+        lines = None
+    if lines is None:
+        text = data.decode("utf-8", errors="replace")
+        lines = pl.Series("line", [text]).str.split("\n").explode()
+        if text.endswith("\n"):
+            lines = lines.head(len(lines) - 1)
+    return pl.DataFrame(
+        {
+            "source_line": pl.int_range(
+                first_line, first_line + len(lines), dtype=pl.Int64, eager=True
+            ),
+            "line": lines.str.strip_suffix("\r"),
+        }
+    )
+
+
+def iter_line_chunks(
+    path: Path, batch_rows: int, skip_header: bool = False
+) -> Iterator[tuple[pl.DataFrame, bytes]]:
+    """Batches of non-blank lines (`source_line`, `line`) with the chunk's bytes, streamed.
 
     `source_line` is the 1-based physical line number in the file. Blank lines are not records.
+    The bytes (header removed) let a CSV reader parse the chunk in one pass.
     """
     chunk_bytes = max(batch_rows * BYTES_PER_ROW, 1 << 16)
     line_no = 0
@@ -88,27 +124,23 @@ def iter_lines(path: Path, batch_rows: int, skip_header: bool = False) -> Iterat
                 break
             if first and data.startswith(b"\xef\xbb\xbf"):
                 data = data[3:]
-            text = data.decode("utf-8", errors="replace")
-            lines = pl.Series("line", [text]).str.split("\n").explode()
-            if text.endswith("\n"):
-                lines = lines.head(len(lines) - 1)
-            frame = pl.DataFrame(
-                {
-                    "source_line": pl.int_range(
-                        line_no + 1, line_no + 1 + len(lines), dtype=pl.Int64, eager=True
-                    ),
-                    "line": lines.str.strip_suffix("\r"),
-                }
-            )
-            line_no += len(lines)
+            frame = _lines_frame(data, line_no + 1)
+            line_no += len(frame)
             if first and skip_header:
                 frame = frame.slice(1)
+                data = data[data.find(b"\n") + 1 :]
             first = False
             frame = frame.filter(pl.col("line").str.strip_chars() != "")
             if len(frame):
-                yield frame
+                yield frame, data
             if not block:
                 break
+
+
+def iter_lines(path: Path, batch_rows: int, skip_header: bool = False) -> Iterator[pl.DataFrame]:
+    """Batches of non-blank numbered lines (see `iter_line_chunks`)."""
+    for frame, _ in iter_line_chunks(path, batch_rows, skip_header):
+        yield frame
 
 
 def field_count(line: pl.Expr, sep: str = ",") -> pl.Expr:
@@ -122,54 +154,66 @@ def field_count(line: pl.Expr, sep: str = ",") -> pl.Expr:
 
 
 def split_csv(
-    lines: pl.DataFrame, names: list[str], allowed: set[int], sep: str = ","
+    lines: pl.DataFrame, data: bytes, names: list[str], allowed: set[int], sep: str = ","
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split lines into string fields; (good rows with `source_line`/`raw`, bad lines).
+    """Split a chunk into string fields; (good rows with `source_line`/`raw`, bad lines).
 
     A line whose field count is not in `allowed` is bad (`wrong_column_count`). Short rows are
-    padded to `names` with nulls.
+    padded to `names` with nulls. The chunk is parsed in one pass when its rows line up with its
+    lines (no quoted newlines), else the good lines are parsed again on their own.
     """
+    width = max(allowed)
+    columns = [f"_f{i}" for i in range(width)]
     counted = lines.with_columns(field_count(pl.col("line"), sep).alias("_n"))
     ok = pl.col("_n").is_in(sorted(allowed))
-    good_lines = counted.filter(ok)
+    fields = _read_fields(data, sep, columns)
+    if fields is not None and len(fields) == len(counted):
+        good = counted.with_columns(fields).filter(ok)
+    else:
+        good_lines = counted.filter(ok)
+        text = good_lines.get_column("line").str.join("\n").item() + "\n"
+        fields = _read_fields(text.encode(), sep, columns)
+        if fields is None or len(fields) != len(good_lines):
+            # Odd quoting: the standard library reads it exactly, row by row.
+            rows = [
+                (r + [None] * width)[:width]
+                for r in csv.reader(good_lines.get_column("line").to_list(), delimiter=sep)
+            ]
+            fields = pl.DataFrame(rows, schema=columns, orient="row")
+        good = good_lines.with_columns(fields)
     bad = counted.filter(~ok).select(
         "source_line",
         pl.lit("wrong_column_count").alias("parse_error"),
         pl.col("line").alias("raw"),
     )
-    width = max(allowed)
-    text = "\n".join(good_lines.get_column("line").to_list()) + "\n"
+    good = good.select(
+        "source_line",
+        pl.col("line").alias("raw"),
+        *[
+            pl.col(c).str.strip_chars().replace("", None).alias(n)
+            for c, n in zip(columns, names, strict=False)
+        ],
+    )
+    return good, bad
+
+
+def _read_fields(data: bytes, sep: str, columns: list[str]) -> pl.DataFrame | None:
+    """All fields of a CSV chunk as strings, padded to `columns`; None if it cannot be read."""
     try:
         fields = pl.read_csv(
-            io.StringIO(text),
+            data,
             has_header=False,
             separator=sep,
             infer_schema=False,
-            new_columns=[f"_f{i}" for i in range(width)],
             truncate_ragged_lines=True,
+            encoding="utf8-lossy",
         )
     except pl.exceptions.PolarsError:
-        fields = None
-    if fields is None or len(fields) != len(good_lines):
-        # Embedded newlines or odd quoting: the standard library reads it exactly, row by row.
-        rows = [
-            (r + [None] * width)[:width]
-            for r in csv.reader(good_lines.get_column("line").to_list(), delimiter=sep)
-        ]
-        fields = pl.DataFrame(
-            rows, schema=[f"_f{i}" for i in range(width)], orient="row"
-        ).with_columns(pl.all().cast(pl.String))
-    if fields.width < width:
-        fields = fields.with_columns(
-            [pl.lit(None, pl.String).alias(f"_f{i}") for i in range(fields.width, width)]
-        )
-    fields = fields.select(
-        [pl.col(f"_f{i}").alias(n) for i, n in enumerate(names[:width])]
-    ).with_columns(pl.all().str.strip_chars().replace("", None))
-    good = pl.concat(
-        [good_lines.select("source_line", pl.col("line").alias("raw")), fields], how="horizontal"
-    )
-    return good, bad
+        return None
+    fields = fields.select(fields.columns[: len(columns)])
+    fields.columns = columns[: fields.width]
+    missing = [pl.lit(None, pl.String).alias(c) for c in columns[fields.width :]]
+    return fields.with_columns(missing) if missing else fields
 
 
 def timestamp(col: str, formats: list[str], tz: str = "UTC") -> pl.Expr:

@@ -21,7 +21,7 @@ from pipeline.sources.base import (
     Source,
     bad_value,
     first_error,
-    iter_lines,
+    iter_line_chunks,
     number,
     split_csv,
     timestamp,
@@ -91,8 +91,8 @@ class CanonicalCsvSource(Source):
         names = _header(path)
         if not set(names) >= REQUIRED:
             raise FileFormatError("missing_columns", ", ".join(sorted(REQUIRED - set(names))))
-        for lines in iter_lines(path, opts.batch_rows, skip_header=True):
-            good, bad = split_csv(lines, names, {len(names)})
+        for lines, data in iter_line_chunks(path, opts.batch_rows, skip_header=True):
+            good, bad = split_csv(lines, data, names, {len(names)})
             yield pl.concat([_map(good, opts), conform(bad, PARSED)], how="vertical")
 
 

@@ -20,7 +20,7 @@ from pipeline.sources.base import (
     bad_value,
     field_count,
     first_error,
-    iter_lines,
+    iter_line_chunks,
     number,
     split_csv,
     timestamp,
@@ -94,8 +94,8 @@ class AsteriskSource(Source):
         return 16 <= len(row) <= 18 and bool(_TS.match(row[9]))
 
     def parse(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
-        for lines in iter_lines(path, opts.batch_rows):
-            good, bad = split_csv(lines, ASTERISK, {16, 17, 18})
+        for lines, data in iter_line_chunks(path, opts.batch_rows):
+            good, bad = split_csv(lines, data, ASTERISK, {16, 17, 18})
             n = field_count(pl.col("raw"))
             # With 17 fields the 17th is uniqueid if it looks like one (epoch.sequence).
             uid = pl.col("uniqueid")
@@ -131,8 +131,8 @@ class FreeswitchSource(Source):
         return len(row) == 15 and bool(_TS.match(row[4]))
 
     def parse(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
-        for lines in iter_lines(path, opts.batch_rows):
-            good, bad = split_csv(lines, FREESWITCH, {15})
+        for lines, data in iter_line_chunks(path, opts.batch_rows):
+            good, bad = split_csv(lines, data, FREESWITCH, {15})
             inbound = pl.col("context").str.contains(INBOUND_CONTEXT).fill_null(False)
             fields = {
                 "record_id": pl.col("uuid"),
