@@ -42,7 +42,7 @@ class Settings:
             s3_endpoint_url=e.get("CDR_S3_ENDPOINT_URL") or None,
             default_region=(e.get("CDR_DEFAULT_REGION") or "").upper() or None,
             source_timezone=e.get("CDR_SOURCE_TIMEZONE") or "UTC",
-            batch_rows=int(e.get("CDR_BATCH_ROWS") or 1_000_000),
+            batch_rows=int(e.get("CDR_BATCH_ROWS") or 100_000),
         )
         settings.check()
         return settings

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
 from pathlib import Path
 
@@ -60,6 +61,8 @@ class TierWriter:
         self._paths: dict[str, Path] = {}
         self._seen_tokens: dict[tuple[int, int], pl.Series] = {}
         self.rows: dict[str, int] = {}
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tier-writer")
+        self._pending: Future[None] | None = None
 
     def _append(self, key: str, table: pa.Table, schema: pa.Schema) -> None:
         if key not in self._writers:
@@ -78,6 +81,25 @@ class TierWriter:
             self._append(key, part.select(list(schema)).to_arrow(), arrow)
 
     def add(
+        self,
+        silver: pl.DataFrame,
+        gold: pl.DataFrame,
+        vault: pl.DataFrame,
+        quarantine: pl.DataFrame,
+    ) -> None:
+        """Queue a batch for writing; it is written while the next batch is being parsed.
+
+        At most one batch waits, so memory stays bounded by two batches.
+        """
+        self._wait()
+        self._pending = self._pool.submit(self._write, silver, gold, vault, quarantine)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()  # re-raises a write error in the caller
+
+    def _write(
         self,
         silver: pl.DataFrame,
         gold: pl.DataFrame,
@@ -134,6 +156,7 @@ class TierWriter:
 
     def publish(self, store: ObjectStore) -> list[str]:
         """Close the local files and upload every part; returns the keys written."""
+        self._wait()
         for writer in self._writers.values():
             writer.close()
         keys = sorted(self._paths)
@@ -142,6 +165,9 @@ class TierWriter:
         return keys
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):  # the error, if any, was raised to the caller
+            self._wait()
+        self._pool.shutdown()
         for writer in self._writers.values():
             with contextlib.suppress(Exception):  # already closed by publish
                 writer.close()

@@ -175,9 +175,9 @@ def _read_records(shaped: pl.DataFrame) -> pl.DataFrame:
     """JSON objects of the lines, with `_ok` false for lines that are not valid JSON."""
     if not len(shaped):
         return pl.DataFrame(schema={**READ_SCHEMA, "_ok": pl.Boolean()})
-    text = "\n".join(shaped.get_column("line").to_list())
+    text = shaped.get_column("line").str.join("\n").item().encode()
     try:
-        recs = pl.read_ndjson(io.StringIO(text), schema=READ_SCHEMA)
+        recs = pl.read_ndjson(io.BytesIO(text), schema=READ_SCHEMA)
         if len(recs) == len(shaped):
             return recs.with_columns(pl.lit(True).alias("_ok"))
     except pl.exceptions.PolarsError:
