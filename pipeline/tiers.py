@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -24,6 +24,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pipeline.crypto import encrypt_values
 from pipeline.schema import GOLD, QUARANTINE_ROWS, SILVER, VAULT
 from pipeline.store import ObjectStore
+
+# Min/max statistics where they let readers skip row groups (time ranges, ids, files); none on
+# tokens or encrypted values, whose min/max prune nothing and cost a pass over every value.
+STATISTICS = ("event_time", "end_time", "record_id", "source_sha256", "source_line", "duration_s")
 
 
 def partition(tier: str, year: int, month: int, sha256: str) -> str:
@@ -68,8 +72,9 @@ class TierWriter:
         if key not in self._writers:
             path = Path(self._tmp.name) / f"{len(self._paths)}.parquet"
             self._paths[key] = path
+            stats = [c for c in STATISTICS if c in schema.names]
             self._writers[key] = pq.ParquetWriter(
-                path, schema, compression="zstd", compression_level=1
+                path, schema, compression="zstd", compression_level=1, write_statistics=stats
             )
         self._writers[key].write_table(table.cast(schema))
         self.rows[key] = self.rows.get(key, 0) + table.num_rows

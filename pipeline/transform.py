@@ -84,7 +84,7 @@ def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver)
     quarantine = df.filter(pl.col("_reason").is_not_null()).select(
         "source_line", pl.col("_reason").alias("reason"), "raw"
     )
-    good = df.filter(pl.col("_reason").is_null())
+    good = df.filter(pl.col("_reason").is_null()).drop("raw")
     good = resolver.country(good, "o_value", "o_cc", "origin_country")
     good = resolver.country(good, "d_value", "d_cc", "destination_country")
 

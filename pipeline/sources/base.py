@@ -65,6 +65,7 @@ class FileFormatError(Exception):
 def _lines_frame(data: bytes, first_line: int) -> pl.DataFrame:
     """Physical lines of a chunk, numbered; blank lines included (filtered by the caller)."""
     expected = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    lines: pl.Series | None = None
     if b"\x1f" not in data and b"\n\n" not in data and not data.startswith(b"\n"):
         # Fast path: the CSV reader with a separator and quote that never occur splits lines.
         frame = pl.read_csv(
@@ -77,10 +78,6 @@ def _lines_frame(data: bytes, first_line: int) -> pl.DataFrame:
         )
         if len(frame) == expected:
             lines = frame.get_column("line").fill_null("")
-        else:
-            lines = None
-    else:
-        lines = None
     if lines is None:
         text = data.decode("utf-8", errors="replace")
         lines = pl.Series("line", [text]).str.split("\n").explode()
@@ -216,24 +213,37 @@ def _read_fields(data: bytes, sep: str, columns: list[str]) -> pl.DataFrame | No
     return fields.with_columns(missing) if missing else fields
 
 
-def timestamp(col: str, formats: list[str], tz: str = "UTC") -> pl.Expr:
-    """A string column as a UTC timestamp, trying each format; null where none fits.
+def _to_utc(s: pl.Series, fmt: str, tz: str) -> pl.Series:
+    if "%z" in fmt or fmt == "%+":
+        return s.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC")
+    naive = s.str.to_datetime(fmt, strict=False, time_unit="us")
+    return (
+        naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+        .dt.convert_time_zone("UTC")
+        .cast(UTC_TS)
+    )
 
-    Formats with `%z` carry their own offset; the others are read in `tz` (the PBX's zone).
+
+def with_timestamps(
+    df: pl.DataFrame, columns: dict[str, str], formats: list[str], tz: str = "UTC"
+) -> pl.DataFrame:
+    """Add `{column: out}` UTC timestamps, trying each format in turn; null where none fits.
+
+    Formats with an offset (`%z`, `%+`) carry their own zone; the others are read in `tz` (the
+    PBX's zone). Later formats are tried only on the values the earlier ones left unparsed, so
+    the common case costs one parse.
     """
-    s = pl.col(col).str.strip_chars()
-    parsed = []
-    for fmt in formats:
-        if "%z" in fmt:
-            parsed.append(s.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC"))
-        else:
-            naive = s.str.to_datetime(fmt, strict=False, time_unit="us")
-            parsed.append(
-                naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
-                .dt.convert_time_zone("UTC")
-                .cast(UTC_TS)
-            )
-    return pl.coalesce(parsed) if len(parsed) > 1 else parsed[0]
+    added = []
+    for col, out in columns.items():
+        s = df.get_column(col).str.strip_chars()
+        parsed = _to_utc(s, formats[0], tz)
+        for fmt in formats[1:]:
+            missing = parsed.is_null() & s.is_not_null()
+            if not missing.any():
+                break
+            parsed = parsed.scatter(missing.arg_true(), _to_utc(s.filter(missing), fmt, tz))
+        added.append(parsed.alias(out))
+    return df.with_columns(added)
 
 
 def number(col: str, dtype: pl.DataType) -> pl.Expr:

@@ -24,7 +24,7 @@ from pipeline.sources.base import (
     iter_line_chunks,
     number,
     split_csv,
-    timestamp,
+    with_timestamps,
 )
 
 REQUIRED = {"record_id", "event_time", "origin", "destination"}
@@ -41,8 +41,8 @@ def _map(df: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
     """String columns named as the canonical schema → a parsed frame."""
     missing = [c for c in CANONICAL_SOURCE_COLUMNS if c not in df.columns]
     df = df.with_columns([pl.lit(None, pl.String).alias(c) for c in missing])
-    event_time = timestamp("event_time", ISO_TIME)
-    end_time = timestamp("end_time", ISO_TIME)
+    df = with_timestamps(df, {"event_time": "_event", "end_time": "_end"}, ISO_TIME)
+    event_time, end_time = pl.col("_event"), pl.col("_end")
     duration = number("duration_s", pl.Float64())
     units = number("units", pl.Int64())
     price = number("price", pl.Float64())

@@ -24,7 +24,7 @@ from pipeline.sources.base import (
     first_error,
     iter_lines,
     number,
-    timestamp,
+    with_timestamps,
 )
 
 _STATUS = pl.Struct(
@@ -124,8 +124,8 @@ class MessagingSource(Source):
             pl.coalesce("smsCount", "messageCount").alias("_units"),
             pl.col("price").struct.field("pricePerMessage").alias("_price"),
         )
-        event_time = timestamp("_when", TIME_FORMATS)
-        end_time = timestamp("doneAt", TIME_FORMATS)
+        df = with_timestamps(df, {"_when": "_event", "doneAt": "_end"}, TIME_FORMATS)
+        event_time, end_time = pl.col("_event"), pl.col("_end")
         units = number("_units", pl.Int64())
         price = number("_price", pl.Float64())
         out = df.select(

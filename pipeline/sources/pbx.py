@@ -23,7 +23,7 @@ from pipeline.sources.base import (
     iter_line_chunks,
     number,
     split_csv,
-    timestamp,
+    with_timestamps,
 )
 
 PBX_TIME = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
@@ -53,8 +53,10 @@ def _first_fields(head: bytes) -> list[bytes]:
 
 def _pbx_frame(df: pl.DataFrame, fields: dict[str, pl.Expr], times: dict[str, str]) -> pl.DataFrame:
     """Shared tail of the PBX mappings: timestamps, durations, reason codes."""
-    event_time = timestamp(times["start"], PBX_TIME, times["tz"])
-    end_time = timestamp(times["end"], PBX_TIME, times["tz"])
+    df = with_timestamps(
+        df, {times["start"]: "_event", times["end"]: "_end"}, PBX_TIME, times["tz"]
+    )
+    event_time, end_time = pl.col("_event"), pl.col("_end")
     duration = number("duration", pl.Float64())
     billsec = number("billsec", pl.Int64())
     out = df.select(
