@@ -50,10 +50,7 @@ def _month_index(ts: pl.Expr) -> pl.Expr:
 
 
 def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> Transformed:
-    intl, alpha = ctx.international, ctx.alphanumeric
-    df = normalise_addresses(
-        parsed, {"origin_raw": "o", "destination_raw": "d"}, ctx.default_region, intl, alpha
-    )
+    df = _classify(parsed, ctx, resolver)
     if ctx.derived_ids:
         derived = pl.format(f"{ctx.source}-{ctx.sha256[:16]}-{{}}", pl.col("source_line"))
         df = df.with_columns(pl.coalesce("record_id", derived).alias("record_id"))
@@ -85,13 +82,10 @@ def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver)
         "source_line", pl.col("_reason").alias("reason"), "raw"
     )
     good = df.filter(pl.col("_reason").is_null()).drop("raw")
-    good = resolver.country(good, "o_value", "o_cc", "origin_country")
-    good = resolver.country(good, "d_value", "d_cc", "destination_country")
 
     as_of_index = ctx.as_of.year * 12 + ctx.as_of.month - 1
     personal_o = pl.col("o_kind").is_in(PERSONAL_KINDS)
     personal_d = pl.col("d_kind").is_in(PERSONAL_KINDS)
-    good = _with_tokens(good, ctx.token_key, ctx.token_version)
     good = good.with_columns(
         pl.col("event_time").dt.year().cast(pl.Int32).alias("year"),
         pl.col("event_time").dt.month().cast(pl.Int32).alias("month"),
@@ -99,11 +93,13 @@ def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver)
         (_month_index(pl.col("event_time")) + 1 + IDENTIFIER_MONTHS <= as_of_index).alias(
             "_expired"
         ),
-        pl.when(personal_o).then(pl.col("_o_token")).otherwise(pl.col("o_value")).alias("origin"),
+        pl.when(personal_o).then(pl.col("o_token")).otherwise(pl.col("o_value")).alias("origin"),
         pl.when(personal_d)
-        .then(pl.col("_d_token"))
+        .then(pl.col("d_token"))
         .otherwise(pl.col("d_value"))
         .alias("destination"),
+        pl.col("o_country").alias("origin_country"),
+        pl.col("d_country").alias("destination_country"),
         pl.col("o_kind").alias("origin_kind"),
         pl.col("d_kind").alias("destination_kind"),
         pl.lit(ctx.source).alias("source"),
@@ -122,7 +118,7 @@ def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver)
         [
             live.filter(personal).select(
                 *parts,
-                pl.col(f"_{p}_token").alias("token"),
+                pl.col(f"{p}_token").alias("token"),
                 pl.col(f"{p}_kind").alias("kind"),
                 pl.col(f"{p}_value").alias("identifier"),
             )
@@ -132,29 +128,34 @@ def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver)
     return Transformed(silver=silver, gold=gold, vault=vault, quarantine=quarantine)
 
 
-def _with_tokens(df: pl.DataFrame, key: str, version: str) -> pl.DataFrame:
-    """Add `_o_token`/`_d_token`, computing each distinct identifier's token once.
+def _classify(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> pl.DataFrame:
+    """Add `{o,d}_value/_kind/_country/_token/_bad`, handling each distinct written value once.
 
-    End users recur across records, so hashing the distinct (kind, value) pairs and joining the
-    tokens back costs less than hashing every row.
+    The same senders and end users recur through a batch, so the distinct values of both
+    address columns are normalised together and joined back.
     """
-    pairs = (
-        pl.concat(
-            [
-                df.filter(pl.col(f"{p}_kind").is_in(PERSONAL_KINDS)).select(
-                    pl.col(f"{p}_kind").alias("kind"), pl.col(f"{p}_value").alias("value")
-                )
-                for p in ("o", "d")
-            ]
-        )
+    raw = (
+        pl.concat([parsed.get_column("origin_raw"), parsed.get_column("destination_raw")])
         .unique()
-        .with_columns(token_expr(pl.col("kind"), pl.col("value"), key, version).alias("token"))
+        .to_frame("raw")
+    )
+    norm = normalise_addresses(
+        raw, {"raw": "a"}, ctx.default_region, ctx.international, ctx.alphanumeric
+    )
+    norm = resolver.country(norm, "a_value", "a_cc", "a_country").drop("a_cc")
+    # Tokens too depend on the value alone: one HMAC per distinct identifier.
+    norm = norm.with_columns(
+        pl.when(pl.col("a_kind").is_in(PERSONAL_KINDS) & ~pl.col("a_bad"))
+        .then(token_expr(pl.col("a_kind"), pl.col("a_value"), ctx.token_key, ctx.token_version))
+        .alias("a_token")
     )
     for p in ("o", "d"):
-        df = df.join(
-            pairs.rename({"kind": f"{p}_kind", "value": f"{p}_value", "token": f"_{p}_token"}),
-            on=[f"{p}_kind", f"{p}_value"],
+        parsed = parsed.join(
+            norm.rename(lambda c, p=p: c.replace("a_", f"{p}_", 1) if c != "raw" else c),
+            left_on=f"{'origin' if p == 'o' else 'destination'}_raw",
+            right_on="raw",
             how="left",
+            nulls_equal=True,
             maintain_order="left",
         )
-    return df
+    return parsed
