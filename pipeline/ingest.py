@@ -16,11 +16,13 @@ import datetime as dt
 import json
 import logging
 import tempfile
+import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from queue import Full, Queue
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -37,6 +39,7 @@ from pipeline.tiers import TierWriter
 from pipeline.transform import FileContext, transform
 
 log = logging.getLogger("pipeline.ingest")
+T = TypeVar("T")
 LANDING = "landing/"
 
 
@@ -226,6 +229,45 @@ def ingest_file(
     return report
 
 
+def prefetch(batches: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """Produce the next batch in a background thread while the caller works on this one.
+
+    Parsing (polars, releasing the GIL) then overlaps with transforming; `depth` bounds how
+    many batches wait, so memory stays bounded. An error in the producer is raised here.
+    """
+    queue: Queue[tuple[str, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        queue.put(("item", item), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(("done", None))
+        except BaseException as exc:  # handed to the consumer, never lost
+            queue.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="batch-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, item = queue.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
 def _arrival_purge(seal: dict[str, Any]) -> dt.date:
     arrived = dt.datetime.fromisoformat(seal["body"]["arrived_at"])
     return identifier_purge_date(arrived.year, arrived.month)
@@ -268,7 +310,7 @@ def _parse_into_tiers(
     reasons: Counter[str] = Counter()
     months: set[str] = set()
     try:
-        for parsed in parser.parse(path, opts):
+        for parsed in prefetch(parser.parse(path, opts)):
             out = transform(parsed, ctx, resolver)
             writer.add(out.silver, out.gold, out.vault, out.quarantine)
             report.records += len(parsed)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -29,6 +31,13 @@ from pipeline.store import ObjectStore
 # tokens or encrypted values, whose min/max prune nothing and cost a pass over every value.
 STATISTICS = ("event_time", "end_time", "record_id", "source_sha256", "source_line", "duration_s")
 
+# Dictionary encoding where values repeat (kinds, countries, statuses), not on unique values.
+DICTIONARY = (
+    "source", "source_file", "source_sha256", "channel", "direction", "customer_id",
+    "origin_kind", "destination_kind", "origin_country", "destination_country", "origin_network",
+    "destination_network", "route_id", "status", "error_code", "currency", "reason", "kind",
+)  # fmt: skip
+
 
 def partition(tier: str, year: int, month: int, sha256: str) -> str:
     prefix = {"silver": "silver/cdr", "gold": "gold/cdr", "vault": "vault"}[tier]
@@ -41,6 +50,54 @@ def quarantine_key(sha256: str) -> str:
 
 def _arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
     return pl.DataFrame(schema=schema).to_arrow().schema
+
+
+class SeenTokens:
+    """The tokens already in a vault part, as 128-bit fingerprints in two sorted uint64 arrays.
+
+    Lets the vault encrypt each identifier once per file and month however many batches it
+    recurs in, at 16 bytes a distinct identifier and O(log n) look-ups. The fingerprint is two
+    independently seeded 64-bit hashes of the token; a match on the first is confirmed on the
+    second, so a false "seen" needs a 128-bit collision among one file's tokens.
+    """
+
+    def __init__(self) -> None:
+        self._hi = np.empty(0, dtype=np.uint64)
+        self._lo = np.empty(0, dtype=np.uint64)
+
+    def __len__(self) -> int:
+        return len(self._hi)
+
+    @staticmethod
+    def _halves(tokens: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        return tokens.hash(seed=0).to_numpy(), tokens.hash(seed=0x5EED).to_numpy()
+
+    def _contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self._hi, hi, side="left")
+        found = np.zeros(len(hi), dtype=bool)
+        inside = np.flatnonzero(pos < len(self._hi))
+        same_hi = inside[self._hi[pos[inside]] == hi[inside]]
+        for i in same_hi:  # almost always one candidate; walk the rare run of equal halves
+            j = pos[i]
+            while j < len(self._hi) and self._hi[j] == hi[i]:
+                if self._lo[j] == lo[i]:
+                    found[i] = True
+                    break
+                j += 1
+        return found
+
+    def add_new(self, tokens: pl.Series) -> np.ndarray:
+        """Record distinct tokens; returns a mask of those not seen before."""
+        if not len(tokens):
+            return np.zeros(0, dtype=bool)
+        hi, lo = self._halves(tokens)
+        fresh = ~self._contains(hi, lo)
+        order = np.lexsort((lo[fresh], hi[fresh]))
+        new_hi, new_lo = hi[fresh][order], lo[fresh][order]
+        at = np.searchsorted(self._hi, new_hi, side="right")
+        self._hi = np.insert(self._hi, at, new_hi)
+        self._lo = np.insert(self._lo, at, new_lo)
+        return fresh
 
 
 class TierWriter:
@@ -63,18 +120,24 @@ class TierWriter:
         self._tmp = tempfile.TemporaryDirectory(prefix="cdr-ingest-")
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._paths: dict[str, Path] = {}
-        self._seen_tokens: dict[tuple[int, int], pl.Series] = {}
+        self._seen_tokens: dict[tuple[int, int], SeenTokens] = {}
         self.rows: dict[str, int] = {}
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tier-writer")
-        self._pending: Future[None] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tier-writer")
+        self._pending: list[Future[None]] = []
+        self._lock = threading.Lock()
 
     def _append(self, key: str, table: pa.Table, schema: pa.Schema) -> None:
         if key not in self._writers:
-            path = Path(self._tmp.name) / f"{len(self._paths)}.parquet"
-            self._paths[key] = path
-            stats = [c for c in STATISTICS if c in schema.names]
+            with self._lock:
+                path = Path(self._tmp.name) / f"{len(self._paths)}.parquet"
+                self._paths[key] = path
             self._writers[key] = pq.ParquetWriter(
-                path, schema, compression="zstd", compression_level=1, write_statistics=stats
+                path,
+                schema,
+                compression="zstd",
+                compression_level=1,
+                write_statistics=[c for c in STATISTICS if c in schema.names],
+                use_dictionary=[c for c in DICTIONARY if c in schema.names],
             )
         self._writers[key].write_table(table.cast(schema))
         self.rows[key] = self.rows.get(key, 0) + table.num_rows
@@ -94,29 +157,30 @@ class TierWriter:
     ) -> None:
         """Queue a batch for writing; it is written while the next batch is being parsed.
 
-        At most one batch waits, so memory stays bounded by two batches.
+        Two writer threads (silver and vault; gold and quarantine) encode Parquet side by side,
+        each tier's files touched by one thread only. At most one batch waits, so memory stays
+        bounded by two batches.
         """
         self._wait()
-        self._pending = self._pool.submit(self._write, silver, gold, vault, quarantine)
+        self._pending = [
+            self._pool.submit(self._write_silver, silver, vault),
+            self._pool.submit(self._write_gold, gold, quarantine),
+        ]
 
     def _wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()  # re-raises a write error in the caller
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()  # re-raises a write error in the caller
 
-    def _write(
-        self,
-        silver: pl.DataFrame,
-        gold: pl.DataFrame,
-        vault: pl.DataFrame,
-        quarantine: pl.DataFrame,
-    ) -> None:
+    def _write_silver(self, silver: pl.DataFrame, vault: pl.DataFrame) -> None:
         if len(silver):
             self._by_month("silver", silver, SILVER)
-        if len(gold):
-            self._by_month("gold", gold, GOLD)
         if len(vault):
             self._vault(vault)
+
+    def _write_gold(self, gold: pl.DataFrame, quarantine: pl.DataFrame) -> None:
+        if len(gold):
+            self._by_month("gold", gold, GOLD)
         if len(quarantine):
             self._quarantine(quarantine)
 
@@ -124,13 +188,11 @@ class TierWriter:
         arrow = _arrow_schema(VAULT)
         for (year, month), part in vault.partition_by(["year", "month"], as_dict=True).items():
             ym = (int(year), int(month))  # type: ignore[call-overload]
-            seen = self._seen_tokens.get(ym)
-            if seen is not None:
-                part = part.filter(~pl.col("token").is_in(seen.implode()))
+            seen = self._seen_tokens.setdefault(ym, SeenTokens())
+            part = part.filter(pl.Series(seen.add_new(part.get_column("token"))))
             if not len(part):
                 continue
             tokens = part.get_column("token")
-            self._seen_tokens[ym] = tokens if seen is None else pl.concat([seen, tokens])
             if ym not in self._month_gcm:
                 self._month_gcm[ym] = AESGCM(self._month_key(*ym))
             encrypted = encrypt_values(
