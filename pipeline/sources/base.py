@@ -18,7 +18,7 @@ import polars as pl
 
 from pipeline.schema import UTC_TS
 
-BYTES_PER_ROW = 160
+BYTES_PER_ROW = 120
 
 
 @dataclass(frozen=True)
