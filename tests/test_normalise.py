@@ -91,3 +91,13 @@ def test_pbx_user_names_are_personal_not_business_senders() -> None:
 def test_unknown_region_is_refused_with_a_clear_message() -> None:
     with pytest.raises(ValueError, match="unknown region"):
         normalise(["123"], region="XX")
+
+
+def test_shared_calling_codes_are_resolved_per_number_in_one_batch() -> None:
+    # +1 and +44 are shared by several countries: each number gets its own, even side by side.
+    out = normalise(
+        ["+1 212 555 0100", "+1 416 555 0100", "+1 876 555 0100", "+44 1534 555555",
+         "+44 20 7946 0000", "+7 701 555 0000", "+7 495 555 0000"],
+        region=None,
+    )  # fmt: skip
+    assert out.get_column("a_country").to_list() == ["US", "CA", "JM", "JE", "GB", "KZ", "RU"]
