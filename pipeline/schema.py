@@ -15,55 +15,40 @@ CHANNELS = ("sms", "mms", "voice", "email", "whatsapp", "viber", "rcs", "telegra
 DIRECTIONS = ("outbound", "inbound")
 
 # Fields a parser fills (all optional except record_id/event_time, checked later).
+S, TS, I64, F64 = pl.String(), UTC_TS, pl.Int64(), pl.Float64()
+_WHEN = {"event_time": TS, "end_time": TS, "channel": S, "direction": S, "customer_id": S}
+_ROUTE = {"origin_network": S, "destination_network": S, "route_id": S}
+_MEASURES = {"duration_s": F64, "units": I64, "status": S, "error_code": S, "price": F64, "currency": S}  # fmt: skip
+
+# Fields a parser fills: addresses still as written, plus the raw row (kept only to quarantine
+# it, encrypted) and a reason code where the parser could not read a value.
 PARSED: dict[str, pl.DataType] = {
-    "source_line": pl.Int64(),
-    "record_id": pl.String(),
-    "event_time": UTC_TS,
-    "end_time": UTC_TS,
-    "channel": pl.String(),
-    "direction": pl.String(),
-    "customer_id": pl.String(),
-    "origin_raw": pl.String(),
-    "destination_raw": pl.String(),
-    "origin_network": pl.String(),
-    "destination_network": pl.String(),
-    "route_id": pl.String(),
-    "duration_s": pl.Float64(),
-    "units": pl.Int64(),
-    "status": pl.String(),
-    "error_code": pl.String(),
-    "price": pl.Float64(),
-    "currency": pl.String(),
-    "parse_error": pl.String(),  # a reason code set by the parser (e.g. bad_timestamp)
-    "raw": pl.String(),
+    "source_line": I64,
+    "record_id": S,
+    **_WHEN,
+    "origin_raw": S,
+    "destination_raw": S,
+    **_ROUTE,
+    **_MEASURES,
+    "parse_error": S,
+    "raw": S,
 }
 
 SILVER: dict[str, pl.DataType] = {
-    "record_id": pl.String(),
-    "source": pl.String(),
-    "source_file": pl.String(),
-    "source_sha256": pl.String(),
-    "source_line": pl.Int64(),
-    "event_time": UTC_TS,
-    "end_time": UTC_TS,
-    "channel": pl.String(),
-    "direction": pl.String(),
-    "customer_id": pl.String(),
-    "origin": pl.String(),
-    "origin_kind": pl.String(),
-    "destination": pl.String(),
-    "destination_kind": pl.String(),
-    "origin_country": pl.String(),
-    "destination_country": pl.String(),
-    "origin_network": pl.String(),
-    "destination_network": pl.String(),
-    "route_id": pl.String(),
-    "duration_s": pl.Float64(),
-    "units": pl.Int64(),
-    "status": pl.String(),
-    "error_code": pl.String(),
-    "price": pl.Float64(),
-    "currency": pl.String(),
+    "record_id": S,
+    "source": S,
+    "source_file": S,
+    "source_sha256": S,
+    "source_line": I64,
+    **_WHEN,
+    "origin": S,
+    "origin_kind": S,
+    "destination": S,
+    "destination_kind": S,
+    "origin_country": S,
+    "destination_country": S,
+    **_ROUTE,
+    **_MEASURES,
 }
 
 # Gold has the same columns; personal origin/destination values are null there.
