@@ -198,6 +198,78 @@ def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.ingest import Resources
+    from pipeline.policy import PolicyError, load_policy
+    from pipeline.report import retention_summary
+    from pipeline.retention import RetentionError, run_retention
+
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    res = Resources.from_settings(settings)
+    try:
+        report = run_retention(res.store, res.bronze, res.keyring, policy, args.as_of, args.dry_run)
+    except RetentionError as exc:
+        print(f"RETENTION FAILED: {exc}", file=sys.stderr)
+        return 1
+    print(retention_summary(report.to_dict()))
+    return 0
+
+
+def cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import holds
+    from pipeline.ingest import Resources
+    from pipeline.lookup import IdentifierError
+    from pipeline.report import holds_table
+
+    res = Resources.from_settings(settings)
+    if args.action == "list":
+        print(holds_table(holds.list_holds(res.store), args.as_of))
+        return 0
+    if not args.case:
+        print(f"error: hold {args.action} needs --case", file=sys.stderr)
+        return 2
+    request = {
+        "action": args.action,
+        "case": args.case,
+        "reason": args.reason,
+        "identifiers": args.identifier or [],
+        "default_region": args.default_region,
+        "customer": args.customer,
+        "date_from": args.date_from,
+        "date_to": args.date_to,
+        "until": args.until,
+    }
+    try:
+        hold = holds.apply_hold_request(res.store, res.keyring, request)
+    except (holds.HoldError, IdentifierError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "place":
+        print(f"hold placed: case {hold['case']} ({hold['tokens']} identifiers)")
+    else:
+        print(
+            f"hold released: case {hold['case']}; its copies are purged at the next retention run"
+        )
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.audit import verify_log
+    from pipeline.ingest import Resources
+
+    res = Resources.from_settings(settings)
+    verdict = verify_log(res.store, res.keyring.public_key())
+    if verdict.ok:
+        print(f"audit log OK: {verdict.entries} entries, signatures and chain verified")
+        return 0
+    print(f"AUDIT LOG BROKEN at entry {verdict.entries} ({verdict.first_bad}): {verdict.problem}")
+    return 1
+
+
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.keys import LocalKeyring
 
@@ -238,6 +310,31 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--default-region", type=_region, default="PK")
     demo.add_argument("--landing-only", action="store_true", help="only fill landing/")
     demo.set_defaults(func=cmd_demo)
+
+    ret = sub.add_parser("retention", help="purge what the retention policy says is due")
+    ret.add_argument("--as-of", type=_date, default=_today(), help="the day to apply the rules for")
+    ret.add_argument(
+        "--dry-run", action="store_true", help="say what would be purged, change nothing"
+    )
+    ret.add_argument("--policy", help="a retention policy file (default: the shipped one)")
+    ret.set_defaults(func=cmd_retention)
+
+    hold = sub.add_parser("hold", help="place, release or list legal holds")
+    hold.add_argument("action", choices=["place", "release", "list"])
+    hold.add_argument("--case", help="case reference")
+    hold.add_argument("--reason", help="why (the order, the claim)")
+    hold.add_argument("--identifier", action="append", help="phone number or e-mail (repeatable)")
+    hold.add_argument("--customer", help="a business customer's id")
+    hold.add_argument("--from", dest="date_from", type=_date, help="period start (UTC date)")
+    hold.add_argument("--to", dest="date_to", type=_date, help="period end, inclusive")
+    hold.add_argument("--until", type=_date, help="the hold ends on this date")
+    hold.add_argument("--default-region", type=_region, default="PK")
+    hold.add_argument("--as-of", type=_date, default=_today())
+    hold.set_defaults(func=cmd_hold)
+
+    aud = sub.add_parser("audit", help="verify the audit log")
+    aud.add_argument("action", choices=["verify"])
+    aud.set_defaults(func=cmd_audit)
 
     summ = sub.add_parser("summary", help="what the store holds, per tier")
     summ.set_defaults(func=cmd_summary)

@@ -26,13 +26,21 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from pipeline import __version__
+from pipeline import __version__, audit
 from pipeline.bronze import bronze_key, hold_until, store_original
 from pipeline.config import Settings
 from pipeline.dates import identifier_purge_date
-from pipeline.integrity import parse_key, read_entry, record_parse, seal_original, sha256_file
+from pipeline.integrity import (
+    parse_key,
+    read_entry,
+    record_parse,
+    seal_key,
+    seal_original,
+    sha256_file,
+)
 from pipeline.keys import TOKEN_KEY_VERSION, LocalKeyring
 from pipeline.normalise import CountryResolver
+from pipeline.retention import purged_months
 from pipeline.sources import FileFormatError, ParseOptions, Source, detect
 from pipeline.store import LocalStore, ObjectStore, open_store
 from pipeline.tiers import TierWriter
@@ -172,7 +180,16 @@ def ingest_file(
     source = source or (parser.name if parser else "unknown")
     signer = res.keyring.signing_key()
     now = dt.datetime.now(dt.UTC)
+    first_seal = read_entry(res.store, seal_key(sha256)) is None
     seal = seal_original(res.store, signer, sha256, size, source, name, arrived_at or now, now)
+    if first_seal:
+        audit.append(
+            res.store,
+            signer,
+            "seal",
+            what={"sha256": sha256, "file": name, "source": source, "size": size},
+            why="original sealed on arrival, before parsing",
+        )
     file_key = res.keyring.data_key(f"file-{sha256}")
     b_key = bronze_key(source, sha256)
     store_original(res.bronze, b_key, path, sha256, file_key)
@@ -202,6 +219,7 @@ def ingest_file(
         {
             "status": report.status,
             "file": name,
+            "arrived_at": seal["body"]["arrived_at"],
             "source": source,
             "format": report.format,
             "records": report.records,
@@ -216,6 +234,14 @@ def ingest_file(
             "token_key_version": TOKEN_KEY_VERSION,
             "pipeline_version": __version__,
         },
+    )
+    counts = {k: getattr(report, k) for k in ("records", "silver", "gold", "quarantined")}
+    audit.append(
+        res.store,
+        signer,
+        "ingest",
+        what={"sha256": sha256, "file": name, "months": report.months, **counts},
+        why="tiers written; counts reconcile to the sealed file",
     )
     log.info(
         "%s ingested: %d records → silver %d, gold %d (%d gold only), quarantined %d",
@@ -296,6 +322,7 @@ def _parse_into_tiers(
         derived_ids=parser.derived_ids,
         token_key=res.keyring.token_key(TOKEN_KEY_VERSION),
         token_version=TOKEN_KEY_VERSION,
+        purged_months=frozenset(purged_months(res.store)),
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     resolver = CountryResolver()
@@ -368,6 +395,7 @@ def _quarantine_file(
         {
             "status": "quarantined_file",
             "file": name,
+            "arrived_at": seal["body"]["arrived_at"],
             "source": source,
             "format": None,
             "reason": error.reason,

@@ -75,6 +75,12 @@ class LocalKeyring:
         self._cache[name] = key
         return key
 
+    def data_key_names(self, prefix: str = "") -> list[str]:
+        """Names of the data keys that exist, optionally only those starting with `prefix`."""
+        return sorted(
+            p.name[: -len(".wrapped")] for p in (self.root / "data").glob(f"{prefix}*.wrapped")
+        )
+
     def has_data_key(self, name: str) -> bool:
         return self._data_path(name).exists()
 

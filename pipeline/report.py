@@ -111,3 +111,49 @@ def store_summary(store: ObjectStore) -> str:
     out = [f"Files sealed and ingested ({len(files)}):", run_summary(files), ""]
     out.append(_table(["tier", "objects", "bytes", "location"], rows))
     return "\n".join(out)
+
+
+def retention_summary(report: dict[str, Any]) -> str:
+    """What a retention run purged (or would purge), per month, file, year and hold."""
+    head = "WOULD PURGE (dry run)" if report["dry_run"] else "PURGED"
+    out = [f"Retention as of {report['as_of']}: {head}"]
+    months = [
+        [m["month"], m["identifier_purge_date"], m["silver_objects"], m["vault_objects"],
+         ", ".join(f"{c}: {n:,}" for c, n in m["held"].items()) or "-"]
+        for m in report["months"]
+    ]  # fmt: skip
+    out.append("\nIdentifiers (silver, vault, month key), per month of communication:")
+    out.append(
+        _table(["month", "purge date", "silver objects", "vault objects", "held records"], months)
+        if months
+        else "  nothing due"
+    )
+    if report["files"]:
+        out.append(
+            f"\nOriginals (bronze, quarantined rows, file key): {len(report['files'])} files"
+        )
+    years = [[y["year"], y["gold_objects"]] for y in report["gold_years"]]
+    out.append("\nNon-identifying records (gold), per year:")
+    out.append(_table(["year", "gold objects"], years) if years else "  nothing due")
+    if report["holds"]:
+        out.append(
+            "\nReleased or expired holds purged: " + ", ".join(h["case"] for h in report["holds"])
+        )
+    for left in report["left_locked"]:
+        out.append(f"\nSTILL LOCKED (not forced): {left}")
+    if not report["dry_run"]:
+        out.append("\nVerified: nothing identifying is left for the purged months.")
+    return "\n".join(out)
+
+
+def holds_table(holds: Iterable[Any], as_of: Any) -> str:
+    """Holds with their state on `as_of`; identifiers shown as a count only."""
+    rows = [
+        [h.case, "active" if h.active(as_of) else ("released" if h.released_at else "expired"),
+         len(h.tokens), h.customer or "-", f"{h.period_from or ''}..{h.period_to or ''}",
+         h.until or "-", h.reason[:40]]
+        for h in holds
+    ]  # fmt: skip
+    if not rows:
+        return "no holds"
+    return _table(["case", "state", "identifiers", "customer", "period", "until", "reason"], rows)

@@ -62,6 +62,18 @@ class ObjectStore(ABC):
     def exists(self, key: str) -> bool:
         return self.info(key) is not None
 
+    @abstractmethod
+    def put_new(self, key: str, data: bytes) -> bool:
+        """Create an object only if no object has the key; False if one already does."""
+
+    def purge(self, key: str) -> list[str]:
+        """Delete an object and, on a versioned store, every version of it.
+
+        Returns what could not be deleted (a version still under Object Lock), never forcing it.
+        """
+        self.delete(key)
+        return []
+
     def supports_lock(self) -> bool:
         """Whether objects can be put under Object Lock (COMPLIANCE) here."""
         return False
@@ -105,6 +117,22 @@ class LocalStore(ObjectStore):
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)  # atomic, and fails if the key exists
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def put_file(self, key: str, path: Path, lock_until: dt.datetime | None = None) -> None:
         target = self._path(key)
@@ -173,6 +201,45 @@ class S3Store(ObjectStore):
         self.client.put_object(
             Bucket=self.bucket, Key=self._key(key), Body=data, ChecksumAlgorithm="SHA256"
         )
+
+    def put_new(self, key: str, data: bytes) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._key(key),
+                Body=data,
+                IfNoneMatch="*",
+                ChecksumAlgorithm="SHA256",
+            )
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412"}:
+                return False
+            raise
+
+    def purge(self, key: str) -> list[str]:
+        from botocore.exceptions import ClientError
+
+        full = self._key(key)
+        left = []
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+            versions = page.get("Versions", []) + page.get("DeleteMarkers", [])
+            for v in versions:
+                if v["Key"] != full:
+                    continue
+                try:
+                    self.client.delete_object(
+                        Bucket=self.bucket, Key=full, VersionId=v["VersionId"]
+                    )
+                except ClientError as exc:
+                    code = exc.response.get("Error", {}).get("Code")
+                    if code not in {"AccessDenied", "InvalidRequest"}:
+                        raise
+                    left.append(f"{self.uri(key)} version {v['VersionId']} ({code}: under lock)")
+        return left
 
     def put_file(self, key: str, path: Path, lock_until: dt.datetime | None = None) -> None:
         extra: dict[str, Any] = {"ChecksumAlgorithm": "SHA256"}

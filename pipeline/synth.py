@@ -75,7 +75,7 @@ def population(people: int, seed: int = 7) -> pl.DataFrame:
     idx = pl.int_range(pl.len(), dtype=pl.Int64)
     return df.with_columns(
         pl.format(
-            "user{}.{}@example.{}", idx, pl.col("country").str.to_lowercase(), pl.lit("com")
+            "user{}.{}.{}@example.com", pl.lit(seed), idx, pl.col("country").str.to_lowercase()
         ).alias("email")
     )
 

@@ -33,6 +33,8 @@ class FileContext:
     derived_ids: bool
     token_key: str
     token_version: str
+    #: months ("YYYY-MM") whose identifiers were already purged: never re-created
+    purged_months: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -89,10 +91,13 @@ def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver)
     good = good.with_columns(
         pl.col("event_time").dt.year().cast(pl.Int32).alias("year"),
         pl.col("event_time").dt.month().cast(pl.Int32).alias("month"),
-        # Past the identifier purge date already (late arrival): gold only.
-        (_month_index(pl.col("event_time")) + 1 + IDENTIFIER_MONTHS <= as_of_index).alias(
-            "_expired"
-        ),
+        # Past the identifier purge date already (late arrival), or purged: gold only.
+        (
+            (_month_index(pl.col("event_time")) + 1 + IDENTIFIER_MONTHS <= as_of_index)
+            | _month_index(pl.col("event_time")).is_in(
+                [int(m[:4]) * 12 + int(m[5:7]) - 1 for m in ctx.purged_months]
+            )
+        ).alias("_expired"),
         pl.when(personal_o).then(pl.col("o_token")).otherwise(pl.col("o_value")).alias("origin"),
         pl.when(personal_d)
         .then(pl.col("d_token"))

@@ -1,0 +1,63 @@
+"""Airflow DAG `cdr_legal_hold`: wiring only; the work is in `pipeline.holds`."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+DOC = """
+### cdr_legal_hold — place or release a legal hold
+
+Manual. A hold keeps records past their retention date for a case (litigation, an authority's
+order, an investigation) and only as long as the obligation lasts. Fill the form:
+
+- `action`: place or release; `case`: the case reference; `reason`: the order or claim;
+- what it covers (at least one; together they must all match): `identifiers` (phone numbers or
+  e-mail addresses, any written form; stored only as tokens, never in clear), `customer`
+  (a business customer id), `date_from`/`date_to` (UTC, inclusive);
+- `until`: the date the hold ends by itself (empty: until released).
+
+**Reads/writes** `holds/<case>/hold.json`. The next `cdr_retention` run copies covered records
+to `holds/<case>/` under the hold's own key before purging a month, and purges a released or
+expired hold. Placing and releasing are recorded in the audit log (counts, never identifiers).
+"""
+
+
+@dag(
+    dag_id="cdr_legal_hold",
+    schedule=None,
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    doc_md=DOC,
+    tags=["cdr", "retention", "legal-hold"],
+    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=1)},
+    params={
+        "action": Param("place", type="string", enum=["place", "release"]),
+        "case": Param("", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                      description="Case reference"),
+        "reason": Param("", type="string", minLength=3, description="The order or claim"),
+        "identifiers": Param([], type="array", items={"type": "string"},
+                             description="Phone numbers or e-mail addresses (any written form)"),
+        "default_region": Param("PK", type="string", pattern="^[A-Z]{2}$"),
+        "customer": Param(None, type=["null", "string"]),
+        "date_from": Param(None, type=["null", "string"], format="date"),
+        "date_to": Param(None, type=["null", "string"], format="date"),
+        "until": Param(None, type=["null", "string"], format="date"),
+    },
+)  # fmt: skip
+def cdr_legal_hold() -> None:
+    @task
+    def apply_hold(params=None) -> dict:  # type: ignore[no-untyped-def]
+        from pipeline.config import Settings
+        from pipeline.holds import apply_hold_request
+        from pipeline.ingest import Resources
+
+        res = Resources.from_settings(Settings.from_env())
+        return apply_hold_request(res.store, res.keyring, params)
+
+    apply_hold()
+
+
+cdr_legal_hold()

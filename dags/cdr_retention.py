@@ -1,0 +1,61 @@
+"""Airflow DAG `cdr_retention`: wiring only; the work is in `pipeline.retention`."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import Asset, dag, task
+
+GOLD = Asset(name="cdr_gold", uri="file:///cdr/gold/cdr")
+
+DOC = """
+### cdr_retention — purge identifiers at 12 months, gold at 10 years, honour legal holds
+
+Runs daily with `as_of` = the run's **logical date**, so a rerun or a backfill of a day gives that
+day's answer. Applies the retention policy (`pipeline/retention.toml`, or `CDR_RETENTION_POLICY`):
+
+- **Identifiers** (rule: deleted 12 months after the end of the month of the communication): for
+  each month due, records under an active legal hold (or a country override of the policy) are
+  copied to `holds/<case>/` under the hold's own key; then the month's data key is destroyed
+  (crypto-shred) and its `silver/` and `vault/` partitions deleted (every version).
+- **Originals**: files whose months are all purged lose their key, `bronze/` object and
+  quarantined raw rows; objects still under Object Lock are reported, never forced.
+- **Gold** (rule: kept 10 years after the end of the year): years due are deleted.
+- Released or expired holds are purged.
+
+Then it **verifies** that nothing identifying is left for each purged month and fails loudly if
+anything is. Every step is in the hash-chained audit log (`python -m pipeline audit verify`).
+A retention run that silently stops is a compliance breach: watch this DAG's failures.
+"""
+
+
+@dag(
+    dag_id="cdr_retention",
+    schedule="@daily",
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=DOC,
+    tags=["cdr", "retention"],
+    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=10)},
+)
+def cdr_retention() -> None:
+    @task(outlets=[GOLD])
+    def apply_retention(logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
+        from pipeline.config import Settings
+        from pipeline.ingest import Resources
+        from pipeline.policy import load_policy
+        from pipeline.report import retention_summary
+        from pipeline.retention import run_retention
+
+        as_of = (logical_date or dag_run.run_after).date()
+        res = Resources.from_settings(Settings.from_env())
+        report = run_retention(res.store, res.bronze, res.keyring, load_policy(), as_of)
+        print(retention_summary(report.to_dict()))
+        return report.to_dict()
+
+    apply_retention()
+
+
+cdr_retention()
