@@ -34,6 +34,7 @@ SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "1000000,10000000").split
 FORMATS = {"canonical_csv": "csv", "messaging_jsonl": "jsonl"}
 BASELINE_SAMPLE = 200_000
 AS_OF = "2025-06-01"  # the generated months (2025-01..03) are all within retention
+PURGE_AS_OF = "2026-02-01"  # the day 2025-01 loses its identifiers
 
 
 def dataset(fmt: str, rows: int) -> Path:
@@ -48,22 +49,40 @@ def dataset(fmt: str, rows: int) -> Path:
     return path
 
 
+WORK = DATA / "run"
+ENV = {**os.environ, "CDR_STORE": str(WORK / "store"), "CDR_KEYRING": str(WORK / "keyring")}
+
+
 def run_ingest(path: Path) -> tuple[float, int, str]:
     """Wall seconds, peak RSS in bytes, and the CLI's summary of one ingest in a fresh process."""
-    work = DATA / "run"
-    shutil.rmtree(work, ignore_errors=True)
-    env = {**os.environ, "CDR_STORE": str(work / "store"), "CDR_KEYRING": str(work / "keyring")}
+    shutil.rmtree(WORK, ignore_errors=True)
     cmd = [sys.executable, "-m", "pipeline", "ingest", "--as-of", AS_OF, "--default-region", "PK",
            str(path)]  # fmt: skip
+    return _measure(cmd)
+
+
+def run_purge() -> tuple[float, int, int, int]:
+    """Purge the first month of the store `run_ingest` left: seconds, peak RSS, rows, objects."""
+    month = WORK / "store" / "silver" / "cdr" / "year=2025" / "month=01"
+    parts = list(month.glob("*.parquet")) + list(
+        (WORK / "store" / "vault").glob("year=2025/month=01/*")
+    )
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in month.glob("*.parquet"))
+    cmd = [sys.executable, "-m", "pipeline", "retention", "--as-of", PURGE_AS_OF]
+    seconds, rss, _ = _measure(cmd)
+    shutil.rmtree(WORK, ignore_errors=True)
+    return seconds, rss, rows, len(parts)
+
+
+def _measure(cmd: list[str]) -> tuple[float, int, str]:
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
     out = proc.stdout.read().decode() if proc.stdout else ""
     err = proc.stderr.read().decode() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"ingest failed:\n{err}")
-    shutil.rmtree(work, ignore_errors=True)
+        raise SystemExit(f"{' '.join(cmd[2:4])} failed:\n{err}")
     return seconds, usage.ru_maxrss * 1024, out
 
 
@@ -106,7 +125,7 @@ def baseline(path: Path, fmt: str) -> float:
 
 def main() -> int:
     DATA.mkdir(parents=True, exist_ok=True)
-    results = []
+    results, purges = [], []
     for fmt in FORMATS:
         base = None
         for rows in SIZES:
@@ -119,11 +138,15 @@ def main() -> int:
             print(f"{fmt:16} {rows:>11,} rows  {seconds:7.1f} s  {rate:>10,.0f} rows/s  "
                   f"peak {rss / 2**20:,.0f} MiB  baseline {base:,.0f} rows/s  x{rate / base:.1f}",
                   flush=True)  # fmt: skip
-    write_results(results)
+            p_seconds, p_rss, p_rows, p_objects = run_purge()
+            purges.append((fmt, rows, p_rows, p_objects, p_seconds, p_rss))
+            print(f"  purge of 2025-01: {p_rows:,} rows in {p_objects} objects, {p_seconds:.2f} s, "
+                  f"peak {p_rss / 2**20:,.0f} MiB", flush=True)  # fmt: skip
+    write_results(results, purges)
     return 0
 
 
-def write_results(results: list[tuple]) -> None:  # type: ignore[type-arg]
+def write_results(results: list[tuple], purges: list[tuple]) -> None:  # type: ignore[type-arg]
     lines = [
         "# Ingest benchmark",
         "",
@@ -143,6 +166,22 @@ def write_results(results: list[tuple]) -> None:  # type: ignore[type-arg]
         lines.append(
             f"| {fmt} | {rows:,} | {size / 2**20:,.0f} | {seconds:.1f} | {rate:,.0f} | "
             f"{rss / 2**20:,.0f} | {base:,.0f} | {ratio:.1f} |"
+        )
+    lines += [
+        "",
+        "## Purge of one month's identifiers",
+        "",
+        f"`python -m pipeline retention --as-of {PURGE_AS_OF}` on the store the ingest left: destroys",
+        "the month key, deletes the month's silver and vault objects, verifies, writes the audit",
+        "entries. Its cost follows the number of objects (one silver and one vault part per",
+        "ingested file and month), not the rows inside them.",
+        "",
+        "| ingested file | file rows | month rows | month objects | purge seconds | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for fmt, rows, p_rows, p_objects, p_seconds, p_rss in purges:
+        lines.append(
+            f"| {fmt} | {rows:,} | {p_rows:,} | {p_objects} | {p_seconds:.2f} | {p_rss / 2**20:,.0f} |"
         )
     (ROOT / "results.md").write_text("\n".join(lines) + "\n")
     print(f"wrote {ROOT / 'results.md'}")

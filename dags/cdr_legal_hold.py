@@ -50,12 +50,17 @@ expired hold. Placing and releasing are recorded in the audit log (counts, never
 def cdr_legal_hold() -> None:
     @task
     def apply_hold(params=None) -> dict:  # type: ignore[no-untyped-def]
+        from airflow.sdk.exceptions import AirflowFailException
+
         from pipeline.config import Settings
         from pipeline.holds import apply_hold_request
         from pipeline.ingest import Resources
 
         res = Resources.from_settings(Settings.from_env())
-        return apply_hold_request(res.store, res.keyring, params)
+        try:
+            return apply_hold_request(res.store, res.keyring, params)
+        except ValueError as exc:  # a bad request: retrying cannot help
+            raise AirflowFailException(str(exc)) from None
 
     apply_hold()
 

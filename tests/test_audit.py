@@ -1,0 +1,112 @@
+"""The audit log catches every kind of tampering and names the first bad entry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import audit
+from pipeline.audit import append, read_log, verify_log
+from pipeline.integrity import sign
+from pipeline.keys import LocalKeyring
+from pipeline.store import LocalStore, ObjectStore
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> tuple[ObjectStore, LocalKeyring]:
+    store, ring = LocalStore(tmp_path / "store"), LocalKeyring(tmp_path / "keys")
+    for i in range(5):
+        append(
+            store,
+            ring.signing_key(),
+            "purge_month",
+            what={"month": f"2025-0{i + 1}", "objects": i},
+            why="12-month rule",
+        )
+    return store, ring
+
+
+def _path(store: ObjectStore, seq: int) -> Path:
+    return Path(store.uri(f"audit/{seq:012d}.json"))
+
+
+def test_an_untouched_log_verifies(log: tuple[ObjectStore, LocalKeyring]) -> None:
+    store, ring = log
+    verdict = verify_log(store, ring.public_key())
+    assert verdict.ok and verdict.entries == 5
+    assert [e["seq"] for e in read_log(store)] == [1, 2, 3, 4, 5]
+    assert read_log(store)[0]["actor"] == audit.actor()
+
+
+def test_an_edited_entry_is_named(log: tuple[ObjectStore, LocalKeyring]) -> None:
+    store, ring = log
+    entry = json.loads(_path(store, 3).read_text())
+    entry["body"]["what"]["objects"] = 999
+    _path(store, 3).write_text(json.dumps(entry))
+    verdict = verify_log(store, ring.public_key())
+    assert (verdict.ok, verdict.first_bad) == (False, "audit/000000000003.json")
+    assert "signature" in (verdict.problem or "")
+
+
+def test_a_deleted_entry_is_named(log: tuple[ObjectStore, LocalKeyring]) -> None:
+    store, ring = log
+    _path(store, 2).unlink()
+    verdict = verify_log(store, ring.public_key())
+    assert (verdict.ok, verdict.first_bad) == (False, "audit/000000000003.json")
+    assert "gap" in (verdict.problem or "")
+
+
+def test_a_deleted_and_renumbered_entry_breaks_the_chain(
+    log: tuple[ObjectStore, LocalKeyring],
+) -> None:
+    store, ring = log
+    _path(store, 2).unlink()
+    for seq in (3, 4, 5):  # shifting the files down hides the gap but not the chain
+        _path(store, seq).rename(_path(store, seq - 1))
+    verdict = verify_log(store, ring.public_key())
+    assert verdict.first_bad == "audit/000000000002.json"
+
+
+def test_an_inserted_entry_is_named(log: tuple[ObjectStore, LocalKeyring]) -> None:
+    store, ring = log
+    forged_body = {"seq": 3, "prev": "0" * 64, "at": "2026-01-01T00:00:00+00:00", "actor": "x",
+                   "action": "purge_month", "what": {}, "why": ""}  # fmt: skip
+    for seq in (5, 4, 3):
+        _path(store, seq).rename(_path(store, seq + 1))
+    _path(store, 3).write_text(json.dumps(sign(forged_body, ring.signing_key())))
+    verdict = verify_log(store, ring.public_key())
+    assert (verdict.ok, verdict.first_bad) == (False, "audit/000000000003.json")
+    assert "chain" in (verdict.problem or "")
+
+
+def test_swapped_entries_are_named(log: tuple[ObjectStore, LocalKeyring]) -> None:
+    store, ring = log
+    a, b = _path(store, 2).read_text(), _path(store, 3).read_text()
+    _path(store, 2).write_text(b)
+    _path(store, 3).write_text(a)
+    verdict = verify_log(store, ring.public_key())
+    assert (verdict.ok, verdict.first_bad) == (False, "audit/000000000002.json")
+
+
+def test_an_entry_signed_with_another_key_is_named(log: tuple[ObjectStore, LocalKeyring], tmp_path: Path) -> None:  # fmt: skip
+    store, ring = log
+    other = LocalKeyring(tmp_path / "other").signing_key()
+    body = json.loads(_path(store, 4).read_text())["body"]
+    _path(store, 4).write_text(json.dumps(sign(body, other)))
+    assert verify_log(store, ring.public_key()).first_bad == "audit/000000000004.json"
+
+
+def test_racing_writers_never_overwrite_each_other(tmp_path: Path) -> None:
+    import threading
+
+    store, ring = LocalStore(tmp_path / "s"), LocalKeyring(tmp_path / "k")
+    key = ring.signing_key()
+    threads = [threading.Thread(target=append, args=(store, key, "seal"), kwargs={"what": {"n": i}}) for i in range(12)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert verify_log(store, ring.public_key()).entries == 12
+    assert sorted(e["what"]["n"] for e in read_log(store)) == list(range(12))
