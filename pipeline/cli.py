@@ -270,6 +270,16 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     return 1
 
 
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.ingest import Resources
+    from pipeline.verify import verify_store, verify_summary
+
+    res = Resources.from_settings(settings)
+    report = verify_store(res.store, res.bronze, res.keyring, month=args.month, file=args.file)
+    print(verify_summary(report))
+    return 0 if report.ok else 1
+
+
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.keys import LocalKeyring
 
@@ -335,6 +345,11 @@ def parser() -> argparse.ArgumentParser:
     aud = sub.add_parser("audit", help="verify the audit log")
     aud.add_argument("action", choices=["verify"])
     aud.set_defaults(func=cmd_audit)
+
+    ver = sub.add_parser("verify", help="re-verify seals, originals, records and the audit log")
+    ver.add_argument("--month", help="only files with records of this month (YYYY-MM)")
+    ver.add_argument("--file", help="only this file (sha256 prefix, file name or object key)")
+    ver.set_defaults(func=cmd_verify)
 
     summ = sub.add_parser("summary", help="what the store holds, per tier")
     summ.set_defaults(func=cmd_summary)

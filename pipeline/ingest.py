@@ -28,6 +28,7 @@ import polars as pl
 
 from pipeline import __version__, audit
 from pipeline.bronze import bronze_key, hold_until, store_original
+from pipeline.commitments import file_root, merkle_root
 from pipeline.config import Settings
 from pipeline.dates import identifier_purge_date
 from pipeline.integrity import (
@@ -93,9 +94,16 @@ class FileReport:
     months: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     detail: str | None = None
+    merkle_root: str | None = None
+    by_month: dict[str, dict[str, int]] = field(default_factory=dict)
+    batch_leaves: list[int] = field(default_factory=list)
+    batch_roots: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The report without the per-batch roots (in the signed parse entry, not in XCom)."""
+        out = asdict(self)
+        out.pop("batch_roots")
+        return out
 
 
 def source_of_landing_key(key: str) -> str | None:
@@ -230,6 +238,10 @@ def ingest_file(
             "reasons": report.reasons,
             "months": report.months,
             "outputs": report.outputs,
+            "by_month": report.by_month,
+            "merkle_root": report.merkle_root,
+            "batch_leaves": report.batch_leaves,
+            "batch_roots": report.batch_roots,
             "as_of": as_of.isoformat(),
             "token_key_version": TOKEN_KEY_VERSION,
             "pipeline_version": __version__,
@@ -323,6 +335,7 @@ def _parse_into_tiers(
         token_key=res.keyring.token_key(TOKEN_KEY_VERSION),
         token_version=TOKEN_KEY_VERSION,
         purged_months=frozenset(purged_months(res.store)),
+        commit_key=file_key,
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     resolver = CountryResolver()
@@ -335,19 +348,24 @@ def _parse_into_tiers(
     )
     report = FileReport(name, sha256, "ingested", source, parser.name)
     reasons: Counter[str] = Counter()
-    months: set[str] = set()
+    by_month: dict[str, dict[str, int]] = {"gold": {}, "silver": {}}
     try:
         for parsed in prefetch(parser.parse(path, opts)):
-            out = transform(parsed, ctx, resolver)
+            out = transform(parsed, ctx, resolver, leaf_offset=report.gold)
             writer.add(out.silver, out.gold, out.vault, out.quarantine)
+            if len(out.leaves):
+                writer.add_leaves(out.leaves)
+                report.batch_leaves.append(len(out.leaves))
+                report.batch_roots.append(merkle_root(out.leaves))
             report.records += len(parsed)
             report.silver += len(out.silver)
             report.gold += len(out.gold)
             report.quarantined += len(out.quarantine)
             reasons.update(out.quarantine.get_column("reason").to_list())
-            months.update(
-                f"{y:04d}-{m:02d}" for y, m in out.gold.select("year", "month").unique().iter_rows()
-            )
+            for tier, frame in (("gold", out.gold), ("silver", out.silver)):
+                counts = by_month[tier]
+                for y, m, n in frame.group_by("year", "month").len().iter_rows():
+                    counts[f"{y:04d}-{m:02d}"] = counts.get(f"{y:04d}-{m:02d}", 0) + n
             if progress:
                 progress(report.records)
         if report.records != report.gold + report.quarantined:
@@ -359,8 +377,10 @@ def _parse_into_tiers(
     finally:
         writer.close()
     report.gold_only = report.gold - report.silver
+    report.merkle_root = file_root(report.batch_roots)
     report.reasons = dict(sorted(reasons.items()))
-    report.months = sorted(months)
+    report.months = sorted(by_month["gold"])
+    report.by_month = {t: dict(sorted(c.items())) for t, c in by_month.items()}
     return report
 
 

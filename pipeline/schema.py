@@ -34,7 +34,8 @@ PARSED: dict[str, pl.DataType] = {
     "raw": S,
 }
 
-SILVER: dict[str, pl.DataType] = {
+# The canonical CDR: what every record keeps; gold keeps it without personal values.
+CANONICAL: dict[str, pl.DataType] = {
     "record_id": S,
     "source": S,
     "source_file": S,
@@ -51,12 +52,19 @@ SILVER: dict[str, pl.DataType] = {
     **_MEASURES,
 }
 
+# The fields a record's digest covers (pipeline.commitments), in this order, as gold holds them.
+RETAINED = list(CANONICAL)
+
+# Silver and gold add what ties each record to its sealed original: the commitment to its end
+# users' identifiers and its leaf's position in the file's Merkle tree.
+SILVER: dict[str, pl.DataType] = {**CANONICAL, "identity_commitment": S, "leaf_index": I64}
+
 # Gold has the same columns; personal origin/destination values are null there.
 GOLD = SILVER
 
 # The canonical CSV/Parquet source: silver's columns as a source writes them (raw addresses).
 CANONICAL_SOURCE_COLUMNS = [
-    c for c in SILVER if c not in {"source", "source_file", "source_sha256", "source_line"}
+    c for c in CANONICAL if c not in {"source", "source_file", "source_sha256", "source_line"}
 ]
 
 QUARANTINE_ROWS: dict[str, pl.DataType] = {
@@ -67,6 +75,8 @@ QUARANTINE_ROWS: dict[str, pl.DataType] = {
     "reason": pl.String(),
     "raw_encrypted": pl.Binary(),
 }
+
+PROOFS: dict[str, pl.DataType] = {"leaf": pl.Binary()}
 
 VAULT: dict[str, pl.DataType] = {
     "token": pl.String(),

@@ -23,8 +23,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pipeline.commitments import proof_key
 from pipeline.crypto import encrypt_values
-from pipeline.schema import GOLD, QUARANTINE_ROWS, SILVER, VAULT
+from pipeline.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT
 from pipeline.store import ObjectStore
 
 # Min/max statistics where they let readers skip row groups (time ranges, ids, files); none on
@@ -183,6 +184,11 @@ class TierWriter:
             self._by_month("gold", gold, GOLD)
         if len(quarantine):
             self._quarantine(quarantine)
+
+    def add_leaves(self, leaves: pl.Series) -> None:
+        """Append a batch's Merkle leaves (hex) to the file's proofs object, as 32-byte values."""
+        table = leaves.str.decode("hex").alias("leaf").to_frame().to_arrow()
+        self._append(proof_key(self.sha256), table, _arrow_schema(PROOFS))
 
     def _vault(self, vault: pl.DataFrame) -> None:
         arrow = _arrow_schema(VAULT)

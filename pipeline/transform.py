@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from pipeline.commitments import identity_commitment, leaf, record_digest
 from pipeline.dates import IDENTIFIER_MONTHS
 from pipeline.normalise import PERSONAL_KINDS, CountryResolver, normalise_addresses
 from pipeline.schema import CHANNELS, DIRECTIONS, GOLD, SILVER, conform
@@ -35,6 +36,8 @@ class FileContext:
     token_version: str
     #: months ("YYYY-MM") whose identifiers were already purged: never re-created
     purged_months: frozenset[str] = frozenset()
+    #: the file's data key: keys the identity commitments (pipeline.commitments)
+    commit_key: bytes = b""
 
 
 @dataclass
@@ -45,13 +48,17 @@ class Transformed:
     gold: pl.DataFrame
     vault: pl.DataFrame  # year, month, token, kind, identifier (clear: encrypted by the writer)
     quarantine: pl.DataFrame  # source_line, reason, raw (clear: encrypted by the writer)
+    leaves: pl.Series  # the kept records' Merkle leaves (hex), in leaf_index order
 
 
 def _month_index(ts: pl.Expr) -> pl.Expr:
     return ts.dt.year().cast(pl.Int64) * 12 + ts.dt.month().cast(pl.Int64) - 1
 
 
-def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> Transformed:
+def transform(
+    parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver, leaf_offset: int = 0
+) -> Transformed:
+    """Split a parsed batch; kept records are numbered from `leaf_offset` in the file's tree."""
     df = _classify(parsed, ctx, resolver)
     if ctx.derived_ids:
         derived = pl.format(f"{ctx.source}-{ctx.sha256[:16]}-{{}}", pl.col("source_line"))
@@ -112,12 +119,26 @@ def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver)
         pl.lit(ctx.sha256).alias("source_sha256"),
     )
     parts = ["year", "month"]
-    live = good.filter(~pl.col("_expired"))
-    silver = pl.concat([conform(live, SILVER), live.select(parts)], how="horizontal")
     gold_rows = good.with_columns(
         pl.when(personal_o).then(None).otherwise(pl.col("origin")).alias("origin"),
         pl.when(personal_d).then(None).otherwise(pl.col("destination")).alias("destination"),
     )
+    # Commit each record: its retained fields as gold holds them, its end users' identifiers.
+    committed = gold_rows.select(
+        record_digest().alias("_digest"),
+        identity_commitment(
+            pl.when(personal_o).then(pl.col("o_kind") + pl.lit(":") + pl.col("o_value")),
+            pl.when(personal_d).then(pl.col("d_kind") + pl.lit(":") + pl.col("d_value")),
+            ctx.commit_key,
+        ).alias("identity_commitment"),
+        pl.int_range(leaf_offset, leaf_offset + pl.len(), dtype=pl.Int64).alias("leaf_index"),
+    )
+    leaves = committed.select(leaf(pl.col("_digest"), pl.col("identity_commitment"))).to_series()
+    committed = committed.drop("_digest")
+    good = pl.concat([good, committed], how="horizontal")
+    gold_rows = pl.concat([gold_rows, committed], how="horizontal")
+    live = good.filter(~pl.col("_expired"))
+    silver = pl.concat([conform(live, SILVER), live.select(parts)], how="horizontal")
     gold = pl.concat([conform(gold_rows, GOLD), gold_rows.select(parts)], how="horizontal")
     vault = pl.concat(
         [
@@ -130,7 +151,7 @@ def transform(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver)
             for p, personal in (("o", personal_o), ("d", personal_d))
         ]
     ).unique(subset=["year", "month", "token"], keep="first")
-    return Transformed(silver=silver, gold=gold, vault=vault, quarantine=quarantine)
+    return Transformed(silver=silver, gold=gold, vault=vault, quarantine=quarantine, leaves=leaves)
 
 
 def _classify(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> pl.DataFrame:

@@ -1,0 +1,280 @@
+"""Re-verify that what the store keeps is what was sealed (Pakistan's "original form").
+
+For each ingested file: both seal entries' signatures and their link; the bronze original's
+SHA-256 and size against the seal (while bronze exists); the stored leaves against the signed
+Merkle root; every gold and silver record's leaf recomputed from its fields and found at its
+index (so a changed, added, duplicated or deleted record is named); counts against the signed
+parse entry; then the audit log's chain. Works after the 12-month purge too: gold records need
+neither the vault nor any destroyed key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from pipeline.audit import verify_log
+from pipeline.bronze import read_original
+from pipeline.commitments import file_root, leaf, merkle_root, proof_key, record_digest
+from pipeline.crypto import DecryptionError
+from pipeline.integrity import SealError, entry_digest, read_entry, seal_key, verify
+from pipeline.keys import KeyDestroyed, LocalKeyring
+from pipeline.normalise import PERSONAL_KINDS
+from pipeline.store import ObjectStore
+
+
+@dataclass
+class FileCheck:
+    """The verdict on one file, per check, with the problems found (named, never valued)."""
+
+    sha256: str
+    file: str
+    checks: dict[str, str] = field(default_factory=dict)  # check → "ok" | "skipped: …" | "FAIL"
+    problems: list[str] = field(default_factory=list)
+
+    def fail(self, check: str, problem: str) -> None:
+        self.checks[check] = "FAIL"
+        self.problems.append(f"{self.file} ({self.sha256[:12]}…): {check}: {problem}")
+
+
+@dataclass
+class VerifyReport:
+    files: list[FileCheck] = field(default_factory=list)
+    audit: str = ""
+    audit_problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.audit_problem is None and not any(f.problems for f in self.files)
+
+    def problems(self) -> list[str]:
+        out = [p for f in self.files for p in f.problems]
+        return out + ([f"audit log: {self.audit_problem}"] if self.audit_problem else [])
+
+
+def _parquet(store: ObjectStore, key: str) -> pl.DataFrame:
+    frame = pl.from_arrow(pq.read_table(io.BytesIO(store.get_bytes(key))))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def verify_store(
+    store: ObjectStore,
+    bronze: ObjectStore,
+    keyring: LocalKeyring,
+    month: str | None = None,
+    file: str | None = None,
+) -> VerifyReport:
+    """Verify every ingested file (or those of one month, or one file by digest prefix or name)."""
+    public = keyring.public_key()
+    report = VerifyReport()
+    for obj in store.list("seals/"):
+        if not obj.key.endswith(".parse.json"):
+            continue
+        sha = obj.key[len("seals/") : -len(".parse.json")]
+        parsed_entry = json.loads(store.get_bytes(obj.key))
+        body = parsed_entry.get("body", {})
+        if file and not (
+            sha.startswith(file) or body.get("file") == file or file in body.get("outputs", [])
+        ):
+            continue
+        if month and month not in (body.get("months") or []):
+            continue
+        report.files.append(_verify_file(store, bronze, keyring, public, sha, parsed_entry, month))
+    verdict = verify_log(store, public)
+    report.audit = f"{verdict.entries} entries"
+    if not verdict.ok:
+        report.audit_problem = f"entry {verdict.first_bad}: {verdict.problem}"
+    return report
+
+
+def _verify_file(
+    store: ObjectStore,
+    bronze: ObjectStore,
+    keyring: LocalKeyring,
+    public: Any,
+    sha: str,
+    parsed_entry: dict[str, Any],
+    month: str | None,
+) -> FileCheck:
+    body = parsed_entry.get("body", {})
+    check = FileCheck(sha, body.get("file") or "?")
+    seal = read_entry(store, seal_key(sha))
+    try:
+        if seal is None:
+            raise SealError("no seal entry")
+        seal_body = verify(seal, public)
+        verify(parsed_entry, public)
+        if body.get("seal_digest") != entry_digest(seal) or seal_body.get("sha256") != sha:
+            raise SealError("the parse entry does not name this seal")
+        check.checks["seal"] = "ok"
+    except SealError as exc:
+        check.fail("seal", str(exc))
+        return check
+    _check_bronze(bronze, keyring, check, seal_body, body)
+    if body.get("status") != "ingested":
+        return check
+    leaves = _check_tree(store, check, body)
+    if leaves is None:
+        return check
+    _check_records(store, check, body, leaves, month)
+    _check_quarantine(store, keyring, check, body)
+    return check
+
+
+def _check_quarantine(
+    store: ObjectStore, keyring: LocalKeyring, check: FileCheck, body: dict[str, Any]
+) -> None:
+    """Sealed records = kept + quarantined: the quarantined rows must all still be there."""
+    key = next((k for k in body.get("outputs", []) if k.startswith("quarantine/rows/")), None)
+    if key is None:
+        return
+    if not keyring.has_data_key(f"file-{check.sha256}"):
+        check.checks["quarantine"] = "skipped: purged (file key destroyed)"
+        return
+    rows = len(_parquet(store, key)) if store.exists(key) else 0
+    if rows != body.get("quarantined") or body.get("records") != body.get("gold", 0) + rows:
+        check.fail(
+            "quarantine", f"{rows:,} quarantined rows where {body.get('quarantined'):,} were sealed"
+        )
+    else:
+        check.checks["quarantine"] = f"ok ({rows:,} rows)"
+
+
+def _check_bronze(
+    bronze: ObjectStore,
+    keyring: LocalKeyring,
+    check: FileCheck,
+    seal: dict[str, Any],
+    body: dict[str, Any],
+) -> None:
+    key = next((k for k in body.get("outputs", []) if k.startswith("bronze/")), None)
+    if key is None or not keyring.has_data_key(f"file-{check.sha256}"):
+        check.checks["bronze"] = "skipped: purged (file key destroyed)"
+        return
+    if not bronze.exists(key):
+        check.fail("bronze", f"{key} is missing while the file is within retention")
+        return
+    h, size = hashlib.sha256(), 0
+    try:
+        for part in read_original(
+            bronze, key, check.sha256, keyring.data_key(f"file-{check.sha256}", create=False)
+        ):
+            h.update(part)
+            size += len(part)
+    except (KeyDestroyed, DecryptionError) as exc:
+        check.fail("bronze", f"{key} cannot be read back ({type(exc).__name__}: {exc})")
+        return
+    if h.hexdigest() != seal["sha256"] or size != seal["size"]:
+        check.fail("bronze", f"{key} does not hash to the sealed digest")
+    else:
+        check.checks["bronze"] = "ok"
+
+
+def _check_tree(store: ObjectStore, check: FileCheck, body: dict[str, Any]) -> pl.Series | None:
+    key = proof_key(check.sha256)
+    if not store.exists(key):
+        check.fail("proofs", f"{key} is missing")
+        return None
+    leaves = _parquet(store, key).get_column("leaf").bin.encode("hex")
+    sizes = body.get("batch_leaves") or []
+    if len(leaves) != sum(sizes) or len(leaves) != body.get("gold"):
+        check.fail("proofs", f"{len(leaves)} leaves stored, {body.get('gold')} records sealed")
+        return None
+    roots, start = [], 0
+    for n in sizes:
+        roots.append(merkle_root(leaves.slice(start, n)))
+        start += n
+    if roots != body.get("batch_roots") or file_root(roots) != body.get("merkle_root"):
+        check.fail("proofs", "the stored leaves do not reach the sealed Merkle root")
+        return None
+    check.checks["proofs"] = "ok"
+    return leaves
+
+
+def _check_records(
+    store: ObjectStore, check: FileCheck, body: dict[str, Any], leaves: pl.Series, month: str | None
+) -> None:
+    by_month = body.get("by_month") or {}
+    for tier in ("gold", "silver"):
+        prefix = "gold/cdr/" if tier == "gold" else "silver/cdr/"
+        expected = by_month.get(tier, {})
+        for name, count in sorted(expected.items()):
+            if month and name != month:
+                continue
+            y, m = name.split("-")
+            key = f"{prefix}year={y}/month={m}/part-{check.sha256}.parquet"
+            label = f"{tier} {name}"
+            if not store.exists(key):
+                if tier == "silver" and store.exists(f"retention/purged/{name}.json"):
+                    check.checks[label] = "skipped: identifiers purged"
+                else:
+                    check.fail(label, f"{key} is missing")
+                continue
+            rows = _parquet(store, key)
+            problem = _record_problem(rows, leaves, tier)
+            if problem is None and len(rows) != count:
+                problem = f"{len(rows):,} records where {count:,} were sealed (records deleted)"
+            if problem:
+                check.fail(label, problem)
+            else:
+                check.checks[label] = f"ok ({count:,} records)"
+
+
+def _record_problem(rows: pl.DataFrame, leaves: pl.Series, tier: str) -> str | None:
+    """The first record that does not match its sealed leaf, named by record id."""
+    if tier == "silver":  # silver holds tokens where gold holds nothing: compare as gold
+        rows = rows.with_columns(
+            *[
+                pl.when(pl.col(f"{side}_kind").is_in(PERSONAL_KINDS))
+                .then(None)
+                .otherwise(pl.col(side))
+                .alias(side)
+                for side in ("origin", "destination")
+            ]
+        )
+    dup = rows.filter(pl.col("leaf_index").is_duplicated())
+    if len(dup):
+        return f"record {dup.get_column('record_id')[0]} appears more than once (leaf {dup.get_column('leaf_index')[0]})"
+    idx = rows.get_column("leaf_index")
+    outside = rows.filter((idx < 0) | (idx >= len(leaves)) | idx.is_null())
+    if len(outside):
+        return f"record {outside.get_column('record_id')[0]} is not in the sealed tree (added)"
+    computed = rows.select(
+        "record_id",
+        "leaf_index",
+        leaf(record_digest(), pl.col("identity_commitment")).alias("_leaf"),
+    ).with_columns(pl.Series("_sealed", leaves.gather(idx)))
+    bad = computed.filter(pl.col("_leaf") != pl.col("_sealed"))
+    if len(bad):
+        return (
+            f"record {bad.get_column('record_id')[0]} (leaf {bad.get_column('leaf_index')[0]}) "
+            f"differs from its sealed original; {len(bad):,} records differ"
+        )
+    return None
+
+
+def verify_summary(report: VerifyReport) -> str:
+    lines = []
+    for f in report.files:
+        verdict = "FAIL" if f.problems else "ok"
+        lines.append(f"{verdict:4}  {f.file}  sha256 {f.sha256[:12]}…")
+        for name, result in f.checks.items():
+            lines.append(f"        {name:16} {result}")
+    lines.append(
+        f"audit log: {'FAIL: ' + report.audit_problem if report.audit_problem else 'ok'} ({report.audit})"
+    )
+    if report.ok:
+        lines.append(
+            f"\nVERIFIED: {len(report.files)} files, every record matches its sealed original."
+        )
+    else:
+        lines.append("\nMISMATCHES:")
+        lines += [f"  - {p}" for p in report.problems()]
+    return "\n".join(lines)
