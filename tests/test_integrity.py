@@ -1,0 +1,154 @@
+"""Original form (Pakistan): tampering with any layer is caught and named, and gold records still
+verify against their original seal after the identifiers and keys are gone."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.ingest import Resources, ingest_file
+from pipeline.integrity import seal_key, sign
+from pipeline.keys import LocalKeyring
+from pipeline.policy import load_policy
+from pipeline.retention import run_retention
+from pipeline.store import ObjectStore
+from pipeline.synth import generate
+from pipeline.verify import VerifyReport, verify_store
+
+
+def _ingest(res: Resources, tmp_path: Path) -> str:
+    g = generate(
+        "canonical_csv",
+        tmp_path / "cdr.csv",
+        1500,
+        start=dt.date(2025, 3, 1),
+        months=2,
+        bad_share=0.03,
+    )
+    return ingest_file(res, g.path, as_of=dt.date(2025, 6, 1)).sha256
+
+
+def _check(res: Resources) -> VerifyReport:
+    return verify_store(res.store, res.bronze, res.keyring)
+
+
+def _rewrite(store: ObjectStore, key: str, change) -> None:  # type: ignore[no-untyped-def]
+    frame = pl.from_arrow(pq.read_table(io.BytesIO(store.get_bytes(key))))
+    buf = io.BytesIO()
+    change(frame).write_parquet(buf)
+    store.put_bytes(key, buf.getvalue())
+
+
+def _part(tier: str, month: str, sha: str) -> str:
+    y, m = month.split("-")
+    return f"{tier}/cdr/year={y}/month={m}/part-{sha}.parquet"
+
+
+def test_an_untouched_store_verifies(res: Resources, tmp_path: Path) -> None:
+    _ingest(res, tmp_path)
+    report = _check(res)
+    assert report.ok, report.problems()
+    checks = report.files[0].checks
+    assert {"seal", "bronze", "proofs", "quarantine", "gold 2025-03", "silver 2025-04"} <= set(
+        checks
+    )
+
+
+def test_a_flipped_byte_in_bronze_is_named(res: Resources, tmp_path: Path) -> None:
+    sha = _ingest(res, tmp_path)
+    key = f"bronze/canonical_csv/{sha}.enc"
+    data = bytearray(res.bronze.get_bytes(key))
+    data[len(data) // 2] ^= 0x01
+    res.bronze.put_bytes(key, bytes(data))
+    report = _check(res)
+    assert not report.ok
+    assert report.files[0].checks["bronze"] == "FAIL"
+    assert any(key in p and "cdr.csv" in p for p in report.problems())
+
+
+def test_a_row_deleted_from_silver_is_named(res: Resources, tmp_path: Path) -> None:
+    sha = _ingest(res, tmp_path)
+    _rewrite(res.store, _part("silver", "2025-03", sha), lambda f: f.slice(1))
+    report = _check(res)
+    assert report.files[0].checks["silver 2025-03"] == "FAIL"
+    assert any("records deleted" in p for p in report.problems())
+    assert report.files[0].checks["gold 2025-03"].startswith("ok")
+
+
+def test_a_changed_duration_in_gold_names_the_record(res: Resources, tmp_path: Path) -> None:
+    sha = _ingest(res, tmp_path)
+    key = _part("gold", "2025-04", sha)
+    gold = pl.from_arrow(pq.read_table(io.BytesIO(res.store.get_bytes(key))))
+    target = gold.filter(pl.col("duration_s").is_not_null()).get_column("record_id")[0]
+    _rewrite(res.store, key, lambda f: f.with_columns(
+        pl.when(pl.col("record_id") == target).then(pl.col("duration_s") + 1).otherwise(pl.col("duration_s")).alias("duration_s")
+    ))  # fmt: skip
+    report = _check(res)
+    assert report.files[0].checks["gold 2025-04"] == "FAIL"
+    assert any(f"record {target} " in p and "differs" in p for p in report.problems())
+
+
+@pytest.mark.parametrize("how", ["copy", "forged"])
+def test_a_record_added_to_gold_is_named(res: Resources, tmp_path: Path, how: str) -> None:
+    sha = _ingest(res, tmp_path)
+    key = _part("gold", "2025-03", sha)
+
+    def add(f: pl.DataFrame) -> pl.DataFrame:
+        extra = f.head(1).with_columns(pl.lit("FORGED-1").alias("record_id"))
+        if how == "forged":
+            extra = extra.with_columns(pl.lit(10**9, pl.Int64).alias("leaf_index"))
+        return pl.concat([f, extra])
+
+    _rewrite(res.store, key, add)
+    report = _check(res)
+    assert report.files[0].checks["gold 2025-03"] == "FAIL"
+    assert any(("more than once" in p or "not in the sealed tree" in p) for p in report.problems())
+
+
+def test_a_seal_re_signed_with_another_key_is_named(res: Resources, tmp_path: Path) -> None:
+    sha = _ingest(res, tmp_path)
+    entry = json.loads(res.store.get_bytes(seal_key(sha)))
+    other = LocalKeyring(tmp_path / "intruder").signing_key()
+    body = {k: v for k, v in entry["body"].items() if k != "signer"}
+    res.store.put_bytes(seal_key(sha), json.dumps(sign(body, other)).encode())
+    report = _check(res)
+    assert report.files[0].checks["seal"] == "FAIL"
+    assert any("cdr.csv" in p and "seal" in p for p in report.problems())
+
+
+def test_a_swapped_pair_of_audit_entries_is_named(res: Resources, tmp_path: Path) -> None:
+    _ingest(res, tmp_path)
+    a, b = "audit/000000000001.json", "audit/000000000002.json"
+    first, second = res.store.get_bytes(a), res.store.get_bytes(b)
+    res.store.put_bytes(a, second)
+    res.store.put_bytes(b, first)
+    report = _check(res)
+    assert not report.ok and report.audit_problem and a in report.audit_problem
+
+
+def test_gold_verifies_against_the_original_seal_after_the_purge(
+    res: Resources, tmp_path: Path
+) -> None:
+    sha = _ingest(res, tmp_path)
+    run_retention(res.store, res.bronze, res.keyring, load_policy(), dt.date(2026, 6, 1))
+    assert not res.keyring.has_data_key("month-2025-03")
+    assert not res.keyring.has_data_key(f"file-{sha}")  # every key of the file is gone
+    assert not list(res.store.list("silver/"))
+    report = _check(res)
+    assert report.ok, report.problems()
+    checks = report.files[0].checks
+    assert checks["gold 2025-03"].startswith("ok") and checks["gold 2025-04"].startswith("ok")
+    assert checks["silver 2025-03"].startswith("skipped") and checks["bronze"].startswith("skipped")
+    # ...and tampering is still caught then.
+    _rewrite(
+        res.store,
+        _part("gold", "2025-03", sha),
+        lambda f: f.with_columns(pl.lit("XX").alias("destination_country")),
+    )
+    assert not _check(res).ok
