@@ -41,7 +41,7 @@ def cdr_integrity_audit() -> None:
         from pipeline.verify import verify_store, verify_summary
 
         res = Resources.from_settings(Settings.from_env())
-        report = verify_store(res.store, res.bronze, res.keyring)
+        report = verify_store(res.store, res.bronze, res.keyring, quality=res.quality)
         print(verify_summary(report))
         if not report.ok:  # a mismatch does not heal on retry
             raise AirflowFailException(f"{len(report.problems())} integrity mismatches")

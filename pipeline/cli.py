@@ -186,15 +186,23 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     args.landing, args.paths, args.format, args.source = True, [], None, None
     code = cmd_ingest(args, settings)
     print()
-    print(store_summary(open_store(settings.store, settings.s3_endpoint_url)))
+    print(store_summary(open_store(settings.store, settings.s3_endpoint_url), _docs(settings)))
     return code
+
+
+def _docs(settings: Settings) -> Path | None:
+    """The Data Docs index, if validations have built it."""
+    from pipeline.quality import Quality
+
+    index = Quality(Path(settings.data_docs)).docs_index()
+    return index if index.exists() else None
 
 
 def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.report import store_summary
     from pipeline.store import open_store
 
-    print(store_summary(open_store(settings.store, settings.s3_endpoint_url)))
+    print(store_summary(open_store(settings.store, settings.s3_endpoint_url), _docs(settings)))
     return 0
 
 
@@ -275,7 +283,9 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.verify import verify_store, verify_summary
 
     res = Resources.from_settings(settings)
-    report = verify_store(res.store, res.bronze, res.keyring, month=args.month, file=args.file)
+    report = verify_store(
+        res.store, res.bronze, res.keyring, month=args.month, file=args.file, quality=res.quality
+    )
     print(verify_summary(report))
     return 0 if report.ok else 1
 

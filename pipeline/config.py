@@ -30,6 +30,7 @@ class Settings:
     default_region: str | None
     source_timezone: str
     batch_rows: int
+    data_docs: str
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -43,6 +44,7 @@ class Settings:
             default_region=(e.get("CDR_DEFAULT_REGION") or "").upper() or None,
             source_timezone=e.get("CDR_SOURCE_TIMEZONE") or "UTC",
             batch_rows=int(e.get("CDR_BATCH_ROWS") or 100_000),
+            data_docs=e.get("CDR_DATA_DOCS") or str(DEFAULT_HOME / "data_docs"),
         )
         settings.check()
         return settings

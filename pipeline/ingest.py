@@ -41,6 +41,7 @@ from pipeline.integrity import (
 )
 from pipeline.keys import TOKEN_KEY_VERSION, LocalKeyring
 from pipeline.normalise import CountryResolver
+from pipeline.quality import Quality
 from pipeline.retention import purged_months
 from pipeline.sources import FileFormatError, ParseOptions, Source, detect
 from pipeline.store import LocalStore, ObjectStore, open_store
@@ -64,6 +65,7 @@ class Resources:
     bronze: ObjectStore
     keyring: LocalKeyring
     settings: Settings
+    quality: Quality
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Resources:
@@ -73,7 +75,8 @@ class Resources:
             if settings.bronze_store == settings.store
             else open_store(settings.bronze_store, settings.s3_endpoint_url)
         )
-        return cls(store, bronze, LocalKeyring(settings.keyring), settings)
+        keyring = LocalKeyring(settings.keyring)
+        return cls(store, bronze, keyring, settings, Quality(Path(settings.data_docs)))
 
 
 @dataclass
@@ -306,6 +309,39 @@ def prefetch(batches: Iterator[T], depth: int = 1) -> Iterator[T]:
         worker.join(timeout=5)
 
 
+def _validate(res: Resources, writer: TierWriter, name: str, sha256: str) -> None:
+    """Run the silver and gold suites on the staged parts; refuse the file if any fails.
+
+    Nothing has been published yet, so a refused file leaves silver and gold unchanged; it is
+    quarantined whole with the failing expectations named (never the values that failed).
+    """
+    failed: dict[str, list[str]] = {}
+    staged = writer.staged()
+    for suite in ("silver", "gold"):
+        parts = [path for key, path in sorted(staged.items()) if key.startswith(f"{suite}/")]
+        if parts:
+            problems = res.quality.validate_parquet(suite, parts, f"{name}-{sha256[:16]}")
+            if problems:
+                failed[suite] = problems
+    docs = res.quality.docs_index()
+    if not failed:
+        log.info("%s passed the silver and gold suites (Data Docs: %s)", name, docs)
+        return
+    note = {
+        "file": name,
+        "sha256": sha256,
+        "reason": "expectations_failed",
+        "failed": failed,
+        "data_docs": str(docs),
+    }
+    res.store.put_bytes(f"quarantine/files/{sha256}.json", json.dumps(note, indent=1).encode())
+    listing = "; ".join(f"{k}: {', '.join(v)}" for k, v in failed.items())
+    raise IngestError(
+        f"{name}: refused by data expectations, nothing published, file quarantined "
+        f"(quarantine/files/{sha256}.json). Failed: {listing}. Data Docs: {docs}"
+    )
+
+
 def _arrival_purge(seal: dict[str, Any]) -> dt.date:
     arrived = dt.datetime.fromisoformat(seal["body"]["arrived_at"])
     return identifier_purge_date(arrived.year, arrived.month)
@@ -373,6 +409,7 @@ def _parse_into_tiers(
                 f"{name}: counts do not reconcile ({report.records} records, "
                 f"{report.gold} kept, {report.quarantined} quarantined)"
             )
+        _validate(res, writer, name, sha256)
         report.outputs = writer.publish(res.store)
     finally:
         writer.close()

@@ -101,7 +101,7 @@ def ingested_files(store: ObjectStore) -> list[dict[str, Any]]:
     return sorted(reports, key=lambda r: (r.get("source", ""), r.get("file", "")))
 
 
-def store_summary(store: ObjectStore) -> str:
+def store_summary(store: ObjectStore, docs: Any = None) -> str:
     """Where each tier is, how many objects it holds, and what every sealed file became."""
     rows = []
     for tier, prefix in TIERS.items():
@@ -110,6 +110,8 @@ def store_summary(store: ObjectStore) -> str:
     files = ingested_files(store)
     out = [f"Files sealed and ingested ({len(files)}):", run_summary(files), ""]
     out.append(_table(["tier", "objects", "bytes", "location"], rows))
+    if docs is not None:
+        out.append(f"\nData Docs (Great Expectations results): {docs}")
     return "\n".join(out)
 
 

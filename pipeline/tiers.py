@@ -227,11 +227,16 @@ class TierWriter:
         arrow = _arrow_schema(QUARANTINE_ROWS)
         self._append(quarantine_key(self.sha256), table.to_arrow(), arrow)
 
-    def publish(self, store: ObjectStore) -> list[str]:
-        """Close the local files and upload every part; returns the keys written."""
+    def staged(self) -> dict[str, Path]:
+        """Finish writing; the local file of every part, by the key it will be published under."""
         self._wait()
         for writer in self._writers.values():
             writer.close()
+        return dict(self._paths)
+
+    def publish(self, store: ObjectStore) -> list[str]:
+        """Upload every staged part; returns the keys written."""
+        self.staged()
         keys = sorted(self._paths)
         for key in keys:
             store.put_file(key, self._paths[key])

@@ -26,6 +26,7 @@ from pipeline.crypto import DecryptionError
 from pipeline.integrity import SealError, entry_digest, read_entry, seal_key, verify
 from pipeline.keys import KeyDestroyed, LocalKeyring
 from pipeline.normalise import PERSONAL_KINDS
+from pipeline.quality import Quality
 from pipeline.store import ObjectStore
 
 
@@ -48,10 +49,13 @@ class VerifyReport:
     files: list[FileCheck] = field(default_factory=list)
     audit: str = ""
     audit_problem: str | None = None
+    expectations_failed: list[str] = field(default_factory=list)
+    data_docs: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.audit_problem is None and not any(f.problems for f in self.files)
+        files_ok = not any(f.problems for f in self.files)
+        return self.audit_problem is None and files_ok and not self.expectations_failed
 
     def problems(self) -> list[str]:
         out = [p for f in self.files for p in f.problems]
@@ -70,6 +74,7 @@ def verify_store(
     keyring: LocalKeyring,
     month: str | None = None,
     file: str | None = None,
+    quality: Quality | None = None,
 ) -> VerifyReport:
     """Verify every ingested file (or those of one month, or one file by digest prefix or name)."""
     public = keyring.public_key()
@@ -91,6 +96,11 @@ def verify_store(
     report.audit = f"{verdict.entries} entries"
     if not verdict.ok:
         report.audit_problem = f"entry {verdict.first_bad}: {verdict.problem}"
+    if quality is not None and report.files:
+        report.expectations_failed = quality.validate_frame(
+            "original_form", original_form_frame(report), f"verify-{month or 'all'}"
+        )
+        report.data_docs = str(quality.docs_index())
     return report
 
 
@@ -260,6 +270,33 @@ def _record_problem(rows: pl.DataFrame, leaves: pl.Series, tier: str) -> str | N
     return None
 
 
+def original_form_frame(report: VerifyReport) -> Any:
+    """One row per file and check (True = verified or rightly skipped), for the original_form suite."""
+    import pandas as pd
+
+    def ok(check: FileCheck, *names: str) -> bool:
+        return not any(
+            result == "FAIL"
+            for name, result in check.checks.items()
+            if any(name == n or name.startswith(n + " ") for n in names)
+        )
+
+    rows = [
+        {
+            "file": f"{f.sha256[:16]}",
+            "seal_ok": ok(f, "seal"),
+            "bronze_ok": ok(f, "bronze"),
+            "proofs_ok": ok(f, "proofs"),
+            "records_ok": ok(f, "gold", "silver"),
+            "counts_ok": ok(f, "quarantine"),
+            "audit_ok": report.audit_problem is None,
+        }
+        for f in report.files
+    ]
+    columns = ["file", "seal_ok", "bronze_ok", "proofs_ok", "records_ok", "counts_ok", "audit_ok"]
+    return pd.DataFrame(rows, columns=columns)
+
+
 def verify_summary(report: VerifyReport) -> str:
     lines = []
     for f in report.files:
@@ -270,6 +307,10 @@ def verify_summary(report: VerifyReport) -> str:
     lines.append(
         f"audit log: {'FAIL: ' + report.audit_problem if report.audit_problem else 'ok'} ({report.audit})"
     )
+    if report.expectations_failed:
+        lines.append("original_form suite failed: " + ", ".join(report.expectations_failed))
+    if report.data_docs:
+        lines.append(f"Data Docs: {report.data_docs}")
     if report.ok:
         lines.append(
             f"\nVERIFIED: {len(report.files)} files, every record matches its sealed original."

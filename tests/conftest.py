@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="cdr-airflow-")
 os.environ.update(
     {
+        "CDR_HOME": tempfile.mkdtemp(prefix="cdr-home-"),  # Data Docs and defaults, per session
         "AIRFLOW_HOME": _AIRFLOW_HOME,
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
@@ -49,6 +50,7 @@ def settings(tmp_path: Path) -> Settings:
         {
             "CDR_STORE": str(tmp_path / "store"),
             "CDR_KEYRING": str(tmp_path / "keyring"),
+            "CDR_DATA_DOCS": str(tmp_path / "data_docs"),
             "CDR_DEFAULT_REGION": "PK",
             "CDR_BATCH_ROWS": "700",  # small batches: every test crosses batch boundaries
         }

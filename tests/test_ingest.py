@@ -204,7 +204,8 @@ def test_no_identifier_in_any_output_reason_log_or_cli_output(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     for k, v in {"CDR_STORE": settings.store, "CDR_KEYRING": settings.keyring,
-                 "CDR_DEFAULT_REGION": "PK", "CDR_BATCH_ROWS": "700"}.items():  # fmt: skip
+                 "CDR_DATA_DOCS": settings.data_docs, "CDR_DEFAULT_REGION": "PK",
+                 "CDR_BATCH_ROWS": "700"}.items():  # fmt: skip
         monkeypatch.setenv(k, v)
     files, numbers, emails = [], set(), set()
     for seed, fmt in enumerate(FORMATS):
@@ -227,6 +228,11 @@ def test_no_identifier_in_any_output_reason_log_or_cli_output(
     store = Resources.from_settings(settings).store
     texts = [("stdout", out.out), ("stderr", out.err), ("log", caplog.text)]
     texts += [(k, t) for k, t in all_text_outputs(store)]
+    docs = [
+        (str(p), p.read_text("latin-1")) for p in Path(settings.data_docs).rglob("*") if p.is_file()
+    ]
+    assert any(p.endswith("index.html") for p, _ in docs)  # Data Docs were built, and searched
+    texts += docs
     assert_no_identifiers(texts, needles)
     reasons = read_tier(store, "quarantine/rows/").get_column("reason").unique().to_list()
     assert all(r.split(":")[0] in {"bad_json", "bad_timestamp", "missing_id", "wrong_column_count",

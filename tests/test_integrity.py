@@ -4,6 +4,7 @@ verify against their original seal after the identifiers and keys are gone."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 from pathlib import Path
@@ -12,7 +13,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.ingest import Resources, ingest_file
+from pipeline.ingest import IngestError, Resources, ingest_file
 from pipeline.integrity import seal_key, sign
 from pipeline.keys import LocalKeyring
 from pipeline.policy import load_policy
@@ -152,3 +153,36 @@ def test_gold_verifies_against_the_original_seal_after_the_purge(
         lambda f: f.with_columns(pl.lit("XX").alias("destination_country")),
     )
     assert not _check(res).ok
+
+
+def test_a_smuggled_phone_number_is_refused_and_silver_is_unchanged(
+    res: Resources, tmp_path: Path
+) -> None:
+    _ingest(res, tmp_path)
+    before = (
+        sorted(o.key for o in res.store.list("silver/")),
+        sorted(o.key for o in res.store.list("gold/")),
+    )
+    bad = tmp_path / "smuggled.csv"
+    bad.write_text(
+        "record_id,event_time,channel,direction,origin,destination,status\n"
+        "s1,2025-05-02T10:00:00Z,sms,outbound,InfoSMS,+923001234567,DELIVERED\n"
+        "s2,2025-05-02T11:00:00Z,sms,outbound,InfoSMS,+923001234568,call me on 0300-7654321\n"
+    )
+    with pytest.raises(IngestError) as err:
+        ingest_file(res, bad, as_of=dt.date(2025, 6, 1))
+    message = str(err.value)
+    assert "expect_column_values_to_not_match_regex(status)" in message
+    assert "7654321" not in message and "Data Docs" in message
+    after = (
+        sorted(o.key for o in res.store.list("silver/")),
+        sorted(o.key for o in res.store.list("gold/")),
+    )
+    assert after == before
+    sha = hashlib.sha256(bad.read_bytes()).hexdigest()
+    note = json.loads(res.store.get_bytes(f"quarantine/files/{sha}.json"))
+    assert note["reason"] == "expectations_failed" and "silver" in note["failed"]
+    assert "7654321" not in json.dumps(note)
+    docs = res.quality.docs_index()
+    assert docs.exists()
+    assert not [p for p in docs.parent.rglob("*.html") if "7654321" in p.read_text()]
