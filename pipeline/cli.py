@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import sys
 import tempfile
@@ -122,6 +123,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             progress.done()
     if reports:
         print(run_summary(reports))
+    if args.report_json:
+        Path(args.report_json).write_text(json.dumps(reports, indent=1))
     if failed:
         print(f"\n{failed} file(s) FAILED; see the messages above", file=sys.stderr)
         return 1
@@ -312,6 +315,7 @@ def parser() -> argparse.ArgumentParser:
     ing.add_argument("--source", help="source system name (default: the format)")
     ing.add_argument("--default-region", type=_region, help="ISO country of national numbers")
     ing.add_argument("--as-of", type=_date, default=_today(), help="date deciding expired months")
+    ing.add_argument("--report-json", help="also write the per-file reports (counts) as JSON here")
     ing.set_defaults(func=cmd_ingest)
 
     gen = sub.add_parser("generate", help="write synthetic CDRs")
@@ -329,7 +333,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--as-of", type=_date, default=_today())
     demo.add_argument("--default-region", type=_region, default="PK")
     demo.add_argument("--landing-only", action="store_true", help="only fill landing/")
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func=cmd_demo, report_json=None)
 
     ret = sub.add_parser("retention", help="purge what the retention policy says is due")
     ret.add_argument("--as-of", type=_date, default=_today(), help="the day to apply the rules for")

@@ -17,6 +17,7 @@ import json
 import logging
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -98,6 +99,7 @@ class FileReport:
     outputs: list[str] = field(default_factory=list)
     detail: str | None = None
     merkle_root: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
     by_month: dict[str, dict[str, int]] = field(default_factory=dict)
     batch_leaves: list[int] = field(default_factory=list)
     batch_roots: list[str] = field(default_factory=list)
@@ -385,14 +387,17 @@ def _parse_into_tiers(
     report = FileReport(name, sha256, "ingested", source, parser.name)
     reasons: Counter[str] = Counter()
     by_month: dict[str, dict[str, int]] = {"gold": {}, "silver": {}}
+    timings = report.timings = {"commit_s": 0.0, "validate_s": 0.0}
     try:
         for parsed in prefetch(parser.parse(path, opts)):
             out = transform(parsed, ctx, resolver, leaf_offset=report.gold)
             writer.add(out.silver, out.gold, out.vault, out.quarantine)
             if len(out.leaves):
+                started = time.perf_counter()
                 writer.add_leaves(out.leaves)
                 report.batch_leaves.append(len(out.leaves))
                 report.batch_roots.append(merkle_root(out.leaves))
+                timings["commit_s"] += out.commit_seconds + time.perf_counter() - started
             report.records += len(parsed)
             report.silver += len(out.silver)
             report.gold += len(out.gold)
@@ -409,7 +414,9 @@ def _parse_into_tiers(
                 f"{name}: counts do not reconcile ({report.records} records, "
                 f"{report.gold} kept, {report.quarantined} quarantined)"
             )
+        started = time.perf_counter()
         _validate(res, writer, name, sha256)
+        timings["validate_s"] = time.perf_counter() - started
         report.outputs = writer.publish(res.store)
     finally:
         writer.close()

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 log = logging.getLogger("pipeline.quality")
-CHUNK_ROWS = 500_000
+CHUNK_ROWS = 100_000
 # Counts and observed schema, but no failing values: nothing a result holds can be an identifier.
 RESULT_FORMAT = {
     "result_format": "SUMMARY",
@@ -129,12 +129,11 @@ class Quality:
     def validate_parquet(self, suite: str, paths: list[Path], run_name: str) -> list[str]:
         """Validate Parquet parts in chunks of up to CHUNK_ROWS rows (small parts together,
         large ones split), so memory stays bounded; the failing expectations."""
-        import pandas as pd
 
         failed: list[str] = []
 
         def check(batches: list[pa.RecordBatch], n: int) -> None:
-            frame = pa.Table.from_batches(batches).to_pandas(types_mapper=pd.ArrowDtype)
+            frame = pa.Table.from_batches(batches).to_pandas()
             for f in self.validate_frame(suite, frame, f"{run_name}-{n}"):
                 if f not in failed:
                     failed.append(f)

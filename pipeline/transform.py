@@ -8,6 +8,7 @@ any check leave with a reason code that names the field, never its value.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 
 import polars as pl
@@ -49,6 +50,7 @@ class Transformed:
     vault: pl.DataFrame  # year, month, token, kind, identifier (clear: encrypted by the writer)
     quarantine: pl.DataFrame  # source_line, reason, raw (clear: encrypted by the writer)
     leaves: pl.Series  # the kept records' Merkle leaves (hex), in leaf_index order
+    commit_seconds: float = 0.0  # time spent on the commitments (reported, never asserted)
 
 
 def _month_index(ts: pl.Expr) -> pl.Expr:
@@ -124,6 +126,7 @@ def transform(
         pl.when(personal_d).then(None).otherwise(pl.col("destination")).alias("destination"),
     )
     # Commit each record: its retained fields as gold holds them, its end users' identifiers.
+    started = time.perf_counter()
     committed = gold_rows.select(
         record_digest().alias("_digest"),
         identity_commitment(
@@ -135,6 +138,7 @@ def transform(
     )
     leaves = committed.select(leaf(pl.col("_digest"), pl.col("identity_commitment"))).to_series()
     committed = committed.drop("_digest")
+    commit_seconds = time.perf_counter() - started
     good = pl.concat([good, committed], how="horizontal")
     gold_rows = pl.concat([gold_rows, committed], how="horizontal")
     live = good.filter(~pl.col("_expired"))
@@ -151,7 +155,7 @@ def transform(
             for p, personal in (("o", personal_o), ("d", personal_d))
         ]
     ).unique(subset=["year", "month", "token"], keep="first")
-    return Transformed(silver=silver, gold=gold, vault=vault, quarantine=quarantine, leaves=leaves)
+    return Transformed(silver, gold, vault, quarantine, leaves, commit_seconds)
 
 
 def _classify(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> pl.DataFrame:

@@ -89,3 +89,28 @@ def test_a_bad_hold_request_fails_the_run_without_storing_anything(
     )
     assert run.state == "failed"
     assert holds.list_holds(Resources.from_settings(Settings.from_env(env)).store) == []
+
+
+@pytest.mark.airflow
+def test_weekly_integrity_audit_passes_then_fails_on_tampering(
+    airflow_db: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    env = {"CDR_STORE": str(tmp_path / "store"), "CDR_KEYRING": str(tmp_path / "keys"),
+           "CDR_DATA_DOCS": str(tmp_path / "docs")}  # fmt: skip
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    res = Resources.from_settings(Settings.from_env(env))
+    g = generate("asterisk", tmp_path / "Master.csv", 400, start=dt.date(2025, 3, 1), months=1)
+    sha = ingest_file(res, g.path, as_of=dt.date(2025, 6, 1)).sha256
+    assert _dag("cdr_integrity_audit").test().state == "success"
+    assert "VERIFIED" in capfd.readouterr().out
+    key = f"bronze/asterisk/{sha}.enc"
+    data = bytearray(res.bronze.get_bytes(key))
+    data[-5] ^= 1
+    res.bronze.put_bytes(key, bytes(data))
+    assert _dag("cdr_integrity_audit").test().state == "failed"
+    out = capfd.readouterr().out
+    assert "MISMATCHES" in out and key in out
