@@ -104,7 +104,8 @@ class LocalStore(ObjectStore):
             raise ValueError(f"key escapes the store: {key!r}")
         return path
 
-    def put_bytes(self, key: str, data: bytes) -> None:
+    def _staged(self, key: str, data: bytes) -> tuple[Path, Path]:
+        """Write `data` durably to a temporary file beside the key's path: (tmp, path)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
@@ -113,26 +114,27 @@ class LocalStore(ObjectStore):
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        return Path(tmp), path
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        tmp, path = self._staged(key, data)
+        try:
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def put_new(self, key: str, data: bytes) -> bool:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+        tmp, path = self._staged(key, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.link(tmp, path)  # atomic, and fails if the key exists
             return True
         except FileExistsError:
             return False
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
 
     def put_file(self, key: str, path: Path, lock_until: dt.datetime | None = None) -> None:
         target = self._path(key)
