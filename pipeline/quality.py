@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 log = logging.getLogger("pipeline.quality")
-CHUNK_ROWS = 100_000
+CHUNK_ROWS = 50_000
 # Counts and observed schema, but no failing values: nothing a result holds can be an identifier.
 RESULT_FORMAT = {
     "result_format": "SUMMARY",
@@ -50,6 +50,7 @@ class Quality:
         self.root = docs_root
         self.root.mkdir(parents=True, exist_ok=True)
         self._checkpoints: dict[str, Any] = {}
+        self._fast_defs: dict[str, tuple[Any, Any]] = {}
         self._ctx: Any = None
 
     @contextmanager
@@ -110,45 +111,77 @@ class Quality:
         self._checkpoints[name] = checkpoint
         return checkpoint
 
+    def _fast(self, name: str) -> tuple[Any, Any]:
+        """An in-memory batch definition and suite: validates chunks without storing anything."""
+        if name not in self._fast_defs:
+            import great_expectations as gx
+
+            ctx = gx.get_context(mode="ephemeral")
+            batch = (
+                ctx.data_sources.add_pandas("chunks")
+                .add_dataframe_asset(name)
+                .add_batch_definition_whole_dataframe("chunk")
+            )
+            self._fast_defs[name] = (batch, gx.ExpectationSuite(**load_suite_json(name)))
+        return self._fast_defs[name]
+
+    @staticmethod
+    def _failures(results: Any) -> list[str]:
+        failed = []
+        for r in results:
+            if not r.success:
+                cfg = r.expectation_config
+                failed.append(f"{cfg.type}({cfg.kwargs.get('column', '')})")
+        return failed
+
     def validate_frame(self, suite: str, frame: Any, run_name: str) -> list[str]:
-        """Validate a pandas frame; the failing expectations as `type(column)` strings."""
+        """Validate a pandas frame and record the result in Data Docs; the failing expectations."""
         import great_expectations as gx
 
         with self._locked():
             result = self._checkpoint(suite).run(
                 batch_parameters={"dataframe": frame}, run_id=gx.RunIdentifier(run_name=run_name)
             )
-        failed = []
-        for outcome in result.run_results.values():
-            for r in outcome.results:
-                if not r.success:
-                    cfg = r.expectation_config
-                    failed.append(f"{cfg.type}({cfg.kwargs.get('column', '')})")
-        return failed
+        return [
+            f for outcome in result.run_results.values() for f in self._failures(outcome.results)
+        ]
 
     def validate_parquet(self, suite: str, paths: list[Path], run_name: str) -> list[str]:
         """Validate Parquet parts in chunks of up to CHUNK_ROWS rows (small parts together,
-        large ones split), so memory stays bounded; the failing expectations."""
+        large ones split), so memory stays bounded; the failing expectations.
 
+        Every chunk is validated in memory; one chunk per call (the first that failed, else the
+        first) is validated again into the Data Docs project, so the docs show each file's
+        verdict without growing by a page per chunk.
+        """
+        batch_def, expectation_suite = self._fast(suite)
         failed: list[str] = []
+        shown: Any = None
 
-        def check(batches: list[pa.RecordBatch], n: int) -> None:
+        def check(batches: list[pa.RecordBatch]) -> None:
+            nonlocal shown
             frame = pa.Table.from_batches(batches).to_pandas()
-            for f in self.validate_frame(suite, frame, f"{run_name}-{n}"):
-                if f not in failed:
-                    failed.append(f)
+            result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
+                expectation_suite, result_format=RESULT_FORMAT
+            )
+            problems = self._failures(result.results)
+            if shown is None or (problems and not failed):
+                shown = frame
+            failed.extend(f for f in problems if f not in failed)
 
         pending: list[pa.RecordBatch] = []
-        rows = chunks = 0
+        rows = 0
         for path in paths:
             for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS):
                 pending.append(batch)
                 rows += batch.num_rows
                 if rows >= CHUNK_ROWS:
-                    check(pending, chunks)
-                    pending, rows, chunks = [], 0, chunks + 1
+                    check(pending)
+                    pending, rows = [], 0
         if pending:
-            check(pending, chunks)
+            check(pending)
+        if shown is not None:
+            self.validate_frame(suite, shown, run_name)
         return failed
 
     def docs_index(self) -> Path:
