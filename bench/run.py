@@ -81,15 +81,19 @@ def run_purge() -> tuple[float, int, int, int]:
 
 
 def _measure(cmd: list[str]) -> tuple[float, int, str]:
+    """Run a command in a fresh process: wall seconds, its peak RSS in bytes, its output.
+
+    Output goes to files, not pipes: a pipe nobody reads would stall a chatty child.
+    """
+    out_path, err_path = DATA / "stdout.txt", DATA / "stderr.txt"
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        proc = subprocess.Popen(cmd, env=ENV, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - start
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd[2:4])} failed:\n{err}")
-    return seconds, usage.ru_maxrss * 1024, out
+        raise SystemExit(f"{' '.join(cmd[2:4])} failed:\n{err_path.read_text()[-3000:]}")
+    return seconds, usage.ru_maxrss * 1024, out_path.read_text()
 
 
 def baseline(path: Path, fmt: str) -> float:
