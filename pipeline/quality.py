@@ -124,7 +124,6 @@ class Quality:
         """An in-memory batch definition and suite: validates chunks without storing anything."""
         if name not in self._fast_defs:
             import great_expectations as gx
-
             from great_expectations.data_context.types.base import ProgressBarsConfig
 
             ctx = gx.get_context(mode="ephemeral")
