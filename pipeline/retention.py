@@ -74,10 +74,9 @@ class Inventory:
     month_keys: set[Month] = field(default_factory=set)
     gold_years: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
     files: list[dict[str, Any]] = field(default_factory=list)
-    purged: set[str] = field(default_factory=set)
 
 
-def inventory(store: ObjectStore, bronze: ObjectStore, keyring: LocalKeyring) -> Inventory:
+def inventory(store: ObjectStore, keyring: LocalKeyring) -> Inventory:
     inv = Inventory()
     for prefix in ("silver/cdr/", "vault/"):
         for obj in store.list(prefix):
@@ -94,7 +93,6 @@ def inventory(store: ObjectStore, bronze: ObjectStore, keyring: LocalKeyring) ->
     for obj in store.list("seals/"):
         if obj.key.endswith(".parse.json"):
             inv.files.append(json.loads(store.get_bytes(obj.key))["body"])
-    inv.purged = purged_months(store)
     return inv
 
 
@@ -151,7 +149,7 @@ def run_retention(
 ) -> RetentionReport:
     """Apply the policy as of `as_of` (see the module docstring); raises if verification fails."""
     signer = keyring.signing_key()
-    inv = inventory(store, bronze, keyring)
+    inv = inventory(store, keyring)
     report = RetentionReport(as_of.isoformat(), dry_run)
     all_holds = holds.list_holds(store)
     active = [h for h in all_holds if h.active(as_of)]
