@@ -58,6 +58,19 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
+def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """A local store, keyring and Data Docs folder, set as environment variables (as deployed)."""
+    env = {
+        "CDR_STORE": str(tmp_path / "store"),
+        "CDR_KEYRING": str(tmp_path / "keys"),
+        "CDR_DATA_DOCS": str(tmp_path / "docs"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+@pytest.fixture
 def res(settings: Settings) -> Resources:
     return Resources.from_settings(settings)
 

@@ -62,3 +62,14 @@ def needles_for(numbers: Iterable[str], emails: Iterable[str]) -> list[str]:
         out.add(e)
         out.add(e.split("@")[0])
     return sorted(out)
+
+
+def load_dag(dag_id: str):  # type: ignore[no-untyped-def]
+    """A DAG from the project's dags/ folder, through a DagBag that must load without errors."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import ROOT
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags[dag_id]

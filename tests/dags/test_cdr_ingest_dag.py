@@ -11,7 +11,13 @@ import pytest
 
 from pipeline.synth import generate
 from tests.conftest import ROOT
-from tests.helpers import all_text_outputs, assert_no_identifiers, needles_for, read_tier
+from tests.helpers import (
+    all_text_outputs,
+    assert_no_identifiers,
+    load_dag,
+    needles_for,
+    read_tier,
+)
 
 
 def test_dagbag_imports_without_errors() -> None:
@@ -38,10 +44,7 @@ def test_every_dag_is_documented_tagged_retried_and_scheduled() -> None:
 def _run_dag(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> object:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    from airflow.dag_processing.dagbag import DagBag
-
-    dag = DagBag(dag_folder=str(ROOT / "dags")).dags["cdr_ingest"]
-    return dag.test(logical_date=dt.datetime(2025, 6, 15, tzinfo=dt.UTC))
+    return load_dag("cdr_ingest").test(logical_date=dt.datetime(2025, 6, 15, tzinfo=dt.UTC))
 
 
 def _landing_files(
@@ -86,8 +89,9 @@ def test_dag_runs_on_a_local_folder(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
+    local_env: dict[str, str],
 ) -> None:
-    env = {"CDR_STORE": str(tmp_path / "store"), "CDR_KEYRING": str(tmp_path / "keys")}
+    env = local_env
     keys, numbers, emails, records = _landing_files(env, tmp_path)
     dag_run = _run_dag(monkeypatch, env)
     _check_run(dag_run, env, keys, records)

@@ -13,34 +13,23 @@ from pipeline.audit import read_log, verify_log
 from pipeline.config import Settings
 from pipeline.ingest import Resources, ingest_file
 from pipeline.synth import generate
-from tests.conftest import ROOT
-from tests.helpers import assert_no_identifiers, needles_for, read_tier
-
-
-def _dag(dag_id: str):  # type: ignore[no-untyped-def]
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert bag.import_errors == {}
-    return bag.dags[dag_id]
+from tests.helpers import assert_no_identifiers, load_dag, needles_for, read_tier
 
 
 @pytest.mark.airflow
 def test_hold_form_then_daily_retention(
     airflow_db: None,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    local_env: dict[str, str],
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    env = {"CDR_STORE": str(tmp_path / "store"), "CDR_KEYRING": str(tmp_path / "keys")}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
+    env = local_env
     res = Resources.from_settings(Settings.from_env(env))
     g = generate("messaging_jsonl", tmp_path / "m.jsonl", 600, start=dt.date(2025, 3, 1), months=2)
     ingest_file(res, g.path, as_of=dt.date(2025, 6, 1))
     number = sorted(g.numbers)[0]
 
-    run = _dag("cdr_legal_hold").test(
+    run = load_dag("cdr_legal_hold").test(
         run_conf={"action": "place", "case": "LEA-2026-001", "reason": "production order 12/2026",
                   "identifiers": [number], "default_region": "PK"},
     )  # fmt: skip
@@ -48,7 +37,7 @@ def test_hold_form_then_daily_retention(
     hold = holds.load(res.store, "LEA-2026-001")
     assert hold is not None and len(hold.tokens) == 1
 
-    run = _dag("cdr_retention").test(logical_date=dt.datetime(2026, 4, 1, tzinfo=dt.UTC))
+    run = load_dag("cdr_retention").test(logical_date=dt.datetime(2026, 4, 1, tzinfo=dt.UTC))
     assert run.state == "success"
     assert not list(res.store.list("silver/cdr/year=2025/month=03/"))
     assert list(res.store.list("silver/cdr/year=2025/month=04/"))  # purged on 2026-05-01
@@ -60,7 +49,7 @@ def test_hold_form_then_daily_retention(
 
     # A rerun of the same day changes nothing and still verifies.
     assert (
-        _dag("cdr_retention").test(logical_date=dt.datetime(2026, 4, 1, tzinfo=dt.UTC)).state
+        load_dag("cdr_retention").test(logical_date=dt.datetime(2026, 4, 1, tzinfo=dt.UTC)).state
         == "success"
     )
     assert verify_log(res.store, res.keyring.public_key()).ok
@@ -74,12 +63,10 @@ def test_hold_form_then_daily_retention(
 
 @pytest.mark.airflow
 def test_a_bad_hold_request_fails_the_run_without_storing_anything(
-    airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    airflow_db: None, tmp_path: Path, local_env: dict[str, str]
 ) -> None:
-    env = {"CDR_STORE": str(tmp_path / "store"), "CDR_KEYRING": str(tmp_path / "keys")}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    run = _dag("cdr_legal_hold").test(
+    env = local_env
+    run = load_dag("cdr_legal_hold").test(
         run_conf={
             "action": "place",
             "case": "X-1",
@@ -95,22 +82,19 @@ def test_a_bad_hold_request_fails_the_run_without_storing_anything(
 def test_weekly_integrity_audit_passes_then_fails_on_tampering(
     airflow_db: None,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    local_env: dict[str, str],
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    env = {"CDR_STORE": str(tmp_path / "store"), "CDR_KEYRING": str(tmp_path / "keys"),
-           "CDR_DATA_DOCS": str(tmp_path / "docs")}  # fmt: skip
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
+    env = local_env
     res = Resources.from_settings(Settings.from_env(env))
     g = generate("asterisk", tmp_path / "Master.csv", 400, start=dt.date(2025, 3, 1), months=1)
     sha = ingest_file(res, g.path, as_of=dt.date(2025, 6, 1)).sha256
-    assert _dag("cdr_integrity_audit").test().state == "success"
+    assert load_dag("cdr_integrity_audit").test().state == "success"
     assert "VERIFIED" in capfd.readouterr().out
     key = f"bronze/asterisk/{sha}.enc"
     data = bytearray(res.bronze.get_bytes(key))
     data[-5] ^= 1
     res.bronze.put_bytes(key, bytes(data))
-    assert _dag("cdr_integrity_audit").test().state == "failed"
+    assert load_dag("cdr_integrity_audit").test().state == "failed"
     out = capfd.readouterr().out
     assert "MISMATCHES" in out and key in out
