@@ -120,9 +120,7 @@ def source_of_landing_key(key: str) -> str | None:
 def list_landing(store: ObjectStore) -> list[str]:
     """Files waiting in landing/, oldest name first (hidden and temporary files skipped)."""
     return sorted(
-        o.key
-        for o in store.list(LANDING)
-        if not PurePosixPath(o.key).name.startswith(".") and o.size >= 0
+        o.key for o in store.list(LANDING) if not PurePosixPath(o.key).name.startswith(".")
     )
 
 

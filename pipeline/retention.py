@@ -167,13 +167,16 @@ def run_retention(
         entry = _file_due(body, as_of, policy)
         if entry is None:
             continue
+        # What is still there: a file purged on an earlier run is neither reported nor audited.
+        entry["deleted"] = [k for k in entry["deleted"] if _holder(k, store, bronze).exists(k)]
+        entry["key_destroyed"] = keyring.has_data_key(f"file-{body['sha256']}")
+        if not entry["deleted"] and not entry["key_destroyed"]:
+            continue
         if not dry_run:
             entry["left_locked"] = _purge_file(store, bronze, keyring, body)
             report.left_locked += entry["left_locked"]
-            if entry["deleted"] or entry["key_destroyed"]:
-                audit.append(store, signer, "purge_file", what=entry, why=policy.reason)
-        if entry["deleted"] or entry["key_destroyed"]:
-            report.files.append(entry)
+            audit.append(store, signer, "purge_file", what=entry, why=policy.reason)
+        report.files.append(entry)
 
     for year in sorted(inv.gold_years):
         if policy.record_delete(year) <= as_of:
@@ -279,8 +282,12 @@ def _file_due(
         "file": body.get("file"),
         "months": months,
         "deleted": [k for k in body.get("outputs", []) if k.startswith(("bronze/", "quarantine/"))],
-        "key_destroyed": True,
     }
+
+
+def _holder(key: str, store: ObjectStore, bronze: ObjectStore) -> ObjectStore:
+    """The store an output key lives in: bronze objects may be in a bucket of their own."""
+    return bronze if key.startswith("bronze/") else store
 
 
 def _purge_file(
@@ -289,10 +296,8 @@ def _purge_file(
     left: list[str] = []
     keyring.destroy_data_key(f"file-{body['sha256']}")
     for key in body.get("outputs", []):
-        if key.startswith("bronze/"):
-            left += bronze.purge(key)
-        elif key.startswith("quarantine/"):
-            left += store.purge(key)
+        if key.startswith(("bronze/", "quarantine/")):
+            left += _holder(key, store, bronze).purge(key)
     return left
 
 
@@ -352,7 +357,7 @@ def verify_purged(
         if keyring.has_data_key(f"file-{body['sha256']}"):
             problems.append(f"file {body['sha256'][:12]}…: its data key still exists")
         for key in body.get("outputs", []):
-            target = bronze if key.startswith("bronze/") else store
+            target = _holder(key, store, bronze)
             if key.startswith(("bronze/", "quarantine/")) and target.exists(key):
                 locked = target.lock_until(key)
                 if locked is None or locked.date() <= as_of:

@@ -118,6 +118,10 @@ def test_months_lose_identifiers_on_the_day_holds_keep_theirs_gold_goes_at_ten_y
     retention(res, dt.date(2026, 5, 1))
     assert set(state(res).values()) == {"gold only"}
     assert not list(res.bronze.list("bronze/"))  # every file's months are purged: originals gone
+    purges = [e for e in read_log(res.store) if e["action"] == "purge_file"]
+    again = retention(res, dt.date(2026, 5, 2))  # the next day: nothing left to purge or record
+    assert again["files"] == [] and again["months"] == []
+    assert [e for e in read_log(res.store) if e["action"] == "purge_file"] == purges
 
     retention(res, dt.date(2035, 12, 31))
     assert set(state(res).values()) == {"gold only"}
