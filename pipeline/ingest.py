@@ -20,6 +20,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from queue import Full, Queue
@@ -32,6 +33,7 @@ from pipeline.bronze import bronze_key, hold_until, store_original
 from pipeline.commitments import file_root, merkle_root
 from pipeline.config import Settings
 from pipeline.dates import identifier_purge_date
+from pipeline.fingerprints import Fingerprints
 from pipeline.integrity import (
     parse_key,
     read_entry,
@@ -42,8 +44,9 @@ from pipeline.integrity import (
 )
 from pipeline.keys import TOKEN_KEY_VERSION, LocalKeyring
 from pipeline.normalise import CountryResolver
-from pipeline.quality import Quality
+from pipeline.quality import Quality, SuiteRun
 from pipeline.retention import purged_months
+from pipeline.schema import VAULT_ENTRY
 from pipeline.sources import FileFormatError, ParseOptions, Source, detect
 from pipeline.store import LocalStore, ObjectStore, open_store
 from pipeline.tiers import TierWriter
@@ -309,20 +312,32 @@ def prefetch(batches: Iterator[T], depth: int = 1) -> Iterator[T]:
         worker.join(timeout=5)
 
 
-def _validate(res: Resources, writer: TierWriter, name: str, sha256: str) -> None:
+def _validate(
+    res: Resources, writer: TierWriter, identifiers: SuiteRun, name: str, sha256: str
+) -> None:
     """Run the silver and gold suites on the staged parts; refuse the file if any fails.
+
+    The identifiers half of the silver suite has seen every vault entry as it was written;
+    its verdict is taken here with the others.
 
     Nothing has been published yet, so a refused file leaves silver and gold unchanged; it is
     quarantined whole with the failing expectations named (never the values that failed).
     """
     failed: dict[str, list[str]] = {}
     staged = writer.staged()
-    for suite in ("silver", "gold"):
+    run_name = f"{name}-{sha256[:16]}"
+    if problems := identifiers.finish(run_name):
+        failed["silver_identifiers"] = problems
+
+    def check(suite: str) -> list[str]:
         parts = [path for key, path in sorted(staged.items()) if key.startswith(f"{suite}/")]
-        if parts:
-            problems = res.quality.validate_parquet(suite, parts, f"{name}-{sha256[:16]}")
-            if problems:
-                failed[suite] = problems
+        return res.quality.validate_parquet(suite, parts, run_name) if parts else []
+
+    # Silver and gold are checked side by side: the expectations' work (Arrow compute,
+    # Parquet decoding) releases the GIL, and nothing else runs at this point.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="quality") as pool:
+        verdicts = dict(zip(("silver", "gold"), pool.map(check, ("silver", "gold")), strict=True))
+    failed.update({suite: problems for suite, problems in verdicts.items() if problems})
     docs = res.quality.docs_index()
     if not failed:
         log.info("%s passed the silver and gold suites (Data Docs: %s)", name, docs)
@@ -375,20 +390,23 @@ def _parse_into_tiers(
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     resolver = CountryResolver()
+    identifiers = res.quality.run("silver_identifiers", list(VAULT_ENTRY))
     writer = TierWriter(
         sha256,
         lambda y, m: res.keyring.data_key(f"month-{y:04d}-{m:02d}"),
         file_key,
         source,
         name,
+        on_vault=lambda entries: identifiers.add(entries.to_arrow()),
     )
+    seen_ids = Fingerprints()
     report = FileReport(name, sha256, "ingested", source, parser.name)
     reasons: Counter[str] = Counter()
     by_month: dict[str, dict[str, int]] = {"gold": {}, "silver": {}}
     timings = report.timings = {"commit_s": 0.0, "validate_s": 0.0}
     try:
         for parsed in prefetch(parser.parse(path, opts)):
-            out = transform(parsed, ctx, resolver, leaf_offset=report.gold)
+            out = transform(parsed, ctx, resolver, report.gold, seen_ids)
             writer.add(out.silver, out.gold, out.vault, out.quarantine)
             if len(out.leaves):
                 started = time.perf_counter()
@@ -412,9 +430,12 @@ def _parse_into_tiers(
                 f"{name}: counts do not reconcile ({report.records} records, "
                 f"{report.gold} kept, {report.quarantined} quarantined)"
             )
+        # Identifiers are validated as the vault is written; that time counts too.
+        writer.staged()
+        early = identifiers.seconds
         started = time.perf_counter()
-        _validate(res, writer, name, sha256)
-        timings["validate_s"] = time.perf_counter() - started
+        _validate(res, writer, identifiers, name, sha256)
+        timings["validate_s"] = time.perf_counter() - started + early
         report.outputs = writer.publish(res.store)
     finally:
         writer.close()

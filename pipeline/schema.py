@@ -84,6 +84,9 @@ VAULT: dict[str, pl.DataType] = {
     "identifier_encrypted": pl.Binary(),
 }
 
+#: a vault entry before its identifier is encrypted (in memory only: never written in clear)
+VAULT_ENTRY = ("year", "month", "token", "kind", "identifier")
+
 
 def empty_parsed() -> pl.DataFrame:
     return pl.DataFrame(schema=PARSED)

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,7 +24,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.commitments import proof_key
 from pipeline.crypto import encrypt_values
-from pipeline.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT
+from pipeline.fingerprints import Fingerprints
+from pipeline.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT, VAULT_ENTRY
 from pipeline.store import ObjectStore
 
 # Min/max statistics where they let readers skip row groups (time ranges, ids, files); none on
@@ -53,54 +53,6 @@ def _arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
     return pl.DataFrame(schema=schema).to_arrow().schema
 
 
-class SeenTokens:
-    """The tokens already in a vault part, as 128-bit fingerprints in two sorted uint64 arrays.
-
-    Lets the vault encrypt each identifier once per file and month however many batches it
-    recurs in, at 16 bytes a distinct identifier and O(log n) look-ups. The fingerprint is two
-    independently seeded 64-bit hashes of the token; a match on the first is confirmed on the
-    second, so a false "seen" needs a 128-bit collision among one file's tokens.
-    """
-
-    def __init__(self) -> None:
-        self._hi = np.empty(0, dtype=np.uint64)
-        self._lo = np.empty(0, dtype=np.uint64)
-
-    def __len__(self) -> int:
-        return len(self._hi)
-
-    @staticmethod
-    def _halves(tokens: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-        return tokens.hash(seed=0).to_numpy(), tokens.hash(seed=0x5EED).to_numpy()
-
-    def _contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self._hi, hi, side="left")
-        found = np.zeros(len(hi), dtype=bool)
-        inside = np.flatnonzero(pos < len(self._hi))
-        same_hi = inside[self._hi[pos[inside]] == hi[inside]]
-        for i in same_hi:  # almost always one candidate; walk the rare run of equal halves
-            j = pos[i]
-            while j < len(self._hi) and self._hi[j] == hi[i]:
-                if self._lo[j] == lo[i]:
-                    found[i] = True
-                    break
-                j += 1
-        return found
-
-    def add_new(self, tokens: pl.Series) -> np.ndarray:
-        """Record distinct tokens; returns a mask of those not seen before."""
-        if not len(tokens):
-            return np.zeros(0, dtype=bool)
-        hi, lo = self._halves(tokens)
-        fresh = ~self._contains(hi, lo)
-        order = np.lexsort((lo[fresh], hi[fresh]))
-        new_hi, new_lo = hi[fresh][order], lo[fresh][order]
-        at = np.searchsorted(self._hi, new_hi, side="right")
-        self._hi = np.insert(self._hi, at, new_hi)
-        self._lo = np.insert(self._lo, at, new_lo)
-        return fresh
-
-
 class TierWriter:
     """Collects one file's output in local Parquet files, then publishes them to the store."""
 
@@ -111,8 +63,12 @@ class TierWriter:
         file_key: bytes,
         source: str,
         source_file: str,
+        on_vault: Callable[[pl.DataFrame], None] | None = None,
     ) -> None:
+        """`on_vault` sees each new vault entry (year, month, token, kind, identifier) before
+        its identifier is encrypted: where the identifiers suite validates them."""
         self.sha256 = sha256
+        self._on_vault = on_vault
         self._month_key = month_key
         self._file_gcm = AESGCM(file_key)
         self._month_gcm: dict[tuple[int, int], AESGCM] = {}
@@ -121,7 +77,7 @@ class TierWriter:
         self._tmp = tempfile.TemporaryDirectory(prefix="cdr-ingest-")
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._paths: dict[str, Path] = {}
-        self._seen_tokens: dict[tuple[int, int], SeenTokens] = {}
+        self._seen_tokens: dict[tuple[int, int], Fingerprints] = {}
         self.rows: dict[str, int] = {}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tier-writer")
         self._pending: list[Future[None]] = []
@@ -194,10 +150,12 @@ class TierWriter:
         arrow = _arrow_schema(VAULT)
         for (year, month), part in vault.partition_by(["year", "month"], as_dict=True).items():
             ym = (int(year), int(month))  # type: ignore[call-overload]
-            seen = self._seen_tokens.setdefault(ym, SeenTokens())
+            seen = self._seen_tokens.setdefault(ym, Fingerprints())
             part = part.filter(pl.Series(seen.add_new(part.get_column("token"))))
             if not len(part):
                 continue
+            if self._on_vault:
+                self._on_vault(part.select(VAULT_ENTRY))
             tokens = part.get_column("token")
             if ym not in self._month_gcm:
                 self._month_gcm[ym] = AESGCM(self._month_key(*ym))

@@ -11,10 +11,12 @@ import datetime as dt
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from pipeline.commitments import identity_commitment, leaf, record_digest
 from pipeline.dates import IDENTIFIER_MONTHS
+from pipeline.fingerprints import Fingerprints
 from pipeline.normalise import PERSONAL_KINDS, CountryResolver, normalise_addresses
 from pipeline.schema import CHANNELS, DIRECTIONS, GOLD, SILVER, conform
 from pipeline.sources.base import first_error
@@ -58,9 +60,17 @@ def _month_index(ts: pl.Expr) -> pl.Expr:
 
 
 def transform(
-    parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver, leaf_offset: int = 0
+    parsed: pl.DataFrame,
+    ctx: FileContext,
+    resolver: CountryResolver,
+    leaf_offset: int = 0,
+    seen_ids: Fingerprints | None = None,
 ) -> Transformed:
-    """Split a parsed batch; kept records are numbered from `leaf_offset` in the file's tree."""
+    """Split a parsed batch; kept records are numbered from `leaf_offset` in the file's tree.
+
+    `seen_ids` holds the record IDs kept from the file's earlier batches: a record ID is unique
+    per file, so a repeat in a later batch is quarantined like one within the batch.
+    """
     df = _classify(parsed, ctx, resolver)
     if ctx.derived_ids:
         derived = pl.format(f"{ctx.source}-{ctx.sha256[:16]}-{{}}", pl.col("source_line"))
@@ -89,6 +99,17 @@ def transform(
     df = df.with_columns(
         pl.when(dup).then(pl.lit("duplicate_record_id")).otherwise("_reason").alias("_reason")
     )
+    if seen_ids is not None:
+        kept = df.get_column("_reason").is_null()
+        fresh = seen_ids.add_new(df.get_column("record_id").filter(kept))
+        repeat = np.zeros(len(df), dtype=bool)
+        repeat[np.flatnonzero(kept.to_numpy())[~fresh]] = True
+        df = df.with_columns(
+            pl.when(pl.Series(repeat))
+            .then(pl.lit("duplicate_record_id"))
+            .otherwise("_reason")
+            .alias("_reason")
+        )
     quarantine = df.filter(pl.col("_reason").is_not_null()).select(
         "source_line", pl.col("_reason").alias("reason"), "raw"
     )

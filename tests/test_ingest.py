@@ -51,6 +51,25 @@ def test_counts_reconcile_for_every_format(res: Resources, tmp_path: Path, fmt: 
     )  # fmt: skip
 
 
+def test_a_record_id_repeated_in_a_later_batch_is_quarantined(
+    res: Resources, tmp_path: Path
+) -> None:
+    g = generate("canonical_csv", tmp_path / "in.csv", 2000, start=dt.date(2025, 3, 1))
+    lines = g.path.read_text().splitlines()
+    first_id = lines[1].split(",")[0]
+    # Batches are 700 rows: line 1500 is in the third batch, far from the first.
+    lines[1500] = ",".join([first_id, *lines[1500].split(",")[1:]])
+    g.path.write_text("\n".join(lines) + "\n")
+    report = ingest_file(res, g.path, as_of=AS_OF)
+    assert report.reasons.get("duplicate_record_id") == 1
+    assert report.gold + report.quarantined == report.records == 2000
+    kept = read_tier(res.store, "gold/").get_column("record_id")
+    assert kept.n_unique() == len(kept) and first_id in kept.to_list()
+    quarantined = read_tier(res.store, "quarantine/rows/")
+    repeat = quarantined.filter(pl.col("reason") == "duplicate_record_id")
+    assert repeat.get_column("source_line").to_list() == [1501]  # the file's line number
+
+
 def test_same_person_in_four_forms_across_two_files_and_formats_gets_one_token(
     res: Resources, tmp_path: Path
 ) -> None:

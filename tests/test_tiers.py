@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.fingerprints import Fingerprints
 from pipeline.ingest import prefetch
-from pipeline.tiers import SeenTokens
 from pipeline.tokenise import token
 
 KEY = "k" * 43
@@ -20,7 +20,7 @@ KEY = "k" * 43
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.lists(st.integers(0, 300), max_size=60, unique=True), max_size=8))
 def test_seen_tokens_reports_each_token_new_exactly_once(batches: list[list[int]]) -> None:
-    seen, reported = SeenTokens(), []
+    seen, reported = Fingerprints(), []
     for batch in batches:
         tokens = [token("msisdn", f"+92300{n:07d}", KEY, "v1") for n in batch]
         mask = seen.add_new(pl.Series(tokens, dtype=pl.String))
