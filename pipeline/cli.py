@@ -1,6 +1,7 @@
 """`python -m pipeline`: the same functions the DAGs call, driven from a shell.
 
-Commands: ingest, generate, demo, summary, keys public. Exit status 0 on success, 1 on a failed
+Commands: ingest, generate, demo, summary, retention, hold, audit, verify, export,
+verify-export, keys public. Exit status 0 on success, 1 on a failed
 ingest, 2 on bad arguments; messages name files and reason codes, never record values.
 """
 
@@ -12,7 +13,7 @@ import json
 import logging
 import sys
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from pipeline.config import Settings
 from pipeline.dates import add_months
@@ -300,6 +301,101 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _export_request(args: argparse.Namespace) -> dict[str, object]:
+    """The request's fields from --request (JSON) and the flags (flags win where given)."""
+    fields: dict[str, object] = {}
+    base = Path.cwd()
+    if args.request:
+        path = Path(args.request)
+        fields = json.loads(path.read_text())
+        base = path.parent
+    flags = {
+        "case": args.case,
+        "authority": args.authority,
+        "legal_basis": args.legal_basis,
+        "requested_by": args.requested_by,
+        "approved_by": args.approved_by,
+        "identifiers": args.identifier,
+        "date_from": args.date_from,
+        "date_to": args.date_to,
+        "channels": args.channel,
+        "recipient_key": args.recipient_key,
+    }
+    fields |= {k: v for k, v in flags.items() if v}
+    key = str(fields.get("recipient_key") or "")
+    if key and not key.lstrip().startswith("-----BEGIN"):
+        key_path = Path(key) if Path(key).is_absolute() else base / key
+        if not key_path.is_file():
+            raise FileNotFoundError(f"recipient key file not found: {key_path}")
+        fields["recipient_key"] = key_path.read_text()
+    return fields
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.export import ExportError, run_export
+    from pipeline.export_request import ExportRequest, RequestError
+    from pipeline.ingest import Resources
+
+    try:
+        request = ExportRequest.from_mapping(_export_request(args))
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    res = Resources.from_settings(settings)
+    try:
+        result = run_export(res, request)
+    except RequestError as exc:
+        print("request refused (recorded in the audit log):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    except ExportError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"package: {res.store.uri(result.package)}")
+    if args.out:
+        copy = Path(args.out) / PurePosixPath(result.package).name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(res.store.get_bytes(result.package))
+        print(f"copy:    {copy}")
+    print(f"sha256:  {result.package_sha256}")
+    print(f"records: {result.records:,}")
+    for month, info in result.months.items():
+        if info["identifiers"] == "live":
+            print(f"  {month}  {info['records']:>8,} records")
+        else:
+            print(
+                f"  {month}  {info['records']:>8,} records from legal holds; {info['note']}; "
+                f"{info['unattributable_gold_records']:,} gold records cannot be attributed"
+            )
+    return 0
+
+
+def cmd_verify_export(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.verify_export import extract, verify_package
+
+    try:
+        blob = Path(args.package).read_bytes()
+        private = Path(args.private_key).read_bytes()
+        public = Path(args.seal_public_key).read_bytes()
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    verdict = verify_package(blob, private, public)
+    for check in verdict.checks:
+        print(f"ok    {check}")
+    for problem in verdict.problems:
+        print(f"FAIL  {problem}")
+    if not verdict.ok:
+        print("VERDICT: NOT VERIFIED")
+        return 1
+    print(f"VERDICT: VERIFIED (case {verdict.manifest['request']['case']})")
+    if args.extract:
+        for path in extract(verdict, Path(args.extract)):
+            print(f"wrote {path}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from pipeline.sources import FORMATS
     from pipeline.synth import FORMATS as GEN_FORMATS
@@ -364,6 +460,28 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("--month", help="only files with records of this month (YYYY-MM)")
     ver.add_argument("--file", help="only this file (sha256 prefix, file name or object key)")
     ver.set_defaults(func=cmd_verify)
+
+    exp = sub.add_parser("export", help="law-enforcement export: a signed, encrypted package")
+    exp.add_argument("--request", help="a request as JSON (the same fields as the flags)")
+    exp.add_argument("--case", help="case reference")
+    exp.add_argument("--authority", help="the requesting authority")
+    exp.add_argument("--legal-basis", help="statute or order the request rests on")
+    exp.add_argument("--requested-by", help="who asked (recorded in the audit log)")
+    exp.add_argument("--approved-by", help="who approved: a different person")
+    exp.add_argument("--identifier", action="append", help="phone number or e-mail (repeatable)")
+    exp.add_argument("--from", dest="date_from", help="period start, UTC date (YYYY-MM-DD)")
+    exp.add_argument("--to", dest="date_to", help="period end, inclusive (YYYY-MM-DD)")
+    exp.add_argument("--channel", action="append", help="only these channels (repeatable)")
+    exp.add_argument("--recipient-key", help="the authority's public key: a PEM file")
+    exp.add_argument("--out", help="also copy the (encrypted) package into this folder")
+    exp.set_defaults(func=cmd_export)
+
+    vex = sub.add_parser("verify-export", help="decrypt and verify a disclosure package")
+    vex.add_argument("package", help="the .cdrx file")
+    vex.add_argument("--private-key", required=True, help="the recipient's private key (PEM)")
+    vex.add_argument("--seal-public-key", required=True, help="the operator's seal key (PEM)")
+    vex.add_argument("--extract", help="write the decrypted records and manifest here")
+    vex.set_defaults(func=cmd_verify_export)
 
     summ = sub.add_parser("summary", help="what the store holds, per tier")
     summ.set_defaults(func=cmd_summary)

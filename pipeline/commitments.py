@@ -88,3 +88,50 @@ def file_root(batch_roots: Iterable[str]) -> str:
 
 def proof_key(sha256: str) -> str:
     return f"proofs/{sha256}.parquet"
+
+
+def _node(left: str, right: str) -> str:
+    return hashlib.sha256(f"N{left}{right}".encode()).hexdigest()
+
+
+def inclusion_paths(leaves: list[str], indices: list[int]) -> dict[int, list[list[str]]]:
+    """Merkle paths from the leaves at `indices` to the root of `leaves`.
+
+    A path is a list of [side, sibling] pairs, bottom up; side "L" means the sibling is on the
+    left. A level where the node was promoted (the odd last node) adds nothing, as in
+    `merkle_root`.
+    """
+    paths: dict[int, list[list[str]]] = {i: [] for i in indices}
+    positions = {i: i for i in indices}
+    level = leaves
+    while len(level) > 1:
+        for start, pos in positions.items():
+            sibling = pos ^ 1
+            if sibling < len(level):
+                paths[start].append(["L" if sibling < pos else "R", level[sibling]])
+            positions[start] = pos // 2
+        pairs = len(level) - len(level) % 2
+        parents = [_node(level[k], level[k + 1]) for k in range(0, pairs, 2)]
+        level = parents + level[pairs:]
+    return paths
+
+
+def root_from_path(leaf_hex: str, path: list[list[str]]) -> str:
+    """The root a leaf reaches along its path (`inclusion_paths`)."""
+    node = leaf_hex
+    for side, sibling in path:
+        node = _node(sibling, node) if side == "L" else _node(node, sibling)
+    return node
+
+
+def gold_form(rows: pl.DataFrame) -> pl.DataFrame:
+    """Silver (or held) rows as they were committed: end users' tokens as nulls, like gold."""
+    from pipeline.normalise import PERSONAL_KINDS
+
+    return rows.with_columns(
+        pl.when(pl.col(f"{side}_kind").is_in(PERSONAL_KINDS))
+        .then(None)
+        .otherwise(pl.col(side))
+        .alias(side)
+        for side in ("origin", "destination")
+    )

@@ -60,6 +60,12 @@ def encrypt_segments(key: bytes, chunks: Iterator[bytes], aad: bytes) -> Iterato
         index += 1
 
 
+def encrypt_bytes(key: bytes, data: bytes, aad: bytes) -> bytes:
+    """`encrypt_segments` of data held in memory."""
+    chunks = iter([data[i : i + SEGMENT] for i in range(0, len(data), SEGMENT)] or [b""])
+    return b"".join(encrypt_segments(key, chunks, aad))
+
+
 def decrypt_stream(key: bytes, src: IO[bytes], aad: bytes) -> Iterator[bytes]:
     """Yield the plaintext of `encrypt_segments` output, segment by segment, authenticated."""
     gcm = AESGCM(key)

@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipeline.crypto import SEGMENT, decrypt_stream, decrypt_value, encrypt_segments
+from pipeline.crypto import decrypt_stream, decrypt_value, encrypt_bytes
 from pipeline.keys import LocalKeyring
 from pipeline.normalise import PERSONAL_KINDS
 from pipeline.store import ObjectStore
@@ -152,8 +152,7 @@ def release(store: ObjectStore, case: str, by: str, at: dt.datetime) -> Hold:
 
 # --- the hold store ------------------------------------------------------------------------
 def _encrypt_to(store: ObjectStore, key: str, data: bytes, hold_key_bytes: bytes, aad: str) -> None:
-    chunks = iter([data[i : i + SEGMENT] for i in range(0, len(data), SEGMENT)] or [b""])
-    store.put_bytes(key, b"".join(encrypt_segments(hold_key_bytes, chunks, aad.encode())))
+    store.put_bytes(key, encrypt_bytes(hold_key_bytes, data, aad.encode()))
 
 
 def copy_into_hold(
@@ -196,16 +195,22 @@ def copy_into_hold(
     return len(held)
 
 
+def read_held_part(store: ObjectStore, keyring: LocalKeyring, case: str, key: str) -> pl.DataFrame:
+    """Decrypt one object of a hold (`holds/<case>/records/…` or `…/vault/…`)."""
+    hk = keyring.data_key(key_name(case), create=False)
+    with store.open(key) as src:
+        data = b"".join(decrypt_stream(hk, src, key.encode()))
+    frame = pl.from_arrow(pq.read_table(io.BytesIO(data)))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
 def read_held(store: ObjectStore, keyring: LocalKeyring, case: str, kind: str) -> pl.DataFrame:
     """Decrypt a hold's records (`kind="records"`) or vault entries (`kind="vault"`)."""
-    hk = keyring.data_key(key_name(case), create=False)
-    frames = []
-    for obj in store.list(f"{PREFIX}{case}/{kind}/"):
-        with store.open(obj.key) as src:
-            data = b"".join(decrypt_stream(hk, src, obj.key.encode()))
-        frame = pl.from_arrow(pq.read_table(io.BytesIO(data)))
-        assert isinstance(frame, pl.DataFrame)
-        frames.append(frame)
+    frames = [
+        read_held_part(store, keyring, case, obj.key)
+        for obj in store.list(f"{PREFIX}{case}/{kind}/")
+    ]
     return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
 

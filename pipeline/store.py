@@ -8,6 +8,7 @@ multipart upload) is atomic by itself. Keys are `/`-separated on both.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import shutil
 import tempfile
@@ -46,6 +47,10 @@ class ObjectStore(ABC):
     @abstractmethod
     def open(self, key: str) -> IO[bytes]:
         """A binary stream of the object, read without loading it whole."""
+
+    def open_seekable(self, key: str) -> IO[bytes]:
+        """A seekable stream (Parquet readers jump to the footer and to the columns they need)."""
+        return self.open(key)
 
     @abstractmethod
     def info(self, key: str) -> ObjectInfo | None: ...
@@ -184,6 +189,39 @@ class LocalStore(ObjectStore):
         return str(self._path(key))
 
 
+class _RangeReader(io.RawIOBase):
+    """An S3 object read by ranged GETs: only the bytes asked for cross the network."""
+
+    def __init__(self, store: S3Store, key: str, size: int) -> None:
+        self._store, self._key, self._size, self._pos = store, key, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self._size - self._pos)
+        if n <= 0:
+            return 0
+        rng = f"bytes={self._pos}-{self._pos + n - 1}"
+        data = self._store.client.get_object(
+            Bucket=self._store.bucket, Key=self._store._key(self._key), Range=rng
+        )["Body"].read()
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
 class S3Store(ObjectStore):
     """S3 or any S3-compatible store (MinIO) through boto3."""
 
@@ -257,6 +295,12 @@ class S3Store(ObjectStore):
     def open(self, key: str) -> IO[bytes]:
         stream: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
         return stream
+
+    def open_seekable(self, key: str) -> IO[bytes]:
+        info = self.info(key)
+        if info is None:
+            raise FileNotFoundError(key)
+        return io.BufferedReader(_RangeReader(self, key, info.size), buffer_size=1 << 20)
 
     def info(self, key: str) -> ObjectInfo | None:
         from botocore.exceptions import ClientError

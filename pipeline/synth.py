@@ -44,6 +44,9 @@ class Generated:
     bad_rows: int
     numbers: set[str] = field(default_factory=set)  # E.164
     emails: set[str] = field(default_factory=set)
+    #: per record (up to 200,000 rows): record_id, event_time, channel, bad (-1 if good), and
+    #: the end user's E.164 number and e-mail address: the truth a search is checked against
+    truth: pl.DataFrame | None = None
 
 
 def population(people: int, seed: int = 7) -> pl.DataFrame:
@@ -293,6 +296,7 @@ def generate(
     info = Generated(path, rows, 0)
     used: set[int] = set()
     docs: list[str] = []
+    truth: list[pl.DataFrame] = []
     with open(path, "wb") as f:
         for offset in range(0, rows, chunk):
             n = min(chunk, rows - offset)
@@ -301,6 +305,9 @@ def generate(
             # An Asterisk row without uniqueid is not bad: the pipeline derives its ID.
             info.bad_rows += int(((bad >= 0) & ~((bad == 1) & (fmt == "asterisk"))).sum())
             if rows <= 200_000:
+                truth.append(
+                    df.select("record_id", "event_time", "channel", "bad", "e164", "email")
+                )
                 used.update(df.get_column("e164").to_list())
                 info.emails.update(
                     df.filter(pl.col("channel") == "email").get_column("email").to_list()
@@ -331,4 +338,5 @@ def generate(
             f.write(b'{"results":[' + ",".join(docs).encode() + b"]}")
             info.rows = len(docs)
     info.numbers = used
+    info.truth = pl.concat(truth) if truth else None
     return info

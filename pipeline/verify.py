@@ -21,11 +21,17 @@ import pyarrow.parquet as pq
 
 from pipeline.audit import verify_log
 from pipeline.bronze import read_original
-from pipeline.commitments import file_root, leaf, merkle_root, proof_key, record_digest
+from pipeline.commitments import (
+    file_root,
+    gold_form,
+    leaf,
+    merkle_root,
+    proof_key,
+    record_digest,
+)
 from pipeline.crypto import DecryptionError
 from pipeline.integrity import SealError, entry_digest, read_entry, seal_key, verify
 from pipeline.keys import KeyDestroyed, LocalKeyring
-from pipeline.normalise import PERSONAL_KINDS
 from pipeline.quality import Quality
 from pipeline.store import ObjectStore
 
@@ -240,15 +246,7 @@ def _check_records(
 def _record_problem(rows: pl.DataFrame, leaves: pl.Series, tier: str) -> str | None:
     """The first record that does not match its sealed leaf, named by record id."""
     if tier == "silver":  # silver holds tokens where gold holds nothing: compare as gold
-        rows = rows.with_columns(
-            *[
-                pl.when(pl.col(f"{side}_kind").is_in(PERSONAL_KINDS))
-                .then(None)
-                .otherwise(pl.col(side))
-                .alias(side)
-                for side in ("origin", "destination")
-            ]
-        )
+        rows = gold_form(rows)
     dup = rows.filter(pl.col("leaf_index").is_duplicated())
     if len(dup):
         return f"record {dup.get_column('record_id')[0]} appears more than once (leaf {dup.get_column('leaf_index')[0]})"

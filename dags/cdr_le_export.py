@@ -1,0 +1,77 @@
+"""Airflow DAG `cdr_le_export`: wiring only; the work is in `pipeline.export`."""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from pipeline.schema import CHANNELS
+
+DOC = """
+### cdr_le_export — law-enforcement disclosure package
+
+Manual, run by a compliance officer for a lawful request. Fill the form: the case reference,
+the requesting authority, the legal basis (statute or order), who requested it and who approved
+it (two different people), the end users' phone numbers or e-mail addresses (any written form),
+the period (UTC dates, inclusive), optionally the channels, and the authority's public key (PEM,
+X25519 or RSA of at least 2048 bits).
+
+A request with a missing field, the same requester and approver, a reversed or future period,
+an unreadable identifier or an unusable key is refused before any data is read; the refusal is
+recorded in the audit log and the run fails without retrying.
+
+**Reads** the period's silver partitions and vault (legal-hold copies for purged months).
+**Writes** `exports/<case>/package-<time>.cdrx` (encrypted for the authority) and its `.json`
+description. The audit log records the case, requester, approver, counts and package digest,
+never the identifiers. The authority checks the package with
+`python -m pipeline verify-export PACKAGE --private-key … --seal-public-key …`.
+"""
+
+
+@dag(
+    dag_id="cdr_le_export",
+    schedule=None,
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    doc_md=DOC,
+    tags=["cdr", "law-enforcement", "export"],
+    params={
+        "case": Param("", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                      description="Case reference"),
+        "authority": Param("", type="string", minLength=2, description="Requesting authority"),
+        "legal_basis": Param("", type="string", minLength=3,
+                             description="Statute or order the request rests on"),
+        "requested_by": Param("", type="string", minLength=2, description="Who requested it"),
+        "approved_by": Param("", type="string", minLength=2,
+                             description="Who approved it (a different person)"),
+        "identifiers": Param([], type="array", items={"type": "string"}, minItems=1,
+                             description="Phone numbers or e-mail addresses (any written form)"),
+        "date_from": Param("", type="string", format="date", description="Period start (UTC)"),
+        "date_to": Param("", type="string", format="date",
+                         description="Period end, inclusive (UTC)"),
+        "channels": Param([], type="array", items={"type": "string", "enum": list(CHANNELS)},
+                          description="Only these channels (empty: all)"),
+        "recipient_key": Param("", type="string", pattern="^-----BEGIN PUBLIC KEY-----",
+                               description="The authority's public key (PEM)"),
+    },
+)  # fmt: skip
+def cdr_le_export() -> None:
+    @task(retries=0)
+    def export_package(params=None) -> dict:  # type: ignore[no-untyped-def]
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from pipeline.config import Settings
+        from pipeline.export import run_export
+        from pipeline.export_request import ExportRequest, RequestError
+        from pipeline.ingest import Resources
+
+        res = Resources.from_settings(Settings.from_env())
+        try:
+            return run_export(res, ExportRequest.from_mapping(dict(params))).public()
+        except RequestError as exc:  # a refused request: retrying cannot help
+            raise AirflowFailException(str(exc)) from None
+
+    export_package()
+
+
+cdr_le_export()

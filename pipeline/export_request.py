@@ -1,0 +1,128 @@
+"""A law-enforcement request, checked whole before any data is read.
+
+A request names the case, the requesting authority and the legal basis, who asked and who
+approved (two different people: four eyes), the end users' identifiers in any written form, the
+period (UTC dates, inclusive), optional channels, and the authority's public key. `validate`
+lists every problem at once; messages name fields and identifier positions, never values.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.holds import CASE
+from pipeline.lookup import IdentifierError, normalised_identifiers
+from pipeline.package import RecipientKeyError, load_recipient_key
+from pipeline.schema import CHANNELS
+
+TEXT_FIELDS = ("case", "authority", "legal_basis", "requested_by", "approved_by")
+
+
+class RequestError(ValueError):
+    """A request refused before any data is read; `problems` lists every reason."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("request refused: " + "; ".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class ExportRequest:
+    case: str
+    authority: str
+    legal_basis: str
+    requested_by: str
+    approved_by: str
+    identifiers: list[str]
+    date_from: dt.date | None
+    date_to: dt.date | None
+    recipient_key: str
+    channels: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> ExportRequest:
+        """From a request file or the DAG's form; dates as YYYY-MM-DD text or dates."""
+        return cls(
+            case=str(data.get("case") or "").strip(),
+            authority=str(data.get("authority") or "").strip(),
+            legal_basis=str(data.get("legal_basis") or "").strip(),
+            requested_by=str(data.get("requested_by") or "").strip(),
+            approved_by=str(data.get("approved_by") or "").strip(),
+            identifiers=[str(i) for i in data.get("identifiers") or [] if str(i).strip()],
+            date_from=_date(data.get("date_from")),
+            date_to=_date(data.get("date_to")),
+            recipient_key=str(data.get("recipient_key") or ""),
+            channels=[str(c) for c in data.get("channels") or []],
+        )
+
+    def public(self) -> dict[str, Any]:
+        """What the audit log and task output may show: the identifiers as a count."""
+        return {
+            "case": self.case,
+            "authority": self.authority,
+            "legal_basis": self.legal_basis,
+            "requested_by": self.requested_by,
+            "approved_by": self.approved_by,
+            "identifiers": len(self.identifiers),
+            "date_from": self.date_from.isoformat() if self.date_from else None,
+            "date_to": self.date_to.isoformat() if self.date_to else None,
+            "channels": self.channels,
+        }
+
+
+def _date(value: object) -> dt.date | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        return dt.date.max  # refused below as unreadable, without echoing the value
+
+
+def validate(
+    request: ExportRequest, today: dt.date, default_region: str | None
+) -> list[tuple[str, str]]:
+    """The identifiers as (kind, E.164 or address); RequestError lists every problem."""
+    problems = [f"{name} is missing" for name in TEXT_FIELDS if not getattr(request, name)]
+    if request.case and not CASE.match(request.case):
+        problems.append("case must be letters, digits, '.', '_' or '-' (at most 64)")
+    if request.requested_by and request.requested_by.casefold() == request.approved_by.casefold():
+        problems.append("approved_by must be a different person from requested_by")
+    for name in ("date_from", "date_to"):
+        value = getattr(request, name)
+        if value is None:
+            problems.append(f"{name} is missing")
+        elif value == dt.date.max:
+            problems.append(f"{name} is not a date (YYYY-MM-DD)")
+    start, end = request.date_from, request.date_to
+    if start and end and dt.date.max not in (start, end):
+        if start > end:
+            problems.append("the period is reversed: date_from is after date_to")
+        if end > today:
+            problems.append(f"the period ends in the future (after {today.isoformat()}, UTC)")
+    unknown = sorted(set(request.channels) - set(CHANNELS))
+    if unknown:
+        problems.append(f"unknown channels {unknown}: one of {list(CHANNELS)}")
+    identifiers: list[tuple[str, str]] = []
+    if not request.identifiers:
+        problems.append("identifiers are missing")
+    else:
+        for i, raw in enumerate(request.identifiers, 1):
+            try:
+                identifiers += normalised_identifiers([raw], default_region)
+            except IdentifierError as exc:
+                problems.append(str(exc).replace("identifier #1", f"identifier #{i}"))
+    if not request.recipient_key:
+        problems.append("recipient_key is missing")
+    else:
+        try:
+            load_recipient_key(request.recipient_key)
+        except RecipientKeyError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise RequestError(problems)
+    return sorted(set(identifiers))
