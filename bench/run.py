@@ -29,6 +29,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from measure import measure  # noqa: E402
+
 DATA = ROOT / "data"
 SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "1000000,10000000").split(",")]
 FORMATS = {"canonical_csv": "csv", "messaging_jsonl": "jsonl"}
@@ -81,19 +85,7 @@ def run_purge() -> tuple[float, int, int, int]:
 
 
 def _measure(cmd: list[str]) -> tuple[float, int, str]:
-    """Run a command in a fresh process: wall seconds, its peak RSS in bytes, its output.
-
-    Output goes to files, not pipes: a pipe nobody reads would stall a chatty child.
-    """
-    out_path, err_path = DATA / "stdout.txt", DATA / "stderr.txt"
-    start = time.perf_counter()
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = subprocess.Popen(cmd, env=ENV, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd[2:4])} failed:\n{err_path.read_text()[-3000:]}")
-    return seconds, usage.ru_maxrss * 1024, out_path.read_text()
+    return measure(cmd, ENV, DATA)
 
 
 def baseline(path: Path, fmt: str) -> float:

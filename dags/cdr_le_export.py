@@ -18,7 +18,9 @@ X25519 or RSA of at least 2048 bits).
 
 A request with a missing field, the same requester and approver, a reversed or future period,
 an unreadable identifier or an unusable key is refused before any data is read; the refusal is
-recorded in the audit log and the run fails without retrying.
+recorded in the audit log and the run fails without retrying. The task is not retried on other
+errors either (a retry would build a second package for the same request): rerun it once the
+cause (for instance the store being unreachable) is fixed.
 
 **Reads** the period's silver partitions and vault (legal-hold copies for purged months).
 **Writes** `exports/<case>/package-<time>.cdrx` (encrypted for the authority) and its `.json`

@@ -27,8 +27,9 @@ from queue import Full, Queue
 from typing import Any, TypeVar
 
 import polars as pl
+import pyarrow as pa
 
-from pipeline import __version__, audit
+from pipeline import __version__, audit, quality
 from pipeline.bronze import bronze_key, hold_until, store_original
 from pipeline.commitments import file_root, merkle_root
 from pipeline.config import Settings
@@ -44,7 +45,7 @@ from pipeline.integrity import (
 )
 from pipeline.keys import TOKEN_KEY_VERSION, LocalKeyring
 from pipeline.normalise import CountryResolver
-from pipeline.quality import Quality, SuiteRun
+from pipeline.quality import Quality
 from pipeline.retention import purged_months
 from pipeline.schema import VAULT_ENTRY
 from pipeline.sources import FileFormatError, ParseOptions, Source, detect
@@ -312,13 +313,11 @@ def prefetch(batches: Iterator[T], depth: int = 1) -> Iterator[T]:
         worker.join(timeout=5)
 
 
-def _validate(
-    res: Resources, writer: TierWriter, identifiers: SuiteRun, name: str, sha256: str
-) -> None:
+def _validate(res: Resources, writer: TierWriter, name: str, sha256: str) -> None:
     """Run the silver and gold suites on the staged parts; refuse the file if any fails.
 
-    The identifiers half of the silver suite has seen every vault entry as it was written;
-    its verdict is taken here with the others.
+    The identifiers half of the silver suite (E.164 before tokenising) runs on the staged vault,
+    decrypted in memory a chunk at a time.
 
     Nothing has been published yet, so a refused file leaves silver and gold unchanged; it is
     quarantined whole with the failing expectations named (never the values that failed).
@@ -326,6 +325,9 @@ def _validate(
     failed: dict[str, list[str]] = {}
     staged = writer.staged()
     run_name = f"{name}-{sha256[:16]}"
+    identifiers = res.quality.run("silver_identifiers", list(VAULT_ENTRY))
+    for entries in writer.vault_entries(quality.CHUNK_ROWS):
+        identifiers.add(entries)
     if problems := identifiers.finish(run_name):
         failed["silver_identifiers"] = problems
 
@@ -390,14 +392,12 @@ def _parse_into_tiers(
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     resolver = CountryResolver()
-    identifiers = res.quality.run("silver_identifiers", list(VAULT_ENTRY))
     writer = TierWriter(
         sha256,
         lambda y, m: res.keyring.data_key(f"month-{y:04d}-{m:02d}"),
         file_key,
         source,
         name,
-        on_vault=lambda entries: identifiers.add(entries.to_arrow()),
     )
     seen_ids = Fingerprints()
     report = FileReport(name, sha256, "ingested", source, parser.name)
@@ -430,12 +430,13 @@ def _parse_into_tiers(
                 f"{name}: counts do not reconcile ({report.records} records, "
                 f"{report.gold} kept, {report.quarantined} quarantined)"
             )
-        # Identifiers are validated as the vault is written; that time counts too.
+        # What the batches shared is no longer needed: give its memory back before validating.
         writer.staged()
-        early = identifiers.seconds
+        del seen_ids
+        pa.default_memory_pool().release_unused()
         started = time.perf_counter()
-        _validate(res, writer, identifiers, name, sha256)
-        timings["validate_s"] = time.perf_counter() - started + early
+        _validate(res, writer, name, sha256)
+        timings["validate_s"] = time.perf_counter() - started
         report.outputs = writer.publish(res.store)
     finally:
         writer.close()

@@ -42,8 +42,8 @@ warnings.filterwarnings(
 )
 #: up to this many rows, a suite runs once on the whole frame (the common small file)
 FULL_WIDTH_ROWS = 50_000
-#: rows per chunk of a column group: a few columns of a million rows stay well under 100 MiB
-CHUNK_ROWS = 500_000
+#: rows per chunk of a column group: a few columns of this many rows take tens of MiB
+CHUNK_ROWS = 250_000
 #: table-level expectations that need only the column list, checked once on the schema
 SCHEMA_CHECKS = frozenset(
     {

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.commitments import proof_key
-from pipeline.crypto import encrypt_values
+from pipeline.crypto import decrypt_value, encrypt_values
 from pipeline.fingerprints import Fingerprints
-from pipeline.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT, VAULT_ENTRY
+from pipeline.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT
 from pipeline.store import ObjectStore
 
 # Min/max statistics where they let readers skip row groups (time ranges, ids, files); none on
@@ -63,12 +63,8 @@ class TierWriter:
         file_key: bytes,
         source: str,
         source_file: str,
-        on_vault: Callable[[pl.DataFrame], None] | None = None,
     ) -> None:
-        """`on_vault` sees each new vault entry (year, month, token, kind, identifier) before
-        its identifier is encrypted: where the identifiers suite validates them."""
         self.sha256 = sha256
-        self._on_vault = on_vault
         self._month_key = month_key
         self._file_gcm = AESGCM(file_key)
         self._month_gcm: dict[tuple[int, int], AESGCM] = {}
@@ -154,8 +150,6 @@ class TierWriter:
             part = part.filter(pl.Series(seen.add_new(part.get_column("token"))))
             if not len(part):
                 continue
-            if self._on_vault:
-                self._on_vault(part.select(VAULT_ENTRY))
             tokens = part.get_column("token")
             if ym not in self._month_gcm:
                 self._month_gcm[ym] = AESGCM(self._month_key(*ym))
@@ -190,7 +184,32 @@ class TierWriter:
         self._wait()
         for writer in self._writers.values():
             writer.close()
+        self._seen_tokens.clear()  # nothing more will be written
         return dict(self._paths)
+
+    def vault_entries(self, rows: int) -> Iterator[pa.Table]:
+        """The staged vault read back and decrypted, `rows` entries at a time, in memory only:
+        what the identifiers suite validates is what was written."""
+        self.staged()
+        for key, path in sorted(self._paths.items()):
+            if not key.startswith("vault/"):
+                continue
+            ym = tuple(int(p.split("=")[1]) for p in key.split("/")[1:3])
+            gcm = self._month_gcm[ym]  # type: ignore[index]
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+                tokens = batch.column("token").to_pylist()
+                blobs = batch.column("identifier_encrypted").to_pylist()
+                clear = [decrypt_value(gcm, b, t.encode()).decode() for t, b in zip(tokens, blobs, strict=True)]  # fmt: skip
+                n = batch.num_rows
+                yield pa.table(
+                    {
+                        "year": pa.array([ym[0]] * n, pa.int32()),
+                        "month": pa.array([ym[1]] * n, pa.int32()),
+                        "token": batch.column("token"),
+                        "kind": batch.column("kind"),
+                        "identifier": pa.array(clear, pa.string()),
+                    }
+                )
 
     def publish(self, store: ObjectStore) -> list[str]:
         """Upload every staged part; returns the keys written."""

@@ -1,0 +1,265 @@
+"""Export benchmark: a law-enforcement search for 10 end users over 1, 3 and 12 months, on a store
+of 10 M and 50 M rows spread over 12 months.
+
+    make bench                              # ingest bench, then this one
+    BENCH_EXPORT_SIZES=1000000 python bench/export.py   # a quick run
+
+The store is generated straight into partitions (what months of ingestion would leave: silver
+parts, vault parts, signed seal and parse entries, proofs), because ingesting 50 M rows first
+would measure the ingest again. Records are real: identity commitments under each file's key,
+leaves from `pipeline.commitments`, Merkle roots in signed parse entries, so the export's proofs
+and `verify-export` run exactly as on ingested data. Each export runs in a fresh process; its
+peak memory is that process's maximum RSS. Results go to bench/export-results.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+from measure import measure  # noqa: E402
+
+from pipeline.commitments import (  # noqa: E402  # noqa: E402
+    file_root,
+    gold_form,
+    identity_commitment,
+    leaf,
+    merkle_root,
+    proof_key,
+    record_digest,
+)
+from pipeline.config import Settings  # noqa: E402
+from pipeline.crypto import encrypt_values  # noqa: E402
+from pipeline.ingest import Resources  # noqa: E402
+from pipeline.integrity import record_parse, seal_original  # noqa: E402
+from pipeline.keys import TOKEN_KEY_VERSION  # noqa: E402
+from pipeline.schema import SILVER, VAULT, conform  # noqa: E402
+from pipeline.synth import population  # noqa: E402
+from pipeline.tokenise import token_expr  # noqa: E402
+
+SIZES = [int(s) for s in os.environ.get("BENCH_EXPORT_SIZES", "10000000,50000000").split(",")]
+WORK = ROOT / "data" / "export"
+MONTHS = [(2025, m) for m in range(1, 13)]
+PART_ROWS = 1_000_000  # one "ingested file" per part: several per month at these sizes
+BATCH = 100_000  # leaves per Merkle batch, as the ingest's batches
+PEOPLE = 200_000
+SEARCHED = 10
+
+
+def _settings(root: Path) -> Settings:
+    return Settings.from_env(
+        {"CDR_STORE": str(root / "store"), "CDR_KEYRING": str(root / "keys"),
+         "CDR_DATA_DOCS": str(root / "docs"), "CDR_DEFAULT_REGION": "PK"}
+    )  # fmt: skip
+
+
+def _part(
+    res: Resources, people: pl.DataFrame, y: int, m: int, n: int, seq: int
+) -> tuple[pl.DataFrame, str]:
+    """One file's worth of silver rows for a month, committed like the ingest commits them."""
+    rng = np.random.default_rng(seq)
+    sha = hashlib.sha256(f"bench-{y}-{m}-{seq}".encode()).hexdigest()
+    start = dt.datetime(y, m, 1, tzinfo=dt.UTC)
+    end = dt.datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=dt.UTC)
+    secs = rng.integers(0, int((end - start).total_seconds()), size=n)
+    who = people.select(pl.all().gather(rng.integers(0, len(people), size=n)))
+    inbound = rng.random(n) < 0.2
+    file_key = res.keyring.data_key(f"file-{sha}")
+    user = pl.col("token")
+    rows = who.with_columns(
+        pl.format("b{}-{}", pl.lit(seq), pl.int_range(n, dtype=pl.Int64)).alias("record_id"),
+        pl.lit("bench").alias("source"),
+        pl.lit(f"bench-{y}-{m:02d}-{seq}.csv").alias("source_file"),
+        pl.lit(sha).alias("source_sha256"),
+        (pl.int_range(n, dtype=pl.Int64) + 2).alias("source_line"),
+        (pl.lit(start) + pl.duration(seconds=pl.Series(secs))).alias("event_time"),
+        pl.lit(None, pl.Datetime("us", "UTC")).alias("end_time"),
+        pl.Series("channel", rng.choice(["sms", "sms", "voice", "whatsapp"], size=n)),
+        pl.Series("inbound", inbound),
+        pl.lit("cust-001").alias("customer_id"),
+        pl.lit(None, pl.String).alias("origin_network"),
+        pl.lit(None, pl.String).alias("destination_network"),
+        pl.lit("r1").alias("route_id"),
+        pl.Series("duration_s", rng.integers(1, 600, size=n).astype(float)),
+        pl.lit(1, pl.Int64).alias("units"),
+        pl.lit("DELIVERED").alias("status"),
+        pl.lit(None, pl.String).alias("error_code"),
+        pl.lit(0.01).alias("price"),
+        pl.lit("USD").alias("currency"),
+    ).with_columns(
+        pl.when("inbound").then(pl.lit("inbound")).otherwise(pl.lit("outbound")).alias("direction"),
+        pl.when("inbound").then(user).otherwise(pl.lit("InfoSMS")).alias("origin"),
+        pl.when("inbound").then(pl.lit("msisdn")).otherwise(pl.lit("alphanumeric")).alias("origin_kind"),
+        pl.when("inbound").then(pl.col("country")).alias("origin_country"),
+        pl.when("inbound").then(pl.lit("InfoSMS")).otherwise(user).alias("destination"),
+        pl.when("inbound").then(pl.lit("alphanumeric")).otherwise(pl.lit("msisdn")).alias("destination_kind"),
+        pl.when("inbound").then(None).otherwise(pl.col("country")).alias("destination_country"),
+        identity_commitment(
+            pl.when("inbound").then(pl.lit("msisdn:") + pl.col("e164")),
+            pl.when(~pl.col("inbound")).then(pl.lit("msisdn:") + pl.col("e164")),
+            file_key,
+        ).alias("identity_commitment"),
+        pl.int_range(n, dtype=pl.Int64).alias("leaf_index"),
+    )  # fmt: skip
+    return conform(rows, SILVER), sha
+
+
+def _commit(res: Resources, silver: pl.DataFrame, sha: str, y: int, m: int) -> None:
+    """Proofs, seal and parse entries for one part, as an ingest of it would have left them."""
+    leaves = (
+        gold_form(silver).select(leaf(record_digest(), pl.col("identity_commitment"))).to_series()
+    )
+    sizes = [min(BATCH, len(leaves) - i) for i in range(0, len(leaves), BATCH)]
+    roots = [merkle_root(leaves.slice(i * BATCH, s)) for i, s in enumerate(sizes)]
+    table = leaves.str.decode("hex").alias("leaf").to_frame().to_arrow()
+    path = res.store.root / proof_key(sha)  # type: ignore[attr-defined]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=BATCH)
+    now = dt.datetime.now(dt.UTC)
+    signer = res.keyring.signing_key()
+    seal = seal_original(
+        res.store, signer, sha, len(silver) * 100, "bench", f"{sha[:8]}.csv", now, now
+    )
+    name = f"{y:04d}-{m:02d}"
+    record_parse(res.store, signer, seal, {
+        "status": "ingested", "records": len(silver), "silver": len(silver), "gold": len(silver),
+        "quarantined": 0, "months": [name], "by_month": {"gold": {name: len(silver)}, "silver": {name: len(silver)}},
+        "merkle_root": file_root(roots), "batch_leaves": sizes, "batch_roots": roots,
+    })  # fmt: skip
+
+
+def build(rows: int, root: Path) -> list[str]:
+    """The store: `rows` over 12 months; returns the searched people's numbers."""
+    shutil.rmtree(root, ignore_errors=True)
+    res = Resources.from_settings(_settings(root))
+    key = res.keyring.token_key(TOKEN_KEY_VERSION)
+    people = (
+        population(PEOPLE, seed=3)
+        .select("e164", "country")
+        .with_columns(
+            token_expr(pl.lit("msisdn"), pl.col("e164"), key, TOKEN_KEY_VERSION).alias("token")
+        )
+    )
+    per_month = rows // len(MONTHS)
+    seq = 0
+    for y, m in MONTHS:
+        gcm = AESGCM(res.keyring.data_key(f"month-{y:04d}-{m:02d}"))
+        for start in range(0, per_month, PART_ROWS):
+            n = min(PART_ROWS, per_month - start)
+            silver, sha = _part(res, people, y, m, n, seq)
+            seq += 1
+            target = res.store.root / f"silver/cdr/year={y:04d}/month={m:02d}/part-{sha}.parquet"  # type: ignore[attr-defined]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            silver.write_parquet(
+                target, row_group_size=BATCH, compression="zstd", compression_level=1
+            )
+            _commit(res, silver, sha, y, m)
+            used = (
+                silver.select(pl.col("origin").alias("token"))
+                .vstack(silver.select(pl.col("destination").alias("token")))
+                .filter(pl.col("token").str.starts_with("msisdn."))
+                .unique()
+            )
+            vault = used.join(people, on="token").select("token", "e164")
+            encrypted = encrypt_values(
+                gcm, [v.encode() for v in vault.get_column("e164")],
+                [t.encode() for t in vault.get_column("token")],
+            )  # fmt: skip
+            entries = vault.select("token", pl.lit("msisdn").alias("kind")).with_columns(
+                pl.Series("identifier_encrypted", encrypted, dtype=pl.Binary)
+            )
+            vpath = res.store.root / f"vault/year={y:04d}/month={m:02d}/part-{sha}.parquet"  # type: ignore[attr-defined]
+            vpath.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(
+                entries.to_arrow().cast(pl.DataFrame(schema=VAULT).to_arrow().schema), vpath
+            )
+        print(f"  {y}-{m:02d}: {per_month:,} rows", flush=True)
+    return people.head(SEARCHED).get_column("e164").to_list()
+
+
+def export_once(root: Path, numbers: list[str], months: int) -> dict[str, float]:
+    """One export over the first `months` months, in a fresh process."""
+    key = (
+        X25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    end = dt.date(2025 + months // 12, months % 12 + 1, 1) - dt.timedelta(days=1)
+    request = {
+        "case": f"BENCH-{months}m-{time.time_ns()}", "authority": "bench", "legal_basis": "bench",
+        "requested_by": "a", "approved_by": "b", "identifiers": numbers,
+        "date_from": "2025-01-01", "date_to": end.isoformat(), "recipient_key": key.decode(),
+    }  # fmt: skip
+    (root / "request.json").write_text(json.dumps(request))
+    env = {**os.environ, "CDR_STORE": str(root / "store"), "CDR_KEYRING": str(root / "keys"),
+           "CDR_DATA_DOCS": str(root / "docs")}  # fmt: skip
+    cmd = [sys.executable, "-m", "pipeline", "export", "--request", str(root / "request.json")]
+    seconds, peak, out = measure(cmd, env, root)
+    found = int(out.split("records:")[1].split()[0].replace(",", ""))
+    return {"seconds": seconds, "peak_mib": peak / 2**20, "records": found}
+
+
+def main() -> int:
+    results = []
+    for rows in SIZES:
+        root = WORK / str(rows)
+        print(f"building a store of {rows:,} rows over 12 months ...", flush=True)
+        started = time.perf_counter()
+        numbers = build(rows, root)
+        print(f"  built in {time.perf_counter() - started:.0f} s", flush=True)
+        for months in (1, 3, 12):
+            r = export_once(root, numbers, months)
+            print(f"  {rows:>12,} rows  {months:>2} months  {r['seconds']:6.1f} s  "
+                  f"{r['records']:>6,} records  peak {r['peak_mib']:,.0f} MiB", flush=True)  # fmt: skip
+            results.append((rows, months, r))
+        shutil.rmtree(root, ignore_errors=True)
+    write(results)
+    return 0
+
+
+def write(results: list[tuple[int, int, dict[str, float]]]) -> None:
+    lines = [
+        "# Export benchmark",
+        "",
+        f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, "
+        f"{platform.machine()}, Python {platform.python_version()} (`python bench/export.py`).",
+        f"A law-enforcement export for {SEARCHED} end users (numbers), over the first 1, 3 or 12 "
+        "months of a store holding 12 months of records, generated straight into partitions "
+        f"(silver, vault, proofs and signed entries; parts of {PART_ROWS:,} rows). Each export "
+        "runs in a fresh process (`python -m pipeline export --request`): it searches, "
+        "re-identifies, checks identities, builds the proofs, signs and encrypts the package. "
+        "Peak memory is the export process's maximum RSS.",
+        "",
+        "| store rows | months searched | rows in those months | seconds | records found | peak RSS MiB |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rows, months, r in results:
+        lines.append(
+            f"| {rows:,} | {months} | {rows // 12 * months:,} | {r['seconds']:.1f} | "
+            f"{r['records']:,} | {r['peak_mib']:,.0f} |"
+        )
+    lines += ["", "Time follows the months searched (the rows in them), not the rows the store holds: "
+              "a month outside the period is never listed or read."]  # fmt: skip
+    (ROOT / "export-results.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {ROOT / 'export-results.md'}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
