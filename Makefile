@@ -51,6 +51,7 @@ format: install
 
 bench: install
 	$(PY) bench/run.py
+	$(PY) bench/export.py
 
 clean:
 	rm -rf var bench/data

@@ -295,9 +295,22 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.keys import LocalKeyring
+    from pipeline import audit
+    from pipeline.ingest import Resources
 
-    print(LocalKeyring(settings.keyring).public_key_pem(), end="")
+    res = Resources.from_settings(settings)
+    if args.what == "public":
+        print(res.keyring.public_key_pem(), end="")
+        return 0
+    count = res.keyring.rotate(args.to)
+    audit.append(
+        res.store,
+        res.keyring.signing_key(),
+        "kek_rotated",
+        what={"rewrapped": count, "keyring": settings.keyring, "to": args.to},
+        why="key-encryption key rotated; data keys re-wrapped, data untouched",
+    )
+    print(f"key-encryption key rotated: {count} wrapped keys re-wrapped, no data touched")
     return 0
 
 
@@ -486,8 +499,13 @@ def parser() -> argparse.ArgumentParser:
     summ = sub.add_parser("summary", help="what the store holds, per tier")
     summ.set_defaults(func=cmd_summary)
 
-    keys = sub.add_parser("keys", help="key material a verifier needs")
-    keys.add_argument("what", choices=["public"], help="public: the seal public key (PEM)")
+    keys = sub.add_parser("keys", help="the seal public key; key-encryption key rotation")
+    keys.add_argument(
+        "what",
+        choices=["public", "rotate"],
+        help="public: the seal public key (PEM); rotate: a new key-encryption key re-wraps all",
+    )
+    keys.add_argument("--to", help="rotate to this KMS key (id, ARN or alias); local: a new KEK")
     keys.set_defaults(func=cmd_keys)
     return p
 

@@ -20,7 +20,8 @@ class Settings:
     `store` is a local folder path or `s3://bucket/prefix`. `bronze_store` may name a separate
     bucket (with Object Lock) for the encrypted originals; by default it is the main store.
     `keyring` must never be inside the store: keys and the data they protect are kept apart so
-    that deleting a key really shreds the data.
+    that deleting a key really shreds the data. It is a folder, or `kms://<key id or alias>` to
+    keep the key-encryption key in AWS KMS, the wrapped keys then in `keyring_dir`.
     """
 
     store: str
@@ -31,6 +32,8 @@ class Settings:
     source_timezone: str
     batch_rows: int
     data_docs: str
+    keyring_dir: str = ""
+    kms_endpoint_url: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -45,6 +48,8 @@ class Settings:
             source_timezone=e.get("CDR_SOURCE_TIMEZONE") or "UTC",
             batch_rows=int(e.get("CDR_BATCH_ROWS") or 100_000),
             data_docs=e.get("CDR_DATA_DOCS") or str(DEFAULT_HOME / "data_docs"),
+            keyring_dir=e.get("CDR_KEYRING_DIR") or str(DEFAULT_HOME / "keyring"),
+            kms_endpoint_url=e.get("CDR_KMS_ENDPOINT_URL") or None,
         )
         settings.check()
         return settings
@@ -53,16 +58,23 @@ class Settings:
         """Refuse settings that would defeat crypto-shredding or cannot work."""
         if self.batch_rows < 1:
             raise ValueError("CDR_BATCH_ROWS must be a positive whole number")
+        if self.keyring.startswith("kms://") and len(self.keyring) <= len("kms://"):
+            raise ValueError("CDR_KEYRING=kms:// needs a key id, ARN or alias after it")
         if not self.keyring.startswith("s3://"):
-            keyring = Path(self.keyring).resolve()
+            keyring = Path(self.key_folder).resolve()
             for store in {self.store, self.bronze_store}:
                 if store.startswith("s3://"):
                     continue
                 root = Path(store).resolve()
                 if keyring == root or root in keyring.parents:
                     raise ValueError(
-                        f"CDR_KEYRING ({keyring}) must not be inside the store ({root}): "
+                        f"the keyring ({keyring}) must not be inside the store ({root}): "
                         "keys kept beside the data cannot shred it"
                     )
         else:
             raise ValueError("CDR_KEYRING must be a local folder; it never lives in the store")
+
+    @property
+    def key_folder(self) -> str:
+        """Where the keyring's files are: CDR_KEYRING, or CDR_KEYRING_DIR under KMS."""
+        return self.keyring_dir if self.keyring.startswith("kms://") else self.keyring

@@ -43,7 +43,7 @@ from pipeline.integrity import (
     seal_original,
     sha256_file,
 )
-from pipeline.keys import TOKEN_KEY_VERSION, LocalKeyring
+from pipeline.keys import TOKEN_KEY_VERSION, LocalKeyring, open_keyring
 from pipeline.normalise import CountryResolver
 from pipeline.quality import Quality
 from pipeline.retention import purged_months
@@ -80,7 +80,7 @@ class Resources:
             if settings.bronze_store == settings.store
             else open_store(settings.bronze_store, settings.s3_endpoint_url)
         )
-        keyring = LocalKeyring(settings.keyring)
+        keyring = open_keyring(settings.keyring, settings.key_folder, settings.kms_endpoint_url)
         return cls(store, bronze, keyring, settings, Quality(Path(settings.data_docs)))
 
 
