@@ -55,10 +55,11 @@ Params: `format` (skip detection), `default_region` (ISO country of national-for
 def cdr_ingest() -> None:
     @task
     def list_landing() -> list[str]:
-        from pipeline.config import Settings
+        from cdr_settings import task_settings
+
         from pipeline.ingest import Resources, list_landing
 
-        return list_landing(Resources.from_settings(Settings.from_env()).store)
+        return list_landing(Resources.from_settings(task_settings()).store)
 
     @task(
         outlets=[SILVER, GOLD, VAULT],
@@ -66,11 +67,12 @@ def cdr_ingest() -> None:
         max_active_tis_per_dag=4,
     )
     def ingest(key: str, params: dict, logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from pipeline.config import Settings
+        from cdr_settings import task_settings
+
         from pipeline.ingest import Resources, ingest_landing
 
         as_of = (logical_date or dag_run.run_after).date()
-        res = Resources.from_settings(Settings.from_env())
+        res = Resources.from_settings(task_settings())
         report = ingest_landing(
             res, key, fmt=params["format"], default_region=params["default_region"], as_of=as_of
         )

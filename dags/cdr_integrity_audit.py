@@ -35,12 +35,12 @@ def cdr_integrity_audit() -> None:
     @task
     def verify_integrity() -> dict:
         from airflow.sdk.exceptions import AirflowFailException
+        from cdr_settings import task_settings
 
-        from pipeline.config import Settings
         from pipeline.ingest import Resources
         from pipeline.verify import verify_store, verify_summary
 
-        res = Resources.from_settings(Settings.from_env())
+        res = Resources.from_settings(task_settings())
         report = verify_store(res.store, res.bronze, res.keyring, quality=res.quality)
         print(verify_summary(report))
         if not report.ok:  # a mismatch does not heal on retry

@@ -61,13 +61,13 @@ def cdr_le_export() -> None:
     @task(retries=0)
     def export_package(params=None) -> dict:  # type: ignore[no-untyped-def]
         from airflow.sdk.exceptions import AirflowFailException
+        from cdr_settings import task_settings
 
-        from pipeline.config import Settings
         from pipeline.export import run_export
         from pipeline.export_request import ExportRequest, RequestError
         from pipeline.ingest import Resources
 
-        res = Resources.from_settings(Settings.from_env())
+        res = Resources.from_settings(task_settings())
         try:
             return run_export(res, ExportRequest.from_mapping(dict(params))).public()
         except RequestError as exc:  # a refused request: retrying cannot help

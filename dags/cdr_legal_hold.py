@@ -51,12 +51,12 @@ def cdr_legal_hold() -> None:
     @task
     def apply_hold(params=None) -> dict:  # type: ignore[no-untyped-def]
         from airflow.sdk.exceptions import AirflowFailException
+        from cdr_settings import task_settings
 
-        from pipeline.config import Settings
         from pipeline.holds import apply_hold_request
         from pipeline.ingest import Resources
 
-        res = Resources.from_settings(Settings.from_env())
+        res = Resources.from_settings(task_settings())
         try:
             return apply_hold_request(res.store, res.keyring, params)
         except ValueError as exc:  # a bad request: retrying cannot help

@@ -102,7 +102,9 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             elif kind == "uri":
                 bucket_key = str(target)[len("s3://") :]
                 bucket, _, key = bucket_key.partition("/")
-                src = open_store(f"s3://{bucket}", settings.s3_endpoint_url)
+                src = open_store(
+                    f"s3://{bucket}", settings.s3_endpoint_url, credentials=settings.aws()
+                )
                 with tempfile.TemporaryDirectory() as tmp:
                     local = Path(tmp) / name
                     src.download(key, local)
@@ -154,7 +156,7 @@ def demo_landing(records: int, today: dt.date, settings: Settings) -> list[str]:
     from pipeline.store import open_store
     from pipeline.synth import generate
 
-    store = open_store(settings.store, settings.s3_endpoint_url)
+    store = open_store(settings.store, settings.s3_endpoint_url, credentials=settings.aws())
     y, m = add_months(today.year, today.month, -2)
     recent = dt.date(y, m, 1)
     late_y, late_m = add_months(today.year, today.month, -15)
@@ -190,7 +192,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     args.landing, args.paths, args.format, args.source = True, [], None, None
     code = cmd_ingest(args, settings)
     print()
-    print(store_summary(open_store(settings.store, settings.s3_endpoint_url), _docs(settings)))
+    print(
+        store_summary(
+            open_store(settings.store, settings.s3_endpoint_url, credentials=settings.aws()),
+            _docs(settings),
+        )
+    )
     return code
 
 
@@ -206,7 +213,12 @@ def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.report import store_summary
     from pipeline.store import open_store
 
-    print(store_summary(open_store(settings.store, settings.s3_endpoint_url), _docs(settings)))
+    print(
+        store_summary(
+            open_store(settings.store, settings.s3_endpoint_url, credentials=settings.aws()),
+            _docs(settings),
+        )
+    )
     return 0
 
 

@@ -9,8 +9,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DEFAULT_HOME = Path(os.environ.get("CDR_HOME", "var")).resolve()
+
+#: Extras of the `cdr_store` Airflow connection (type aws) and the variable each replaces.
+CONNECTION_EXTRAS = {
+    "endpoint_url": "CDR_S3_ENDPOINT_URL",
+    "kms_endpoint_url": "CDR_KMS_ENDPOINT_URL",
+    "store": "CDR_STORE",
+    "bronze_store": "CDR_BRONZE_STORE",
+    "keyring_dir": "CDR_KEYRING_DIR",
+}
 
 
 @dataclass(frozen=True)
@@ -34,10 +44,24 @@ class Settings:
     data_docs: str
     keyring_dir: str = ""
     kms_endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_region: str | None = None
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        e = os.environ if env is None else env
+    def from_env(
+        cls, env: dict[str, str] | None = None, connection: dict[str, Any] | None = None
+    ) -> Settings:
+        """From CDR_* variables; an Airflow connection's fields (`connection`: login, password,
+        extra) take precedence where they are set (see `CONNECTION_EXTRAS`)."""
+        e = dict(os.environ if env is None else env)
+        conn = connection or {}
+        extra = conn.get("extra") or {}
+        for name, variable in CONNECTION_EXTRAS.items():
+            if extra.get(name):
+                e[variable] = str(extra[name])
+        if extra.get("kms_key"):
+            e["CDR_KEYRING"] = f"kms://{extra['kms_key']}"
         store = e.get("CDR_STORE") or str(DEFAULT_HOME / "store")
         settings = cls(
             store=store,
@@ -50,6 +74,9 @@ class Settings:
             data_docs=e.get("CDR_DATA_DOCS") or str(DEFAULT_HOME / "data_docs"),
             keyring_dir=e.get("CDR_KEYRING_DIR") or str(DEFAULT_HOME / "keyring"),
             kms_endpoint_url=e.get("CDR_KMS_ENDPOINT_URL") or None,
+            aws_access_key_id=conn.get("login") or None,
+            aws_secret_access_key=conn.get("password") or None,
+            aws_region=extra.get("region_name") or None,
         )
         settings.check()
         return settings
@@ -73,6 +100,15 @@ class Settings:
                     )
         else:
             raise ValueError("CDR_KEYRING must be a local folder; it never lives in the store")
+
+    def aws(self) -> dict[str, str]:
+        """boto3 client arguments from the connection, if any (else boto3's own chain)."""
+        given = {
+            "aws_access_key_id": self.aws_access_key_id,
+            "aws_secret_access_key": self.aws_secret_access_key,
+            "region_name": self.aws_region,
+        }
+        return {k: v for k, v in given.items() if v}
 
     @property
     def key_folder(self) -> str:

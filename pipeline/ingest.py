@@ -74,13 +74,17 @@ class Resources:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Resources:
-        store = open_store(settings.store, settings.s3_endpoint_url)
+        store = open_store(settings.store, settings.s3_endpoint_url, credentials=settings.aws())
         bronze = (
             store
             if settings.bronze_store == settings.store
-            else open_store(settings.bronze_store, settings.s3_endpoint_url)
+            else open_store(
+                settings.bronze_store, settings.s3_endpoint_url, credentials=settings.aws()
+            )
         )
-        keyring = open_keyring(settings.keyring, settings.key_folder, settings.kms_endpoint_url)
+        keyring = open_keyring(
+            settings.keyring, settings.key_folder, settings.kms_endpoint_url, settings.aws()
+        )
         return cls(store, bronze, keyring, settings, Quality(Path(settings.data_docs)))
 
 

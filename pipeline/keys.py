@@ -227,11 +227,16 @@ class KmsKeyring(LocalKeyring):
 Keyring = LocalKeyring  # the interface every keyring offers (KmsKeyring is one)
 
 
-def open_keyring(location: str, folder: str, endpoint_url: str | None = None) -> LocalKeyring:
+def open_keyring(
+    location: str,
+    folder: str,
+    endpoint_url: str | None = None,
+    credentials: dict[str, str] | None = None,
+) -> LocalKeyring:
     """`kms://<key>` → a KmsKeyring keeping its wrapped keys in `folder`; else a local one."""
     if location.startswith("kms://"):
-        import boto3
+        from pipeline.store import aws_client
 
-        client = boto3.client("kms", endpoint_url=endpoint_url)
+        client = aws_client("kms", endpoint_url, **(credentials or {}))
         return KmsKeyring(location.removeprefix("kms://"), folder, client)
     return LocalKeyring(location)

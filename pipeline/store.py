@@ -351,23 +351,35 @@ class S3Store(ObjectStore):
         )
 
 
-def s3_client(endpoint_url: str | None) -> Any:
-    """A boto3 S3 client; `endpoint_url` points at MinIO or a test endpoint."""
+def aws_client(service: str, endpoint_url: str | None, **credentials: str) -> Any:
+    """A boto3 client (`s3`, `kms`); `endpoint_url` points at MinIO or a test endpoint, and
+    `credentials` (aws_access_key_id, aws_secret_access_key, region_name) come from an Airflow
+    connection when one is set, else boto3 finds its own."""
     import boto3
     from botocore.config import Config
 
     return boto3.client(
-        "s3",
+        service,
         endpoint_url=endpoint_url,
         config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+        **credentials,
     )
 
 
-def open_store(location: str, endpoint_url: str | None = None, client: Any = None) -> ObjectStore:
+def s3_client(endpoint_url: str | None, **credentials: str) -> Any:
+    return aws_client("s3", endpoint_url, **credentials)
+
+
+def open_store(
+    location: str,
+    endpoint_url: str | None = None,
+    client: Any = None,
+    credentials: dict[str, str] | None = None,
+) -> ObjectStore:
     """A store from a folder path or an `s3://bucket/prefix` URI."""
     if location.startswith("s3://"):
         bucket, _, prefix = location[len("s3://") :].partition("/")
         if not bucket:
             raise ValueError(f"no bucket in store URI {location!r}")
-        return S3Store(bucket, prefix, client or s3_client(endpoint_url))
+        return S3Store(bucket, prefix, client or s3_client(endpoint_url, **(credentials or {})))
     return LocalStore(location)

@@ -1,0 +1,26 @@
+"""Settings for tasks: the `cdr_store` Airflow connection when one exists, else CDR_* variables.
+
+The connection (type aws) gives the credentials (login, password) and, in its extras, any of
+`endpoint_url` (MinIO), `region_name`, `store`, `bronze_store`, `kms_key`, `kms_endpoint_url`,
+`keyring_dir`; what it leaves out comes from the CDR_* variables. Tasks call `task_settings()`
+when they start, never at parse time.
+"""
+
+from __future__ import annotations
+
+from pipeline.config import Settings
+
+CONN_ID = "cdr_store"
+
+
+def task_settings() -> Settings:
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(CONN_ID)
+    except Exception as exc:
+        if type(exc).__name__ != "AirflowNotFoundException":
+            raise
+        return Settings.from_env()
+    fields = {"login": conn.login, "password": conn.password, "extra": conn.extra_dejson}
+    return Settings.from_env(connection=fields)

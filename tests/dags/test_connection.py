@@ -1,0 +1,49 @@
+"""In Airflow the store comes from the `cdr_store` connection when it exists (set here as
+AIRFLOW_CONN_CDR_STORE, the way a deployment's secrets backend or environment sets it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline import holds
+from pipeline.store import open_store
+from tests.helpers import load_dag
+
+
+@pytest.mark.airflow
+def test_the_connection_wins_over_the_variables(
+    airflow_db: None,
+    tmp_path: Path,
+    local_env: dict[str, str],
+    s3_buckets: tuple[str, str],
+    moto_endpoint: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data, _ = s3_buckets
+    connection = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"endpoint_url": moto_endpoint, "store": f"s3://{data}/cdr",
+                  "region_name": "us-east-1"},
+    }  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_CDR_STORE", json.dumps(connection))
+    run = load_dag("cdr_legal_hold").test(
+        run_conf={"action": "place", "case": "CONN-1", "reason": "order 1/2026",
+                  "identifiers": ["+923001234567"], "default_region": "PK"},
+    )  # fmt: skip
+    assert run.state == "success"
+    s3 = open_store(f"s3://{data}/cdr", moto_endpoint)
+    assert holds.load(s3, "CONN-1") is not None  # written where the connection says
+    assert holds.load(open_store(local_env["CDR_STORE"]), "CONN-1") is None
+
+    monkeypatch.delenv("AIRFLOW_CONN_CDR_STORE")
+    run = load_dag("cdr_legal_hold").test(
+        run_conf={"action": "place", "case": "VARS-1", "reason": "order 2/2026",
+                  "identifiers": ["+923001234567"], "default_region": "PK"},
+    )  # fmt: skip
+    assert run.state == "success"
+    assert holds.load(open_store(local_env["CDR_STORE"]), "VARS-1") is not None
