@@ -12,7 +12,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
 export CDR_DEFAULT_REGION ?= PK
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install system demo test lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -38,7 +38,17 @@ demo: install
 	@echo
 	$(PY) -m pipeline summary
 
-test: install
+# Tools the tests use besides Python, from Debian's packages when absent: docker-compose (v1:
+# validates the compose file without an engine), PostgreSQL and Redis (the distributed test).
+system:
+	@command -v docker-compose >/dev/null && command -v pg_ctlcluster >/dev/null \
+	  && command -v redis-server >/dev/null || { \
+	  echo "installing docker-compose, postgresql, redis-server (apt-get) ..."; \
+	  apt-get install -y -q --no-install-recommends docker-compose postgresql redis-server >/dev/null \
+	  || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends \
+	       docker-compose postgresql redis-server >/dev/null; }; }
+
+test: install system
 	$(PY) -m pytest
 
 lint: install

@@ -1,0 +1,110 @@
+"""The production compose file: valid for docker-compose, and every setting the code reads is
+set for every service that runs the project's code (checked on the resolved configuration)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+COMPOSE = ROOT / "docker" / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / "docker" / ".env.example"
+# Read by the code but deliberately not set by the deployment, and why.
+NOT_DEPLOYED = {
+    "CDR_ACTOR": "each DAG task sets who acts (airflow:<dag>/<run>) itself",
+    "CDR_EXPECTATIONS": "a development override of the suites' folder; the image ships them",
+}
+AIRFLOW = {
+    "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": r"^postgresql\+psycopg2://",
+    "AIRFLOW__CELERY__BROKER_URL": r"^redis://",
+    "AIRFLOW__CELERY__RESULT_BACKEND": r"^db\+postgresql://",
+    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": r"^http://airflow-apiserver:8080/execution/$",
+    "AIRFLOW__CORE__FERNET_KEY": r".",
+    "AIRFLOW__API_AUTH__JWT_SECRET": r".",
+}
+
+
+def settings_read_by_code() -> set[str]:
+    names: set[str] = set()
+    for path in [*(ROOT / "pipeline").rglob("*.py"), *(ROOT / "dags").glob("*.py")]:
+        names |= set(re.findall(r"\"(CDR_[A-Z0-9_]+)\"", path.read_text()))
+    return names - set(NOT_DEPLOYED)
+
+
+def resolved(compose: Path) -> dict:  # type: ignore[type-arg]
+    out = subprocess.run(
+        ["docker-compose", "-f", str(compose), "--env-file", str(ENV_EXAMPLE), "config"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    config: dict = yaml.safe_load(out.stdout)  # type: ignore[type-arg]
+    return config
+
+
+def compose_problems(compose: Path) -> list[str]:
+    """What a service running the project's code lacks, one line per service and setting."""
+    problems = []
+    services = resolved(compose)["services"]
+    ours = {n: s for n, s in services.items() if "cdr-pipeline" in str(s.get("image", ""))}
+    if not any("celery" in str(s.get("command")) for s in ours.values()):
+        problems.append("no Celery worker service")
+    for name, service in sorted(ours.items()):
+        env = service.get("environment") or {}
+        for setting in sorted(settings_read_by_code() - set(env)):
+            problems.append(f"{name}: {setting} is not set")
+        for setting, pattern in AIRFLOW.items():
+            if not re.search(pattern, str(env.get(setting, ""))):
+                problems.append(f"{name}: {setting} is missing or wrong")
+        for volume in ("/opt/cdr/keyring",):
+            if not any(
+                str(v).endswith(volume) or volume in str(v) for v in service.get("volumes", [])
+            ):
+                problems.append(f"{name}: the keyring volume is not mounted")
+    return problems
+
+
+@pytest.fixture(scope="module")
+def tool() -> None:
+    assert shutil.which("docker-compose"), "docker-compose is installed by `make test`"
+
+
+def test_the_compose_file_is_valid(tool: None) -> None:
+    subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "--env-file", str(ENV_EXAMPLE), "config", "-q"],
+        check=True,
+    )
+
+
+def test_every_setting_the_code_reads_is_set_where_the_code_runs(tool: None) -> None:
+    assert {"CDR_STORE", "CDR_KEYRING", "CDR_S3_ENDPOINT_URL"} <= settings_read_by_code()
+    assert compose_problems(COMPOSE) == []
+    services = resolved(COMPOSE)["services"]
+    assert {"postgres", "redis", "minio", "minio-init", "airflow-init", "airflow-apiserver",
+            "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+            "airflow-worker"} <= set(services)  # fmt: skip
+    assert "--with-lock" in str(services["minio-init"]["entrypoint"])
+    assert "connections add cdr_store" in str(services["airflow-init"]["command"])
+
+
+def test_a_misspelt_variable_is_caught(tool: None, tmp_path: Path) -> None:
+    broken = tmp_path / "docker" / "docker-compose.yml"
+    broken.parent.mkdir()
+    broken.write_text(COMPOSE.read_text().replace("  CDR_STORE:", "  CDR_STOER:"))
+    problems = compose_problems(broken)
+    assert "airflow-worker: CDR_STORE is not set" in problems
+
+
+def test_the_example_env_holds_no_real_secret() -> None:
+    values = dict(
+        line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#")
+    )  # fmt: skip
+    for key in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "AIRFLOW_ADMIN_PASSWORD"):
+        assert "change-me" in values[key]
+    assert not (ROOT / "docker" / ".env").exists() or ".env" in (ROOT / ".gitignore").read_text()
