@@ -7,6 +7,7 @@ import datetime as dt
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
+from cdr_airflow.alerting import on_failure
 from pipeline.formats import FORMATS
 
 SILVER = Asset(name="cdr_silver", uri="file:///cdr/silver/cdr")
@@ -44,7 +45,7 @@ Params: `format` (skip detection), `default_region` (ISO country of national-for
     max_active_runs=1,
     doc_md=DOC,
     tags=["cdr", "ingest"],
-    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    default_args={"on_failure_callback": on_failure(), "retries": 2, "retry_delay": dt.timedelta(minutes=2)},
     params={
         "format": Param(None, type=["null", "string"], enum=[None, *FORMATS],
                         description="Read every file as this format instead of detecting it"),
@@ -55,8 +56,7 @@ Params: `format` (skip detection), `default_region` (ISO country of national-for
 def cdr_ingest() -> None:
     @task
     def list_landing() -> list[str]:
-        from cdr_settings import task_settings
-
+        from cdr_airflow.settings import task_settings
         from pipeline.ingest import Resources, list_landing
 
         return list_landing(Resources.from_settings(task_settings()).store)
@@ -65,18 +65,23 @@ def cdr_ingest() -> None:
         outlets=[SILVER, GOLD, VAULT],
         map_index_template="{{ task.op_kwargs['key'] }}",
         max_active_tis_per_dag=4,
+        pool="cdr_store",  # caps concurrent S3 and KMS work across workers (README)
     )
     def ingest(key: str, params: dict, logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from cdr_settings import task_settings
+        from airflow.sdk.observability.stats import Stats
 
+        from cdr_airflow.settings import task_settings
         from pipeline.ingest import Resources, ingest_landing
+        from pipeline.report import ingest_metrics
 
         as_of = (logical_date or dag_run.run_after).date()
         res = Resources.from_settings(task_settings())
         report = ingest_landing(
             res, key, fmt=params["format"], default_region=params["default_region"], as_of=as_of
-        )
-        return report.to_dict()
+        ).to_dict()
+        for name, value in ingest_metrics(report).items():
+            Stats.incr(name, value)
+        return report
 
     @task
     def summarise(reports: list[dict]) -> dict:

@@ -7,6 +7,8 @@ import datetime as dt
 import pendulum
 from airflow.sdk import dag, task
 
+from cdr_airflow.alerting import on_failure
+
 DOC = """
 ### cdr_integrity_audit — prove the kept records are the sealed originals (Pakistan's original form)
 
@@ -29,14 +31,18 @@ seal; and the audit log's hash chain. Gold records verify after the 12-month pur
     max_active_runs=1,
     doc_md=DOC,
     tags=["cdr", "integrity", "audit"],
-    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=10)},
+    default_args={
+        "on_failure_callback": on_failure(),
+        "retries": 1,
+        "retry_delay": dt.timedelta(minutes=10),
+    },
 )
 def cdr_integrity_audit() -> None:
     @task
     def verify_integrity() -> dict:
         from airflow.sdk.exceptions import AirflowFailException
-        from cdr_settings import task_settings
 
+        from cdr_airflow.settings import task_settings
         from pipeline.ingest import Resources
         from pipeline.verify import verify_store, verify_summary
 

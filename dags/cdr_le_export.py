@@ -5,6 +5,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from cdr_airflow.alerting import on_failure
 from pipeline.schema import CHANNELS
 
 DOC = """
@@ -37,6 +38,7 @@ never the identifiers. The authority checks the package with
     catchup=False,
     doc_md=DOC,
     tags=["cdr", "law-enforcement", "export"],
+    default_args={"on_failure_callback": on_failure()},
     params={
         "case": Param("", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
                       description="Case reference"),
@@ -61,8 +63,8 @@ def cdr_le_export() -> None:
     @task(retries=0)
     def export_package(params=None) -> dict:  # type: ignore[no-untyped-def]
         from airflow.sdk.exceptions import AirflowFailException
-        from cdr_settings import task_settings
 
+        from cdr_airflow.settings import task_settings
         from pipeline.export import run_export
         from pipeline.export_request import ExportRequest, RequestError
         from pipeline.ingest import Resources

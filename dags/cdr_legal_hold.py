@@ -7,6 +7,8 @@ import datetime as dt
 import pendulum
 from airflow.sdk import Param, dag, task
 
+from cdr_airflow.alerting import on_failure
+
 DOC = """
 ### cdr_legal_hold — place or release a legal hold
 
@@ -32,7 +34,7 @@ expired hold. Placing and releasing are recorded in the audit log (counts, never
     catchup=False,
     doc_md=DOC,
     tags=["cdr", "retention", "legal-hold"],
-    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=1)},
+    default_args={"on_failure_callback": on_failure(), "retries": 1, "retry_delay": dt.timedelta(minutes=1)},
     params={
         "action": Param("place", type="string", enum=["place", "release"]),
         "case": Param("", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
@@ -51,8 +53,8 @@ def cdr_legal_hold() -> None:
     @task
     def apply_hold(params=None) -> dict:  # type: ignore[no-untyped-def]
         from airflow.sdk.exceptions import AirflowFailException
-        from cdr_settings import task_settings
 
+        from cdr_airflow.settings import task_settings
         from pipeline.holds import apply_hold_request
         from pipeline.ingest import Resources
 

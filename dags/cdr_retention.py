@@ -7,6 +7,8 @@ import datetime as dt
 import pendulum
 from airflow.sdk import Asset, dag, task
 
+from cdr_airflow.alerting import on_failure
+
 GOLD = Asset(name="cdr_gold", uri="file:///cdr/gold/cdr")
 
 DOC = """
@@ -38,13 +40,16 @@ A retention run that silently stops is a compliance breach: watch this DAG's fai
     max_active_runs=1,
     doc_md=DOC,
     tags=["cdr", "retention"],
-    default_args={"retries": 2, "retry_delay": dt.timedelta(minutes=10)},
+    default_args={
+        "on_failure_callback": on_failure(),
+        "retries": 2,
+        "retry_delay": dt.timedelta(minutes=10),
+    },
 )
 def cdr_retention() -> None:
     @task(outlets=[GOLD])
     def apply_retention(logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from cdr_settings import task_settings
-
+        from cdr_airflow.settings import task_settings
         from pipeline.ingest import Resources
         from pipeline.policy import load_policy
         from pipeline.report import retention_summary

@@ -7,6 +7,7 @@ they are safe to print, log and return through XCom.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -49,6 +50,16 @@ def totals(reports: Iterable[dict[str, Any]]) -> dict[str, int]:
     out = {k: sum(int(r[k]) for r in reports) for k in COUNTS}
     for status in ("ingested", "already_ingested", "quarantined_file"):
         out[f"files_{status}"] = sum(r["status"] == status for r in reports)
+    return out
+
+
+def ingest_metrics(report: dict[str, Any]) -> dict[str, int]:
+    """One file's counts as StatsD metric names (see README, "Running in production"):
+    `cdr.ingest.<count>`, `cdr.ingest.files.<status>`, `cdr.ingest.quarantined.<reason>`."""
+    out = {f"cdr.ingest.{k}": int(report[k]) for k in COUNTS}
+    out[f"cdr.ingest.files.{report['status']}"] = 1
+    for reason, n in (report.get("reasons") or {}).items():
+        out[f"cdr.ingest.quarantined.{re.sub(r'[^A-Za-z0-9_]+', '.', reason)}"] = int(n)
     return out
 
 

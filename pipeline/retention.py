@@ -34,6 +34,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from pipeline import audit, holds
+from pipeline.alerts import record_retention_success
 from pipeline.dates import identifier_purge_date
 from pipeline.keys import LocalKeyring
 from pipeline.policy import RetentionPolicy
@@ -202,6 +203,7 @@ def run_retention(
     if not dry_run:
         verify_purged(store, bronze, keyring, due, inv.files, as_of, policy)
         report.verified = True
+        record_retention_success(store, as_of, dt.datetime.now(dt.UTC))
     return report
 
 

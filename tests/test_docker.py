@@ -105,6 +105,6 @@ def test_the_example_env_holds_no_real_secret() -> None:
         line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines()
         if line and not line.startswith("#")
     )  # fmt: skip
-    for key in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD", "AIRFLOW_ADMIN_PASSWORD"):
+    for key in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"):
         assert "change-me" in values[key]
     assert not (ROOT / "docker" / ".env").exists() or ".env" in (ROOT / ".gitignore").read_text()

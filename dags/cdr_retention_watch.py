@@ -1,0 +1,55 @@
+"""Airflow DAG `cdr_retention_watch`: wiring only; the check is `pipeline.alerts`."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pendulum
+from airflow.sdk import dag, task
+
+from cdr_airflow.alerting import on_failure
+
+DOC = """
+### cdr_retention_watch — alert when retention stops
+
+Hourly. Every successful `cdr_retention` run writes `retention/last_success.json`; this DAG
+fails, and so alerts through the failure notifier (`CDR_NOTIFY`: log, webhook or e-mail), when
+that record is older than two days or absent. A retention run that silently stops is a
+compliance breach: identifiers would be kept past their deletion date. The alert says since when
+retention has not succeeded; look at the `cdr_retention` runs and their logs.
+
+If the scheduler itself is down nothing runs here either: monitor the scheduler's health
+endpoint from outside Airflow too.
+"""
+
+
+@dag(
+    dag_id="cdr_retention_watch",
+    schedule="@hourly",
+    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=DOC,
+    tags=["cdr", "retention", "alerts"],
+    default_args={"on_failure_callback": on_failure(), "retries": 1,
+                  "retry_delay": dt.timedelta(minutes=5)},
+)  # fmt: skip
+def cdr_retention_watch() -> None:
+    @task
+    def check_retention() -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from cdr_airflow.settings import task_settings
+        from pipeline.alerts import retention_overdue
+        from pipeline.ingest import Resources
+
+        store = Resources.from_settings(task_settings()).store
+        alert = retention_overdue(store, dt.datetime.now(dt.UTC))
+        if alert is not None:
+            raise AirflowFailException(f"{alert.title}: {alert.detail}")
+        return {"retention": "on time"}
+
+    check_retention()
+
+
+cdr_retention_watch()
