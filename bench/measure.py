@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
 
 
+def _high_water(pid: int) -> int:
+    """The process's peak RSS so far (VmHWM), in bytes; 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
 def measure(cmd: list[str], env: dict[str, str], out_dir: Path) -> tuple[float, int, str]:
     """Wall seconds, the process's peak RSS in bytes, and its standard output.
 
-    Output goes to files, not pipes: a pipe nobody reads would stall a chatty child.
+    The peak is the kernel's high-water mark of the process's own memory (VmHWM), read every
+    50 ms until it exits: `ru_maxrss` would also count the parent's memory at fork. Output goes
+    to files, not pipes: a pipe nobody reads would stall a chatty child.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = out_dir / "stdout.txt", out_dir / "stderr.txt"
     start = time.perf_counter()
+    peak = 0
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        while proc.poll() is None:
+            peak = max(peak, _high_water(proc.pid))
+            time.sleep(0.05)
     seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[2:4])} failed:\n{err_path.read_text()[-3000:]}")
-    return seconds, usage.ru_maxrss * 1024, out_path.read_text()
+    return seconds, peak, out_path.read_text()

@@ -8,12 +8,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -75,7 +78,9 @@ class Stack:
 
     def _run(self, *cmd: str, user: str | None = None) -> None:
         full = ["su", user, "-c", " ".join(cmd)] if user else list(cmd)
-        subprocess.run(full, check=True, capture_output=True, timeout=120)
+        done = subprocess.run(full, capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(full)} failed: {done.stdout}{done.stderr}")
 
     def _start(self, name: str, *cmd: str) -> None:
         log = open(self.base / f"{name}.log", "wb")  # noqa: SIM115 (kept open for the process)
@@ -91,7 +96,7 @@ class Stack:
         self._run("pg_createcluster", self.version, self.cluster, "-d", str(data),
                   "-p", str(self.pg_port))  # fmt: skip
         self._run("pg_ctlcluster", self.version, self.cluster, "start", "-o",
-                  "'-c listen_addresses=127.0.0.1'")  # fmt: skip
+                  "-c listen_addresses=127.0.0.1")  # fmt: skip
         psql = f"psql -p {self.pg_port} -c"
         self._run(f"{psql} \"CREATE USER airflow PASSWORD 'airflow'\"", user="postgres")
         self._run(f'{psql} "CREATE DATABASE airflow OWNER airflow"', user="postgres")
@@ -168,30 +173,48 @@ class Stack:
         return left
 
 
+class StatsD:
+    """A UDP listener drained by a thread from the start (the kernel's buffer would overflow
+    with Airflow's own metrics during a run)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.packets: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.packets.append(self.sock.recv(65535).decode(errors="replace"))
+            except TimeoutError:
+                continue
+
+    def text(self) -> str:
+        return "\n".join(self.packets)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
 @pytest.fixture
-def statsd() -> Iterator[socket.socket]:
-    """A UDP socket where the workers send their StatsD metrics."""
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
-    udp.settimeout(0.2)
+def statsd() -> Iterator[StatsD]:
+    listener = StatsD()
     try:
-        yield udp
+        yield listener
     finally:
-        udp.close()
-
-
-def _received(udp: socket.socket) -> str:
-    packets = []
-    try:
-        while True:
-            packets.append(udp.recv(65535).decode(errors="replace"))
-    except TimeoutError:
-        return "\n".join(packets)
+        listener.close()
 
 
 @pytest.fixture
 def stack(
-    tmp_path: Path, s3_buckets: tuple[str, str], moto_endpoint: str, statsd: socket.socket
+    tmp_path: Path, s3_buckets: tuple[str, str], moto_endpoint: str, statsd: StatsD
 ) -> Iterator[Stack]:
     data, bronze = s3_buckets
     base = Path(tempfile.mkdtemp(prefix="cdr-stack-"))
@@ -205,12 +228,13 @@ def stack(
         "CDR_DEFAULT_REGION": "PK",
         "CDR_BATCH_ROWS": "2000",
     }
-    s = Stack(base, cdr_env, statsd.getsockname()[1])
+    s = Stack(base, cdr_env, statsd.port)
     try:
         s.start()
         yield s
     finally:
         left = s.stop()
+        shutil.rmtree(base, ignore_errors=True)
         assert left == [], f"still running: {left}"
 
 
@@ -222,7 +246,7 @@ def _runs_done(stack: Stack) -> list[dict[str, Any]] | None:
 
 
 def test_two_celery_workers_share_the_mapped_ingest(
-    stack: Stack, statsd: socket.socket, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    stack: Stack, statsd: StatsD, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     res = Resources.from_settings(Settings.from_env(stack.cdr_env))
     today = dt.datetime.now(dt.UTC).date()
@@ -246,20 +270,26 @@ def test_two_celery_workers_share_the_mapped_ingest(
 
     stack._wait(finished, 600, "cdr_ingest to finish")
     assert {r["state"] for r in runs} == {"success"}
-    hosts: dict[str, int] = {}
+    succeeded = 0
     for run in runs:
         tis = stack.call(
             "GET", f"/api/v2/dags/cdr_ingest/dagRuns/{run['dag_run_id']}/taskInstances"
         )["task_instances"]
-        for ti in tis:
-            if ti["task_id"] == "ingest" and ti["state"] == "success":
-                hosts[ti["hostname"]] = hosts.get(ti["hostname"], 0) + 1
+        succeeded += sum(ti["task_id"] == "ingest" and ti["state"] == "success" for ti in tis)
+    # Which worker ran which mapped task: each worker logs the workloads Celery gave it.
+    by_worker = {
+        worker: re.findall(
+            r"Executing workload in Celery: .*?task_id=ingest/map_index=(\d+)/",
+            (stack.base / f"{worker}.log").read_text(errors="replace"),
+        )
+        for worker in ("w1", "w2")
+    }
     with capsys.disabled():
-        print(f"\nmapped ingest tasks per worker: {hosts}")
-    assert sum(hosts.values()) == FILES
-    assert len(hosts) == 2, hosts  # both workers took mapped tasks
+        print(f"\nmapped ingest tasks (map_index) per Celery worker: {by_worker}")
+    assert succeeded == FILES == sum(len(v) for v in by_worker.values())
+    assert all(by_worker.values()), by_worker  # both workers took mapped tasks
     # Each file's counts reached StatsD from the workers, as Airflow metrics.
-    metrics = _received(statsd)
+    metrics = statsd.text()
     assert metrics.count("airflow.cdr.ingest.files.ingested:1|c") == FILES, metrics[:3000]
     assert "airflow.cdr.ingest.records:20000|c" in metrics
 
