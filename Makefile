@@ -59,9 +59,10 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: install
+bench: install system
 	$(PY) bench/run.py
 	$(PY) bench/export.py
+	$(PY) bench/workers.py
 
 clean:
 	rm -rf var bench/data

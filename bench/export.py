@@ -9,7 +9,7 @@ parts, vault parts, signed seal and parse entries, proofs), because ingesting 50
 would measure the ingest again. Records are real: identity commitments under each file's key,
 leaves from `pipeline.commitments`, Merkle roots in signed parse entries, so the export's proofs
 and `verify-export` run exactly as on ingested data. Each export runs in a fresh process; its
-peak memory is that process's maximum RSS. Results go to bench/export-results.md.
+peak memory is that process's maximum RSS. Results go to the export section of bench/results.md.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent))
 
-from measure import measure  # noqa: E402
+from measure import measure, write_section  # noqa: E402
 
 from pipeline.commitments import (  # noqa: E402  # noqa: E402
     file_root,
@@ -236,7 +236,7 @@ def main() -> int:
 
 def write(results: list[tuple[int, int, dict[str, float]]]) -> None:
     lines = [
-        "# Export benchmark",
+        "## Export benchmark",
         "",
         f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, "
         f"{platform.machine()}, Python {platform.python_version()} (`python bench/export.py`).",
@@ -257,8 +257,7 @@ def write(results: list[tuple[int, int, dict[str, float]]]) -> None:
         )
     lines += ["", "Time follows the months searched (the rows in them), not the rows the store holds: "
               "a month outside the period is never listed or read."]  # fmt: skip
-    (ROOT / "export-results.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {ROOT / 'export-results.md'}")
+    write_section("export", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -38,3 +38,21 @@ def measure(cmd: list[str], env: dict[str, str], out_dir: Path) -> tuple[float, 
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[2:4])} failed:\n{err_path.read_text()[-3000:]}")
     return seconds, peak, out_path.read_text()
+
+
+RESULTS = Path(__file__).resolve().parent / "results.md"
+
+
+def write_section(name: str, text: str) -> None:
+    """Replace this benchmark's section of bench/results.md (each bench owns one), keeping the
+    others: `make bench` runs them one after another into one file."""
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{start}\n{text.rstrip()}\n{end}\n"
+    current = RESULTS.read_text() if RESULTS.exists() else ""
+    if start in current and end in current:
+        before, rest = current.split(start, 1)
+        after = rest.split(end, 1)[1].lstrip("\n")
+        RESULTS.write_text(before + block + ("\n" + after if after else ""))
+    else:
+        RESULTS.write_text((current.rstrip() + "\n\n" if current.strip() else "") + block)
+    print(f"wrote the {name} section of {RESULTS}")

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from measure import measure  # noqa: E402
+from measure import measure, write_section  # noqa: E402
 
 DATA = ROOT / "data"
 SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "1000000,10000000").split(",")]
@@ -196,8 +196,7 @@ def write_results(results: list[tuple], purges: list[tuple]) -> None:  # type: i
         lines.append(
             f"| {fmt} | {rows:,} | {p_rows:,} | {p_objects} | {p_seconds:.2f} | {p_rss / 2**20:,.0f} |"
         )
-    (ROOT / "results.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {ROOT / 'results.md'}")
+    write_section("ingest", "\n".join(lines))
 
 
 if __name__ == "__main__":
