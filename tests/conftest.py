@@ -107,6 +107,19 @@ def s3_buckets(moto_endpoint: str) -> Iterator[tuple[str, str]]:
     urllib.request.urlopen(req).close()
 
 
+@pytest.fixture
+def s3_env(tmp_path: Path, s3_buckets: tuple[str, str], moto_endpoint: str) -> dict[str, str]:
+    """Settings for a store on moto's S3 (bronze in the Object Lock bucket), keys in tmp_path."""
+    data, bronze = s3_buckets
+    return {
+        "CDR_STORE": f"s3://{data}/cdr",
+        "CDR_BRONZE_STORE": f"s3://{bronze}",
+        "CDR_S3_ENDPOINT_URL": moto_endpoint,
+        "CDR_KEYRING": str(tmp_path / "keys"),
+        "CDR_DATA_DOCS": str(tmp_path / "docs"),
+    }
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> None:
     from airflow.utils import db

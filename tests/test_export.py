@@ -103,17 +103,8 @@ def _open(res: Resources, result: ExportResult, secret: bytes) -> tuple[dict, pl
 
 
 @pytest.fixture
-def s3_res(tmp_path: Path, s3_buckets: tuple[str, str], moto_endpoint: str) -> Resources:
-    data, bronze = s3_buckets
-    env = {
-        "CDR_STORE": f"s3://{data}/cdr",
-        "CDR_BRONZE_STORE": f"s3://{bronze}",
-        "CDR_S3_ENDPOINT_URL": moto_endpoint,
-        "CDR_KEYRING": str(tmp_path / "keys"),
-        "CDR_DATA_DOCS": str(tmp_path / "docs"),
-        "CDR_DEFAULT_REGION": "PK",
-        "CDR_BATCH_ROWS": "900",
-    }
+def s3_res(s3_env: dict[str, str]) -> Resources:
+    env = s3_env | {"CDR_DEFAULT_REGION": "PK", "CDR_BATCH_ROWS": "900"}
     return Resources.from_settings(Settings.from_env(env))
 
 

@@ -115,17 +115,12 @@ def test_dag_runs_on_a_local_folder(
 @pytest.mark.s3
 def test_dag_runs_against_s3_with_object_lock_on_bronze(
     airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str,
-    s3_buckets: tuple[str, str], capfd: pytest.CaptureFixture[str],
+    s3_buckets: tuple[str, str], s3_env: dict[str, str], capfd: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     from pipeline.store import s3_client
 
     data, bronze = s3_buckets
-    env = {
-        "CDR_STORE": f"s3://{data}/cdr",
-        "CDR_BRONZE_STORE": f"s3://{bronze}",
-        "CDR_S3_ENDPOINT_URL": moto_endpoint,
-        "CDR_KEYRING": str(tmp_path / "keys"),
-    }
+    env = s3_env
     keys, numbers, emails, records = _landing_files(env, tmp_path)
     dag_run = _run_dag(monkeypatch, env)
     _check_run(dag_run, env, keys, records)

@@ -21,7 +21,8 @@ from tests.helpers import load_dag
 
 
 @pytest.fixture
-def webhook() -> Iterator[tuple[str, list[dict]]]:  # type: ignore[type-arg]
+def webhook(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict]]:  # type: ignore[type-arg]
+    """Alerts go to a webhook on 127.0.0.1 (CDR_NOTIFY=webhook); the JSON bodies it received."""
     received: list[dict] = []  # type: ignore[type-arg]
 
     class Hook(BaseHTTPRequestHandler):
@@ -35,8 +36,10 @@ def webhook() -> Iterator[tuple[str, list[dict]]]:  # type: ignore[type-arg]
 
     server = HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("CDR_NOTIFY", "webhook")
+    monkeypatch.setenv("CDR_ALERT_WEBHOOK", f"http://127.0.0.1:{server.server_address[1]}/hook")
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hook", received
+        yield received
     finally:
         server.shutdown()
 
@@ -60,12 +63,9 @@ def test_every_task_of_every_dag_alerts_on_failure() -> None:
 def test_a_failed_run_posts_an_alert_without_identifiers(
     airflow_db: None,
     local_env: dict[str, str],
-    webhook: tuple[str, list[dict]],  # type: ignore[type-arg]
-    monkeypatch: pytest.MonkeyPatch,
+    webhook: list[dict],  # type: ignore[type-arg]
 ) -> None:
-    url, received = webhook
-    monkeypatch.setenv("CDR_NOTIFY", "webhook")
-    monkeypatch.setenv("CDR_ALERT_WEBHOOK", url)
+    received = webhook
     run = load_dag("cdr_legal_hold").test(
         run_conf={"action": "place", "case": "X-9", "reason": "order",
                   "identifiers": ["+923001234567", "not a number"]},
@@ -82,12 +82,9 @@ def test_a_failed_run_posts_an_alert_without_identifiers(
 def test_the_retention_watch_alerts_until_retention_succeeds(
     airflow_db: None,
     local_env: dict[str, str],
-    webhook: tuple[str, list[dict]],  # type: ignore[type-arg]
-    monkeypatch: pytest.MonkeyPatch,
+    webhook: list[dict],  # type: ignore[type-arg]
 ) -> None:
-    url, received = webhook
-    monkeypatch.setenv("CDR_NOTIFY", "webhook")
-    monkeypatch.setenv("CDR_ALERT_WEBHOOK", url)
+    received = webhook
     watch = load_dag("cdr_retention_watch")
     assert watch.test().state == "failed"  # never succeeded
     assert "retention has not succeeded for two days" in received[-1]["detail"]

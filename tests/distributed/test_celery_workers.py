@@ -35,15 +35,9 @@ def statsd() -> Iterator[StatsD]:
 
 
 @pytest.fixture
-def stack(
-    tmp_path: Path, s3_buckets: tuple[str, str], moto_endpoint: str, statsd: StatsD
-) -> Iterator[Stack]:
-    data, bronze = s3_buckets
+def stack(s3_env: dict[str, str], statsd: StatsD) -> Iterator[Stack]:
     base = Path(tempfile.mkdtemp(prefix="cdr-stack-"))
-    cdr_env = {
-        "CDR_STORE": f"s3://{data}/cdr",
-        "CDR_BRONZE_STORE": f"s3://{bronze}",
-        "CDR_S3_ENDPOINT_URL": moto_endpoint,
+    cdr_env = s3_env | {
         "CDR_KEYRING": str(base / "keyring"),
         "CDR_DATA_DOCS": str(base / "docs"),
         "CDR_HOME": str(base / "var"),
