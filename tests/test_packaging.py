@@ -21,16 +21,20 @@ def test_ci_runs_the_readme_test_command() -> None:
 def _pins(name: str) -> dict[str, str]:
     pins = {}
     for line in (ROOT / name).read_text().splitlines():
-        m = re.match(r"^([A-Za-z0-9_.\[\]-]+)==([\w.]+)", line.strip())
+        m = re.match(r"^([A-Za-z0-9_.-]+(?:\[[^\]]*\])?)==([\w.]+)", line.strip())
         if m:
             pins[re.sub(r"\[.*\]", "", m.group(1)).lower().replace("_", "-")] = m.group(2)
     return pins
 
 
 def test_every_direct_requirement_is_pinned_and_agrees_with_the_constraints() -> None:
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        for line in (ROOT / name).read_text().splitlines():
+            if line.strip() and not line.startswith(("#", "-r")):
+                assert "==" in line and not re.search(r"[<>~]", line), f"{name}: {line}"
     direct = _pins("requirements.txt") | _pins("requirements-dev.txt")
     constraints = _pins("constraints.txt")
-    assert {"apache-airflow", "polars", "great-expectations", "moto"} <= set(direct)
+    assert {"apache-airflow", "polars", "great-expectations", "moto", "celery"} <= set(direct)
     for name, version in direct.items():
         assert constraints.get(name) == version, name
     assert direct["apache-airflow"].startswith("3.3.")
