@@ -154,7 +154,7 @@ class Quality:
 
     def _fast(self, name: str) -> Any:
         """An in-memory batch definition: validates chunks without storing anything."""
-        with self._fast_lock:  # the vault's writer thread validates identifiers too
+        with self._fast_lock:  # silver and gold are validated on two threads
             if name not in self._fast_defs:
                 import great_expectations as gx
                 from great_expectations.data_context.types.base import ProgressBarsConfig
