@@ -112,6 +112,7 @@ def _part(
         pl.when("inbound").then(pl.lit("alphanumeric")).otherwise(pl.lit("msisdn")).alias("destination_kind"),
         pl.when("inbound").then(None).otherwise(pl.col("country")).alias("destination_country"),
         identity_commitment(
+            pl.int_range(n, dtype=pl.Int64),
             pl.when("inbound").then(pl.lit("msisdn:") + pl.col("e164")),
             pl.when(~pl.col("inbound")).then(pl.lit("msisdn:") + pl.col("e164")),
             file_key,

@@ -3,9 +3,10 @@ even after its identifiers are deleted.
 
 For every kept record, at ingestion:
 - `record digest` = SHA-256 of the canonical encoding of its retained (gold) fields;
-- `identity commitment` = HMAC-SHA256 under the file's data key of the end users' normalised
-  identifiers; it binds them to the record and, once the key is destroyed at the 12-month purge,
-  reveals nothing about them;
+- `identity commitment` = HMAC-SHA256 under the file's data key of the record's leaf index and
+  its end users' normalised identifiers; it binds them to the record and, once the key is
+  destroyed at the 12-month purge, reveals nothing about them. The leaf index makes every
+  record's commitment different, so equal parties cannot be linked across gold records by it;
 - `leaf` = SHA-256("L" + record digest + identity commitment), hex text.
 
 Leaves are numbered in file order (`leaf_index`, kept in silver and gold with the identity
@@ -53,9 +54,15 @@ def record_digest() -> pl.Expr:
     return pl.concat_str(parts, separator="|").chash.sha2_256()  # type: ignore[attr-defined]
 
 
-def identity_commitment(origin: pl.Expr, destination: pl.Expr, file_key: bytes) -> pl.Expr:
-    """HMAC-SHA256 (hex) under the file key of the end users' normalised identifiers."""
-    text = pl.concat_str([origin.fill_null("-"), destination.fill_null("-")], separator="\x1f")
+def identity_commitment(
+    leaf_index: pl.Expr, origin: pl.Expr, destination: pl.Expr, file_key: bytes
+) -> pl.Expr:
+    """HMAC-SHA256 (hex) under the file key of the record's leaf index and its end users'
+    normalised identifiers (`kind:value`, `-` where the party is not an end user)."""
+    text = pl.concat_str(
+        [leaf_index.cast(pl.String), origin.fill_null("-"), destination.fill_null("-")],
+        separator="\x1f",
+    )
     return text.chash.hmac_sha256(key=file_key.hex())  # type: ignore[attr-defined]
 
 

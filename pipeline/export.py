@@ -385,7 +385,8 @@ def _check_identities(res: Resources, records: pl.DataFrame) -> dict[str, int]:
             )
             for s in ("origin", "destination")
         ]
-        bad = rows.filter(identity_commitment(*sides, file_key) != pl.col("identity_commitment"))
+        recomputed = identity_commitment(pl.col("leaf_index"), *sides, file_key)
+        bad = rows.filter(recomputed != pl.col("identity_commitment"))
         if len(bad):
             raise ExportError(
                 f"record {bad.get_column('record_id')[0]}: re-identified parties do not match "

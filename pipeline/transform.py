@@ -148,14 +148,16 @@ def transform(
     )
     # Commit each record: its retained fields as gold holds them, its end users' identifiers.
     started = time.perf_counter()
+    index = pl.int_range(leaf_offset, leaf_offset + pl.len(), dtype=pl.Int64)
     committed = gold_rows.select(
         record_digest().alias("_digest"),
         identity_commitment(
+            index,
             pl.when(personal_o).then(pl.col("o_kind") + pl.lit(":") + pl.col("o_value")),
             pl.when(personal_d).then(pl.col("d_kind") + pl.lit(":") + pl.col("d_value")),
             ctx.commit_key,
         ).alias("identity_commitment"),
-        pl.int_range(leaf_offset, leaf_offset + pl.len(), dtype=pl.Int64).alias("leaf_index"),
+        index.alias("leaf_index"),
     )
     leaves = committed.select(leaf(pl.col("_digest"), pl.col("identity_commitment"))).to_series()
     committed = committed.drop("_digest")

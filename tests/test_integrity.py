@@ -21,6 +21,7 @@ from pipeline.retention import run_retention
 from pipeline.store import ObjectStore
 from pipeline.synth import generate
 from pipeline.verify import VerifyReport, verify_store
+from tests.helpers import read_tier
 
 
 def _ingest(res: Resources, tmp_path: Path) -> str:
@@ -186,3 +187,15 @@ def test_a_smuggled_phone_number_is_refused_and_silver_is_unchanged(
     docs = res.quality.docs_index()
     assert docs.exists()
     assert not [p for p in docs.parent.rglob("*.html") if "7654321" in p.read_text()]
+
+
+def test_identity_commitments_do_not_link_records_of_the_same_parties(
+    res: Resources, tmp_path: Path
+) -> None:
+    _ingest(res, tmp_path)
+    silver = read_tier(res.store, "silver/")
+    pairs = silver.select("origin", "destination").n_unique()
+    assert pairs < len(silver)  # the same parties recur across records
+    for tier in ("silver/", "gold/"):
+        commitments = read_tier(res.store, tier).get_column("identity_commitment")
+        assert commitments.n_unique() == len(commitments), tier
