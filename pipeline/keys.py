@@ -224,9 +224,6 @@ class KmsKeyring(LocalKeyring):
         return count
 
 
-Keyring = LocalKeyring  # the interface every keyring offers (KmsKeyring is one)
-
-
 def open_keyring(
     location: str,
     folder: str,
