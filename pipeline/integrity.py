@@ -77,6 +77,17 @@ def entry_digest(entry: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(entry)).hexdigest()
 
 
+def verify_pair(
+    seal: dict[str, Any], parse: dict[str, Any], public: Ed25519PublicKey, sha256: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The bodies of a file's seal and parse entries, once both signatures verify and the parse
+    entry names this seal of this file; SealError otherwise."""
+    seal_body, parse_body = verify(seal, public), verify(parse, public)
+    if parse_body.get("seal_digest") != entry_digest(seal) or seal_body.get("sha256") != sha256:
+        raise SealError("the parse entry does not name this seal")
+    return seal_body, parse_body
+
+
 def seal_original(
     store: ObjectStore,
     key: Ed25519PrivateKey,

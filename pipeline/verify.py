@@ -30,7 +30,7 @@ from pipeline.commitments import (
     record_digest,
 )
 from pipeline.crypto import DecryptionError
-from pipeline.integrity import SealError, entry_digest, read_entry, seal_key, verify
+from pipeline.integrity import SealError, read_entry, seal_key, verify_pair
 from pipeline.keys import KeyDestroyed, LocalKeyring
 from pipeline.quality import Quality
 from pipeline.store import ObjectStore
@@ -125,10 +125,7 @@ def _verify_file(
     try:
         if seal is None:
             raise SealError("no seal entry")
-        seal_body = verify(seal, public)
-        verify(parsed_entry, public)
-        if body.get("seal_digest") != entry_digest(seal) or seal_body.get("sha256") != sha:
-            raise SealError("the parse entry does not name this seal")
+        seal_body, _ = verify_pair(seal, parsed_entry, public, sha)
         check.checks["seal"] = "ok"
     except SealError as exc:
         check.fail("seal", str(exc))
