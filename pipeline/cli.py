@@ -296,12 +296,21 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ingest import Resources
-    from pipeline.verify import verify_store, verify_summary
+    from pipeline.verify import NothingToVerify, verify_store, verify_summary
 
     res = Resources.from_settings(settings)
-    report = verify_store(
-        res.store, res.bronze, res.keyring, month=args.month, file=args.file, quality=res.quality
-    )
+    try:
+        report = verify_store(
+            res.store,
+            res.bronze,
+            res.keyring,
+            month=args.month,
+            file=args.file,
+            quality=res.quality,
+        )
+    except NothingToVerify as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(verify_summary(report))
     return 0 if report.ok else 1
 

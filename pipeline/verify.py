@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +30,8 @@ from pipeline.commitments import (
     proof_key,
     record_digest,
 )
-from pipeline.crypto import DecryptionError
-from pipeline.integrity import SealError, read_entry, seal_key, verify_pair
-from pipeline.keys import KeyDestroyed, LocalKeyring
+from pipeline.integrity import SealError, seal_key, verify_pair
+from pipeline.keys import LocalKeyring
 from pipeline.quality import Quality
 from pipeline.store import ObjectStore
 
@@ -68,10 +68,39 @@ class VerifyReport:
         return out + ([f"audit log: {self.audit_problem}"] if self.audit_problem else [])
 
 
+class DamagedObject(Exception):
+    """An object that cannot be read back: named by its key and what failed, never its content."""
+
+    def __init__(self, key: str, exc: BaseException) -> None:
+        first_line = (str(exc).splitlines() or [""])[0][:160]
+        super().__init__(f"{key} cannot be read ({type(exc).__name__}: {first_line})")
+
+
+class NothingToVerify(ValueError):
+    """A filter that matches no ingested file: verifying nothing is not a pass."""
+
+
+MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
 def _parquet(store: ObjectStore, key: str) -> pl.DataFrame:
-    frame = pl.from_arrow(pq.read_table(io.BytesIO(store.get_bytes(key))))
+    """A Parquet object read whole, or DamagedObject naming it (a flipped byte, a short file)."""
+    try:
+        frame = pl.from_arrow(pq.read_table(io.BytesIO(store.get_bytes(key))))
+    except Exception as exc:  # any reader or store failure is a finding about this object
+        raise DamagedObject(key, exc) from exc
     assert isinstance(frame, pl.DataFrame)
     return frame
+
+
+def _json(store: ObjectStore, key: str) -> dict[str, Any]:
+    try:
+        entry = json.loads(store.get_bytes(key))
+        if not isinstance(entry, dict):
+            raise ValueError("not a JSON object")
+    except Exception as exc:  # see _parquet
+        raise DamagedObject(key, exc) from exc
+    return entry
 
 
 def verify_store(
@@ -82,14 +111,25 @@ def verify_store(
     file: str | None = None,
     quality: Quality | None = None,
 ) -> VerifyReport:
-    """Verify every ingested file (or those of one month, or one file by digest prefix or name)."""
+    """Verify every ingested file (or those of one month, or one file by digest prefix or name).
+
+    A damaged object is a named failure of its file and the other files are still checked; a
+    malformed month or a filter that matches no file raises NothingToVerify.
+    """
+    if month is not None and not MONTH.match(month):
+        raise NothingToVerify(f"--month must be YYYY-MM (e.g. 2025-03), not {month!r}")
     public = keyring.public_key()
     report = VerifyReport()
     for obj in store.list("seals/"):
         if not obj.key.endswith(".parse.json"):
             continue
         sha = obj.key[len("seals/") : -len(".parse.json")]
-        parsed_entry = json.loads(store.get_bytes(obj.key))
+        try:
+            parsed_entry = _json(store, obj.key)
+        except DamagedObject as exc:
+            if not file or sha.startswith(file):
+                report.files.append(_damaged(sha, "seal", exc))
+            continue
         body = parsed_entry.get("body", {})
         if file and not (
             sha.startswith(file) or body.get("file") == file or file in body.get("outputs", [])
@@ -97,7 +137,16 @@ def verify_store(
             continue
         if month and month not in (body.get("months") or []):
             continue
-        report.files.append(_verify_file(store, bronze, keyring, public, sha, parsed_entry, month))
+        try:
+            checked = _verify_file(store, bronze, keyring, public, sha, parsed_entry, month)
+        except Exception as exc:  # whatever else breaks is this file's failure, not the run's
+            checked = _damaged(sha, "verify", DamagedObject(obj.key, exc))
+        report.files.append(checked)
+    if (file or month) and not report.files:
+        wanted = " and ".join(
+            f"{k} {v!r}" for k, v in (("file", file), ("month", month)) if v is not None
+        )
+        raise NothingToVerify(f"no ingested file matches {wanted}: nothing was verified")
     verdict = verify_log(store, public)
     report.audit = f"{verdict.entries} entries"
     if not verdict.ok:
@@ -108,6 +157,12 @@ def verify_store(
         )
         report.data_docs = str(quality.docs_index())
     return report
+
+
+def _damaged(sha: str, check_name: str, exc: Exception) -> FileCheck:
+    check = FileCheck(sha, "?")
+    check.fail(check_name, str(exc))
+    return check
 
 
 def _verify_file(
@@ -121,13 +176,13 @@ def _verify_file(
 ) -> FileCheck:
     body = parsed_entry.get("body", {})
     check = FileCheck(sha, body.get("file") or "?")
-    seal = read_entry(store, seal_key(sha))
     try:
+        seal = _json(store, seal_key(sha)) if store.exists(seal_key(sha)) else None
         if seal is None:
             raise SealError("no seal entry")
         seal_body, _ = verify_pair(seal, parsed_entry, public, sha)
         check.checks["seal"] = "ok"
-    except SealError as exc:
+    except (SealError, DamagedObject) as exc:
         check.fail("seal", str(exc))
         return check
     _check_bronze(bronze, keyring, check, seal_body, body)
@@ -151,7 +206,11 @@ def _check_quarantine(
     if not keyring.has_data_key(f"file-{check.sha256}"):
         check.checks["quarantine"] = "skipped: purged (file key destroyed)"
         return
-    rows = len(_parquet(store, key)) if store.exists(key) else 0
+    try:
+        rows = len(_parquet(store, key)) if store.exists(key) else 0
+    except DamagedObject as exc:
+        check.fail("quarantine", str(exc))
+        return
     if rows != body.get("quarantined") or body.get("records") != body.get("gold", 0) + rows:
         check.fail(
             "quarantine", f"{rows:,} quarantined rows where {body.get('quarantined'):,} were sealed"
@@ -181,8 +240,8 @@ def _check_bronze(
         ):
             h.update(part)
             size += len(part)
-    except (KeyDestroyed, DecryptionError) as exc:
-        check.fail("bronze", f"{key} cannot be read back ({type(exc).__name__}: {exc})")
+    except Exception as exc:  # a destroyed key, a failed tag, a short or unreadable object
+        check.fail("bronze", str(DamagedObject(key, exc)))
         return
     if h.hexdigest() != seal["sha256"] or size != seal["size"]:
         check.fail("bronze", f"{key} does not hash to the sealed digest")
@@ -195,7 +254,11 @@ def _check_tree(store: ObjectStore, check: FileCheck, body: dict[str, Any]) -> p
     if not store.exists(key):
         check.fail("proofs", f"{key} is missing")
         return None
-    leaves = _parquet(store, key).get_column("leaf").bin.encode("hex")
+    try:
+        leaves = _parquet(store, key).get_column("leaf").bin.encode("hex")
+    except (DamagedObject, pl.exceptions.ColumnNotFoundError) as exc:
+        check.fail("proofs", str(exc))
+        return None
     sizes = body.get("batch_leaves") or []
     if len(leaves) != sum(sizes) or len(leaves) != body.get("gold"):
         check.fail("proofs", f"{len(leaves)} leaves stored, {body.get('gold')} records sealed")
@@ -230,8 +293,15 @@ def _check_records(
                 else:
                     check.fail(label, f"{key} is missing")
                 continue
-            rows = _parquet(store, key)
-            problem = _record_problem(rows, leaves, tier)
+            try:
+                rows = _parquet(store, key)
+                problem = _record_problem(rows, leaves, tier)
+            except DamagedObject as exc:
+                check.fail(label, str(exc))
+                continue
+            except pl.exceptions.PolarsError as exc:  # a column missing or of the wrong type
+                check.fail(label, f"{key} does not have the record schema ({type(exc).__name__})")
+                continue
             if problem is None and len(rows) != count:
                 problem = f"{len(rows):,} records where {count:,} were sealed (records deleted)"
             if problem:
@@ -306,7 +376,9 @@ def verify_summary(report: VerifyReport) -> str:
         lines.append("original_form suite failed: " + ", ".join(report.expectations_failed))
     if report.data_docs:
         lines.append(f"Data Docs: {report.data_docs}")
-    if report.ok:
+    if report.ok and not report.files:
+        lines.append("\nNo file has been ingested yet: only the audit log was verified.")
+    elif report.ok:
         lines.append(
             f"\nVERIFIED: {len(report.files)} files, every record matches its sealed original."
         )
