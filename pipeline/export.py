@@ -38,7 +38,15 @@ import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline import __version__, audit
-from pipeline.commitments import gold_form, identity_commitment, inclusion_paths, leaf, proof_key
+from pipeline.commitments import (
+    ENCODING,
+    ENCODINGS,
+    gold_form,
+    identity_commitment,
+    inclusion_paths,
+    leaf,
+    proof_key,
+)
 from pipeline.commitments import record_digest as digest_expr
 from pipeline.crypto import decrypt_value
 from pipeline.export_request import ExportRequest, RequestError, validate
@@ -548,6 +556,13 @@ def _package(
     return encrypt_for(load_recipient_key(request.recipient_key), tar.getvalue())
 
 
-def record_leaves(records: pl.DataFrame) -> pl.Series:
-    """Each exported record's Merkle leaf, recomputed from its retained fields."""
-    return records.select(leaf(digest_expr(), pl.col("identity_commitment"))).to_series()
+def record_leaves(records: pl.DataFrame, encodings: dict[str, int]) -> pl.Series:
+    """Each exported record's Merkle leaf, recomputed from its retained fields under the
+    encoding its source file was committed with (`encodings`: source SHA-256 → version)."""
+    version = pl.col("source_sha256").replace_strict(encodings, default=ENCODING)
+    return records.select(
+        pl.coalesce(
+            pl.when(version == v).then(leaf(digest_expr(v), pl.col("identity_commitment")))
+            for v in ENCODINGS
+        )
+    ).to_series()

@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from pipeline import __version__, audit, quality
 from pipeline.bronze import bronze_key, hold_until, store_original
-from pipeline.commitments import file_root, merkle_root
+from pipeline.commitments import ENCODING, file_root, merkle_root
 from pipeline.config import Settings
 from pipeline.dates import identifier_purge_date
 from pipeline.fingerprints import Fingerprints
@@ -253,6 +253,7 @@ def ingest_file(
             "merkle_root": report.merkle_root,
             "batch_leaves": report.batch_leaves,
             "batch_roots": report.batch_roots,
+            "commitment_encoding": ENCODING,
             "as_of": as_of.isoformat(),
             "token_key_version": TOKEN_KEY_VERSION,
             "pipeline_version": __version__,
@@ -393,6 +394,7 @@ def _parse_into_tiers(
         token_version=TOKEN_KEY_VERSION,
         purged_months=frozenset(purged_months(res.store)),
         commit_key=file_key,
+        commitment_encoding=ENCODING,
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     resolver = CountryResolver()

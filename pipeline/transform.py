@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from pipeline.commitments import identity_commitment, leaf, record_digest
+from pipeline.commitments import ENCODING, identity_commitment, leaf, record_digest
 from pipeline.dates import IDENTIFIER_MONTHS
 from pipeline.fingerprints import Fingerprints
 from pipeline.normalise import PERSONAL_KINDS, CountryResolver, normalise_addresses
@@ -41,6 +41,8 @@ class FileContext:
     purged_months: frozenset[str] = frozenset()
     #: the file's data key: keys the identity commitments (pipeline.commitments)
     commit_key: bytes = b""
+    #: the record encoding its leaves are committed with (stated in the parse entry)
+    commitment_encoding: int = ENCODING
 
 
 @dataclass
@@ -150,7 +152,7 @@ def transform(
     started = time.perf_counter()
     index = pl.int_range(leaf_offset, leaf_offset + pl.len(), dtype=pl.Int64)
     committed = gold_rows.select(
-        record_digest().alias("_digest"),
+        record_digest(ctx.commitment_encoding).alias("_digest"),
         identity_commitment(
             index,
             pl.when(personal_o).then(pl.col("o_kind") + pl.lit(":") + pl.col("o_value")),

@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 from pipeline.audit import verify_log
 from pipeline.bronze import read_original
 from pipeline.commitments import (
+    NAME_FIELDS,
+    encoding_of,
     file_root,
     gold_form,
     leaf,
@@ -191,7 +193,7 @@ def _verify_file(
     leaves = _check_tree(store, check, body)
     if leaves is None:
         return check
-    _check_records(store, check, body, leaves, month)
+    _check_records(store, check, body, leaves, month, seal_body)
     _check_quarantine(store, keyring, check, body)
     return check
 
@@ -275,7 +277,12 @@ def _check_tree(store: ObjectStore, check: FileCheck, body: dict[str, Any]) -> p
 
 
 def _check_records(
-    store: ObjectStore, check: FileCheck, body: dict[str, Any], leaves: pl.Series, month: str | None
+    store: ObjectStore,
+    check: FileCheck,
+    body: dict[str, Any],
+    leaves: pl.Series,
+    month: str | None,
+    seal: dict[str, Any],
 ) -> None:
     by_month = body.get("by_month") or {}
     for tier in ("gold", "silver"):
@@ -295,7 +302,7 @@ def _check_records(
                 continue
             try:
                 rows = _parquet(store, key)
-                problem = _record_problem(rows, leaves, tier)
+                problem = _record_problem(rows, leaves, tier, encoding_of(body), seal)
             except DamagedObject as exc:
                 check.fail(label, str(exc))
                 continue
@@ -310,10 +317,24 @@ def _check_records(
                 check.checks[label] = f"ok ({count:,} records)"
 
 
-def _record_problem(rows: pl.DataFrame, leaves: pl.Series, tier: str) -> str | None:
-    """The first record that does not match its sealed leaf, named by record id."""
+def _record_problem(
+    rows: pl.DataFrame, leaves: pl.Series, tier: str, encoding: int, seal: dict[str, Any]
+) -> str | None:
+    """The first record that does not match its sealed leaf, named by record id.
+
+    Fields the leaf does not cover (the name and folder the file arrived under, from encoding 2)
+    must equal what the signed seal entry states.
+    """
     if tier == "silver":  # silver holds tokens where gold holds nothing: compare as gold
         rows = gold_form(rows)
+    sealed_names = {"source": seal.get("source"), "source_file": seal.get("file")}
+    for column in NAME_FIELDS:
+        other = rows.filter(pl.col(column).ne_missing(sealed_names[column]))
+        if len(other):
+            return (
+                f"record {other.get_column('record_id')[0]}: {column} differs from the sealed "
+                f"{'file name' if column == 'source_file' else 'source'}"
+            )
     dup = rows.filter(pl.col("leaf_index").is_duplicated())
     if len(dup):
         return f"record {dup.get_column('record_id')[0]} appears more than once (leaf {dup.get_column('leaf_index')[0]})"
@@ -324,7 +345,7 @@ def _record_problem(rows: pl.DataFrame, leaves: pl.Series, tier: str) -> str | N
     computed = rows.select(
         "record_id",
         "leaf_index",
-        leaf(record_digest(), pl.col("identity_commitment")).alias("_leaf"),
+        leaf(record_digest(encoding), pl.col("identity_commitment")).alias("_leaf"),
     ).with_columns(pl.Series("_sealed", leaves.gather(idx)))
     bad = computed.filter(pl.col("_leaf") != pl.col("_sealed"))
     if len(bad):
