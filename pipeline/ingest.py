@@ -102,6 +102,7 @@ class FileReport:
     gold: int = 0
     gold_only: int = 0
     quarantined: int = 0
+    invalid_number: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     months: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
@@ -246,6 +247,7 @@ def ingest_file(
             "gold": report.gold,
             "gold_only": report.gold_only,
             "quarantined": report.quarantined,
+            "invalid_number": report.invalid_number,
             "reasons": report.reasons,
             "months": report.months,
             "outputs": report.outputs,
@@ -424,6 +426,7 @@ def _parse_into_tiers(
             report.silver += len(out.silver)
             report.gold += len(out.gold)
             report.quarantined += len(out.quarantine)
+            report.invalid_number += out.invalid_numbers
             reasons.update(out.quarantine.get_column("reason").to_list())
             for tier, frame in (("gold", out.gold), ("silver", out.silver)):
                 counts = by_month[tier]

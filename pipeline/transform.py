@@ -54,6 +54,8 @@ class Transformed:
     vault: pl.DataFrame  # year, month, token, kind, identifier (clear: encrypted by the writer)
     quarantine: pl.DataFrame  # source_line, reason, raw (clear: encrypted by the writer)
     leaves: pl.Series  # the kept records' Merkle leaves (hex), in leaf_index order
+    #: kept records with a number no region's numbering plan allows (kept, without a country)
+    invalid_numbers: int = 0
     commit_seconds: float = 0.0  # time spent on the commitments (reported, never asserted)
 
 
@@ -180,7 +182,10 @@ def transform(
             for p, personal in (("o", personal_o), ("d", personal_d))
         ]
     ).unique(subset=["year", "month", "token"], keep="first")
-    return Transformed(silver, gold, vault, quarantine, leaves, commit_seconds)
+    invalid = int(
+        good.select((pl.col("o_country_invalid") | pl.col("d_country_invalid")).sum()).item()
+    )
+    return Transformed(silver, gold, vault, quarantine, leaves, invalid, commit_seconds)
 
 
 def _classify(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> pl.DataFrame:
