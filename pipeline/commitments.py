@@ -26,7 +26,8 @@ The encoding is versioned; the parse entry states the one its file was committed
 - 2 (current): floats as the decimal signed 64-bit integer whose bits are the value's IEEE-754
   binary64 form (`struct.unpack(">q", struct.pack(">d", x))[0]`); `source` and `source_file`
   are not covered, so a record's leaf does not depend on the name or folder the bytes arrived
-  under (both stay in the signed seal entry, and `source_sha256` ties the record to the bytes).
+  under (both stay in the signed seal entry, and `source_sha256` ties the record to the bytes);
+  it covers `channel_detail` (a channel outside the known set, as the source wrote it).
 - 1: every canonical field, floats as polars writes them as text (`1e-7`, `3600.0`).
 """
 
@@ -53,7 +54,9 @@ def retained_fields(version: int = ENCODING) -> list[str]:
     """The fields a record's digest covers, in order, under an encoding version."""
     if version not in ENCODINGS:
         raise ValueError(f"unknown commitment encoding {version!r}")
-    return RETAINED if version == 1 else [f for f in RETAINED if f not in NAME_FIELDS]
+    if version == 1:  # before `channel_detail` existed
+        return [f for f in RETAINED if f != "channel_detail"]
+    return [f for f in RETAINED if f not in NAME_FIELDS]
 
 
 def encoding_of(parse_body: dict[str, Any]) -> int:

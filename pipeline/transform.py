@@ -75,7 +75,7 @@ def transform(
     `seen_ids` holds the record IDs kept from the file's earlier batches: a record ID is unique
     per file, so a repeat in a later batch is quarantined like one within the batch.
     """
-    df = _classify(parsed, ctx, resolver)
+    df = _classify(parsed, ctx, resolver).with_columns(_channel_detail())
     if ctx.derived_ids:
         derived = pl.format(f"{ctx.source}-{ctx.sha256[:16]}-{{}}", pl.col("source_line"))
         df = df.with_columns(pl.coalesce("record_id", derived).alias("record_id"))
@@ -186,6 +186,19 @@ def transform(
         good.select((pl.col("o_country_invalid") | pl.col("d_country_invalid")).sum()).item()
     )
     return Transformed(silver, gold, vault, quarantine, leaves, invalid, commit_seconds)
+
+
+def _channel_detail() -> list[pl.Expr]:
+    """A channel outside the known set becomes `other`, its lower-cased value kept in
+    `channel_detail`: nothing the source said about the channel is lost."""
+    unknown = pl.col("channel").is_not_null() & ~pl.col("channel").is_in(CHANNELS)
+    return [
+        pl.when(unknown)
+        .then(pl.col("channel"))
+        .otherwise("channel_detail")
+        .alias("channel_detail"),
+        pl.when(unknown).then(pl.lit("other")).otherwise("channel").alias("channel"),
+    ]
 
 
 def _classify(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> pl.DataFrame:

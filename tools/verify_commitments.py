@@ -37,12 +37,13 @@ import pyarrow.parquet as pq
 # `source_file`, which name where the bytes arrived, not what they hold.
 FIELDS_V1 = [
     "record_id", "source", "source_file", "source_sha256", "source_line", "event_time",
-    "end_time", "channel", "direction", "customer_id", "origin", "origin_kind", "destination",
+    "end_time", "channel", "channel_detail", "direction", "customer_id", "origin", "origin_kind", "destination",
     "destination_kind", "origin_country", "destination_country", "origin_network",
     "destination_network", "route_id", "duration_s", "units", "status", "error_code", "price",
     "currency",
 ]  # fmt: skip
 FIELDS_V2 = [f for f in FIELDS_V1 if f not in ("source", "source_file")]
+FIELDS_V1.remove("channel_detail")  # added with encoding 2
 PERSONAL_KINDS = {"msisdn", "email", "sip"}
 
 
