@@ -109,6 +109,19 @@ def leaf(digest: pl.Expr, commitment: pl.Expr) -> pl.Expr:
     return (pl.lit("L") + digest + commitment).chash.sha2_256()  # type: ignore[attr-defined]
 
 
+def record_leaves(records: pl.DataFrame, encodings: dict[str, int] | None = None) -> pl.Series:
+    """Each record's Merkle leaf, recomputed from its retained fields and identity commitment,
+    under the encoding its source file was committed with (`encodings`: SHA-256 → version;
+    the current one where not given)."""
+    version = pl.col("source_sha256").replace_strict(encodings or {}, default=ENCODING)
+    return records.select(
+        pl.coalesce(
+            pl.when(version == v).then(leaf(record_digest(v), pl.col("identity_commitment")))
+            for v in ENCODINGS
+        )
+    ).to_series()
+
+
 def merkle_root(leaves: pl.Series) -> str:
     """Root (hex) over hex leaves, one polars pass a level; odd last nodes are promoted."""
     level = leaves
@@ -130,10 +143,6 @@ def merkle_root(leaves: pl.Series) -> str:
 
 def file_root(batch_roots: Iterable[str]) -> str:
     return merkle_root(pl.Series(list(batch_roots), dtype=pl.String))
-
-
-def proof_key(sha256: str) -> str:
-    return f"proofs/{sha256}.parquet"
 
 
 def _node(left: str, right: str) -> str:

@@ -11,15 +11,14 @@ neither the vault nor any destroyed key.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import pyarrow.parquet as pq
 
+from pipeline import layout
 from pipeline.audit import verify_log
 from pipeline.bronze import read_original
 from pipeline.commitments import (
@@ -29,13 +28,15 @@ from pipeline.commitments import (
     gold_form,
     leaf,
     merkle_root,
-    proof_key,
     record_digest,
 )
-from pipeline.integrity import SealError, seal_key, verify_pair
+from pipeline.errors import USAGE, PipelineError
+from pipeline.integrity import SealError, verify_pair
 from pipeline.keys import LocalKeyring
-from pipeline.quality import Quality
-from pipeline.store import ObjectStore
+from pipeline.store import ObjectStore, read_parquet
+
+if TYPE_CHECKING:
+    from pipeline.resources import Resources
 
 
 @dataclass
@@ -78,8 +79,10 @@ class DamagedObject(Exception):
         super().__init__(f"{key} cannot be read ({type(exc).__name__}: {first_line})")
 
 
-class NothingToVerify(ValueError):
+class NothingToVerify(PipelineError, ValueError):
     """A filter that matches no ingested file: verifying nothing is not a pass."""
+
+    exit_status = USAGE
 
 
 MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
@@ -88,11 +91,9 @@ MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 def _parquet(store: ObjectStore, key: str) -> pl.DataFrame:
     """A Parquet object read whole, or DamagedObject naming it (a flipped byte, a short file)."""
     try:
-        frame = pl.from_arrow(pq.read_table(io.BytesIO(store.get_bytes(key))))
+        return read_parquet(store, key)
     except Exception as exc:  # any reader or store failure is a finding about this object
         raise DamagedObject(key, exc) from exc
-    assert isinstance(frame, pl.DataFrame)
-    return frame
 
 
 def _json(store: ObjectStore, key: str) -> dict[str, Any]:
@@ -105,27 +106,34 @@ def _json(store: ObjectStore, key: str) -> dict[str, Any]:
     return entry
 
 
-def verify_store(
-    store: ObjectStore,
-    bronze: ObjectStore,
-    keyring: LocalKeyring,
-    month: str | None = None,
-    file: str | None = None,
-    quality: Quality | None = None,
-) -> VerifyReport:
-    """Verify every ingested file (or those of one month, or one file by digest prefix or name).
+@dataclass(frozen=True)
+class VerifyRequest:
+    """Which files to verify: all, those with records of one month (`YYYY-MM`), or one file
+    (by digest prefix, file name or object key); `expectations` also runs the original-form
+    suite over the verdicts."""
+
+    month: str | None = None
+    file: str | None = None
+    expectations: bool = True
+
+
+def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
+    """Verify the files the request names (see the module docstring for the checks).
 
     A damaged object is a named failure of its file and the other files are still checked; a
     malformed month or a filter that matches no file raises NothingToVerify.
     """
+    store, bronze, keyring = res.store, res.bronze, res.keyring
+    month, file = request.month, request.file
+    quality = res.quality if request.expectations else None
     if month is not None and not MONTH.match(month):
         raise NothingToVerify(f"--month must be YYYY-MM (e.g. 2025-03), not {month!r}")
     public = keyring.public_key()
     report = VerifyReport()
-    for obj in store.list("seals/"):
-        if not obj.key.endswith(".parse.json"):
+    for obj in store.list(layout.SEALS):  # not layout.ingested_files: a damaged entry is a finding
+        sha = layout.sha_of_parse_key(obj.key)
+        if sha is None:
             continue
-        sha = obj.key[len("seals/") : -len(".parse.json")]
         try:
             parsed_entry = _json(store, obj.key)
         except DamagedObject as exc:
@@ -179,7 +187,7 @@ def _verify_file(
     body = parsed_entry.get("body", {})
     check = FileCheck(sha, body.get("file") or "?")
     try:
-        seal = _json(store, seal_key(sha)) if store.exists(seal_key(sha)) else None
+        seal = _json(store, layout.seal_key(sha)) if store.exists(layout.seal_key(sha)) else None
         if seal is None:
             raise SealError("no seal entry")
         seal_body, _ = verify_pair(seal, parsed_entry, public, sha)
@@ -202,10 +210,10 @@ def _check_quarantine(
     store: ObjectStore, keyring: LocalKeyring, check: FileCheck, body: dict[str, Any]
 ) -> None:
     """Sealed records = kept + quarantined: the quarantined rows must all still be there."""
-    key = next((k for k in body.get("outputs", []) if k.startswith("quarantine/rows/")), None)
+    key = next((k for k in body.get("outputs", []) if k.startswith(layout.QUARANTINE_ROWS)), None)
     if key is None:
         return
-    if not keyring.has_data_key(f"file-{check.sha256}"):
+    if not keyring.has_data_key(layout.file_key_name(check.sha256)):
         check.checks["quarantine"] = "skipped: purged (file key destroyed)"
         return
     try:
@@ -228,8 +236,9 @@ def _check_bronze(
     seal: dict[str, Any],
     body: dict[str, Any],
 ) -> None:
-    key = next((k for k in body.get("outputs", []) if k.startswith("bronze/")), None)
-    if key is None or not keyring.has_data_key(f"file-{check.sha256}"):
+    key = next((k for k in body.get("outputs", []) if layout.is_bronze(k)), None)
+    file_key = layout.file_key_name(check.sha256)
+    if key is None or not keyring.has_data_key(file_key):
         check.checks["bronze"] = "skipped: purged (file key destroyed)"
         return
     if not bronze.exists(key):
@@ -238,7 +247,7 @@ def _check_bronze(
     h, size = hashlib.sha256(), 0
     try:
         for part in read_original(
-            bronze, key, check.sha256, keyring.data_key(f"file-{check.sha256}", create=False)
+            bronze, key, check.sha256, keyring.data_key(file_key, create=False)
         ):
             h.update(part)
             size += len(part)
@@ -252,7 +261,7 @@ def _check_bronze(
 
 
 def _check_tree(store: ObjectStore, check: FileCheck, body: dict[str, Any]) -> pl.Series | None:
-    key = proof_key(check.sha256)
+    key = layout.proof_key(check.sha256)
     if not store.exists(key):
         check.fail("proofs", f"{key} is missing")
         return None
@@ -286,16 +295,14 @@ def _check_records(
 ) -> None:
     by_month = body.get("by_month") or {}
     for tier in ("gold", "silver"):
-        prefix = "gold/cdr/" if tier == "gold" else "silver/cdr/"
         expected = by_month.get(tier, {})
         for name, count in sorted(expected.items()):
             if month and name != month:
                 continue
-            y, m = name.split("-")
-            key = f"{prefix}year={y}/month={m}/part-{check.sha256}.parquet"
+            key = layout.partition(tier, layout.parse_month(name), check.sha256)
             label = f"{tier} {name}"
             if not store.exists(key):
-                if tier == "silver" and store.exists(f"retention/purged/{name}.json"):
+                if tier == "silver" and store.exists(layout.purge_marker(layout.parse_month(name))):
                     check.checks[label] = "skipped: identifiers purged"
                 else:
                     check.fail(label, f"{key} is missing")

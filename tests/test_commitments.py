@@ -26,11 +26,10 @@ from pipeline.config import Settings
 from pipeline.export import run_export
 from pipeline.ingest import Resources, ingest_file
 from pipeline.integrity import parse_key, sign
-from pipeline.policy import load_policy
-from pipeline.retention import run_retention
+from pipeline.retention import RetentionRequest, run_retention
 from pipeline.schema import CANONICAL
 from pipeline.synth import generate
-from pipeline.verify import verify_store
+from pipeline.verify import VerifyRequest, run_verify
 from pipeline.verify_export import extract, verify_package
 from tests.conftest import ROOT
 from tests.helpers import read_tier
@@ -78,14 +77,14 @@ def test_standalone_verifier_agrees_with_verify_on_the_demo_store_before_and_aft
     local_env: dict[str, str], tmp_path: Path
 ) -> None:
     res, store, seal_pem = _demo(tmp_path)
-    assert verify_store(res.store, res.bronze, res.keyring).ok
+    assert run_verify(res, VerifyRequest(expectations=False)).ok
     code, out = _standalone("store", store, tmp_path, "--public-key", str(seal_pem))
     assert code == 0, out
     assert "VERIFIED" in out and out.count("encoding 2") == 6  # six demo files with records
 
-    run_retention(res.store, res.bronze, res.keyring, load_policy(), dt.date(2026, 9, 1))
+    run_retention(res, RetentionRequest(dt.date(2026, 9, 1)))
     assert not list(res.store.list("silver/"))
-    assert verify_store(res.store, res.bronze, res.keyring).ok
+    assert run_verify(res, VerifyRequest(expectations=False)).ok
     code, out = _standalone("store", store, tmp_path, "--public-key", str(seal_pem))
     assert code == 0, out
 
@@ -106,7 +105,7 @@ def test_standalone_verifier_agrees_with_verify_on_the_demo_store_before_and_aft
     buf = io.BytesIO()
     edited.write_parquet(buf)
     res.store.put_bytes(key, buf.getvalue())
-    report = verify_store(res.store, res.bronze, res.keyring)
+    report = run_verify(res, VerifyRequest(expectations=False))
     assert not report.ok and any(f"record {target} " in p for p in report.problems())
     code, out = _standalone("store", store, tmp_path)
     assert code == 1 and f"record {target} " in out
@@ -192,7 +191,7 @@ def test_a_renamed_source_file_column_is_named_by_verify(res: Resources, tmp_pat
     buf = io.BytesIO()
     gold.with_columns(pl.lit("other.csv").alias("source_file")).write_parquet(buf)
     res.store.put_bytes(key, buf.getvalue())
-    report = verify_store(res.store, res.bronze, res.keyring)
+    report = run_verify(res, VerifyRequest(expectations=False))
     assert any("source_file differs from the sealed file name" in p for p in report.problems())
 
 
@@ -229,7 +228,7 @@ def test_a_file_committed_under_the_first_encoding_still_verifies(
     entry = json.loads(res.store.get_bytes(parse_key(sha)))
     body = {k: v for k, v in entry["body"].items() if k not in ("signer", "commitment_encoding")}
     res.store.put_bytes(parse_key(sha), json.dumps(sign(body, res.keyring.signing_key())).encode())
-    report = verify_store(res.store, res.bronze, res.keyring)
+    report = run_verify(res, VerifyRequest(expectations=False))
     assert report.ok, report.problems()
     code, out = _standalone("store", Path(res.settings.store), tmp_path)
     assert code == 0 and "encoding 1" in out, out
