@@ -298,9 +298,13 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.verify import VerifyRequest, run_verify, verify_summary
+    from pipeline.verify import NothingToVerify, VerifyRequest, run_verify, verify_summary
 
-    report = run_verify(_resources(settings), VerifyRequest(month=args.month, file=args.file))
+    try:
+        report = run_verify(_resources(settings), VerifyRequest(month=args.month, file=args.file))
+    except NothingToVerify as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_status
     print(verify_summary(report))
     return 0 if report.ok else 1
 

@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from pipeline import __version__, audit, layout, quality
 from pipeline.bronze import hold_until, store_original
-from pipeline.commitments import file_root, merkle_root
+from pipeline.commitments import ENCODING, file_root, merkle_root
 from pipeline.dates import identifier_purge_date
 from pipeline.errors import PipelineError
 from pipeline.fingerprints import Fingerprints
@@ -67,6 +67,7 @@ class FileReport:
     gold: int = 0
     gold_only: int = 0
     quarantined: int = 0
+    invalid_number: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     months: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
@@ -92,6 +93,7 @@ class FileReport:
         body["pipeline_version"] = __version__
         if self.status == "ingested":
             body["token_key_version"] = TOKEN_KEY_VERSION
+            body["commitment_encoding"] = ENCODING
         return body
 
 
@@ -342,6 +344,7 @@ def _parse_into_tiers(
         token_version=TOKEN_KEY_VERSION,
         purged_months=frozenset(layout.purged_months(res.store)),
         commit_key=file_key,
+        commitment_encoding=ENCODING,
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     resolver = CountryResolver()
@@ -371,6 +374,7 @@ def _parse_into_tiers(
             report.silver += len(out.silver)
             report.gold += len(out.gold)
             report.quarantined += len(out.quarantine)
+            report.invalid_number += out.invalid_numbers
             reasons.update(out.quarantine.get_column("reason").to_list())
             for tier, frame in (("gold", out.gold), ("silver", out.silver)):
                 counts = by_month[tier]
