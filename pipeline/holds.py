@@ -266,7 +266,8 @@ def apply_hold_request(
         action, why = "hold_placed", hold.reason
     else:
         raise HoldError(f"unknown hold action {request.get('action')!r}: place or release")
-    audit.append(store, keyring.signing_key(), action, what=hold.public(), why=why)
+    event = f"{action.replace('_', '-')}:{hold.case}:{hold.placed_at}"
+    audit.append(store, keyring.signing_key(), action, what=hold.public(), why=why, event=event)
     return hold.public()
 
 

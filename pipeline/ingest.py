@@ -185,11 +185,7 @@ def ingest_file(
     sha256, size = sha256_file(path)
     existing = read_entry(res.store, parse_key(sha256))
     if existing is not None:
-        body = existing["body"]
-        log.info("%s (sha256 %s…) was ingested before: nothing to do", name, sha256[:12])
-        return FileReport(
-            name, sha256, "already_ingested", body.get("source", ""), body.get("format")
-        )
+        return _already_ingested(res, name, sha256, existing)
 
     try:
         parser: Source | None = detect(path, fmt)
@@ -199,16 +195,8 @@ def ingest_file(
     source = source or (parser.name if parser else "unknown")
     signer = res.keyring.signing_key()
     now = dt.datetime.now(dt.UTC)
-    first_seal = read_entry(res.store, seal_key(sha256)) is None
     seal = seal_original(res.store, signer, sha256, size, source, name, arrived_at or now, now)
-    if first_seal:
-        audit.append(
-            res.store,
-            signer,
-            "seal",
-            what={"sha256": sha256, "file": name, "source": source, "size": size},
-            why="original sealed on arrival, before parsing",
-        )
+    _audit_seal(res, seal)
     file_key = res.keyring.data_key(f"file-{sha256}")
     b_key = bronze_key(source, sha256)
     store_original(res.bronze, b_key, path, sha256, file_key)
@@ -258,14 +246,7 @@ def ingest_file(
             "pipeline_version": __version__,
         },
     )
-    counts = {k: getattr(report, k) for k in ("records", "silver", "gold", "quarantined")}
-    audit.append(
-        res.store,
-        signer,
-        "ingest",
-        what={"sha256": sha256, "file": name, "months": report.months, **counts},
-        why="tiers written; counts reconcile to the sealed file",
-    )
+    _audit_ingest(res, {"sha256": sha256, "file": name, **asdict(report)})
     log.info(
         "%s ingested: %d records → silver %d, gold %d (%d gold only), quarantined %d",
         name,
@@ -276,6 +257,50 @@ def ingest_file(
         report.quarantined,
     )
     return report
+
+
+def _audit_seal(res: Resources, seal: dict[str, Any]) -> None:
+    """The seal's audit entry, written once per file however often ingest reruns."""
+    body = seal["body"]
+    audit.append(
+        res.store,
+        res.keyring.signing_key(),
+        "seal",
+        what={k: body[k] for k in ("sha256", "file", "source", "size")},
+        why="original sealed on arrival, before parsing",
+        event=f"seal:{body['sha256']}",
+    )
+
+
+def _audit_ingest(res: Resources, facts: dict[str, Any]) -> None:
+    """The ingest's audit entry, once per file: a rerun after a lost write records it then."""
+    counts = {k: facts.get(k, 0) for k in ("records", "silver", "gold", "quarantined")}
+    audit.append(
+        res.store,
+        res.keyring.signing_key(),
+        "ingest",
+        what={
+            "sha256": facts["sha256"],
+            "file": facts["file"],
+            "months": facts.get("months", []),
+            **counts,
+        },
+        why="tiers written; counts reconcile to the sealed file",
+        event=f"ingest:{facts['sha256']}",
+    )
+
+
+def _already_ingested(res: Resources, name: str, sha256: str, parsed: dict[str, Any]) -> FileReport:
+    """A file whose parse entry exists: nothing to redo, but an audit entry an earlier run
+    failed to write after its commit is written now."""
+    body = parsed["body"]
+    seal = read_entry(res.store, seal_key(sha256))
+    if seal is not None:
+        _audit_seal(res, seal)
+    if body.get("status") == "ingested":
+        _audit_ingest(res, {"sha256": sha256, "file": body.get("file") or name, **body})
+    log.info("%s (sha256 %s…) was ingested before: nothing to do", name, sha256[:12])
+    return FileReport(name, sha256, "already_ingested", body.get("source", ""), body.get("format"))
 
 
 def prefetch(batches: Iterator[T], depth: int = 1) -> Iterator[T]:

@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import re
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +43,7 @@ from pipeline.store import ObjectStore
 
 log = logging.getLogger("pipeline.retention")
 PURGED = "retention/purged/"
+ATTEMPTS = "retention/attempts/"
 PART = re.compile(r"year=(\d{4})/month=(\d{2})/")
 GOLD_PART = re.compile(r"^gold/cdr/year=(\d{4})/")
 
@@ -155,14 +157,18 @@ def run_retention(
     all_holds = holds.list_holds(store)
     active = [h for h in all_holds if h.active(as_of)]
 
-    known_months = set(inv.month_objects) | inv.month_keys
+    open_attempts = _open_attempts(store)
+    resumed = {_month_of(name) for name in open_attempts if name.startswith("month-")}
+    known_months = set(inv.month_objects) | inv.month_keys | resumed
     due = sorted(m for m in known_months if policy.identifier_purge(*m) <= as_of)
     for m in due:
         statutory = _statutory_holds(policy, m, as_of)
         entry = _purge_month(store, keyring, m, active + statutory, inv, dry_run, as_of)
         report.months.append(entry)
         if not dry_run:
-            audit.append(store, signer, "purge_month", what=entry, why=policy.reason)
+            event = f"purge-month:{month_name(m)}"
+            audit.append(store, signer, "purge_month", what=entry, why=policy.reason, event=event)
+            _end_attempt(store, month_key_name(m))
 
     for body in inv.files:
         entry = _file_due(body, as_of, policy)
@@ -170,13 +176,20 @@ def run_retention(
             continue
         # What is still there: a file purged on an earlier run is neither reported nor audited.
         entry["deleted"] = [k for k in entry["deleted"] if _holder(k, store, bronze).exists(k)]
-        entry["key_destroyed"] = keyring.has_data_key(f"file-{body['sha256']}")
-        if not entry["deleted"] and not entry["key_destroyed"]:
+        file_key = f"file-{body['sha256']}"
+        has_key = keyring.has_data_key(file_key)
+        entry["key_destroyed"] = has_key
+        if not entry["deleted"] and not has_key and file_key not in open_attempts:
             continue
         if not dry_run:
+            attempt = _begin_attempt(store, file_key, has_key)
             entry["left_locked"] = _purge_file(store, bronze, keyring, body)
+            entry["key_destroyed"] = attempt["key_present"] and not keyring.has_data_key(file_key)
+            entry |= {"resumed": True} if attempt["resumed"] else {}
             report.left_locked += entry["left_locked"]
-            audit.append(store, signer, "purge_file", what=entry, why=policy.reason)
+            event = f"purge-file:{body['sha256']}"
+            audit.append(store, signer, "purge_file", what=entry, why=policy.reason, event=event)
+            _end_attempt(store, file_key)
         report.files.append(entry)
 
     for year in sorted(inv.gold_years):
@@ -184,7 +197,10 @@ def run_retention(
             entry = _purge_gold_year(store, keyring, year, inv.gold_years[year], active, dry_run)
             report.gold_years.append(entry)
             if not dry_run:
-                audit.append(store, signer, "purge_gold_year", what=entry, why=policy.reason)
+                event = f"purge-gold-year:{year}"
+                audit.append(
+                    store, signer, "purge_gold_year", what=entry, why=policy.reason, event=event
+                )
 
     for hold in all_holds:
         if hold.active(as_of):
@@ -197,7 +213,9 @@ def run_retention(
             deleted, left = holds.purge_hold(store, keyring, hold.case)
             entry |= {"objects_deleted": deleted}
             report.left_locked += left
-            audit.append(store, signer, "purge_hold", what=entry, why="hold released or expired")
+            event = f"purge-hold:{hold.case}:{hold.placed_at}"
+            why = "hold released or expired"
+            audit.append(store, signer, "purge_hold", what=entry, why=why, event=event)
         report.holds.append(entry)
 
     if not dry_run:
@@ -205,6 +223,34 @@ def run_retention(
         report.verified = True
         record_retention_success(store, as_of, dt.datetime.now(dt.UTC))
     return report
+
+
+def _open_attempts(store: ObjectStore) -> set[str]:
+    """Purges an earlier run began and did not record (it stopped before its audit entry)."""
+    return {
+        o.key[len(ATTEMPTS) : -len(".json")]
+        for o in store.list(ATTEMPTS)
+        if o.key.endswith(".json")
+    }
+
+
+def _month_of(name: str) -> Month:
+    y, m = name[len("month-") :].split("-")
+    return int(y), int(m)
+
+
+def _begin_attempt(store: ObjectStore, name: str, key_present: bool) -> dict[str, Any]:
+    """What the first attempt at a purge found (whether the key existed), kept until the purge
+    is recorded, so a resumed run says what the earlier attempt destroyed."""
+    marker = f"{ATTEMPTS}{name}.json"
+    mine = uuid.uuid4().hex
+    store.put_new(marker, json.dumps({"key_present": key_present, "attempt": mine}).encode())
+    state: dict[str, Any] = json.loads(store.get_bytes(marker))
+    return state | {"resumed": state.get("attempt") != mine}
+
+
+def _end_attempt(store: ObjectStore, name: str) -> None:
+    store.purge(f"{ATTEMPTS}{name}.json")
 
 
 def _purge_month(
@@ -234,7 +280,12 @@ def _purge_month(
                 len(_read_parquet(store, k).filter(hold.matches())) for k in silver
             )
         return entry
+    attempt = _begin_attempt(store, month_key_name(m), has_key)
     # 1. copy held records out, while the month key can still open the vault
+    for hold in active:  # copied by an earlier attempt: say how many
+        marker = f"{holds.PREFIX}{hold.case}/copied/{name}.json"
+        if store.exists(marker):
+            entry["held"][hold.case] = json.loads(store.get_bytes(marker))["records"]
     if has_key:
         month_key = keyring.data_key(month_key_name(m), create=False)
         vault = pl.concat([_read_parquet(store, k) for k in vault_keys]) if vault_keys else None
@@ -253,7 +304,9 @@ def _purge_month(
             store.put_bytes(marker, json.dumps({"month": name, "records": copied}).encode())
             entry["held"][hold.case] = copied
     # 2. crypto-shred, 3. delete, 4. mark
-    entry["key_destroyed"] = keyring.destroy_data_key(month_key_name(m))
+    keyring.destroy_data_key(month_key_name(m))
+    entry["key_destroyed"] = attempt["key_present"] and not keyring.has_data_key(month_key_name(m))
+    entry |= {"resumed": True} if attempt["resumed"] else {}
     for key in objects:
         store.purge(key)
     store.put_bytes(

@@ -182,7 +182,9 @@ def test_a_replayed_ingest_never_recreates_a_purged_month(res: Resources, tmp_pa
 
 def _snapshot(res: Resources) -> dict[str, object]:
     return {
-        "objects": sorted(o.key for o in res.store.list("") if not o.key.startswith("audit/")),
+        "objects": sorted(
+            o.key for o in res.store.list("") if not o.key.startswith(("audit/", "audit-events/"))
+        ),
         "bronze": sorted(o.key for o in res.bronze.list("bronze/")),
         "keys": res.keyring.data_key_names(),
     }
@@ -227,6 +229,13 @@ def test_crash_in_the_middle_of_a_purge_then_rerun_equals_one_clean_run(
         > 0
     )
     assert verify_log(crashed.store, crashed.keyring.public_key()).ok
+    # The resumed run records what the crashed attempt destroyed, once per month.
+    purges = {
+        e["event"]: e["what"] for e in read_log(crashed.store) if e["action"] == "purge_month"
+    }
+    assert sorted(purges) == ["purge-month:2025-01", "purge-month:2025-02"]
+    assert all(what["key_destroyed"] is True for what in purges.values())
+    assert not list(crashed.store.list("retention/attempts/"))
 
 
 def test_verification_fails_loudly_when_something_is_left(res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
