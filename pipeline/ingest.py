@@ -162,7 +162,9 @@ def ingest_landing(
             as_of=as_of,
             progress=progress,
         )
-    res.store.delete(key)
+    # Every version of the landing object goes (a plain delete on a versioned bucket would
+    # leave the original behind a delete marker); a newer upload under the same name stays.
+    res.store.purge(key, through=info.version)
     return report
 
 

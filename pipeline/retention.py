@@ -39,11 +39,12 @@ from pipeline.alerts import record_retention_success
 from pipeline.dates import identifier_purge_date
 from pipeline.keys import LocalKeyring
 from pipeline.policy import RetentionPolicy
-from pipeline.store import ObjectStore
+from pipeline.store import ObjectStore, VersionInfo
 
 log = logging.getLogger("pipeline.retention")
 PURGED = "retention/purged/"
 ATTEMPTS = "retention/attempts/"
+LANDING = "landing/"
 PART = re.compile(r"year=(\d{4})/month=(\d{2})/")
 GOLD_PART = re.compile(r"^gold/cdr/year=(\d{4})/")
 
@@ -110,6 +111,7 @@ class RetentionReport:
     gold_years: list[dict[str, Any]] = field(default_factory=list)
     holds: list[dict[str, Any]] = field(default_factory=list)
     left_locked: list[str] = field(default_factory=list)
+    landing_versions_deleted: int = 0
     verified: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,6 +221,7 @@ def run_retention(
         report.holds.append(entry)
 
     if not dry_run:
+        report.landing_versions_deleted = sweep_landing(store)
         verify_purged(store, bronze, keyring, due, inv.files, as_of, policy)
         report.verified = True
         record_retention_success(store, as_of, dt.datetime.now(dt.UTC))
@@ -382,6 +385,22 @@ def _purge_gold_year(
     return entry
 
 
+def _stale(v: VersionInfo) -> bool:
+    """A version no reader sees: overwritten, or hidden behind a delete marker."""
+    return not v.latest or v.delete_marker
+
+
+def sweep_landing(store: ObjectStore) -> int:
+    """Delete earlier versions and delete markers in landing/: originals a plain delete (or an
+    overwrite) left behind on a versioned bucket, every number in them in clear."""
+    stale = [v for v in store.versions(LANDING) if _stale(v)]
+    for v in stale:
+        store.delete_version(v.key, v.version)
+    if stale:
+        log.warning("deleted %d earlier versions of landing files", len(stale))
+    return len(stale)
+
+
 def verify_purged(
     store: ObjectStore,
     bronze: ObjectStore,
@@ -400,8 +419,8 @@ def verify_purged(
             f"silver/cdr/year={y:04d}/month={mo:02d}/",
             f"vault/year={y:04d}/month={mo:02d}/",
         ):
-            if any(True for _ in store.list(prefix)):
-                problems.append(f"{name}: objects left under {prefix}")
+            if any(True for _ in store.versions(prefix)):
+                problems.append(f"{name}: objects or versions left under {prefix}")
         if keyring.has_data_key(month_key_name(m)):
             problems.append(f"{name}: the month's data key still exists")
         if not store.exists(f"{PURGED}{name}.json"):
@@ -417,5 +436,7 @@ def verify_purged(
                 locked = target.lock_until(key)
                 if locked is None or locked.date() <= as_of:
                     problems.append(f"file {body['sha256'][:12]}…: {key} still exists")
+    if any(_stale(v) for v in store.versions(LANDING)):
+        problems.append(f"{LANDING}: earlier versions of ingested originals are kept")
     if problems:
         raise RetentionError("identifying data left after purge: " + "; ".join(problems))

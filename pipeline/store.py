@@ -29,6 +29,17 @@ class ObjectInfo:
     key: str
     size: int
     modified: dt.datetime
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version (or delete marker) of an object on a versioned store."""
+
+    key: str
+    version: str
+    latest: bool
+    delete_marker: bool
 
 
 class ObjectStore(ABC):
@@ -71,13 +82,23 @@ class ObjectStore(ABC):
     def put_new(self, key: str, data: bytes) -> bool:
         """Create an object only if no object has the key; False if one already does."""
 
-    def purge(self, key: str) -> list[str]:
-        """Delete an object and, on a versioned store, every version of it.
+    def purge(self, key: str, through: str | None = None) -> list[str]:
+        """Delete an object and, on a versioned store, every version and delete marker of it
+        (with `through`, only that version and older ones: a newer upload is left alone).
 
         Returns what could not be deleted (a version still under Object Lock), never forcing it.
         """
         self.delete(key)
         return []
+
+    def delete_version(self, key: str, version: str) -> None:
+        """Delete one version of an object (a folder has only the current one)."""
+        self.delete(key)
+
+    def versions(self, prefix: str) -> Iterator[VersionInfo]:
+        """Every version and delete marker under `prefix` (a folder has current objects only)."""
+        for obj in self.list(prefix):
+            yield VersionInfo(obj.key, "null", True, False)
 
     def supports_lock(self) -> bool:
         """Whether objects can be put under Object Lock (COMPLIANCE) here."""
@@ -259,26 +280,33 @@ class S3Store(ObjectStore):
                 return False
             raise
 
-    def purge(self, key: str) -> list[str]:
+    def versions(self, prefix: str) -> Iterator[VersionInfo]:
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            for kind, marker in (("Versions", False), ("DeleteMarkers", True)):
+                for v in page.get(kind, []):
+                    key, latest = self._strip(v["Key"]), bool(v.get("IsLatest"))
+                    yield VersionInfo(key, v["VersionId"], latest, marker)
+
+    def delete_version(self, key: str, version: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key), VersionId=version)
+
+    def purge(self, key: str, through: str | None = None) -> list[str]:
         from botocore.exceptions import ClientError
 
-        full = self._key(key)
+        found = [v for v in self.versions(key) if v.key == key]
+        if through is not None:
+            # A later upload under the key (the current version, not the one named) stays.
+            found = [v for v in found if not (v.latest and not v.delete_marker and v.version != through)]  # fmt: skip
         left = []
-        paginator = self.client.get_paginator("list_object_versions")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-            versions = page.get("Versions", []) + page.get("DeleteMarkers", [])
-            for v in versions:
-                if v["Key"] != full:
-                    continue
-                try:
-                    self.client.delete_object(
-                        Bucket=self.bucket, Key=full, VersionId=v["VersionId"]
-                    )
-                except ClientError as exc:
-                    code = exc.response.get("Error", {}).get("Code")
-                    if code not in {"AccessDenied", "InvalidRequest"}:
-                        raise
-                    left.append(f"{self.uri(key)} version {v['VersionId']} ({code}: under lock)")
+        for v in found:
+            try:
+                self.delete_version(key, v.version)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code not in {"AccessDenied", "InvalidRequest"}:
+                    raise
+                left.append(f"{self.uri(key)} version {v.version} ({code}: under lock)")
         return left
 
     def put_file(self, key: str, path: Path, lock_until: dt.datetime | None = None) -> None:
@@ -311,7 +339,7 @@ class S3Store(ObjectStore):
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 return None
             raise
-        return ObjectInfo(key, head["ContentLength"], head["LastModified"])
+        return ObjectInfo(key, head["ContentLength"], head["LastModified"], head.get("VersionId"))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")

@@ -296,3 +296,34 @@ def test_shipped_policy_matches_the_privacy_notice() -> None:
     assert policy.identifier_purge(2025, 3) == dt.date(2026, 4, 1)
     assert policy.record_delete(2025) == dt.date(2036, 1, 1)
     assert json.dumps(policy.reason)
+
+
+@pytest.mark.s3
+def test_on_a_versioned_bucket_no_version_keeps_an_original_or_a_purged_month(
+    s3_env: dict[str, str], s3_buckets: tuple[str, str], moto_endpoint: str, tmp_path: Path
+) -> None:
+    from pipeline.ingest import copy_into_landing, ingest_landing
+    from pipeline.store import s3_client
+    from tests.helpers import all_versions_text
+
+    data, _ = s3_buckets
+    client = s3_client(moto_endpoint)
+    client.put_bucket_versioning(Bucket=data, VersioningConfiguration={"Status": "Enabled"})
+    res = Resources.from_settings(Settings.from_env(s3_env | {"CDR_DEFAULT_REGION": "PK"}))
+    jan = generate("canonical_csv", tmp_path / "jan.csv", 200, seed=3, start=MONTHS[0], months=1)
+    key = copy_into_landing(res.store, jan.path, "operator-a")
+    # What a plain delete left on a versioned bucket before: an original behind a delete marker.
+    old = generate("canonical_csv", tmp_path / "old.csv", 50, seed=4, start=MONTHS[0], months=1)
+    res.store.delete(copy_into_landing(res.store, old.path, "operator-b"))
+
+    ingest_landing(res, key, as_of=INGEST_AS_OF)
+    assert [v for v in res.store.versions("landing/") if v.key == key] == []
+    needles = needles_for(jan.numbers, jan.emails) + needles_for(old.numbers, old.emails)
+    assert find_identifiers(all_versions_text(client, data), needles)  # the leftover, for now
+
+    report = retention(res, dt.date(2026, 2, 1))
+    assert report["verified"] and report["landing_versions_deleted"] == 2  # version + marker
+    assert not find_identifiers(all_versions_text(client, data), needles)
+    assert not list(res.store.versions("silver/cdr/year=2025/month=01/"))
+    assert not list(res.store.versions("vault/year=2025/month=01/"))
+    assert not list(res.store.versions("landing/"))
