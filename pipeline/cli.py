@@ -296,11 +296,18 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ingest import Resources
+    from pipeline.policy import load_policy
     from pipeline.verify import verify_store, verify_summary
 
     res = Resources.from_settings(settings)
     report = verify_store(
-        res.store, res.bronze, res.keyring, month=args.month, file=args.file, quality=res.quality
+        res.store,
+        res.bronze,
+        res.keyring,
+        month=args.month,
+        file=args.file,
+        quality=res.quality,
+        lock_policy=load_policy() if settings.bronze_lock else None,
     )
     print(verify_summary(report))
     return 0 if report.ok else 1

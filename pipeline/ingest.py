@@ -30,10 +30,16 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline import __version__, audit, quality
-from pipeline.bronze import bronze_key, hold_until, store_original
+from pipeline.bronze import (
+    LockError,
+    bronze_key,
+    hold_until,
+    lock_date,
+    require_lock,
+    store_original,
+)
 from pipeline.commitments import file_root, merkle_root
 from pipeline.config import Settings
-from pipeline.dates import identifier_purge_date
 from pipeline.fingerprints import Fingerprints
 from pipeline.integrity import (
     parse_key,
@@ -45,6 +51,7 @@ from pipeline.integrity import (
 )
 from pipeline.keys import TOKEN_KEY_VERSION, LocalKeyring, open_keyring
 from pipeline.normalise import CountryResolver
+from pipeline.policy import load_policy
 from pipeline.quality import Quality
 from pipeline.retention import purged_months
 from pipeline.schema import VAULT_ENTRY
@@ -189,6 +196,8 @@ def ingest_file(
     if existing is not None:
         return _already_ingested(res, name, sha256, existing)
 
+    if settings.bronze_lock:
+        _locked(lambda: require_lock(res.bronze))
     try:
         parser: Source | None = detect(path, fmt)
         format_error: FileFormatError | None = None
@@ -217,9 +226,7 @@ def ingest_file(
         # Engine messages can quote values from the file: say only where it failed.
         raise IngestError(f"{name}: reading failed ({type(exc).__name__})") from None
 
-    months = [tuple(int(x) for x in m.split("-")) for m in report.months]
-    purge = max([identifier_purge_date(y, m) for y, m in months] or [_arrival_purge(seal)])
-    hold_until(res.bronze, b_key, purge)
+    _hold(res, b_key, report.months, seal)
     report.outputs.append(b_key)
     record_parse(
         res.store,
@@ -259,6 +266,20 @@ def ingest_file(
         report.quarantined,
     )
     return report
+
+
+def _locked(step: Callable[[], object]) -> None:
+    """Run a lock step; a lock that cannot be read or set fails the ingest, never passes."""
+    try:
+        step()
+    except LockError as exc:
+        raise IngestError(f"Object Lock: {exc}") from exc
+
+
+def _hold(res: Resources, b_key: str, months: list[str], seal: dict[str, Any]) -> None:
+    """Lock the original until the policy's purge date of its earliest month."""
+    until = lock_date(load_policy(), months, seal["body"]["arrived_at"])
+    _locked(lambda: hold_until(res.bronze, b_key, until, required=res.settings.bronze_lock))
 
 
 def _audit_seal(res: Resources, seal: dict[str, Any]) -> None:
@@ -390,11 +411,6 @@ def _validate(res: Resources, writer: TierWriter, name: str, sha256: str) -> Non
     )
 
 
-def _arrival_purge(seal: dict[str, Any]) -> dt.date:
-    arrived = dt.datetime.fromisoformat(seal["body"]["arrived_at"])
-    return identifier_purge_date(arrived.year, arrived.month)
-
-
 def _parse_into_tiers(
     res: Resources,
     parser: Source,
@@ -502,7 +518,7 @@ def _quarantine_file(
         "bronze": b_key,
     }
     res.store.put_bytes(key, json.dumps(note, indent=1).encode())
-    hold_until(res.bronze, b_key, _arrival_purge(seal))
+    _hold(res, b_key, [], seal)
     record_parse(
         res.store,
         res.keyring.signing_key(),

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import IO, Any
 
 TMP_PREFIX = ".tmp-"
+#: What a bucket without Object Lock answers when asked for its lock configuration.
+NO_LOCK = {"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,15 @@ class VersionInfo:
     version: str
     latest: bool
     delete_marker: bool
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a store or the network raises when one request fails (after the client's retries):
+    a local file error, an S3 error answer, or a connection broken mid-request or mid-body."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from urllib3.exceptions import HTTPError
+
+    return (OSError, ClientError, BotoCoreError, HTTPError)
 
 
 class ObjectStore(ABC):
@@ -354,15 +365,19 @@ class S3Store(ObjectStore):
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def supports_lock(self) -> bool:
+        """Whether the bucket has Object Lock. Only the bucket's own answer that it has none
+        counts as "no lock"; any other error is raised (and not remembered), never read as no."""
         if self._lock is None:
             from botocore.exceptions import ClientError
 
             try:
                 conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
-                state = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
-                self._lock = state == "Enabled"
-            except ClientError:
-                self._lock = False
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in NO_LOCK:
+                    raise
+                conf = {}
+            state = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
+            self._lock = state == "Enabled"
         return self._lock
 
     def lock_until(self, key: str) -> dt.datetime | None:

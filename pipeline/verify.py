@@ -20,7 +20,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from pipeline.audit import verify_log
-from pipeline.bronze import read_original
+from pipeline.bronze import lock_date, read_original
 from pipeline.commitments import (
     file_root,
     gold_form,
@@ -32,6 +32,7 @@ from pipeline.commitments import (
 from pipeline.crypto import DecryptionError
 from pipeline.integrity import SealError, read_entry, seal_key, verify_pair
 from pipeline.keys import KeyDestroyed, LocalKeyring
+from pipeline.policy import RetentionPolicy
 from pipeline.quality import Quality
 from pipeline.store import ObjectStore
 
@@ -81,8 +82,12 @@ def verify_store(
     month: str | None = None,
     file: str | None = None,
     quality: Quality | None = None,
+    lock_policy: RetentionPolicy | None = None,
 ) -> VerifyReport:
-    """Verify every ingested file (or those of one month, or one file by digest prefix or name)."""
+    """Verify every ingested file (or those of one month, or one file by digest prefix or name).
+
+    With `lock_policy` (originals must be locked), each original still within retention must be
+    under Object Lock until at least the date that policy gives it."""
     public = keyring.public_key()
     report = VerifyReport()
     for obj in store.list("seals/"):
@@ -97,7 +102,9 @@ def verify_store(
             continue
         if month and month not in (body.get("months") or []):
             continue
-        report.files.append(_verify_file(store, bronze, keyring, public, sha, parsed_entry, month))
+        report.files.append(
+            _verify_file(store, bronze, keyring, public, sha, parsed_entry, month, lock_policy)
+        )
     verdict = verify_log(store, public)
     report.audit = f"{verdict.entries} entries"
     if not verdict.ok:
@@ -118,6 +125,7 @@ def _verify_file(
     sha: str,
     parsed_entry: dict[str, Any],
     month: str | None,
+    lock_policy: RetentionPolicy | None = None,
 ) -> FileCheck:
     body = parsed_entry.get("body", {})
     check = FileCheck(sha, body.get("file") or "?")
@@ -131,6 +139,8 @@ def _verify_file(
         check.fail("seal", str(exc))
         return check
     _check_bronze(bronze, keyring, check, seal_body, body)
+    if lock_policy is not None and check.checks.get("bronze") == "ok":
+        _check_lock(bronze, check, body, seal_body, lock_policy)
     if body.get("status") != "ingested":
         return check
     leaves = _check_tree(store, check, body)
@@ -188,6 +198,25 @@ def _check_bronze(
         check.fail("bronze", f"{key} does not hash to the sealed digest")
     else:
         check.checks["bronze"] = "ok"
+
+
+def _check_lock(
+    bronze: ObjectStore,
+    check: FileCheck,
+    body: dict[str, Any],
+    seal: dict[str, Any],
+    policy: RetentionPolicy,
+) -> None:
+    """The original is under Object Lock until at least the date the policy gives it."""
+    key = next(k for k in body.get("outputs", []) if k.startswith("bronze/"))
+    expected = lock_date(policy, body.get("months") or [], seal["arrived_at"])
+    until = bronze.lock_until(key)
+    if until is None:
+        check.fail("lock", f"{key} is not under Object Lock (policy: until {expected})")
+    elif until.date() < expected:
+        check.fail("lock", f"{key} is locked until {until.date()}, the policy says {expected}")
+    else:
+        check.checks["lock"] = f"ok (until {until.date()})"
 
 
 def _check_tree(store: ObjectStore, check: FileCheck, body: dict[str, Any]) -> pl.Series | None:
