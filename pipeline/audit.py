@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
-import hashlib
 import json
 import os
 import uuid
@@ -27,11 +26,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from pipeline import layout
 from pipeline.integrity import SealError, entry_digest, sign, verify
 from pipeline.store import ObjectStore
 
-PREFIX = "audit/"
-EVENTS = "audit-events/"
 GENESIS = "0" * 64
 ATTEMPTS = 20
 
@@ -41,21 +39,13 @@ def actor() -> str:
     return os.environ.get("CDR_ACTOR") or f"user:{getpass.getuser()}"
 
 
-def _key(seq: int) -> str:
-    return f"{PREFIX}{seq:012d}.json"
-
-
 def _entries(store: ObjectStore) -> list[tuple[int, str]]:
     out = []
-    for obj in store.list(PREFIX):
-        name = obj.key[len(PREFIX) :]
-        if name.endswith(".json") and name[:-5].isdigit():
-            out.append((int(name[:-5]), obj.key))
+    for obj in store.list(layout.AUDIT):
+        seq = layout.audit_seq(obj.key)
+        if seq is not None:
+            out.append((seq, obj.key))
     return sorted(out)
-
-
-def _event_key(event: str) -> str:
-    return f"{EVENTS}{hashlib.sha256(event.encode()).hexdigest()}.json"
 
 
 def _read(store: ObjectStore, key: str) -> dict[str, Any] | None:
@@ -67,7 +57,7 @@ def _read(store: ObjectStore, key: str) -> dict[str, Any] | None:
 
 def _claim(store: ObjectStore, event: str) -> dict[str, Any]:
     """The event's claim: made now (noting the log's length) unless a first attempt made it."""
-    key = _event_key(event)
+    key = layout.audit_event_key(event)
     claim = _read(store, key)
     if claim is None:
         entries = _entries(store)
@@ -96,7 +86,7 @@ class _Scan:
 
 def find_event(store: ObjectStore, event: str) -> dict[str, Any] | None:
     """The entry recording `event`, if one was written."""
-    claim = _read(store, _event_key(event))
+    claim = _read(store, layout.audit_event_key(event))
     if claim is None:
         return None
     return _Scan(store, event, int(claim["after"])).find(_entries(store))
@@ -139,7 +129,7 @@ def append(
             "why": why,
         }
         entry = sign(body, key)
-        if store.put_new(_key(seq + 1), json.dumps(entry, sort_keys=True).encode()):
+        if store.put_new(layout.audit_key(seq + 1), json.dumps(entry, sort_keys=True).encode()):
             return entry
         # Another writer took this number, or our own write landed and its answer was lost:
         # the next round's scan tells which.

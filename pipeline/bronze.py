@@ -18,10 +18,6 @@ from pipeline.policy import RetentionPolicy
 from pipeline.store import ObjectStore, store_errors
 
 
-def bronze_key(source: str, sha256: str) -> str:
-    return f"bronze/{source}/{sha256}.enc"
-
-
 def _chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as f:
         while block := f.read(SEGMENT):

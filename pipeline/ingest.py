@@ -29,70 +29,27 @@ from typing import Any, TypeVar
 import polars as pl
 import pyarrow as pa
 
-from pipeline import __version__, audit, quality
-from pipeline.bronze import (
-    LockError,
-    bronze_key,
-    hold_until,
-    lock_date,
-    require_lock,
-    store_original,
-)
+from pipeline import __version__, audit, layout, quality
+from pipeline.bronze import LockError, hold_until, lock_date, require_lock, store_original
 from pipeline.commitments import file_root, merkle_root
-from pipeline.config import Settings
+from pipeline.errors import PipelineError
 from pipeline.fingerprints import Fingerprints
-from pipeline.integrity import (
-    parse_key,
-    read_entry,
-    record_parse,
-    seal_key,
-    seal_original,
-    sha256_file,
-)
-from pipeline.keys import TOKEN_KEY_VERSION, LocalKeyring, open_keyring
+from pipeline.integrity import read_entry, record_parse, seal_original, sha256_file
+from pipeline.keys import TOKEN_KEY_VERSION
 from pipeline.normalise import CountryResolver
-from pipeline.policy import load_policy
-from pipeline.quality import Quality
-from pipeline.retention import purged_months
+from pipeline.resources import Resources
 from pipeline.schema import VAULT_ENTRY
 from pipeline.sources import FileFormatError, ParseOptions, Source, detect
-from pipeline.store import LocalStore, ObjectStore, open_store
+from pipeline.store import LocalStore, ObjectStore
 from pipeline.tiers import TierWriter
 from pipeline.transform import FileContext, transform
 
 log = logging.getLogger("pipeline.ingest")
 T = TypeVar("T")
-LANDING = "landing/"
 
 
-class IngestError(Exception):
+class IngestError(PipelineError):
     """An ingest that could not complete; the message never holds a record's content."""
-
-
-@dataclass
-class Resources:
-    """The store, the bronze store and the keyring a run works with (injected, not global)."""
-
-    store: ObjectStore
-    bronze: ObjectStore
-    keyring: LocalKeyring
-    settings: Settings
-    quality: Quality
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Resources:
-        store = open_store(settings.store, settings.s3_endpoint_url, credentials=settings.aws())
-        bronze = (
-            store
-            if settings.bronze_store == settings.store
-            else open_store(
-                settings.bronze_store, settings.s3_endpoint_url, credentials=settings.aws()
-            )
-        )
-        keyring = open_keyring(
-            settings.keyring, settings.key_folder, settings.kms_endpoint_url, settings.aws()
-        )
-        return cls(store, bronze, keyring, settings, Quality(Path(settings.data_docs)))
 
 
 @dataclass
@@ -113,6 +70,7 @@ class FileReport:
     months: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     detail: str | None = None
+    reason: str | None = None  # why a file was quarantined whole
     merkle_root: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     by_month: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -125,17 +83,25 @@ class FileReport:
         out.pop("batch_roots")
         return out
 
+    def parse_entry(self, seal: dict[str, Any], as_of: dt.date) -> dict[str, Any]:
+        """The body of the signed parse entry: the report as recorded, plus what made it."""
+        body = {k: v for k, v in asdict(self).items() if k not in _NOT_RECORDED}
+        body["arrived_at"] = seal["body"]["arrived_at"]
+        body["as_of"] = as_of.isoformat()
+        body["pipeline_version"] = __version__
+        if self.status == "ingested":
+            body["token_key_version"] = TOKEN_KEY_VERSION
+        return body
 
-def source_of_landing_key(key: str) -> str | None:
-    """`landing/<source>/...` names the source system; a file directly in landing/ has none."""
-    parts = PurePosixPath(key).parts
-    return parts[1] if len(parts) > 2 else None
+
+#: Report fields that describe one run, not the file: kept out of the signed parse entry.
+_NOT_RECORDED = frozenset({"sha256", "timings"})
 
 
 def list_landing(store: ObjectStore) -> list[str]:
     """Files waiting in landing/, oldest name first (hidden and temporary files skipped)."""
     return sorted(
-        o.key for o in store.list(LANDING) if not PurePosixPath(o.key).name.startswith(".")
+        o.key for o in store.list(layout.LANDING) if not PurePosixPath(o.key).name.startswith(".")
     )
 
 
@@ -162,7 +128,7 @@ def ingest_landing(
             res,
             path,
             name=PurePosixPath(key).name,
-            source=source_of_landing_key(key),
+            source=layout.source_of_landing_key(key),
             arrived_at=info.modified,
             fmt=fmt,
             default_region=default_region,
@@ -192,7 +158,7 @@ def ingest_file(
     settings = res.settings
     region = default_region or settings.default_region
     sha256, size = sha256_file(path)
-    existing = read_entry(res.store, parse_key(sha256))
+    existing = read_entry(res.store, layout.parse_key(sha256))
     if existing is not None:
         return _already_ingested(res, name, sha256, existing)
 
@@ -208,8 +174,8 @@ def ingest_file(
     now = dt.datetime.now(dt.UTC)
     seal = seal_original(res.store, signer, sha256, size, source, name, arrived_at or now, now)
     _audit_seal(res, seal)
-    file_key = res.keyring.data_key(f"file-{sha256}")
-    b_key = bronze_key(source, sha256)
+    file_key = res.keyring.data_key(layout.file_key_name(sha256))
+    b_key = layout.bronze_key(source, sha256)
     store_original(res.bronze, b_key, path, sha256, file_key)
     log.info("%s sealed (sha256 %s…, %d bytes) and stored in bronze", name, sha256[:12], size)
 
@@ -228,33 +194,7 @@ def ingest_file(
 
     _hold(res, b_key, report.months, seal)
     report.outputs.append(b_key)
-    record_parse(
-        res.store,
-        signer,
-        seal,
-        {
-            "status": report.status,
-            "file": name,
-            "arrived_at": seal["body"]["arrived_at"],
-            "source": source,
-            "format": report.format,
-            "records": report.records,
-            "silver": report.silver,
-            "gold": report.gold,
-            "gold_only": report.gold_only,
-            "quarantined": report.quarantined,
-            "reasons": report.reasons,
-            "months": report.months,
-            "outputs": report.outputs,
-            "by_month": report.by_month,
-            "merkle_root": report.merkle_root,
-            "batch_leaves": report.batch_leaves,
-            "batch_roots": report.batch_roots,
-            "as_of": as_of.isoformat(),
-            "token_key_version": TOKEN_KEY_VERSION,
-            "pipeline_version": __version__,
-        },
-    )
+    record_parse(res.store, signer, seal, report.parse_entry(seal, as_of))
     _audit_ingest(res, {"sha256": sha256, "file": name, **asdict(report)})
     log.info(
         "%s ingested: %d records → silver %d, gold %d (%d gold only), quarantined %d",
@@ -278,7 +218,7 @@ def _locked(step: Callable[[], object]) -> None:
 
 def _hold(res: Resources, b_key: str, months: list[str], seal: dict[str, Any]) -> None:
     """Lock the original until the policy's purge date of its earliest month."""
-    until = lock_date(load_policy(), months, seal["body"]["arrived_at"])
+    until = lock_date(res.policy, months, seal["body"]["arrived_at"])
     _locked(lambda: hold_until(res.bronze, b_key, until, required=res.settings.bronze_lock))
 
 
@@ -317,7 +257,7 @@ def _already_ingested(res: Resources, name: str, sha256: str, parsed: dict[str, 
     """A file whose parse entry exists: nothing to redo, but an audit entry an earlier run
     failed to write after its commit is written now."""
     body = parsed["body"]
-    seal = read_entry(res.store, seal_key(sha256))
+    seal = read_entry(res.store, layout.seal_key(sha256))
     if seal is not None:
         _audit_seal(res, seal)
     if body.get("status") == "ingested":
@@ -403,11 +343,12 @@ def _validate(res: Resources, writer: TierWriter, name: str, sha256: str) -> Non
         "failed": failed,
         "data_docs": str(docs),
     }
-    res.store.put_bytes(f"quarantine/files/{sha256}.json", json.dumps(note, indent=1).encode())
+    note_key = layout.quarantine_file_key(sha256)
+    res.store.put_bytes(note_key, json.dumps(note, indent=1).encode())
     listing = "; ".join(f"{k}: {', '.join(v)}" for k, v in failed.items())
     raise IngestError(
         f"{name}: refused by data expectations, nothing published, file quarantined "
-        f"(quarantine/files/{sha256}.json). Failed: {listing}. Data Docs: {docs}"
+        f"({note_key}). Failed: {listing}. Data Docs: {docs}"
     )
 
 
@@ -434,14 +375,14 @@ def _parse_into_tiers(
         derived_ids=parser.derived_ids,
         token_key=res.keyring.token_key(TOKEN_KEY_VERSION),
         token_version=TOKEN_KEY_VERSION,
-        purged_months=frozenset(purged_months(res.store)),
+        purged_months=frozenset(layout.purged_months(res.store)),
         commit_key=file_key,
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     resolver = CountryResolver()
     writer = TierWriter(
         sha256,
-        lambda y, m: res.keyring.data_key(f"month-{y:04d}-{m:02d}"),
+        lambda y, m: res.keyring.data_key(layout.month_key_name((y, m))),
         file_key,
         source,
         name,
@@ -507,7 +448,7 @@ def _quarantine_file(
     as_of: dt.date,
 ) -> FileReport:
     """A file no parser can read: quarantined whole (its bytes are already sealed in bronze)."""
-    key = f"quarantine/files/{sha256}.json"
+    key = layout.quarantine_file_key(sha256)
     note = {
         "file": name,
         "source": source,
@@ -519,31 +460,15 @@ def _quarantine_file(
     }
     res.store.put_bytes(key, json.dumps(note, indent=1).encode())
     _hold(res, b_key, [], seal)
-    record_parse(
-        res.store,
-        res.keyring.signing_key(),
-        seal,
-        {
-            "status": "quarantined_file",
-            "file": name,
-            "arrived_at": seal["body"]["arrived_at"],
-            "source": source,
-            "format": None,
-            "reason": error.reason,
-            "detail": str(error),
-            "outputs": [key, b_key],
-            "as_of": as_of.isoformat(),
-            "pipeline_version": __version__,
-        },
-    )
+    report = FileReport(name, sha256, "quarantined_file", source, None)
+    report.reason, report.detail, report.outputs = error.reason, str(error), [key, b_key]
+    record_parse(res.store, res.keyring.signing_key(), seal, report.parse_entry(seal, as_of))
     log.warning("%s QUARANTINED whole: %s (see %s)", name, error, key)
-    return FileReport(
-        name, sha256, "quarantined_file", source, None, outputs=[key, b_key], detail=str(error)
-    )
+    return report
 
 
 def copy_into_landing(store: ObjectStore, path: Path, source: str) -> str:
     """Drop a local file into landing/<source>/ (what a source system's upload does)."""
-    key = f"{LANDING}{source}/{path.name}"
+    key = layout.landing_key(source, path.name)
     store.put_file(key, path)
     return key

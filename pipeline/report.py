@@ -6,23 +6,13 @@ they are safe to print, log and return through XCom.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from pipeline import layout
 from pipeline.store import ObjectStore
-
-TIERS = {
-    "landing": "landing/",
-    "bronze": "bronze/",
-    "silver": "silver/cdr/",
-    "vault": "vault/",
-    "gold": "gold/cdr/",
-    "quarantine": "quarantine/",
-    "seals": "seals/",
-}
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -105,17 +95,16 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
 def ingested_files(store: ObjectStore) -> list[dict[str, Any]]:
     """One report per ingested file, from the signed parse entries (the record of truth)."""
     reports = []
-    for obj in store.list("seals/"):
-        if obj.key.endswith(".parse.json"):
-            body = json.loads(store.get_bytes(obj.key))["body"]
-            reports.append({k: body.get(k) or 0 for k in COUNTS} | body)
+    for _, entry in layout.ingested_files(store):
+        body = entry["body"]
+        reports.append({k: body.get(k) or 0 for k in COUNTS} | body)
     return sorted(reports, key=lambda r: (r.get("source", ""), r.get("file", "")))
 
 
 def store_summary(store: ObjectStore, docs: Any = None) -> str:
     """Where each tier is, how many objects it holds, and what every sealed file became."""
     rows = []
-    for tier, prefix in TIERS.items():
+    for tier, prefix in layout.TIERS.items():
         objects = list(store.list(prefix))
         rows.append([tier, len(objects), sum(o.size for o in objects), store.uri(prefix)])
     files = ingested_files(store)

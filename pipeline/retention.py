@@ -22,52 +22,32 @@ rerun end in the same state as one clean run.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import logging
-import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import pyarrow.parquet as pq
 
-from pipeline import audit, holds
+from pipeline import audit, holds, layout
 from pipeline.alerts import record_retention_success
 from pipeline.dates import identifier_purge_date
+from pipeline.errors import PipelineError
 from pipeline.keys import LocalKeyring
+from pipeline.layout import Month
 from pipeline.policy import RetentionPolicy
-from pipeline.store import ObjectStore, VersionInfo
+from pipeline.store import ObjectStore, VersionInfo, read_parquet
+
+if TYPE_CHECKING:
+    from pipeline.resources import Resources
 
 log = logging.getLogger("pipeline.retention")
-PURGED = "retention/purged/"
-ATTEMPTS = "retention/attempts/"
-LANDING = "landing/"
-PART = re.compile(r"year=(\d{4})/month=(\d{2})/")
-GOLD_PART = re.compile(r"^gold/cdr/year=(\d{4})/")
-
-Month = tuple[int, int]
 
 
-class RetentionError(Exception):
+class RetentionError(PipelineError):
     """Something identifying is left after a purge, or a purge could not proceed."""
-
-
-def month_name(m: Month) -> str:
-    return f"{m[0]:04d}-{m[1]:02d}"
-
-
-def month_key_name(m: Month) -> str:
-    return f"month-{month_name(m)}"
-
-
-def purged_months(store: ObjectStore) -> set[str]:
-    """Months whose identifiers were purged ("YYYY-MM"): ingest sends their records to gold only."""
-    return {
-        o.key[len(PURGED) : -len(".json")] for o in store.list(PURGED) if o.key.endswith(".json")
-    }
 
 
 @dataclass
@@ -82,21 +62,20 @@ class Inventory:
 
 def inventory(store: ObjectStore, keyring: LocalKeyring) -> Inventory:
     inv = Inventory()
-    for prefix in ("silver/cdr/", "vault/"):
+    for prefix in (layout.SILVER, layout.VAULT):
         for obj in store.list(prefix):
-            m = PART.search(obj.key)
+            m = layout.month_of(obj.key)
             if m:
-                inv.month_objects[(int(m.group(1)), int(m.group(2)))].append(obj.key)
-    for obj in store.list("gold/cdr/"):
-        g = GOLD_PART.match(obj.key)
-        if g:
-            inv.gold_years[int(g.group(1))].append(obj.key)
-    for name in keyring.data_key_names("month-"):
-        y, m = name[len("month-") :].split("-")
-        inv.month_keys.add((int(y), int(m)))
-    for obj in store.list("seals/"):
-        if obj.key.endswith(".parse.json"):
-            inv.files.append(json.loads(store.get_bytes(obj.key))["body"])
+                inv.month_objects[m].append(obj.key)
+    for obj in store.list(layout.GOLD):
+        year = layout.gold_year_of(obj.key)
+        if year is not None:
+            inv.gold_years[year].append(obj.key)
+    for name in keyring.data_key_names(layout.MONTH_KEY_PREFIX):
+        m = layout.month_of_key_name(name)
+        if m:
+            inv.month_keys.add(m)
+    inv.files = [entry["body"] for _, entry in layout.ingested_files(store)]
     return inv
 
 
@@ -118,12 +97,6 @@ class RetentionReport:
         return self.__dict__.copy()
 
 
-def _read_parquet(store: ObjectStore, key: str) -> pl.DataFrame:
-    frame = pl.from_arrow(pq.read_table(io.BytesIO(store.get_bytes(key))))
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
 def _statutory_holds(policy: RetentionPolicy, m: Month, as_of: dt.date) -> list[holds.Hold]:
     """Holds the policy's country overrides demand for a month being purged by default."""
     out = []
@@ -132,7 +105,7 @@ def _statutory_holds(policy: RetentionPolicy, m: Month, as_of: dt.date) -> list[
         if as_of < until:
             out.append(
                 holds.Hold(
-                    case=f"policy-{country}-{month_name(m)}",
+                    case=f"policy-{country}-{layout.month_name(m)}",
                     reason=override.reason,
                     placed_at=as_of.isoformat(),
                     placed_by="retention-policy",
@@ -144,23 +117,27 @@ def _statutory_holds(policy: RetentionPolicy, m: Month, as_of: dt.date) -> list[
     return out
 
 
-def run_retention(
-    store: ObjectStore,
-    bronze: ObjectStore,
-    keyring: LocalKeyring,
-    policy: RetentionPolicy,
-    as_of: dt.date,
-    dry_run: bool = False,
-) -> RetentionReport:
-    """Apply the policy as of `as_of` (see the module docstring); raises if verification fails."""
+@dataclass(frozen=True)
+class RetentionRequest:
+    """Apply the retention policy as of a day (the DAG's logical date), or say what would go."""
+
+    as_of: dt.date
+    dry_run: bool = False
+
+
+def run_retention(res: Resources, request: RetentionRequest) -> RetentionReport:
+    """Apply the run's policy as of `request.as_of` (see the module docstring); raises
+    RetentionError if verification finds anything identifying left."""
+    store, bronze, keyring, policy = res.store, res.bronze, res.keyring, res.policy
+    as_of, dry_run = request.as_of, request.dry_run
     signer = keyring.signing_key()
     inv = inventory(store, keyring)
     report = RetentionReport(as_of.isoformat(), dry_run)
     all_holds = holds.list_holds(store)
     active = [h for h in all_holds if h.active(as_of)]
 
-    open_attempts = _open_attempts(store)
-    resumed = {_month_of(name) for name in open_attempts if name.startswith("month-")}
+    open_attempts = layout.open_purge_attempts(store)
+    resumed = {m for name in open_attempts if (m := layout.month_of_key_name(name)) is not None}
     known_months = set(inv.month_objects) | inv.month_keys | resumed
     due = sorted(m for m in known_months if policy.identifier_purge(*m) <= as_of)
     for m in due:
@@ -168,9 +145,9 @@ def run_retention(
         entry = _purge_month(store, keyring, m, active + statutory, inv, dry_run, as_of)
         report.months.append(entry)
         if not dry_run:
-            event = f"purge-month:{month_name(m)}"
+            event = f"purge-month:{layout.month_name(m)}"
             audit.append(store, signer, "purge_month", what=entry, why=policy.reason, event=event)
-            _end_attempt(store, month_key_name(m))
+            _end_attempt(store, layout.month_key_name(m))
 
     for body in inv.files:
         entry = _file_due(body, as_of, policy)
@@ -178,7 +155,7 @@ def run_retention(
             continue
         # What is still there: a file purged on an earlier run is neither reported nor audited.
         entry["deleted"] = [k for k in entry["deleted"] if _holder(k, store, bronze).exists(k)]
-        file_key = f"file-{body['sha256']}"
+        file_key = layout.file_key_name(body["sha256"])
         has_key = keyring.has_data_key(file_key)
         entry["key_destroyed"] = has_key
         if not entry["deleted"] and not has_key and file_key not in open_attempts:
@@ -207,8 +184,8 @@ def run_retention(
     for hold in all_holds:
         if hold.active(as_of):
             continue
-        has_data = any(True for _ in store.list(f"{holds.PREFIX}{hold.case}/records/"))
-        if not has_data and not keyring.has_data_key(holds.key_name(hold.case)):
+        has_data = any(True for _ in store.list(layout.hold_data_prefix(hold.case, "records")))
+        if not has_data and not keyring.has_data_key(layout.hold_key_name(hold.case)):
             continue
         entry = {"case": hold.case, "released_at": hold.released_at, "until": hold.until}
         if not dry_run:
@@ -228,24 +205,10 @@ def run_retention(
     return report
 
 
-def _open_attempts(store: ObjectStore) -> set[str]:
-    """Purges an earlier run began and did not record (it stopped before its audit entry)."""
-    return {
-        o.key[len(ATTEMPTS) : -len(".json")]
-        for o in store.list(ATTEMPTS)
-        if o.key.endswith(".json")
-    }
-
-
-def _month_of(name: str) -> Month:
-    y, m = name[len("month-") :].split("-")
-    return int(y), int(m)
-
-
 def _begin_attempt(store: ObjectStore, name: str, key_present: bool) -> dict[str, Any]:
     """What the first attempt at a purge found (whether the key existed), kept until the purge
     is recorded, so a resumed run says what the earlier attempt destroyed."""
-    marker = f"{ATTEMPTS}{name}.json"
+    marker = layout.purge_attempt_key(name)
     mine = uuid.uuid4().hex
     store.put_new(marker, json.dumps({"key_present": key_present, "attempt": mine}).encode())
     state: dict[str, Any] = json.loads(store.get_bytes(marker))
@@ -253,7 +216,7 @@ def _begin_attempt(store: ObjectStore, name: str, key_present: bool) -> dict[str
 
 
 def _end_attempt(store: ObjectStore, name: str) -> None:
-    store.purge(f"{ATTEMPTS}{name}.json")
+    store.purge(layout.purge_attempt_key(name))
 
 
 def _purge_month(
@@ -265,10 +228,10 @@ def _purge_month(
     dry_run: bool,
     as_of: dt.date,
 ) -> dict[str, Any]:
-    name = month_name(m)
+    name = layout.month_name(m)
     objects = sorted(inv.month_objects.get(m, []))
-    silver = [k for k in objects if k.startswith("silver/")]
-    vault_keys = [k for k in objects if k.startswith("vault/")]
+    silver = [k for k in objects if k.startswith(layout.SILVER)]
+    vault_keys = [k for k in objects if k.startswith(layout.VAULT)]
     entry: dict[str, Any] = {
         "month": name,
         "identifier_purge_date": identifier_purge_date(*m).isoformat(),
@@ -276,44 +239,45 @@ def _purge_month(
         "vault_objects": len(vault_keys),
         "held": {},
     }
-    has_key = keyring.has_data_key(month_key_name(m))
+    has_key = keyring.has_data_key(layout.month_key_name(m))
     if dry_run:
         for hold in active:
             entry["held"][hold.case] = sum(
-                len(_read_parquet(store, k).filter(hold.matches())) for k in silver
+                len(read_parquet(store, k).filter(hold.matches())) for k in silver
             )
         return entry
-    attempt = _begin_attempt(store, month_key_name(m), has_key)
+    attempt = _begin_attempt(store, layout.month_key_name(m), has_key)
     # 1. copy held records out, while the month key can still open the vault
     for hold in active:  # copied by an earlier attempt: say how many
-        marker = f"{holds.PREFIX}{hold.case}/copied/{name}.json"
+        marker = layout.hold_copied_marker(hold.case, name)
         if store.exists(marker):
             entry["held"][hold.case] = json.loads(store.get_bytes(marker))["records"]
     if has_key:
-        month_key = keyring.data_key(month_key_name(m), create=False)
-        vault = pl.concat([_read_parquet(store, k) for k in vault_keys]) if vault_keys else None
+        month_key = keyring.data_key(layout.month_key_name(m), create=False)
+        vault = pl.concat([read_parquet(store, k) for k in vault_keys]) if vault_keys else None
         for hold in active:
-            marker = f"{holds.PREFIX}{hold.case}/copied/{name}.json"
+            marker = layout.hold_copied_marker(hold.case, name)
             if store.exists(marker):
                 continue
             if hold.statutory and holds.load(store, hold.case) is None:
                 holds.save(store, hold)
             copied = sum(
                 holds.copy_into_hold(
-                    store, keyring, hold, k, _read_parquet(store, k), vault, month_key
+                    store, keyring, hold, k, read_parquet(store, k), vault, month_key
                 )
                 for k in silver
             )
             store.put_bytes(marker, json.dumps({"month": name, "records": copied}).encode())
             entry["held"][hold.case] = copied
     # 2. crypto-shred, 3. delete, 4. mark
-    keyring.destroy_data_key(month_key_name(m))
-    entry["key_destroyed"] = attempt["key_present"] and not keyring.has_data_key(month_key_name(m))
+    key_name = layout.month_key_name(m)
+    keyring.destroy_data_key(key_name)
+    entry["key_destroyed"] = attempt["key_present"] and not keyring.has_data_key(key_name)
     entry |= {"resumed": True} if attempt["resumed"] else {}
     for key in objects:
         store.purge(key)
     store.put_bytes(
-        f"{PURGED}{name}.json",
+        layout.purge_marker(m),
         json.dumps({"month": name, "purged_as_of": as_of.isoformat()}).encode(),
     )
     log.info("purged identifiers of %s: %d objects, key destroyed", name, len(objects))
@@ -339,22 +303,22 @@ def _file_due(
         "sha256": sha,
         "file": body.get("file"),
         "months": months,
-        "deleted": [k for k in body.get("outputs", []) if k.startswith(("bronze/", "quarantine/"))],
+        "deleted": [k for k in body.get("outputs", []) if layout.is_file_output(k)],
     }
 
 
 def _holder(key: str, store: ObjectStore, bronze: ObjectStore) -> ObjectStore:
     """The store an output key lives in: bronze objects may be in a bucket of their own."""
-    return bronze if key.startswith("bronze/") else store
+    return bronze if layout.is_bronze(key) else store
 
 
 def _purge_file(
     store: ObjectStore, bronze: ObjectStore, keyring: LocalKeyring, body: dict[str, Any]
 ) -> list[str]:
     left: list[str] = []
-    keyring.destroy_data_key(f"file-{body['sha256']}")
+    keyring.destroy_data_key(layout.file_key_name(body["sha256"]))
     for key in body.get("outputs", []):
-        if key.startswith(("bronze/", "quarantine/")):
+        if layout.is_file_output(key):
             left += _holder(key, store, bronze).purge(key)
     return left
 
@@ -371,11 +335,11 @@ def _purge_gold_year(
     if dry_run:
         return entry
     for hold in active:
-        marker = f"{holds.PREFIX}{hold.case}/copied/gold-{year}.json"
+        marker = layout.hold_copied_marker(hold.case, f"gold-{year:04d}")
         if store.exists(marker) or hold.tokens:
             continue  # gold holds no tokens: an identifier hold cannot match it
         copied = sum(
-            holds.copy_into_hold(store, keyring, hold, k, _read_parquet(store, k), None, None)
+            holds.copy_into_hold(store, keyring, hold, k, read_parquet(store, k), None, None)
             for k in keys
         )
         store.put_bytes(marker, json.dumps({"year": year, "records": copied}).encode())
@@ -393,7 +357,7 @@ def _stale(v: VersionInfo) -> bool:
 def sweep_landing(store: ObjectStore) -> int:
     """Delete earlier versions and delete markers in landing/: originals a plain delete (or an
     overwrite) left behind on a versioned bucket, every number in them in clear."""
-    stale = [v for v in store.versions(LANDING) if _stale(v)]
+    stale = [v for v in store.versions(layout.LANDING) if _stale(v)]
     for v in stale:
         store.delete_version(v.key, v.version)
     if stale:
@@ -413,30 +377,26 @@ def verify_purged(
     """Prove nothing identifying is left for the purged months; RetentionError names what is."""
     problems = []
     for m in months:
-        name = month_name(m)
-        y, mo = m
-        for prefix in (
-            f"silver/cdr/year={y:04d}/month={mo:02d}/",
-            f"vault/year={y:04d}/month={mo:02d}/",
-        ):
+        name = layout.month_name(m)
+        for prefix in (layout.month_prefix("silver", m), layout.month_prefix("vault", m)):
             if any(True for _ in store.versions(prefix)):
                 problems.append(f"{name}: objects or versions left under {prefix}")
-        if keyring.has_data_key(month_key_name(m)):
+        if keyring.has_data_key(layout.month_key_name(m)):
             problems.append(f"{name}: the month's data key still exists")
-        if not store.exists(f"{PURGED}{name}.json"):
+        if not store.exists(layout.purge_marker(m)):
             problems.append(f"{name}: no purge marker")
     for body in files:
         if _file_due(body, as_of, policy) is None:
             continue
-        if keyring.has_data_key(f"file-{body['sha256']}"):
+        if keyring.has_data_key(layout.file_key_name(body["sha256"])):
             problems.append(f"file {body['sha256'][:12]}…: its data key still exists")
         for key in body.get("outputs", []):
             target = _holder(key, store, bronze)
-            if key.startswith(("bronze/", "quarantine/")) and target.exists(key):
+            if layout.is_file_output(key) and target.exists(key):
                 locked = target.lock_until(key)
                 if locked is None or locked.date() <= as_of:
                     problems.append(f"file {body['sha256'][:12]}…: {key} still exists")
-    if any(_stale(v) for v in store.versions(LANDING)):
-        problems.append(f"{LANDING}: earlier versions of ingested originals are kept")
+    if any(_stale(v) for v in store.versions(layout.LANDING)):
+        problems.append(f"{layout.LANDING}: earlier versions of ingested originals are kept")
     if problems:
         raise RetentionError("identifying data left after purge: " + "; ".join(problems))

@@ -13,8 +13,8 @@ import pytest
 
 from pipeline.cli import main as cli
 from pipeline.config import Settings
-from pipeline.ingest import Resources
-from pipeline.integrity import parse_key
+from pipeline.layout import parse_key
+from pipeline.resources import Resources
 from pipeline.synth import generate
 from tests.faultproxy import FaultPlan, FaultProxy, always
 

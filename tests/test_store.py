@@ -94,3 +94,14 @@ def test_purge_on_a_versioned_bucket_removes_every_version_but_a_newer_upload(mo
     store.purge("landing/b.csv", through=ingested)
     assert [v.latest for v in store.versions("landing/")] == [True]
     assert store.get_bytes("landing/b.csv") == b"uploaded again meanwhile"
+
+
+def test_a_prefix_ending_inside_a_name_lists_as_on_s3(store: ObjectStore) -> None:
+    for key in ("h/records/silver~m=03~a.enc", "h/records/silver~m=04~b.enc", "h/vault/x.enc"):
+        store.put_bytes(key, b"1")
+    assert [o.key for o in store.list("h/records/silver~m=03~")] == ["h/records/silver~m=03~a.enc"]
+    assert [o.key for o in store.list("h/rec")] == [
+        "h/records/silver~m=03~a.enc",
+        "h/records/silver~m=04~b.enc",
+    ]
+    assert list(store.list("h/nothing-here")) == []
