@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import polars as pl
 
+log = logging.getLogger("pipeline.store")
 TMP_PREFIX = ".tmp-"
 #: What a bucket without Object Lock answers when asked for its lock configuration.
 NO_LOCK = {"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"}
@@ -118,6 +121,11 @@ class ObjectStore(ABC):
         """Whether objects can be put under Object Lock (COMPLIANCE) here."""
         return False
 
+    def _version_lock(self, key: str, version: str) -> str:
+        head = self.client.head_object(Bucket=self.bucket, Key=self._key(key), VersionId=version)
+        until = head.get("ObjectLockRetainUntilDate")
+        return until.date().isoformat() if until else "(lock date unreadable)"
+
     def lock_until(self, key: str) -> dt.datetime | None:
         """The retain-until date of an object, where the store has Object Lock."""
         return None
@@ -125,6 +133,10 @@ class ObjectStore(ABC):
     def set_lock(self, key: str, until: dt.datetime) -> None:
         """Hold an object under COMPLIANCE retention until `until` (extend only)."""
         raise NotImplementedError("this store has no Object Lock")
+
+    def abort_stale_uploads(self, older_than: dt.datetime) -> int:
+        """Abort unfinished multipart uploads begun before `older_than` (none on a folder)."""
+        return 0
 
     def download(self, key: str, path: Path) -> None:
         with self.open(key) as src, open(path, "wb") as dst:
@@ -230,6 +242,32 @@ class LocalStore(ObjectStore):
         return str(self._path(key))
 
 
+T = TypeVar("T")
+RETRIES = 4  # after boto3's own: a body cut mid-stream, or a part upload that gave up
+#: Answers that say the request itself is wrong: retrying cannot help.
+FINAL = {"NoSuchKey", "404", "NotFound", "PreconditionFailed", "412", "AccessDenied", "403",
+         "InvalidRequest", "NoSuchBucket", "NoSuchVersion"}  # fmt: skip
+
+
+def retried(step: Callable[[], T], what: str) -> T:
+    """Run a whole request (including reading its body) again after a transient failure,
+    with exponential backoff; the last failure is raised."""
+    from botocore.exceptions import ClientError
+
+    for attempt in range(RETRIES):
+        try:
+            return step()
+        except store_errors() as exc:
+            final = isinstance(exc, ClientError) and (
+                exc.response.get("Error", {}).get("Code") in FINAL
+            )
+            if final or isinstance(exc, FileNotFoundError) or attempt == RETRIES - 1:
+                raise
+            log.info("%s failed (%s), retrying", what, type(exc).__name__)
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 class _RangeReader(io.RawIOBase):
     """An S3 object read by ranged GETs: only the bytes asked for cross the network."""
 
@@ -255,9 +293,14 @@ class _RangeReader(io.RawIOBase):
         if n <= 0:
             return 0
         rng = f"bytes={self._pos}-{self._pos + n - 1}"
-        data = self._store.client.get_object(
-            Bucket=self._store.bucket, Key=self._store._key(self._key), Range=rng
-        )["Body"].read()
+        store, key = self._store, self._store._key(self._key)
+
+        def fetch() -> bytes:
+            answer = store.client.get_object(Bucket=store.bucket, Key=key, Range=rng)
+            body: bytes = answer["Body"].read()
+            return body
+
+        data = retried(fetch, f"reading {self._key}")
         buffer[: len(data)] = data
         self._pos += len(data)
         return len(data)
@@ -326,7 +369,7 @@ class S3Store(ObjectStore):
                 code = exc.response.get("Error", {}).get("Code")
                 if code not in {"AccessDenied", "InvalidRequest"}:
                     raise
-                left.append(f"{self.uri(key)} version {v.version} ({code}: under lock)")
+                left.append(f"{self.uri(key)} locked until {self._version_lock(key, v.version)}")
         return left
 
     def put_file(self, key: str, path: Path, lock_until: dt.datetime | None = None) -> None:
@@ -334,11 +377,43 @@ class S3Store(ObjectStore):
         if lock_until is not None and self.supports_lock():
             extra["ObjectLockMode"] = "COMPLIANCE"
             extra["ObjectLockRetainUntilDate"] = lock_until
-        self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra)
+        # A failed multipart upload is aborted by the transfer manager; the whole upload is
+        # retried, and parts a crash leaves behind are aborted by retention after a day.
+        retried(
+            lambda: self.client.upload_file(
+                str(path), self.bucket, self._key(key), ExtraArgs=extra
+            ),
+            f"uploading {key}",
+        )
 
     def get_bytes(self, key: str) -> bytes:
-        body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        return body
+        return retried(
+            lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read(),
+            f"reading {key}",
+        )
+
+    def download(self, key: str, path: Path) -> None:
+        """The whole object into a local file; a connection cut mid-body starts it again."""
+
+        def fetch() -> None:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            with body, open(path, "wb") as dst:
+                shutil.copyfileobj(body, dst, 8 << 20)
+
+        retried(fetch, f"downloading {key}")
+
+    def abort_stale_uploads(self, older_than: dt.datetime) -> int:
+        """Abort multipart uploads begun before `older_than` (a crashed upload's parts)."""
+        aborted = 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key("")):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] < older_than:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    aborted += 1
+        return aborted
 
     def open(self, key: str) -> IO[bytes]:
         stream: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
@@ -388,6 +463,11 @@ class S3Store(ObjectStore):
             state = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
             self._lock = state == "Enabled"
         return self._lock
+
+    def _version_lock(self, key: str, version: str) -> str:
+        head = self.client.head_object(Bucket=self.bucket, Key=self._key(key), VersionId=version)
+        until = head.get("ObjectLockRetainUntilDate")
+        return until.date().isoformat() if until else "(lock date unreadable)"
 
     def lock_until(self, key: str) -> dt.datetime | None:
         # head_object, not get_object_retention: the latter is not served by every S3 clone.

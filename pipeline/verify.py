@@ -27,10 +27,11 @@ from pipeline.commitments import (
     record_digest,
 )
 from pipeline.crypto import DecryptionError
+from pipeline.errors import one_line
 from pipeline.integrity import SealError, read_entry, verify_pair
 from pipeline.keys import KeyDestroyed, LocalKeyring
 from pipeline.policy import RetentionPolicy
-from pipeline.store import ObjectStore, read_parquet
+from pipeline.store import ObjectStore, read_parquet, store_errors
 
 if TYPE_CHECKING:
     from pipeline.resources import Resources
@@ -96,9 +97,14 @@ def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
             continue
         if month and month not in (body.get("months") or []):
             continue
-        report.files.append(
-            _verify_file(store, bronze, keyring, public, sha, parsed_entry, month, lock_policy)
-        )
+        try:
+            check = _verify_file(
+                store, bronze, keyring, public, sha, parsed_entry, month, lock_policy
+            )
+        except store_errors() as exc:  # an unreadable object fails this file, not the run
+            check = FileCheck(sha, body.get("file") or "?")
+            check.fail("read", one_line(exc))
+        report.files.append(check)
     verdict = verify_log(store, public)
     report.audit = f"{verdict.entries} entries"
     if not verdict.ok:

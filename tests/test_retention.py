@@ -219,7 +219,7 @@ def test_crash_in_the_middle_of_a_purge_then_rerun_equals_one_clean_run(
         return real_purge(key)
 
     monkeypatch.setattr(crashed.store, "purge", dying_purge)
-    with pytest.raises(OSError):
+    with pytest.raises(RetentionError, match="OSError: simulated crash"):  # reported, not raised
         retention(crashed, dt.date(2026, 3, 1))
     assert not crashed.keyring.has_data_key("month-2025-01")
     monkeypatch.setattr(crashed.store, "purge", real_purge)
