@@ -20,7 +20,7 @@ import polars as pl
 
 from pipeline import layout
 from pipeline.audit import verify_log
-from pipeline.bronze import read_original
+from pipeline.bronze import lock_date, read_original
 from pipeline.commitments import (
     NAME_FIELDS,
     encoding_of,
@@ -30,10 +30,11 @@ from pipeline.commitments import (
     merkle_root,
     record_digest,
 )
-from pipeline.errors import USAGE, PipelineError
+from pipeline.errors import USAGE, PipelineError, one_line
 from pipeline.integrity import SealError, verify_pair
 from pipeline.keys import LocalKeyring
-from pipeline.store import ObjectStore, read_parquet
+from pipeline.policy import RetentionPolicy
+from pipeline.store import ObjectStore, read_parquet, store_errors
 
 if TYPE_CHECKING:
     from pipeline.resources import Resources
@@ -128,6 +129,8 @@ def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
     quality = res.quality if request.expectations else None
     if month is not None and not MONTH.match(month):
         raise NothingToVerify(f"--month must be YYYY-MM (e.g. 2025-03), not {month!r}")
+    # Where originals must be locked, each one's lock date is checked against the policy.
+    lock_policy = res.policy if res.settings.bronze_lock else None
     public = keyring.public_key()
     report = VerifyReport()
     for obj in store.list(layout.SEALS):  # not layout.ingested_files: a damaged entry is a finding
@@ -148,7 +151,12 @@ def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
         if month and month not in (body.get("months") or []):
             continue
         try:
-            checked = _verify_file(store, bronze, keyring, public, sha, parsed_entry, month)
+            checked = _verify_file(
+                store, bronze, keyring, public, sha, parsed_entry, month, lock_policy
+            )
+        except store_errors() as exc:  # an unreadable object fails this file, not the run
+            checked = FileCheck(sha, body.get("file") or "?")
+            checked.fail("read", one_line(exc))
         except Exception as exc:  # whatever else breaks is this file's failure, not the run's
             checked = _damaged(sha, "verify", DamagedObject(obj.key, exc))
         report.files.append(checked)
@@ -183,6 +191,7 @@ def _verify_file(
     sha: str,
     parsed_entry: dict[str, Any],
     month: str | None,
+    lock_policy: RetentionPolicy | None = None,
 ) -> FileCheck:
     body = parsed_entry.get("body", {})
     check = FileCheck(sha, body.get("file") or "?")
@@ -196,6 +205,8 @@ def _verify_file(
         check.fail("seal", str(exc))
         return check
     _check_bronze(bronze, keyring, check, seal_body, body)
+    if lock_policy is not None and check.checks.get("bronze") == "ok":
+        _check_lock(bronze, check, body, seal_body, lock_policy)
     if body.get("status") != "ingested":
         return check
     leaves = _check_tree(store, check, body)
@@ -258,6 +269,25 @@ def _check_bronze(
         check.fail("bronze", f"{key} does not hash to the sealed digest")
     else:
         check.checks["bronze"] = "ok"
+
+
+def _check_lock(
+    bronze: ObjectStore,
+    check: FileCheck,
+    body: dict[str, Any],
+    seal: dict[str, Any],
+    policy: RetentionPolicy,
+) -> None:
+    """The original is under Object Lock until at least the date the policy gives it."""
+    key = next(k for k in body.get("outputs", []) if k.startswith("bronze/"))
+    expected = lock_date(policy, body.get("months") or [], seal["arrived_at"])
+    until = bronze.lock_until(key)
+    if until is None:
+        check.fail("lock", f"{key} is not under Object Lock (policy: until {expected})")
+    elif until.date() < expected:
+        check.fail("lock", f"{key} is locked until {until.date()}, the policy says {expected}")
+    else:
+        check.checks["lock"] = f"ok (until {until.date()})"
 
 
 def _check_tree(store: ObjectStore, check: FileCheck, body: dict[str, Any]) -> pl.Series | None:
