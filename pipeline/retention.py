@@ -36,7 +36,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pipeline import audit, holds, layout
 from pipeline.alerts import record_retention_success
-from pipeline.dates import identifier_purge_date
 from pipeline.errors import PipelineError, one_line
 from pipeline.keys import LocalKeyring
 from pipeline.layout import Month
@@ -202,7 +201,9 @@ def run_retention(res: Resources, request: RetentionRequest) -> RetentionReport:
         report.holds.append(entry)
 
     if not dry_run:
-        report.landing_versions_deleted = isolated(layout.LANDING, lambda: sweep_landing(store)) or 0
+        report.landing_versions_deleted = (
+            isolated(layout.LANDING, lambda: sweep_landing(store)) or 0
+        )
         day_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
         for target in {id(store): store, id(bronze): bronze}.values():
             aborted = isolated("multipart uploads", lambda t=target: t.abort_stale_uploads(day_ago))
@@ -230,7 +231,9 @@ def _month_step(
     as_of: dt.date,
 ) -> dict[str, Any]:
     """Purge one month and record it once (a resumed purge finishes and records it)."""
-    entry = _purge_month(store, keyring, m, active, inv, dry_run, as_of)
+    entry = _purge_month(
+        store, keyring, m, policy.identifier_purge(*m), active, inv, dry_run, as_of
+    )
     if not dry_run:
         event = f"purge-month:{layout.month_name(m)}"
         audit.append(store, signer, "purge_month", what=entry, why=policy.reason, event=event)
@@ -302,6 +305,7 @@ def _purge_month(
     store: ObjectStore,
     keyring: LocalKeyring,
     m: Month,
+    purge_date: dt.date,
     active: list[holds.Hold],
     inv: Inventory,
     dry_run: bool,
@@ -313,7 +317,7 @@ def _purge_month(
     vault_keys = [k for k in objects if k.startswith(layout.VAULT)]
     entry: dict[str, Any] = {
         "month": name,
-        "identifier_purge_date": identifier_purge_date(*m).isoformat(),
+        "identifier_purge_date": purge_date.isoformat(),
         "silver_objects": len(silver),
         "vault_objects": len(vault_keys),
         "held": {},

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
 from pipeline.commitments import ENCODING, identity_commitment, leaf, record_digest
-from pipeline.dates import IDENTIFIER_MONTHS
 from pipeline.fingerprints import Fingerprints
 from pipeline.normalise import PERSONAL_KINDS, CountryResolver, normalise_addresses
 from pipeline.schema import CHANNELS, DIRECTIONS, GOLD, SILVER, conform
@@ -37,6 +37,9 @@ class FileContext:
     derived_ids: bool
     token_key: str
     token_version: str
+    #: the retention policy's identifier purge date of a month (year, month): the one rule
+    #: ingest, bronze locks and retention share (`RetentionPolicy.identifier_purge`)
+    identifier_purge: Callable[[int, int], dt.date]
     #: months ("YYYY-MM") whose identifiers were already purged: never re-created
     purged_months: frozenset[str] = frozenset()
     #: the file's data key: keys the identity commitments (pipeline.commitments)
@@ -119,19 +122,14 @@ def transform(
     )
     good = df.filter(pl.col("_reason").is_null()).drop("raw")
 
-    as_of_index = ctx.as_of.year * 12 + ctx.as_of.month - 1
+    expired = _expired_months(good, ctx)
     personal_o = pl.col("o_kind").is_in(PERSONAL_KINDS)
     personal_d = pl.col("d_kind").is_in(PERSONAL_KINDS)
     good = good.with_columns(
         pl.col("event_time").dt.year().cast(pl.Int32).alias("year"),
         pl.col("event_time").dt.month().cast(pl.Int32).alias("month"),
         # Past the identifier purge date already (late arrival), or purged: gold only.
-        (
-            (_month_index(pl.col("event_time")) + 1 + IDENTIFIER_MONTHS <= as_of_index)
-            | _month_index(pl.col("event_time")).is_in(
-                [int(m[:4]) * 12 + int(m[5:7]) - 1 for m in ctx.purged_months]
-            )
-        ).alias("_expired"),
+        _month_index(pl.col("event_time")).is_in(expired).alias("_expired"),
         pl.when(personal_o).then(pl.col("o_token")).otherwise(pl.col("o_value")).alias("origin"),
         pl.when(personal_d)
         .then(pl.col("d_token"))
@@ -186,6 +184,19 @@ def transform(
         good.select((pl.col("o_country_invalid") | pl.col("d_country_invalid")).sum()).item()
     )
     return Transformed(silver, gold, vault, quarantine, leaves, invalid, commit_seconds)
+
+
+def _expired_months(good: pl.DataFrame, ctx: FileContext) -> list[int]:
+    """Month indices (year * 12 + month - 1) of the batch that keep no identifiers: past the
+    policy's purge date on `as_of` (a late arrival), or already purged."""
+    months = good.select(
+        pl.col("event_time").dt.year().alias("y"), pl.col("event_time").dt.month().alias("m")
+    ).unique()
+    late = [
+        y * 12 + m - 1 for y, m in months.iter_rows() if ctx.identifier_purge(y, m) <= ctx.as_of
+    ]
+    purged = [int(m[:4]) * 12 + int(m[5:7]) - 1 for m in ctx.purged_months]
+    return sorted(set(late) | set(purged))
 
 
 def _channel_detail() -> list[pl.Expr]:
