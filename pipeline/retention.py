@@ -11,7 +11,7 @@ One run, for a date `as_of` (the DAG's logical date, so reruns and backfills agr
 3. each file whose months are all purged: its file key is destroyed and its bronze original and
    quarantined raw rows deleted (an object still under Object Lock is reported, never forced);
 4. each year whose 10 years have passed: its gold partitions are deleted;
-5. released or expired holds are purged;
+5. released or expired holds are purged, and their records forget the tokens they named;
 6. verification proves that nothing identifying is left for every purged month; the run fails
    loudly if anything is. Every step is recorded in the audit log, without identifiers.
 
@@ -188,11 +188,12 @@ def run_retention(res: Resources, request: RetentionRequest) -> RetentionReport:
         if hold.active(as_of):
             continue
         has_data = any(True for _ in store.list(layout.hold_data_prefix(hold.case, "records")))
-        if not has_data and not keyring.has_data_key(layout.hold_key_name(hold.case)):
+        has_key = keyring.has_data_key(layout.hold_key_name(hold.case))
+        if not (has_data or has_key or hold.remembers_anyone()):
             continue
         entry = {"case": hold.case, "released_at": hold.released_at, "until": hold.until}
         if not dry_run:
-            deleted, left = holds.purge_hold(store, keyring, hold.case)
+            deleted, left = holds.purge_hold(store, keyring, hold.case, as_of)
             entry |= {"objects_deleted": deleted}
             report.left_locked += left
             event = f"purge-hold:{hold.case}:{hold.placed_at}"
