@@ -6,6 +6,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from cdr_airflow.alerting import on_failure
+from pipeline.layout import CASE_PATTERN
 from pipeline.schema import CHANNELS
 
 DOC = """
@@ -40,7 +41,7 @@ never the identifiers. The authority checks the package with
     tags=["cdr", "law-enforcement", "export"],
     default_args={"on_failure_callback": on_failure()},
     params={
-        "case": Param("", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        "case": Param("", type="string", pattern=CASE_PATTERN,
                       description="Case reference"),
         "authority": Param("", type="string", minLength=2, description="Requesting authority"),
         "legal_basis": Param("", type="string", minLength=3,

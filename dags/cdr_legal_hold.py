@@ -8,6 +8,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 
 from cdr_airflow.alerting import on_failure
+from pipeline.layout import CASE_PATTERN
 
 DOC = """
 ### cdr_legal_hold — place or release a legal hold
@@ -37,7 +38,7 @@ expired hold. Placing and releasing are recorded in the audit log (counts, never
     default_args={"on_failure_callback": on_failure(), "retries": 1, "retry_delay": dt.timedelta(minutes=1)},
     params={
         "action": Param("place", type="string", enum=["place", "release"]),
-        "case": Param("", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        "case": Param("", type="string", pattern=CASE_PATTERN,
                       description="Case reference"),
         "reason": Param("", type="string", minLength=3, description="The order or claim"),
         "identifiers": Param([], type="array", items={"type": "string"},

@@ -9,12 +9,11 @@ lists every problem at once; messages name fields and identifier positions, neve
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline import layout
 from pipeline.errors import USAGE, PipelineError
-from pipeline.layout import CASE_PATTERN
 from pipeline.lookup import IdentifierError, normalised_identifiers
 from pipeline.package import RecipientKeyError, load_recipient_key
 from pipeline.schema import CHANNELS
@@ -92,8 +91,11 @@ def validate(
 ) -> list[tuple[str, str]]:
     """The identifiers as (kind, E.164 or address); RequestError lists every problem."""
     problems = [f"{name} is missing" for name in TEXT_FIELDS if not getattr(request, name)]
-    if request.case and not re.match(CASE_PATTERN, request.case):
-        problems.append("case must be letters, digits, '.', '_' or '-' (at most 64)")
+    if request.case:
+        try:
+            layout.case(request.case)
+        except layout.LayoutError as exc:
+            problems.append(str(exc))
     if request.requested_by and request.requested_by.casefold() == request.approved_by.casefold():
         problems.append("approved_by must be a different person from requested_by")
     for name in ("date_from", "date_to"):

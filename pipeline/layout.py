@@ -72,6 +72,8 @@ MONTH_KEY_PREFIX = "month-"
 FILE_KEY_PREFIX = "file-"
 HOLD_KEY_PREFIX = "hold-"
 
+#: Case references: one pattern for the CLI, the DAG forms (JSON Schema) and the library, which
+#: matches it against the whole value (a trailing newline is refused too).
 CASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _CASE = re.compile(CASE_PATTERN)
 _SHA = re.compile(r"^[0-9a-f]{64}$")
@@ -87,14 +89,14 @@ class LayoutError(PipelineError, ValueError):
 # --- validated values ------------------------------------------------------------------------
 def sha(value: str) -> str:
     """A file digest: 64 lower-case hex characters."""
-    if not isinstance(value, str) or not _SHA.match(value):
+    if not isinstance(value, str) or not _SHA.fullmatch(value):
         raise LayoutError("not a SHA-256 digest (64 lower-case hex characters)")
     return value
 
 
 def case(value: str) -> str:
     """A case reference: letters, digits, '.', '_' or '-', 64 at most, starting alphanumeric."""
-    if not isinstance(value, str) or not _CASE.match(value):
+    if not isinstance(value, str) or not _CASE.fullmatch(value):
         raise LayoutError(
             "case must be letters, digits, '.', '_' or '-' (64 at most, starting with a letter "
             "or digit)"
@@ -116,7 +118,7 @@ def month_name(m: Month) -> str:
 
 def parse_month(name: str) -> Month:
     """The month a `YYYY-MM` name stands for (strict: `2026-1` is refused)."""
-    found = _MONTH_NAME.match(name or "")
+    found = _MONTH_NAME.fullmatch(name or "")
     if not found:
         raise LayoutError(f"not a month (YYYY-MM): {name!r}")
     return month(int(found.group(1)), int(found.group(2)))
@@ -153,7 +155,7 @@ def sha_of_parse_key(key: str) -> str | None:
     if not (key.startswith(SEALS) and key.endswith(".parse.json")):
         return None
     digest = key[len(SEALS) : -len(".parse.json")]
-    return digest if _SHA.match(digest) else None
+    return digest if _SHA.fullmatch(digest) else None
 
 
 def ingested_files(store: ObjectStore) -> list[tuple[str, dict[str, Any]]]:
