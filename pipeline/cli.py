@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pipeline.store import ObjectStore
 
 log = logging.getLogger("pipeline")
+REGION_HELP = "ISO country of national-format numbers (default: CDR_DEFAULT_REGION)"
 
 
 def _date(text: str) -> dt.date:
@@ -343,6 +344,7 @@ def _export_request(args: argparse.Namespace) -> dict[str, object]:
         "date_to": args.date_to,
         "channels": args.channel,
         "recipient_key": args.recipient_key,
+        "default_region": args.default_region,
     }
     fields |= {k: v for k, v in flags.items() if v}
     key = str(fields.get("recipient_key") or "")
@@ -431,7 +433,7 @@ def parser() -> argparse.ArgumentParser:
     ing.add_argument("--landing", action="store_true", help="ingest every file in landing/")
     ing.add_argument("--format", choices=FORMATS, help="skip detection: read as this format")
     ing.add_argument("--source", help="source system name (default: the format)")
-    ing.add_argument("--default-region", type=_region, help="ISO country of national numbers")
+    ing.add_argument("--default-region", type=_region, help=REGION_HELP)
     ing.add_argument("--as-of", type=_date, default=_today(), help="date deciding expired months")
     ing.add_argument("--report-json", help="also write the per-file reports (counts) as JSON here")
     ing.set_defaults(func=cmd_ingest)
@@ -449,7 +451,7 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="generate CDRs into landing/ and ingest them")
     demo.add_argument("--records", type=int, default=20_000)
     demo.add_argument("--as-of", type=_date, default=_today())
-    demo.add_argument("--default-region", type=_region, default="PK")
+    demo.add_argument("--default-region", type=_region, help=REGION_HELP)
     demo.add_argument("--landing-only", action="store_true", help="only fill landing/")
     demo.set_defaults(func=cmd_demo, report_json=None)
 
@@ -470,7 +472,7 @@ def parser() -> argparse.ArgumentParser:
     hold.add_argument("--from", dest="date_from", type=_date, help="period start (UTC date)")
     hold.add_argument("--to", dest="date_to", type=_date, help="period end, inclusive")
     hold.add_argument("--until", type=_date, help="the hold ends on this date")
-    hold.add_argument("--default-region", type=_region, default="PK")
+    hold.add_argument("--default-region", type=_region, help=REGION_HELP)
     hold.add_argument("--as-of", type=_date, default=_today())
     hold.set_defaults(func=cmd_hold)
 
@@ -494,6 +496,7 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--from", dest="date_from", help="period start, UTC date (YYYY-MM-DD)")
     exp.add_argument("--to", dest="date_to", help="period end, inclusive (YYYY-MM-DD)")
     exp.add_argument("--channel", action="append", help="only these channels (repeatable)")
+    exp.add_argument("--default-region", type=_region, help=REGION_HELP)
     exp.add_argument("--recipient-key", help="the authority's public key: a PEM file")
     exp.add_argument("--out", help="also copy the (encrypted) package into this folder")
     exp.set_defaults(func=cmd_export)

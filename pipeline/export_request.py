@@ -14,7 +14,7 @@ from typing import Any
 
 from pipeline import layout
 from pipeline.errors import USAGE, PipelineError
-from pipeline.lookup import IdentifierError, normalised_identifiers
+from pipeline.lookup import IdentifierError, default_region, normalised_identifiers
 from pipeline.package import RecipientKeyError, load_recipient_key
 from pipeline.schema import CHANNELS
 
@@ -43,6 +43,7 @@ class ExportRequest:
     date_to: dt.date | None
     recipient_key: str
     channels: list[str] = field(default_factory=list)
+    default_region: str | None = None  # national-format numbers; None: CDR_DEFAULT_REGION
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> ExportRequest:
@@ -58,6 +59,7 @@ class ExportRequest:
             date_to=_date(data.get("date_to")),
             recipient_key=str(data.get("recipient_key") or ""),
             channels=[str(c) for c in data.get("channels") or []],
+            default_region=str(data.get("default_region") or "").strip() or None,
         )
 
     def public(self) -> dict[str, Any]:
@@ -72,6 +74,7 @@ class ExportRequest:
             "date_from": self.date_from.isoformat() if self.date_from else None,
             "date_to": self.date_to.isoformat() if self.date_to else None,
             "channels": self.channels,
+            "default_region": self.default_region,
         }
 
 
@@ -87,10 +90,18 @@ def _date(value: object) -> dt.date | None:
 
 
 def validate(
-    request: ExportRequest, today: dt.date, default_region: str | None
+    request: ExportRequest, today: dt.date, configured_region: str | None
 ) -> list[tuple[str, str]]:
-    """The identifiers as (kind, E.164 or address); RequestError lists every problem."""
+    """The identifiers as (kind, E.164 or address); RequestError lists every problem.
+
+    National-format numbers are read in the request's region, else the deployment's
+    (`configured_region`, from CDR_DEFAULT_REGION)."""
     problems = [f"{name} is missing" for name in TEXT_FIELDS if not getattr(request, name)]
+    try:
+        region = default_region(request.default_region, configured_region)
+    except IdentifierError as exc:
+        problems.append(f"default_region: {exc}")
+        region = None
     if request.case:
         try:
             layout.case(request.case)
@@ -119,7 +130,7 @@ def validate(
     else:
         for i, raw in enumerate(request.identifiers, 1):
             try:
-                identifiers += normalised_identifiers([raw], default_region)
+                identifiers += normalised_identifiers([raw], region)
             except IdentifierError as exc:
                 problems.append(str(exc).replace("identifier #1", f"identifier #{i}"))
     if not request.recipient_key:

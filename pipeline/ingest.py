@@ -37,6 +37,7 @@ from pipeline.errors import PipelineError
 from pipeline.fingerprints import Fingerprints
 from pipeline.integrity import read_entry, record_parse, seal_original, sha256_file
 from pipeline.keys import TOKEN_KEY_VERSION
+from pipeline.lookup import default_region as resolve_region
 from pipeline.normalise import CountryResolver
 from pipeline.resources import Resources
 from pipeline.schema import VAULT_ENTRY
@@ -155,7 +156,7 @@ def ingest_file(
     """Ingest a local file (see the module docstring for the steps)."""
     name = name or path.name
     settings = res.settings
-    region = default_region or settings.default_region
+    region = resolve_region(default_region, settings.default_region)
     sha256, size = sha256_file(path)
     existing = read_entry(res.store, layout.parse_key(sha256))
     if existing is not None:

@@ -70,8 +70,10 @@ def _e164(digits: pl.Expr, plus: pl.Expr, reg: Region | None, international: boo
     )
     if reg is not None and reg.calling_code == NANP:
         expr = expr.when(digits.str.starts_with("011")).then(pl.lit("+") + digits.str.slice(3))
-    if international or reg is None:
+    if international:
         return expr.otherwise(pl.lit("+") + digits)
+    if reg is None:  # a national-format number without a region: never a guessed country
+        return expr.otherwise(None)
     cc, lengths = reg.calling_code, list(reg.lengths)
     if reg.trunk:
         t = reg.trunk

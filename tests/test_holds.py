@@ -85,3 +85,76 @@ def test_a_hold_refused_for_its_case_leaves_no_audit_entry(res: Resources) -> No
     with pytest.raises(holds.HoldError):
         _place(res, "../gold", "+923001234567")
     assert read_log(res.store) == []
+
+
+US_PERSON, PK_LOOKALIKE = "+19173750980", "+929173750980"
+
+
+def _two_917_people(path: Path) -> dict[str, set[str]]:
+    """March 2025 records of +1 917 375 0980 and of +92 917 3750980 (same national digits)."""
+    lines = ["record_id,event_time,channel,direction,customer_id,origin,destination"]
+    ids: dict[str, set[str]] = {US_PERSON: set(), PK_LOOKALIKE: set()}
+    for i in range(12):
+        person = US_PERSON if i % 2 else PK_LOOKALIKE
+        written = "+1 917 375 0980" if person == US_PERSON else "+92 917 3750980"
+        ids[person].add(f"r-{i}")
+        lines.append(f"r-{i},2025-03-{i + 1:02d}T10:00:00Z,sms,outbound,cust-1,InfoSMS,{written}")
+    path.write_text("\n".join(lines) + "\n")
+    return ids
+
+
+def test_with_cdr_default_region_us_a_hold_on_917_375_0980_keeps_that_persons_records(
+    tmp_path: Path, local_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from pipeline.config import Settings
+    from pipeline.keys import TOKEN_KEY_VERSION
+    from pipeline.tokenise import token
+
+    monkeypatch.setenv("CDR_DEFAULT_REGION", "US")
+    ids = _two_917_people(tmp_path / "cdr.csv")
+    assert cli(["ingest", str(tmp_path / "cdr.csv"), "--as-of", "2025-06-01"]) == 0
+    code = cli(["hold", "place", "--case", "NY-1", "--reason", "order 1/2026",
+                "--identifier", "917-375-0980"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    res = Resources.from_settings(Settings.from_env())
+    key = res.keyring.token_key(TOKEN_KEY_VERSION)
+    hold = holds.load(res.store, "NY-1")
+    assert hold is not None
+    assert hold.tokens == [token("msisdn", US_PERSON, key, TOKEN_KEY_VERSION)]
+
+    assert cli(["retention", "--as-of", "2026-04-01"]) == 0  # March 2025 is purged
+    held = holds.read_held(res.store, res.keyring, "NY-1", "records")
+    assert set(held.get_column("record_id")) == ids[US_PERSON]
+    vault = holds.read_held(res.store, res.keyring, "NY-1", "vault")
+    assert set(vault.get_column("identifier")) == {US_PERSON}
+
+
+def test_without_any_region_a_national_number_is_refused_saying_how_to_give_one(
+    local_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.delenv("CDR_DEFAULT_REGION", raising=False)
+    code = cli(["hold", "place", "--case", "NY-2", "--reason", "order", "--identifier", "917-375-0980"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--default-region" in err and "CDR_DEFAULT_REGION" in err
+    assert "917" not in err
+    code = cli(["hold", "place", "--case", "NY-2", "--reason", "order",
+                "--identifier", "917-375-0980", "--default-region", "US"])  # fmt: skip
+    assert code == 0
+
+
+def test_export_reads_a_national_number_in_the_requests_region(
+    res: Resources, tmp_path: Path
+) -> None:
+    ids = _two_917_people(tmp_path / "cdr.csv")
+    from pipeline.ingest import ingest_file
+
+    ingest_file(res, tmp_path / "cdr.csv", as_of=dt.date(2025, 6, 1))
+    public, secret = _pem_pair()
+    assert res.settings.default_region == "PK"
+    for region, person in (("US", US_PERSON), (None, PK_LOOKALIKE)):
+        request = _request(public, ["917-375-0980"], default_region=region)
+        _, records = _open(res, run_export(res, request), secret)
+        assert set(records.get_column("record_id")) == ids[person]
