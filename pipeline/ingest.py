@@ -69,6 +69,9 @@ class FileReport:
     gold_only: int = 0
     quarantined: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    #: free-text values cleaned of control characters (`control:<field>`) or masked because they
+    #: held an identifier (`masked:<field>`)
+    scrubbed: dict[str, int] = field(default_factory=dict)
     months: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     detail: str | None = None
@@ -356,6 +359,7 @@ def _parse_into_tiers(
     seen_ids = Fingerprints()
     report = FileReport(name, sha256, "ingested", source, parser.name)
     reasons: Counter[str] = Counter()
+    scrubbed: Counter[str] = Counter()
     by_month: dict[str, dict[str, int]] = {"gold": {}, "silver": {}}
     timings = report.timings = {"commit_s": 0.0, "validate_s": 0.0}
     try:
@@ -373,6 +377,7 @@ def _parse_into_tiers(
             report.gold += len(out.gold)
             report.quarantined += len(out.quarantine)
             reasons.update(out.quarantine.get_column("reason").to_list())
+            scrubbed.update(out.scrubbed)
             for tier, frame in (("gold", out.gold), ("silver", out.silver)):
                 counts = by_month[tier]
                 for y, m, n in frame.group_by("year", "month").len().iter_rows():
@@ -397,6 +402,7 @@ def _parse_into_tiers(
     report.gold_only = report.gold - report.silver
     report.merkle_root = file_root(report.batch_roots)
     report.reasons = dict(sorted(reasons.items()))
+    report.scrubbed = dict(sorted(scrubbed.items()))
     report.months = sorted(by_month["gold"])
     report.by_month = {t: dict(sorted(c.items())) for t, c in by_month.items()}
     return report
