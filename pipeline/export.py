@@ -28,7 +28,7 @@ import json
 import logging
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import polars as pl
@@ -105,13 +105,8 @@ class ExportResult:
     months: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
-        return {
-            "case": self.case,
-            "package": self.package,
-            "package_sha256": self.package_sha256,
-            "records": self.records,
-            "months": self.months,
-        }
+        """What the audit log and task output show: counts and the package, never records."""
+        return asdict(self)
 
 
 def months_between(start: dt.date, end: dt.date) -> Iterator[tuple[int, int]]:
