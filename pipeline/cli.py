@@ -43,6 +43,15 @@ def _region(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _source(text: str) -> str:
+    from pipeline.layout import LayoutError, source
+
+    try:
+        return source(text)
+    except LayoutError as exc:  # the message says what a source is, never echoes the value
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
@@ -94,6 +103,7 @@ def _expand(paths: list[str]) -> list[Path]:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.ingest import IngestError, ingest_file, ingest_landing, list_landing
+    from pipeline.layout import file_label
     from pipeline.report import run_summary
     from pipeline.store import open_store
 
@@ -112,7 +122,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         print("nothing to ingest", file=sys.stderr)
         return 0
     for kind, target in targets:
-        name = str(target).rsplit("/", 1)[-1]
+        name = file_label(str(target).rsplit("/", 1)[-1])
         progress = Progress(name)
         common = dict(
             fmt=args.format, default_region=args.default_region, as_of=args.as_of, progress=progress
@@ -432,7 +442,9 @@ def parser() -> argparse.ArgumentParser:
     ing.add_argument("paths", nargs="*", metavar="PATH_OR_URI", help="files, folders or s3:// URIs")
     ing.add_argument("--landing", action="store_true", help="ingest every file in landing/")
     ing.add_argument("--format", choices=FORMATS, help="skip detection: read as this format")
-    ing.add_argument("--source", help="source system name (default: the format)")
+    ing.add_argument(
+        "--source", type=_source, help="source system name, a slug (default: the format)"
+    )
     ing.add_argument("--default-region", type=_region, help=REGION_HELP)
     ing.add_argument("--as-of", type=_date, default=_today(), help="date deciding expired months")
     ing.add_argument("--report-json", help="also write the per-file reports (counts) as JSON here")

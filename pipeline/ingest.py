@@ -156,8 +156,18 @@ def ingest_file(
     as_of: dt.date,
     progress: Callable[[int], None] | None = None,
 ) -> FileReport:
-    """Ingest a local file (see the module docstring for the steps)."""
-    name = name or path.name
+    """Ingest a local file (see the module docstring for the steps).
+
+    The source is checked before anything is written, and the file is named by
+    `layout.file_label` everywhere outside its encrypted original (seal, audit, tiers, notes,
+    logs, report), so a name holding a number or an address is never kept.
+    """
+    name = layout.file_label(name or path.name)
+    if source is not None:
+        try:
+            layout.source(source)
+        except layout.LayoutError as exc:
+            raise IngestError(f"{name}: not ingested: {exc}") from None
     settings = res.settings
     region = resolve_region(default_region, settings.default_region)
     sha256, size = sha256_file(path)
