@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from pipeline.config import Settings
-from pipeline.dates import add_months
+from pipeline.dates import add_months, parse_date
 
 if TYPE_CHECKING:
     from pipeline.resources import Resources
@@ -29,7 +29,7 @@ REGION_HELP = "ISO country of national-format numbers (default: CDR_DEFAULT_REGI
 
 def _date(text: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(text)
+        return parse_date(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
@@ -335,14 +335,22 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _export_request(args: argparse.Namespace) -> dict[str, object]:
-    """The request's fields from --request (JSON) and the flags (flags win where given)."""
+def _export_request(args: argparse.Namespace) -> tuple[dict[str, object], list[str]]:
+    """The request's fields from --request (JSON) and the flags (flags win where given), and
+    what could not be read (a request or key file): problems the refusal records."""
     fields: dict[str, object] = {}
+    problems: list[str] = []
     base = Path.cwd()
     if args.request:
         path = Path(args.request)
-        fields = json.loads(path.read_text())
         base = path.parent
+        try:
+            loaded = json.loads(path.read_text())
+            if not isinstance(loaded, dict):
+                raise ValueError("not a JSON object")
+            fields = loaded
+        except (OSError, ValueError) as exc:
+            problems.append(f"the request file cannot be read ({type(exc).__name__})")
     flags = {
         "case": args.case,
         "authority": args.authority,
@@ -360,23 +368,24 @@ def _export_request(args: argparse.Namespace) -> dict[str, object]:
     key = str(fields.get("recipient_key") or "")
     if key and not key.lstrip().startswith("-----BEGIN"):
         key_path = Path(key) if Path(key).is_absolute() else base / key
-        if not key_path.is_file():
-            raise FileNotFoundError(f"recipient key file not found: {key_path}")
-        fields["recipient_key"] = key_path.read_text()
-    return fields
+        try:
+            fields["recipient_key"] = key_path.read_text()
+        except (OSError, ValueError) as exc:
+            fields["recipient_key"] = ""
+            problems.append(f"recipient_key: the key file cannot be read ({type(exc).__name__})")
+    return fields, problems
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.export import ExportError, run_export
+    from pipeline.export import ExportError, refuse, run_export
     from pipeline.export_request import ExportRequest, RequestError
 
-    try:
-        request = ExportRequest.from_mapping(_export_request(args))
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    fields, unreadable = _export_request(args)
     res = _resources(settings)
     try:
+        request = ExportRequest.from_mapping(fields)
+        if unreadable:
+            refuse(res, request, unreadable)
         result = run_export(res, request)
     except RequestError as exc:
         print("request refused (recorded in the audit log):", file=sys.stderr)

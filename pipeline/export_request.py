@@ -9,10 +9,12 @@ lists every problem at once; messages name fields and identifier positions, neve
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import layout
+from pipeline.dates import parse_date
 from pipeline.errors import USAGE, PipelineError
 from pipeline.lookup import IdentifierError, default_region, normalised_identifiers
 from pipeline.package import RecipientKeyError, load_recipient_key
@@ -81,12 +83,26 @@ class ExportRequest:
 def _date(value: object) -> dt.date | None:
     if value in (None, ""):
         return None
-    if isinstance(value, dt.date):
-        return value
     try:
-        return dt.date.fromisoformat(str(value)[:10])
+        return parse_date(value)
     except ValueError:
         return dt.date.max  # refused below as unreadable, without echoing the value
+
+
+#: Characters no person's name holds: control, format (invisible: zero-width spaces, marks),
+#: line and paragraph separators, private use.
+_HIDDEN = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}
+
+
+def person(name: str) -> str:
+    """The form two names are compared in: NFKC (a full-width `ｏ` is `o`), case-folded,
+    format characters removed, surrounding spaces stripped."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return "".join(ch for ch in folded if unicodedata.category(ch) != "Cf").strip()
+
+
+def _hidden(name: str) -> bool:
+    return any(unicodedata.category(ch) in _HIDDEN for ch in name)
 
 
 def validate(
@@ -107,7 +123,10 @@ def validate(
             layout.case(request.case)
         except layout.LayoutError as exc:
             problems.append(str(exc))
-    if request.requested_by and request.requested_by.casefold() == request.approved_by.casefold():
+    for name in ("requested_by", "approved_by"):
+        if _hidden(getattr(request, name)):
+            problems.append(f"{name} holds control or invisible characters")
+    if request.requested_by and person(request.requested_by) == person(request.approved_by):
         problems.append("approved_by must be a different person from requested_by")
     for name in ("date_from", "date_to"):
         value = getattr(request, name)

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline import layout
 from pipeline.crypto import decrypt_stream, decrypt_value, encrypt_bytes
+from pipeline.dates import parse_date
 from pipeline.errors import USAGE, PipelineError
 from pipeline.keys import LocalKeyring
 from pipeline.layout import LayoutError
@@ -301,6 +302,6 @@ def _iso(value: object) -> str | None:
     if value in (None, ""):
         return None
     try:
-        return dt.date.fromisoformat(str(value)).isoformat()
+        return parse_date(value).isoformat()
     except ValueError:
         raise HoldError(f"not a date (YYYY-MM-DD): {value!r}") from None
