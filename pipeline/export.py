@@ -179,6 +179,7 @@ def run_export(
         "export",
         what={**request.public(), **result.public(), "recipient_key": recipient},
         why=f"law-enforcement disclosure under {request.legal_basis}",
+        event=f"export:{target}",
     )
     log.info("export %s: %d records in %s", request.case, len(records), target)
     return result
