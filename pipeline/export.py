@@ -29,7 +29,7 @@ import logging
 import tarfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import polars as pl
 import pyarrow as pa
@@ -116,6 +116,20 @@ def months_between(start: dt.date, end: dt.date) -> Iterator[tuple[int, int]]:
         y, m = (y + 1, 1) if m == 12 else (y, m + 1)
 
 
+def refuse(res: Resources, request: ExportRequest, problems: list[str]) -> NoReturn:
+    """Record a refused request in the audit log (fields, never identifiers) and raise it.
+
+    Every refusal is recorded, including one whose request or key file could not be read."""
+    audit.append(
+        res.store,
+        res.keyring.signing_key(),
+        "export_refused",
+        what={**request.public(), "problems": problems},
+        why="law-enforcement request refused before any data was read",
+    )
+    raise RequestError(problems)
+
+
 def run_export(
     res: Resources, request: ExportRequest, now: dt.datetime | None = None
 ) -> ExportResult:
@@ -125,14 +139,7 @@ def run_export(
     try:
         identifiers = validate(request, now.date(), res.settings.default_region)
     except RequestError as exc:
-        audit.append(
-            res.store,
-            signer,
-            "export_refused",
-            what={**request.public(), "problems": exc.problems},
-            why="law-enforcement request refused before any data was read",
-        )
-        raise
+        refuse(res, request, exc.problems)
     assert request.date_from and request.date_to
     key = res.keyring.token_key(TOKEN_KEY_VERSION)
     wanted = {token(kind, value, key, TOKEN_KEY_VERSION) for kind, value in identifiers}
