@@ -20,6 +20,10 @@ from pipeline.package import RecipientKeyError, load_recipient_key
 from pipeline.schema import CHANNELS
 
 TEXT_FIELDS = ("case", "authority", "legal_basis", "requested_by", "approved_by")
+#: Why records are disclosed. Only a law-enforcement order reaches the records of persons who
+#: restricted processing of their data (`pipeline.subject`); every other purpose leaves them out.
+LAW_ENFORCEMENT = "law_enforcement"
+PURPOSES = (LAW_ENFORCEMENT, "fraud_investigation", "billing_dispute", "legal_claim")
 
 
 class RequestError(PipelineError, ValueError):
@@ -44,6 +48,7 @@ class ExportRequest:
     date_to: dt.date | None
     recipient_key: str
     channels: list[str] = field(default_factory=list)
+    purpose: str = LAW_ENFORCEMENT
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> ExportRequest:
@@ -59,6 +64,7 @@ class ExportRequest:
             date_to=_date(data.get("date_to")),
             recipient_key=str(data.get("recipient_key") or ""),
             channels=[str(c) for c in data.get("channels") or []],
+            purpose=str(data.get("purpose") or LAW_ENFORCEMENT),
         )
 
     def public(self) -> dict[str, Any]:
@@ -73,6 +79,7 @@ class ExportRequest:
             "date_from": self.date_from.isoformat() if self.date_from else None,
             "date_to": self.date_to.isoformat() if self.date_to else None,
             "channels": self.channels,
+            "purpose": self.purpose,
         }
 
 
@@ -108,6 +115,8 @@ def validate(
             problems.append("the period is reversed: date_from is after date_to")
         if end > today:
             problems.append(f"the period ends in the future (after {today.isoformat()}, UTC)")
+    if request.purpose not in PURPOSES:
+        problems.append(f"unknown purpose: one of {list(PURPOSES)}")
     unknown = sorted(set(request.channels) - set(CHANNELS))
     if unknown:
         problems.append(f"unknown channels {unknown}: one of {list(CHANNELS)}")
