@@ -44,7 +44,6 @@ from pipeline.search import (
     found_records,
     months_between,
     record_proofs,
-    token_list,
 )
 from pipeline.search import SearchError as ExportError
 from pipeline.tokenise import token
@@ -123,7 +122,7 @@ def run_export(
     wanted = {token(kind, value, key, TOKEN_KEY_VERSION) for kind, value in identifiers}
     start = dt.datetime.combine(request.date_from, dt.time(), dt.UTC)
     end = dt.datetime.combine(request.date_to + dt.timedelta(days=1), dt.time(), dt.UTC)
-    restricted = frozenset(token_list(res.store, "restricted"))
+    restricted = frozenset(layout.listed_tokens(res.store, "restricted"))
     order = request.purpose == LAW_ENFORCEMENT
     search = RecordSearch(
         res,
@@ -131,7 +130,7 @@ def run_export(
         start,
         end,
         request.channels,
-        suppressed=frozenset(token_list(res.store, "suppressed")),
+        suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),
         excluded=frozenset() if order else restricted,
     )
     frames, months = [], {}

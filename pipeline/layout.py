@@ -301,9 +301,18 @@ def request_package_key(case_ref: str, stamp: str) -> str:
     return f"{request_prefix(case_ref)}package-{path_segment(stamp)}.cdrs"
 
 
+def request_staging_prefix(case_ref: str) -> str:
+    return f"{request_prefix(case_ref)}staging/"
+
+
 def request_staging_key(case_ref: str, tier_key: str) -> str:
     """Where erasure keeps a rewritten vault part until it has replaced the original."""
-    return f"{request_prefix(case_ref)}staging/{tier_key.replace('/', '~')}"
+    return f"{request_staging_prefix(case_ref)}{tier_key.replace('/', '~')}"
+
+
+def staged_tier_key(staging_key: str) -> str:
+    """The tier object a staged rewrite replaces."""
+    return staging_key.rsplit("/", 1)[-1].replace("~", "/")
 
 
 def is_request_status(key: str) -> bool:
@@ -318,8 +327,14 @@ def token_list_key(kind: str, case_ref: str) -> str:
     return f"{roots[kind]}{case(case_ref)}.json"
 
 
-def token_list_prefix(kind: str) -> str:
-    return {"suppressed": SUPPRESSED, "restricted": RESTRICTED}[kind]
+def listed_tokens(store: ObjectStore, kind: str) -> set[str]:
+    """Every case's `suppressed` (identifiers erased) or `restricted` tokens, together."""
+    root = {"suppressed": SUPPRESSED, "restricted": RESTRICTED}[kind]
+    out: set[str] = set()
+    for obj in store.list(root):
+        if obj.key.endswith(".json"):
+            out.update(json.loads(store.get_bytes(obj.key))["tokens"])
+    return out
 
 
 def request_key_name(case_ref: str) -> str:

@@ -44,15 +44,6 @@ class SearchError(PipelineError, RuntimeError):
     """A search that cannot be completed truthfully (named, never with identifier values)."""
 
 
-def token_list(store: ObjectStore, kind: str) -> set[str]:
-    """Every case's `suppressed` (erased) or `restricted` tokens, together."""
-    out: set[str] = set()
-    for obj in store.list(layout.token_list_prefix(kind)):
-        if obj.key.endswith(".json"):
-            out.update(json.loads(store.get_bytes(obj.key))["tokens"])
-    return out
-
-
 def months_between(start: dt.date, end: dt.date) -> Iterator[tuple[int, int]]:
     y, m = start.year, start.month
     while (y, m) <= (end.year, end.month):
@@ -103,7 +94,7 @@ class RecordSearch:
     def month(self, y: int, m: int) -> tuple[pl.DataFrame, dict[str, Any]]:
         marker = layout.purge_marker((y, m))
         if not self.store.exists(marker):
-            found = self._silver(y, m)
+            found = self.live_rows(y, m)
             found = self._reidentify(found, y, m)
             info: dict[str, Any] = {"identifiers": "live", "records": len(found)}
             return self._exclude(found, info), info
@@ -118,7 +109,7 @@ class RecordSearch:
         }
         return self._exclude(held, info), info
 
-    def _silver(self, y: int, m: int) -> pl.DataFrame:
+    def live_rows(self, y: int, m: int) -> pl.DataFrame:
         """Matching rows of the month's silver parts, reading full rows only where needed."""
         frames = []
         for obj in self.store.list(layout.month_prefix("silver", (y, m))):
@@ -257,10 +248,14 @@ def with_identifiers(
     return rows
 
 
-def found_records(frames: list[pl.DataFrame], wanted: set[str]) -> pl.DataFrame:
-    """Found rows in one frame: retained fields as committed, identifiers, what matched."""
-    columns = [*GOLD, "origin_identifier", "destination_identifier", "found_in"]
+def found_records(
+    frames: list[pl.DataFrame], wanted: set[str], keep: tuple[str, ...] = ()
+) -> pl.DataFrame:
+    """Found rows in one frame: retained fields as committed, identifiers, what matched
+    (and the string columns `keep` a caller added)."""
+    columns = [*GOLD, "origin_identifier", "destination_identifier", "found_in", *keep]
     schema = {**GOLD, "origin_identifier": pl.String, "destination_identifier": pl.String}
+    schema |= {name: pl.String for name in keep}
     if not frames:
         return pl.DataFrame(schema={**schema, "found_in": pl.String, "matched": pl.String})
     rows = pl.concat([f.select(columns) for f in frames], how="vertical_relaxed")

@@ -41,6 +41,8 @@ class FileContext:
     purged_months: frozenset[str] = frozenset()
     #: the file's data key: keys the identity commitments (pipeline.commitments)
     commit_key: bytes = b""
+    #: tokens whose identifiers were erased on request: their vault entries are never re-created
+    suppressed: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -178,6 +180,8 @@ def transform(
             for p, personal in (("o", personal_o), ("d", personal_d))
         ]
     ).unique(subset=["year", "month", "token"], keep="first")
+    if ctx.suppressed:
+        vault = vault.filter(~pl.col("token").is_in(list(ctx.suppressed)))
     return Transformed(silver, gold, vault, quarantine, leaves, commit_seconds)
 
 
