@@ -15,6 +15,7 @@ import pytest
 
 from pipeline.access_package import verify_access
 from pipeline.audit import read_log, verify_log
+from pipeline.cli import main as cli
 from pipeline.config import Settings
 from pipeline.export import run_export
 from pipeline.export_request import ExportRequest
@@ -325,3 +326,35 @@ def test_requests_near_their_deadline_raise_an_alert(res: Resources) -> None:
     alert = deadline_alert(res, dt.date(2026, 2, 22))
     assert alert is not None and "DSR-5 (restriction, due 2026-02-28)" in alert.detail
     assert "OVERDUE" in deadline_alert(res, dt.date(2026, 3, 1)).detail  # type: ignore[union-attr]
+
+
+def test_cli_records_answers_and_verifies_an_access_request(
+    res: Resources, settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    for key, value in {"CDR_STORE": str(settings.store), "CDR_KEYRING": str(settings.keyring),
+                       "CDR_DATA_DOCS": str(tmp_path / "docs")}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    g = _ingested(res, tmp_path)
+    person = _person(g)
+    (tmp_path / "pass.txt").write_text("correct horse battery staple\n")
+    (tmp_path / "seal.pem").write_text(res.keyring.public_key_pem())
+    capsys.readouterr()
+    create = ["subject-request", "create", "--case", "DSR-CLI", "--type", "access",
+              "--identifier", _written(person)[0], "--default-region", "PK",
+              "--identity-verified-by", "video call 12", "--received", "2025-06-01",
+              "--requested-by", "dpo", "--passphrase-file", str(tmp_path / "pass.txt")]  # fmt: skip
+    assert cli(create) == 0
+    assert cli(create) == 2 and "exists already" in capsys.readouterr().err
+    assert cli(["subject-request", "run", "--case", "DSR-CLI", "--as-of", "2025-06-15",
+                "--out", str(tmp_path / "out")]) == 0  # fmt: skip
+    assert cli(["subject-request", "show", "--case", "DSR-CLI"]) == 0
+    assert cli(["subject-request", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "Outcome:   delivered" in out and '"state": "answered"' in out
+    package = next((tmp_path / "out").glob("*.cdrs"))
+    assert cli(["verify-access", str(package), "--passphrase-file", str(tmp_path / "pass.txt"),
+                "--seal-public-key", str(tmp_path / "seal.pem")]) == 0  # fmt: skip
+    out += capsys.readouterr().out
+    assert "VERDICT: VERIFIED" in out
+    assert_no_identifiers([("cli", out)], needles_for({person["e164"]}, {person["email"]}))
