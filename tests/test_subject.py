@@ -358,3 +358,51 @@ def test_cli_records_answers_and_verifies_an_access_request(
     out += capsys.readouterr().out
     assert "VERDICT: VERIFIED" in out
     assert_no_identifiers([("cli", out)], needles_for({person["e164"]}, {person["email"]}))
+
+
+def test_held_records_are_reported_as_held_and_keep_their_identifiers(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from pipeline import holds
+
+    res = Resources.from_settings(settings, parse_policy(PERMISSIVE, "permissive.toml"))
+    g = _ingested(res, tmp_path)
+    person = _person(g)
+    holds.run_hold(res, holds.HoldRequest.from_mapping({
+        "action": "place", "case": "HOLD-3", "reason": "claim 4/2025",
+        "date_from": "2025-03-01", "date_to": "2025-03-31",
+    }))  # fmt: skip
+    create_subject_request(
+        res, _request("DSR-6", "erasure", [person["e164"]], received="2025-06-10"),
+        dt.datetime(2025, 6, 12, tzinfo=dt.UTC),
+    )  # fmt: skip
+    answer = run_subject_request(res, SubjectRun("DSR-6", dt.date(2025, 6, 15)))
+    assert answer.outcome == "erased"
+    march = _truth(g, person, {3}) - _truth(g, {**person, "e164": ""}, {3})
+    assert answer.done["held_records"] == len(march) > 0
+    assert answer.done["vault_entries_deleted"] > 0
+    vaults = dict(_vault_clear(res))
+    assert [k for k, text in vaults.items() if person["e164"] in text] == [
+        k for k in vaults if "month=03" in k
+    ]
+    assert (
+        "under a legal hold and were kept"
+        in res.store.get_bytes("requests/DSR-6/response.txt").decode()
+    )
+
+
+def test_the_policy_file_sets_deadlines_and_erasure_per_country() -> None:
+    from pipeline.errors import PipelineError
+
+    text = PERMISSIVE.replace("erasure_before_retention_ends = true", "erasure_before_retention_ends = false") + (
+        '\n[[subject_rights.country]]\ncountry = "IT"\ndeadline_days = 30\n'
+        'erasure_before_retention_ends = true\nlegal_basis = "GDPR art. 17"\n'
+    )  # fmt: skip
+    rights = parse_policy(text, "p.toml").rights
+    assert rights.for_country("IT").deadline(dt.date(2026, 1, 31)) == dt.date(2026, 3, 2)
+    assert rights.for_country("IT").erasure_before_retention_ends
+    assert rights.for_country("PK").deadline(dt.date(2026, 1, 31)) == dt.date(2026, 2, 28)
+    assert not rights.for_country("PK").erasure_before_retention_ends
+    with pytest.raises(PipelineError) as err:
+        parse_policy(text.replace("\ndeadline_days = 30\n", "\ndeadline_days = 30\ndeadline_months = 1\n"), "p.toml")  # fmt: skip
+    assert "p.toml, line" in str(err.value) and "not both" in str(err.value)
