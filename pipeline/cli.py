@@ -92,9 +92,10 @@ def _expand(paths: list[str]) -> list[Path]:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.ingest import IngestError, ingest_file, ingest_landing, list_landing
+    from pipeline.errors import PipelineError, one_line
+    from pipeline.ingest import ingest_file, ingest_landing, list_landing
     from pipeline.report import run_summary
-    from pipeline.store import open_store
+    from pipeline.store import open_store, store_errors
 
     res = _resources(settings)
     reports = []
@@ -139,9 +140,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 report = ingest_file(res, Path(str(target)), source=args.source, **common)  # type: ignore[arg-type]
             reports.append(report.to_dict())
-        except (IngestError, OSError, ValueError) as exc:
+        except (PipelineError, ValueError, *store_errors()) as exc:
+            # One file's failure is that file's: say so in one line and go on with the others.
             failed += 1
-            log.error("FAILED %s: %s", name, exc)
+            log.error("FAILED %s: %s", name, one_line(exc))
         finally:
             progress.done()
     if reports:
@@ -298,9 +300,13 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.verify import VerifyRequest, run_verify, verify_summary
+    from pipeline.verify import NothingToVerify, VerifyRequest, run_verify, verify_summary
 
-    report = run_verify(_resources(settings), VerifyRequest(month=args.month, file=args.file))
+    try:
+        report = run_verify(_resources(settings), VerifyRequest(month=args.month, file=args.file))
+    except NothingToVerify as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_status
     print(verify_summary(report))
     return 0 if report.ok else 1
 

@@ -173,6 +173,7 @@ def run_export(
             "restricted_included": restricted_included,
         },
         why=f"disclosure for {request.purpose.replace('_', ' ')} under {request.legal_basis}",
+        event=f"export:{target}",
     )
     log.info("export %s: %d records in %s", request.case, len(records), target)
     return result

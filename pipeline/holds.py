@@ -291,7 +291,9 @@ def run_hold(
             ),
         )
         action, why = "hold_placed", hold.reason
-    audit.append(res.store, res.keyring.signing_key(), action, what=hold.public(), why=why)
+    event = f"{action.replace('_', '-')}:{hold.case}:{hold.placed_at}"
+    signer = res.keyring.signing_key()
+    audit.append(res.store, signer, action, what=hold.public(), why=why, event=event)
     return hold.public()
 
 

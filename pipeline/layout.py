@@ -20,7 +20,9 @@ exports/<case>/package-<stamp>.cdrx
 requests/<case>/request.enc, status.json, response.json, response.txt, package-<stamp>.cdrs
 requests/_suppressed/<case>.json, requests/_restricted/<case>.json   tokens, never identifiers
 audit/<seq>.json                              the hash-chained audit log
+audit-events/<sha256 of event>.json           where to look for an event's entry
 retention/purged/<YYYY-MM>.json, retention/last_success.json
+retention/attempts/<key name>.json            a purge begun and not yet recorded
 ```
 """
 
@@ -57,7 +59,9 @@ REQUESTS = "requests/"
 #: processing is restricted; one object per case. '_' cannot start a case, so no case collides.
 SUPPRESSED = "requests/_suppressed/"
 RESTRICTED = "requests/_restricted/"
+AUDIT_EVENTS = "audit-events/"
 PURGED = "retention/purged/"
+PURGE_ATTEMPTS = "retention/attempts/"
 RETENTION_SUCCESS = "retention/last_success.json"
 
 #: The tiers partitioned by month of the communication, and their roots.
@@ -351,6 +355,25 @@ def audit_seq(key: str) -> int | None:
     """The sequence number an audit entry's key names, or None for any other key."""
     name = key[len(AUDIT) :] if key.startswith(AUDIT) else ""
     return int(name[:-5]) if name.endswith(".json") and name[:-5].isdigit() else None
+
+
+def audit_event_key(event: str) -> str:
+    """The claim of one audit event (any text: hashed, so it names no value)."""
+    return f"{AUDIT_EVENTS}{hashlib.sha256(event.encode()).hexdigest()}.json"
+
+
+def purge_attempt_key(key_name: str) -> str:
+    """What a purge's first attempt found, kept until the purge is recorded."""
+    return f"{PURGE_ATTEMPTS}{path_segment(key_name)}.json"
+
+
+def open_purge_attempts(store: ObjectStore) -> set[str]:
+    """Key names of purges begun and not yet recorded."""
+    return {
+        o.key[len(PURGE_ATTEMPTS) : -len(".json")]
+        for o in store.list(PURGE_ATTEMPTS)
+        if o.key.endswith(".json")
+    }
 
 
 def purge_marker(m: Month) -> str:

@@ -293,6 +293,7 @@ def create_subject_request(
         "subject_request_created",
         what=status,
         why=f"data subject request ({request.type}) recorded, the person's identity checked",
+        event=f"subject-request-created:{request.case}",
     )
     return {**status, "passphrase": generated} if generated else status
 
@@ -378,6 +379,7 @@ def _respond(res: Resources, answer: Answer, status: dict[str, Any], now: dt.dat
         "subject_request_answered",
         what={"case": answer.case, "type": answer.type, "outcome": answer.outcome, **counts},
         why=answer.refused.get("rule") or f"data subject request ({answer.type}) answered",
+        event=f"subject-request-answered:{answer.case}:{now.isoformat()}",
     )
     log.info("subject request %s (%s): %s", answer.case, answer.type, answer.outcome)
 

@@ -74,6 +74,28 @@ def test_plain_bucket_and_folder_report_no_lock(moto_endpoint: str, s3_buckets: 
     assert hold_until(local, "x", dt.date(2030, 1, 1)) is False
 
 
+@pytest.mark.s3
+def test_purge_on_a_versioned_bucket_removes_every_version_but_a_newer_upload(moto_endpoint: str, s3_buckets: tuple[str, str]) -> None:  # fmt: skip
+    data, _ = s3_buckets
+    s3_client(moto_endpoint).put_bucket_versioning(
+        Bucket=data, VersioningConfiguration={"Status": "Enabled"}
+    )
+    store = open_store(f"s3://{data}/p", moto_endpoint)
+    store.put_bytes("landing/a.csv", b"one")
+    store.put_bytes("landing/a.csv", b"two")
+    store.delete("landing/a.csv")  # a plain delete only adds a marker
+    assert len(list(store.versions("landing/a.csv"))) == 3
+    assert store.purge("landing/a.csv") == []
+    assert list(store.versions("landing/")) == []
+
+    store.put_bytes("landing/b.csv", b"ingested")
+    ingested = store.info("landing/b.csv").version  # type: ignore[union-attr]
+    store.put_bytes("landing/b.csv", b"uploaded again meanwhile")
+    store.purge("landing/b.csv", through=ingested)
+    assert [v.latest for v in store.versions("landing/")] == [True]
+    assert store.get_bytes("landing/b.csv") == b"uploaded again meanwhile"
+
+
 def test_a_prefix_ending_inside_a_name_lists_as_on_s3(store: ObjectStore) -> None:
     for key in ("h/records/silver~m=03~a.enc", "h/records/silver~m=04~b.enc", "h/vault/x.enc"):
         store.put_bytes(key, b"1")
