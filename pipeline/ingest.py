@@ -393,6 +393,7 @@ def _parse_into_tiers(
         token_version=TOKEN_KEY_VERSION,
         purged_months=frozenset(layout.purged_months(res.store)),
         commit_key=file_key,
+        suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),
         commitment_encoding=ENCODING,
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
