@@ -9,6 +9,7 @@ the run's resources): with the shipped policy a message of 2025-03-15 loses its 
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 
 def add_months(year: int, month: int, months: int) -> tuple[int, int]:
@@ -27,3 +28,22 @@ def identifier_purge_date(year: int, month: int, months: int) -> dt.date:
 def record_delete_date(year: int, years: int) -> dt.date:
     """First day on which a year's non-identifying records must be gone, `years` after it ends."""
     return dt.date(year + 1 + years, 1, 1)
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def parse_date(value: object) -> dt.date:
+    """A calendar date given as a date or as ISO 8601 `YYYY-MM-DD` text, and nothing else.
+
+    Strict on purpose: `2026-10-01T99:99garbage` or `20261001` is refused (ValueError, without
+    the value), never read as the date it starts with.
+    """
+    if isinstance(value, dt.datetime):
+        raise ValueError("not a date (YYYY-MM-DD): a date and time was given")
+    if isinstance(value, dt.date):
+        return value
+    text = str(value)
+    if not _ISO_DATE.fullmatch(text):
+        raise ValueError("not a date (YYYY-MM-DD)")
+    return dt.date.fromisoformat(text)

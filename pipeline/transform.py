@@ -10,13 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
 from pipeline.commitments import ENCODING, identity_commitment, leaf, record_digest
 from pipeline.fingerprints import Fingerprints
+from pipeline.freetext import scrub
 from pipeline.normalise import PERSONAL_KINDS, CountryResolver, normalise_addresses
 from pipeline.schema import CHANNELS, DIRECTIONS, GOLD, SILVER, conform
 from pipeline.sources.base import first_error
@@ -46,6 +47,8 @@ class FileContext:
     commit_key: bytes = b""
     #: the record encoding its leaves are committed with (stated in the parse entry)
     commitment_encoding: int = ENCODING
+    #: tokens whose identifiers were erased on request: their vault entries are never re-created
+    suppressed: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -60,6 +63,8 @@ class Transformed:
     #: kept records with a number no region's numbering plan allows (kept, without a country)
     invalid_numbers: int = 0
     commit_seconds: float = 0.0  # time spent on the commitments (reported, never asserted)
+    #: free-text values cleaned of control characters or masked, per `control:`/`masked:` field
+    scrubbed: dict[str, int] = field(default_factory=dict)
 
 
 def _month_index(ts: pl.Expr) -> pl.Expr:
@@ -78,7 +83,7 @@ def transform(
     `seen_ids` holds the record IDs kept from the file's earlier batches: a record ID is unique
     per file, so a repeat in a later batch is quarantined like one within the batch.
     """
-    df = _classify(parsed, ctx, resolver).with_columns(_channel_detail())
+    df, scrubbed = scrub(_classify(parsed, ctx, resolver).with_columns(_channel_detail()))
     if ctx.derived_ids:
         derived = pl.format(f"{ctx.source}-{ctx.sha256[:16]}-{{}}", pl.col("source_line"))
         df = df.with_columns(pl.coalesce("record_id", derived).alias("record_id"))
@@ -87,8 +92,11 @@ def transform(
         first_error(
             [
                 (pl.col("record_id").is_null(), "missing_id"),
+                (pl.col("_identifier_in_id"), "identifier_in:record_id"),
                 (pl.col("event_time").is_null(), "missing_timestamp"),
                 (pl.col("destination_raw").is_null(), "missing_destination"),
+                (pl.col("o_ambiguous"), "ambiguous_identifier:origin"),
+                (pl.col("d_ambiguous"), "ambiguous_identifier:destination"),
                 (pl.col("o_bad"), "unparseable_number:origin"),
                 (pl.col("d_bad"), "unparseable_number:destination"),
                 (pl.col("d_kind") == "unknown", "missing_destination"),
@@ -180,10 +188,12 @@ def transform(
             for p, personal in (("o", personal_o), ("d", personal_d))
         ]
     ).unique(subset=["year", "month", "token"], keep="first")
+    if ctx.suppressed:
+        vault = vault.filter(~pl.col("token").is_in(list(ctx.suppressed)))
     invalid = int(
         good.select((pl.col("o_country_invalid") | pl.col("d_country_invalid")).sum()).item()
     )
-    return Transformed(silver, gold, vault, quarantine, leaves, invalid, commit_seconds)
+    return Transformed(silver, gold, vault, quarantine, leaves, invalid, commit_seconds, scrubbed)
 
 
 def _expired_months(good: pl.DataFrame, ctx: FileContext) -> list[int]:

@@ -40,3 +40,12 @@ def test_identifier_purge_date_follows_the_period(months: int, purge: dt.date) -
 def test_record_delete_date_is_ten_years_after_the_year_ends(year: int, delete: dt.date) -> None:
     assert record_delete_date(year, 10) == delete
     assert load_policy().record_delete(year) == delete
+
+
+@pytest.mark.parametrize("text", ["2026-10-01T99:99garbage", "20261001", "2026-10-01 ", "2026-13-01", "2026-W40"])  # fmt: skip
+def test_request_dates_are_iso_dates_and_nothing_else(text: str) -> None:
+    from pipeline.dates import parse_date
+
+    with pytest.raises(ValueError, match=r"not a date \(YYYY-MM-DD\)$|month must be"):
+        parse_date(text)
+    assert parse_date("2026-10-01") == dt.date(2026, 10, 1)
