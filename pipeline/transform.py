@@ -1,7 +1,8 @@
 """Parsed rows → silver, gold, vault entries and quarantined rows, one batch at a time.
 
 Order matters and is the point of this module: addresses are normalised and classified, country
-is derived from the number, and only then is the identifier replaced by its token. Rows that fail
+is derived from the number (the domain from an e-mail or SIP address), and only then is the
+identifier replaced by its token. Rows that fail
 any check leave with a reason code that names the field, never its value.
 """
 
@@ -18,7 +19,12 @@ import polars as pl
 from pipeline.commitments import ENCODING, identity_commitment, leaf, record_digest
 from pipeline.fingerprints import Fingerprints
 from pipeline.freetext import scrub
-from pipeline.normalise import PERSONAL_KINDS, CountryResolver, normalise_addresses
+from pipeline.normalise import (
+    PERSONAL_KINDS,
+    CountryResolver,
+    normalise_addresses,
+    routing_domain,
+)
 from pipeline.schema import CHANNELS, DIRECTIONS, GOLD, SILVER, conform
 from pipeline.sources.base import first_error
 from pipeline.tokenise import token_expr
@@ -145,6 +151,8 @@ def transform(
         .alias("destination"),
         pl.col("o_country").alias("origin_country"),
         pl.col("d_country").alias("destination_country"),
+        pl.col("o_domain").alias("origin_domain"),
+        pl.col("d_domain").alias("destination_domain"),
         pl.col("o_kind").alias("origin_kind"),
         pl.col("d_kind").alias("destination_kind"),
         pl.lit(ctx.source).alias("source"),
@@ -237,6 +245,12 @@ def _classify(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver)
         raw, {"raw": "a"}, ctx.default_region, ctx.international, ctx.alphanumeric
     )
     norm = resolver.country(norm, "a_value", "a_cc", "a_country").drop("a_cc")
+    # The party's routing value in gold for e-mail and SIP, taken before the value is tokenised.
+    norm = norm.with_columns(
+        pl.when(~pl.col("a_bad"))
+        .then(routing_domain(pl.col("a_kind"), pl.col("a_value")))
+        .alias("a_domain")
+    )
     # Tokens too depend on the value alone: one HMAC per distinct identifier.
     norm = norm.with_columns(
         pl.when(pl.col("a_kind").is_in(PERSONAL_KINDS) & ~pl.col("a_bad"))
