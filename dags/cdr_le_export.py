@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Param, dag, task
 
-from cdr_airflow.alerting import on_failure
+from cdr_airflow.dag_defaults import dag_args
+from pipeline.layout import CASE_PATTERN
 from pipeline.schema import CHANNELS
 
 DOC = """
@@ -14,8 +14,9 @@ DOC = """
 Manual, run by a compliance officer for a lawful request. Fill the form: the case reference,
 the requesting authority, the legal basis (statute or order), who requested it and who approved
 it (two different people), the end users' phone numbers or e-mail addresses (any written form),
-the period (UTC dates, inclusive), optionally the channels, and the authority's public key (PEM,
-X25519 or RSA of at least 2048 bits).
+the period (UTC dates, inclusive), optionally the channels and the country of national-format
+numbers (`default_region`, empty: the deployment's `CDR_DEFAULT_REGION`), and the authority's
+public key (PEM, X25519 or RSA of at least 2048 bits).
 
 A request with a missing field, the same requester and approver, a reversed or future period,
 an unreadable identifier or an unusable key is refused before any data is read; the refusal is
@@ -34,14 +35,10 @@ never the identifiers. The authority checks the package with
 @dag(
     dag_id="cdr_le_export",
     schedule=None,
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
-    catchup=False,
     doc_md=DOC,
-    tags=["cdr", "law-enforcement", "export"],
-    default_args={"on_failure_callback": on_failure()},
+    **dag_args(one_run_at_a_time=False, tags=["law-enforcement", "export"], retries=0),
     params={
-        "case": Param("", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-                      description="Case reference"),
+        "case": Param("", type="string", pattern=CASE_PATTERN, description="Case reference"),
         "authority": Param("", type="string", minLength=2, description="Requesting authority"),
         "legal_basis": Param("", type="string", minLength=3,
                              description="Statute or order the request rests on"),
@@ -53,6 +50,8 @@ never the identifiers. The authority checks the package with
         "date_from": Param("", type="string", format="date", description="Period start (UTC)"),
         "date_to": Param("", type="string", format="date",
                          description="Period end, inclusive (UTC)"),
+        "default_region": Param(None, type=["null", "string"], pattern="^[A-Z]{2}$",
+                                description="ISO country of national-format numbers (empty: the deployment's CDR_DEFAULT_REGION)"),
         "channels": Param([], type="array", items={"type": "string", "enum": list(CHANNELS)},
                           description="Only these channels (empty: all)"),
         "recipient_key": Param("", type="string", pattern="^-----BEGIN PUBLIC KEY-----",

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
-import pendulum
 from airflow.sdk import Param, dag, task
 
-from cdr_airflow.alerting import on_failure
+from cdr_airflow.dag_defaults import dag_args
+from pipeline.layout import CASE_PATTERN
 
 DOC = """
 ### cdr_legal_hold — place or release a legal hold
@@ -19,7 +17,9 @@ order, an investigation) and only as long as the obligation lasts. Fill the form
 - what it covers (at least one; together they must all match): `identifiers` (phone numbers or
   e-mail addresses, any written form; stored only as tokens, never in clear), `customer`
   (a business customer id), `date_from`/`date_to` (UTC, inclusive);
-- `until`: the date the hold ends by itself (empty: until released).
+- `until`: the date the hold ends by itself (empty: until released);
+- `default_region`: the country of national-format numbers (empty: the deployment's
+  `CDR_DEFAULT_REGION`; without either, such a number is refused).
 
 **Reads/writes** `holds/<case>/hold.json`. The next `cdr_retention` run copies covered records
 to `holds/<case>/` under the hold's own key before purging a month, and purges a released or
@@ -30,19 +30,16 @@ expired hold. Placing and releasing are recorded in the audit log (counts, never
 @dag(
     dag_id="cdr_legal_hold",
     schedule=None,
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
-    catchup=False,
     doc_md=DOC,
-    tags=["cdr", "retention", "legal-hold"],
-    default_args={"on_failure_callback": on_failure(), "retries": 1, "retry_delay": dt.timedelta(minutes=1)},
+    **dag_args(one_run_at_a_time=False, tags=["retention", "legal-hold"], retries=1),
     params={
         "action": Param("place", type="string", enum=["place", "release"]),
-        "case": Param("", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-                      description="Case reference"),
+        "case": Param("", type="string", pattern=CASE_PATTERN, description="Case reference"),
         "reason": Param("", type="string", minLength=3, description="The order or claim"),
         "identifiers": Param([], type="array", items={"type": "string"},
                              description="Phone numbers or e-mail addresses (any written form)"),
-        "default_region": Param("PK", type="string", pattern="^[A-Z]{2}$"),
+        "default_region": Param(None, type=["null", "string"], pattern="^[A-Z]{2}$",
+                                description="ISO country of national-format numbers (empty: the deployment's CDR_DEFAULT_REGION)"),
         "customer": Param(None, type=["null", "string"]),
         "date_from": Param(None, type=["null", "string"], format="date"),
         "date_to": Param(None, type=["null", "string"], format="date"),

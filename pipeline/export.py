@@ -28,8 +28,8 @@ import json
 import logging
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, NoReturn
 
 import polars as pl
 import pyarrow as pa
@@ -105,13 +105,8 @@ class ExportResult:
     months: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
-        return {
-            "case": self.case,
-            "package": self.package,
-            "package_sha256": self.package_sha256,
-            "records": self.records,
-            "months": self.months,
-        }
+        """What the audit log and task output show: counts and the package, never records."""
+        return asdict(self)
 
 
 def months_between(start: dt.date, end: dt.date) -> Iterator[tuple[int, int]]:
@@ -119,6 +114,20 @@ def months_between(start: dt.date, end: dt.date) -> Iterator[tuple[int, int]]:
     while (y, m) <= (end.year, end.month):
         yield y, m
         y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+
+
+def refuse(res: Resources, request: ExportRequest, problems: list[str]) -> NoReturn:
+    """Record a refused request in the audit log (fields, never identifiers) and raise it.
+
+    Every refusal is recorded, including one whose request or key file could not be read."""
+    audit.append(
+        res.store,
+        res.keyring.signing_key(),
+        "export_refused",
+        what={**request.public(), "problems": problems},
+        why="law-enforcement request refused before any data was read",
+    )
+    raise RequestError(problems)
 
 
 def run_export(
@@ -130,14 +139,7 @@ def run_export(
     try:
         identifiers = validate(request, now.date(), res.settings.default_region)
     except RequestError as exc:
-        audit.append(
-            res.store,
-            signer,
-            "export_refused",
-            what={**request.public(), "problems": exc.problems},
-            why="law-enforcement request refused before any data was read",
-        )
-        raise
+        refuse(res, request, exc.problems)
     assert request.date_from and request.date_to
     key = res.keyring.token_key(TOKEN_KEY_VERSION)
     wanted = {token(kind, value, key, TOKEN_KEY_VERSION) for kind, value in identifiers}

@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from pipeline.commitments import record_leaves, root_from_path
+from pipeline.commitments import encoding_of, record_leaves, root_from_path
 from pipeline.integrity import SealError, verify_pair
 from pipeline.package import PackageError, decrypt_with, load_private_key
 
@@ -113,7 +113,8 @@ def _check_records(verdict: ExportVerdict, public: Ed25519PublicKey) -> None:
         except SealError as exc:
             verdict.problems.append(f"source {sha[:12]}…: {exc}")
     proofs = {(p["source_sha256"], p["leaf_index"]): p for p in manifest["proofs"]}
-    leaves = record_leaves(records).to_list()
+    encodings = {sha: encoding_of(parse) for sha, parse in roots.items()}
+    leaves = record_leaves(records, encodings).to_list()
     keys = records.select("record_id", "source_sha256", "leaf_index").iter_rows()
     for (record_id, sha, index), leaf_hex in zip(keys, leaves, strict=True):
         proof, parse = proofs.pop((sha, index), None), roots.get(sha)
