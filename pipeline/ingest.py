@@ -18,9 +18,11 @@ import logging
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from queue import Full, Queue
@@ -47,6 +49,8 @@ from pipeline.transform import FileContext, transform
 
 log = logging.getLogger("pipeline.ingest")
 T = TypeVar("T")
+#: How long an ingest's lease lasts: longer than the longest ingest, so only a dead run's lapses.
+LEASE_SECONDS = 6 * 3600
 
 
 class IngestError(PipelineError):
@@ -59,7 +63,7 @@ class FileReport:
 
     file: str
     sha256: str
-    status: str  # ingested | already_ingested | quarantined_file
+    status: str  # ingested | already_ingested | quarantined_file | in_progress (another run)
     source: str
     format: str | None = None
     records: int = 0
@@ -141,6 +145,8 @@ def ingest_landing(
             as_of=as_of,
             progress=progress,
         )
+    if report.status == "in_progress":
+        return report  # the run holding the lease removes it from landing
     # Every version of the landing object goes (a plain delete on a versioned bucket would
     # leave the original behind a delete marker); a newer upload under the same name stays.
     res.store.purge(key, through=info.version)
@@ -177,7 +183,65 @@ def ingest_file(
     existing = read_entry(res.store, layout.parse_key(sha256))
     if existing is not None:
         return _already_ingested(res, name, sha256, existing)
+    with lease(res.store, sha256) as held:
+        if not held:
+            log.warning("%s (sha256 %s…) is being ingested by another run", name, sha256[:12])
+            return FileReport(name, sha256, "in_progress", source or "", fmt)
+        # The other run may have committed between our first look and the lease.
+        existing = read_entry(res.store, layout.parse_key(sha256))
+        if existing is not None:
+            return _already_ingested(res, name, sha256, existing)
+        return _ingest_leased(
+            res, path, name, sha256, size, source, arrived_at, fmt, region, as_of, progress
+        )
 
+
+@contextmanager
+def lease(store: ObjectStore, sha256: str, seconds: int = LEASE_SECONDS) -> Iterator[bool]:
+    """One ingest per digest at a time: a create-if-absent lease naming its owner and expiry.
+
+    Yields False while another run's lease is live; an expired lease (its run died) is taken
+    over. Two names for the same bytes, or two hosts given one file, cannot both publish."""
+    key = layout.lease_key(sha256)
+    owner = f"{audit.actor()}/{uuid.uuid4().hex}"
+    now = dt.datetime.now(dt.UTC)
+    mine = {"owner": owner, "expires": (now + dt.timedelta(seconds=seconds)).isoformat()}
+    data = json.dumps(mine).encode()
+    held = store.put_new(key, data) or _lease_owner(store, key) == owner
+    if not held:
+        current = read_entry(store, key)
+        if current is None or dt.datetime.fromisoformat(current["expires"]) <= now:
+            log.warning("taking over an expired ingest lease on %s…", sha256[:12])
+            store.purge(key)
+            held = store.put_new(key, data) or _lease_owner(store, key) == owner
+    try:
+        yield held
+    finally:
+        if held and _lease_owner(store, key) == owner:
+            store.purge(key)
+
+
+def _lease_owner(store: ObjectStore, key: str) -> str | None:
+    """Who holds a lease (a write whose answer was lost is still ours)."""
+    current = read_entry(store, key)
+    return None if current is None else str(current.get("owner"))
+
+
+def _ingest_leased(
+    res: Resources,
+    path: Path,
+    name: str,
+    sha256: str,
+    size: int,
+    source: str | None,
+    arrived_at: dt.datetime | None,
+    fmt: str | None,
+    region: str | None,
+    as_of: dt.date,
+    progress: Callable[[int], None] | None,
+) -> FileReport:
+    """Seal, store, parse, publish and commit a file this run holds the lease on."""
+    settings = res.settings
     if settings.bronze_lock:
         _locked(lambda: require_lock(res.bronze))
     try:
