@@ -17,18 +17,19 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from pipeline.config import Settings
-from pipeline.dates import add_months
+from pipeline.dates import add_months, parse_date
 
 if TYPE_CHECKING:
     from pipeline.resources import Resources
     from pipeline.store import ObjectStore
 
 log = logging.getLogger("pipeline")
+REGION_HELP = "ISO country of national-format numbers (default: CDR_DEFAULT_REGION)"
 
 
 def _date(text: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(text)
+        return parse_date(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
@@ -39,6 +40,15 @@ def _region(text: str) -> str:
     try:
         return region(text).code
     except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _source(text: str) -> str:
+    from pipeline.layout import LayoutError, source
+
+    try:
+        return source(text)
+    except LayoutError as exc:  # the message says what a source is, never echoes the value
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -94,6 +104,7 @@ def _expand(paths: list[str]) -> list[Path]:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.errors import PipelineError, one_line
     from pipeline.ingest import ingest_file, ingest_landing, list_landing
+    from pipeline.layout import file_label
     from pipeline.report import run_summary
     from pipeline.store import open_store, store_errors
 
@@ -112,7 +123,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         print("nothing to ingest", file=sys.stderr)
         return 0
     for kind, target in targets:
-        name = str(target).rsplit("/", 1)[-1]
+        name = file_label(str(target).rsplit("/", 1)[-1])
         progress = Progress(name)
         common = dict(
             fmt=args.format, default_region=args.default_region, as_of=args.as_of, progress=progress
@@ -330,14 +341,22 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _export_request(args: argparse.Namespace) -> dict[str, object]:
-    """The request's fields from --request (JSON) and the flags (flags win where given)."""
+def _export_request(args: argparse.Namespace) -> tuple[dict[str, object], list[str]]:
+    """The request's fields from --request (JSON) and the flags (flags win where given), and
+    what could not be read (a request or key file): problems the refusal records."""
     fields: dict[str, object] = {}
+    problems: list[str] = []
     base = Path.cwd()
     if args.request:
         path = Path(args.request)
-        fields = json.loads(path.read_text())
         base = path.parent
+        try:
+            loaded = json.loads(path.read_text())
+            if not isinstance(loaded, dict):
+                raise ValueError("not a JSON object")
+            fields = loaded
+        except (OSError, ValueError) as exc:
+            problems.append(f"the request file cannot be read ({type(exc).__name__})")
     flags = {
         "case": args.case,
         "authority": args.authority,
@@ -349,28 +368,30 @@ def _export_request(args: argparse.Namespace) -> dict[str, object]:
         "date_to": args.date_to,
         "channels": args.channel,
         "recipient_key": args.recipient_key,
+        "default_region": args.default_region,
     }
     fields |= {k: v for k, v in flags.items() if v}
     key = str(fields.get("recipient_key") or "")
     if key and not key.lstrip().startswith("-----BEGIN"):
         key_path = Path(key) if Path(key).is_absolute() else base / key
-        if not key_path.is_file():
-            raise FileNotFoundError(f"recipient key file not found: {key_path}")
-        fields["recipient_key"] = key_path.read_text()
-    return fields
+        try:
+            fields["recipient_key"] = key_path.read_text()
+        except (OSError, ValueError) as exc:
+            fields["recipient_key"] = ""
+            problems.append(f"recipient_key: the key file cannot be read ({type(exc).__name__})")
+    return fields, problems
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.export import ExportError, run_export
+    from pipeline.export import ExportError, refuse, run_export
     from pipeline.export_request import ExportRequest, RequestError
 
-    try:
-        request = ExportRequest.from_mapping(_export_request(args))
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    fields, unreadable = _export_request(args)
     res = _resources(settings)
     try:
+        request = ExportRequest.from_mapping(fields)
+        if unreadable:
+            refuse(res, request, unreadable)
         result = run_export(res, request)
     except RequestError as exc:
         print("request refused (recorded in the audit log):", file=sys.stderr)
@@ -542,8 +563,10 @@ def parser() -> argparse.ArgumentParser:
     ing.add_argument("paths", nargs="*", metavar="PATH_OR_URI", help="files, folders or s3:// URIs")
     ing.add_argument("--landing", action="store_true", help="ingest every file in landing/")
     ing.add_argument("--format", choices=FORMATS, help="skip detection: read as this format")
-    ing.add_argument("--source", help="source system name (default: the format)")
-    ing.add_argument("--default-region", type=_region, help="ISO country of national numbers")
+    ing.add_argument(
+        "--source", type=_source, help="source system name, a slug (default: the format)"
+    )
+    ing.add_argument("--default-region", type=_region, help=REGION_HELP)
     ing.add_argument("--as-of", type=_date, default=_today(), help="date deciding expired months")
     ing.add_argument("--report-json", help="also write the per-file reports (counts) as JSON here")
     ing.set_defaults(func=cmd_ingest)
@@ -561,7 +584,7 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="generate CDRs into landing/ and ingest them")
     demo.add_argument("--records", type=int, default=20_000)
     demo.add_argument("--as-of", type=_date, default=_today())
-    demo.add_argument("--default-region", type=_region, default="PK")
+    demo.add_argument("--default-region", type=_region, help=REGION_HELP)
     demo.add_argument("--landing-only", action="store_true", help="only fill landing/")
     demo.set_defaults(func=cmd_demo, report_json=None)
 
@@ -582,7 +605,7 @@ def parser() -> argparse.ArgumentParser:
     hold.add_argument("--from", dest="date_from", type=_date, help="period start (UTC date)")
     hold.add_argument("--to", dest="date_to", type=_date, help="period end, inclusive")
     hold.add_argument("--until", type=_date, help="the hold ends on this date")
-    hold.add_argument("--default-region", type=_region, default="PK")
+    hold.add_argument("--default-region", type=_region, help=REGION_HELP)
     hold.add_argument("--as-of", type=_date, default=_today())
     hold.set_defaults(func=cmd_hold)
 
@@ -606,6 +629,7 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--from", dest="date_from", help="period start, UTC date (YYYY-MM-DD)")
     exp.add_argument("--to", dest="date_to", help="period end, inclusive (YYYY-MM-DD)")
     exp.add_argument("--channel", action="append", help="only these channels (repeatable)")
+    exp.add_argument("--default-region", type=_region, help=REGION_HELP)
     exp.add_argument("--recipient-key", help="the authority's public key: a PEM file")
     exp.add_argument("--out", help="also copy the (encrypted) package into this folder")
     exp.set_defaults(func=cmd_export)

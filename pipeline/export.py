@@ -28,7 +28,7 @@ import json
 import logging
 import tarfile
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import polars as pl
 
@@ -100,6 +100,20 @@ class ExportResult:
         return asdict(self)
 
 
+def refuse(res: Resources, request: ExportRequest, problems: list[str]) -> NoReturn:
+    """Record a refused request in the audit log (fields, never identifiers) and raise it.
+
+    Every refusal is recorded, including one whose request or key file could not be read."""
+    audit.append(
+        res.store,
+        res.keyring.signing_key(),
+        "export_refused",
+        what={**request.public(), "problems": problems},
+        why="law-enforcement request refused before any data was read",
+    )
+    raise RequestError(problems)
+
+
 def run_export(
     res: Resources, request: ExportRequest, now: dt.datetime | None = None
 ) -> ExportResult:
@@ -109,14 +123,7 @@ def run_export(
     try:
         identifiers = validate(request, now.date(), res.settings.default_region)
     except RequestError as exc:
-        audit.append(
-            res.store,
-            signer,
-            "export_refused",
-            what={**request.public(), "problems": exc.problems},
-            why="law-enforcement request refused before any data was read",
-        )
-        raise
+        refuse(res, request, exc.problems)
     assert request.date_from and request.date_to
     key = res.keyring.token_key(TOKEN_KEY_VERSION)
     wanted = {token(kind, value, key, TOKEN_KEY_VERSION) for kind, value in identifiers}

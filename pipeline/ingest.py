@@ -36,6 +36,7 @@ from pipeline.errors import PipelineError
 from pipeline.fingerprints import Fingerprints
 from pipeline.integrity import read_entry, record_parse, seal_original, sha256_file
 from pipeline.keys import TOKEN_KEY_VERSION
+from pipeline.lookup import default_region as resolve_region
 from pipeline.normalise import CountryResolver
 from pipeline.resources import Resources
 from pipeline.schema import VAULT_ENTRY
@@ -68,6 +69,9 @@ class FileReport:
     quarantined: int = 0
     invalid_number: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    #: free-text values cleaned of control characters (`control:<field>`) or masked because they
+    #: held an identifier (`masked:<field>`)
+    scrubbed: dict[str, int] = field(default_factory=dict)
     months: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     detail: str | None = None
@@ -155,10 +159,20 @@ def ingest_file(
     as_of: dt.date,
     progress: Callable[[int], None] | None = None,
 ) -> FileReport:
-    """Ingest a local file (see the module docstring for the steps)."""
-    name = name or path.name
+    """Ingest a local file (see the module docstring for the steps).
+
+    The source is checked before anything is written, and the file is named by
+    `layout.file_label` everywhere outside its encrypted original (seal, audit, tiers, notes,
+    logs, report), so a name holding a number or an address is never kept.
+    """
+    name = layout.file_label(name or path.name)
+    if source is not None:
+        try:
+            layout.source(source)
+        except layout.LayoutError as exc:
+            raise IngestError(f"{name}: not ingested: {exc}") from None
     settings = res.settings
-    region = default_region or settings.default_region
+    region = resolve_region(default_region, settings.default_region)
     sha256, size = sha256_file(path)
     existing = read_entry(res.store, layout.parse_key(sha256))
     if existing is not None:
@@ -394,6 +408,7 @@ def _parse_into_tiers(
     seen_ids = Fingerprints()
     report = FileReport(name, sha256, "ingested", source, parser.name)
     reasons: Counter[str] = Counter()
+    scrubbed: Counter[str] = Counter()
     by_month: dict[str, dict[str, int]] = {"gold": {}, "silver": {}}
     timings = report.timings = {"commit_s": 0.0, "validate_s": 0.0}
     try:
@@ -412,6 +427,7 @@ def _parse_into_tiers(
             report.quarantined += len(out.quarantine)
             report.invalid_number += out.invalid_numbers
             reasons.update(out.quarantine.get_column("reason").to_list())
+            scrubbed.update(out.scrubbed)
             for tier, frame in (("gold", out.gold), ("silver", out.silver)):
                 counts = by_month[tier]
                 for y, m, n in frame.group_by("year", "month").len().iter_rows():
@@ -436,6 +452,7 @@ def _parse_into_tiers(
     report.gold_only = report.gold - report.silver
     report.merkle_root = file_root(report.batch_roots)
     report.reasons = dict(sorted(reasons.items()))
+    report.scrubbed = dict(sorted(scrubbed.items()))
     report.months = sorted(by_month["gold"])
     report.by_month = {t: dict(sorted(c.items())) for t, c in by_month.items()}
     return report

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -84,8 +85,18 @@ FILE_KEY_PREFIX = "file-"
 HOLD_KEY_PREFIX = "hold-"
 REQUEST_KEY_PREFIX = "request-"
 
+#: Case references: one pattern for the CLI, the DAG forms (JSON Schema) and the library, which
+#: matches it against the whole value (a trailing newline is refused too).
 CASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _CASE = re.compile(CASE_PATTERN)
+#: Source systems: a slug, the name of their landing folder and of their bronze folder.
+SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_SOURCE = re.compile(SOURCE_PATTERN)
+#: What makes a name possibly personal: 7 or more digits however separated, or an e-mail's `@`.
+_IDENTIFIER_SHAPE = re.compile(r"\d(?:[\s\-.()/_~]*\d){6,}|@")
+#: Characters a shown name never carries: control, format (invisible), private use, separators.
+_HIDDEN = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}
+FILE_LABEL_PREFIX = "file-"
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _PART = re.compile(r"year=(\d{4})/month=(\d{2})/")
 _GOLD_YEAR = re.compile(r"^" + re.escape(GOLD) + r"year=(\d{4})/")
@@ -99,19 +110,51 @@ class LayoutError(PipelineError, ValueError):
 # --- validated values ------------------------------------------------------------------------
 def sha(value: str) -> str:
     """A file digest: 64 lower-case hex characters."""
-    if not isinstance(value, str) or not _SHA.match(value):
+    if not isinstance(value, str) or not _SHA.fullmatch(value):
         raise LayoutError("not a SHA-256 digest (64 lower-case hex characters)")
     return value
 
 
 def case(value: str) -> str:
     """A case reference: letters, digits, '.', '_' or '-', 64 at most, starting alphanumeric."""
-    if not isinstance(value, str) or not _CASE.match(value):
+    if not isinstance(value, str) or not _CASE.fullmatch(value):
         raise LayoutError(
             "case must be letters, digits, '.', '_' or '-' (64 at most, starting with a letter "
             "or digit)"
         )
     return value
+
+
+def identifier_shaped(value: str) -> bool:
+    """Whether a name could hold a phone number or an e-mail address (in any digits: the
+    value is NFKC-normalised first, so full-width and other scripts' digits count too)."""
+    return bool(_IDENTIFIER_SHAPE.search(unicodedata.normalize("NFKC", value)))
+
+
+def source(value: str) -> str:
+    """A source system's name: a slug (`[a-z0-9][a-z0-9_-]{0,63}`) that holds no number.
+
+    Checked before a file is sealed: the name is written in seals, audit entries, bronze keys
+    and every record's `source` column, and kept as long as they are.
+    """
+    if not isinstance(value, str) or not _SOURCE.fullmatch(value):
+        raise LayoutError(
+            "source must be a slug: lower-case letters, digits, '_' or '-' (64 at most, "
+            "starting with a letter or digit)"
+        )
+    if identifier_shaped(value):
+        raise LayoutError("source must not hold 7 or more digits (they could be a phone number)")
+    return value
+
+
+def file_label(name: str) -> str:
+    """How a file is named everywhere outside its encrypted original: its own name, or
+    `file-<sha256 of the name, 16 hex>` when the name could hold an identifier (7 or more
+    digits, an e-mail address) or holds hidden characters or a path separator."""
+    hidden = any(unicodedata.category(ch) in _HIDDEN for ch in name)
+    if name and not hidden and not identifier_shaped(name) and not {"/", "\\"} & set(name):
+        return name
+    return f"{FILE_LABEL_PREFIX}{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
 
 
 def month(y: int, m: int) -> Month:
@@ -128,7 +171,7 @@ def month_name(m: Month) -> str:
 
 def parse_month(name: str) -> Month:
     """The month a `YYYY-MM` name stands for (strict: `2026-1` is refused)."""
-    found = _MONTH_NAME.match(name or "")
+    found = _MONTH_NAME.fullmatch(name or "")
     if not found:
         raise LayoutError(f"not a month (YYYY-MM): {name!r}")
     return month(int(found.group(1)), int(found.group(2)))
@@ -142,8 +185,8 @@ def path_segment(value: str) -> str:
 
 
 # --- landing and seals ---------------------------------------------------------------------
-def landing_key(source: str, name: str) -> str:
-    return f"{LANDING}{path_segment(source)}/{path_segment(name)}"
+def landing_key(source_name: str, name: str) -> str:
+    return f"{LANDING}{source(source_name)}/{path_segment(name)}"
 
 
 def source_of_landing_key(key: str) -> str | None:
@@ -165,7 +208,7 @@ def sha_of_parse_key(key: str) -> str | None:
     if not (key.startswith(SEALS) and key.endswith(".parse.json")):
         return None
     digest = key[len(SEALS) : -len(".parse.json")]
-    return digest if _SHA.match(digest) else None
+    return digest if _SHA.fullmatch(digest) else None
 
 
 def ingested_files(store: ObjectStore) -> list[tuple[str, dict[str, Any]]]:
@@ -182,8 +225,8 @@ def ingested_files(store: ObjectStore) -> list[tuple[str, dict[str, Any]]]:
 
 
 # --- bronze, tiers, quarantine, proofs -------------------------------------------------------
-def bronze_key(source: str, digest: str) -> str:
-    return f"{BRONZE}{path_segment(source)}/{sha(digest)}.enc"
+def bronze_key(source_name: str, digest: str) -> str:
+    return f"{BRONZE}{source(source_name)}/{sha(digest)}.enc"
 
 
 def month_prefix(tier: str, m: Month) -> str:

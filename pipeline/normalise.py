@@ -8,7 +8,9 @@ addresses are trimmed and lower-cased. Everything is polars expressions over who
 calling code such as +1 or +44), once per distinct number.
 
 Kinds: msisdn, email, sip (end users: personal, tokenised), alphanumeric and shortcode
-(business identifiers: kept literally), unknown (withheld caller ID: no value).
+(business identifiers: kept literally), unknown (withheld caller ID: no value). A value with 7
+or more digits that is not written as a number or an address (`3001234567x`) has no kind: it is
+flagged `_ambiguous` (and `_bad`), never kept as a literal sender ID.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ E164 = r"^\+[1-9]\d{6,14}$"
 EMAIL = r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$"
 WITHHELD = ["", "anonymous", "unknown", "restricted", "private", "withheld", "unavailable"]
 NANP = "1"
+#: A value with this many digits is possibly a number: a number if it parses as one, else
+#: quarantined (`ambiguous_identifier`), never kept as a literal sender ID.
+AMBIGUOUS_DIGITS = 7
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,10 @@ def _e164(digits: pl.Expr, plus: pl.Expr, reg: Region | None, international: boo
     )
     if reg is not None and reg.calling_code == NANP:
         expr = expr.when(digits.str.starts_with("011")).then(pl.lit("+") + digits.str.slice(3))
-    if international or reg is None:
+    if international:
         return expr.otherwise(pl.lit("+") + digits)
+    if reg is None:  # a national-format number without a region: never a guessed country
+        return expr.otherwise(None)
     cc, lengths = reg.calling_code, list(reg.lengths)
     if reg.trunk:
         t = reg.trunk
@@ -94,7 +101,7 @@ def normalise_addresses(
     international: bool,
     alphanumeric: bool = True,
 ) -> pl.DataFrame:
-    """For each `column: prefix`, add `{prefix}_value`, `_kind`, `_cc` and `_bad`.
+    """For each `column: prefix`, add `{prefix}_value`, `_kind`, `_cc`, `_bad` and `_ambiguous`.
 
     `international` says the source writes numbers in international form without `+`
     (messaging APIs); otherwise digits without `+`/`00` are read as national numbers of
@@ -119,7 +126,8 @@ def _stages(
 ) -> tuple[list[list[pl.Expr]], list[str]]:
     """The expression stages for one address column, and the temporary columns they add."""
     t = {k: f"_{prefix}_{k}" for k in ("s", "body", "user", "scheme", "phone", "digits", "plus",
-                                        "e164", "sip", "at", "alpha", "withheld", "short")}  # fmt: skip
+                                        "e164", "sip", "at", "alpha", "withheld", "short",
+                                        "ambiguous")}  # fmt: skip
     c = {k: pl.col(v) for k, v in t.items()}
     s = pl.col(col).str.strip_chars()
     low = c["s"].str.to_lowercase()
@@ -135,6 +143,8 @@ def _stages(
     kind = (
         pl.when(c["withheld"])
         .then(pl.lit("unknown"))
+        .when(c["ambiguous"])
+        .then(None)
         .when(c["phone"] & c["short"])
         .then(pl.lit("shortcode"))
         .when(c["phone"])
@@ -160,6 +170,7 @@ def _stages(
         .otherwise(c["s"])
     )
     v = pl.col(f"{prefix}_value")
+    ambiguous = c["ambiguous"].alias(f"{prefix}_ambiguous")
     bad = k.is_null() | (
         pl.when(k == "msisdn")
         .then(~v.str.contains(E164).fill_null(False) | pl.col(f"{prefix}_cc").is_null())
@@ -203,6 +214,17 @@ def _stages(
                 & ~digits.str.starts_with("0")
             ).alias(t["short"]),
             user_sip.alias(t["sip"] + "2"),
+            # 7 or more digits in a value that is not written as a number, an address or a SIP
+            # URI (`3001234567x`): possibly a number, so never a literal sender ID.
+            (
+                ~c["phone"]
+                & ~c["at"]
+                & ~c["sip"]
+                & ~c["withheld"]
+                & (c["s"].str.count_matches(r"\d") >= AMBIGUOUS_DIGITS)
+            )
+            .fill_null(False)
+            .alias(t["ambiguous"]),
         ],
         [pl.col(t["sip"] + "2").alias(t["sip"])],
         [
@@ -210,7 +232,7 @@ def _stages(
             pl.when(c["phone"] & ~c["short"]).then(cc).alias(f"{prefix}_cc"),
         ],
         [value.alias(f"{prefix}_value")],
-        [bad.alias(f"{prefix}_bad")],
+        [bad.alias(f"{prefix}_bad"), ambiguous],
     ]
     return stages, [*t.values(), t["sip"] + "2"]
 

@@ -202,7 +202,9 @@ def run_retention(res: Resources, request: RetentionRequest) -> RetentionReport:
         report.holds.append(entry)
 
     if not dry_run:
-        report.landing_versions_deleted = isolated("landing/", lambda: sweep_landing(store)) or 0
+        report.landing_versions_deleted = (
+            isolated(layout.LANDING, lambda: sweep_landing(store)) or 0
+        )
         day_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
         for target in {id(store): store, id(bronze): bronze}.values():
             aborted = isolated("multipart uploads", lambda t=target: t.abort_stale_uploads(day_ago))

@@ -28,6 +28,24 @@ log = logging.getLogger("pipeline.store")
 TMP_PREFIX = ".tmp-"
 #: What a bucket without Object Lock answers when asked for its lock configuration.
 NO_LOCK = {"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"}
+#: Modes of what a local store, the keyring and staging write, whatever the umask.
+FILE_MODE, FOLDER_MODE = 0o600, 0o700
+
+
+def private_folder(path: Path) -> None:
+    """Create a folder and its missing parents as 0700 (chmod: the umask may have narrowed or,
+    at 000, not applied to what mkdir asked)."""
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+    for p in missing:
+        os.chmod(p, FOLDER_MODE)
+
+
+def private_file(path: Path) -> Path:
+    """An empty file created 0600 (for writers that open a path themselves)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))
+    os.chmod(path, FILE_MODE)
+    return path
 
 
 @dataclass(frozen=True)
@@ -139,7 +157,7 @@ class ObjectStore(ABC):
         return 0
 
     def download(self, key: str, path: Path) -> None:
-        with self.open(key) as src, open(path, "wb") as dst:
+        with self.open(key) as src, open(private_file(path), "wb") as dst:
             shutil.copyfileobj(src, dst, 8 << 20)
 
 
@@ -148,7 +166,7 @@ class LocalStore(ObjectStore):
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_folder(self.root)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -159,8 +177,8 @@ class LocalStore(ObjectStore):
     def _staged(self, key: str, data: bytes) -> tuple[Path, Path]:
         """Write `data` durably to a temporary file beside the key's path: (tmp, path)."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+        private_folder(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)  # 0600
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -190,8 +208,8 @@ class LocalStore(ObjectStore):
 
     def put_file(self, key: str, path: Path, lock_until: dt.datetime | None = None) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        private_folder(target.parent)
+        tmp = private_file(target.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}")
         try:
             shutil.copyfile(path, tmp)
             with open(tmp, "rb+") as f:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -17,6 +17,7 @@ import polars as pl
 from pipeline.commitments import ENCODING, identity_commitment, leaf, record_digest
 from pipeline.dates import IDENTIFIER_MONTHS
 from pipeline.fingerprints import Fingerprints
+from pipeline.freetext import scrub
 from pipeline.normalise import PERSONAL_KINDS, CountryResolver, normalise_addresses
 from pipeline.schema import CHANNELS, DIRECTIONS, GOLD, SILVER, conform
 from pipeline.sources.base import first_error
@@ -59,6 +60,8 @@ class Transformed:
     #: kept records with a number no region's numbering plan allows (kept, without a country)
     invalid_numbers: int = 0
     commit_seconds: float = 0.0  # time spent on the commitments (reported, never asserted)
+    #: free-text values cleaned of control characters or masked, per `control:`/`masked:` field
+    scrubbed: dict[str, int] = field(default_factory=dict)
 
 
 def _month_index(ts: pl.Expr) -> pl.Expr:
@@ -77,7 +80,7 @@ def transform(
     `seen_ids` holds the record IDs kept from the file's earlier batches: a record ID is unique
     per file, so a repeat in a later batch is quarantined like one within the batch.
     """
-    df = _classify(parsed, ctx, resolver).with_columns(_channel_detail())
+    df, scrubbed = scrub(_classify(parsed, ctx, resolver).with_columns(_channel_detail()))
     if ctx.derived_ids:
         derived = pl.format(f"{ctx.source}-{ctx.sha256[:16]}-{{}}", pl.col("source_line"))
         df = df.with_columns(pl.coalesce("record_id", derived).alias("record_id"))
@@ -86,8 +89,11 @@ def transform(
         first_error(
             [
                 (pl.col("record_id").is_null(), "missing_id"),
+                (pl.col("_identifier_in_id"), "identifier_in:record_id"),
                 (pl.col("event_time").is_null(), "missing_timestamp"),
                 (pl.col("destination_raw").is_null(), "missing_destination"),
+                (pl.col("o_ambiguous"), "ambiguous_identifier:origin"),
+                (pl.col("d_ambiguous"), "ambiguous_identifier:destination"),
                 (pl.col("o_bad"), "unparseable_number:origin"),
                 (pl.col("d_bad"), "unparseable_number:destination"),
                 (pl.col("d_kind") == "unknown", "missing_destination"),
@@ -189,7 +195,7 @@ def transform(
     invalid = int(
         good.select((pl.col("o_country_invalid") | pl.col("d_country_invalid")).sum()).item()
     )
-    return Transformed(silver, gold, vault, quarantine, leaves, invalid, commit_seconds)
+    return Transformed(silver, gold, vault, quarantine, leaves, invalid, commit_seconds, scrubbed)
 
 
 def _channel_detail() -> list[pl.Expr]:

@@ -279,7 +279,7 @@ def _check_lock(
     policy: RetentionPolicy,
 ) -> None:
     """The original is under Object Lock until at least the date the policy gives it."""
-    key = next(k for k in body.get("outputs", []) if k.startswith("bronze/"))
+    key = next(k for k in body.get("outputs", []) if layout.is_bronze(k))
     expected = lock_date(policy, body.get("months") or [], seal["arrived_at"])
     until = bronze.lock_until(key)
     if until is None:

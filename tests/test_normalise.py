@@ -77,9 +77,11 @@ def test_unparseable_values_are_flagged(written: str) -> None:
     assert normalise([written]).row(0, named=True)["a_bad"] is True
 
 
-def test_national_number_without_region_is_not_guessed() -> None:
-    # "0300-1234567" without a region cannot be placed: flagged, never given a wrong country.
-    row = normalise(["0300-1234567"], region=None).row(0, named=True)
+@pytest.mark.parametrize("written", ["0300-1234567", "917-375-0980", "9173750980"])
+def test_national_number_without_region_is_not_guessed(written: str) -> None:
+    # Without a region these cannot be placed: flagged, never given a wrong country (917-375-0980
+    # is not +91 India's 7375 0980).
+    row = normalise([written], region=None).row(0, named=True)
     assert row["a_bad"] is True
 
 
