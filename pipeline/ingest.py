@@ -30,13 +30,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import __version__, audit, layout, quality
-from pipeline.bronze import hold_until, store_original
-from pipeline.commitments import file_root, merkle_root
-from pipeline.dates import identifier_purge_date
+from pipeline.bronze import LockError, hold_until, lock_date, require_lock, store_original
+from pipeline.commitments import ENCODING, file_root, merkle_root
 from pipeline.errors import PipelineError
 from pipeline.fingerprints import Fingerprints
 from pipeline.integrity import read_entry, record_parse, seal_original, sha256_file
 from pipeline.keys import TOKEN_KEY_VERSION
+from pipeline.lookup import default_region as resolve_region
 from pipeline.normalise import CountryResolver
 from pipeline.resources import Resources
 from pipeline.sources import FileFormatError, ParseOptions, Source, detect
@@ -66,7 +66,11 @@ class FileReport:
     gold: int = 0
     gold_only: int = 0
     quarantined: int = 0
+    invalid_number: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    #: free-text values cleaned of control characters (`control:<field>`) or masked because they
+    #: held an identifier (`masked:<field>`)
+    scrubbed: dict[str, int] = field(default_factory=dict)
     months: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     detail: str | None = None
@@ -91,6 +95,7 @@ class FileReport:
         body["pipeline_version"] = __version__
         if self.status == "ingested":
             body["token_key_version"] = TOKEN_KEY_VERSION
+            body["commitment_encoding"] = ENCODING
         return body
 
 
@@ -135,7 +140,9 @@ def ingest_landing(
             as_of=as_of,
             progress=progress,
         )
-    res.store.delete(key)
+    # Every version of the landing object goes (a plain delete on a versioned bucket would
+    # leave the original behind a delete marker); a newer upload under the same name stays.
+    res.store.purge(key, through=info.version)
     return report
 
 
@@ -151,19 +158,27 @@ def ingest_file(
     as_of: dt.date,
     progress: Callable[[int], None] | None = None,
 ) -> FileReport:
-    """Ingest a local file (see the module docstring for the steps)."""
-    name = name or path.name
+    """Ingest a local file (see the module docstring for the steps).
+
+    The source is checked before anything is written, and the file is named by
+    `layout.file_label` everywhere outside its encrypted original (seal, audit, tiers, notes,
+    logs, report), so a name holding a number or an address is never kept.
+    """
+    name = layout.file_label(name or path.name)
+    if source is not None:
+        try:
+            layout.source(source)
+        except layout.LayoutError as exc:
+            raise IngestError(f"{name}: not ingested: {exc}") from None
     settings = res.settings
-    region = default_region or settings.default_region
+    region = resolve_region(default_region, settings.default_region)
     sha256, size = sha256_file(path)
     existing = read_entry(res.store, layout.parse_key(sha256))
     if existing is not None:
-        body = existing["body"]
-        log.info("%s (sha256 %s…) was ingested before: nothing to do", name, sha256[:12])
-        return FileReport(
-            name, sha256, "already_ingested", body.get("source", ""), body.get("format")
-        )
+        return _already_ingested(res, name, sha256, existing)
 
+    if settings.bronze_lock:
+        _locked(lambda: require_lock(res.bronze))
     try:
         parser: Source | None = detect(path, fmt)
         format_error: FileFormatError | None = None
@@ -172,16 +187,8 @@ def ingest_file(
     source = source or (parser.name if parser else "unknown")
     signer = res.keyring.signing_key()
     now = dt.datetime.now(dt.UTC)
-    first_seal = read_entry(res.store, layout.seal_key(sha256)) is None
     seal = seal_original(res.store, signer, sha256, size, source, name, arrived_at or now, now)
-    if first_seal:
-        audit.append(
-            res.store,
-            signer,
-            "seal",
-            what={"sha256": sha256, "file": name, "source": source, "size": size},
-            why="original sealed on arrival, before parsing",
-        )
+    _audit_seal(res, seal)
     file_key = res.keyring.data_key(layout.file_key_name(sha256))
     b_key = layout.bronze_key(source, sha256)
     store_original(res.bronze, b_key, path, sha256, file_key)
@@ -200,19 +207,10 @@ def ingest_file(
         # Engine messages can quote values from the file: say only where it failed.
         raise IngestError(f"{name}: reading failed ({type(exc).__name__})") from None
 
-    months = [tuple(int(x) for x in m.split("-")) for m in report.months]
-    purge = max([identifier_purge_date(y, m) for y, m in months] or [_arrival_purge(seal)])
-    hold_until(res.bronze, b_key, purge)
+    _hold(res, b_key, report.months, seal)
     report.outputs.append(b_key)
     record_parse(res.store, signer, seal, report.parse_entry(seal, as_of))
-    counts = {k: getattr(report, k) for k in ("records", "silver", "gold", "quarantined")}
-    audit.append(
-        res.store,
-        signer,
-        "ingest",
-        what={"sha256": sha256, "file": name, "months": report.months, **counts},
-        why="tiers written; counts reconcile to the sealed file",
-    )
+    _audit_ingest(res, {"sha256": sha256, "file": name, **asdict(report)})
     log.info(
         "%s ingested: %d records → silver %d, gold %d (%d gold only), quarantined %d",
         name,
@@ -223,6 +221,64 @@ def ingest_file(
         report.quarantined,
     )
     return report
+
+
+def _locked(step: Callable[[], object]) -> None:
+    """Run a lock step; a lock that cannot be read or set fails the ingest, never passes."""
+    try:
+        step()
+    except LockError as exc:
+        raise IngestError(f"Object Lock: {exc}") from exc
+
+
+def _hold(res: Resources, b_key: str, months: list[str], seal: dict[str, Any]) -> None:
+    """Lock the original until the policy's purge date of its earliest month."""
+    until = lock_date(res.policy, months, seal["body"]["arrived_at"])
+    _locked(lambda: hold_until(res.bronze, b_key, until, required=res.settings.bronze_lock))
+
+
+def _audit_seal(res: Resources, seal: dict[str, Any]) -> None:
+    """The seal's audit entry, written once per file however often ingest reruns."""
+    body = seal["body"]
+    audit.append(
+        res.store,
+        res.keyring.signing_key(),
+        "seal",
+        what={k: body[k] for k in ("sha256", "file", "source", "size")},
+        why="original sealed on arrival, before parsing",
+        event=f"seal:{body['sha256']}",
+    )
+
+
+def _audit_ingest(res: Resources, facts: dict[str, Any]) -> None:
+    """The ingest's audit entry, once per file: a rerun after a lost write records it then."""
+    counts = {k: facts.get(k, 0) for k in ("records", "silver", "gold", "quarantined")}
+    audit.append(
+        res.store,
+        res.keyring.signing_key(),
+        "ingest",
+        what={
+            "sha256": facts["sha256"],
+            "file": facts["file"],
+            "months": facts.get("months", []),
+            **counts,
+        },
+        why="tiers written; counts reconcile to the sealed file",
+        event=f"ingest:{facts['sha256']}",
+    )
+
+
+def _already_ingested(res: Resources, name: str, sha256: str, parsed: dict[str, Any]) -> FileReport:
+    """A file whose parse entry exists: nothing to redo, but an audit entry an earlier run
+    failed to write after its commit is written now."""
+    body = parsed["body"]
+    seal = read_entry(res.store, layout.seal_key(sha256))
+    if seal is not None:
+        _audit_seal(res, seal)
+    if body.get("status") == "ingested":
+        _audit_ingest(res, {"sha256": sha256, "file": body.get("file") or name, **body})
+    log.info("%s (sha256 %s…) was ingested before: nothing to do", name, sha256[:12])
+    return FileReport(name, sha256, "already_ingested", body.get("source", ""), body.get("format"))
 
 
 def prefetch(batches: Iterator[T], depth: int = 1) -> Iterator[T]:
@@ -336,11 +392,6 @@ def _validate(
     )
 
 
-def _arrival_purge(seal: dict[str, Any]) -> dt.date:
-    arrived = dt.datetime.fromisoformat(seal["body"]["arrived_at"])
-    return identifier_purge_date(arrived.year, arrived.month)
-
-
 def _parse_into_tiers(
     res: Resources,
     parser: Source,
@@ -366,6 +417,8 @@ def _parse_into_tiers(
         token_version=TOKEN_KEY_VERSION,
         purged_months=frozenset(layout.purged_months(res.store)),
         commit_key=file_key,
+        suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),
+        commitment_encoding=ENCODING,
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     resolver = CountryResolver()
@@ -388,6 +441,7 @@ def _parse_into_tiers(
     seen_ids = Fingerprints()
     report = FileReport(name, sha256, "ingested", source, parser.name)
     reasons: Counter[str] = Counter()
+    scrubbed: Counter[str] = Counter()
     by_month: dict[str, dict[str, int]] = {"gold": {}, "silver": {}}
     timings = report.timings = {"commit_s": 0.0, "validate_s": 0.0}
     try:
@@ -404,7 +458,9 @@ def _parse_into_tiers(
             report.silver += len(out.silver)
             report.gold += len(out.gold)
             report.quarantined += len(out.quarantine)
+            report.invalid_number += out.invalid_numbers
             reasons.update(out.quarantine.get_column("reason").to_list())
+            scrubbed.update(out.scrubbed)
             for tier, frame in (("gold", out.gold), ("silver", out.silver)):
                 counts = by_month[tier]
                 for y, m, n in frame.group_by("year", "month").len().iter_rows():
@@ -430,6 +486,7 @@ def _parse_into_tiers(
     report.gold_only = report.gold - report.silver
     report.merkle_root = file_root(report.batch_roots)
     report.reasons = dict(sorted(reasons.items()))
+    report.scrubbed = dict(sorted(scrubbed.items()))
     report.months = sorted(by_month["gold"])
     report.by_month = {t: dict(sorted(c.items())) for t, c in by_month.items()}
     return report
@@ -458,7 +515,7 @@ def _quarantine_file(
         "bronze": b_key,
     }
     res.store.put_bytes(key, json.dumps(note, indent=1).encode())
-    hold_until(res.bronze, b_key, _arrival_purge(seal))
+    _hold(res, b_key, [], seal)
     report = FileReport(name, sha256, "quarantined_file", source, None)
     report.reason, report.detail, report.outputs = error.reason, str(error), [key, b_key]
     record_parse(res.store, res.keyring.signing_key(), seal, report.parse_entry(seal, as_of))
