@@ -229,12 +229,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
-def _docs(settings: Settings) -> Path | None:
+def _docs(settings: Settings) -> str | None:
     """The Data Docs index, if validations have built it."""
     from pipeline.quality import Quality
 
-    index = Quality(Path(settings.data_docs)).docs_index()
-    return index if index.exists() else None
+    quality = Quality(settings.data_docs, settings.s3_endpoint_url, settings.aws())
+    return quality.docs_index() if quality.has_docs() else None
 
 
 def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:

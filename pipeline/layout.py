@@ -21,6 +21,7 @@ requests/<case>/request.enc, status.json, response.json, response.txt, package-<
 requests/_suppressed/<case>.json, requests/_restricted/<case>.json   tokens, never identifiers
 audit/<seq>.json                              the hash-chained audit log
 audit-events/<sha256 of event>.json           where to look for an event's entry
+leases/<sha256>.json                          the run ingesting a file: owner and expiry
 retention/purged/<YYYY-MM>.json, retention/last_success.json
 retention/attempts/<key name>.json            a purge begun and not yet recorded
 ```
@@ -61,6 +62,7 @@ REQUESTS = "requests/"
 SUPPRESSED = "requests/_suppressed/"
 RESTRICTED = "requests/_restricted/"
 AUDIT_EVENTS = "audit-events/"
+LEASES = "leases/"
 PURGED = "retention/purged/"
 PURGE_ATTEMPTS = "retention/attempts/"
 RETENTION_SUCCESS = "retention/last_success.json"
@@ -398,6 +400,11 @@ def audit_seq(key: str) -> int | None:
     """The sequence number an audit entry's key names, or None for any other key."""
     name = key[len(AUDIT) :] if key.startswith(AUDIT) else ""
     return int(name[:-5]) if name.endswith(".json") and name[:-5].isdigit() else None
+
+
+def lease_key(digest: str) -> str:
+    """The lease a run holds while it ingests a file."""
+    return f"{LEASES}{sha(digest)}.json"
 
 
 def audit_event_key(event: str) -> str:

@@ -38,7 +38,7 @@ def totals(reports: Iterable[dict[str, Any]]) -> dict[str, int]:
     """Sums over a run's file reports, plus files per status."""
     reports = list(reports)
     out = {k: sum(int(r[k]) for r in reports) for k in COUNTS}
-    for status in ("ingested", "already_ingested", "quarantined_file"):
+    for status in ("ingested", "already_ingested", "quarantined_file", "in_progress"):
         out[f"files_{status}"] = sum(r["status"] == status for r in reports)
     return out
 
@@ -89,6 +89,9 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
     skipped = [r["file"] for r in reports if r["status"] == "already_ingested"]
     if skipped:
         out.append(f"\nSkipped as already ingested: {', '.join(skipped)}")
+    busy = [r["file"] for r in reports if r["status"] == "in_progress"]
+    if busy:
+        out.append(f"\nSkipped, another run is ingesting them: {', '.join(busy)}")
     return "\n".join(out)
 
 

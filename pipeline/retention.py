@@ -9,14 +9,21 @@ One run, for a date `as_of` (the DAG's logical date, so reruns and backfills agr
    `retention/purged/<YYYY-MM>.json` marker is written, which also stops a late or replayed
    ingest from re-creating identifiers for the month;
 3. each file whose months are all purged: its file key is destroyed and its bronze original and
-   quarantined raw rows deleted (an object still under Object Lock is reported, never forced);
+   quarantined raw rows deleted, every version (an object still under Object Lock is reported
+   once, `locked until <date>`, never forced, and deleted by the first run after the lock);
 4. each year whose 10 years have passed: its gold partitions are deleted;
 5. released or expired holds are purged, and their records forget the tokens they named;
-6. verification proves that nothing identifying is left for every purged month; the run fails
-   loudly if anything is. Every step is recorded in the audit log, without identifiers.
+6. earlier versions left in landing/ are deleted, unfinished multipart uploads older than a day
+   aborted;
+7. verification proves, over versions and not only current objects, that nothing identifying is
+   left for every purged month; the run fails loudly if anything is. Every step is recorded in
+   the audit log once (by its event id), without identifiers.
 
 Each step is idempotent, and the order (copy, destroy, delete, mark) means a crash anywhere and a
-rerun end in the same state as one clean run.
+rerun end in the same state as one clean run; a purge begun and not recorded leaves a note of
+what it found (`retention/attempts/`), so the rerun records what the first attempt destroyed.
+A month or file whose store requests fail is reported (`FAILED <what>: <one line>`), the others
+are still purged, and the run fails at the end.
 """
 
 from __future__ import annotations
