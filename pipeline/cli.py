@@ -1,7 +1,7 @@
 """`python -m pipeline`: the same functions the DAGs call, driven from a shell.
 
 Commands: ingest, generate, demo, summary, retention, hold, audit, verify, export,
-verify-export, keys public. Exit status 0 on success, 1 on a failed
+verify-export, subject-request, verify-access, keys public. Exit status 0 on success, 1 on a failed
 ingest, 2 on bad arguments; messages name files and reason codes, never record values.
 """
 
@@ -227,12 +227,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
-def _docs(settings: Settings) -> Path | None:
+def _docs(settings: Settings) -> str | None:
     """The Data Docs index, if validations have built it."""
     from pipeline.quality import Quality
 
-    index = Quality(Path(settings.data_docs)).docs_index()
-    return index if index.exists() else None
+    quality = Quality(settings.data_docs, settings.s3_endpoint_url, settings.aws())
+    return quality.docs_index() if quality.has_docs() else None
 
 
 def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
@@ -445,6 +445,112 @@ def cmd_verify_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _subject_fields(args: argparse.Namespace) -> dict[str, object]:
+    """A subject request's fields from --request (JSON) and the flags (flags win)."""
+    fields: dict[str, object] = json.loads(Path(args.request).read_text()) if args.request else {}
+    flags = {
+        "case": args.case,
+        "type": args.type,
+        "identifiers": args.identifier,
+        "identity_verified_by": args.identity_verified_by,
+        "received": args.received,
+        "requested_by": args.requested_by,
+        "default_region": args.default_region,
+        "country": args.country,
+        "date_from": args.date_from,
+        "date_to": args.date_to,
+        "grounds": args.grounds,
+    }
+    fields |= {k: v for k, v in flags.items() if v}
+    if args.recipient_key:
+        fields["recipient_key"] = Path(args.recipient_key).read_text()
+    if args.passphrase_file:
+        fields["passphrase"] = Path(args.passphrase_file).read_text().strip()
+    return fields
+
+
+def cmd_subject_request(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import subject
+
+    res = _resources(settings)
+    try:
+        if args.action == "list":
+            for s in subject.list_requests(res):
+                print(f"{s['case']:24} {s['type']:12} received {s['received']}  due "
+                      f"{s['deadline']}  {s['state']} {s.get('outcome') or ''}")  # fmt: skip
+            return 0
+        if args.action == "create":
+            request = subject.SubjectRequest.from_mapping(_subject_fields(args))
+            status = subject.create_subject_request(res, request)
+            print(f"request {status['case']} ({status['type']}) recorded; answer by "
+                  f"{status['deadline']} ({status['deadline_rule']})")  # fmt: skip
+            if status.get("passphrase"):
+                print(f"passphrase for the package (give it to the person out of band; it is "
+                      f"not shown again): {status['passphrase']}")  # fmt: skip
+            return 0
+        if not args.case:
+            print(f"error: subject-request {args.action} needs --case", file=sys.stderr)
+            return 2
+        if args.action == "run":
+            answer = subject.run_subject_request(res, subject.SubjectRun(args.case, args.as_of))
+            print(res.store.get_bytes(_response_key(args.case, "txt")).decode(), end="")
+            if answer.type == "access" and args.out:
+                copy = Path(args.out) / PurePosixPath(answer.done["package"]).name
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_bytes(res.store.get_bytes(answer.done["package"]))
+                print(f"copy: {copy}")
+            return 0
+        status = subject.load_status(res, args.case)
+        print(json.dumps(status, indent=1))
+        if status["state"] == "answered":
+            print(res.store.get_bytes(_response_key(args.case, "txt")).decode(), end="")
+        return 0
+    except subject.SubjectRequestError as exc:
+        print("request refused (recorded in the audit log):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except subject.SubjectError as exc:
+        print(f"subject request failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def _response_key(case: str, ext: str) -> str:
+    from pipeline.layout import request_response_key
+
+    return request_response_key(case, ext)
+
+
+def cmd_verify_access(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.access_package import verify_access
+    from pipeline.verify_export import extract
+
+    try:
+        blob = Path(args.package).read_bytes()
+        public = Path(args.seal_public_key).read_bytes()
+        passphrase = Path(args.passphrase_file).read_text().strip() if args.passphrase_file else ""
+        private = Path(args.private_key).read_bytes() if args.private_key else b""
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    verdict = verify_access(blob, public, passphrase=passphrase, private_pem=private)
+    for check in verdict.checks:
+        print(f"ok    {check}")
+    for problem in verdict.problems:
+        print(f"FAIL  {problem}")
+    if not verdict.ok:
+        print("VERDICT: NOT VERIFIED")
+        return 1
+    print(f"VERDICT: VERIFIED ({verdict.manifest['counts']['records']} records)")
+    if args.extract:
+        for path in extract(verdict, Path(args.extract)):
+            print(f"wrote {path}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from pipeline.sources import FORMATS
     from pipeline.synth import FORMATS as GEN_FORMATS
@@ -534,6 +640,34 @@ def parser() -> argparse.ArgumentParser:
     vex.add_argument("--seal-public-key", required=True, help="the operator's seal key (PEM)")
     vex.add_argument("--extract", help="write the decrypted records and manifest here")
     vex.set_defaults(func=cmd_verify_export)
+
+    dsr = sub.add_parser("subject-request", help="a data subject's access, erasure or restriction")
+    dsr.add_argument("action", choices=["create", "run", "show", "list"])
+    dsr.add_argument("--request", help="create: a request as JSON (the same fields as the flags)")
+    dsr.add_argument("--case", help="case reference")
+    dsr.add_argument("--type", choices=["access", "erasure", "restriction"])
+    dsr.add_argument("--identifier", action="append", help="phone number or e-mail (repeatable)")
+    dsr.add_argument("--default-region", type=_region, help="ISO country of national numbers")
+    dsr.add_argument("--identity-verified-by", help="reference of the identity check")
+    dsr.add_argument("--received", help="date the request was received (YYYY-MM-DD)")
+    dsr.add_argument("--requested-by", help="the officer recording it")
+    dsr.add_argument("--country", help="whose law applies (default: the number's country)")
+    dsr.add_argument("--from", dest="date_from", help="access: period start (UTC date)")
+    dsr.add_argument("--to", dest="date_to", help="access: period end, inclusive")
+    dsr.add_argument("--recipient-key", help="access: deliver to this public key (PEM file)")
+    dsr.add_argument("--passphrase-file", help="access: deliver to the passphrase in this file")
+    dsr.add_argument("--grounds", help="the person's stated grounds")
+    dsr.add_argument("--as-of", type=_date, default=_today(), help="run: the day to answer for")
+    dsr.add_argument("--out", help="run: also copy the (encrypted) package into this folder")
+    dsr.set_defaults(func=cmd_subject_request)
+
+    vac = sub.add_parser("verify-access", help="open and verify a person's access package")
+    vac.add_argument("package", help="the .cdrs file")
+    vac.add_argument("--passphrase-file", help="the passphrase the person was given")
+    vac.add_argument("--private-key", help="or the person's private key (PEM)")
+    vac.add_argument("--seal-public-key", required=True, help="the operator's seal key (PEM)")
+    vac.add_argument("--extract", help="write the decrypted files here")
+    vac.set_defaults(func=cmd_verify_access)
 
     summ = sub.add_parser("summary", help="what the store holds, per tier")
     summ.set_defaults(func=cmd_summary)

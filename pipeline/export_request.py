@@ -21,6 +21,10 @@ from pipeline.package import RecipientKeyError, load_recipient_key
 from pipeline.schema import CHANNELS
 
 TEXT_FIELDS = ("case", "authority", "legal_basis", "requested_by", "approved_by")
+#: Why records are disclosed. Only a law-enforcement order reaches the records of persons who
+#: restricted processing of their data (`pipeline.subject`); every other purpose leaves them out.
+LAW_ENFORCEMENT = "law_enforcement"
+PURPOSES = (LAW_ENFORCEMENT, "fraud_investigation", "billing_dispute", "legal_claim")
 
 
 class RequestError(PipelineError, ValueError):
@@ -46,6 +50,7 @@ class ExportRequest:
     recipient_key: str
     channels: list[str] = field(default_factory=list)
     default_region: str | None = None  # national-format numbers; None: CDR_DEFAULT_REGION
+    purpose: str = LAW_ENFORCEMENT
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> ExportRequest:
@@ -62,6 +67,7 @@ class ExportRequest:
             recipient_key=str(data.get("recipient_key") or ""),
             channels=[str(c) for c in data.get("channels") or []],
             default_region=str(data.get("default_region") or "").strip() or None,
+            purpose=str(data.get("purpose") or LAW_ENFORCEMENT),
         )
 
     def public(self) -> dict[str, Any]:
@@ -77,6 +83,7 @@ class ExportRequest:
             "date_to": self.date_to.isoformat() if self.date_to else None,
             "channels": self.channels,
             "default_region": self.default_region,
+            "purpose": self.purpose,
         }
 
 
@@ -140,6 +147,8 @@ def validate(
             problems.append("the period is reversed: date_from is after date_to")
         if end > today:
             problems.append(f"the period ends in the future (after {today.isoformat()}, UTC)")
+    if request.purpose not in PURPOSES:
+        problems.append(f"unknown purpose: one of {list(PURPOSES)}")
     unknown = sorted(set(request.channels) - set(CHANNELS))
     if unknown:
         problems.append(f"unknown channels {unknown}: one of {list(CHANNELS)}")

@@ -21,7 +21,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -30,6 +29,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline import __version__, audit, layout, quality
 from pipeline.bronze import LockError, hold_until, lock_date, require_lock, store_original
@@ -41,7 +41,6 @@ from pipeline.keys import TOKEN_KEY_VERSION
 from pipeline.lookup import default_region as resolve_region
 from pipeline.normalise import CountryResolver
 from pipeline.resources import Resources
-from pipeline.schema import VAULT_ENTRY
 from pipeline.sources import FileFormatError, ParseOptions, Source, detect
 from pipeline.store import LocalStore, ObjectStore
 from pipeline.tiers import TierWriter
@@ -385,33 +384,58 @@ def prefetch(batches: Iterator[T], depth: int = 1) -> Iterator[T]:
         worker.join(timeout=5)
 
 
-def _validate(res: Resources, writer: TierWriter, name: str, sha256: str) -> None:
-    """Run the silver and gold suites on the staged parts; refuse the file if any fails.
+#: the suite that judges each tier's batches, and the column naming a failing row
+SUITES = {"silver": "silver", "gold": "gold", "vault": "silver_identifiers"}
+INDEX = {"silver": quality.INDEX_COLUMN, "gold": quality.INDEX_COLUMN, "silver_identifiers": None}
 
-    The identifiers half of the silver suite (E.164 before tokenising) runs on the staged vault,
-    decrypted in memory a chunk at a time.
+
+def _suite_tallies(res: Resources) -> dict[str, quality.SuiteTally]:
+    """One evaluation per suite for this file (an unsupported suite is refused here)."""
+    return {suite: res.quality.tally(suite, INDEX[suite]) for suite in SUITES.values()}
+
+
+def _gx_frame(writer: TierWriter, suite: str) -> Any:
+    """A small file's staged tier as GX's engine reads it (the vault decrypted in memory)."""
+    if suite == "silver_identifiers":
+        tables = list(writer.vault_entries(quality.GX_ROWS))
+    else:
+        parts = [p for k, p in sorted(writer.staged().items()) if k.startswith(f"{suite}/")]
+        tables = [pq.read_table(p) for p in parts]
+    return pa.concat_tables(tables).to_pandas()
+
+
+def _validate(
+    res: Resources,
+    writer: TierWriter,
+    tallies: dict[str, quality.SuiteTally],
+    records: int,
+    name: str,
+    sha256: str,
+) -> None:
+    """Record each suite's verdict on the whole file; refuse the file if any expectation fails.
+
+    Every row was evaluated in the batch loop (`tallies`). A file of up to `quality.GX_ROWS`
+    records is validated by GX's own engine as well, whose result is recorded, and the two
+    verdicts must agree (success and counts of every expectation) or the file is refused.
 
     Nothing has been published yet, so a refused file leaves silver and gold unchanged; it is
     quarantined whole with the failing expectations named (never the values that failed).
     """
+    writer.staged()
     failed: dict[str, list[str]] = {}
-    staged = writer.staged()
     run_name = f"{name}-{sha256[:16]}"
-    identifiers = res.quality.run("silver_identifiers", list(VAULT_ENTRY))
-    for entries in writer.vault_entries(quality.CHUNK_ROWS):
-        identifiers.add(entries)
-    if problems := identifiers.finish(run_name):
-        failed["silver_identifiers"] = problems
-
-    def check(suite: str) -> list[str]:
-        parts = [path for key, path in sorted(staged.items()) if key.startswith(f"{suite}/")]
-        return res.quality.validate_parquet(suite, parts, run_name) if parts else []
-
-    # Silver and gold are checked side by side: the expectations' work (Arrow compute,
-    # Parquet decoding) releases the GIL, and nothing else runs at this point.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="quality") as pool:
-        verdicts = dict(zip(("silver", "gold"), pool.map(check, ("silver", "gold")), strict=True))
-    failed.update({suite: problems for suite, problems in verdicts.items() if problems})
+    for suite, tally in tallies.items():
+        if not tally.rows:
+            continue
+        ours = res.quality.suite_result(tally)
+        result = ours
+        if records <= quality.GX_ROWS:
+            result = res.quality.gx_validate(suite, _gx_frame(writer, suite), INDEX[suite])
+            if differ := quality.disagreements(ours, result):
+                failed[f"{suite} (evaluator and GX disagree)"] = differ
+        res.quality.record(result, run_name)
+        if problems := quality.failures(result.results):
+            failed[suite] = problems
     docs = res.quality.docs_index()
     if not failed:
         log.info("%s passed the silver and gold suites (Data Docs: %s)", name, docs)
@@ -421,7 +445,7 @@ def _validate(res: Resources, writer: TierWriter, name: str, sha256: str) -> Non
         "sha256": sha256,
         "reason": "expectations_failed",
         "failed": failed,
-        "data_docs": str(docs),
+        "data_docs": docs,
     }
     note_key = layout.quarantine_file_key(sha256)
     res.store.put_bytes(note_key, json.dumps(note, indent=1).encode())
@@ -457,16 +481,26 @@ def _parse_into_tiers(
         token_version=TOKEN_KEY_VERSION,
         purged_months=frozenset(layout.purged_months(res.store)),
         commit_key=file_key,
+        suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),
         commitment_encoding=ENCODING,
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     resolver = CountryResolver()
+    tallies = _suite_tallies(res)
+    validating = [0.0]
+
+    def check(tier: str, frame: pl.DataFrame) -> None:
+        began = time.perf_counter()
+        tallies[SUITES[tier]].add(frame)
+        validating[0] += time.perf_counter() - began
+
     writer = TierWriter(
         sha256,
         lambda y, m: res.keyring.data_key(layout.month_key_name((y, m))),
         file_key,
         source,
         name,
+        check,
     )
     seen_ids = Fingerprints()
     report = FileReport(name, sha256, "ingested", source, parser.name)
@@ -507,8 +541,9 @@ def _parse_into_tiers(
         del seen_ids
         pa.default_memory_pool().release_unused()
         started = time.perf_counter()
-        _validate(res, writer, name, sha256)
-        timings["validate_s"] = time.perf_counter() - started
+        _validate(res, writer, tallies, report.records, name, sha256)
+        # Batch evaluation runs on the writer threads (summed over both), plus the verdict.
+        timings["validate_s"] = validating[0] + time.perf_counter() - started
         report.outputs = writer.publish(res.store)
     finally:
         writer.close()

@@ -17,6 +17,8 @@ quarantine/rows/part-<sha256>.parquet, quarantine/files/<sha256>.json
 proofs/<sha256>.parquet                       the file's Merkle leaves
 holds/<case>/hold.json, records/, vault/, copied/   encrypted under hold-<digest of case>
 exports/<case>/package-<stamp>.cdrx
+requests/<case>/request.enc, status.json, response.json, response.txt, package-<stamp>.cdrs
+requests/_suppressed/<case>.json, requests/_restricted/<case>.json   tokens, never identifiers
 audit/<seq>.json                              the hash-chained audit log
 audit-events/<sha256 of event>.json           where to look for an event's entry
 leases/<sha256>.json                          the run ingesting a file: owner and expiry
@@ -54,6 +56,11 @@ PROOFS = "proofs/"
 HOLDS = "holds/"
 EXPORTS = "exports/"
 AUDIT = "audit/"
+REQUESTS = "requests/"
+#: Tokens whose identifiers were erased (never re-identified or re-created) and tokens whose
+#: processing is restricted; one object per case. '_' cannot start a case, so no case collides.
+SUPPRESSED = "requests/_suppressed/"
+RESTRICTED = "requests/_restricted/"
 AUDIT_EVENTS = "audit-events/"
 LEASES = "leases/"
 PURGED = "retention/purged/"
@@ -78,6 +85,7 @@ FILE_OUTPUT_PREFIXES = (BRONZE, QUARANTINE)
 MONTH_KEY_PREFIX = "month-"
 FILE_KEY_PREFIX = "file-"
 HOLD_KEY_PREFIX = "hold-"
+REQUEST_KEY_PREFIX = "request-"
 
 #: Case references: one pattern for the CLI, the DAG forms (JSON Schema) and the library, which
 #: matches it against the whole value (a trailing newline is refused too).
@@ -315,6 +323,73 @@ def hold_copied_marker(case_ref: str, what: str) -> str:
 
 def export_key(case_ref: str, stamp: str) -> str:
     return f"{EXPORTS}{case(case_ref)}/package-{path_segment(stamp)}.cdrx"
+
+
+# --- data subject requests -----------------------------------------------------------------
+def request_prefix(case_ref: str) -> str:
+    return f"{REQUESTS}{case(case_ref)}/"
+
+
+def request_record_key(case_ref: str) -> str:
+    """The request itself (identifiers included), encrypted under the request's own key."""
+    return f"{request_prefix(case_ref)}request.enc"
+
+
+def request_status_key(case_ref: str) -> str:
+    """What may be shown of a request: type, dates, counts, state; never an identifier."""
+    return f"{request_prefix(case_ref)}status.json"
+
+
+def request_response_key(case_ref: str, ext: str = "json") -> str:
+    if ext not in {"json", "txt"}:
+        raise LayoutError("a response is json or txt")
+    return f"{request_prefix(case_ref)}response.{ext}"
+
+
+def request_package_key(case_ref: str, stamp: str) -> str:
+    return f"{request_prefix(case_ref)}package-{path_segment(stamp)}.cdrs"
+
+
+def request_staging_prefix(case_ref: str) -> str:
+    return f"{request_prefix(case_ref)}staging/"
+
+
+def request_staging_key(case_ref: str, tier_key: str) -> str:
+    """Where erasure keeps a rewritten vault part until it has replaced the original."""
+    return f"{request_staging_prefix(case_ref)}{tier_key.replace('/', '~')}"
+
+
+def staged_tier_key(staging_key: str) -> str:
+    """The tier object a staged rewrite replaces."""
+    return staging_key.rsplit("/", 1)[-1].replace("~", "/")
+
+
+def is_request_status(key: str) -> bool:
+    return key.startswith(REQUESTS) and key.endswith("/status.json")
+
+
+def token_list_key(kind: str, case_ref: str) -> str:
+    """A case's `suppressed` or `restricted` tokens."""
+    roots = {"suppressed": SUPPRESSED, "restricted": RESTRICTED}
+    if kind not in roots:
+        raise LayoutError(f"a token list is suppressed or restricted, not {kind!r}")
+    return f"{roots[kind]}{case(case_ref)}.json"
+
+
+def listed_tokens(store: ObjectStore, kind: str) -> set[str]:
+    """Every case's `suppressed` (identifiers erased) or `restricted` tokens, together."""
+    root = {"suppressed": SUPPRESSED, "restricted": RESTRICTED}[kind]
+    out: set[str] = set()
+    for obj in store.list(root):
+        if obj.key.endswith(".json"):
+            out.update(json.loads(store.get_bytes(obj.key))["tokens"])
+    return out
+
+
+def request_key_name(case_ref: str) -> str:
+    """The data key of a subject request, named by a digest of the case (see `hold_key_name`)."""
+    digest = hashlib.sha256(case(case_ref).encode()).hexdigest()[:40]
+    return f"{REQUEST_KEY_PREFIX}{digest}"
 
 
 def audit_key(seq: int) -> str:

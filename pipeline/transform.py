@@ -44,6 +44,8 @@ class FileContext:
     commit_key: bytes = b""
     #: the record encoding its leaves are committed with (stated in the parse entry)
     commitment_encoding: int = ENCODING
+    #: tokens whose identifiers were erased on request: their vault entries are never re-created
+    suppressed: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -188,6 +190,8 @@ def transform(
             for p, personal in (("o", personal_o), ("d", personal_d))
         ]
     ).unique(subset=["year", "month", "token"], keep="first")
+    if ctx.suppressed:
+        vault = vault.filter(~pl.col("token").is_in(list(ctx.suppressed)))
     invalid = int(
         good.select((pl.col("o_country_invalid") | pl.col("d_country_invalid")).sum()).item()
     )

@@ -44,6 +44,18 @@ class ExportVerdict:
 
 
 def verify_package(blob: bytes, private_pem: bytes, seal_public_pem: bytes) -> ExportVerdict:
+    """Open a package with the recipient's private key and check everything it claims."""
+    try:
+        _, payload = decrypt_with(load_private_key(private_pem), blob)
+    except PackageError as exc:
+        return ExportVerdict(problems=[str(exc)])
+    return verify_payload(payload, seal_public_pem, "the recipient key")
+
+
+def verify_payload(
+    payload: bytes, seal_public_pem: bytes, opened_with: str, files: tuple[str, ...] = FILES
+) -> ExportVerdict:
+    """Check a decrypted package (a tar of `files`): signature, digests, records, proofs."""
     verdict = ExportVerdict()
     try:
         public = serialization.load_pem_public_key(seal_public_pem)
@@ -52,22 +64,17 @@ def verify_package(blob: bytes, private_pem: bytes, seal_public_pem: bytes) -> E
     except ValueError:
         verdict.problems.append("the seal public key is not an Ed25519 public key in PEM")
         return verdict
-    try:
-        _, payload = decrypt_with(load_private_key(private_pem), blob)
-    except PackageError as exc:
-        verdict.problems.append(str(exc))
-        return verdict
-    verdict.checks.append("decrypted and authenticated with the recipient key")
+    verdict.checks.append(f"decrypted and authenticated with {opened_with}")
     try:
         with tarfile.open(fileobj=io.BytesIO(payload)) as archive:
             for member in archive.getmembers():
                 data = archive.extractfile(member)
-                if data is not None and member.name in FILES:
+                if data is not None and member.name in files:
                     verdict.files[member.name] = data.read()
     except tarfile.TarError:
         verdict.problems.append("the decrypted package is not a readable archive")
         return verdict
-    missing = [name for name in FILES if name not in verdict.files]
+    missing = [name for name in files if name not in verdict.files]
     if missing:
         verdict.problems.append(f"the package lacks {', '.join(missing)}")
         return verdict

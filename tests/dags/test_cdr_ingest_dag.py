@@ -45,8 +45,9 @@ def test_every_dag_is_documented_tagged_retried_and_scheduled() -> None:
                 assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
 
 
-# A retry of an export would build a second package for the same request: an officer reruns it.
-ONCE_ONLY = {("cdr_le_export", "export_package")}
+# A retry of an export (or of an access request) would build a second package for the same
+# request: an officer reruns it.
+ONCE_ONLY = {("cdr_le_export", "export_package"), ("cdr_subject_request", "answer_request")}
 
 
 def _run_dag(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> object:
