@@ -53,6 +53,9 @@ ONCE_ONLY = {("cdr_le_export", "export_package"), ("cdr_subject_request", "answe
 def _run_dag(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> object:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    # The deployment's region: the form's default_region is empty, so national numbers are read
+    # in CDR_DEFAULT_REGION.
+    monkeypatch.setenv("CDR_DEFAULT_REGION", "PK")
     return load_dag("cdr_ingest").test(logical_date=dt.datetime(2025, 6, 15, tzinfo=dt.UTC))
 
 
