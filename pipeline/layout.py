@@ -393,6 +393,13 @@ def listed_tokens(store: ObjectStore, kind: str) -> set[str]:
     return out
 
 
+def holds_request_identifiers(key: str) -> bool:
+    """A request's objects that hold the person's identifiers (encrypted): the request record,
+    its packages and erasure's staging; not its status or response."""
+    name = key.rsplit("/", 1)[-1]
+    return name == "request.enc" or name.startswith("package-") or "/staging/" in key
+
+
 def request_key_name(case_ref: str) -> str:
     """The data key of a subject request, named by a digest of the case (see `hold_key_name`)."""
     digest = hashlib.sha256(case(case_ref).encode()).hexdigest()[:40]
