@@ -114,6 +114,20 @@ def list_landing(store: ObjectStore) -> list[str]:
     )
 
 
+def list_landing_refs(store: ObjectStore) -> list[str]:
+    """The files waiting in landing/, as `layout.landing_ref` names them (safe for XCom)."""
+    return [layout.landing_ref(key) for key in list_landing(store)]
+
+
+def landing_key_of(store: ObjectStore, ref: str) -> str:
+    """The landing object a reference names (a scan of landing/: the key itself may hold an
+    identifier, so it never travels through the orchestrator)."""
+    for key in list_landing(store):
+        if layout.landing_ref(key) == ref:
+            return key
+    raise IngestError(f"{ref} is not in landing/ (already ingested by another run?)")
+
+
 def ingest_landing(
     res: Resources,
     key: str,

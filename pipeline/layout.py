@@ -191,6 +191,13 @@ def landing_key(source_name: str, name: str) -> str:
     return f"{LANDING}{source(source_name)}/{path_segment(name)}"
 
 
+def landing_ref(key: str) -> str:
+    """How a landing object is named in task parameters, XCom and Airflow's UI: its key, with
+    each folder or file name that could hold an identifier replaced by `file_label`'s digest."""
+    parts = PurePosixPath(key).parts[1:] if key.startswith(LANDING) else PurePosixPath(key).parts
+    return LANDING + "/".join(file_label(part) for part in parts)
+
+
 def source_of_landing_key(key: str) -> str | None:
     """`landing/<source>/...` names the source system; a file directly in landing/ has none."""
     parts = PurePosixPath(key).parts
@@ -384,6 +391,13 @@ def listed_tokens(store: ObjectStore, kind: str) -> set[str]:
         if obj.key.endswith(".json"):
             out.update(json.loads(store.get_bytes(obj.key))["tokens"])
     return out
+
+
+def holds_request_identifiers(key: str) -> bool:
+    """A request's objects that hold the person's identifiers (encrypted): the request record,
+    its packages and erasure's staging; not its status or response."""
+    name = key.rsplit("/", 1)[-1]
+    return name == "request.enc" or name.startswith("package-") or "/staging/" in key
 
 
 def request_key_name(case_ref: str) -> str:

@@ -13,6 +13,8 @@ One run, for a date `as_of` (the DAG's logical date, so reruns and backfills agr
    once, `locked until <date>`, never forced, and deleted by the first run after the lock);
 4. each year whose 10 years have passed: its gold partitions are deleted;
 5. released or expired holds are purged, and their records forget the tokens they named;
+   subject requests answered more than `REQUEST_IDENTIFIER_DAYS` ago forget the person (request
+   key destroyed, record deleted);
 6. earlier versions left in landing/ are deleted, unfinished multipart uploads older than a day
    aborted;
 7. verification proves, over versions and not only current objects, that nothing identifying is
@@ -102,6 +104,7 @@ class RetentionReport:
     left_locked: list[str] = field(default_factory=list)
     landing_versions_deleted: int = 0
     uploads_aborted: int = 0
+    requests_forgotten: list[str] = field(default_factory=list)
     verified: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,6 +210,8 @@ def run_retention(res: Resources, request: RetentionRequest) -> RetentionReport:
             why = "hold released or expired"
             audit.append(store, signer, "purge_hold", what=entry, why=why, event=event)
         report.holds.append(entry)
+
+    report.requests_forgotten = _forget_answered_requests(res, as_of, dry_run)
 
     if not dry_run:
         report.landing_versions_deleted = (
@@ -495,3 +500,44 @@ def verify_purged(
         problems.append(f"{layout.LANDING}: earlier versions of ingested originals are kept")
     if problems:
         raise RetentionError("identifying data left after purge: " + "; ".join(problems))
+
+
+#: Days an answered subject request keeps the person's identifiers (to re-run or correct the
+#: answer); after them retention shreds the request's key and deletes its record and packages.
+REQUEST_IDENTIFIER_DAYS = 30
+
+
+def _forget_answered_requests(res: Resources, as_of: dt.date, dry_run: bool) -> list[str]:
+    """Cases whose answered request no longer needs the person's identifiers: the encrypted
+    request and any undelivered package deleted (every version), the request's key destroyed.
+    The status, response and audit entries stay: they never held an identifier."""
+    store, keyring = res.store, res.keyring
+    forgotten = []
+    for obj in store.list(layout.REQUESTS):
+        if not layout.is_request_status(obj.key):
+            continue
+        status = json.loads(store.get_bytes(obj.key))
+        answered = status.get("answered_at")
+        if status.get("state") != "answered" or not answered or status.get("forgotten_at"):
+            continue
+        if dt.date.fromisoformat(answered[:10]) + dt.timedelta(REQUEST_IDENTIFIER_DAYS) > as_of:
+            continue
+        case = status["case"]
+        forgotten.append(case)
+        if dry_run:
+            continue
+        keyring.destroy_data_key(layout.request_key_name(case))
+        for held in list(store.list(layout.request_prefix(case))):
+            if layout.holds_request_identifiers(held.key):
+                store.purge(held.key)
+        status["forgotten_at"] = as_of.isoformat()
+        store.put_bytes(obj.key, json.dumps(status, indent=1).encode())
+        audit.append(
+            store,
+            keyring.signing_key(),
+            "subject_request_forgotten",
+            what={"case": case, "answered_at": answered},
+            why=f"identifiers of an answered request kept {REQUEST_IDENTIFIER_DAYS} days",
+            event=f"subject-request-forgotten:{case}",
+        )
+    return forgotten
