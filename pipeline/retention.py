@@ -498,6 +498,9 @@ def verify_purged(
                 problems.append(f"file {body['sha256'][:12]}…: {key} still exists")
     if any(_stale(v) for v in store.versions(layout.LANDING)):
         problems.append(f"{layout.LANDING}: earlier versions of ingested originals are kept")
+    for hold in holds.list_holds(store):
+        if not hold.active(as_of) and hold.remembers_anyone():
+            problems.append(f"hold {hold.case}: ended, and its record still names its tokens")
     if problems:
         raise RetentionError("identifying data left after purge: " + "; ".join(problems))
 

@@ -88,3 +88,28 @@ def test_an_expired_hold_forgets_its_tokens_too(res: Resources) -> None:
     holds.purge_hold(res.store, res.keyring, hold.case, dt.date(2026, 1, 1))
     text = res.store.get_bytes(layout.hold_record_key("CASE-10")).decode()
     assert "t.1" not in text and json.loads(text)["identifier_count"] == 2
+
+
+def test_a_forget_lost_in_a_crash_fails_the_run_and_the_rerun_finishes_it(
+    res: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.retention import RetentionError, RetentionRequest, run_retention
+
+    holds.place(
+        res.store,
+        holds.Hold(
+            "CASE-11",
+            "order 11",
+            "2025-01-01T00:00:00+00:00",
+            "clerk",
+            tokens=["t.9"],
+            until="2026-01-01",
+        ),
+    )
+    with monkeypatch.context() as m:
+        m.setattr(holds, "forget", lambda *a: None)  # the record's rewrite never happens
+        with pytest.raises(RetentionError, match="hold CASE-11: ended, and its record still names"):
+            run_retention(res, RetentionRequest(dt.date(2026, 1, 2)))
+    report = run_retention(res, RetentionRequest(dt.date(2026, 1, 3)))
+    assert report.verified and [h["case"] for h in report.holds] == ["CASE-11"]
+    assert "t.9" not in res.store.get_bytes(layout.hold_record_key("CASE-11")).decode()
