@@ -150,7 +150,9 @@ def test_unfinished_multipart_uploads_older_than_a_day_are_aborted(moto_endpoint
     client = s3_client(moto_endpoint)
     store = open_store(f"s3://{data}/p", moto_endpoint)
     client.create_multipart_upload(Bucket=data, Key="p/silver/crashed.parquet")
-    now = dt.datetime.now(dt.UTC)
-    assert store.abort_stale_uploads(now - dt.timedelta(days=1)) == 0  # begun just now: kept
-    assert store.abort_stale_uploads(now + dt.timedelta(minutes=1)) == 1
+    # moto reports a fixed start time for uploads: cut-offs are taken relative to it.
+    [upload] = client.list_multipart_uploads(Bucket=data)["Uploads"]
+    began = upload["Initiated"]
+    assert store.abort_stale_uploads(began) == 0  # not older than the cut-off: kept
+    assert store.abort_stale_uploads(began + dt.timedelta(seconds=1)) == 1
     assert client.list_multipart_uploads(Bucket=data).get("Uploads", []) == []
