@@ -493,6 +493,7 @@ def _parse_into_tiers(
         derived_ids=parser.derived_ids,
         token_key=res.keyring.token_key(TOKEN_KEY_VERSION),
         token_version=TOKEN_KEY_VERSION,
+        identifier_purge=res.policy.identifier_purge,
         purged_months=frozenset(layout.purged_months(res.store)),
         commit_key=file_key,
         suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),

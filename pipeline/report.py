@@ -159,7 +159,7 @@ def holds_table(holds: Iterable[Any], as_of: Any) -> str:
     """Holds with their state on `as_of`; identifiers shown as a count only."""
     rows = [
         [h.case, "active" if h.active(as_of) else ("released" if h.released_at else "expired"),
-         len(h.tokens), h.customer or "-", f"{h.period_from or ''}..{h.period_to or ''}",
+         h.identifiers(), h.customer or "-", f"{h.period_from or ''}..{h.period_to or ''}",
          h.until or "-", h.reason[:40]]
         for h in holds
     ]  # fmt: skip

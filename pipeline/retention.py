@@ -12,8 +12,9 @@ One run, for a date `as_of` (the DAG's logical date, so reruns and backfills agr
    quarantined raw rows deleted, every version (an object still under Object Lock is reported
    once, `locked until <date>`, never forced, and deleted by the first run after the lock);
 4. each year whose 10 years have passed: its gold partitions are deleted;
-5. released or expired holds are purged, and subject requests answered more than
-   `REQUEST_IDENTIFIER_DAYS` ago forget the person (request key destroyed, record deleted);
+5. released or expired holds are purged, and their records forget the tokens they named;
+   subject requests answered more than `REQUEST_IDENTIFIER_DAYS` ago forget the person (request
+   key destroyed, record deleted);
 6. earlier versions left in landing/ are deleted, unfinished multipart uploads older than a day
    aborted;
 7. verification proves, over versions and not only current objects, that nothing identifying is
@@ -44,7 +45,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pipeline import audit, holds, layout
 from pipeline.alerts import record_retention_success
-from pipeline.dates import identifier_purge_date
 from pipeline.errors import PipelineError, one_line
 from pipeline.keys import LocalKeyring
 from pipeline.layout import Month
@@ -198,11 +198,12 @@ def run_retention(res: Resources, request: RetentionRequest) -> RetentionReport:
         if hold.active(as_of):
             continue
         has_data = any(True for _ in store.list(layout.hold_data_prefix(hold.case, "records")))
-        if not has_data and not keyring.has_data_key(layout.hold_key_name(hold.case)):
+        has_key = keyring.has_data_key(layout.hold_key_name(hold.case))
+        if not (has_data or has_key or hold.remembers_anyone()):
             continue
         entry = {"case": hold.case, "released_at": hold.released_at, "until": hold.until}
         if not dry_run:
-            deleted, left = holds.purge_hold(store, keyring, hold.case)
+            deleted, left = holds.purge_hold(store, keyring, hold.case, as_of)
             entry |= {"objects_deleted": deleted}
             report.left_locked += left
             event = f"purge-hold:{hold.case}:{hold.placed_at}"
@@ -243,7 +244,9 @@ def _month_step(
     as_of: dt.date,
 ) -> dict[str, Any]:
     """Purge one month and record it once (a resumed purge finishes and records it)."""
-    entry = _purge_month(store, keyring, m, active, inv, dry_run, as_of)
+    entry = _purge_month(
+        store, keyring, m, policy.identifier_purge(*m), active, inv, dry_run, as_of
+    )
     if not dry_run:
         event = f"purge-month:{layout.month_name(m)}"
         audit.append(store, signer, "purge_month", what=entry, why=policy.reason, event=event)
@@ -315,6 +318,7 @@ def _purge_month(
     store: ObjectStore,
     keyring: LocalKeyring,
     m: Month,
+    purge_date: dt.date,
     active: list[holds.Hold],
     inv: Inventory,
     dry_run: bool,
@@ -326,7 +330,7 @@ def _purge_month(
     vault_keys = [k for k in objects if k.startswith(layout.VAULT)]
     entry: dict[str, Any] = {
         "month": name,
-        "identifier_purge_date": identifier_purge_date(*m).isoformat(),
+        "identifier_purge_date": purge_date.isoformat(),
         "silver_objects": len(silver),
         "vault_objects": len(vault_keys),
         "held": {},

@@ -35,7 +35,8 @@ STATISTICS = ("event_time", "end_time", "record_id", "source_sha256", "source_li
 # Dictionary encoding where values repeat (kinds, countries, statuses), not on unique values.
 DICTIONARY = (
     "source", "source_file", "source_sha256", "channel", "direction", "customer_id",
-    "origin_kind", "destination_kind", "origin_country", "destination_country", "origin_network",
+    "origin_kind", "destination_kind", "origin_country", "destination_country", "origin_domain",
+    "destination_domain", "origin_network",
     "destination_network", "route_id", "status", "error_code", "currency", "reason", "kind",
 )  # fmt: skip
 

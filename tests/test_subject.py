@@ -133,6 +133,8 @@ def test_access_returns_exactly_the_persons_live_records_and_nobody_elses_identi
     assert {r["your_identifier"] for r in records} == {person["e164"], person["email"]}
     kinds = {r["counterparty_kind"] for r in records}
     assert {"sender id", "e-mail address"} <= kinds
+    mailers = {r["counterparty_domain"] for r in records if r["counterparty_kind"] == "e-mail address"}  # fmt: skip
+    assert mailers == {"shop.example.com"}  # the domain gold keeps, never the address
     # A purged month is reported, in the package and in the answer.
     assert answer.done["purged_months"] == [{"month": "2025-03", "purged_on": "2026-04-01"}]
     assert "2025-03: identifiers deleted on 2026-04-01" in verdict.files["README.txt"].decode()
