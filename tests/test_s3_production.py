@@ -124,7 +124,8 @@ def test_one_files_store_error_fails_that_file_and_the_others_go_in(
         capsys.readouterr()
         assert run(monkeypatch, locked_env | {"CDR_S3_ENDPOINT_URL": url}, "verify") == 1
     out = capsys.readouterr().out
-    assert out.count("read             FAIL") == 3  # each file named, none crashed the run
+    assert out.count("proofs           FAIL") == 3  # each file named, none crashed the run
+    assert out.count("cannot be read") == 3
     assert "MISMATCHES" in out and "Traceback" not in out
 
 
