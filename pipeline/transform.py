@@ -22,6 +22,17 @@ from pipeline.schema import CHANNELS, DIRECTIONS, GOLD, SILVER, conform
 from pipeline.sources.base import first_error
 from pipeline.tokenise import token_expr
 
+# What the tiers accept (the same bounds as the expectations suites): a row outside them is
+# quarantined with `out_of_range:<field>`, never the whole file refused.
+EARLIEST = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+MAX_DURATION_S = 7 * 86_400
+FUTURE_TOLERANCE_DAYS = 1
+
+
+def _out_of_range(col: str) -> pl.Expr:
+    return pl.col(col).is_not_null() & ((pl.col(col) < EARLIEST) | (pl.col(col) >= LATEST))
+
 
 @dataclass(frozen=True)
 class FileContext:
@@ -41,6 +52,14 @@ class FileContext:
     purged_months: frozenset[str] = frozenset()
     #: the file's data key: keys the identity commitments (pipeline.commitments)
     commit_key: bytes = b""
+    #: days after `as_of` a record may be dated (clocks differ): later is `future_timestamp`
+    future_tolerance_days: int = FUTURE_TOLERANCE_DAYS
+
+    @property
+    def future_cutoff(self) -> dt.datetime:
+        """The first instant a record may not be dated: the end of `as_of` plus the tolerance."""
+        day = self.as_of + dt.timedelta(days=1 + self.future_tolerance_days)
+        return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
 @dataclass
@@ -81,6 +100,9 @@ def transform(
             [
                 (pl.col("record_id").is_null(), "missing_id"),
                 (pl.col("event_time").is_null(), "missing_timestamp"),
+                (_out_of_range("event_time"), "out_of_range:event_time"),
+                (pl.col("event_time") >= ctx.future_cutoff, "future_timestamp"),
+                (_out_of_range("end_time"), "out_of_range:end_time"),
                 (pl.col("destination_raw").is_null(), "missing_destination"),
                 (pl.col("o_bad"), "unparseable_number:origin"),
                 (pl.col("d_bad"), "unparseable_number:destination"),
@@ -91,6 +113,7 @@ def transform(
                     pl.col("duration_s").is_not_null() & (pl.col("duration_s") < 0),
                     "bad_value:duration_s",
                 ),
+                (pl.col("duration_s") > MAX_DURATION_S, "out_of_range:duration_s"),
             ]
         ),
     )
