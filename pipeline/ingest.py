@@ -26,7 +26,6 @@ from pathlib import Path, PurePosixPath
 from queue import Full, Queue
 from typing import Any, TypeVar
 
-import polars as pl
 import pyarrow as pa
 
 from pipeline import __version__, audit, quality
@@ -59,7 +58,19 @@ LANDING = "landing/"
 
 
 class IngestError(Exception):
-    """An ingest that could not complete; the message never holds a record's content."""
+    """An ingest that could not complete; the message never holds a record's content.
+
+    `terminal` is true once the file has its final signed parse entry (`refused`, `failed`):
+    rerunning will not change the outcome, so its landing copy can go.
+    """
+
+    def __init__(self, message: str, terminal: bool = False) -> None:
+        super().__init__(message)
+        self.terminal = terminal
+
+
+#: the states a sealed file ends in, each with a signed parse entry
+TERMINAL = ("ingested", "quarantined_file", "refused", "failed")
 
 
 @dataclass
@@ -94,7 +105,7 @@ class FileReport:
 
     file: str
     sha256: str
-    status: str  # ingested | already_ingested | quarantined_file
+    status: str  # one of TERMINAL, or already_ingested
     source: str
     format: str | None = None
     records: int = 0
@@ -111,6 +122,8 @@ class FileReport:
     by_month: dict[str, dict[str, int]] = field(default_factory=dict)
     batch_leaves: list[int] = field(default_factory=list)
     batch_roots: list[str] = field(default_factory=list)
+    #: suite → failed expectations, when the data expectations refused the file
+    refused: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The report without the per-batch roots (in the signed parse entry, not in XCom)."""
@@ -151,17 +164,22 @@ def ingest_landing(
         else:
             path = Path(tmp) / "original"
             res.store.download(key, path)
-        report = ingest_file(
-            res,
-            path,
-            name=PurePosixPath(key).name,
-            source=source_of_landing_key(key),
-            arrived_at=info.modified,
-            fmt=fmt,
-            default_region=default_region,
-            as_of=as_of,
-            progress=progress,
-        )
+        try:
+            report = ingest_file(
+                res,
+                path,
+                name=PurePosixPath(key).name,
+                source=source_of_landing_key(key),
+                arrived_at=info.modified,
+                fmt=fmt,
+                default_region=default_region,
+                as_of=as_of,
+                progress=progress,
+            )
+        except IngestError as exc:
+            if exc.terminal:  # refused or failed for good: the original is in bronze
+                res.store.delete(key)
+            raise
     res.store.delete(key)
     return report
 
@@ -184,7 +202,7 @@ def ingest_file(
     region = default_region or settings.default_region
     sha256, size = sha256_file(path)
     existing = read_entry(res.store, parse_key(sha256))
-    if existing is not None:
+    if existing is not None and existing["body"].get("status") != "failed":
         body = existing["body"]
         log.info("%s (sha256 %s…) was ingested before: nothing to do", name, sha256[:12])
         return FileReport(
@@ -223,49 +241,20 @@ def ingest_file(
         )
     except FileFormatError as exc:
         return _quarantine_file(res, seal, name, source, sha256, size, b_key, exc, as_of)
-    except pl.exceptions.PolarsError as exc:
-        # Engine messages can quote values from the file: say only where it failed.
-        raise IngestError(f"{name}: reading failed ({type(exc).__name__})") from None
-
-    months = [tuple(int(x) for x in m.split("-")) for m in report.months]
-    purge = max([identifier_purge_date(y, m) for y, m in months] or [_arrival_purge(seal)])
-    hold_until(res.bronze, b_key, purge)
+    except Exception as exc:
+        if _transient(exc):
+            raise  # the store or network: nothing was committed, a rerun retries the file
+        reason = exc.args[0] if isinstance(exc, IngestError) else type(exc).__name__
+        # Engine messages can quote values from the file: say only what failed.
+        _record_outcome(res, seal, b_key, FileReport(name, sha256, "failed", source, parser.name, detail=reason), as_of)  # fmt: skip
+        raise IngestError(f"{name}: FAILED ({reason}); the original is kept in bronze", terminal=True) from None  # fmt: skip
     report.outputs.append(b_key)
-    record_parse(
-        res.store,
-        signer,
-        seal,
-        {
-            "status": report.status,
-            "file": name,
-            "arrived_at": seal["body"]["arrived_at"],
-            "source": source,
-            "format": report.format,
-            "records": report.records,
-            "silver": report.silver,
-            "gold": report.gold,
-            "gold_only": report.gold_only,
-            "quarantined": report.quarantined,
-            "reasons": report.reasons,
-            "months": report.months,
-            "outputs": report.outputs,
-            "by_month": report.by_month,
-            "merkle_root": report.merkle_root,
-            "batch_leaves": report.batch_leaves,
-            "batch_roots": report.batch_roots,
-            "as_of": as_of.isoformat(),
-            "token_key_version": TOKEN_KEY_VERSION,
-            "pipeline_version": __version__,
-        },
-    )
-    counts = {k: getattr(report, k) for k in ("records", "silver", "gold", "quarantined")}
-    audit.append(
-        res.store,
-        signer,
-        "ingest",
-        what={"sha256": sha256, "file": name, "months": report.months, **counts},
-        why="tiers written; counts reconcile to the sealed file",
-    )
+    if report.status == "refused":
+        note = _refusal_note(res, report)
+        report.outputs.append(note)
+        _record_outcome(res, seal, b_key, report, as_of)
+        raise IngestError(f"{report.detail} ({note})", terminal=True)
+    _record_outcome(res, seal, b_key, report, as_of)
     log.info(
         "%s ingested: %d records → silver %d, gold %d (%d gold only), quarantined %d",
         name,
@@ -276,6 +265,70 @@ def ingest_file(
         report.quarantined,
     )
     return report
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure of the store or the network rather than of the file: worth a rerun."""
+    return isinstance(exc, OSError) or type(exc).__module__.startswith(("botocore", "urllib3"))
+
+
+def _record_outcome(
+    res: Resources, seal: dict[str, Any], b_key: str, report: FileReport, as_of: dt.date
+) -> None:
+    """The file's terminal signed parse entry and its audit entry; bronze held until the
+    purge date of the earliest month it holds (of its arrival month when none is known)."""
+    hold_until(res.bronze, b_key, file_purge_date(report.months, seal["body"]["arrived_at"]))
+    signer = res.keyring.signing_key()
+    facts: dict[str, Any] = {
+        "status": report.status,
+        "file": report.file,
+        "arrived_at": seal["body"]["arrived_at"],
+        "source": report.source,
+        "format": report.format,
+        "outputs": report.outputs if report.status == "ingested" else [*report.outputs, b_key],
+        "months": report.months,
+        "as_of": as_of.isoformat(),
+        "pipeline_version": __version__,
+    }
+    if report.status == "ingested":
+        facts |= {
+            "records": report.records,
+            "silver": report.silver,
+            "gold": report.gold,
+            "gold_only": report.gold_only,
+            "quarantined": report.quarantined,
+            "reasons": report.reasons,
+            "by_month": report.by_month,
+            "merkle_root": report.merkle_root,
+            "batch_leaves": report.batch_leaves,
+            "batch_roots": report.batch_roots,
+            "token_key_version": TOKEN_KEY_VERSION,
+        }
+    else:
+        facts |= {"reason": report.detail, "records": report.records, "failed": report.refused}
+    facts["outputs"] = sorted(set(facts["outputs"]))
+    record_parse(res.store, signer, seal, facts)
+    counts = {k: getattr(report, k) for k in ("records", "silver", "gold", "quarantined")}
+    audit.append(
+        res.store,
+        signer,
+        "ingest",
+        what={"sha256": report.sha256, "file": report.file, "status": report.status,
+              "months": report.months, **counts},
+        why={
+            "ingested": "tiers written; counts reconcile to the sealed file",
+            "refused": "refused by the data expectations; nothing published",
+            "failed": "the file could not be read to the end; nothing published",
+        }[report.status],
+    )  # fmt: skip
+
+
+def file_purge_date(months: list[str], arrived_at: str) -> dt.date:
+    """When a file's original (bronze, file key, quarantined rows) must be gone: the purge date
+    of the earliest month it holds, or of its arrival month when its months are unknown."""
+    known = [(int(m[:4]), int(m[5:7])) for m in months]
+    earliest = min(known) if known else (int(arrived_at[:4]), int(arrived_at[5:7]))
+    return identifier_purge_date(*earliest)
 
 
 def prefetch(batches: Iterator[T], depth: int = 1) -> Iterator[T]:
@@ -317,14 +370,14 @@ def prefetch(batches: Iterator[T], depth: int = 1) -> Iterator[T]:
         worker.join(timeout=5)
 
 
-def _validate(res: Resources, writer: TierWriter, name: str, sha256: str) -> None:
-    """Run the silver and gold suites on the staged parts; refuse the file if any fails.
+def _validate(res: Resources, writer: TierWriter, name: str, sha256: str) -> dict[str, list[str]]:
+    """Run the silver and gold suites on the staged parts: the failed expectations by suite.
 
     The identifiers half of the silver suite (E.164 before tokenising) runs on the staged vault,
     decrypted in memory a chunk at a time.
 
     Nothing has been published yet, so a refused file leaves silver and gold unchanged; it is
-    quarantined whole with the failing expectations named (never the values that failed).
+    recorded as `refused` with the failing expectations named (never the values that failed).
     """
     failed: dict[str, list[str]] = {}
     staged = writer.staged()
@@ -347,25 +400,21 @@ def _validate(res: Resources, writer: TierWriter, name: str, sha256: str) -> Non
     docs = res.quality.docs_index()
     if not failed:
         log.info("%s passed the silver and gold suites (Data Docs: %s)", name, docs)
-        return
+    return failed
+
+
+def _refusal_note(res: Resources, report: FileReport) -> str:
+    """Write the note of a file the expectations refused: which expectations, never values."""
+    key = f"quarantine/files/{report.sha256}.json"
     note = {
-        "file": name,
-        "sha256": sha256,
+        "file": report.file,
+        "sha256": report.sha256,
         "reason": "expectations_failed",
-        "failed": failed,
-        "data_docs": str(docs),
+        "failed": report.refused,
+        "data_docs": str(res.quality.docs_index()),
     }
-    res.store.put_bytes(f"quarantine/files/{sha256}.json", json.dumps(note, indent=1).encode())
-    listing = "; ".join(f"{k}: {', '.join(v)}" for k, v in failed.items())
-    raise IngestError(
-        f"{name}: refused by data expectations, nothing published, file quarantined "
-        f"(quarantine/files/{sha256}.json). Failed: {listing}. Data Docs: {docs}"
-    )
-
-
-def _arrival_purge(seal: dict[str, Any]) -> dt.date:
-    arrived = dt.datetime.fromisoformat(seal["body"]["arrived_at"])
-    return identifier_purge_date(arrived.year, arrived.month)
+    res.store.put_bytes(key, json.dumps(note, indent=1).encode())
+    return key
 
 
 def _parse_into_tiers(
@@ -439,9 +488,17 @@ def _parse_into_tiers(
         del seen_ids
         pa.default_memory_pool().release_unused()
         started = time.perf_counter()
-        _validate(res, writer, name, sha256)
+        report.refused = _validate(res, writer, name, sha256)
         timings["validate_s"] = time.perf_counter() - started
-        report.outputs = writer.publish(res.store)
+        if report.refused:
+            listing = "; ".join(f"{k}: {', '.join(v)}" for k, v in report.refused.items())
+            report.status = "refused"
+            report.detail = (
+                f"{name}: refused by data expectations, nothing published, file quarantined. "
+                f"Failed: {listing}. Data Docs: {res.quality.docs_index()}"
+            )
+        else:
+            report.outputs = writer.publish(res.store)
     finally:
         writer.close()
     report.gold_only = report.gold - report.silver
@@ -475,7 +532,7 @@ def _quarantine_file(
         "bronze": b_key,
     }
     res.store.put_bytes(key, json.dumps(note, indent=1).encode())
-    hold_until(res.bronze, b_key, _arrival_purge(seal))
+    hold_until(res.bronze, b_key, file_purge_date([], seal["body"]["arrived_at"]))
     record_parse(
         res.store,
         res.keyring.signing_key(),

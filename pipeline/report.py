@@ -6,7 +6,6 @@ they are safe to print, log and return through XCom.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -43,12 +42,22 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 COUNTS = ("records", "silver", "gold", "gold_only", "quarantined")
 
+#: what a sealed file can become: the label a summary gives it, and what an operator does
+#: (README, "What becomes of a file")
+STATES = {
+    "ingested": ("ingested", "nothing"),
+    "quarantined_file": ("FILE QUARANTINED WHOLE", "ask the source for a readable file"),
+    "refused": ("FILE REFUSED", "read the failed expectations in Data Docs; fix and resend"),
+    "failed": ("FILE FAILED", "fix the cause in the log, then ingest the file again"),
+    "sealed": ("SEALED, NOT PARSED", "an ingest was interrupted: rerun ingest"),
+}
+
 
 def totals(reports: Iterable[dict[str, Any]]) -> dict[str, int]:
     """Sums over a run's file reports, plus files per status."""
     reports = list(reports)
     out = {k: sum(int(r[k]) for r in reports) for k in COUNTS}
-    for status in ("ingested", "already_ingested", "quarantined_file"):
+    for status in (*STATES, "already_ingested"):
         out[f"files_{status}"] = sum(r["status"] == status for r in reports)
     return out
 
@@ -93,9 +102,11 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
     if reasons:
         out.append("\nQuarantined rows by reason:")
         out.append(_table(["reason", "rows"], [[k, v] for k, v in sorted(reasons.items())]))
-    whole = [r for r in reports if r["status"] == "quarantined_file"]
-    for r in whole:
-        out.append(f"\nFILE QUARANTINED WHOLE: {r['file']}: {r.get('detail')}")
+    for r in reports:
+        if r["status"] in STATES and r["status"] != "ingested":
+            label, action = STATES[r["status"]]
+            why = r.get("detail") or r.get("reason") or "-"
+            out.append(f"\n{label}: {r['file']}: {why}. To do: {action}")
     skipped = [r["file"] for r in reports if r["status"] == "already_ingested"]
     if skipped:
         out.append(f"\nSkipped as already ingested: {', '.join(skipped)}")
@@ -103,13 +114,12 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
 
 
 def ingested_files(store: ObjectStore) -> list[dict[str, Any]]:
-    """One report per ingested file, from the signed parse entries (the record of truth)."""
-    reports = []
-    for obj in store.list("seals/"):
-        if obj.key.endswith(".parse.json"):
-            body = json.loads(store.get_bytes(obj.key))["body"]
-            reports.append({k: body.get(k) or 0 for k in COUNTS} | body)
-    return sorted(reports, key=lambda r: (r.get("source", ""), r.get("file", "")))
+    """One report per sealed file, from the signed parse entries (the record of truth); a file
+    sealed without a parse entry is listed as `sealed`."""
+    from pipeline.retention import sealed_files
+
+    reports = [{k: body.get(k) or 0 for k in COUNTS} | body for body in sealed_files(store)]
+    return sorted(reports, key=lambda r: (r.get("source") or "", r.get("file") or ""))
 
 
 def store_summary(store: ObjectStore, docs: Any = None) -> str:
@@ -119,7 +129,7 @@ def store_summary(store: ObjectStore, docs: Any = None) -> str:
         objects = list(store.list(prefix))
         rows.append([tier, len(objects), sum(o.size for o in objects), store.uri(prefix)])
     files = ingested_files(store)
-    out = [f"Files sealed and ingested ({len(files)}):", run_summary(files), ""]
+    out = [f"Files sealed ({len(files)}):", run_summary(files), ""]
     out.append(_table(["tier", "objects", "bytes", "location"], rows))
     if docs is not None:
         out.append(f"\nData Docs (Great Expectations results): {docs}")

@@ -8,8 +8,8 @@ One run, for a date `as_of` (the DAG's logical date, so reruns and backfills agr
    (crypto-shred), then its silver and vault partitions are deleted (every version), then a
    `retention/purged/<YYYY-MM>.json` marker is written, which also stops a late or replayed
    ingest from re-creating identifiers for the month;
-3. each file whose months are all purged: its file key is destroyed and its bronze original and
-   quarantined raw rows deleted (an object still under Object Lock is reported, never forced);
+3. each sealed file (whatever its state) whose earliest month is purged: its file key is
+   destroyed and its bronze original and quarantined raw rows deleted (an object still under Object Lock is reported, never forced);
 4. each year whose 10 years have passed: its gold partitions are deleted;
 5. released or expired holds are purged;
 6. verification proves that nothing identifying is left for every purged month; the run fails
@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from pipeline import audit, holds
 from pipeline.alerts import record_retention_success
+from pipeline.bronze import bronze_key
 from pipeline.dates import identifier_purge_date
 from pipeline.keys import LocalKeyring
 from pipeline.policy import RetentionPolicy
@@ -91,10 +92,35 @@ def inventory(store: ObjectStore, keyring: LocalKeyring) -> Inventory:
     for name in keyring.data_key_names("month-"):
         y, m = name[len("month-") :].split("-")
         inv.month_keys.add((int(y), int(m)))
-    for obj in store.list("seals/"):
-        if obj.key.endswith(".parse.json"):
-            inv.files.append(json.loads(store.get_bytes(obj.key))["body"])
+    inv.files = sealed_files(store)
     return inv
+
+
+def sealed_files(store: ObjectStore) -> list[dict[str, Any]]:
+    """Every sealed file's parse entry body; a file sealed but never parsed (an interrupted
+    ingest) appears with status `sealed` and its bronze original, so it too is purged on time."""
+    parsed, seals = {}, {}
+    for obj in store.list("seals/"):
+        name = obj.key[len("seals/") :]
+        if name.endswith(".parse.json"):
+            parsed[name[: -len(".parse.json")]] = obj.key
+        elif name.endswith(".seal.json"):
+            seals[name[: -len(".seal.json")]] = obj.key
+    files = [json.loads(store.get_bytes(key))["body"] for key in parsed.values()]
+    for sha in sorted(set(seals) - set(parsed)):
+        seal = json.loads(store.get_bytes(seals[sha]))["body"]
+        files.append(
+            {
+                "sha256": sha,
+                "status": "sealed",
+                "file": seal.get("file"),
+                "source": seal.get("source"),
+                "arrived_at": seal.get("arrived_at"),
+                "months": [],
+                "outputs": [bronze_key(seal.get("source", "unknown"), sha)],
+            }
+        )
+    return files
 
 
 @dataclass
@@ -267,16 +293,18 @@ def _purge_month(
 def _file_due(
     body: dict[str, Any], as_of: dt.date, policy: RetentionPolicy
 ) -> dict[str, Any] | None:
-    """A file whose originals may go: every month in it past its identifier purge date.
+    """A file whose original may go: the EARLIEST month in it is past its identifier purge
+    date (the original holds that month's identifiers; later months keep their records and
+    proofs in the tiers).
 
-    An unreadable or empty file has no months: its raw bytes follow the month it arrived in.
+    A file whose months are unknown (unreadable, failed, interrupted) follows its arrival month.
     """
     months = body.get("months") or []
     arrived = body.get("arrived_at") or body["as_of"]
     dates = [policy.identifier_purge(int(m[:4]), int(m[5:7])) for m in months] or [
         policy.identifier_purge(int(arrived[:4]), int(arrived[5:7]))
     ]
-    if max(dates) > as_of:
+    if min(dates) > as_of:
         return None
     sha = body["sha256"]
     return {

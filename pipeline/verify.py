@@ -98,6 +98,8 @@ def verify_store(
         if month and month not in (body.get("months") or []):
             continue
         report.files.append(_verify_file(store, bronze, keyring, public, sha, parsed_entry, month))
+    if not month:
+        report.files += _unparsed(store, file)
     verdict = verify_log(store, public)
     report.audit = f"{verdict.entries} entries"
     if not verdict.ok:
@@ -108,6 +110,22 @@ def verify_store(
         )
         report.data_docs = str(quality.docs_index())
     return report
+
+
+def _unparsed(store: ObjectStore, file: str | None) -> list[FileCheck]:
+    """Files sealed without a parse entry (an ingest interrupted): listed, for a rerun."""
+    from pipeline.retention import sealed_files
+
+    out = []
+    for body in sealed_files(store):
+        if body["status"] != "sealed" or (
+            file and not (body["sha256"].startswith(file) or body.get("file") == file)
+        ):
+            continue
+        check = FileCheck(body["sha256"], body.get("file") or "?")
+        check.checks["state"] = "skipped: sealed, not parsed (ingest interrupted: rerun ingest)"
+        out.append(check)
+    return out
 
 
 def _verify_file(
@@ -132,6 +150,7 @@ def _verify_file(
         return check
     _check_bronze(bronze, keyring, check, seal_body, body)
     if body.get("status") != "ingested":
+        check.checks["state"] = f"{body.get('status')}: {body.get('reason') or '-'}"
         return check
     leaves = _check_tree(store, check, body)
     if leaves is None:
