@@ -47,9 +47,9 @@ from pipeline.commitments import (  # noqa: E402  # noqa: E402
 )
 from pipeline.config import Settings  # noqa: E402
 from pipeline.crypto import encrypt_values  # noqa: E402
-from pipeline.ingest import Resources  # noqa: E402
 from pipeline.integrity import record_parse, seal_original  # noqa: E402
 from pipeline.keys import TOKEN_KEY_VERSION  # noqa: E402
+from pipeline.resources import Resources  # noqa: E402
 from pipeline.schema import SILVER, VAULT, conform  # noqa: E402
 from pipeline.synth import population  # noqa: E402
 from pipeline.tokenise import token_expr  # noqa: E402

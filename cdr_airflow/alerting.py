@@ -12,11 +12,14 @@ class CdrFailureNotifier(BaseNotifier):
     values; any other error by its type alone."""
 
     def notify(self, context) -> None:  # type: ignore[no-untyped-def,override]
+        from airflow.sdk.exceptions import AirflowException
+
         from pipeline.alerts import Alert, send
+        from pipeline.errors import PipelineError
 
         ti, run = context.get("ti"), context.get("dag_run")
         exc = context.get("exception")
-        own = exc is not None and type(exc).__module__.split(".")[0] in {"pipeline", "airflow"}
+        own = isinstance(exc, PipelineError | AirflowException)
         why = f"{type(exc).__name__}: {str(exc)[:500]}" if own else type(exc).__name__
         dag_id = getattr(ti, "dag_id", None) or getattr(run, "dag_id", "?")
         task_id = getattr(ti, "task_id", None)

@@ -8,7 +8,12 @@ when they start, never at parse time.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pipeline.config import Settings
+
+if TYPE_CHECKING:
+    from pipeline.resources import Resources
 
 CONN_ID = "cdr_store"
 
@@ -24,3 +29,10 @@ def task_settings() -> Settings:
         return Settings.from_env()
     fields = {"login": conn.login, "password": conn.password, "extra": conn.extra_dejson}
     return Settings.from_env(connection=fields)
+
+
+def task_resources() -> Resources:
+    """The run's resources (stores, keyring, policy, quality) from the task's settings."""
+    from pipeline.resources import Resources
+
+    return Resources.from_settings(task_settings())

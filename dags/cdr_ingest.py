@@ -56,10 +56,10 @@ Params: `format` (skip detection), `default_region` (ISO country of national-for
 def cdr_ingest() -> None:
     @task
     def list_landing() -> list[str]:
-        from cdr_airflow.settings import task_settings
-        from pipeline.ingest import Resources, list_landing
+        from cdr_airflow.settings import task_resources
+        from pipeline.ingest import list_landing
 
-        return list_landing(Resources.from_settings(task_settings()).store)
+        return list_landing(task_resources().store)
 
     @task(
         outlets=[SILVER, GOLD, VAULT],
@@ -70,12 +70,12 @@ def cdr_ingest() -> None:
     def ingest(key: str, params: dict, logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
         from airflow.sdk.observability.stats import Stats
 
-        from cdr_airflow.settings import task_settings
-        from pipeline.ingest import Resources, ingest_landing
+        from cdr_airflow.settings import task_resources
+        from pipeline.ingest import ingest_landing
         from pipeline.report import ingest_metrics
 
         as_of = (logical_date or dag_run.run_after).date()
-        res = Resources.from_settings(task_settings())
+        res = task_resources()
         report = ingest_landing(
             res, key, fmt=params["format"], default_region=params["default_region"], as_of=as_of
         ).to_dict()

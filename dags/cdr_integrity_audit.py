@@ -42,12 +42,10 @@ def cdr_integrity_audit() -> None:
     def verify_integrity() -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from cdr_airflow.settings import task_settings
-        from pipeline.ingest import Resources
-        from pipeline.verify import verify_store, verify_summary
+        from cdr_airflow.settings import task_resources
+        from pipeline.verify import VerifyRequest, run_verify, verify_summary
 
-        res = Resources.from_settings(task_settings())
-        report = verify_store(res.store, res.bronze, res.keyring, quality=res.quality)
+        report = run_verify(task_resources(), VerifyRequest())
         print(verify_summary(report))
         if not report.ok:  # a mismatch does not heal on retry
             raise AirflowFailException(f"{len(report.problems())} integrity mismatches")

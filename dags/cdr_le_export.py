@@ -64,12 +64,11 @@ def cdr_le_export() -> None:
     def export_package(params=None) -> dict:  # type: ignore[no-untyped-def]
         from airflow.sdk.exceptions import AirflowFailException
 
-        from cdr_airflow.settings import task_settings
+        from cdr_airflow.settings import task_resources
         from pipeline.export import run_export
         from pipeline.export_request import ExportRequest, RequestError
-        from pipeline.ingest import Resources
 
-        res = Resources.from_settings(task_settings())
+        res = task_resources()
         try:
             return run_export(res, ExportRequest.from_mapping(dict(params))).public()
         except RequestError as exc:  # a refused request: retrying cannot help

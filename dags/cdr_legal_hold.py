@@ -54,13 +54,11 @@ def cdr_legal_hold() -> None:
     def apply_hold(params=None) -> dict:  # type: ignore[no-untyped-def]
         from airflow.sdk.exceptions import AirflowFailException
 
-        from cdr_airflow.settings import task_settings
-        from pipeline.holds import apply_hold_request
-        from pipeline.ingest import Resources
+        from cdr_airflow.settings import task_resources
+        from pipeline.holds import HoldRequest, run_hold
 
-        res = Resources.from_settings(task_settings())
         try:
-            return apply_hold_request(res.store, res.keyring, params)
+            return run_hold(task_resources(), HoldRequest.from_mapping(dict(params)))
         except ValueError as exc:  # a bad request: retrying cannot help
             raise AirflowFailException(str(exc)) from None
 

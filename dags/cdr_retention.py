@@ -49,15 +49,12 @@ A retention run that silently stops is a compliance breach: watch this DAG's fai
 def cdr_retention() -> None:
     @task(outlets=[GOLD])
     def apply_retention(logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from cdr_airflow.settings import task_settings
-        from pipeline.ingest import Resources
-        from pipeline.policy import load_policy
+        from cdr_airflow.settings import task_resources
         from pipeline.report import retention_summary
-        from pipeline.retention import run_retention
+        from pipeline.retention import RetentionRequest, run_retention
 
         as_of = (logical_date or dag_run.run_after).date()
-        res = Resources.from_settings(task_settings())
-        report = run_retention(res.store, res.bronze, res.keyring, load_policy(), as_of)
+        report = run_retention(task_resources(), RetentionRequest(as_of))
         print(retention_summary(report.to_dict()))
         return report.to_dict()
 

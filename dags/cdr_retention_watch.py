@@ -39,11 +39,10 @@ def cdr_retention_watch() -> None:
     def check_retention() -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from cdr_airflow.settings import task_settings
+        from cdr_airflow.settings import task_resources
         from pipeline.alerts import retention_overdue
-        from pipeline.ingest import Resources
 
-        store = Resources.from_settings(task_settings()).store
+        store = task_resources().store
         alert = retention_overdue(store, dt.datetime.now(dt.UTC))
         if alert is not None:
             raise AirflowFailException(f"{alert.title}: {alert.detail}")

@@ -18,11 +18,11 @@ from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
+from pipeline.layout import RETENTION_SUCCESS
 from pipeline.store import ObjectStore
 
 log = logging.getLogger("pipeline.alerts")
 CHANNELS = ("log", "webhook", "email")
-RETENTION_SUCCESS = "retention/last_success.json"
 RETENTION_MAX_AGE = dt.timedelta(days=2)
 
 

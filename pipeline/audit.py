@@ -19,10 +19,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from pipeline import layout
 from pipeline.integrity import SealError, entry_digest, sign, verify
 from pipeline.store import ObjectStore
 
-PREFIX = "audit/"
 GENESIS = "0" * 64
 
 
@@ -31,16 +31,12 @@ def actor() -> str:
     return os.environ.get("CDR_ACTOR") or f"user:{getpass.getuser()}"
 
 
-def _key(seq: int) -> str:
-    return f"{PREFIX}{seq:012d}.json"
-
-
 def _entries(store: ObjectStore) -> list[tuple[int, str]]:
     out = []
-    for obj in store.list(PREFIX):
-        name = obj.key[len(PREFIX) :]
-        if name.endswith(".json") and name[:-5].isdigit():
-            out.append((int(name[:-5]), obj.key))
+    for obj in store.list(layout.AUDIT):
+        seq = layout.audit_seq(obj.key)
+        if seq is not None:
+            out.append((seq, obj.key))
     return sorted(out)
 
 
@@ -71,7 +67,7 @@ def append(
             "why": why,
         }
         entry = sign(body, key)
-        if store.put_new(_key(seq + 1), json.dumps(entry, sort_keys=True).encode()):
+        if store.put_new(layout.audit_key(seq + 1), json.dumps(entry, sort_keys=True).encode()):
             return entry
     raise RuntimeError("could not append to the audit log: too many concurrent writers")
 

@@ -16,10 +16,6 @@ from pipeline.crypto import SEGMENT, decrypt_stream, encrypt_segments
 from pipeline.store import ObjectStore
 
 
-def bronze_key(source: str, sha256: str) -> str:
-    return f"bronze/{source}/{sha256}.enc"
-
-
 def _chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as f:
         while block := f.read(SEGMENT):

@@ -14,9 +14,14 @@ import logging
 import sys
 import tempfile
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from pipeline.config import Settings
 from pipeline.dates import add_months
+
+if TYPE_CHECKING:
+    from pipeline.resources import Resources
+    from pipeline.store import ObjectStore
 
 log = logging.getLogger("pipeline")
 
@@ -57,6 +62,21 @@ class Progress:
             print(file=sys.stderr)
 
 
+def _resources(settings: Settings, policy: str | None = None) -> Resources:
+    """The run's resources, the one way every command opens the store and the keyring."""
+    from pipeline.policy import load_policy
+    from pipeline.resources import Resources
+
+    return Resources.from_settings(settings, load_policy(policy) if policy else None)
+
+
+def _store(settings: Settings) -> ObjectStore:
+    """Only the data store, for commands that need no keys."""
+    from pipeline.resources import open_data_store
+
+    return open_data_store(settings)
+
+
 def _expand(paths: list[str]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
@@ -72,11 +92,11 @@ def _expand(paths: list[str]) -> list[Path]:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.ingest import IngestError, Resources, ingest_file, ingest_landing, list_landing
+    from pipeline.ingest import IngestError, ingest_file, ingest_landing, list_landing
     from pipeline.report import run_summary
     from pipeline.store import open_store
 
-    res = Resources.from_settings(settings)
+    res = _resources(settings)
     reports = []
     failed = 0
     targets: list[tuple[str, object]] = []
@@ -153,10 +173,9 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 def demo_landing(records: int, today: dt.date, settings: Settings) -> list[str]:
     """Drop generated files of every format into landing/, as source systems would."""
     from pipeline.ingest import copy_into_landing
-    from pipeline.store import open_store
     from pipeline.synth import generate
 
-    store = open_store(settings.store, settings.s3_endpoint_url, credentials=settings.aws())
+    store = _store(settings)
     y, m = add_months(today.year, today.month, -2)
     recent = dt.date(y, m, 1)
     late_y, late_m = add_months(today.year, today.month, -15)
@@ -183,7 +202,6 @@ def demo_landing(records: int, today: dt.date, settings: Settings) -> list[str]:
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.report import store_summary
-    from pipeline.store import open_store
 
     keys = demo_landing(args.records, args.as_of, settings)
     print(f"dropped {len(keys)} files into landing/ of {settings.store}")
@@ -192,12 +210,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     args.landing, args.paths, args.format, args.source = True, [], None, None
     code = cmd_ingest(args, settings)
     print()
-    print(
-        store_summary(
-            open_store(settings.store, settings.s3_endpoint_url, credentials=settings.aws()),
-            _docs(settings),
-        )
-    )
+    print(store_summary(_store(settings), _docs(settings)))
     return code
 
 
@@ -211,31 +224,23 @@ def _docs(settings: Settings) -> Path | None:
 
 def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.report import store_summary
-    from pipeline.store import open_store
 
-    print(
-        store_summary(
-            open_store(settings.store, settings.s3_endpoint_url, credentials=settings.aws()),
-            _docs(settings),
-        )
-    )
+    print(store_summary(_store(settings), _docs(settings)))
     return 0
 
 
 def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.ingest import Resources
-    from pipeline.policy import PolicyError, load_policy
+    from pipeline.policy import PolicyError
     from pipeline.report import retention_summary
-    from pipeline.retention import RetentionError, run_retention
+    from pipeline.retention import RetentionError, RetentionRequest, run_retention
 
     try:
-        policy = load_policy(args.policy)
+        res = _resources(settings, args.policy)
     except PolicyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    res = Resources.from_settings(settings)
     try:
-        report = run_retention(res.store, res.bronze, res.keyring, policy, args.as_of, args.dry_run)
+        report = run_retention(res, RetentionRequest(args.as_of, args.dry_run))
     except RetentionError as exc:
         print(f"RETENTION FAILED: {exc}", file=sys.stderr)
         return 1
@@ -245,18 +250,17 @@ def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import holds
-    from pipeline.ingest import Resources
     from pipeline.lookup import IdentifierError
     from pipeline.report import holds_table
 
-    res = Resources.from_settings(settings)
+    res = _resources(settings)
     if args.action == "list":
         print(holds_table(holds.list_holds(res.store), args.as_of))
         return 0
     if not args.case:
         print(f"error: hold {args.action} needs --case", file=sys.stderr)
         return 2
-    request = {
+    fields = {
         "action": args.action,
         "case": args.case,
         "reason": args.reason,
@@ -268,7 +272,7 @@ def cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
         "until": args.until,
     }
     try:
-        hold = holds.apply_hold_request(res.store, res.keyring, request)
+        hold = holds.run_hold(res, holds.HoldRequest.from_mapping(fields))
     except (holds.HoldError, IdentifierError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -283,9 +287,8 @@ def cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.audit import verify_log
-    from pipeline.ingest import Resources
 
-    res = Resources.from_settings(settings)
+    res = _resources(settings)
     verdict = verify_log(res.store, res.keyring.public_key())
     if verdict.ok:
         print(f"audit log OK: {verdict.entries} entries, signatures and chain verified")
@@ -295,22 +298,17 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.ingest import Resources
-    from pipeline.verify import verify_store, verify_summary
+    from pipeline.verify import VerifyRequest, run_verify, verify_summary
 
-    res = Resources.from_settings(settings)
-    report = verify_store(
-        res.store, res.bronze, res.keyring, month=args.month, file=args.file, quality=res.quality
-    )
+    report = run_verify(_resources(settings), VerifyRequest(month=args.month, file=args.file))
     print(verify_summary(report))
     return 0 if report.ok else 1
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline import audit
-    from pipeline.ingest import Resources
 
-    res = Resources.from_settings(settings)
+    res = _resources(settings)
     if args.what == "public":
         print(res.keyring.public_key_pem(), end="")
         return 0
@@ -359,14 +357,13 @@ def _export_request(args: argparse.Namespace) -> dict[str, object]:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.export import ExportError, run_export
     from pipeline.export_request import ExportRequest, RequestError
-    from pipeline.ingest import Resources
 
     try:
         request = ExportRequest.from_mapping(_export_request(args))
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    res = Resources.from_settings(settings)
+    res = _resources(settings)
     try:
         result = run_export(res, request)
     except RequestError as exc:

@@ -70,6 +70,11 @@ def leaf(digest: pl.Expr, commitment: pl.Expr) -> pl.Expr:
     return (pl.lit("L") + digest + commitment).chash.sha2_256()  # type: ignore[attr-defined]
 
 
+def record_leaves(records: pl.DataFrame) -> pl.Series:
+    """Each record's Merkle leaf, recomputed from its retained fields and identity commitment."""
+    return records.select(leaf(record_digest(), pl.col("identity_commitment"))).to_series()
+
+
 def merkle_root(leaves: pl.Series) -> str:
     """Root (hex) over hex leaves, one polars pass a level; odd last nodes are promoted."""
     level = leaves
@@ -91,10 +96,6 @@ def merkle_root(leaves: pl.Series) -> str:
 
 def file_root(batch_roots: Iterable[str]) -> str:
     return merkle_root(pl.Series(list(batch_roots), dtype=pl.String))
-
-
-def proof_key(sha256: str) -> str:
-    return f"proofs/{sha256}.parquet"
 
 
 def _node(left: str, right: str) -> str:

@@ -47,6 +47,7 @@ class Settings:
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
     aws_region: str | None = None
+    retention_policy: str = ""
 
     @classmethod
     def from_env(
@@ -77,6 +78,7 @@ class Settings:
             aws_access_key_id=conn.get("login") or None,
             aws_secret_access_key=conn.get("password") or None,
             aws_region=extra.get("region_name") or None,
+            retention_policy=e.get("CDR_RETENTION_POLICY") or "",
         )
         settings.check()
         return settings

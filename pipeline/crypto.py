@@ -16,13 +16,15 @@ from typing import IO
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pipeline.errors import PipelineError
+
 MAGIC = b"CDRE\x01"
 SEGMENT = 4 << 20
 _HEADER = struct.Struct(">5s7sI")  # magic, nonce prefix, segment size
 TAG = 16
 
 
-class DecryptionError(Exception):
+class DecryptionError(PipelineError):
     """Ciphertext that does not authenticate: wrong key, or altered bytes."""
 
 

@@ -28,7 +28,7 @@ import json
 import logging
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import polars as pl
@@ -37,19 +37,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipeline import __version__, audit
-from pipeline.commitments import gold_form, identity_commitment, inclusion_paths, leaf, proof_key
-from pipeline.commitments import record_digest as digest_expr
+from pipeline import __version__, audit, layout
+from pipeline.commitments import gold_form, identity_commitment, inclusion_paths
 from pipeline.crypto import decrypt_value
+from pipeline.errors import PipelineError
 from pipeline.export_request import ExportRequest, RequestError, validate
-from pipeline.holds import PREFIX as HOLDS
 from pipeline.holds import list_holds, read_held_part
-from pipeline.ingest import Resources
-from pipeline.integrity import key_id, parse_key, read_entry, seal_key
+from pipeline.integrity import key_id, read_entry
 from pipeline.keys import TOKEN_KEY_VERSION
 from pipeline.normalise import PERSONAL_KINDS
 from pipeline.package import encrypt_for, fingerprint, load_recipient_key
-from pipeline.retention import PURGED
+from pipeline.resources import Resources
 from pipeline.schema import GOLD
 from pipeline.store import ObjectStore
 from pipeline.tokenise import token
@@ -94,7 +92,7 @@ NORMAL_COURSE = (
 _SCAN = ["origin", "destination", "event_time", "channel"]
 
 
-class ExportError(RuntimeError):
+class ExportError(PipelineError, RuntimeError):
     """An export that cannot be completed truthfully (named, never with identifier values)."""
 
 
@@ -107,13 +105,8 @@ class ExportResult:
     months: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def public(self) -> dict[str, Any]:
-        return {
-            "case": self.case,
-            "package": self.package,
-            "package_sha256": self.package_sha256,
-            "records": self.records,
-            "months": self.months,
-        }
+        """What the audit log and task output show: counts and the package, never records."""
+        return asdict(self)
 
 
 def months_between(start: dt.date, end: dt.date) -> Iterator[tuple[int, int]]:
@@ -156,7 +149,7 @@ def run_export(
     manifest = _manifest(res, request, identifiers, records, months, checked, start, end, now)
     blob = _package(res, request, records, manifest)
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
-    target = f"exports/{request.case}/package-{stamp}.cdrx"
+    target = layout.export_key(request.case, stamp)
     digest = hashlib.sha256(blob).hexdigest()
     if not res.store.put_new(target, blob):
         raise ExportError(f"{target} exists already: not overwritten")
@@ -206,13 +199,12 @@ class _Search:
         return frame.filter(keep)
 
     def month(self, y: int, m: int) -> tuple[pl.DataFrame, dict[str, Any]]:
-        name = f"{y:04d}-{m:02d}"
-        marker = self.store.info(f"{PURGED}{name}.json")
-        if marker is None:
+        marker = layout.purge_marker((y, m))
+        if not self.store.exists(marker):
             found = self._silver(y, m)
             found = self._reidentify(found, y, m)
             return found, {"identifiers": "live", "records": len(found)}
-        purged_on = json.loads(self.store.get_bytes(f"{PURGED}{name}.json"))["purged_as_of"]
+        purged_on = json.loads(self.store.get_bytes(marker))["purged_as_of"]
         held = self._holds(y, m)
         return held, {
             "identifiers": "purged",
@@ -225,7 +217,7 @@ class _Search:
     def _silver(self, y: int, m: int) -> pl.DataFrame:
         """Matching rows of the month's silver parts, reading full rows only where needed."""
         frames = []
-        for obj in self.store.list(f"silver/cdr/year={y:04d}/month={m:02d}/"):
+        for obj in self.store.list(layout.month_prefix("silver", (y, m))):
             with self.store.open_seekable(obj.key) as src:
                 part = pq.ParquetFile(src)
                 for group in range(part.num_row_groups):
@@ -260,12 +252,12 @@ class _Search:
             return found
         needed = pl.concat([found.get_column("origin"), found.get_column("destination")])
         needed = needed.drop_nulls().unique()
-        name = f"month-{y:04d}-{m:02d}"
+        name = layout.month_key_name((y, m))
         if not self.res.keyring.has_data_key(name):
             raise ExportError(f"{y:04d}-{m:02d}: the month's key is gone but no purge is recorded")
         gcm = AESGCM(self.res.keyring.data_key(name, create=False))
         clear: dict[str, str] = {}
-        for obj in self.store.list(f"vault/year={y:04d}/month={m:02d}/"):
+        for obj in self.store.list(layout.month_prefix("vault", (y, m))):
             with self.store.open_seekable(obj.key) as src:
                 entries = pl.from_arrow(
                     pq.read_table(src, filters=pc.field("token").isin(needed.to_arrow()))
@@ -278,11 +270,9 @@ class _Search:
     def _holds(self, y: int, m: int) -> pl.DataFrame:
         """Matching records kept under legal holds for a purged month, re-identified."""
         frames = []
-        part = f"silver~cdr~year={y:04d}~month={m:02d}~"
+        silver = layout.month_prefix("silver", (y, m))
         for hold in list_holds(self.store):
-            for obj in self.store.list(f"{HOLDS}{hold.case}/records/"):
-                if part not in obj.key:
-                    continue
+            for obj in self.store.list(layout.hold_copies_of(hold.case, "records", silver)):
                 rows = read_held_part(self.store, self.res.keyring, hold.case, obj.key)
                 rows = self._in_period(rows).filter(
                     pl.col("origin").is_in(self.tokens.to_pylist())
@@ -290,7 +280,7 @@ class _Search:
                 )
                 if not len(rows):
                     continue
-                vault_key = obj.key.replace("/records/", "/vault/")
+                vault_key = layout.hold_vault_copy(obj.key)
                 clear: dict[str, str] = {}
                 if self.store.exists(vault_key):
                     vault = read_held_part(self.store, self.res.keyring, hold.case, vault_key)
@@ -307,7 +297,7 @@ class _Search:
     def _gold_count(self, y: int, m: int) -> int:
         """Gold records of the month in the period: kept, but no longer attributable."""
         total = 0
-        for obj in self.store.list(f"gold/cdr/year={y:04d}/month={m:02d}/"):
+        for obj in self.store.list(layout.month_prefix("gold", (y, m))):
             with self.store.open_seekable(obj.key) as src:
                 table = pq.read_table(src, columns=["event_time", "channel"])
             frame = pl.from_arrow(table)
@@ -374,7 +364,7 @@ def _check_identities(res: Resources, records: pl.DataFrame) -> dict[str, int]:
     file's key while that key exists: the identifiers are the ones sealed with the record."""
     checked = unchecked = 0
     for (sha,), rows in records.group_by("source_sha256"):
-        name = f"file-{sha}"
+        name = layout.file_key_name(sha)
         if not res.keyring.has_data_key(name):
             unchecked += len(rows)
             continue
@@ -403,7 +393,10 @@ def _proofs(
     proofs: list[dict[str, Any]] = []
     sources: dict[str, Any] = {}
     for (sha,), rows in records.group_by("source_sha256", maintain_order=True):
-        seal, parse = read_entry(store, seal_key(sha)), read_entry(store, parse_key(sha))
+        seal, parse = (
+            read_entry(store, layout.seal_key(sha)),
+            read_entry(store, layout.parse_key(sha)),
+        )
         if seal is None or parse is None:
             raise ExportError(f"file {sha[:12]}…: its seal entries are missing")
         sources[sha] = {"seal": seal, "parse": parse}
@@ -415,7 +408,7 @@ def _proofs(
             batch = max(b for b in range(len(sizes)) if offsets[b] <= index)
             wanted.setdefault(batch, []).append(index)
         file_paths = inclusion_paths(batch_roots, list(wanted))
-        with store.open_seekable(proof_key(sha)) as src:
+        with store.open_seekable(layout.proof_key(sha)) as src:
             leaves_file = pq.ParquetFile(src)
             for batch, indices in sorted(wanted.items()):
                 leaves = _leaves(leaves_file, offsets[batch], offsets[batch + 1])
@@ -546,8 +539,3 @@ def _package(
             entry.size, entry.mtime, entry.mode = len(data), mtime, 0o600
             archive.addfile(entry, io.BytesIO(data))
     return encrypt_for(load_recipient_key(request.recipient_key), tar.getvalue())
-
-
-def record_leaves(records: pl.DataFrame) -> pl.Series:
-    """Each exported record's Merkle leaf, recomputed from its retained fields."""
-    return records.select(leaf(digest_expr(), pl.col("identity_commitment"))).to_series()

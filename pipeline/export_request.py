@@ -9,10 +9,12 @@ lists every problem at once; messages name fields and identifier positions, neve
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.holds import CASE
+from pipeline.errors import USAGE, PipelineError
+from pipeline.layout import CASE_PATTERN
 from pipeline.lookup import IdentifierError, normalised_identifiers
 from pipeline.package import RecipientKeyError, load_recipient_key
 from pipeline.schema import CHANNELS
@@ -20,8 +22,10 @@ from pipeline.schema import CHANNELS
 TEXT_FIELDS = ("case", "authority", "legal_basis", "requested_by", "approved_by")
 
 
-class RequestError(ValueError):
+class RequestError(PipelineError, ValueError):
     """A request refused before any data is read; `problems` lists every reason."""
+
+    exit_status = USAGE
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("request refused: " + "; ".join(problems))
@@ -88,7 +92,7 @@ def validate(
 ) -> list[tuple[str, str]]:
     """The identifiers as (kind, E.164 or address); RequestError lists every problem."""
     problems = [f"{name} is missing" for name in TEXT_FIELDS if not getattr(request, name)]
-    if request.case and not CASE.match(request.case):
+    if request.case and not re.match(CASE_PATTERN, request.case):
         problems.append("case must be letters, digits, '.', '_' or '-' (at most 64)")
     if request.requested_by and request.requested_by.casefold() == request.approved_by.casefold():
         problems.append("approved_by must be a different person from requested_by")

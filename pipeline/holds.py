@@ -14,25 +14,29 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pipeline import layout
 from pipeline.crypto import decrypt_stream, decrypt_value, encrypt_bytes
+from pipeline.errors import USAGE, PipelineError
 from pipeline.keys import LocalKeyring
+from pipeline.layout import LayoutError
 from pipeline.normalise import PERSONAL_KINDS
 from pipeline.store import ObjectStore
 
-PREFIX = "holds/"
-CASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+if TYPE_CHECKING:
+    from pipeline.resources import Resources
 
 
-class HoldError(ValueError):
+class HoldError(PipelineError, ValueError):
     """A hold that cannot be placed or released as asked."""
+
+    exit_status = USAGE
 
 
 @dataclass
@@ -94,37 +98,30 @@ class Hold:
         return out
 
 
-def hold_key(case: str) -> str:
-    return f"{PREFIX}{case}/hold.json"
-
-
-def key_name(case: str) -> str:
-    return "hold-" + re.sub(r"[^A-Za-z0-9-]", "-", case)
-
-
 def save(store: ObjectStore, hold: Hold) -> None:
-    store.put_bytes(hold_key(hold.case), json.dumps(asdict(hold), indent=1).encode())
+    store.put_bytes(layout.hold_record_key(hold.case), json.dumps(asdict(hold), indent=1).encode())
 
 
 def load(store: ObjectStore, case: str) -> Hold | None:
-    if not store.exists(hold_key(case)):
+    key = layout.hold_record_key(case)
+    if not store.exists(key):
         return None
-    return Hold(**json.loads(store.get_bytes(hold_key(case))))
+    return Hold(**json.loads(store.get_bytes(key)))
 
 
 def list_holds(store: ObjectStore) -> list[Hold]:
     out = []
-    for obj in store.list(PREFIX):
-        if obj.key.endswith("/hold.json"):
+    for obj in store.list(layout.HOLDS):
+        if layout.is_hold_record(obj.key):
             out.append(Hold(**json.loads(store.get_bytes(obj.key))))
     return sorted(out, key=lambda h: h.case)
 
 
 def place(store: ObjectStore, hold: Hold) -> Hold:
-    if not CASE.match(hold.case):
-        raise HoldError(
-            f"case must be letters, digits, '.', '_' or '-' (64 at most): {hold.case!r}"
-        )
+    try:
+        layout.case(hold.case)
+    except LayoutError as exc:
+        raise HoldError(str(exc)) from None
     if not hold.reason.strip():
         raise HoldError("a hold needs a reason")
     if not (hold.tokens or hold.customer or hold.period_from or hold.period_to or hold.countries):
@@ -168,11 +165,10 @@ def copy_into_hold(
     held = rows.filter(hold.matches())
     if not len(held):
         return 0
-    hk = keyring.data_key(key_name(hold.case))
-    name = tier_key.replace("/", "~")
+    hk = keyring.data_key(layout.hold_key_name(hold.case))
     buf = io.BytesIO()
     held.write_parquet(buf)
-    target = f"{PREFIX}{hold.case}/records/{name}.enc"
+    target = layout.hold_copy_key(hold.case, "records", tier_key)
     _encrypt_to(store, target, buf.getvalue(), hk, target)
     if vault is not None and month_key is not None:
         tokens = pl.concat([held.get_column("origin"), held.get_column("destination")]).drop_nulls()
@@ -190,14 +186,14 @@ def copy_into_hold(
             )
             buf = io.BytesIO()
             clear.write_parquet(buf)
-            target = f"{PREFIX}{hold.case}/vault/{name}.enc"
+            target = layout.hold_copy_key(hold.case, "vault", tier_key)
             _encrypt_to(store, target, buf.getvalue(), hk, target)
     return len(held)
 
 
 def read_held_part(store: ObjectStore, keyring: LocalKeyring, case: str, key: str) -> pl.DataFrame:
     """Decrypt one object of a hold (`holds/<case>/records/…` or `…/vault/…`)."""
-    hk = keyring.data_key(key_name(case), create=False)
+    hk = keyring.data_key(layout.hold_key_name(case), create=False)
     with store.open(key) as src:
         data = b"".join(decrypt_stream(hk, src, key.encode()))
     frame = pl.from_arrow(pq.read_table(io.BytesIO(data)))
@@ -209,7 +205,7 @@ def read_held(store: ObjectStore, keyring: LocalKeyring, case: str, kind: str) -
     """Decrypt a hold's records (`kind="records"`) or vault entries (`kind="vault"`)."""
     frames = [
         read_held_part(store, keyring, case, obj.key)
-        for obj in store.list(f"{PREFIX}{case}/{kind}/")
+        for obj in store.list(layout.hold_data_prefix(case, kind))
     ]
     return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
@@ -217,56 +213,85 @@ def read_held(store: ObjectStore, keyring: LocalKeyring, case: str, kind: str) -
 def purge_hold(store: ObjectStore, keyring: LocalKeyring, case: str) -> tuple[int, list[str]]:
     """Delete a hold's copied records and destroy its key; (objects deleted, what is left)."""
     deleted, left = 0, []
-    for obj in list(store.list(f"{PREFIX}{case}/records/")) + list(
-        store.list(f"{PREFIX}{case}/vault/")
-    ):
-        left += store.purge(obj.key)
-        deleted += 1
-    keyring.destroy_data_key(key_name(case))
+    for kind in ("records", "vault"):
+        for obj in list(store.list(layout.hold_data_prefix(case, kind))):
+            left += store.purge(obj.key)
+            deleted += 1
+    keyring.destroy_data_key(layout.hold_key_name(case))
     return deleted, left
 
 
-def apply_hold_request(
-    store: ObjectStore,
-    keyring: LocalKeyring,
-    request: dict[str, Any],
-    now: dt.datetime | None = None,
-) -> dict[str, Any]:
-    """Place or release a hold from a request (the DAG's form or the CLI), with an audit entry.
+@dataclass(frozen=True)
+class HoldRequest:
+    """Place or release a hold, as the CLI and the DAG's form give it (identifiers in clear:
+    they are turned into tokens before anything is stored, and never shown)."""
 
-    `request`: action (place|release), case, reason, identifiers, default_region, customer,
-    date_from, date_to, until. Returns the hold as may be shown (identifiers as a count).
-    """
+    action: str  # place | release
+    case: str
+    reason: str = ""
+    identifiers: tuple[str, ...] = ()
+    default_region: str | None = None
+    customer: str | None = None
+    date_from: str | None = None  # inclusive, UTC date
+    date_to: str | None = None  # inclusive, UTC date
+    until: str | None = None  # the hold ends at the start of this UTC date
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> HoldRequest:
+        """From the DAG's form or the CLI's flags; dates as YYYY-MM-DD text or dates."""
+        return cls(
+            action=str(data.get("action") or ""),
+            case=str(data.get("case") or ""),
+            reason=str(data.get("reason") or ""),
+            identifiers=tuple(str(i) for i in data.get("identifiers") or []),
+            default_region=data.get("default_region") or None,
+            customer=data.get("customer") or None,
+            date_from=_iso(data.get("date_from")),
+            date_to=_iso(data.get("date_to")),
+            until=_iso(data.get("until")),
+        )
+
+    def validate(self) -> None:
+        """Refuse a request that cannot be carried out, before anything is read or written."""
+        if self.action not in {"place", "release"}:
+            raise HoldError(f"unknown hold action {self.action!r}: place or release")
+        try:
+            layout.case(self.case)
+        except LayoutError as exc:
+            raise HoldError(str(exc)) from None
+
+
+def run_hold(
+    res: Resources, request: HoldRequest, now: dt.datetime | None = None
+) -> dict[str, Any]:
+    """Place or release a hold, with an audit entry; the hold as may be shown (identifiers as
+    a count)."""
     from pipeline import audit
     from pipeline.lookup import identifier_tokens
 
+    request.validate()
     now = now or dt.datetime.now(dt.UTC)
-    case = request.get("case") or ""
-    if request.get("action") == "release":
-        hold = release(store, case, audit.actor(), now)
-        action, why = "hold_released", request.get("reason") or "released"
-    elif request.get("action") == "place":
-        tokens = identifier_tokens(
-            keyring, list(request.get("identifiers") or []), request.get("default_region")
-        )
+    if request.action == "release":
+        hold = release(res.store, request.case, audit.actor(), now)
+        action, why = "hold_released", request.reason or "released"
+    else:
+        tokens = identifier_tokens(res.keyring, list(request.identifiers), request.default_region)
         hold = place(
-            store,
+            res.store,
             Hold(
-                case=case,
-                reason=request.get("reason") or "",
+                case=request.case,
+                reason=request.reason,
                 placed_at=now.isoformat(),
                 placed_by=audit.actor(),
                 tokens=tokens,
-                customer=request.get("customer") or None,
-                period_from=_iso(request.get("date_from")),
-                period_to=_iso(request.get("date_to")),
-                until=_iso(request.get("until")),
+                customer=request.customer,
+                period_from=request.date_from,
+                period_to=request.date_to,
+                until=request.until,
             ),
         )
         action, why = "hold_placed", hold.reason
-    else:
-        raise HoldError(f"unknown hold action {request.get('action')!r}: place or release")
-    audit.append(store, keyring.signing_key(), action, what=hold.public(), why=why)
+    audit.append(res.store, res.keyring.signing_key(), action, what=hold.public(), why=why)
     return hold.public()
 
 

@@ -28,36 +28,27 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from pipeline import __version__, audit, quality
-from pipeline.bronze import bronze_key, hold_until, store_original
+from pipeline import __version__, audit, layout, quality
+from pipeline.bronze import hold_until, store_original
 from pipeline.commitments import file_root, merkle_root
-from pipeline.config import Settings
 from pipeline.dates import identifier_purge_date
+from pipeline.errors import PipelineError
 from pipeline.fingerprints import Fingerprints
-from pipeline.integrity import (
-    parse_key,
-    read_entry,
-    record_parse,
-    seal_key,
-    seal_original,
-    sha256_file,
-)
-from pipeline.keys import TOKEN_KEY_VERSION, LocalKeyring, open_keyring
+from pipeline.integrity import read_entry, record_parse, seal_original, sha256_file
+from pipeline.keys import TOKEN_KEY_VERSION
 from pipeline.normalise import CountryResolver
-from pipeline.quality import Quality
-from pipeline.retention import purged_months
+from pipeline.resources import Resources
 from pipeline.schema import VAULT_ENTRY
 from pipeline.sources import FileFormatError, ParseOptions, Source, detect
-from pipeline.store import LocalStore, ObjectStore, open_store
+from pipeline.store import LocalStore, ObjectStore
 from pipeline.tiers import TierWriter
 from pipeline.transform import FileContext, transform
 
 log = logging.getLogger("pipeline.ingest")
 T = TypeVar("T")
-LANDING = "landing/"
 
 
-class IngestError(Exception):
+class IngestError(PipelineError):
     """An ingest that could not complete; the message never holds a record's content.
 
     `terminal` is true once the file has its final signed parse entry (`refused`, `failed`):
@@ -71,32 +62,6 @@ class IngestError(Exception):
 
 #: the states a sealed file ends in, each with a signed parse entry
 TERMINAL = ("ingested", "quarantined_file", "refused", "failed")
-
-
-@dataclass
-class Resources:
-    """The store, the bronze store and the keyring a run works with (injected, not global)."""
-
-    store: ObjectStore
-    bronze: ObjectStore
-    keyring: LocalKeyring
-    settings: Settings
-    quality: Quality
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Resources:
-        store = open_store(settings.store, settings.s3_endpoint_url, credentials=settings.aws())
-        bronze = (
-            store
-            if settings.bronze_store == settings.store
-            else open_store(
-                settings.bronze_store, settings.s3_endpoint_url, credentials=settings.aws()
-            )
-        )
-        keyring = open_keyring(
-            settings.keyring, settings.key_folder, settings.kms_endpoint_url, settings.aws()
-        )
-        return cls(store, bronze, keyring, settings, Quality(Path(settings.data_docs)))
 
 
 @dataclass
@@ -117,6 +82,7 @@ class FileReport:
     months: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     detail: str | None = None
+    reason: str | None = None  # why a file was quarantined whole
     merkle_root: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     by_month: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -131,17 +97,25 @@ class FileReport:
         out.pop("batch_roots")
         return out
 
+    def parse_entry(self, seal: dict[str, Any], as_of: dt.date) -> dict[str, Any]:
+        """The body of the signed parse entry: the report as recorded, plus what made it."""
+        body = {k: v for k, v in asdict(self).items() if k not in _NOT_RECORDED}
+        body["arrived_at"] = seal["body"]["arrived_at"]
+        body["as_of"] = as_of.isoformat()
+        body["pipeline_version"] = __version__
+        if self.status == "ingested":
+            body["token_key_version"] = TOKEN_KEY_VERSION
+        return body
 
-def source_of_landing_key(key: str) -> str | None:
-    """`landing/<source>/...` names the source system; a file directly in landing/ has none."""
-    parts = PurePosixPath(key).parts
-    return parts[1] if len(parts) > 2 else None
+
+#: Report fields that describe one run, not the file: kept out of the signed parse entry.
+_NOT_RECORDED = frozenset({"sha256", "timings"})
 
 
 def list_landing(store: ObjectStore) -> list[str]:
     """Files waiting in landing/, oldest name first (hidden and temporary files skipped)."""
     return sorted(
-        o.key for o in store.list(LANDING) if not PurePosixPath(o.key).name.startswith(".")
+        o.key for o in store.list(layout.LANDING) if not PurePosixPath(o.key).name.startswith(".")
     )
 
 
@@ -169,7 +143,7 @@ def ingest_landing(
                 res,
                 path,
                 name=PurePosixPath(key).name,
-                source=source_of_landing_key(key),
+                source=layout.source_of_landing_key(key),
                 arrived_at=info.modified,
                 fmt=fmt,
                 default_region=default_region,
@@ -201,7 +175,7 @@ def ingest_file(
     settings = res.settings
     region = default_region or settings.default_region
     sha256, size = sha256_file(path)
-    existing = read_entry(res.store, parse_key(sha256))
+    existing = read_entry(res.store, layout.parse_key(sha256))
     if existing is not None and existing["body"].get("status") != "failed":
         body = existing["body"]
         log.info("%s (sha256 %s…) was ingested before: nothing to do", name, sha256[:12])
@@ -217,7 +191,7 @@ def ingest_file(
     source = source or (parser.name if parser else "unknown")
     signer = res.keyring.signing_key()
     now = dt.datetime.now(dt.UTC)
-    first_seal = read_entry(res.store, seal_key(sha256)) is None
+    first_seal = read_entry(res.store, layout.seal_key(sha256)) is None
     seal = seal_original(res.store, signer, sha256, size, source, name, arrived_at or now, now)
     if first_seal:
         audit.append(
@@ -227,8 +201,8 @@ def ingest_file(
             what={"sha256": sha256, "file": name, "source": source, "size": size},
             why="original sealed on arrival, before parsing",
         )
-    file_key = res.keyring.data_key(f"file-{sha256}")
-    b_key = bronze_key(source, sha256)
+    file_key = res.keyring.data_key(layout.file_key_name(sha256))
+    b_key = layout.bronze_key(source, sha256)
     store_original(res.bronze, b_key, path, sha256, file_key)
     log.info("%s sealed (sha256 %s…, %d bytes) and stored in bronze", name, sha256[:12], size)
 
@@ -244,9 +218,11 @@ def ingest_file(
     except Exception as exc:
         if _transient(exc):
             raise  # the store or network: nothing was committed, a rerun retries the file
-        reason = exc.args[0] if isinstance(exc, IngestError) else type(exc).__name__
         # Engine messages can quote values from the file: say only what failed.
-        _record_outcome(res, seal, b_key, FileReport(name, sha256, "failed", source, parser.name, detail=reason), as_of)  # fmt: skip
+        reason = exc.args[0] if isinstance(exc, IngestError) else type(exc).__name__
+        failed = FileReport(name, sha256, "failed", source, parser.name, detail=reason)
+        failed.reason = reason
+        _record_outcome(res, seal, b_key, failed, as_of)
         raise IngestError(f"{name}: FAILED ({reason}); the original is kept in bronze", terminal=True) from None  # fmt: skip
     report.outputs.append(b_key)
     if report.status == "refused":
@@ -279,35 +255,8 @@ def _record_outcome(
     purge date of the earliest month it holds (of its arrival month when none is known)."""
     hold_until(res.bronze, b_key, file_purge_date(report.months, seal["body"]["arrived_at"]))
     signer = res.keyring.signing_key()
-    facts: dict[str, Any] = {
-        "status": report.status,
-        "file": report.file,
-        "arrived_at": seal["body"]["arrived_at"],
-        "source": report.source,
-        "format": report.format,
-        "outputs": report.outputs if report.status == "ingested" else [*report.outputs, b_key],
-        "months": report.months,
-        "as_of": as_of.isoformat(),
-        "pipeline_version": __version__,
-    }
-    if report.status == "ingested":
-        facts |= {
-            "records": report.records,
-            "silver": report.silver,
-            "gold": report.gold,
-            "gold_only": report.gold_only,
-            "quarantined": report.quarantined,
-            "reasons": report.reasons,
-            "by_month": report.by_month,
-            "merkle_root": report.merkle_root,
-            "batch_leaves": report.batch_leaves,
-            "batch_roots": report.batch_roots,
-            "token_key_version": TOKEN_KEY_VERSION,
-        }
-    else:
-        facts |= {"reason": report.detail, "records": report.records, "failed": report.refused}
-    facts["outputs"] = sorted(set(facts["outputs"]))
-    record_parse(res.store, signer, seal, facts)
+    report.outputs = sorted({*report.outputs, b_key})
+    record_parse(res.store, signer, seal, report.parse_entry(seal, as_of))
     counts = {k: getattr(report, k) for k in ("records", "silver", "gold", "quarantined")}
     audit.append(
         res.store,
@@ -405,7 +354,7 @@ def _validate(res: Resources, writer: TierWriter, name: str, sha256: str) -> dic
 
 def _refusal_note(res: Resources, report: FileReport) -> str:
     """Write the note of a file the expectations refused: which expectations, never values."""
-    key = f"quarantine/files/{report.sha256}.json"
+    key = layout.quarantine_file_key(report.sha256)
     note = {
         "file": report.file,
         "sha256": report.sha256,
@@ -440,14 +389,14 @@ def _parse_into_tiers(
         derived_ids=parser.derived_ids,
         token_key=res.keyring.token_key(TOKEN_KEY_VERSION),
         token_version=TOKEN_KEY_VERSION,
-        purged_months=frozenset(purged_months(res.store)),
+        purged_months=frozenset(layout.purged_months(res.store)),
         commit_key=file_key,
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     resolver = CountryResolver()
     writer = TierWriter(
         sha256,
-        lambda y, m: res.keyring.data_key(f"month-{y:04d}-{m:02d}"),
+        lambda y, m: res.keyring.data_key(layout.month_key_name((y, m))),
         file_key,
         source,
         name,
@@ -492,7 +441,7 @@ def _parse_into_tiers(
         timings["validate_s"] = time.perf_counter() - started
         if report.refused:
             listing = "; ".join(f"{k}: {', '.join(v)}" for k, v in report.refused.items())
-            report.status = "refused"
+            report.status, report.reason = "refused", "expectations_failed"
             report.detail = (
                 f"{name}: refused by data expectations, nothing published, file quarantined. "
                 f"Failed: {listing}. Data Docs: {res.quality.docs_index()}"
@@ -521,7 +470,7 @@ def _quarantine_file(
     as_of: dt.date,
 ) -> FileReport:
     """A file no parser can read: quarantined whole (its bytes are already sealed in bronze)."""
-    key = f"quarantine/files/{sha256}.json"
+    key = layout.quarantine_file_key(sha256)
     note = {
         "file": name,
         "source": source,
@@ -533,31 +482,15 @@ def _quarantine_file(
     }
     res.store.put_bytes(key, json.dumps(note, indent=1).encode())
     hold_until(res.bronze, b_key, file_purge_date([], seal["body"]["arrived_at"]))
-    record_parse(
-        res.store,
-        res.keyring.signing_key(),
-        seal,
-        {
-            "status": "quarantined_file",
-            "file": name,
-            "arrived_at": seal["body"]["arrived_at"],
-            "source": source,
-            "format": None,
-            "reason": error.reason,
-            "detail": str(error),
-            "outputs": [key, b_key],
-            "as_of": as_of.isoformat(),
-            "pipeline_version": __version__,
-        },
-    )
+    report = FileReport(name, sha256, "quarantined_file", source, None)
+    report.reason, report.detail, report.outputs = error.reason, str(error), [key, b_key]
+    record_parse(res.store, res.keyring.signing_key(), seal, report.parse_entry(seal, as_of))
     log.warning("%s QUARANTINED whole: %s (see %s)", name, error, key)
-    return FileReport(
-        name, sha256, "quarantined_file", source, None, outputs=[key, b_key], detail=str(error)
-    )
+    return report
 
 
 def copy_into_landing(store: ObjectStore, path: Path, source: str) -> str:
     """Drop a local file into landing/<source>/ (what a source system's upload does)."""
-    key = f"{LANDING}{source}/{path.name}"
+    key = layout.landing_key(source, path.name)
     store.put_file(key, path)
     return key

@@ -20,12 +20,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from pipeline.errors import PipelineError
+from pipeline.layout import parse_key, seal_key
 from pipeline.store import ObjectStore
 
 READ = 8 << 20
 
 
-class SealError(Exception):
+class SealError(PipelineError):
     """A seal that does not verify."""
 
 
@@ -63,14 +65,6 @@ def verify(entry: dict[str, Any], public: Ed25519PublicKey) -> dict[str, Any]:
         raise SealError("signature does not verify") from exc
     body: dict[str, Any] = entry["body"]
     return body
-
-
-def seal_key(sha256: str) -> str:
-    return f"seals/{sha256}.seal.json"
-
-
-def parse_key(sha256: str) -> str:
-    return f"seals/{sha256}.parse.json"
 
 
 def entry_digest(entry: dict[str, Any]) -> str:

@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 
+from pipeline.errors import PipelineError
+
 TOKEN_KEY_VERSION = "v1"
 _NAME = re.compile(r"^[a-z]+-[A-Za-z0-9-]+$")
 
@@ -42,7 +44,7 @@ def _written_beside(path: Path, data: bytes) -> Path:
     return tmp
 
 
-class KeyDestroyed(Exception):
+class KeyDestroyed(PipelineError):
     """A data key that was destroyed (crypto-shredded) or never existed."""
 
 

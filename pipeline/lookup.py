@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import polars as pl
 
+from pipeline.errors import USAGE, PipelineError
 from pipeline.keys import TOKEN_KEY_VERSION, LocalKeyring
 from pipeline.normalise import PERSONAL_KINDS, normalise_addresses
 from pipeline.tokenise import token
 
 
-class IdentifierError(ValueError):
+class IdentifierError(PipelineError, ValueError):
     """An identifier that is not a phone number, e-mail address or SIP user."""
+
+    exit_status = USAGE
 
 
 def normalised_identifiers(

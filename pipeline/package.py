@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from pipeline.crypto import SEGMENT, DecryptionError, decrypt_stream, encrypt_bytes
+from pipeline.errors import USAGE, PipelineError
 
 MAGIC = b"CDRX1\n"
 X25519_ALG = "X25519-HKDF-SHA256-A256KW"
@@ -35,12 +36,14 @@ MIN_RSA_BITS = 2048
 _OAEP = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
 
 
-class PackageError(ValueError):
+class PackageError(PipelineError, ValueError):
     """A package that cannot be opened: not for this key, modified, or not a package."""
 
 
-class RecipientKeyError(ValueError):
+class RecipientKeyError(PipelineError, ValueError):
     """A recipient key that is not an X25519 or RSA (2048 bits or more) public key in PEM."""
+
+    exit_status = USAGE
 
 
 def load_recipient_key(pem: str | bytes) -> X25519PublicKey | RSAPublicKey:

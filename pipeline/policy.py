@@ -20,14 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.dates import identifier_purge_date, record_delete_date
+from pipeline.errors import USAGE, PipelineError
 
 DEFAULT_FILE = Path(__file__).with_name("retention.toml")
 MAX_MONTHS = 240
 MAX_YEARS = 50
 
 
-class PolicyError(ValueError):
+class PolicyError(PipelineError, ValueError):
     """A policy file that cannot be applied: says which line and why."""
+
+    exit_status = USAGE
 
 
 @dataclass(frozen=True)

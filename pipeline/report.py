@@ -11,17 +11,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from pipeline import layout
 from pipeline.store import ObjectStore
-
-TIERS = {
-    "landing": "landing/",
-    "bronze": "bronze/",
-    "silver": "silver/cdr/",
-    "vault": "vault/",
-    "gold": "gold/cdr/",
-    "quarantine": "quarantine/",
-    "seals": "seals/",
-}
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -116,16 +107,14 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
 def ingested_files(store: ObjectStore) -> list[dict[str, Any]]:
     """One report per sealed file, from the signed parse entries (the record of truth); a file
     sealed without a parse entry is listed as `sealed`."""
-    from pipeline.retention import sealed_files
-
-    reports = [{k: body.get(k) or 0 for k in COUNTS} | body for body in sealed_files(store)]
+    reports = [{k: body.get(k) or 0 for k in COUNTS} | body for body in layout.sealed_files(store)]
     return sorted(reports, key=lambda r: (r.get("source") or "", r.get("file") or ""))
 
 
 def store_summary(store: ObjectStore, docs: Any = None) -> str:
     """Where each tier is, how many objects it holds, and what every sealed file became."""
     rows = []
-    for tier, prefix in TIERS.items():
+    for tier, prefix in layout.TIERS.items():
         objects = list(store.list(prefix))
         rows.append([tier, len(objects), sum(o.size for o in objects), store.uri(prefix)])
     files = ingested_files(store)

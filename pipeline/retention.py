@@ -22,50 +22,31 @@ rerun end in the same state as one clean run.
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import logging
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import pyarrow.parquet as pq
 
-from pipeline import audit, holds
+from pipeline import audit, holds, layout
 from pipeline.alerts import record_retention_success
-from pipeline.bronze import bronze_key
 from pipeline.dates import identifier_purge_date
+from pipeline.errors import PipelineError
 from pipeline.keys import LocalKeyring
+from pipeline.layout import Month
 from pipeline.policy import RetentionPolicy
-from pipeline.store import ObjectStore
+from pipeline.store import ObjectStore, read_parquet
+
+if TYPE_CHECKING:
+    from pipeline.resources import Resources
 
 log = logging.getLogger("pipeline.retention")
-PURGED = "retention/purged/"
-PART = re.compile(r"year=(\d{4})/month=(\d{2})/")
-GOLD_PART = re.compile(r"^gold/cdr/year=(\d{4})/")
-
-Month = tuple[int, int]
 
 
-class RetentionError(Exception):
+class RetentionError(PipelineError):
     """Something identifying is left after a purge, or a purge could not proceed."""
-
-
-def month_name(m: Month) -> str:
-    return f"{m[0]:04d}-{m[1]:02d}"
-
-
-def month_key_name(m: Month) -> str:
-    return f"month-{month_name(m)}"
-
-
-def purged_months(store: ObjectStore) -> set[str]:
-    """Months whose identifiers were purged ("YYYY-MM"): ingest sends their records to gold only."""
-    return {
-        o.key[len(PURGED) : -len(".json")] for o in store.list(PURGED) if o.key.endswith(".json")
-    }
 
 
 @dataclass
@@ -80,47 +61,21 @@ class Inventory:
 
 def inventory(store: ObjectStore, keyring: LocalKeyring) -> Inventory:
     inv = Inventory()
-    for prefix in ("silver/cdr/", "vault/"):
+    for prefix in (layout.SILVER, layout.VAULT):
         for obj in store.list(prefix):
-            m = PART.search(obj.key)
+            m = layout.month_of(obj.key)
             if m:
-                inv.month_objects[(int(m.group(1)), int(m.group(2)))].append(obj.key)
-    for obj in store.list("gold/cdr/"):
-        g = GOLD_PART.match(obj.key)
-        if g:
-            inv.gold_years[int(g.group(1))].append(obj.key)
-    for name in keyring.data_key_names("month-"):
-        y, m = name[len("month-") :].split("-")
-        inv.month_keys.add((int(y), int(m)))
-    inv.files = sealed_files(store)
+                inv.month_objects[m].append(obj.key)
+    for obj in store.list(layout.GOLD):
+        year = layout.gold_year_of(obj.key)
+        if year is not None:
+            inv.gold_years[year].append(obj.key)
+    for name in keyring.data_key_names(layout.MONTH_KEY_PREFIX):
+        m = layout.month_of_key_name(name)
+        if m:
+            inv.month_keys.add(m)
+    inv.files = layout.sealed_files(store)
     return inv
-
-
-def sealed_files(store: ObjectStore) -> list[dict[str, Any]]:
-    """Every sealed file's parse entry body; a file sealed but never parsed (an interrupted
-    ingest) appears with status `sealed` and its bronze original, so it too is purged on time."""
-    parsed, seals = {}, {}
-    for obj in store.list("seals/"):
-        name = obj.key[len("seals/") :]
-        if name.endswith(".parse.json"):
-            parsed[name[: -len(".parse.json")]] = obj.key
-        elif name.endswith(".seal.json"):
-            seals[name[: -len(".seal.json")]] = obj.key
-    files = [json.loads(store.get_bytes(key))["body"] for key in parsed.values()]
-    for sha in sorted(set(seals) - set(parsed)):
-        seal = json.loads(store.get_bytes(seals[sha]))["body"]
-        files.append(
-            {
-                "sha256": sha,
-                "status": "sealed",
-                "file": seal.get("file"),
-                "source": seal.get("source"),
-                "arrived_at": seal.get("arrived_at"),
-                "months": [],
-                "outputs": [bronze_key(seal.get("source", "unknown"), sha)],
-            }
-        )
-    return files
 
 
 @dataclass
@@ -140,12 +95,6 @@ class RetentionReport:
         return self.__dict__.copy()
 
 
-def _read_parquet(store: ObjectStore, key: str) -> pl.DataFrame:
-    frame = pl.from_arrow(pq.read_table(io.BytesIO(store.get_bytes(key))))
-    assert isinstance(frame, pl.DataFrame)
-    return frame
-
-
 def _statutory_holds(policy: RetentionPolicy, m: Month, as_of: dt.date) -> list[holds.Hold]:
     """Holds the policy's country overrides demand for a month being purged by default."""
     out = []
@@ -154,7 +103,7 @@ def _statutory_holds(policy: RetentionPolicy, m: Month, as_of: dt.date) -> list[
         if as_of < until:
             out.append(
                 holds.Hold(
-                    case=f"policy-{country}-{month_name(m)}",
+                    case=f"policy-{country}-{layout.month_name(m)}",
                     reason=override.reason,
                     placed_at=as_of.isoformat(),
                     placed_by="retention-policy",
@@ -166,15 +115,19 @@ def _statutory_holds(policy: RetentionPolicy, m: Month, as_of: dt.date) -> list[
     return out
 
 
-def run_retention(
-    store: ObjectStore,
-    bronze: ObjectStore,
-    keyring: LocalKeyring,
-    policy: RetentionPolicy,
-    as_of: dt.date,
-    dry_run: bool = False,
-) -> RetentionReport:
-    """Apply the policy as of `as_of` (see the module docstring); raises if verification fails."""
+@dataclass(frozen=True)
+class RetentionRequest:
+    """Apply the retention policy as of a day (the DAG's logical date), or say what would go."""
+
+    as_of: dt.date
+    dry_run: bool = False
+
+
+def run_retention(res: Resources, request: RetentionRequest) -> RetentionReport:
+    """Apply the run's policy as of `request.as_of` (see the module docstring); raises
+    RetentionError if verification finds anything identifying left."""
+    store, bronze, keyring, policy = res.store, res.bronze, res.keyring, res.policy
+    as_of, dry_run = request.as_of, request.dry_run
     signer = keyring.signing_key()
     inv = inventory(store, keyring)
     report = RetentionReport(as_of.isoformat(), dry_run)
@@ -196,7 +149,7 @@ def run_retention(
             continue
         # What is still there: a file purged on an earlier run is neither reported nor audited.
         entry["deleted"] = [k for k in entry["deleted"] if _holder(k, store, bronze).exists(k)]
-        entry["key_destroyed"] = keyring.has_data_key(f"file-{body['sha256']}")
+        entry["key_destroyed"] = keyring.has_data_key(layout.file_key_name(body["sha256"]))
         if not entry["deleted"] and not entry["key_destroyed"]:
             continue
         if not dry_run:
@@ -215,8 +168,8 @@ def run_retention(
     for hold in all_holds:
         if hold.active(as_of):
             continue
-        has_data = any(True for _ in store.list(f"{holds.PREFIX}{hold.case}/records/"))
-        if not has_data and not keyring.has_data_key(holds.key_name(hold.case)):
+        has_data = any(True for _ in store.list(layout.hold_data_prefix(hold.case, "records")))
+        if not has_data and not keyring.has_data_key(layout.hold_key_name(hold.case)):
             continue
         entry = {"case": hold.case, "released_at": hold.released_at, "until": hold.until}
         if not dry_run:
@@ -242,10 +195,10 @@ def _purge_month(
     dry_run: bool,
     as_of: dt.date,
 ) -> dict[str, Any]:
-    name = month_name(m)
+    name = layout.month_name(m)
     objects = sorted(inv.month_objects.get(m, []))
-    silver = [k for k in objects if k.startswith("silver/")]
-    vault_keys = [k for k in objects if k.startswith("vault/")]
+    silver = [k for k in objects if k.startswith(layout.SILVER)]
+    vault_keys = [k for k in objects if k.startswith(layout.VAULT)]
     entry: dict[str, Any] = {
         "month": name,
         "identifier_purge_date": identifier_purge_date(*m).isoformat(),
@@ -253,37 +206,37 @@ def _purge_month(
         "vault_objects": len(vault_keys),
         "held": {},
     }
-    has_key = keyring.has_data_key(month_key_name(m))
+    has_key = keyring.has_data_key(layout.month_key_name(m))
     if dry_run:
         for hold in active:
             entry["held"][hold.case] = sum(
-                len(_read_parquet(store, k).filter(hold.matches())) for k in silver
+                len(read_parquet(store, k).filter(hold.matches())) for k in silver
             )
         return entry
     # 1. copy held records out, while the month key can still open the vault
     if has_key:
-        month_key = keyring.data_key(month_key_name(m), create=False)
-        vault = pl.concat([_read_parquet(store, k) for k in vault_keys]) if vault_keys else None
+        month_key = keyring.data_key(layout.month_key_name(m), create=False)
+        vault = pl.concat([read_parquet(store, k) for k in vault_keys]) if vault_keys else None
         for hold in active:
-            marker = f"{holds.PREFIX}{hold.case}/copied/{name}.json"
+            marker = layout.hold_copied_marker(hold.case, name)
             if store.exists(marker):
                 continue
             if hold.statutory and holds.load(store, hold.case) is None:
                 holds.save(store, hold)
             copied = sum(
                 holds.copy_into_hold(
-                    store, keyring, hold, k, _read_parquet(store, k), vault, month_key
+                    store, keyring, hold, k, read_parquet(store, k), vault, month_key
                 )
                 for k in silver
             )
             store.put_bytes(marker, json.dumps({"month": name, "records": copied}).encode())
             entry["held"][hold.case] = copied
     # 2. crypto-shred, 3. delete, 4. mark
-    entry["key_destroyed"] = keyring.destroy_data_key(month_key_name(m))
+    entry["key_destroyed"] = keyring.destroy_data_key(layout.month_key_name(m))
     for key in objects:
         store.purge(key)
     store.put_bytes(
-        f"{PURGED}{name}.json",
+        layout.purge_marker(m),
         json.dumps({"month": name, "purged_as_of": as_of.isoformat()}).encode(),
     )
     log.info("purged identifiers of %s: %d objects, key destroyed", name, len(objects))
@@ -311,22 +264,22 @@ def _file_due(
         "sha256": sha,
         "file": body.get("file"),
         "months": months,
-        "deleted": [k for k in body.get("outputs", []) if k.startswith(("bronze/", "quarantine/"))],
+        "deleted": [k for k in body.get("outputs", []) if layout.is_file_output(k)],
     }
 
 
 def _holder(key: str, store: ObjectStore, bronze: ObjectStore) -> ObjectStore:
     """The store an output key lives in: bronze objects may be in a bucket of their own."""
-    return bronze if key.startswith("bronze/") else store
+    return bronze if layout.is_bronze(key) else store
 
 
 def _purge_file(
     store: ObjectStore, bronze: ObjectStore, keyring: LocalKeyring, body: dict[str, Any]
 ) -> list[str]:
     left: list[str] = []
-    keyring.destroy_data_key(f"file-{body['sha256']}")
+    keyring.destroy_data_key(layout.file_key_name(body["sha256"]))
     for key in body.get("outputs", []):
-        if key.startswith(("bronze/", "quarantine/")):
+        if layout.is_file_output(key):
             left += _holder(key, store, bronze).purge(key)
     return left
 
@@ -343,11 +296,11 @@ def _purge_gold_year(
     if dry_run:
         return entry
     for hold in active:
-        marker = f"{holds.PREFIX}{hold.case}/copied/gold-{year}.json"
+        marker = layout.hold_copied_marker(hold.case, f"gold-{year:04d}")
         if store.exists(marker) or hold.tokens:
             continue  # gold holds no tokens: an identifier hold cannot match it
         copied = sum(
-            holds.copy_into_hold(store, keyring, hold, k, _read_parquet(store, k), None, None)
+            holds.copy_into_hold(store, keyring, hold, k, read_parquet(store, k), None, None)
             for k in keys
         )
         store.put_bytes(marker, json.dumps({"year": year, "records": copied}).encode())
@@ -369,26 +322,22 @@ def verify_purged(
     """Prove nothing identifying is left for the purged months; RetentionError names what is."""
     problems = []
     for m in months:
-        name = month_name(m)
-        y, mo = m
-        for prefix in (
-            f"silver/cdr/year={y:04d}/month={mo:02d}/",
-            f"vault/year={y:04d}/month={mo:02d}/",
-        ):
+        name = layout.month_name(m)
+        for prefix in (layout.month_prefix("silver", m), layout.month_prefix("vault", m)):
             if any(True for _ in store.list(prefix)):
                 problems.append(f"{name}: objects left under {prefix}")
-        if keyring.has_data_key(month_key_name(m)):
+        if keyring.has_data_key(layout.month_key_name(m)):
             problems.append(f"{name}: the month's data key still exists")
-        if not store.exists(f"{PURGED}{name}.json"):
+        if not store.exists(layout.purge_marker(m)):
             problems.append(f"{name}: no purge marker")
     for body in files:
         if _file_due(body, as_of, policy) is None:
             continue
-        if keyring.has_data_key(f"file-{body['sha256']}"):
+        if keyring.has_data_key(layout.file_key_name(body["sha256"])):
             problems.append(f"file {body['sha256'][:12]}…: its data key still exists")
         for key in body.get("outputs", []):
             target = _holder(key, store, bronze)
-            if key.startswith(("bronze/", "quarantine/")) and target.exists(key):
+            if layout.is_file_output(key) and target.exists(key):
                 locked = target.lock_until(key)
                 if locked is None or locked.date() <= as_of:
                     problems.append(f"file {body['sha256'][:12]}…: {key} still exists")

@@ -17,7 +17,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import polars as pl
 
 TMP_PREFIX = ".tmp-"
 
@@ -171,10 +174,16 @@ class LocalStore(ObjectStore):
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         if base.is_file():
             found = [base]
-        elif base.is_dir():
+        elif base.is_dir() and (prefix.endswith("/") or not prefix.strip("/")):
             found = sorted(p for p in base.rglob("*") if p.is_file())
-        else:
+        else:  # a prefix that ends inside a name: every key that starts with it, as on S3
             found = []
+            if base.parent.is_dir():
+                for p in sorted(base.parent.iterdir()):
+                    if p.name.startswith(base.name):
+                        found += (
+                            [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+                        )
         for p in found:
             if p.name.startswith(TMP_PREFIX):
                 continue
@@ -349,6 +358,16 @@ class S3Store(ObjectStore):
             Key=self._key(key),
             Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
         )
+
+
+def read_parquet(store: ObjectStore, key: str) -> pl.DataFrame:
+    """A whole Parquet object as a polars frame (for objects a month's work reads whole)."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    frame = pl.from_arrow(pq.read_table(io.BytesIO(store.get_bytes(key))))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def aws_client(service: str, endpoint_url: str | None, **credentials: str) -> Any:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipeline.commitments import proof_key
+from pipeline import layout
 from pipeline.crypto import decrypt_value, encrypt_values
 from pipeline.fingerprints import Fingerprints
 from pipeline.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT
@@ -38,15 +38,6 @@ DICTIONARY = (
     "origin_kind", "destination_kind", "origin_country", "destination_country", "origin_network",
     "destination_network", "route_id", "status", "error_code", "currency", "reason", "kind",
 )  # fmt: skip
-
-
-def partition(tier: str, year: int, month: int, sha256: str) -> str:
-    prefix = {"silver": "silver/cdr", "gold": "gold/cdr", "vault": "vault"}[tier]
-    return f"{prefix}/year={year:04d}/month={month:02d}/part-{sha256}.parquet"
-
-
-def quarantine_key(sha256: str) -> str:
-    return f"quarantine/rows/part-{sha256}.parquet"
 
 
 def _arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
@@ -98,7 +89,7 @@ class TierWriter:
     def _by_month(self, tier: str, df: pl.DataFrame, schema: dict[str, pl.DataType]) -> None:
         arrow = _arrow_schema(schema)
         for (year, month), part in df.partition_by(["year", "month"], as_dict=True).items():
-            key = partition(tier, int(year), int(month), self.sha256)  # type: ignore[call-overload]
+            key = layout.partition(tier, (int(year), int(month)), self.sha256)  # type: ignore[call-overload]
             self._append(key, part.select(list(schema)).to_arrow(), arrow)
 
     def add(
@@ -140,7 +131,7 @@ class TierWriter:
     def add_leaves(self, leaves: pl.Series) -> None:
         """Append a batch's Merkle leaves (hex) to the file's proofs object, as 32-byte values."""
         table = leaves.str.decode("hex").alias("leaf").to_frame().to_arrow()
-        self._append(proof_key(self.sha256), table, _arrow_schema(PROOFS))
+        self._append(layout.proof_key(self.sha256), table, _arrow_schema(PROOFS))
 
     def _vault(self, vault: pl.DataFrame) -> None:
         arrow = _arrow_schema(VAULT)
@@ -161,7 +152,7 @@ class TierWriter:
             table = part.select("token", "kind").with_columns(
                 pl.Series("identifier_encrypted", encrypted, dtype=pl.Binary)
             )
-            self._append(partition("vault", *ym, self.sha256), table.to_arrow(), arrow)
+            self._append(layout.partition("vault", ym, self.sha256), table.to_arrow(), arrow)
 
     def _quarantine(self, rows: pl.DataFrame) -> None:
         enc = encrypt_values(
@@ -177,7 +168,7 @@ class TierWriter:
             "reason",
         ).with_columns(pl.Series("raw_encrypted", enc, dtype=pl.Binary))
         arrow = _arrow_schema(QUARANTINE_ROWS)
-        self._append(quarantine_key(self.sha256), table.to_arrow(), arrow)
+        self._append(layout.quarantine_rows_key(self.sha256), table.to_arrow(), arrow)
 
     def staged(self) -> dict[str, Path]:
         """Finish writing; the local file of every part, by the key it will be published under."""
@@ -192,10 +183,10 @@ class TierWriter:
         what the identifiers suite validates is what was written."""
         self.staged()
         for key, path in sorted(self._paths.items()):
-            if not key.startswith("vault/"):
+            ym = layout.month_of(key)
+            if not key.startswith(layout.VAULT) or ym is None:
                 continue
-            ym = tuple(int(p.split("=")[1]) for p in key.split("/")[1:3])
-            gcm = self._month_gcm[ym]  # type: ignore[index]
+            gcm = self._month_gcm[ym]
             for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
                 tokens = batch.column("token").to_pylist()
                 blobs = batch.column("identifier_encrypted").to_pylist()

@@ -11,14 +11,12 @@ neither the vault nor any destroyed key.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
-import pyarrow.parquet as pq
 
+from pipeline import layout
 from pipeline.audit import verify_log
 from pipeline.bronze import read_original
 from pipeline.commitments import (
@@ -26,14 +24,15 @@ from pipeline.commitments import (
     gold_form,
     leaf,
     merkle_root,
-    proof_key,
     record_digest,
 )
 from pipeline.crypto import DecryptionError
-from pipeline.integrity import SealError, read_entry, seal_key, verify_pair
+from pipeline.integrity import SealError, read_entry, verify_pair
 from pipeline.keys import KeyDestroyed, LocalKeyring
-from pipeline.quality import Quality
-from pipeline.store import ObjectStore
+from pipeline.store import ObjectStore, read_parquet
+
+if TYPE_CHECKING:
+    from pipeline.resources import Resources
 
 
 @dataclass
@@ -68,28 +67,25 @@ class VerifyReport:
         return out + ([f"audit log: {self.audit_problem}"] if self.audit_problem else [])
 
 
-def _parquet(store: ObjectStore, key: str) -> pl.DataFrame:
-    frame = pl.from_arrow(pq.read_table(io.BytesIO(store.get_bytes(key))))
-    assert isinstance(frame, pl.DataFrame)
-    return frame
+@dataclass(frozen=True)
+class VerifyRequest:
+    """Which files to verify: all, those with records of one month (`YYYY-MM`), or one file
+    (by digest prefix, file name or object key); `expectations` also runs the original-form
+    suite over the verdicts."""
+
+    month: str | None = None
+    file: str | None = None
+    expectations: bool = True
 
 
-def verify_store(
-    store: ObjectStore,
-    bronze: ObjectStore,
-    keyring: LocalKeyring,
-    month: str | None = None,
-    file: str | None = None,
-    quality: Quality | None = None,
-) -> VerifyReport:
-    """Verify every ingested file (or those of one month, or one file by digest prefix or name)."""
+def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
+    """Verify the files the request names (see the module docstring for the checks)."""
+    store, bronze, keyring = res.store, res.bronze, res.keyring
+    month, file = request.month, request.file
+    quality = res.quality if request.expectations else None
     public = keyring.public_key()
     report = VerifyReport()
-    for obj in store.list("seals/"):
-        if not obj.key.endswith(".parse.json"):
-            continue
-        sha = obj.key[len("seals/") : -len(".parse.json")]
-        parsed_entry = json.loads(store.get_bytes(obj.key))
+    for sha, parsed_entry in layout.ingested_files(store):
         body = parsed_entry.get("body", {})
         if file and not (
             sha.startswith(file) or body.get("file") == file or file in body.get("outputs", [])
@@ -114,10 +110,8 @@ def verify_store(
 
 def _unparsed(store: ObjectStore, file: str | None) -> list[FileCheck]:
     """Files sealed without a parse entry (an ingest interrupted): listed, for a rerun."""
-    from pipeline.retention import sealed_files
-
     out = []
-    for body in sealed_files(store):
+    for body in layout.sealed_files(store):
         if body["status"] != "sealed" or (
             file and not (body["sha256"].startswith(file) or body.get("file") == file)
         ):
@@ -139,7 +133,7 @@ def _verify_file(
 ) -> FileCheck:
     body = parsed_entry.get("body", {})
     check = FileCheck(sha, body.get("file") or "?")
-    seal = read_entry(store, seal_key(sha))
+    seal = read_entry(store, layout.seal_key(sha))
     try:
         if seal is None:
             raise SealError("no seal entry")
@@ -164,13 +158,13 @@ def _check_quarantine(
     store: ObjectStore, keyring: LocalKeyring, check: FileCheck, body: dict[str, Any]
 ) -> None:
     """Sealed records = kept + quarantined: the quarantined rows must all still be there."""
-    key = next((k for k in body.get("outputs", []) if k.startswith("quarantine/rows/")), None)
+    key = next((k for k in body.get("outputs", []) if k.startswith(layout.QUARANTINE_ROWS)), None)
     if key is None:
         return
-    if not keyring.has_data_key(f"file-{check.sha256}"):
+    if not keyring.has_data_key(layout.file_key_name(check.sha256)):
         check.checks["quarantine"] = "skipped: purged (file key destroyed)"
         return
-    rows = len(_parquet(store, key)) if store.exists(key) else 0
+    rows = len(read_parquet(store, key)) if store.exists(key) else 0
     if rows != body.get("quarantined") or body.get("records") != body.get("gold", 0) + rows:
         check.fail(
             "quarantine", f"{rows:,} quarantined rows where {body.get('quarantined'):,} were sealed"
@@ -186,8 +180,9 @@ def _check_bronze(
     seal: dict[str, Any],
     body: dict[str, Any],
 ) -> None:
-    key = next((k for k in body.get("outputs", []) if k.startswith("bronze/")), None)
-    if key is None or not keyring.has_data_key(f"file-{check.sha256}"):
+    key = next((k for k in body.get("outputs", []) if layout.is_bronze(k)), None)
+    file_key = layout.file_key_name(check.sha256)
+    if key is None or not keyring.has_data_key(file_key):
         check.checks["bronze"] = "skipped: purged (file key destroyed)"
         return
     if not bronze.exists(key):
@@ -196,7 +191,7 @@ def _check_bronze(
     h, size = hashlib.sha256(), 0
     try:
         for part in read_original(
-            bronze, key, check.sha256, keyring.data_key(f"file-{check.sha256}", create=False)
+            bronze, key, check.sha256, keyring.data_key(file_key, create=False)
         ):
             h.update(part)
             size += len(part)
@@ -210,11 +205,11 @@ def _check_bronze(
 
 
 def _check_tree(store: ObjectStore, check: FileCheck, body: dict[str, Any]) -> pl.Series | None:
-    key = proof_key(check.sha256)
+    key = layout.proof_key(check.sha256)
     if not store.exists(key):
         check.fail("proofs", f"{key} is missing")
         return None
-    leaves = _parquet(store, key).get_column("leaf").bin.encode("hex")
+    leaves = read_parquet(store, key).get_column("leaf").bin.encode("hex")
     sizes = body.get("batch_leaves") or []
     if len(leaves) != sum(sizes) or len(leaves) != body.get("gold"):
         check.fail("proofs", f"{len(leaves)} leaves stored, {body.get('gold')} records sealed")
@@ -235,21 +230,19 @@ def _check_records(
 ) -> None:
     by_month = body.get("by_month") or {}
     for tier in ("gold", "silver"):
-        prefix = "gold/cdr/" if tier == "gold" else "silver/cdr/"
         expected = by_month.get(tier, {})
         for name, count in sorted(expected.items()):
             if month and name != month:
                 continue
-            y, m = name.split("-")
-            key = f"{prefix}year={y}/month={m}/part-{check.sha256}.parquet"
+            key = layout.partition(tier, layout.parse_month(name), check.sha256)
             label = f"{tier} {name}"
             if not store.exists(key):
-                if tier == "silver" and store.exists(f"retention/purged/{name}.json"):
+                if tier == "silver" and store.exists(layout.purge_marker(layout.parse_month(name))):
                     check.checks[label] = "skipped: identifiers purged"
                 else:
                     check.fail(label, f"{key} is missing")
                 continue
-            rows = _parquet(store, key)
+            rows = read_parquet(store, key)
             problem = _record_problem(rows, leaves, tier)
             if problem is None and len(rows) != count:
                 problem = f"{len(rows):,} records where {count:,} were sealed (records deleted)"

@@ -24,8 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from pipeline.commitments import root_from_path
-from pipeline.export import record_leaves
+from pipeline.commitments import record_leaves, root_from_path
 from pipeline.integrity import SealError, verify_pair
 from pipeline.package import PackageError, decrypt_with, load_private_key
 

@@ -33,7 +33,7 @@ from collections.abc import Iterator  # noqa: E402
 import pytest  # noqa: E402
 
 from pipeline.config import Settings  # noqa: E402
-from pipeline.ingest import Resources  # noqa: E402
+from pipeline.resources import Resources  # noqa: E402
 
 AS_OF = dt.date(2025, 6, 15)
 

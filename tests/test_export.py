@@ -25,10 +25,10 @@ from pipeline.cli import main as cli
 from pipeline.config import Settings
 from pipeline.export import ExportResult, run_export
 from pipeline.export_request import ExportRequest, RequestError
-from pipeline.ingest import Resources, ingest_file
+from pipeline.ingest import ingest_file
 from pipeline.package import decrypt_with, encrypt_for, load_private_key, load_recipient_key
-from pipeline.policy import load_policy
-from pipeline.retention import run_retention
+from pipeline.resources import Resources
+from pipeline.retention import RetentionRequest, run_retention
 from pipeline.store import LocalStore
 from pipeline.synth import Generated, generate
 from pipeline.verify_export import verify_package
@@ -116,7 +116,7 @@ def test_export_over_a_purged_and_a_live_month_on_s3(
 ) -> None:
     res = s3_res
     g = _ingested(res, tmp_path)
-    run_retention(res.store, res.bronze, res.keyring, load_policy(), PURGE_DAY)
+    run_retention(res, RetentionRequest(PURGE_DAY))
     pk, other = _two_people(g)
     national = "0" + pk["e164"][3:6] + "-" + pk["e164"][6:]  # 0300-1234567
     shouting = other["email"].upper()
@@ -167,11 +167,11 @@ def test_export_over_a_purged_and_a_live_month_on_s3(
 def test_a_purged_month_is_searched_in_the_legal_hold_store(res: Resources, tmp_path: Path) -> None:
     g = _ingested(res, tmp_path)
     pk, _ = _two_people(g)
-    holds.apply_hold_request(
-        res.store, res.keyring,
-        {"action": "place", "case": "HOLD-7", "reason": "order 3/2026", "identifiers": [pk["e164"]]},
+    holds.run_hold(
+        res,
+        holds.HoldRequest.from_mapping({"action": "place", "case": "HOLD-7", "reason": "order 3/2026", "identifiers": [pk["e164"]]}),
     )  # fmt: skip
-    run_retention(res.store, res.bronze, res.keyring, load_policy(), PURGE_DAY)
+    run_retention(res, RetentionRequest(PURGE_DAY))
     public, secret = _pem_pair("rsa")
     result = run_export(res, _request(public, [pk["e164"]]))
     _, records = _open(res, result, secret)

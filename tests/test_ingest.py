@@ -17,8 +17,10 @@ from pipeline.bronze import read_original
 from pipeline.cli import main as cli
 from pipeline.config import Settings
 from pipeline.crypto import decrypt_value
-from pipeline.ingest import Resources, ingest_file
-from pipeline.integrity import SealError, parse_key, read_entry, seal_key, verify
+from pipeline.ingest import ingest_file
+from pipeline.integrity import SealError, read_entry, verify
+from pipeline.layout import parse_key, seal_key
+from pipeline.resources import Resources
 from pipeline.schema import SILVER
 from pipeline.synth import FORMATS, generate
 from pipeline.tokenise import TOKEN_PATTERN

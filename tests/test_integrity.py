@@ -13,14 +13,15 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.ingest import IngestError, Resources, ingest_file
-from pipeline.integrity import seal_key, sign
+from pipeline.ingest import IngestError, ingest_file
+from pipeline.integrity import sign
 from pipeline.keys import LocalKeyring
-from pipeline.policy import load_policy
-from pipeline.retention import run_retention
+from pipeline.layout import seal_key
+from pipeline.resources import Resources
+from pipeline.retention import RetentionRequest, run_retention
 from pipeline.store import ObjectStore
 from pipeline.synth import generate
-from pipeline.verify import VerifyReport, verify_store
+from pipeline.verify import VerifyReport, VerifyRequest, run_verify
 from tests.helpers import read_tier
 
 
@@ -37,7 +38,7 @@ def _ingest(res: Resources, tmp_path: Path) -> str:
 
 
 def _check(res: Resources) -> VerifyReport:
-    return verify_store(res.store, res.bronze, res.keyring)
+    return run_verify(res, VerifyRequest(expectations=False))
 
 
 def _rewrite(store: ObjectStore, key: str, change) -> None:  # type: ignore[no-untyped-def]
@@ -138,7 +139,7 @@ def test_gold_verifies_against_the_original_seal_after_the_purge(
     res: Resources, tmp_path: Path
 ) -> None:
     sha = _ingest(res, tmp_path)
-    run_retention(res.store, res.bronze, res.keyring, load_policy(), dt.date(2026, 6, 1))
+    run_retention(res, RetentionRequest(dt.date(2026, 6, 1)))
     assert not res.keyring.has_data_key("month-2025-03")
     assert not res.keyring.has_data_key(f"file-{sha}")  # every key of the file is gone
     assert not list(res.store.list("silver/"))

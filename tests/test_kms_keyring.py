@@ -12,9 +12,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.config import Settings
 from pipeline.crypto import DecryptionError, decrypt_value
-from pipeline.ingest import Resources, ingest_file
+from pipeline.ingest import ingest_file
 from pipeline.keys import KeyDestroyed, KmsKeyring, LocalKeyring
 from pipeline.lookup import identifier_tokens
+from pipeline.resources import Resources
 from pipeline.synth import generate
 from tests.helpers import read_tier
 

@@ -12,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import quality
-from pipeline.ingest import Resources, ingest_file
+from pipeline.ingest import ingest_file
 from pipeline.quality import Quality, load_suite_json, plan
+from pipeline.resources import Resources
 from pipeline.schema import VAULT_ENTRY
 from pipeline.synth import generate
 from pipeline.tokenise import token

@@ -8,18 +8,20 @@ import datetime as dt
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from pipeline import holds
+from pipeline import holds, layout
 from pipeline.audit import read_log, verify_log
 from pipeline.config import Settings
-from pipeline.ingest import Resources, ingest_file
+from pipeline.ingest import ingest_file
 from pipeline.keys import KeyDestroyed
 from pipeline.policy import PolicyError, load_policy, parse_policy
-from pipeline.retention import RetentionError, run_retention
+from pipeline.resources import Resources
+from pipeline.retention import RetentionError, RetentionRequest, run_retention
 from pipeline.synth import Generated, generate
 from tests.helpers import all_text_outputs, find_identifiers, needles_for, read_tier
 
@@ -70,7 +72,7 @@ def state(res: Resources) -> dict[str, str]:
 
 
 def retention(res: Resources, as_of: dt.date, **kw: object) -> dict[str, object]:
-    return run_retention(res.store, res.bronze, res.keyring, load_policy(), as_of, **kw).to_dict()  # type: ignore[arg-type]
+    return run_retention(res, RetentionRequest(as_of, **kw)).to_dict()  # type: ignore[arg-type]
 
 
 def test_months_lose_identifiers_on_the_day_holds_keep_theirs_gold_goes_at_ten_years(
@@ -88,10 +90,10 @@ def test_months_lose_identifiers_on_the_day_holds_keep_theirs_gold_goes_at_ten_y
 
     # A hold on one March end user, placed before March is purged.
     march_number = sorted(files["2025-03"].numbers)[0]
-    holds.apply_hold_request(
-        res.store, res.keyring,
-        {"action": "place", "case": "CASE-7", "reason": "court order 7/2026",
-         "identifiers": [march_number], "default_region": "PK"},
+    holds.run_hold(
+        res,
+        holds.HoldRequest.from_mapping({"action": "place", "case": "CASE-7", "reason": "court order 7/2026",
+         "identifiers": [march_number], "default_region": "PK"}),
     )  # fmt: skip
     dry = retention(res, dt.date(2026, 4, 1), dry_run=True)
     assert [m["month"] for m in dry["months"]] == ["2025-02", "2025-03"]
@@ -105,15 +107,15 @@ def test_months_lose_identifiers_on_the_day_holds_keep_theirs_gold_goes_at_ten_y
     assert len(held) == held_count
     vault = holds.read_held(res.store, res.keyring, "CASE-7", "vault")
     assert march_number in vault.get_column("identifier").to_list()
-    hold_file = res.store.get_bytes(holds.hold_key("CASE-7")).decode()
+    hold_file = res.store.get_bytes(layout.hold_record_key("CASE-7")).decode()
     assert march_number not in hold_file and march_number[-9:] not in hold_file
 
-    holds.apply_hold_request(res.store, res.keyring, {"action": "release", "case": "CASE-7", "reason": "case closed"})  # fmt: skip
+    holds.run_hold(res, holds.HoldRequest.from_mapping({"action": "release", "case": "CASE-7", "reason": "case closed"}))  # fmt: skip
     report = retention(res, dt.date(2026, 4, 2))
     assert [h["case"] for h in report["holds"]] == ["CASE-7"]
     assert not list(res.store.list("holds/CASE-7/records/"))
     with pytest.raises(KeyDestroyed):
-        res.keyring.data_key("hold-CASE-7", create=False)
+        res.keyring.data_key(layout.hold_key_name("CASE-7"), create=False)
 
     retention(res, dt.date(2026, 5, 1))
     assert set(state(res).values()) == {"gold only"}
@@ -200,8 +202,8 @@ def test_crash_in_the_middle_of_a_purge_then_rerun_equals_one_clean_run(
     ingest_months(clean, tmp_path / "in")
     shutil.copytree(tmp_path / "clean", tmp_path / "crashed")
     crashed = make("crashed")
-    holds.apply_hold_request(clean.store, clean.keyring, {"action": "place", "case": "C1", "reason": "order", "customer": "cust-001"})  # fmt: skip
-    holds.apply_hold_request(crashed.store, crashed.keyring, {"action": "place", "case": "C1", "reason": "order", "customer": "cust-001"})  # fmt: skip
+    holds.run_hold(clean, holds.HoldRequest.from_mapping({"action": "place", "case": "C1", "reason": "order", "customer": "cust-001"}))  # fmt: skip
+    holds.run_hold(crashed, holds.HoldRequest.from_mapping({"action": "place", "case": "C1", "reason": "order", "customer": "cust-001"}))  # fmt: skip
 
     retention(clean, dt.date(2026, 3, 1))
 
@@ -254,13 +256,13 @@ def test_country_override_keeps_that_countrys_identifiers_longer(
         (pl.col("destination_country") == "CH") | (pl.col("origin_country") == "CH")
     )
     assert len(swiss) > 0
-    run_retention(res.store, res.bronze, res.keyring, policy, dt.date(2026, 2, 1))
+    run_retention(replace(res, policy=policy), RetentionRequest(dt.date(2026, 2, 1)))
     held = holds.read_held(res.store, res.keyring, "policy-CH-2025-01", "records")
     assert sorted(held.get_column("record_id")) == sorted(swiss.get_column("record_id"))
     assert not list(res.store.list("silver/cdr/year=2025/month=01/"))
-    run_retention(res.store, res.bronze, res.keyring, policy, dt.date(2027, 1, 31))
+    run_retention(replace(res, policy=policy), RetentionRequest(dt.date(2027, 1, 31)))
     assert list(res.store.list("holds/policy-CH-2025-01/records/"))
-    run_retention(res.store, res.bronze, res.keyring, policy, dt.date(2027, 2, 1))
+    run_retention(replace(res, policy=policy), RetentionRequest(dt.date(2027, 2, 1)))
     assert not list(res.store.list("holds/policy-CH-2025-01/records/"))
 
 

@@ -72,3 +72,14 @@ def test_plain_bucket_and_folder_report_no_lock(moto_endpoint: str, s3_buckets: 
     local = LocalStore(tmp_path)
     local.put_bytes("x", b"1")
     assert hold_until(local, "x", dt.date(2030, 1, 1)) is False
+
+
+def test_a_prefix_ending_inside_a_name_lists_as_on_s3(store: ObjectStore) -> None:
+    for key in ("h/records/silver~m=03~a.enc", "h/records/silver~m=04~b.enc", "h/vault/x.enc"):
+        store.put_bytes(key, b"1")
+    assert [o.key for o in store.list("h/records/silver~m=03~")] == ["h/records/silver~m=03~a.enc"]
+    assert [o.key for o in store.list("h/rec")] == [
+        "h/records/silver~m=03~a.enc",
+        "h/records/silver~m=04~b.enc",
+    ]
+    assert list(store.list("h/nothing-here")) == []

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.errors import PipelineError
 from pipeline.schema import UTC_TS
 
 BYTES_PER_ROW = 120
@@ -57,7 +58,7 @@ class Source(ABC):
         return None
 
 
-class FileFormatError(Exception):
+class FileFormatError(PipelineError):
     """A whole file that cannot be read as its format: quarantined whole."""
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -59,7 +59,8 @@ def _landing_files(
 ) -> tuple[list[str], set[str], set[str], int]:
     """Generated files of every format dropped into landing/ of the configured store."""
     from pipeline.config import Settings
-    from pipeline.ingest import Resources, copy_into_landing
+    from pipeline.ingest import copy_into_landing
+    from pipeline.resources import Resources
 
     res = Resources.from_settings(Settings.from_env(store_env))
     keys, numbers, emails, records = [], set(), set(), 0
@@ -75,7 +76,7 @@ def _landing_files(
 
 def _check_run(dag_run: object, env: dict[str, str], keys: list[str], records: int) -> None:
     from pipeline.config import Settings
-    from pipeline.ingest import Resources
+    from pipeline.resources import Resources
 
     assert dag_run.state == "success"  # type: ignore[attr-defined]
     tis = {(ti.task_id, ti.map_index): ti for ti in dag_run.get_task_instances()}  # type: ignore[attr-defined]
@@ -140,7 +141,7 @@ def test_dag_runs_against_s3_with_object_lock_on_bronze(
     ]  # fmt: skip
     assert sum(e["body"]["records"] for e in parse_entries) == records
     from pipeline.config import Settings
-    from pipeline.ingest import Resources
+    from pipeline.resources import Resources
 
     store = Resources.from_settings(Settings.from_env(env)).store
     out = capfd.readouterr()

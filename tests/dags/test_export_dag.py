@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from pipeline.audit import read_log
 from pipeline.config import Settings
-from pipeline.ingest import Resources, ingest_file
+from pipeline.ingest import ingest_file
+from pipeline.resources import Resources
 from pipeline.synth import generate
 from pipeline.verify_export import verify_package
 from tests.helpers import assert_no_identifiers, load_dag, needles_for

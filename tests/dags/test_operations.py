@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.alerts import RETENTION_SUCCESS, Alert, send
 from pipeline.config import Settings
-from pipeline.ingest import Resources
+from pipeline.resources import Resources
 from tests.conftest import ROOT
 from tests.helpers import load_dag
 

@@ -11,7 +11,8 @@ import pytest
 from pipeline import holds
 from pipeline.audit import read_log, verify_log
 from pipeline.config import Settings
-from pipeline.ingest import Resources, ingest_file
+from pipeline.ingest import ingest_file
+from pipeline.resources import Resources
 from pipeline.synth import generate
 from tests.helpers import assert_no_identifiers, load_dag, needles_for, read_tier
 

@@ -16,7 +16,8 @@ import polars as pl
 import pytest
 
 from pipeline.config import Settings
-from pipeline.ingest import Resources, copy_into_landing, ingest_file
+from pipeline.ingest import copy_into_landing, ingest_file
+from pipeline.resources import Resources
 from pipeline.synth import generate
 from tests.distributed.stack import Stack, StatsD, run_dag
 from tests.helpers import read_tier

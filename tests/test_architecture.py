@@ -1,0 +1,136 @@
+"""The import rules the layout of `pipeline/` promises, checked on the source itself.
+
+- Use cases (ingest, retention, export, verify, subject requests) depend on the kernel and on
+  building blocks, never on each other; holds are a shared service any of them may use.
+- `pipeline/` never imports Airflow: the DAGs call the library, not the other way round.
+- The recipient's verifier loads no flow and no Great Expectations.
+- Every prefix, object key and data-key name is spelled in `layout` alone.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PIPELINE = ROOT / "pipeline"
+#: The use cases, by the last part of their module name.
+FLOWS = {"ingest", "retention", "export", "verify", "subject"}
+#: String starts that are object prefixes or data-key names: only `layout` may spell them.
+RESERVED = (
+    "landing/", "seals/", "bronze/", "silver/", "vault/", "gold/", "quarantine/", "proofs/",
+    "holds/", "exports/", "audit/", "retention/", "requests/", "month-", "file-", "hold-",
+)  # fmt: skip
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PIPELINE.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside a function."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _flow(module: str) -> str | None:
+    last = module.rsplit(".", 1)[-1]
+    return last if last in FLOWS else None
+
+
+def test_no_use_case_imports_another() -> None:
+    modules = _modules()
+    crossings = []
+    for name, path in modules.items():
+        mine = _flow(name)
+        if mine is None:
+            continue
+        for imported in _imports(path):
+            theirs = _flow(imported) if imported in modules else None
+            if theirs is not None and theirs != mine:
+                crossings.append(f"{name} imports {imported}")
+    assert crossings == []
+
+
+def test_the_import_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    from pipeline.retention import run_retention\n")
+    assert {_flow(m) for m in _imports(sample)} >= {"retention"}
+
+
+def test_the_library_never_imports_airflow() -> None:
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in _modules().values()
+        if any(m == "airflow" or m.startswith("airflow.") for m in _imports(path))
+    ]
+    assert offenders == []
+
+
+def test_importing_the_recipients_verifier_loads_no_flow_and_no_great_expectations() -> None:
+    code = (
+        "import json, sys; import pipeline.verify_export; "
+        "print(json.dumps(sorted(m for m in sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded = json.loads(out.stdout)
+    flows = [m for m in loaded if m.startswith("pipeline") and _flow(m)]
+    assert flows == []
+    assert not any(m.split(".")[0] == "great_expectations" for m in loaded)
+    assert not any(m in {"pipeline.holds", "pipeline.sources", "pipeline.quality"} for m in loaded)
+
+
+def _reserved_literals(path: Path, root: Path = ROOT) -> list[str]:
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    hits = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+            and node.value.startswith(RESERVED)
+        ):
+            hits.append(f"{path.relative_to(root)}:{node.lineno}: {node.value!r}")
+    return hits
+
+
+@pytest.mark.parametrize("folder", ["pipeline", "dags", "cdr_airflow"])
+def test_no_prefix_or_key_name_is_spelled_outside_the_layout(folder: str) -> None:
+    hits = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        if path.name == "layout.py":
+            continue
+        hits += _reserved_literals(path)
+    assert hits == []
+
+
+def test_the_literal_check_can_fail(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text('"""Docstrings may name silver/cdr/."""\nKEY = f"file-{1}"\n')
+    assert [h.split(": ", 1)[1] for h in _reserved_literals(sample, tmp_path)] == ["'file-'"]
