@@ -57,9 +57,11 @@ def cdr_ingest() -> None:
     @task
     def list_landing() -> list[str]:
         from cdr_airflow.settings import task_resources
-        from pipeline.ingest import list_landing
+        from pipeline.ingest import list_landing, sweep_leftovers
 
-        return list_landing(task_resources().store)
+        res = task_resources()
+        sweep_leftovers(res)  # what killed runs left: partial objects, staging
+        return list_landing(res.store)
 
     @task(
         outlets=[SILVER, GOLD, VAULT],

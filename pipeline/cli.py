@@ -92,11 +92,18 @@ def _expand(paths: list[str]) -> list[Path]:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.ingest import IngestError, ingest_file, ingest_landing, list_landing
+    from pipeline.ingest import (
+        IngestError,
+        ingest_file,
+        ingest_landing,
+        list_landing,
+        sweep_leftovers,
+    )
     from pipeline.report import run_summary
     from pipeline.store import open_store
 
     res = _resources(settings)
+    sweep_leftovers(res)
     reports = []
     failed = 0
     targets: list[tuple[str, object]] = []

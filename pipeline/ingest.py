@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import pyarrow as pa
 
-from pipeline import __version__, audit, layout, quality
+from pipeline import __version__, audit, layout, quality, staging
 from pipeline.bronze import hold_until, store_original
 from pipeline.commitments import file_root, merkle_root
 from pipeline.dates import identifier_purge_date
@@ -112,6 +112,22 @@ class FileReport:
 _NOT_RECORDED = frozenset({"sha256", "timings"})
 
 
+def sweep_leftovers(res: Resources) -> dict[str, int]:
+    """Remove what runs killed mid-way left behind: partial objects in the stores (unlisted,
+    so no purge would find them) and staging folders on this host. Counted, and said."""
+    objects = res.store.sweep_temporary()
+    if res.bronze is not res.store:
+        objects += res.bronze.sweep_temporary()
+    counts = {"temporary_objects": objects, "staging": staging.sweep()}
+    if any(counts.values()):
+        log.warning(
+            "removed what interrupted runs left: %d temporary objects, %d staging folders/files",
+            counts["temporary_objects"],
+            counts["staging"],
+        )
+    return counts
+
+
 def list_landing(store: ObjectStore) -> list[str]:
     """Files waiting in landing/, oldest name first (hidden and temporary files skipped)."""
     return sorted(
@@ -132,7 +148,7 @@ def ingest_landing(
     info = res.store.info(key)
     if info is None:
         raise IngestError(f"{key} is not in the store (already ingested by another run?)")
-    with tempfile.TemporaryDirectory(prefix="cdr-stage-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=staging.prefix("stage")) as tmp:
         if isinstance(res.store, LocalStore):
             path = Path(res.store.uri(key))
         else:

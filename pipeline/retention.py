@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from pipeline import audit, holds, layout
+from pipeline import audit, holds, layout, staging
 from pipeline.alerts import record_retention_success
 from pipeline.dates import identifier_purge_date
 from pipeline.errors import PipelineError
@@ -89,6 +89,8 @@ class RetentionReport:
     gold_years: list[dict[str, Any]] = field(default_factory=list)
     holds: list[dict[str, Any]] = field(default_factory=list)
     left_locked: list[str] = field(default_factory=list)
+    #: what interrupted runs had left and this run removed (partial objects, staging)
+    swept: dict[str, int] = field(default_factory=dict)
     verified: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,8 +131,10 @@ def run_retention(res: Resources, request: RetentionRequest) -> RetentionReport:
     store, bronze, keyring, policy = res.store, res.bronze, res.keyring, res.policy
     as_of, dry_run = request.as_of, request.dry_run
     signer = keyring.signing_key()
-    inv = inventory(store, keyring)
     report = RetentionReport(as_of.isoformat(), dry_run)
+    if not dry_run:
+        report.swept = _sweep(store, bronze)
+    inv = inventory(store, keyring)
     all_holds = holds.list_holds(store)
     active = [h for h in all_holds if h.active(as_of)]
 
@@ -310,6 +314,29 @@ def _purge_gold_year(
     return entry
 
 
+def _sweep(store: ObjectStore, bronze: ObjectStore) -> dict[str, int]:
+    """Partial objects and staging that killed runs left: they can hold identifiers that no
+    listing shows, so they go before anything is verified."""
+    objects = store.sweep_temporary() + (bronze.sweep_temporary() if bronze is not store else 0)
+    return {"temporary_objects": objects, "staging": staging.sweep()}
+
+
+def _leftovers(store: ObjectStore, bronze: ObjectStore, files: list[dict[str, Any]]) -> list[str]:
+    """Anything a purge cannot see by listing: partial objects, staging of dead runs, and
+    bronze originals that no sealed file accounts for."""
+    problems = [f"temporary object left: {k}" for k in store.stale_temporary()]
+    if bronze is not store:
+        problems += [f"temporary object left in bronze: {k}" for k in bronze.stale_temporary()]
+    problems += [f"staging left by a dead run: {p}" for p in staging.leftovers()]
+    known = {k for body in files for k in body.get("outputs", []) if layout.is_bronze(k)}
+    problems += [
+        f"bronze object of no sealed file: {o.key}"
+        for o in bronze.list(layout.BRONZE)
+        if o.key not in known
+    ]
+    return problems
+
+
 def verify_purged(
     store: ObjectStore,
     bronze: ObjectStore,
@@ -319,8 +346,9 @@ def verify_purged(
     as_of: dt.date,
     policy: RetentionPolicy,
 ) -> None:
-    """Prove nothing identifying is left for the purged months; RetentionError names what is."""
-    problems = []
+    """Prove nothing identifying is left for the purged months and files, nor anywhere a listing
+    does not show; RetentionError names what is."""
+    problems = _leftovers(store, bronze, files)
     for m in months:
         name = layout.month_name(m)
         for prefix in (layout.month_prefix("silver", m), layout.month_prefix("vault", m)):

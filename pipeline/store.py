@@ -19,10 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from pipeline import staging
+
 if TYPE_CHECKING:
     import polars as pl
 
 TMP_PREFIX = ".tmp-"
+
+
+def _tmp_prefix() -> str:
+    """Temporary objects name their writer, so a sweep can tell a dead run's from a live one's."""
+    return f"{TMP_PREFIX}{staging.owner_tag()}"
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,14 @@ class ObjectStore(ABC):
         self.delete(key)
         return []
 
+    def stale_temporary(self, older_than: dt.timedelta = staging.STALE_AFTER) -> list[str]:
+        """Partial objects left by writers that are gone (a run killed while publishing)."""
+        return []
+
+    def sweep_temporary(self, older_than: dt.timedelta = staging.STALE_AFTER) -> int:
+        """Remove the partial objects of writers that are gone; how many were removed."""
+        return 0
+
     def supports_lock(self) -> bool:
         """Whether objects can be put under Object Lock (COMPLIANCE) here."""
         return False
@@ -116,7 +131,7 @@ class LocalStore(ObjectStore):
         """Write `data` durably to a temporary file beside the key's path: (tmp, path)."""
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(), dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -147,7 +162,7 @@ class LocalStore(ObjectStore):
     def put_file(self, key: str, path: Path, lock_until: dt.datetime | None = None) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        tmp = target.parent / f"{_tmp_prefix()}{uuid.uuid4().hex}"
         try:
             shutil.copyfile(path, tmp)
             with open(tmp, "rb+") as f:
@@ -193,6 +208,24 @@ class LocalStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def stale_temporary(self, older_than: dt.timedelta = staging.STALE_AFTER) -> list[str]:
+        """`.tmp-` files (which `list` never shows) of writers that are gone, as paths."""
+        found = []
+        for p in self.root.rglob(f"{TMP_PREFIX}*"):
+            try:
+                modified = p.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if p.is_file() and staging.is_stale(p.name, TMP_PREFIX, modified, older_than):
+                found.append(p.relative_to(self.root).as_posix())
+        return sorted(found)
+
+    def sweep_temporary(self, older_than: dt.timedelta = staging.STALE_AFTER) -> int:
+        stale = self.stale_temporary(older_than)
+        for rel in stale:
+            (self.root / rel).unlink(missing_ok=True)
+        return len(stale)
 
     def uri(self, key: str) -> str:
         return str(self._path(key))
@@ -330,6 +363,36 @@ class S3Store(ObjectStore):
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def _uploads(self) -> list[dict[str, Any]]:
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        return [
+            u
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for u in page.get("Uploads", [])
+        ]
+
+    def stale_temporary(self, older_than: dt.timedelta = staging.STALE_AFTER) -> list[str]:
+        """Multipart uploads never completed (their parts are stored, billed and unlisted),
+        started longer ago than `older_than`."""
+        cutoff = dt.datetime.now(dt.UTC) - older_than
+        return [
+            f"{self._strip(u['Key'])} (upload {u['UploadId']})"
+            for u in self._uploads()
+            if u["Initiated"] <= cutoff
+        ]
+
+    def sweep_temporary(self, older_than: dt.timedelta = staging.STALE_AFTER) -> int:
+        cutoff = dt.datetime.now(dt.UTC) - older_than
+        aborted = 0
+        for u in self._uploads():
+            if u["Initiated"] <= cutoff:
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]
+                )
+                aborted += 1
+        return aborted
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"

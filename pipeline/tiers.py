@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipeline import layout
+from pipeline import layout, staging
 from pipeline.crypto import decrypt_value, encrypt_values
 from pipeline.fingerprints import Fingerprints
 from pipeline.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT
@@ -61,7 +61,7 @@ class TierWriter:
         self._month_gcm: dict[tuple[int, int], AESGCM] = {}
         self._source = source
         self._source_file = source_file
-        self._tmp = tempfile.TemporaryDirectory(prefix="cdr-ingest-")
+        self._tmp = tempfile.TemporaryDirectory(prefix=staging.prefix("ingest"))
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._paths: dict[str, Path] = {}
         self._seen_tokens: dict[tuple[int, int], Fingerprints] = {}
