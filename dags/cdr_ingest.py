@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
-from cdr_airflow.alerting import on_failure
+from cdr_airflow.dag_defaults import dag_args
 from pipeline.formats import FORMATS
 
 SILVER = Asset(name="cdr_silver", uri="file:///cdr/silver/cdr")
@@ -40,12 +39,8 @@ Params: `format` (skip detection), `default_region` (ISO country of national-for
 @dag(
     dag_id="cdr_ingest",
     schedule="@hourly",
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
     doc_md=DOC,
-    tags=["cdr", "ingest"],
-    default_args={"on_failure_callback": on_failure(), "retries": 2, "retry_delay": dt.timedelta(minutes=2)},
+    **dag_args(tags=["ingest"], retries=2, retry_delay=dt.timedelta(minutes=2)),
     params={
         "format": Param(None, type=["null", "string"], enum=[None, *FORMATS],
                         description="Read every file as this format instead of detecting it"),

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pendulum
 from airflow.sdk import dag, task
 
-from cdr_airflow.alerting import on_failure
+from cdr_airflow.dag_defaults import dag_args
 
 DOC = """
 ### cdr_integrity_audit — prove the kept records are the sealed originals (Pakistan's original form)
@@ -26,16 +25,13 @@ seal; and the audit log's hash chain. Gold records verify after the 12-month pur
 @dag(
     dag_id="cdr_integrity_audit",
     schedule="@weekly",
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
     doc_md=DOC,
-    tags=["cdr", "integrity", "audit"],
-    default_args={
-        "on_failure_callback": on_failure(),
-        "retries": 1,
-        "retry_delay": dt.timedelta(minutes=10),
-    },
+    **dag_args(
+        tags=["integrity", "audit"],
+        retries=1,
+        retry_delay=dt.timedelta(minutes=10),
+        timeout=dt.timedelta(hours=6),
+    ),
 )
 def cdr_integrity_audit() -> None:
     @task

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import pendulum
 from airflow.sdk import Param, dag, task
 
-from cdr_airflow.alerting import on_failure
+from cdr_airflow.dag_defaults import dag_args
+from pipeline.layout import CASE_PATTERN
 from pipeline.schema import CHANNELS
 
 DOC = """
@@ -34,14 +34,10 @@ never the identifiers. The authority checks the package with
 @dag(
     dag_id="cdr_le_export",
     schedule=None,
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
-    catchup=False,
     doc_md=DOC,
-    tags=["cdr", "law-enforcement", "export"],
-    default_args={"on_failure_callback": on_failure()},
+    **dag_args(one_run_at_a_time=False, tags=["law-enforcement", "export"], retries=0),
     params={
-        "case": Param("", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-                      description="Case reference"),
+        "case": Param("", type="string", pattern=CASE_PATTERN, description="Case reference"),
         "authority": Param("", type="string", minLength=2, description="Requesting authority"),
         "legal_basis": Param("", type="string", minLength=3,
                              description="Statute or order the request rests on"),

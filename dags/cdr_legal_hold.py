@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
-import pendulum
 from airflow.sdk import Param, dag, task
 
-from cdr_airflow.alerting import on_failure
+from cdr_airflow.dag_defaults import dag_args
+from pipeline.layout import CASE_PATTERN
 
 DOC = """
 ### cdr_legal_hold — place or release a legal hold
@@ -30,15 +28,11 @@ expired hold. Placing and releasing are recorded in the audit log (counts, never
 @dag(
     dag_id="cdr_legal_hold",
     schedule=None,
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
-    catchup=False,
     doc_md=DOC,
-    tags=["cdr", "retention", "legal-hold"],
-    default_args={"on_failure_callback": on_failure(), "retries": 1, "retry_delay": dt.timedelta(minutes=1)},
+    **dag_args(one_run_at_a_time=False, tags=["retention", "legal-hold"], retries=1),
     params={
         "action": Param("place", type="string", enum=["place", "release"]),
-        "case": Param("", type="string", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-                      description="Case reference"),
+        "case": Param("", type="string", pattern=CASE_PATTERN, description="Case reference"),
         "reason": Param("", type="string", minLength=3, description="The order or claim"),
         "identifiers": Param([], type="array", items={"type": "string"},
                              description="Phone numbers or e-mail addresses (any written form)"),

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pendulum
 from airflow.sdk import Asset, dag, task
 
-from cdr_airflow.alerting import on_failure
+from cdr_airflow.dag_defaults import dag_args
 
 GOLD = Asset(name="cdr_gold", uri="file:///cdr/gold/cdr")
 
@@ -35,16 +34,13 @@ A retention run that silently stops is a compliance breach: watch this DAG's fai
 @dag(
     dag_id="cdr_retention",
     schedule="@daily",
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
     doc_md=DOC,
-    tags=["cdr", "retention"],
-    default_args={
-        "on_failure_callback": on_failure(),
-        "retries": 2,
-        "retry_delay": dt.timedelta(minutes=10),
-    },
+    **dag_args(
+        tags=["retention"],
+        retries=2,
+        retry_delay=dt.timedelta(minutes=10),
+        timeout=dt.timedelta(hours=6),
+    ),
 )
 def cdr_retention() -> None:
     @task(outlets=[GOLD])

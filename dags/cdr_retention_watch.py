@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pendulum
 from airflow.sdk import dag, task
 
-from cdr_airflow.alerting import on_failure
+from cdr_airflow.dag_defaults import dag_args
 
 DOC = """
 ### cdr_retention_watch — alert when retention stops
@@ -26,13 +25,8 @@ endpoint from outside Airflow too.
 @dag(
     dag_id="cdr_retention_watch",
     schedule="@hourly",
-    start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
     doc_md=DOC,
-    tags=["cdr", "retention", "alerts"],
-    default_args={"on_failure_callback": on_failure(), "retries": 1,
-                  "retry_delay": dt.timedelta(minutes=5)},
+    **dag_args(tags=["retention", "alerts"], retries=1, retry_delay=dt.timedelta(minutes=5), timeout=dt.timedelta(minutes=10)),
 )  # fmt: skip
 def cdr_retention_watch() -> None:
     @task

@@ -38,6 +38,7 @@ def test_every_dag_is_documented_tagged_retried_and_scheduled() -> None:
         assert dag.tags, dag_id
         assert dag.timetable is not None, dag_id
         for t in dag.tasks:
+            assert t.execution_timeout is not None, f"{dag_id}.{t.task_id} may hang forever"
             if (dag_id, t.task_id) in ONCE_ONLY:
                 assert t.retries == 0 and "not retried" in dag.doc_md, dag_id
             else:

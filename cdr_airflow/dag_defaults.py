@@ -1,0 +1,39 @@
+"""What every CDR DAG shares: start date, no catch-up, the failure notifier, retries and a
+time limit on every task, so that the DAG files hold only their schedule and wiring."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pendulum
+
+from cdr_airflow.alerting import on_failure
+
+START = pendulum.datetime(2025, 1, 1, tz="UTC")
+
+
+def dag_args(
+    *,
+    tags: list[str],
+    retries: int,
+    retry_delay: dt.timedelta = dt.timedelta(minutes=1),
+    timeout: dt.timedelta = dt.timedelta(hours=2),
+    one_run_at_a_time: bool = True,
+) -> dict[str, Any]:
+    """Keyword arguments for `@dag`: every DAG is tagged `cdr`; a task that hangs fails after
+    `timeout` and alerts; a scheduled DAG runs one run at a time."""
+    args: dict[str, Any] = {
+        "tags": ["cdr", *tags],
+        "start_date": START,
+        "catchup": False,
+        "default_args": {
+            "on_failure_callback": on_failure(),
+            "retries": retries,
+            "retry_delay": retry_delay,
+            "execution_timeout": timeout,
+        },
+    }
+    if one_run_at_a_time:
+        args["max_active_runs"] = 1
+    return args
