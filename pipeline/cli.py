@@ -307,7 +307,8 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.verify import VerifyRequest, run_verify, verify_summary
 
-    report = run_verify(_resources(settings), VerifyRequest(month=args.month, file=args.file))
+    request = VerifyRequest(month=args.month, file=args.file, deep=args.deep)
+    report = run_verify(_resources(settings), request)
     print(verify_summary(report))
     return 0 if report.ok else 1
 
@@ -488,6 +489,11 @@ def parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="re-verify seals, originals, records and the audit log")
     ver.add_argument("--month", help="only files with records of this month (YYYY-MM)")
     ver.add_argument("--file", help="only this file (sha256 prefix, file name or object key)")
+    ver.add_argument(
+        "--deep",
+        action="store_true",
+        help="also re-read each original from bronze with an independent reader and compare",
+    )
     ver.set_defaults(func=cmd_verify)
 
     exp = sub.add_parser("export", help="law-enforcement export: a signed, encrypted package")

@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath
 from queue import Full, Queue
 from typing import Any, TypeVar
 
+import polars as pl
 import pyarrow as pa
 
 from pipeline import __version__, audit, layout, quality, staging
@@ -37,6 +38,7 @@ from pipeline.fingerprints import Fingerprints
 from pipeline.integrity import read_entry, record_parse, seal_original, sha256_file
 from pipeline.keys import TOKEN_KEY_VERSION
 from pipeline.normalise import CountryResolver
+from pipeline.redelivery import PriorIds, index_parts, index_rows
 from pipeline.resources import Resources
 from pipeline.schema import VAULT_ENTRY
 from pipeline.sources import FileFormatError, ParseOptions, Source, detect
@@ -368,6 +370,16 @@ def _validate(res: Resources, writer: TierWriter, name: str, sha256: str) -> dic
     return failed
 
 
+def _publish_index(res: Resources, source: str, sha256: str, rows: list[pl.DataFrame]) -> list[str]:
+    """The file's record-ID index, per month (pipeline.redelivery): the keys written."""
+    keys = []
+    for month, data in index_parts(pl.concat(rows) if rows else pl.DataFrame()):
+        key = layout.record_id_index_key(source, month, sha256)
+        res.store.put_bytes(key, data)
+        keys.append(key)
+    return keys
+
+
 def _refusal_note(res: Resources, report: FileReport) -> str:
     """Write the note of a file the expectations refused: which expectations, never values."""
     key = layout.quarantine_file_key(report.sha256)
@@ -418,13 +430,16 @@ def _parse_into_tiers(
         name,
     )
     seen_ids = Fingerprints()
+    prior = PriorIds(res.store, source, sha256)
+    index: list[pl.DataFrame] = []
     report = FileReport(name, sha256, "ingested", source, parser.name)
     reasons: Counter[str] = Counter()
     by_month: dict[str, dict[str, int]] = {"gold": {}, "silver": {}}
     timings = report.timings = {"commit_s": 0.0, "validate_s": 0.0}
     try:
         for parsed in prefetch(parser.parse(path, opts)):
-            out = transform(parsed, ctx, resolver, report.gold, seen_ids)
+            out = transform(parsed, ctx, resolver, report.gold, seen_ids, prior.earlier)
+            index.append(index_rows(out.gold))
             writer.add(out.silver, out.gold, out.vault, out.quarantine)
             if len(out.leaves):
                 started = time.perf_counter()
@@ -450,7 +465,7 @@ def _parse_into_tiers(
             )
         # What the batches shared is no longer needed: give its memory back before validating.
         writer.staged()
-        del seen_ids
+        del seen_ids, prior
         pa.default_memory_pool().release_unused()
         started = time.perf_counter()
         report.refused = _validate(res, writer, name, sha256)
@@ -463,7 +478,7 @@ def _parse_into_tiers(
                 f"Failed: {listing}. Data Docs: {res.quality.docs_index()}"
             )
         else:
-            report.outputs = writer.publish(res.store)
+            report.outputs = writer.publish(res.store) + _publish_index(res, source, sha256, index)
     finally:
         writer.close()
     report.gold_only = report.gold - report.silver

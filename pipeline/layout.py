@@ -52,6 +52,7 @@ EXPORTS = "exports/"
 AUDIT = "audit/"
 PURGED = "retention/purged/"
 RETENTION_SUCCESS = "retention/last_success.json"
+RECORD_IDS = "index/record_ids/"
 
 #: The tiers partitioned by month of the communication, and their roots.
 MONTH_TIERS = {"silver": SILVER, "vault": VAULT, "gold": GOLD}
@@ -236,6 +237,26 @@ def quarantine_file_key(digest: str) -> str:
 
 def proof_key(digest: str) -> str:
     return f"{PROOFS}{sha(digest)}.parquet"
+
+
+def record_id_index_prefix(source: str, m: Month) -> str:
+    """The record-ID index of one source's month (pipeline.redelivery)."""
+    return f"{RECORD_IDS}{path_segment(source)}/{month_name(m)}/"
+
+
+def record_id_index_key(source: str, m: Month, digest: str) -> str:
+    return f"{record_id_index_prefix(source, m)}{sha(digest)}.parquet"
+
+
+def sha_of_record_id_index(key: str) -> str | None:
+    digest = PurePosixPath(key).name.removesuffix(".parquet")
+    return digest if key.startswith(RECORD_IDS) and _SHA.match(digest) else None
+
+
+def record_id_index_year(key: str) -> int | None:
+    """The year of the month a record-ID index part covers."""
+    parts = PurePosixPath(key).parts
+    return int(parts[3][:4]) if key.startswith(RECORD_IDS) and len(parts) == 5 else None
 
 
 def is_file_output(key: str) -> bool:

@@ -309,8 +309,13 @@ def _purge_gold_year(
         )
         store.put_bytes(marker, json.dumps({"year": year, "records": copied}).encode())
         entry["held"][hold.case] = copied
-    for key in keys:
+    # The record-ID index of the year's months goes with the records it indexes.
+    index = [
+        o.key for o in store.list(layout.RECORD_IDS) if layout.record_id_index_year(o.key) == year
+    ]
+    for key in keys + index:
         store.purge(key)
+    entry["index_objects"] = len(index)
     return entry
 
 

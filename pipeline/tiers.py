@@ -166,7 +166,12 @@ class TierWriter:
             pl.lit(self.sha256).alias("source_sha256"),
             "source_line",
             "reason",
-        ).with_columns(pl.Series("raw_encrypted", enc, dtype=pl.Binary))
+        ).with_columns(
+            pl.Series("raw_encrypted", enc, dtype=pl.Binary),
+            rows.get_column("note")
+            if "note" in rows.columns
+            else pl.lit(None, pl.String).alias("note"),
+        )
         arrow = _arrow_schema(QUARANTINE_ROWS)
         self._append(layout.quarantine_rows_key(self.sha256), table.to_arrow(), arrow)
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -74,7 +76,11 @@ class Transformed:
     commit_seconds: float = 0.0  # time spent on the commitments (reported, never asserted)
 
 
-def _month_index(ts: pl.Expr) -> pl.Expr:
+#: (record IDs, month indexes) → the digest of an earlier file that kept each ID, or None
+Prior = Callable[[pl.Series, pl.Series], list[str | None]]
+
+
+def _month_index(ts: Any) -> Any:
     return ts.dt.year().cast(pl.Int64) * 12 + ts.dt.month().cast(pl.Int64) - 1
 
 
@@ -84,11 +90,14 @@ def transform(
     resolver: CountryResolver,
     leaf_offset: int = 0,
     seen_ids: Fingerprints | None = None,
+    prior: Prior | None = None,
 ) -> Transformed:
     """Split a parsed batch; kept records are numbered from `leaf_offset` in the file's tree.
 
     `seen_ids` holds the record IDs kept from the file's earlier batches: a record ID is unique
-    per file, so a repeat in a later batch is quarantined like one within the batch.
+    per file, so a repeat in a later batch is quarantined like one within the batch. `prior`
+    names the earlier file of the same source that already kept a record's ID in its month
+    (pipeline.redelivery): such a record is a re-delivery, quarantined too.
     """
     df = _classify(parsed, ctx, resolver)
     if ctx.derived_ids:
@@ -133,10 +142,11 @@ def transform(
             .otherwise("_reason")
             .alias("_reason")
         )
+    df = _redelivered(df, prior)
     quarantine = df.filter(pl.col("_reason").is_not_null()).select(
-        "source_line", pl.col("_reason").alias("reason"), "raw"
+        "source_line", pl.col("_reason").alias("reason"), "raw", "note"
     )
-    good = df.filter(pl.col("_reason").is_null()).drop("raw")
+    good = df.filter(pl.col("_reason").is_null()).drop("raw", "note")
 
     as_of_index = ctx.as_of.year * 12 + ctx.as_of.month - 1
     personal_o = pl.col("o_kind").is_in(PERSONAL_KINDS)
@@ -202,6 +212,27 @@ def transform(
         ]
     ).unique(subset=["year", "month", "token"], keep="first")
     return Transformed(silver, gold, vault, quarantine, leaves, commit_seconds)
+
+
+def _redelivered(df: pl.DataFrame, prior: Prior | None) -> pl.DataFrame:
+    """Quarantine kept records whose ID an earlier file of the source kept in the same month;
+    the note names that file by digest."""
+    if prior is None:
+        return df.with_columns(pl.lit(None, pl.String).alias("note"))
+    kept = df.get_column("_reason").is_null()
+    candidates = df.filter(kept)
+    earlier = prior(candidates.get_column("record_id"), _month_index(candidates.get_column("event_time")))  # fmt: skip
+    note = pl.Series("note", [None] * len(df), dtype=pl.String)
+    rows = np.flatnonzero(kept.to_numpy())
+    found = [(int(rows[i]), f"earlier file {d}") for i, d in enumerate(earlier) if d]
+    if found:
+        note = note.scatter([i for i, _ in found], [n for _, n in found])
+    return df.with_columns(note).with_columns(
+        pl.when(pl.col("note").is_not_null())
+        .then(pl.lit("duplicate_record_id"))
+        .otherwise("_reason")
+        .alias("_reason")
+    )
 
 
 def _classify(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> pl.DataFrame:
