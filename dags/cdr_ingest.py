@@ -44,8 +44,8 @@ Params: `format` (skip detection), `default_region` (ISO country of national-for
     params={
         "format": Param(None, type=["null", "string"], enum=[None, *FORMATS],
                         description="Read every file as this format instead of detecting it"),
-        "default_region": Param("PK", type=["null", "string"], pattern="^[A-Z]{2}$",
-                                description="ISO country code for national-format numbers"),
+        "default_region": Param(None, type=["null", "string"], pattern="^[A-Z]{2}$",
+                                description="ISO country of national-format numbers (empty: the deployment's CDR_DEFAULT_REGION)"),
     },
 )  # fmt: skip
 def cdr_ingest() -> None:

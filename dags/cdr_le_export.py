@@ -14,8 +14,9 @@ DOC = """
 Manual, run by a compliance officer for a lawful request. Fill the form: the case reference,
 the requesting authority, the legal basis (statute or order), who requested it and who approved
 it (two different people), the end users' phone numbers or e-mail addresses (any written form),
-the period (UTC dates, inclusive), optionally the channels, and the authority's public key (PEM,
-X25519 or RSA of at least 2048 bits).
+the period (UTC dates, inclusive), optionally the channels and the country of national-format
+numbers (`default_region`, empty: the deployment's `CDR_DEFAULT_REGION`), and the authority's
+public key (PEM, X25519 or RSA of at least 2048 bits).
 
 A request with a missing field, the same requester and approver, a reversed or future period,
 an unreadable identifier or an unusable key is refused before any data is read; the refusal is
@@ -49,6 +50,8 @@ never the identifiers. The authority checks the package with
         "date_from": Param("", type="string", format="date", description="Period start (UTC)"),
         "date_to": Param("", type="string", format="date",
                          description="Period end, inclusive (UTC)"),
+        "default_region": Param(None, type=["null", "string"], pattern="^[A-Z]{2}$",
+                                description="ISO country of national-format numbers (empty: the deployment's CDR_DEFAULT_REGION)"),
         "channels": Param([], type="array", items={"type": "string", "enum": list(CHANNELS)},
                           description="Only these channels (empty: all)"),
         "recipient_key": Param("", type="string", pattern="^-----BEGIN PUBLIC KEY-----",

@@ -17,7 +17,9 @@ order, an investigation) and only as long as the obligation lasts. Fill the form
 - what it covers (at least one; together they must all match): `identifiers` (phone numbers or
   e-mail addresses, any written form; stored only as tokens, never in clear), `customer`
   (a business customer id), `date_from`/`date_to` (UTC, inclusive);
-- `until`: the date the hold ends by itself (empty: until released).
+- `until`: the date the hold ends by itself (empty: until released);
+- `default_region`: the country of national-format numbers (empty: the deployment's
+  `CDR_DEFAULT_REGION`; without either, such a number is refused).
 
 **Reads/writes** `holds/<case>/hold.json`. The next `cdr_retention` run copies covered records
 to `holds/<case>/` under the hold's own key before purging a month, and purges a released or
@@ -36,7 +38,8 @@ expired hold. Placing and releasing are recorded in the audit log (counts, never
         "reason": Param("", type="string", minLength=3, description="The order or claim"),
         "identifiers": Param([], type="array", items={"type": "string"},
                              description="Phone numbers or e-mail addresses (any written form)"),
-        "default_region": Param("PK", type="string", pattern="^[A-Z]{2}$"),
+        "default_region": Param(None, type=["null", "string"], pattern="^[A-Z]{2}$",
+                                description="ISO country of national-format numbers (empty: the deployment's CDR_DEFAULT_REGION)"),
         "customer": Param(None, type=["null", "string"]),
         "date_from": Param(None, type=["null", "string"], format="date"),
         "date_to": Param(None, type=["null", "string"], format="date"),

@@ -1,7 +1,7 @@
 """`python -m pipeline`: the same functions the DAGs call, driven from a shell.
 
 Commands: ingest, generate, demo, summary, retention, hold, audit, verify, export,
-verify-export, keys public. Exit status 0 on success, 1 on a failed
+verify-export, subject-request, verify-access, keys public. Exit status 0 on success, 1 on a failed
 ingest, 2 on bad arguments; messages name files and reason codes, never record values.
 """
 
@@ -17,18 +17,19 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from pipeline.config import Settings
-from pipeline.dates import add_months
+from pipeline.dates import add_months, parse_date
 
 if TYPE_CHECKING:
     from pipeline.resources import Resources
     from pipeline.store import ObjectStore
 
 log = logging.getLogger("pipeline")
+REGION_HELP = "ISO country of national-format numbers (default: CDR_DEFAULT_REGION)"
 
 
 def _date(text: str) -> dt.date:
     try:
-        return dt.date.fromisoformat(text)
+        return parse_date(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
@@ -39,6 +40,15 @@ def _region(text: str) -> str:
     try:
         return region(text).code
     except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _source(text: str) -> str:
+    from pipeline.layout import LayoutError, source
+
+    try:
+        return source(text)
+    except LayoutError as exc:  # the message says what a source is, never echoes the value
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
@@ -92,15 +102,11 @@ def _expand(paths: list[str]) -> list[Path]:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.ingest import (
-        IngestError,
-        ingest_file,
-        ingest_landing,
-        list_landing,
-        sweep_leftovers,
-    )
+    from pipeline.errors import PipelineError, one_line
+    from pipeline.ingest import ingest_file, ingest_landing, list_landing, sweep_leftovers
+    from pipeline.layout import file_label
     from pipeline.report import run_summary
-    from pipeline.store import open_store
+    from pipeline.store import open_store, store_errors
 
     res = _resources(settings)
     sweep_leftovers(res)
@@ -118,7 +124,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         print("nothing to ingest", file=sys.stderr)
         return 0
     for kind, target in targets:
-        name = str(target).rsplit("/", 1)[-1]
+        name = file_label(str(target).rsplit("/", 1)[-1])
         progress = Progress(name)
         common = dict(
             fmt=args.format, default_region=args.default_region, as_of=args.as_of, progress=progress
@@ -146,9 +152,10 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             else:
                 report = ingest_file(res, Path(str(target)), source=args.source, **common)  # type: ignore[arg-type]
             reports.append(report.to_dict())
-        except (IngestError, OSError, ValueError) as exc:
+        except (PipelineError, ValueError, *store_errors()) as exc:
+            # One file's failure is that file's: say so in one line and go on with the others.
             failed += 1
-            log.error("FAILED %s: %s", name, exc)
+            log.error("FAILED %s: %s", name, one_line(exc))
         finally:
             progress.done()
     if reports:
@@ -305,10 +312,14 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.verify import VerifyRequest, run_verify, verify_summary
+    from pipeline.verify import NothingToVerify, VerifyRequest, run_verify, verify_summary
 
     request = VerifyRequest(month=args.month, file=args.file, deep=args.deep)
-    report = run_verify(_resources(settings), request)
+    try:
+        report = run_verify(_resources(settings), request)
+    except NothingToVerify as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_status
     print(verify_summary(report))
     return 0 if report.ok else 1
 
@@ -332,14 +343,22 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _export_request(args: argparse.Namespace) -> dict[str, object]:
-    """The request's fields from --request (JSON) and the flags (flags win where given)."""
+def _export_request(args: argparse.Namespace) -> tuple[dict[str, object], list[str]]:
+    """The request's fields from --request (JSON) and the flags (flags win where given), and
+    what could not be read (a request or key file): problems the refusal records."""
     fields: dict[str, object] = {}
+    problems: list[str] = []
     base = Path.cwd()
     if args.request:
         path = Path(args.request)
-        fields = json.loads(path.read_text())
         base = path.parent
+        try:
+            loaded = json.loads(path.read_text())
+            if not isinstance(loaded, dict):
+                raise ValueError("not a JSON object")
+            fields = loaded
+        except (OSError, ValueError) as exc:
+            problems.append(f"the request file cannot be read ({type(exc).__name__})")
     flags = {
         "case": args.case,
         "authority": args.authority,
@@ -351,28 +370,30 @@ def _export_request(args: argparse.Namespace) -> dict[str, object]:
         "date_to": args.date_to,
         "channels": args.channel,
         "recipient_key": args.recipient_key,
+        "default_region": args.default_region,
     }
     fields |= {k: v for k, v in flags.items() if v}
     key = str(fields.get("recipient_key") or "")
     if key and not key.lstrip().startswith("-----BEGIN"):
         key_path = Path(key) if Path(key).is_absolute() else base / key
-        if not key_path.is_file():
-            raise FileNotFoundError(f"recipient key file not found: {key_path}")
-        fields["recipient_key"] = key_path.read_text()
-    return fields
+        try:
+            fields["recipient_key"] = key_path.read_text()
+        except (OSError, ValueError) as exc:
+            fields["recipient_key"] = ""
+            problems.append(f"recipient_key: the key file cannot be read ({type(exc).__name__})")
+    return fields, problems
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.export import ExportError, run_export
+    from pipeline.export import ExportError, refuse, run_export
     from pipeline.export_request import ExportRequest, RequestError
 
-    try:
-        request = ExportRequest.from_mapping(_export_request(args))
-    except (OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    fields, unreadable = _export_request(args)
     res = _resources(settings)
     try:
+        request = ExportRequest.from_mapping(fields)
+        if unreadable:
+            refuse(res, request, unreadable)
         result = run_export(res, request)
     except RequestError as exc:
         print("request refused (recorded in the audit log):", file=sys.stderr)
@@ -426,6 +447,112 @@ def cmd_verify_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _subject_fields(args: argparse.Namespace) -> dict[str, object]:
+    """A subject request's fields from --request (JSON) and the flags (flags win)."""
+    fields: dict[str, object] = json.loads(Path(args.request).read_text()) if args.request else {}
+    flags = {
+        "case": args.case,
+        "type": args.type,
+        "identifiers": args.identifier,
+        "identity_verified_by": args.identity_verified_by,
+        "received": args.received,
+        "requested_by": args.requested_by,
+        "default_region": args.default_region,
+        "country": args.country,
+        "date_from": args.date_from,
+        "date_to": args.date_to,
+        "grounds": args.grounds,
+    }
+    fields |= {k: v for k, v in flags.items() if v}
+    if args.recipient_key:
+        fields["recipient_key"] = Path(args.recipient_key).read_text()
+    if args.passphrase_file:
+        fields["passphrase"] = Path(args.passphrase_file).read_text().strip()
+    return fields
+
+
+def cmd_subject_request(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline import subject
+
+    res = _resources(settings)
+    try:
+        if args.action == "list":
+            for s in subject.list_requests(res):
+                print(f"{s['case']:24} {s['type']:12} received {s['received']}  due "
+                      f"{s['deadline']}  {s['state']} {s.get('outcome') or ''}")  # fmt: skip
+            return 0
+        if args.action == "create":
+            request = subject.SubjectRequest.from_mapping(_subject_fields(args))
+            status = subject.create_subject_request(res, request)
+            print(f"request {status['case']} ({status['type']}) recorded; answer by "
+                  f"{status['deadline']} ({status['deadline_rule']})")  # fmt: skip
+            if status.get("passphrase"):
+                print(f"passphrase for the package (give it to the person out of band; it is "
+                      f"not shown again): {status['passphrase']}")  # fmt: skip
+            return 0
+        if not args.case:
+            print(f"error: subject-request {args.action} needs --case", file=sys.stderr)
+            return 2
+        if args.action == "run":
+            answer = subject.run_subject_request(res, subject.SubjectRun(args.case, args.as_of))
+            print(res.store.get_bytes(_response_key(args.case, "txt")).decode(), end="")
+            if answer.type == "access" and args.out:
+                copy = Path(args.out) / PurePosixPath(answer.done["package"]).name
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_bytes(res.store.get_bytes(answer.done["package"]))
+                print(f"copy: {copy}")
+            return 0
+        status = subject.load_status(res, args.case)
+        print(json.dumps(status, indent=1))
+        if status["state"] == "answered":
+            print(res.store.get_bytes(_response_key(args.case, "txt")).decode(), end="")
+        return 0
+    except subject.SubjectRequestError as exc:
+        print("request refused (recorded in the audit log):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except subject.SubjectError as exc:
+        print(f"subject request failed: {exc}", file=sys.stderr)
+        return 1
+
+
+def _response_key(case: str, ext: str) -> str:
+    from pipeline.layout import request_response_key
+
+    return request_response_key(case, ext)
+
+
+def cmd_verify_access(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.access_package import verify_access
+    from pipeline.verify_export import extract
+
+    try:
+        blob = Path(args.package).read_bytes()
+        public = Path(args.seal_public_key).read_bytes()
+        passphrase = Path(args.passphrase_file).read_text().strip() if args.passphrase_file else ""
+        private = Path(args.private_key).read_bytes() if args.private_key else b""
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    verdict = verify_access(blob, public, passphrase=passphrase, private_pem=private)
+    for check in verdict.checks:
+        print(f"ok    {check}")
+    for problem in verdict.problems:
+        print(f"FAIL  {problem}")
+    if not verdict.ok:
+        print("VERDICT: NOT VERIFIED")
+        return 1
+    print(f"VERDICT: VERIFIED ({verdict.manifest['counts']['records']} records)")
+    if args.extract:
+        for path in extract(verdict, Path(args.extract)):
+            print(f"wrote {path}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from pipeline.sources import FORMATS
     from pipeline.synth import FORMATS as GEN_FORMATS
@@ -438,8 +565,10 @@ def parser() -> argparse.ArgumentParser:
     ing.add_argument("paths", nargs="*", metavar="PATH_OR_URI", help="files, folders or s3:// URIs")
     ing.add_argument("--landing", action="store_true", help="ingest every file in landing/")
     ing.add_argument("--format", choices=FORMATS, help="skip detection: read as this format")
-    ing.add_argument("--source", help="source system name (default: the format)")
-    ing.add_argument("--default-region", type=_region, help="ISO country of national numbers")
+    ing.add_argument(
+        "--source", type=_source, help="source system name, a slug (default: the format)"
+    )
+    ing.add_argument("--default-region", type=_region, help=REGION_HELP)
     ing.add_argument("--as-of", type=_date, default=_today(), help="date deciding expired months")
     ing.add_argument("--report-json", help="also write the per-file reports (counts) as JSON here")
     ing.set_defaults(func=cmd_ingest)
@@ -457,7 +586,7 @@ def parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="generate CDRs into landing/ and ingest them")
     demo.add_argument("--records", type=int, default=20_000)
     demo.add_argument("--as-of", type=_date, default=_today())
-    demo.add_argument("--default-region", type=_region, default="PK")
+    demo.add_argument("--default-region", type=_region, help=REGION_HELP)
     demo.add_argument("--landing-only", action="store_true", help="only fill landing/")
     demo.set_defaults(func=cmd_demo, report_json=None)
 
@@ -478,7 +607,7 @@ def parser() -> argparse.ArgumentParser:
     hold.add_argument("--from", dest="date_from", type=_date, help="period start (UTC date)")
     hold.add_argument("--to", dest="date_to", type=_date, help="period end, inclusive")
     hold.add_argument("--until", type=_date, help="the hold ends on this date")
-    hold.add_argument("--default-region", type=_region, default="PK")
+    hold.add_argument("--default-region", type=_region, help=REGION_HELP)
     hold.add_argument("--as-of", type=_date, default=_today())
     hold.set_defaults(func=cmd_hold)
 
@@ -507,6 +636,7 @@ def parser() -> argparse.ArgumentParser:
     exp.add_argument("--from", dest="date_from", help="period start, UTC date (YYYY-MM-DD)")
     exp.add_argument("--to", dest="date_to", help="period end, inclusive (YYYY-MM-DD)")
     exp.add_argument("--channel", action="append", help="only these channels (repeatable)")
+    exp.add_argument("--default-region", type=_region, help=REGION_HELP)
     exp.add_argument("--recipient-key", help="the authority's public key: a PEM file")
     exp.add_argument("--out", help="also copy the (encrypted) package into this folder")
     exp.set_defaults(func=cmd_export)
@@ -517,6 +647,34 @@ def parser() -> argparse.ArgumentParser:
     vex.add_argument("--seal-public-key", required=True, help="the operator's seal key (PEM)")
     vex.add_argument("--extract", help="write the decrypted records and manifest here")
     vex.set_defaults(func=cmd_verify_export)
+
+    dsr = sub.add_parser("subject-request", help="a data subject's access, erasure or restriction")
+    dsr.add_argument("action", choices=["create", "run", "show", "list"])
+    dsr.add_argument("--request", help="create: a request as JSON (the same fields as the flags)")
+    dsr.add_argument("--case", help="case reference")
+    dsr.add_argument("--type", choices=["access", "erasure", "restriction"])
+    dsr.add_argument("--identifier", action="append", help="phone number or e-mail (repeatable)")
+    dsr.add_argument("--default-region", type=_region, help="ISO country of national numbers")
+    dsr.add_argument("--identity-verified-by", help="reference of the identity check")
+    dsr.add_argument("--received", help="date the request was received (YYYY-MM-DD)")
+    dsr.add_argument("--requested-by", help="the officer recording it")
+    dsr.add_argument("--country", help="whose law applies (default: the number's country)")
+    dsr.add_argument("--from", dest="date_from", help="access: period start (UTC date)")
+    dsr.add_argument("--to", dest="date_to", help="access: period end, inclusive")
+    dsr.add_argument("--recipient-key", help="access: deliver to this public key (PEM file)")
+    dsr.add_argument("--passphrase-file", help="access: deliver to the passphrase in this file")
+    dsr.add_argument("--grounds", help="the person's stated grounds")
+    dsr.add_argument("--as-of", type=_date, default=_today(), help="run: the day to answer for")
+    dsr.add_argument("--out", help="run: also copy the (encrypted) package into this folder")
+    dsr.set_defaults(func=cmd_subject_request)
+
+    vac = sub.add_parser("verify-access", help="open and verify a person's access package")
+    vac.add_argument("package", help="the .cdrs file")
+    vac.add_argument("--passphrase-file", help="the passphrase the person was given")
+    vac.add_argument("--private-key", help="or the person's private key (PEM)")
+    vac.add_argument("--seal-public-key", required=True, help="the operator's seal key (PEM)")
+    vac.add_argument("--extract", help="write the decrypted files here")
+    vac.set_defaults(func=cmd_verify_access)
 
     summ = sub.add_parser("summary", help="what the store holds, per tier")
     summ.set_defaults(func=cmd_summary)

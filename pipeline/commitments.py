@@ -16,27 +16,66 @@ SHA-256("N" + left + right) over hex text; a level with an odd count promotes it
 The leaves themselves are stored at `proofs/<sha256>.parquet`: a verifier recomputes a record's
 leaf from the record, finds it at its index, and recomputes the roots, with nothing but SHA-256.
 
-Canonical encoding of a record (so anyone can recompute it): the fields of `RETAINED`, in order,
-each written as `<byte length>:<text>` or `-` for null, joined with `|`; text is UTF-8, integers in
-decimal, timestamps as integer microseconds since the Unix epoch (UTC), floats as the decimal
-integer of their IEEE-754 bits.
+Canonical encoding of a record (docs/commitments.md spells it out with worked examples; a
+verifier needs nothing but SHA-256): the fields of `retained_fields(version)`, in order, each
+written as `<byte length>:<text>` or `-` for null, joined with `|`; text is UTF-8, integers in
+decimal, timestamps as integer microseconds since the Unix epoch (UTC).
+
+The encoding is versioned; the parse entry states the one its file was committed with
+(`commitment_encoding`; absent means 1), and verifiers support every version:
+- 2 (current): floats as the decimal signed 64-bit integer whose bits are the value's IEEE-754
+  binary64 form (`struct.unpack(">q", struct.pack(">d", x))[0]`); `source` and `source_file`
+  are not covered, so a record's leaf does not depend on the name or folder the bytes arrived
+  under (both stay in the signed seal entry, and `source_sha256` ties the record to the bytes);
+  it covers `channel_detail` (a channel outside the known set, as the source wrote it).
+- 1: every canonical field, floats as polars writes them as text (`1e-7`, `3600.0`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
+import numpy as np
 import polars as pl
 import polars_hash  # noqa: F401  (registers the .chash namespace)
 
 from pipeline.schema import CANONICAL, RETAINED
 
+#: the encoding new files are committed with
+ENCODING = 2
+ENCODINGS = (1, 2)
+#: fields set by the name and folder a file arrived under: in the seal, not in the leaf (v2)
+NAME_FIELDS = ("source", "source_file")
 
-def _field(name: str, dtype: pl.DataType) -> pl.Expr:
+
+def retained_fields(version: int = ENCODING) -> list[str]:
+    """The fields a record's digest covers, in order, under an encoding version."""
+    if version not in ENCODINGS:
+        raise ValueError(f"unknown commitment encoding {version!r}")
+    if version == 1:  # before `channel_detail` existed
+        return [f for f in RETAINED if f != "channel_detail"]
+    return [f for f in RETAINED if f not in NAME_FIELDS]
+
+
+def encoding_of(parse_body: dict[str, Any]) -> int:
+    """The encoding a file's parse entry says its leaves use (entries before v2 state none)."""
+    return int(parse_body.get("commitment_encoding", 1))
+
+
+def _float_bits(values: pl.Series) -> pl.Series:
+    """The signed 64-bit integers whose bits are the floats' IEEE-754 binary64 form."""
+    bits = values.fill_null(0.0).to_numpy().astype(np.float64, copy=False).view(np.int64)
+    return pl.Series(values.name, bits, dtype=pl.Int64)
+
+
+def _field(name: str, dtype: pl.DataType, version: int) -> pl.Expr:
     col = pl.col(name)
-    if dtype == pl.Float64:
-        text = col.reinterpret(signed=True).cast(pl.String)
+    if dtype == pl.Float64 and version >= 2:
+        text = col.map_batches(_float_bits, return_dtype=pl.Int64).cast(pl.String)
+    elif dtype == pl.Float64:
+        text = col.cast(pl.String)
     elif isinstance(dtype, pl.Datetime):
         text = col.dt.epoch("us").cast(pl.String)
     else:
@@ -48,9 +87,9 @@ def _field(name: str, dtype: pl.DataType) -> pl.Expr:
     )
 
 
-def record_digest() -> pl.Expr:
+def record_digest(version: int = ENCODING) -> pl.Expr:
     """SHA-256 (hex) of the canonical encoding of a row's retained fields."""
-    parts = [_field(name, CANONICAL[name]) for name in RETAINED]
+    parts = [_field(name, CANONICAL[name], version) for name in retained_fields(version)]
     return pl.concat_str(parts, separator="|").chash.sha2_256()  # type: ignore[attr-defined]
 
 
@@ -70,9 +109,17 @@ def leaf(digest: pl.Expr, commitment: pl.Expr) -> pl.Expr:
     return (pl.lit("L") + digest + commitment).chash.sha2_256()  # type: ignore[attr-defined]
 
 
-def record_leaves(records: pl.DataFrame) -> pl.Series:
-    """Each record's Merkle leaf, recomputed from its retained fields and identity commitment."""
-    return records.select(leaf(record_digest(), pl.col("identity_commitment"))).to_series()
+def record_leaves(records: pl.DataFrame, encodings: dict[str, int] | None = None) -> pl.Series:
+    """Each record's Merkle leaf, recomputed from its retained fields and identity commitment,
+    under the encoding its source file was committed with (`encodings`: SHA-256 → version;
+    the current one where not given)."""
+    version = pl.col("source_sha256").replace_strict(encodings or {}, default=ENCODING)
+    return records.select(
+        pl.coalesce(
+            pl.when(version == v).then(leaf(record_digest(v), pl.col("identity_commitment")))
+            for v in ENCODINGS
+        )
+    ).to_series()
 
 
 def merkle_root(leaves: pl.Series) -> str:

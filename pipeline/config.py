@@ -23,6 +23,15 @@ CONNECTION_EXTRAS = {
 }
 
 
+def _flag(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"", "0", "false", "no", "off"}:
+        return False
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    raise ValueError(f"{name} must be true or false, not {text!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the store and the keys live, and how sources are read.
@@ -43,6 +52,7 @@ class Settings:
     batch_rows: int
     data_docs: str
     keyring_dir: str = ""
+    bronze_lock: bool = False
     kms_endpoint_url: str | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
@@ -74,6 +84,7 @@ class Settings:
             batch_rows=int(e.get("CDR_BATCH_ROWS") or 100_000),
             data_docs=e.get("CDR_DATA_DOCS") or str(DEFAULT_HOME / "data_docs"),
             keyring_dir=e.get("CDR_KEYRING_DIR") or str(DEFAULT_HOME / "keyring"),
+            bronze_lock=_flag("CDR_BRONZE_LOCK", e.get("CDR_BRONZE_LOCK") or ""),
             kms_endpoint_url=e.get("CDR_KMS_ENDPOINT_URL") or None,
             aws_access_key_id=conn.get("login") or None,
             aws_secret_access_key=conn.get("password") or None,
@@ -87,6 +98,8 @@ class Settings:
         """Refuse settings that would defeat crypto-shredding or cannot work."""
         if self.batch_rows < 1:
             raise ValueError("CDR_BATCH_ROWS must be a positive whole number")
+        if self.bronze_lock and not self.bronze_store.startswith("s3://"):
+            raise ValueError("CDR_BRONZE_LOCK needs an S3 bronze store: a folder cannot lock")
         if self.keyring.startswith("kms://") and len(self.keyring) <= len("kms://"):
             raise ValueError("CDR_KEYRING=kms:// needs a key id, ARN or alias after it")
         if not self.keyring.startswith("s3://"):

@@ -8,6 +8,7 @@ A message of 2025-03-15 loses its identifiers on 2026-04-01 and is deleted on 20
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 IDENTIFIER_MONTHS = 12
 RECORD_YEARS = 10
@@ -36,3 +37,22 @@ def record_delete_date(year: int, years: int = RECORD_YEARS) -> dt.date:
 def identifiers_expired(year: int, month: int, as_of: dt.date) -> bool:
     """Whether a month is already past its identifier purge date on `as_of`."""
     return as_of >= identifier_purge_date(year, month)
+
+
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def parse_date(value: object) -> dt.date:
+    """A calendar date given as a date or as ISO 8601 `YYYY-MM-DD` text, and nothing else.
+
+    Strict on purpose: `2026-10-01T99:99garbage` or `20261001` is refused (ValueError, without
+    the value), never read as the date it starts with.
+    """
+    if isinstance(value, dt.datetime):
+        raise ValueError("not a date (YYYY-MM-DD): a date and time was given")
+    if isinstance(value, dt.date):
+        return value
+    text = str(value)
+    if not _ISO_DATE.fullmatch(text):
+        raise ValueError("not a date (YYYY-MM-DD)")
+    return dt.date.fromisoformat(text)

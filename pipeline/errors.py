@@ -20,3 +20,12 @@ class PipelineError(Exception):
     @property
     def message(self) -> str:
         return str(self)
+
+
+def one_line(exc: BaseException) -> str:
+    """What to print for a failure: a pipeline error's message, or a store or network error's
+    type and first line (S3 answers name the operation and code, never a record's content)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, PipelineError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -9,17 +9,22 @@ lists every problem at once; messages name fields and identifier positions, neve
 from __future__ import annotations
 
 import datetime as dt
-import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline import layout
+from pipeline.dates import parse_date
 from pipeline.errors import USAGE, PipelineError
-from pipeline.layout import CASE_PATTERN
-from pipeline.lookup import IdentifierError, normalised_identifiers
+from pipeline.lookup import IdentifierError, default_region, normalised_identifiers
 from pipeline.package import RecipientKeyError, load_recipient_key
 from pipeline.schema import CHANNELS
 
 TEXT_FIELDS = ("case", "authority", "legal_basis", "requested_by", "approved_by")
+#: Why records are disclosed. Only a law-enforcement order reaches the records of persons who
+#: restricted processing of their data (`pipeline.subject`); every other purpose leaves them out.
+LAW_ENFORCEMENT = "law_enforcement"
+PURPOSES = (LAW_ENFORCEMENT, "fraud_investigation", "billing_dispute", "legal_claim")
 
 
 class RequestError(PipelineError, ValueError):
@@ -44,6 +49,8 @@ class ExportRequest:
     date_to: dt.date | None
     recipient_key: str
     channels: list[str] = field(default_factory=list)
+    default_region: str | None = None  # national-format numbers; None: CDR_DEFAULT_REGION
+    purpose: str = LAW_ENFORCEMENT
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> ExportRequest:
@@ -59,6 +66,8 @@ class ExportRequest:
             date_to=_date(data.get("date_to")),
             recipient_key=str(data.get("recipient_key") or ""),
             channels=[str(c) for c in data.get("channels") or []],
+            default_region=str(data.get("default_region") or "").strip() or None,
+            purpose=str(data.get("purpose") or LAW_ENFORCEMENT),
         )
 
     def public(self) -> dict[str, Any]:
@@ -73,28 +82,58 @@ class ExportRequest:
             "date_from": self.date_from.isoformat() if self.date_from else None,
             "date_to": self.date_to.isoformat() if self.date_to else None,
             "channels": self.channels,
+            "default_region": self.default_region,
+            "purpose": self.purpose,
         }
 
 
 def _date(value: object) -> dt.date | None:
     if value in (None, ""):
         return None
-    if isinstance(value, dt.date):
-        return value
     try:
-        return dt.date.fromisoformat(str(value)[:10])
+        return parse_date(value)
     except ValueError:
         return dt.date.max  # refused below as unreadable, without echoing the value
 
 
+#: Characters no person's name holds: control, format (invisible: zero-width spaces, marks),
+#: line and paragraph separators, private use.
+_HIDDEN = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}
+
+
+def person(name: str) -> str:
+    """The form two names are compared in: NFKC (a full-width `ｏ` is `o`), case-folded,
+    format characters removed, surrounding spaces stripped."""
+    folded = unicodedata.normalize("NFKC", name).casefold()
+    return "".join(ch for ch in folded if unicodedata.category(ch) != "Cf").strip()
+
+
+def _hidden(name: str) -> bool:
+    return any(unicodedata.category(ch) in _HIDDEN for ch in name)
+
+
 def validate(
-    request: ExportRequest, today: dt.date, default_region: str | None
+    request: ExportRequest, today: dt.date, configured_region: str | None
 ) -> list[tuple[str, str]]:
-    """The identifiers as (kind, E.164 or address); RequestError lists every problem."""
+    """The identifiers as (kind, E.164 or address); RequestError lists every problem.
+
+    National-format numbers are read in the request's region, else the deployment's
+    (`configured_region`, from CDR_DEFAULT_REGION)."""
     problems = [f"{name} is missing" for name in TEXT_FIELDS if not getattr(request, name)]
-    if request.case and not re.match(CASE_PATTERN, request.case):
-        problems.append("case must be letters, digits, '.', '_' or '-' (at most 64)")
-    if request.requested_by and request.requested_by.casefold() == request.approved_by.casefold():
+    try:
+        region = default_region(request.default_region, configured_region)
+    except IdentifierError as exc:
+        problems.append(f"default_region: {exc}")
+        region = None
+    if request.case:
+        try:
+            layout.case(request.case)
+        except layout.LayoutError as exc:
+            problems.append(str(exc))
+    for name in ("requested_by", "approved_by"):
+        if _hidden(getattr(request, name)):
+            problems.append(f"{name} holds control or invisible characters")
+    if request.requested_by and person(request.requested_by) == person(request.approved_by):
         problems.append("approved_by must be a different person from requested_by")
     for name in ("date_from", "date_to"):
         value = getattr(request, name)
@@ -108,6 +147,8 @@ def validate(
             problems.append("the period is reversed: date_from is after date_to")
         if end > today:
             problems.append(f"the period ends in the future (after {today.isoformat()}, UTC)")
+    if request.purpose not in PURPOSES:
+        problems.append(f"unknown purpose: one of {list(PURPOSES)}")
     unknown = sorted(set(request.channels) - set(CHANNELS))
     if unknown:
         problems.append(f"unknown channels {unknown}: one of {list(CHANNELS)}")
@@ -117,7 +158,7 @@ def validate(
     else:
         for i, raw in enumerate(request.identifiers, 1):
             try:
-                identifiers += normalised_identifiers([raw], default_region)
+                identifiers += normalised_identifiers([raw], region)
             except IdentifierError as exc:
                 problems.append(str(exc).replace("identifier #1", f"identifier #{i}"))
     if not request.recipient_key:

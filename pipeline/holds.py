@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline import layout
 from pipeline.crypto import decrypt_stream, decrypt_value, encrypt_bytes
+from pipeline.dates import parse_date
 from pipeline.errors import USAGE, PipelineError
 from pipeline.keys import LocalKeyring
 from pipeline.layout import LayoutError
@@ -230,7 +231,7 @@ class HoldRequest:
     case: str
     reason: str = ""
     identifiers: tuple[str, ...] = ()
-    default_region: str | None = None
+    default_region: str | None = None  # None: the deployment's CDR_DEFAULT_REGION
     customer: str | None = None
     date_from: str | None = None  # inclusive, UTC date
     date_to: str | None = None  # inclusive, UTC date
@@ -267,7 +268,7 @@ def run_hold(
     """Place or release a hold, with an audit entry; the hold as may be shown (identifiers as
     a count)."""
     from pipeline import audit
-    from pipeline.lookup import identifier_tokens
+    from pipeline.lookup import default_region, identifier_tokens
 
     request.validate()
     now = now or dt.datetime.now(dt.UTC)
@@ -275,7 +276,8 @@ def run_hold(
         hold = release(res.store, request.case, audit.actor(), now)
         action, why = "hold_released", request.reason or "released"
     else:
-        tokens = identifier_tokens(res.keyring, list(request.identifiers), request.default_region)
+        region = default_region(request.default_region, res.settings.default_region)
+        tokens = identifier_tokens(res.keyring, list(request.identifiers), region)
         hold = place(
             res.store,
             Hold(
@@ -291,7 +293,9 @@ def run_hold(
             ),
         )
         action, why = "hold_placed", hold.reason
-    audit.append(res.store, res.keyring.signing_key(), action, what=hold.public(), why=why)
+    event = f"{action.replace('_', '-')}:{hold.case}:{hold.placed_at}"
+    signer = res.keyring.signing_key()
+    audit.append(res.store, signer, action, what=hold.public(), why=why, event=event)
     return hold.public()
 
 
@@ -300,6 +304,6 @@ def _iso(value: object) -> str | None:
     if value in (None, ""):
         return None
     try:
-        return dt.date.fromisoformat(str(value)).isoformat()
+        return parse_date(value).isoformat()
     except ValueError:
         raise HoldError(f"not a date (YYYY-MM-DD): {value!r}") from None

@@ -30,19 +30,19 @@ import polars as pl
 import pyarrow as pa
 
 from pipeline import __version__, audit, layout, quality, staging
-from pipeline.bronze import hold_until, store_original
-from pipeline.commitments import file_root, merkle_root
-from pipeline.dates import identifier_purge_date
+from pipeline.bronze import LockError, hold_until, lock_date, require_lock, store_original
+from pipeline.commitments import ENCODING, file_root, merkle_root
 from pipeline.errors import PipelineError
 from pipeline.fingerprints import Fingerprints
 from pipeline.integrity import read_entry, record_parse, seal_original, sha256_file
 from pipeline.keys import TOKEN_KEY_VERSION
+from pipeline.lookup import default_region as resolve_region
 from pipeline.normalise import CountryResolver
 from pipeline.redelivery import PriorIds, index_parts, index_rows
 from pipeline.resources import Resources
 from pipeline.schema import VAULT_ENTRY
 from pipeline.sources import FileFormatError, ParseOptions, Source, detect
-from pipeline.store import LocalStore, ObjectStore
+from pipeline.store import LocalStore, ObjectStore, store_errors
 from pipeline.tiers import TierWriter
 from pipeline.transform import FileContext, transform
 
@@ -80,7 +80,11 @@ class FileReport:
     gold: int = 0
     gold_only: int = 0
     quarantined: int = 0
+    invalid_number: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    #: free-text values cleaned of control characters (`control:<field>`) or masked because they
+    #: held an identifier (`masked:<field>`)
+    scrubbed: dict[str, int] = field(default_factory=dict)
     months: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
     detail: str | None = None
@@ -107,6 +111,7 @@ class FileReport:
         body["pipeline_version"] = __version__
         if self.status == "ingested":
             body["token_key_version"] = TOKEN_KEY_VERSION
+            body["commitment_encoding"] = ENCODING
         return body
 
 
@@ -170,9 +175,11 @@ def ingest_landing(
             )
         except IngestError as exc:
             if exc.terminal:  # refused or failed for good: the original is in bronze
-                res.store.delete(key)
+                res.store.purge(key, through=info.version)
             raise
-    res.store.delete(key)
+    # Every version of the landing object goes (a plain delete on a versioned bucket would
+    # leave the original behind a delete marker); a newer upload under the same name stays.
+    res.store.purge(key, through=info.version)
     return report
 
 
@@ -188,19 +195,27 @@ def ingest_file(
     as_of: dt.date,
     progress: Callable[[int], None] | None = None,
 ) -> FileReport:
-    """Ingest a local file (see the module docstring for the steps)."""
-    name = name or path.name
+    """Ingest a local file (see the module docstring for the steps).
+
+    The source is checked before anything is written, and the file is named by
+    `layout.file_label` everywhere outside its encrypted original (seal, audit, tiers, notes,
+    logs, report), so a name holding a number or an address is never kept.
+    """
+    name = layout.file_label(name or path.name)
+    if source is not None:
+        try:
+            layout.source(source)
+        except layout.LayoutError as exc:
+            raise IngestError(f"{name}: not ingested: {exc}") from None
     settings = res.settings
-    region = default_region or settings.default_region
+    region = resolve_region(default_region, settings.default_region)
     sha256, size = sha256_file(path)
     existing = read_entry(res.store, layout.parse_key(sha256))
     if existing is not None and existing["body"].get("status") != "failed":
-        body = existing["body"]
-        log.info("%s (sha256 %s…) was ingested before: nothing to do", name, sha256[:12])
-        return FileReport(
-            name, sha256, "already_ingested", body.get("source", ""), body.get("format")
-        )
+        return _already_ingested(res, name, sha256, existing)
 
+    if settings.bronze_lock:
+        _locked(lambda: require_lock(res.bronze))
     try:
         parser: Source | None = detect(path, fmt)
         format_error: FileFormatError | None = None
@@ -209,16 +224,8 @@ def ingest_file(
     source = source or (parser.name if parser else "unknown")
     signer = res.keyring.signing_key()
     now = dt.datetime.now(dt.UTC)
-    first_seal = read_entry(res.store, layout.seal_key(sha256)) is None
     seal = seal_original(res.store, signer, sha256, size, source, name, arrived_at or now, now)
-    if first_seal:
-        audit.append(
-            res.store,
-            signer,
-            "seal",
-            what={"sha256": sha256, "file": name, "source": source, "size": size},
-            why="original sealed on arrival, before parsing",
-        )
+    _audit_seal(res, seal)
     file_key = res.keyring.data_key(layout.file_key_name(sha256))
     b_key = layout.bronze_key(source, sha256)
     store_original(res.bronze, b_key, path, sha256, file_key)
@@ -242,12 +249,10 @@ def ingest_file(
         failed.reason = reason
         _record_outcome(res, seal, b_key, failed, as_of)
         raise IngestError(f"{name}: FAILED ({reason}); the original is kept in bronze", terminal=True) from None  # fmt: skip
-    report.outputs.append(b_key)
     if report.status == "refused":
-        note = _refusal_note(res, report)
-        report.outputs.append(note)
+        report.outputs.append(_refusal_note(res, report))
         _record_outcome(res, seal, b_key, report, as_of)
-        raise IngestError(f"{report.detail} ({note})", terminal=True)
+        raise IngestError(f"{report.detail} ({layout.quarantine_file_key(sha256)})", terminal=True)
     _record_outcome(res, seal, b_key, report, as_of)
     log.info(
         "%s ingested: %d records → silver %d, gold %d (%d gold only), quarantined %d",
@@ -261,41 +266,89 @@ def ingest_file(
     return report
 
 
+#: why each terminal outcome of a parse is in the audit log
+INGEST_WHY = {
+    "ingested": "tiers written; counts reconcile to the sealed file",
+    "refused": "refused by the data expectations; nothing published",
+    "failed": "the file could not be read to the end; nothing published",
+}
+
+
 def _transient(exc: BaseException) -> bool:
     """A failure of the store or the network rather than of the file: worth a rerun."""
-    return isinstance(exc, OSError) or type(exc).__module__.startswith(("botocore", "urllib3"))
+    return isinstance(exc, store_errors())
 
 
 def _record_outcome(
     res: Resources, seal: dict[str, Any], b_key: str, report: FileReport, as_of: dt.date
 ) -> None:
-    """The file's terminal signed parse entry and its audit entry; bronze held until the
-    purge date of the earliest month it holds (of its arrival month when none is known)."""
-    hold_until(res.bronze, b_key, file_purge_date(report.months, seal["body"]["arrived_at"]))
-    signer = res.keyring.signing_key()
+    """The file's terminal signed parse entry (ingested, refused or failed) and its audit
+    entry; bronze held until the purge date of the earliest month it holds."""
+    _hold(res, b_key, report.months, seal)
     report.outputs = sorted({*report.outputs, b_key})
-    record_parse(res.store, signer, seal, report.parse_entry(seal, as_of))
-    counts = {k: getattr(report, k) for k in ("records", "silver", "gold", "quarantined")}
+    record_parse(res.store, res.keyring.signing_key(), seal, report.parse_entry(seal, as_of))
+    _audit_ingest(res, {**asdict(report), "sha256": report.sha256, "file": report.file})
+
+
+def _locked(step: Callable[[], object]) -> None:
+    """Run a lock step; a lock that cannot be read or set fails the ingest, never passes."""
+    try:
+        step()
+    except LockError as exc:
+        raise IngestError(f"Object Lock: {exc}") from exc
+
+
+def _hold(res: Resources, b_key: str, months: list[str], seal: dict[str, Any]) -> None:
+    """Lock the original until the policy's purge date of its earliest month."""
+    until = lock_date(res.policy, months, seal["body"]["arrived_at"])
+    _locked(lambda: hold_until(res.bronze, b_key, until, required=res.settings.bronze_lock))
+
+
+def _audit_seal(res: Resources, seal: dict[str, Any]) -> None:
+    """The seal's audit entry, written once per file however often ingest reruns."""
+    body = seal["body"]
     audit.append(
         res.store,
-        signer,
+        res.keyring.signing_key(),
+        "seal",
+        what={k: body[k] for k in ("sha256", "file", "source", "size")},
+        why="original sealed on arrival, before parsing",
+        event=f"seal:{body['sha256']}",
+    )
+
+
+def _audit_ingest(res: Resources, facts: dict[str, Any]) -> None:
+    """The ingest's audit entry, once per file: a rerun after a lost write records it then."""
+    counts = {k: facts.get(k, 0) for k in ("records", "silver", "gold", "quarantined")}
+    status = facts.get("status") or "ingested"
+    audit.append(
+        res.store,
+        res.keyring.signing_key(),
         "ingest",
-        what={"sha256": report.sha256, "file": report.file, "status": report.status,
-              "months": report.months, **counts},
-        why={
-            "ingested": "tiers written; counts reconcile to the sealed file",
-            "refused": "refused by the data expectations; nothing published",
-            "failed": "the file could not be read to the end; nothing published",
-        }[report.status],
-    )  # fmt: skip
+        what={
+            "sha256": facts["sha256"],
+            "file": facts["file"],
+            "months": facts.get("months", []),
+            "status": status,
+            **counts,
+        },
+        why=INGEST_WHY[status],
+        # one entry per outcome: a failed file ingested later gets its own `ingest` entry
+        event=f"{'ingest' if status == 'ingested' else status}:{facts['sha256']}",
+    )
 
 
-def file_purge_date(months: list[str], arrived_at: str) -> dt.date:
-    """When a file's original (bronze, file key, quarantined rows) must be gone: the purge date
-    of the earliest month it holds, or of its arrival month when its months are unknown."""
-    known = [(int(m[:4]), int(m[5:7])) for m in months]
-    earliest = min(known) if known else (int(arrived_at[:4]), int(arrived_at[5:7]))
-    return identifier_purge_date(*earliest)
+def _already_ingested(res: Resources, name: str, sha256: str, parsed: dict[str, Any]) -> FileReport:
+    """A file whose parse entry exists: nothing to redo, but an audit entry an earlier run
+    failed to write after its commit is written now."""
+    body = parsed["body"]
+    seal = read_entry(res.store, layout.seal_key(sha256))
+    if seal is not None:
+        _audit_seal(res, seal)
+    if body.get("status") in INGEST_WHY:
+        _audit_ingest(res, {"sha256": sha256, "file": body.get("file") or name, **body})
+    log.info("%s (sha256 %s…) was ingested before: nothing to do", name, sha256[:12])
+    return FileReport(name, sha256, "already_ingested", body.get("source", ""), body.get("format"))
 
 
 def prefetch(batches: Iterator[T], depth: int = 1) -> Iterator[T]:
@@ -419,6 +472,8 @@ def _parse_into_tiers(
         token_version=TOKEN_KEY_VERSION,
         purged_months=frozenset(layout.purged_months(res.store)),
         commit_key=file_key,
+        suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),
+        commitment_encoding=ENCODING,
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     resolver = CountryResolver()
@@ -434,6 +489,7 @@ def _parse_into_tiers(
     index: list[pl.DataFrame] = []
     report = FileReport(name, sha256, "ingested", source, parser.name)
     reasons: Counter[str] = Counter()
+    scrubbed: Counter[str] = Counter()
     by_month: dict[str, dict[str, int]] = {"gold": {}, "silver": {}}
     timings = report.timings = {"commit_s": 0.0, "validate_s": 0.0}
     try:
@@ -451,7 +507,9 @@ def _parse_into_tiers(
             report.silver += len(out.silver)
             report.gold += len(out.gold)
             report.quarantined += len(out.quarantine)
+            report.invalid_number += out.invalid_numbers
             reasons.update(out.quarantine.get_column("reason").to_list())
+            scrubbed.update(out.scrubbed)
             for tier, frame in (("gold", out.gold), ("silver", out.silver)):
                 counts = by_month[tier]
                 for y, m, n in frame.group_by("year", "month").len().iter_rows():
@@ -484,6 +542,7 @@ def _parse_into_tiers(
     report.gold_only = report.gold - report.silver
     report.merkle_root = file_root(report.batch_roots)
     report.reasons = dict(sorted(reasons.items()))
+    report.scrubbed = dict(sorted(scrubbed.items()))
     report.months = sorted(by_month["gold"])
     report.by_month = {t: dict(sorted(c.items())) for t, c in by_month.items()}
     return report
@@ -512,7 +571,7 @@ def _quarantine_file(
         "bronze": b_key,
     }
     res.store.put_bytes(key, json.dumps(note, indent=1).encode())
-    hold_until(res.bronze, b_key, file_purge_date([], seal["body"]["arrived_at"]))
+    _hold(res, b_key, [], seal)
     report = FileReport(name, sha256, "quarantined_file", source, None)
     report.reason, report.detail, report.outputs = error.reason, str(error), [key, b_key]
     record_parse(res.store, res.keyring.signing_key(), seal, report.parse_entry(seal, as_of))

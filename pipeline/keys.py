@@ -56,6 +56,7 @@ class LocalKeyring:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.root, 0o700)
         (self.root / "data").mkdir(exist_ok=True, mode=0o700)
+        os.chmod(self.root / "data", 0o700)
         self._cache: dict[str, bytes] = {}
         self._kek = self._load_kek()
 

@@ -17,8 +17,12 @@ quarantine/rows/part-<sha256>.parquet, quarantine/files/<sha256>.json
 proofs/<sha256>.parquet                       the file's Merkle leaves
 holds/<case>/hold.json, records/, vault/, copied/   encrypted under hold-<digest of case>
 exports/<case>/package-<stamp>.cdrx
+requests/<case>/request.enc, status.json, response.json, response.txt, package-<stamp>.cdrs
+requests/_suppressed/<case>.json, requests/_restricted/<case>.json   tokens, never identifiers
 audit/<seq>.json                              the hash-chained audit log
+audit-events/<sha256 of event>.json           where to look for an event's entry
 retention/purged/<YYYY-MM>.json, retention/last_success.json
+retention/attempts/<key name>.json            a purge begun and not yet recorded
 ```
 """
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +55,14 @@ PROOFS = "proofs/"
 HOLDS = "holds/"
 EXPORTS = "exports/"
 AUDIT = "audit/"
+REQUESTS = "requests/"
+#: Tokens whose identifiers were erased (never re-identified or re-created) and tokens whose
+#: processing is restricted; one object per case. '_' cannot start a case, so no case collides.
+SUPPRESSED = "requests/_suppressed/"
+RESTRICTED = "requests/_restricted/"
+AUDIT_EVENTS = "audit-events/"
 PURGED = "retention/purged/"
+PURGE_ATTEMPTS = "retention/attempts/"
 RETENTION_SUCCESS = "retention/last_success.json"
 RECORD_IDS = "index/record_ids/"
 
@@ -72,9 +84,20 @@ FILE_OUTPUT_PREFIXES = (BRONZE, QUARANTINE)
 MONTH_KEY_PREFIX = "month-"
 FILE_KEY_PREFIX = "file-"
 HOLD_KEY_PREFIX = "hold-"
+REQUEST_KEY_PREFIX = "request-"
 
+#: Case references: one pattern for the CLI, the DAG forms (JSON Schema) and the library, which
+#: matches it against the whole value (a trailing newline is refused too).
 CASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _CASE = re.compile(CASE_PATTERN)
+#: Source systems: a slug, the name of their landing folder and of their bronze folder.
+SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_SOURCE = re.compile(SOURCE_PATTERN)
+#: What makes a name possibly personal: 7 or more digits however separated, or an e-mail's `@`.
+_IDENTIFIER_SHAPE = re.compile(r"\d(?:[\s\-.()/_~]*\d){6,}|@")
+#: Characters a shown name never carries: control, format (invisible), private use, separators.
+_HIDDEN = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}
+FILE_LABEL_PREFIX = "file-"
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _PART = re.compile(r"year=(\d{4})/month=(\d{2})/")
 _GOLD_YEAR = re.compile(r"^" + re.escape(GOLD) + r"year=(\d{4})/")
@@ -88,19 +111,51 @@ class LayoutError(PipelineError, ValueError):
 # --- validated values ------------------------------------------------------------------------
 def sha(value: str) -> str:
     """A file digest: 64 lower-case hex characters."""
-    if not isinstance(value, str) or not _SHA.match(value):
+    if not isinstance(value, str) or not _SHA.fullmatch(value):
         raise LayoutError("not a SHA-256 digest (64 lower-case hex characters)")
     return value
 
 
 def case(value: str) -> str:
     """A case reference: letters, digits, '.', '_' or '-', 64 at most, starting alphanumeric."""
-    if not isinstance(value, str) or not _CASE.match(value):
+    if not isinstance(value, str) or not _CASE.fullmatch(value):
         raise LayoutError(
             "case must be letters, digits, '.', '_' or '-' (64 at most, starting with a letter "
             "or digit)"
         )
     return value
+
+
+def identifier_shaped(value: str) -> bool:
+    """Whether a name could hold a phone number or an e-mail address (in any digits: the
+    value is NFKC-normalised first, so full-width and other scripts' digits count too)."""
+    return bool(_IDENTIFIER_SHAPE.search(unicodedata.normalize("NFKC", value)))
+
+
+def source(value: str) -> str:
+    """A source system's name: a slug (`[a-z0-9][a-z0-9_-]{0,63}`) that holds no number.
+
+    Checked before a file is sealed: the name is written in seals, audit entries, bronze keys
+    and every record's `source` column, and kept as long as they are.
+    """
+    if not isinstance(value, str) or not _SOURCE.fullmatch(value):
+        raise LayoutError(
+            "source must be a slug: lower-case letters, digits, '_' or '-' (64 at most, "
+            "starting with a letter or digit)"
+        )
+    if identifier_shaped(value):
+        raise LayoutError("source must not hold 7 or more digits (they could be a phone number)")
+    return value
+
+
+def file_label(name: str) -> str:
+    """How a file is named everywhere outside its encrypted original: its own name, or
+    `file-<sha256 of the name, 16 hex>` when the name could hold an identifier (7 or more
+    digits, an e-mail address) or holds hidden characters or a path separator."""
+    hidden = any(unicodedata.category(ch) in _HIDDEN for ch in name)
+    if name and not hidden and not identifier_shaped(name) and not {"/", "\\"} & set(name):
+        return name
+    return f"{FILE_LABEL_PREFIX}{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
 
 
 def month(y: int, m: int) -> Month:
@@ -117,7 +172,7 @@ def month_name(m: Month) -> str:
 
 def parse_month(name: str) -> Month:
     """The month a `YYYY-MM` name stands for (strict: `2026-1` is refused)."""
-    found = _MONTH_NAME.match(name or "")
+    found = _MONTH_NAME.fullmatch(name or "")
     if not found:
         raise LayoutError(f"not a month (YYYY-MM): {name!r}")
     return month(int(found.group(1)), int(found.group(2)))
@@ -131,8 +186,8 @@ def path_segment(value: str) -> str:
 
 
 # --- landing and seals ---------------------------------------------------------------------
-def landing_key(source: str, name: str) -> str:
-    return f"{LANDING}{path_segment(source)}/{path_segment(name)}"
+def landing_key(source_name: str, name: str) -> str:
+    return f"{LANDING}{source(source_name)}/{path_segment(name)}"
 
 
 def source_of_landing_key(key: str) -> str | None:
@@ -154,7 +209,7 @@ def sha_of_parse_key(key: str) -> str | None:
     if not (key.startswith(SEALS) and key.endswith(".parse.json")):
         return None
     digest = key[len(SEALS) : -len(".parse.json")]
-    return digest if _SHA.match(digest) else None
+    return digest if _SHA.fullmatch(digest) else None
 
 
 def ingested_files(store: ObjectStore) -> list[tuple[str, dict[str, Any]]]:
@@ -197,8 +252,8 @@ def sealed_files(store: ObjectStore) -> list[dict[str, Any]]:
 
 
 # --- bronze, tiers, quarantine, proofs -------------------------------------------------------
-def bronze_key(source: str, digest: str) -> str:
-    return f"{BRONZE}{path_segment(source)}/{sha(digest)}.enc"
+def bronze_key(source_name: str, digest: str) -> str:
+    return f"{BRONZE}{source(source_name)}/{sha(digest)}.enc"
 
 
 def month_prefix(tier: str, m: Month) -> str:
@@ -315,6 +370,73 @@ def export_key(case_ref: str, stamp: str) -> str:
     return f"{EXPORTS}{case(case_ref)}/package-{path_segment(stamp)}.cdrx"
 
 
+# --- data subject requests -----------------------------------------------------------------
+def request_prefix(case_ref: str) -> str:
+    return f"{REQUESTS}{case(case_ref)}/"
+
+
+def request_record_key(case_ref: str) -> str:
+    """The request itself (identifiers included), encrypted under the request's own key."""
+    return f"{request_prefix(case_ref)}request.enc"
+
+
+def request_status_key(case_ref: str) -> str:
+    """What may be shown of a request: type, dates, counts, state; never an identifier."""
+    return f"{request_prefix(case_ref)}status.json"
+
+
+def request_response_key(case_ref: str, ext: str = "json") -> str:
+    if ext not in {"json", "txt"}:
+        raise LayoutError("a response is json or txt")
+    return f"{request_prefix(case_ref)}response.{ext}"
+
+
+def request_package_key(case_ref: str, stamp: str) -> str:
+    return f"{request_prefix(case_ref)}package-{path_segment(stamp)}.cdrs"
+
+
+def request_staging_prefix(case_ref: str) -> str:
+    return f"{request_prefix(case_ref)}staging/"
+
+
+def request_staging_key(case_ref: str, tier_key: str) -> str:
+    """Where erasure keeps a rewritten vault part until it has replaced the original."""
+    return f"{request_staging_prefix(case_ref)}{tier_key.replace('/', '~')}"
+
+
+def staged_tier_key(staging_key: str) -> str:
+    """The tier object a staged rewrite replaces."""
+    return staging_key.rsplit("/", 1)[-1].replace("~", "/")
+
+
+def is_request_status(key: str) -> bool:
+    return key.startswith(REQUESTS) and key.endswith("/status.json")
+
+
+def token_list_key(kind: str, case_ref: str) -> str:
+    """A case's `suppressed` or `restricted` tokens."""
+    roots = {"suppressed": SUPPRESSED, "restricted": RESTRICTED}
+    if kind not in roots:
+        raise LayoutError(f"a token list is suppressed or restricted, not {kind!r}")
+    return f"{roots[kind]}{case(case_ref)}.json"
+
+
+def listed_tokens(store: ObjectStore, kind: str) -> set[str]:
+    """Every case's `suppressed` (identifiers erased) or `restricted` tokens, together."""
+    root = {"suppressed": SUPPRESSED, "restricted": RESTRICTED}[kind]
+    out: set[str] = set()
+    for obj in store.list(root):
+        if obj.key.endswith(".json"):
+            out.update(json.loads(store.get_bytes(obj.key))["tokens"])
+    return out
+
+
+def request_key_name(case_ref: str) -> str:
+    """The data key of a subject request, named by a digest of the case (see `hold_key_name`)."""
+    digest = hashlib.sha256(case(case_ref).encode()).hexdigest()[:40]
+    return f"{REQUEST_KEY_PREFIX}{digest}"
+
+
 def audit_key(seq: int) -> str:
     return f"{AUDIT}{seq:012d}.json"
 
@@ -323,6 +445,25 @@ def audit_seq(key: str) -> int | None:
     """The sequence number an audit entry's key names, or None for any other key."""
     name = key[len(AUDIT) :] if key.startswith(AUDIT) else ""
     return int(name[:-5]) if name.endswith(".json") and name[:-5].isdigit() else None
+
+
+def audit_event_key(event: str) -> str:
+    """The claim of one audit event (any text: hashed, so it names no value)."""
+    return f"{AUDIT_EVENTS}{hashlib.sha256(event.encode()).hexdigest()}.json"
+
+
+def purge_attempt_key(key_name: str) -> str:
+    """What a purge's first attempt found, kept until the purge is recorded."""
+    return f"{PURGE_ATTEMPTS}{path_segment(key_name)}.json"
+
+
+def open_purge_attempts(store: ObjectStore) -> set[str]:
+    """Key names of purges begun and not yet recorded."""
+    return {
+        o.key[len(PURGE_ATTEMPTS) : -len(".json")]
+        for o in store.list(PURGE_ATTEMPTS)
+        if o.key.endswith(".json")
+    }
 
 
 def purge_marker(m: Month) -> str:

@@ -11,7 +11,7 @@ import polars as pl
 
 from pipeline.errors import USAGE, PipelineError
 from pipeline.keys import TOKEN_KEY_VERSION, LocalKeyring
-from pipeline.normalise import PERSONAL_KINDS, normalise_addresses
+from pipeline.normalise import PERSONAL_KINDS, normalise_addresses, region
 from pipeline.tokenise import token
 
 
@@ -19,6 +19,26 @@ class IdentifierError(PipelineError, ValueError):
     """An identifier that is not a phone number, e-mail address or SIP user."""
 
     exit_status = USAGE
+
+
+#: How a person gives the region of national-format numbers, wherever they type them.
+HOW_TO_GIVE_REGION = (
+    "a national-format number needs its country: give --default-region (the form's "
+    "default_region) or set CDR_DEFAULT_REGION"
+)
+
+
+def default_region(given: str | None, configured: str | None) -> str | None:
+    """The region national-format numbers are read in: the one given with the request, else the
+    deployment's (`CDR_DEFAULT_REGION`); never a guessed country. Checked: an unknown code is
+    refused."""
+    code = (given or configured or "").strip()
+    if not code:
+        return None
+    try:
+        return region(code).code
+    except ValueError as exc:
+        raise IdentifierError(str(exc)) from None
 
 
 def normalised_identifiers(
@@ -38,7 +58,7 @@ def normalised_identifiers(
         if bad or kind not in PERSONAL_KINDS:
             raise IdentifierError(
                 f"identifier #{i} is not a phone number or e-mail address an end user could have"
-                + ("" if default_region else " (national numbers need a default region)")
+                + ("" if default_region else f" ({HOW_TO_GIVE_REGION})")
             )
         out.append((kind, value))
     return out

@@ -8,7 +8,9 @@ addresses are trimmed and lower-cased. Everything is polars expressions over who
 calling code such as +1 or +44), once per distinct number.
 
 Kinds: msisdn, email, sip (end users: personal, tokenised), alphanumeric and shortcode
-(business identifiers: kept literally), unknown (withheld caller ID: no value).
+(business identifiers: kept literally), unknown (withheld caller ID: no value). A value with 7
+or more digits that is not written as a number or an address (`3001234567x`) has no kind: it is
+flagged `_ambiguous` (and `_bad`), never kept as a literal sender ID.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ E164 = r"^\+[1-9]\d{6,14}$"
 EMAIL = r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$"
 WITHHELD = ["", "anonymous", "unknown", "restricted", "private", "withheld", "unavailable"]
 NANP = "1"
+#: A value with this many digits is possibly a number: a number if it parses as one, else
+#: quarantined (`ambiguous_identifier`), never kept as a literal sender ID.
+AMBIGUOUS_DIGITS = 7
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,10 @@ def _e164(digits: pl.Expr, plus: pl.Expr, reg: Region | None, international: boo
     )
     if reg is not None and reg.calling_code == NANP:
         expr = expr.when(digits.str.starts_with("011")).then(pl.lit("+") + digits.str.slice(3))
-    if international or reg is None:
+    if international:
         return expr.otherwise(pl.lit("+") + digits)
+    if reg is None:  # a national-format number without a region: never a guessed country
+        return expr.otherwise(None)
     cc, lengths = reg.calling_code, list(reg.lengths)
     if reg.trunk:
         t = reg.trunk
@@ -94,7 +101,7 @@ def normalise_addresses(
     international: bool,
     alphanumeric: bool = True,
 ) -> pl.DataFrame:
-    """For each `column: prefix`, add `{prefix}_value`, `_kind`, `_cc` and `_bad`.
+    """For each `column: prefix`, add `{prefix}_value`, `_kind`, `_cc`, `_bad` and `_ambiguous`.
 
     `international` says the source writes numbers in international form without `+`
     (messaging APIs); otherwise digits without `+`/`00` are read as national numbers of
@@ -119,7 +126,8 @@ def _stages(
 ) -> tuple[list[list[pl.Expr]], list[str]]:
     """The expression stages for one address column, and the temporary columns they add."""
     t = {k: f"_{prefix}_{k}" for k in ("s", "body", "user", "scheme", "phone", "digits", "plus",
-                                        "e164", "sip", "at", "alpha", "withheld", "short")}  # fmt: skip
+                                        "e164", "sip", "at", "alpha", "withheld", "short",
+                                        "ambiguous")}  # fmt: skip
     c = {k: pl.col(v) for k, v in t.items()}
     s = pl.col(col).str.strip_chars()
     low = c["s"].str.to_lowercase()
@@ -135,6 +143,8 @@ def _stages(
     kind = (
         pl.when(c["withheld"])
         .then(pl.lit("unknown"))
+        .when(c["ambiguous"])
+        .then(None)
         .when(c["phone"] & c["short"])
         .then(pl.lit("shortcode"))
         .when(c["phone"])
@@ -160,6 +170,7 @@ def _stages(
         .otherwise(c["s"])
     )
     v = pl.col(f"{prefix}_value")
+    ambiguous = c["ambiguous"].alias(f"{prefix}_ambiguous")
     bad = k.is_null() | (
         pl.when(k == "msisdn")
         .then(~v.str.contains(E164).fill_null(False) | pl.col(f"{prefix}_cc").is_null())
@@ -203,6 +214,17 @@ def _stages(
                 & ~digits.str.starts_with("0")
             ).alias(t["short"]),
             user_sip.alias(t["sip"] + "2"),
+            # 7 or more digits in a value that is not written as a number, an address or a SIP
+            # URI (`3001234567x`): possibly a number, so never a literal sender ID.
+            (
+                ~c["phone"]
+                & ~c["at"]
+                & ~c["sip"]
+                & ~c["withheld"]
+                & (c["s"].str.count_matches(r"\d") >= AMBIGUOUS_DIGITS)
+            )
+            .fill_null(False)
+            .alias(t["ambiguous"]),
         ],
         [pl.col(t["sip"] + "2").alias(t["sip"])],
         [
@@ -210,59 +232,97 @@ def _stages(
             pl.when(c["phone"] & ~c["short"]).then(cc).alias(f"{prefix}_cc"),
         ],
         [value.alias(f"{prefix}_value")],
-        [bad.alias(f"{prefix}_bad")],
+        [bad.alias(f"{prefix}_bad"), ambiguous],
     ]
     return stages, [*t.values(), t["sip"] + "2"]
 
 
-class CountryResolver:
-    """Country of numbers whose calling code several regions share (+1, +7, +44 ...).
+TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan",
+         "voicemail", "fixed_line", "mobile")  # fmt: skip
 
-    Vectorised rules give the main region; for shared codes the region is fixed by the leading
-    digits of the national number (the area code in North America, the range elsewhere), so
-    `phonenumbers` decides once per distinct prefix (`prefix_digits` long) and the answer is
-    joined back to every number with that prefix.
+
+def _matches(nsn: pl.Expr, desc: object) -> pl.Expr | None:
+    """The metadata's test of a national number against one number description (pattern and
+    possible lengths), as a polars expression; None where the description has no pattern."""
+    pattern = getattr(desc, "national_number_pattern", None)
+    if not pattern:
+        return None
+    lengths = [n for n in getattr(desc, "possible_length", ()) if n > 0]
+    full = nsn.str.contains(f"^(?:{pattern})$")
+    return full & nsn.str.len_chars().is_in(lengths) if lengths else full
+
+
+@cache
+def _valid_for(region_code: str) -> pl.Expr:
+    """Whether `_nsn` is a valid number of a region: it matches the region's general description
+    and one of its number types (phonenumbers' `is_valid_number_for_region`)."""
+    meta = PhoneMetadata.metadata_for_region(region_code)
+    general = _matches(pl.col("_nsn"), meta.general_desc)
+    types = [m for t in TYPES if (m := _matches(pl.col("_nsn"), getattr(meta, t))) is not None]
+    if general is None or not types:
+        return pl.lit(False)
+    return general & pl.any_horizontal(types)
+
+
+@cache
+def _region_of(code: str) -> pl.Expr:
+    """The region a valid number of a calling code belongs to, or null: the first of the code's
+    regions whose leading digits start the national number, or (without leading digits) for
+    which it is valid; then the number must be valid for that region (phonenumbers'
+    `region_code_for_number` and `is_valid_number`, over whole columns)."""
+    regions = [r for r in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[int(code)] if r != "001"]
+    if not regions:
+        return pl.lit(None, pl.String)
+    found: pl.Expr
+    if len(regions) == 1:
+        found = pl.lit(regions[0])
+    else:
+        chain = None
+        for r in regions:
+            lead = PhoneMetadata.metadata_for_region(r).leading_digits
+            rule = pl.col("_nsn").str.contains(f"^(?:{lead})") if lead else _valid_for(r)
+            chain = (pl.when(rule) if chain is None else chain.when(rule)).then(pl.lit(r))
+        assert chain is not None
+        found = chain.otherwise(None)
+    valid = pl.coalesce(
+        pl.when(pl.col("_found") == r).then(_valid_for(r)) for r in regions
+    ).fill_null(False)
+    return pl.when(valid).then(pl.col("_found")).otherwise(None), found  # type: ignore[return-value]
+
+
+class CountryResolver:
+    """The country of each number, decided by the whole number and nothing else.
+
+    Each distinct number is checked against the numbering metadata (the patterns and lengths
+    `phonenumbers` ships) in polars expressions, one calling code at a time: the region is the
+    one phonenumbers' `region_code_for_number` gives, and a number that is not valid for it (or
+    for any region) gets no country and is flagged invalid. Numbers never share an answer by
+    prefix, so a number's country does not depend on what else is in the file.
     """
 
-    NANP_PREFIX = 3  # an area code (NPA) belongs to exactly one country or territory
-    PREFIX = 6
-
-    def __init__(self) -> None:
-        self._cache: dict[str, str | None] = {}
-
-    def _lookup(self, prefix: str, example: str) -> str | None:
-        if prefix not in self._cache:
-            try:
-                parsed = phonenumbers.parse(example, None)
-                self._cache[prefix] = phonenumbers.region_code_for_number(parsed)
-            except phonenumbers.NumberParseException:
-                self._cache[prefix] = None
-        return self._cache[prefix]
-
     def country(self, df: pl.DataFrame, value: str, cc: str, out: str) -> pl.DataFrame:
-        """Add column `out`: the country of msisdn values (null for other kinds)."""
-        main, shared = calling_codes()
-        code_of = {main[c]: c for c in shared}
-        df = df.with_columns(pl.col(cc).alias(out))
-        ambiguous = df.filter(pl.col(cc).is_in(list(code_of)))
-        if not len(ambiguous):
-            return df
-        width = pl.col(cc).replace_strict(code_of, return_dtype=pl.String).str.len_chars() + 1
-        digits = pl.when(pl.col(cc) == "US").then(self.NANP_PREFIX).otherwise(self.PREFIX)
-        prefix = pl.col(value).str.slice(0, width + digits)
-        examples = (
-            ambiguous.select(prefix.alias("_p"), pl.col(value).alias("_n"))
-            .unique("_p", keep="first")
-            .iter_rows()
+        """Add `out` (the country of msisdn values, null for other kinds and invalid numbers)
+        and `{out}_invalid` (a number no region's numbering plan allows)."""
+        main, _ = calling_codes()
+        code_of = {r: c for c, r in main.items() if r}
+        numbers = (
+            df.filter(pl.col(cc).is_not_null() & (pl.col(cc) != ""))
+            .select(pl.col(value).alias("_v"), pl.col(cc).replace_strict(code_of).alias("_code"))
+            .unique("_v")
+            .with_columns(pl.col("_v").str.slice(pl.col("_code").str.len_chars() + 1).alias("_nsn"))
         )
-        mapping = pl.DataFrame(
-            [(p, self._lookup(p, n)) for p, n in examples],
-            schema={"_p": pl.String, "_c": pl.String},
-            orient="row",
-        )
+        resolved = [pl.DataFrame(schema={"_v": pl.String, "_c": pl.String})]
+        for (code,), part in numbers.partition_by("_code", as_dict=True).items():
+            country, found = _region_of(str(code))  # type: ignore[misc]
+            part = part.with_columns(found.alias("_found"))
+            resolved.append(part.select("_v", country.cast(pl.String).alias("_c")))
+        mapping = pl.concat(resolved)
+        number = pl.col(cc).is_not_null() & (pl.col(cc) != "")
         return (
-            df.with_columns(pl.when(pl.col(cc).is_in(list(code_of))).then(prefix).alias("_p"))
-            .join(mapping, on="_p", how="left", maintain_order="left")
-            .with_columns(pl.coalesce("_c", out).alias(out))
-            .drop("_c", "_p")
+            df.join(mapping, left_on=value, right_on="_v", how="left", maintain_order="left")
+            .with_columns(
+                pl.when(number).then(pl.col("_c")).alias(out),
+                (number & pl.col("_c").is_null()).alias(f"{out}_invalid"),
+            )
+            .drop("_c")
         )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pipeline.dates import identifier_purge_date, record_delete_date
 from pipeline.errors import USAGE, PipelineError
+from pipeline.rights import RightsPolicy, parse_rights
 
 DEFAULT_FILE = Path(__file__).with_name("retention.toml")
 MAX_MONTHS = 240
@@ -47,6 +48,8 @@ class RetentionPolicy:
     reason: str
     overrides: dict[str, Override] = field(default_factory=dict)
     source: str = ""
+    #: data subject requests: answer deadlines and early erasure per country (`pipeline.rights`)
+    rights: RightsPolicy = field(default_factory=RightsPolicy)
 
     def identifier_purge(self, year: int, month: int, country: str | None = None) -> dt.date:
         """First day without identifiers for a month (and an end user's country)."""
@@ -72,7 +75,7 @@ def parse_policy(text: str, source: str = "<policy>") -> RetentionPolicy:
     def fail(line: int, problem: str) -> PolicyError:
         return PolicyError(f"{source}, line {line}: {problem}")
 
-    unknown = set(data) - {"default", "override"}
+    unknown = set(data) - {"default", "override", "subject_rights"}
     if unknown:
         raise fail(1, f"unknown section(s) {', '.join(sorted(unknown))}")
     default = data.get("default")
@@ -129,7 +132,8 @@ def parse_policy(text: str, source: str = "<policy>") -> RetentionPolicy:
         if o_months > (years + 1) * 12:
             raise fail(line, f"{country}: identifiers would outlive their records")
         overrides[country] = Override(country, o_months, text_field(entry, "reason", line))
-    return RetentionPolicy(months, years, reason, overrides, source)
+    rights = parse_rights(data.get("subject_rights"), text, source)
+    return RetentionPolicy(months, years, reason, overrides, source, rights)
 
 
 def load_policy(path: str | Path | None = None) -> RetentionPolicy:

@@ -152,7 +152,11 @@ def retention_summary(report: dict[str, Any]) -> str:
             "\nReleased or expired holds purged: " + ", ".join(h["case"] for h in report["holds"])
         )
     for left in report["left_locked"]:
-        out.append(f"\nSTILL LOCKED (not forced): {left}")
+        out.append(f"\nSTILL LOCKED (not forced, deleted by the first run after): {left}")
+    if report.get("landing_versions_deleted"):
+        out.append(f"\nEarlier versions deleted in landing/: {report['landing_versions_deleted']}")
+    if report.get("uploads_aborted"):
+        out.append(f"\nUnfinished multipart uploads aborted: {report['uploads_aborted']}")
     if not report["dry_run"]:
         out.append("\nVerified: nothing identifying is left for the purged months.")
     return "\n".join(out)

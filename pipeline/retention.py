@@ -24,25 +24,30 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pipeline import audit, holds, layout, staging
 from pipeline.alerts import record_retention_success
 from pipeline.dates import identifier_purge_date
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, one_line
 from pipeline.keys import LocalKeyring
 from pipeline.layout import Month
 from pipeline.policy import RetentionPolicy
-from pipeline.store import ObjectStore, read_parquet
+from pipeline.store import ObjectStore, VersionInfo, read_parquet, store_errors
 
 if TYPE_CHECKING:
     from pipeline.resources import Resources
 
 log = logging.getLogger("pipeline.retention")
+T = TypeVar("T")
 
 
 class RetentionError(PipelineError):
@@ -91,6 +96,8 @@ class RetentionReport:
     left_locked: list[str] = field(default_factory=list)
     #: what interrupted runs had left and this run removed (partial objects, staging)
     swept: dict[str, int] = field(default_factory=dict)
+    landing_versions_deleted: int = 0
+    uploads_aborted: int = 0
     verified: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,36 +145,49 @@ def run_retention(res: Resources, request: RetentionRequest) -> RetentionReport:
     all_holds = holds.list_holds(store)
     active = [h for h in all_holds if h.active(as_of)]
 
-    known_months = set(inv.month_objects) | inv.month_keys
+    open_attempts = layout.open_purge_attempts(store)
+    resumed = {m for name in open_attempts if (m := layout.month_of_key_name(name)) is not None}
+    known_months = set(inv.month_objects) | inv.month_keys | resumed
     due = sorted(m for m in known_months if policy.identifier_purge(*m) <= as_of)
+    failures: list[str] = []
+
+    def isolated(label: str, step: Callable[[], T]) -> T | None:
+        """One month's or one file's failure is reported and the run goes on with the rest."""
+        try:
+            return step()
+        except store_errors() as exc:
+            failures.append(f"{label}: {one_line(exc)}")
+            log.error("FAILED %s: %s", label, one_line(exc))
+            return None
+
     for m in due:
+        name = layout.month_name(m)
         statutory = _statutory_holds(policy, m, as_of)
-        entry = _purge_month(store, keyring, m, active + statutory, inv, dry_run, as_of)
-        report.months.append(entry)
-        if not dry_run:
-            audit.append(store, signer, "purge_month", what=entry, why=policy.reason)
+        entry = isolated(
+            f"month {name}",
+            lambda m=m, statutory=statutory: _month_step(
+                store, keyring, signer, policy, m, active + statutory, inv, dry_run, as_of
+            ),
+        )
+        if entry is not None:
+            report.months.append(entry)
 
     for body in inv.files:
-        entry = _file_due(body, as_of, policy)
-        if entry is None:
-            continue
-        # What is still there: a file purged on an earlier run is neither reported nor audited.
-        entry["deleted"] = [k for k in entry["deleted"] if _holder(k, store, bronze).exists(k)]
-        entry["key_destroyed"] = keyring.has_data_key(layout.file_key_name(body["sha256"]))
-        if not entry["deleted"] and not entry["key_destroyed"]:
-            continue
-        if not dry_run:
-            entry["left_locked"] = _purge_file(store, bronze, keyring, body)
-            report.left_locked += entry["left_locked"]
-            audit.append(store, signer, "purge_file", what=entry, why=policy.reason)
-        report.files.append(entry)
+        label = f"{body.get('file') or '?'} ({body['sha256'][:12]}…)"
+        step = partial(_file_step, store, bronze, keyring, signer, policy, body, open_attempts)
+        if (entry := isolated(label, lambda step=step: step(as_of, dry_run))) is not None:
+            report.files.append(entry)
+            report.left_locked += entry.get("left_locked", [])
 
     for year in sorted(inv.gold_years):
         if policy.record_delete(year) <= as_of:
             entry = _purge_gold_year(store, keyring, year, inv.gold_years[year], active, dry_run)
             report.gold_years.append(entry)
             if not dry_run:
-                audit.append(store, signer, "purge_gold_year", what=entry, why=policy.reason)
+                event = f"purge-gold-year:{year}"
+                audit.append(
+                    store, signer, "purge_gold_year", what=entry, why=policy.reason, event=event
+                )
 
     for hold in all_holds:
         if hold.active(as_of):
@@ -180,14 +200,108 @@ def run_retention(res: Resources, request: RetentionRequest) -> RetentionReport:
             deleted, left = holds.purge_hold(store, keyring, hold.case)
             entry |= {"objects_deleted": deleted}
             report.left_locked += left
-            audit.append(store, signer, "purge_hold", what=entry, why="hold released or expired")
+            event = f"purge-hold:{hold.case}:{hold.placed_at}"
+            why = "hold released or expired"
+            audit.append(store, signer, "purge_hold", what=entry, why=why, event=event)
         report.holds.append(entry)
 
     if not dry_run:
-        verify_purged(store, bronze, keyring, due, inv.files, as_of, policy)
+        report.landing_versions_deleted = (
+            isolated(layout.LANDING, lambda: sweep_landing(store)) or 0
+        )
+        day_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+        for target in {id(store): store, id(bronze): bronze}.values():
+            aborted = isolated("multipart uploads", lambda t=target: t.abort_stale_uploads(day_ago))
+            report.uploads_aborted += aborted or 0
+        try:
+            verify_purged(store, bronze, keyring, due, inv.files, as_of, policy)
+        except RetentionError as exc:
+            failures.append(str(exc))
+        if failures:
+            raise RetentionError("; ".join(failures))
         report.verified = True
         record_retention_success(store, as_of, dt.datetime.now(dt.UTC))
     return report
+
+
+def _month_step(
+    store: ObjectStore,
+    keyring: LocalKeyring,
+    signer: Ed25519PrivateKey,
+    policy: RetentionPolicy,
+    m: Month,
+    active: list[holds.Hold],
+    inv: Inventory,
+    dry_run: bool,
+    as_of: dt.date,
+) -> dict[str, Any]:
+    """Purge one month and record it once (a resumed purge finishes and records it)."""
+    entry = _purge_month(store, keyring, m, active, inv, dry_run, as_of)
+    if not dry_run:
+        event = f"purge-month:{layout.month_name(m)}"
+        audit.append(store, signer, "purge_month", what=entry, why=policy.reason, event=event)
+        _end_attempt(store, layout.month_key_name(m))
+    return entry
+
+
+def _locked_now(target: ObjectStore, key: str) -> bool:
+    """Whether Object Lock still forbids deleting the object (the store's clock decides)."""
+    until = target.lock_until(key)
+    return until is not None and until > dt.datetime.now(dt.UTC)
+
+
+def _file_step(
+    store: ObjectStore,
+    bronze: ObjectStore,
+    keyring: LocalKeyring,
+    signer: Ed25519PrivateKey,
+    policy: RetentionPolicy,
+    body: dict[str, Any],
+    open_attempts: set[str],
+    as_of: dt.date,
+    dry_run: bool,
+) -> dict[str, Any] | None:
+    """Destroy a due file's key and delete its originals; None when there is nothing to do.
+
+    An original still under Object Lock is reported once (`locked until <date>`) by the run that
+    destroys the file's key; later runs stay silent until the lock ends, and the first run after
+    it deletes the object and records that."""
+    entry = _file_due(body, as_of, policy)
+    if entry is None:
+        return None
+    remaining = [k for k in entry["deleted"] if _holder(k, store, bronze).exists(k)]
+    file_key = layout.file_key_name(body["sha256"])
+    has_key = keyring.has_data_key(file_key)
+    purged_before = not has_key and file_key not in open_attempts
+    if purged_before and all(_locked_now(_holder(k, store, bronze), k) for k in remaining):
+        return None  # nothing left, or only what a lock still holds (reported when it began)
+    entry["deleted"] = remaining
+    entry["key_destroyed"] = has_key
+    if dry_run:
+        return entry
+    attempt = _begin_attempt(store, file_key, has_key)
+    entry["left_locked"] = _purge_file(store, bronze, keyring, body)
+    entry["key_destroyed"] = attempt["key_present"] and not keyring.has_data_key(file_key)
+    entry |= {"resumed": True} if attempt["resumed"] else {}
+    kind = "purge-file-after-lock" if purged_before else "purge-file"
+    event = f"{kind}:{body['sha256']}"
+    audit.append(store, signer, "purge_file", what=entry, why=policy.reason, event=event)
+    _end_attempt(store, file_key)
+    return entry
+
+
+def _begin_attempt(store: ObjectStore, name: str, key_present: bool) -> dict[str, Any]:
+    """What the first attempt at a purge found (whether the key existed), kept until the purge
+    is recorded, so a resumed run says what the earlier attempt destroyed."""
+    marker = layout.purge_attempt_key(name)
+    mine = uuid.uuid4().hex
+    store.put_new(marker, json.dumps({"key_present": key_present, "attempt": mine}).encode())
+    state: dict[str, Any] = json.loads(store.get_bytes(marker))
+    return state | {"resumed": state.get("attempt") != mine}
+
+
+def _end_attempt(store: ObjectStore, name: str) -> None:
+    store.purge(layout.purge_attempt_key(name))
 
 
 def _purge_month(
@@ -217,7 +331,12 @@ def _purge_month(
                 len(read_parquet(store, k).filter(hold.matches())) for k in silver
             )
         return entry
+    attempt = _begin_attempt(store, layout.month_key_name(m), has_key)
     # 1. copy held records out, while the month key can still open the vault
+    for hold in active:  # copied by an earlier attempt: say how many
+        marker = layout.hold_copied_marker(hold.case, name)
+        if store.exists(marker):
+            entry["held"][hold.case] = json.loads(store.get_bytes(marker))["records"]
     if has_key:
         month_key = keyring.data_key(layout.month_key_name(m), create=False)
         vault = pl.concat([read_parquet(store, k) for k in vault_keys]) if vault_keys else None
@@ -236,7 +355,10 @@ def _purge_month(
             store.put_bytes(marker, json.dumps({"month": name, "records": copied}).encode())
             entry["held"][hold.case] = copied
     # 2. crypto-shred, 3. delete, 4. mark
-    entry["key_destroyed"] = keyring.destroy_data_key(layout.month_key_name(m))
+    key_name = layout.month_key_name(m)
+    keyring.destroy_data_key(key_name)
+    entry["key_destroyed"] = attempt["key_present"] and not keyring.has_data_key(key_name)
+    entry |= {"resumed": True} if attempt["resumed"] else {}
     for key in objects:
         store.purge(key)
     store.put_bytes(
@@ -342,6 +464,27 @@ def _leftovers(store: ObjectStore, bronze: ObjectStore, files: list[dict[str, An
     return problems
 
 
+def _stale(v: VersionInfo) -> bool:
+    """A version no reader sees: overwritten, or hidden behind a delete marker."""
+    return not v.latest or v.delete_marker
+
+
+def sweep_landing(store: ObjectStore) -> int:
+    """Delete earlier versions and delete markers in landing/: originals a plain delete (or an
+    overwrite) left behind on a versioned bucket, every number in them in clear."""
+    stale = [v for v in store.versions(layout.LANDING) if _stale(v)]
+    for v in stale:
+        store.delete_version(v.key, v.version)
+    if stale:
+        log.warning("deleted %d earlier versions of landing files", len(stale))
+    return len(stale)
+
+
+def _left(target: ObjectStore, key: str) -> bool:
+    """Whether any version of the object is left (current or not)."""
+    return any(v.key == key for v in target.versions(key))
+
+
 def verify_purged(
     store: ObjectStore,
     bronze: ObjectStore,
@@ -357,8 +500,8 @@ def verify_purged(
     for m in months:
         name = layout.month_name(m)
         for prefix in (layout.month_prefix("silver", m), layout.month_prefix("vault", m)):
-            if any(True for _ in store.list(prefix)):
-                problems.append(f"{name}: objects left under {prefix}")
+            if any(True for _ in store.versions(prefix)):
+                problems.append(f"{name}: objects or versions left under {prefix}")
         if keyring.has_data_key(layout.month_key_name(m)):
             problems.append(f"{name}: the month's data key still exists")
         if not store.exists(layout.purge_marker(m)):
@@ -370,9 +513,10 @@ def verify_purged(
             problems.append(f"file {body['sha256'][:12]}…: its data key still exists")
         for key in body.get("outputs", []):
             target = _holder(key, store, bronze)
-            if layout.is_file_output(key) and target.exists(key):
-                locked = target.lock_until(key)
-                if locked is None or locked.date() <= as_of:
-                    problems.append(f"file {body['sha256'][:12]}…: {key} still exists")
+            # A version Object Lock still holds is reported by the purge, not a failure here.
+            if layout.is_file_output(key) and _left(target, key) and not _locked_now(target, key):
+                problems.append(f"file {body['sha256'][:12]}…: {key} still exists")
+    if any(_stale(v) for v in store.versions(layout.LANDING)):
+        problems.append(f"{layout.LANDING}: earlier versions of ingested originals are kept")
     if problems:
         raise RetentionError("identifying data left after purge: " + "; ".join(problems))

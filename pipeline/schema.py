@@ -16,7 +16,7 @@ DIRECTIONS = ("outbound", "inbound")
 
 # Fields a parser fills (all optional except record_id/event_time, checked later).
 S, TS, I64, F64 = pl.String(), UTC_TS, pl.Int64(), pl.Float64()
-_WHEN = {"event_time": TS, "end_time": TS, "channel": S, "direction": S, "customer_id": S}
+_WHEN = {"event_time": TS, "end_time": TS, "channel": S, "channel_detail": S, "direction": S, "customer_id": S}  # fmt: skip
 _ROUTE = {"origin_network": S, "destination_network": S, "route_id": S}
 _MEASURES = {"duration_s": F64, "units": I64, "status": S, "error_code": S, "price": F64, "currency": S}  # fmt: skip
 

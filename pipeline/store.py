@@ -9,22 +9,45 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 from pipeline import staging
 
 if TYPE_CHECKING:
     import polars as pl
 
+log = logging.getLogger("pipeline.store")
 TMP_PREFIX = ".tmp-"
+#: What a bucket without Object Lock answers when asked for its lock configuration.
+NO_LOCK = {"ObjectLockConfigurationNotFoundError", "ObjectLockConfigurationNotFound"}
+#: Modes of what a local store, the keyring and staging write, whatever the umask.
+FILE_MODE, FOLDER_MODE = 0o600, 0o700
+
+
+def private_folder(path: Path) -> None:
+    """Create a folder and its missing parents as 0700 (chmod: the umask may have narrowed or,
+    at 000, not applied to what mkdir asked)."""
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
+    for p in missing:
+        os.chmod(p, FOLDER_MODE)
+
+
+def private_file(path: Path) -> Path:
+    """An empty file created 0600 (for writers that open a path themselves)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))
+    os.chmod(path, FILE_MODE)
+    return path
 
 
 def _tmp_prefix() -> str:
@@ -39,6 +62,26 @@ class ObjectInfo:
     key: str
     size: int
     modified: dt.datetime
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version (or delete marker) of an object on a versioned store."""
+
+    key: str
+    version: str
+    latest: bool
+    delete_marker: bool
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a store or the network raises when one request fails (after the client's retries):
+    a local file error, an S3 error answer, or a connection broken mid-request or mid-body."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from urllib3.exceptions import HTTPError
+
+    return (OSError, ClientError, BotoCoreError, HTTPError)
 
 
 class ObjectStore(ABC):
@@ -81,8 +124,9 @@ class ObjectStore(ABC):
     def put_new(self, key: str, data: bytes) -> bool:
         """Create an object only if no object has the key; False if one already does."""
 
-    def purge(self, key: str) -> list[str]:
-        """Delete an object and, on a versioned store, every version of it.
+    def purge(self, key: str, through: str | None = None) -> list[str]:
+        """Delete an object and, on a versioned store, every version and delete marker of it
+        (with `through`, only that version and older ones: a newer upload is left alone).
 
         Returns what could not be deleted (a version still under Object Lock), never forcing it.
         """
@@ -97,9 +141,23 @@ class ObjectStore(ABC):
         """Remove the partial objects of writers that are gone; how many were removed."""
         return 0
 
+    def delete_version(self, key: str, version: str) -> None:
+        """Delete one version of an object (a folder has only the current one)."""
+        self.delete(key)
+
+    def versions(self, prefix: str) -> Iterator[VersionInfo]:
+        """Every version and delete marker under `prefix` (a folder has current objects only)."""
+        for obj in self.list(prefix):
+            yield VersionInfo(obj.key, "null", True, False)
+
     def supports_lock(self) -> bool:
         """Whether objects can be put under Object Lock (COMPLIANCE) here."""
         return False
+
+    def _version_lock(self, key: str, version: str) -> str:
+        head = self.client.head_object(Bucket=self.bucket, Key=self._key(key), VersionId=version)
+        until = head.get("ObjectLockRetainUntilDate")
+        return until.date().isoformat() if until else "(lock date unreadable)"
 
     def lock_until(self, key: str) -> dt.datetime | None:
         """The retain-until date of an object, where the store has Object Lock."""
@@ -109,8 +167,12 @@ class ObjectStore(ABC):
         """Hold an object under COMPLIANCE retention until `until` (extend only)."""
         raise NotImplementedError("this store has no Object Lock")
 
+    def abort_stale_uploads(self, older_than: dt.datetime) -> int:
+        """Abort unfinished multipart uploads begun before `older_than` (none on a folder)."""
+        return 0
+
     def download(self, key: str, path: Path) -> None:
-        with self.open(key) as src, open(path, "wb") as dst:
+        with self.open(key) as src, open(private_file(path), "wb") as dst:
             shutil.copyfileobj(src, dst, 8 << 20)
 
 
@@ -119,7 +181,7 @@ class LocalStore(ObjectStore):
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_folder(self.root)
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
@@ -130,8 +192,8 @@ class LocalStore(ObjectStore):
     def _staged(self, key: str, data: bytes) -> tuple[Path, Path]:
         """Write `data` durably to a temporary file beside the key's path: (tmp, path)."""
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(), dir=path.parent)
+        private_folder(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(), dir=path.parent)  # 0600
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -161,8 +223,8 @@ class LocalStore(ObjectStore):
 
     def put_file(self, key: str, path: Path, lock_until: dt.datetime | None = None) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.parent / f"{_tmp_prefix()}{uuid.uuid4().hex}"
+        private_folder(target.parent)
+        tmp = private_file(target.parent / f"{_tmp_prefix()}{uuid.uuid4().hex}")
         try:
             shutil.copyfile(path, tmp)
             with open(tmp, "rb+") as f:
@@ -231,6 +293,32 @@ class LocalStore(ObjectStore):
         return str(self._path(key))
 
 
+T = TypeVar("T")
+RETRIES = 4  # after boto3's own: a body cut mid-stream, or a part upload that gave up
+#: Answers that say the request itself is wrong: retrying cannot help.
+FINAL = {"NoSuchKey", "404", "NotFound", "PreconditionFailed", "412", "AccessDenied", "403",
+         "InvalidRequest", "NoSuchBucket", "NoSuchVersion"}  # fmt: skip
+
+
+def retried(step: Callable[[], T], what: str) -> T:
+    """Run a whole request (including reading its body) again after a transient failure,
+    with exponential backoff; the last failure is raised."""
+    from botocore.exceptions import ClientError
+
+    for attempt in range(RETRIES):
+        try:
+            return step()
+        except store_errors() as exc:
+            final = isinstance(exc, ClientError) and (
+                exc.response.get("Error", {}).get("Code") in FINAL
+            )
+            if final or isinstance(exc, FileNotFoundError) or attempt == RETRIES - 1:
+                raise
+            log.info("%s failed (%s), retrying", what, type(exc).__name__)
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
 class _RangeReader(io.RawIOBase):
     """An S3 object read by ranged GETs: only the bytes asked for cross the network."""
 
@@ -256,9 +344,14 @@ class _RangeReader(io.RawIOBase):
         if n <= 0:
             return 0
         rng = f"bytes={self._pos}-{self._pos + n - 1}"
-        data = self._store.client.get_object(
-            Bucket=self._store.bucket, Key=self._store._key(self._key), Range=rng
-        )["Body"].read()
+        store, key = self._store, self._store._key(self._key)
+
+        def fetch() -> bytes:
+            answer = store.client.get_object(Bucket=store.bucket, Key=key, Range=rng)
+            body: bytes = answer["Body"].read()
+            return body
+
+        data = retried(fetch, f"reading {self._key}")
         buffer[: len(data)] = data
         self._pos += len(data)
         return len(data)
@@ -301,26 +394,33 @@ class S3Store(ObjectStore):
                 return False
             raise
 
-    def purge(self, key: str) -> list[str]:
+    def versions(self, prefix: str) -> Iterator[VersionInfo]:
+        paginator = self.client.get_paginator("list_object_versions")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            for kind, marker in (("Versions", False), ("DeleteMarkers", True)):
+                for v in page.get(kind, []):
+                    key, latest = self._strip(v["Key"]), bool(v.get("IsLatest"))
+                    yield VersionInfo(key, v["VersionId"], latest, marker)
+
+    def delete_version(self, key: str, version: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key), VersionId=version)
+
+    def purge(self, key: str, through: str | None = None) -> list[str]:
         from botocore.exceptions import ClientError
 
-        full = self._key(key)
+        found = [v for v in self.versions(key) if v.key == key]
+        if through is not None:
+            # A later upload under the key (the current version, not the one named) stays.
+            found = [v for v in found if not (v.latest and not v.delete_marker and v.version != through)]  # fmt: skip
         left = []
-        paginator = self.client.get_paginator("list_object_versions")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-            versions = page.get("Versions", []) + page.get("DeleteMarkers", [])
-            for v in versions:
-                if v["Key"] != full:
-                    continue
-                try:
-                    self.client.delete_object(
-                        Bucket=self.bucket, Key=full, VersionId=v["VersionId"]
-                    )
-                except ClientError as exc:
-                    code = exc.response.get("Error", {}).get("Code")
-                    if code not in {"AccessDenied", "InvalidRequest"}:
-                        raise
-                    left.append(f"{self.uri(key)} version {v['VersionId']} ({code}: under lock)")
+        for v in found:
+            try:
+                self.delete_version(key, v.version)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code not in {"AccessDenied", "InvalidRequest"}:
+                    raise
+                left.append(f"{self.uri(key)} locked until {self._version_lock(key, v.version)}")
         return left
 
     def put_file(self, key: str, path: Path, lock_until: dt.datetime | None = None) -> None:
@@ -328,11 +428,43 @@ class S3Store(ObjectStore):
         if lock_until is not None and self.supports_lock():
             extra["ObjectLockMode"] = "COMPLIANCE"
             extra["ObjectLockRetainUntilDate"] = lock_until
-        self.client.upload_file(str(path), self.bucket, self._key(key), ExtraArgs=extra)
+        # A failed multipart upload is aborted by the transfer manager; the whole upload is
+        # retried, and parts a crash leaves behind are aborted by retention after a day.
+        retried(
+            lambda: self.client.upload_file(
+                str(path), self.bucket, self._key(key), ExtraArgs=extra
+            ),
+            f"uploading {key}",
+        )
 
     def get_bytes(self, key: str) -> bytes:
-        body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        return body
+        return retried(
+            lambda: self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read(),
+            f"reading {key}",
+        )
+
+    def download(self, key: str, path: Path) -> None:
+        """The whole object into a local file; a connection cut mid-body starts it again."""
+
+        def fetch() -> None:
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            with body, open(path, "wb") as dst:
+                shutil.copyfileobj(body, dst, 8 << 20)
+
+        retried(fetch, f"downloading {key}")
+
+    def abort_stale_uploads(self, older_than: dt.datetime) -> int:
+        """Abort multipart uploads begun before `older_than` (a crashed upload's parts)."""
+        aborted = 0
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key("")):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"] < older_than:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    aborted += 1
+        return aborted
 
     def open(self, key: str) -> IO[bytes]:
         stream: IO[bytes] = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
@@ -353,7 +485,7 @@ class S3Store(ObjectStore):
             if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
                 return None
             raise
-        return ObjectInfo(key, head["ContentLength"], head["LastModified"])
+        return ObjectInfo(key, head["ContentLength"], head["LastModified"], head.get("VersionId"))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
@@ -364,50 +496,29 @@ class S3Store(ObjectStore):
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
-    def _uploads(self) -> list[dict[str, Any]]:
-        paginator = self.client.get_paginator("list_multipart_uploads")
-        prefix = f"{self.prefix}/" if self.prefix else ""
-        return [
-            u
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
-            for u in page.get("Uploads", [])
-        ]
-
-    def stale_temporary(self, older_than: dt.timedelta = staging.STALE_AFTER) -> list[str]:
-        """Multipart uploads never completed (their parts are stored, billed and unlisted),
-        started longer ago than `older_than`."""
-        cutoff = dt.datetime.now(dt.UTC) - older_than
-        return [
-            f"{self._strip(u['Key'])} (upload {u['UploadId']})"
-            for u in self._uploads()
-            if u["Initiated"] <= cutoff
-        ]
-
-    def sweep_temporary(self, older_than: dt.timedelta = staging.STALE_AFTER) -> int:
-        cutoff = dt.datetime.now(dt.UTC) - older_than
-        aborted = 0
-        for u in self._uploads():
-            if u["Initiated"] <= cutoff:
-                self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]
-                )
-                aborted += 1
-        return aborted
-
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
 
     def supports_lock(self) -> bool:
+        """Whether the bucket has Object Lock. Only the bucket's own answer that it has none
+        counts as "no lock"; any other error is raised (and not remembered), never read as no."""
         if self._lock is None:
             from botocore.exceptions import ClientError
 
             try:
                 conf = self.client.get_object_lock_configuration(Bucket=self.bucket)
-                state = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
-                self._lock = state == "Enabled"
-            except ClientError:
-                self._lock = False
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in NO_LOCK:
+                    raise
+                conf = {}
+            state = conf.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
+            self._lock = state == "Enabled"
         return self._lock
+
+    def _version_lock(self, key: str, version: str) -> str:
+        head = self.client.head_object(Bucket=self.bucket, Key=self._key(key), VersionId=version)
+        until = head.get("ObjectLockRetainUntilDate")
+        return until.date().isoformat() if until else "(lock date unreadable)"
 
     def lock_until(self, key: str) -> dt.datetime | None:
         # head_object, not get_object_retention: the latter is not served by every S3 clone.

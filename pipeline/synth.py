@@ -23,8 +23,8 @@ FORMATS = ("canonical_csv", "messaging_jsonl", "messaging_json", "asterisk", "fr
 # (country, calling code, national prefix used in national form, subscriber pattern digits)
 COUNTRIES = [
     ("PK", "92", "3", 9, 0.55),  # +92 3xx xxxxxxx (mobile)
-    ("US", "1", "917", 7, 0.10),
-    ("GB", "44", "7700", 6, 0.08),
+    ("US", "1", "9173", 6, 0.10),
+    ("GB", "44", "7400", 6, 0.08),
     ("CH", "41", "79", 7, 0.07),
     ("AE", "971", "50", 7, 0.07),
     ("NG", "234", "803", 7, 0.06),
@@ -61,7 +61,7 @@ def population(people: int, seed: int = 7) -> pl.DataFrame:
         n = int(mask.sum())
         subs = [str(x % 10**digits).zfill(digits) for x in sub[mask]]
         if cc == "92":
-            subs = [f"{(int(s[:2]) % 50):02d}{s[2:]}" for s in subs]  # 300..349
+            subs = [f"{(int(s[:2]) % 38):02d}{s[2:]}" for s in subs]  # 300..337, allocated
         rows.append(
             pl.DataFrame(
                 {

@@ -26,7 +26,7 @@ from pipeline import layout, staging
 from pipeline.crypto import decrypt_value, encrypt_values
 from pipeline.fingerprints import Fingerprints
 from pipeline.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT
-from pipeline.store import ObjectStore
+from pipeline.store import ObjectStore, private_file
 
 # Min/max statistics where they let readers skip row groups (time ranges, ids, files); none on
 # tokens or encrypted values, whose min/max prune nothing and cost a pass over every value.
@@ -73,7 +73,7 @@ class TierWriter:
     def _append(self, key: str, table: pa.Table, schema: pa.Schema) -> None:
         if key not in self._writers:
             with self._lock:
-                path = Path(self._tmp.name) / f"{len(self._paths)}.parquet"
+                path = private_file(Path(self._tmp.name) / f"{len(self._paths)}.parquet")
                 self._paths[key] = path
             self._writers[key] = pq.ParquetWriter(
                 path,

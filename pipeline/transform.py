@@ -10,15 +10,16 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from pipeline.commitments import identity_commitment, leaf, record_digest
+from pipeline.commitments import ENCODING, identity_commitment, leaf, record_digest
 from pipeline.dates import IDENTIFIER_MONTHS
 from pipeline.fingerprints import Fingerprints
+from pipeline.freetext import scrub
 from pipeline.normalise import PERSONAL_KINDS, CountryResolver, normalise_addresses
 from pipeline.schema import CHANNELS, DIRECTIONS, GOLD, SILVER, conform
 from pipeline.sources.base import first_error
@@ -63,6 +64,11 @@ class FileContext:
         day = self.as_of + dt.timedelta(days=1 + self.future_tolerance_days)
         return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
+    #: the record encoding its leaves are committed with (stated in the parse entry)
+    commitment_encoding: int = ENCODING
+    #: tokens whose identifiers were erased on request: their vault entries are never re-created
+    suppressed: frozenset[str] = frozenset()
+
 
 @dataclass
 class Transformed:
@@ -73,7 +79,11 @@ class Transformed:
     vault: pl.DataFrame  # year, month, token, kind, identifier (clear: encrypted by the writer)
     quarantine: pl.DataFrame  # source_line, reason, raw (clear: encrypted by the writer)
     leaves: pl.Series  # the kept records' Merkle leaves (hex), in leaf_index order
+    #: kept records with a number no region's numbering plan allows (kept, without a country)
+    invalid_numbers: int = 0
     commit_seconds: float = 0.0  # time spent on the commitments (reported, never asserted)
+    #: free-text values cleaned of control characters or masked, per `control:`/`masked:` field
+    scrubbed: dict[str, int] = field(default_factory=dict)
 
 
 #: (record IDs, month indexes) → the digest of an earlier file that kept each ID, or None
@@ -99,7 +109,7 @@ def transform(
     names the earlier file of the same source that already kept a record's ID in its month
     (pipeline.redelivery): such a record is a re-delivery, quarantined too.
     """
-    df = _classify(parsed, ctx, resolver)
+    df, scrubbed = scrub(_classify(parsed, ctx, resolver).with_columns(_channel_detail()))
     if ctx.derived_ids:
         derived = pl.format(f"{ctx.source}-{ctx.sha256[:16]}-{{}}", pl.col("source_line"))
         df = df.with_columns(pl.coalesce("record_id", derived).alias("record_id"))
@@ -108,11 +118,14 @@ def transform(
         first_error(
             [
                 (pl.col("record_id").is_null(), "missing_id"),
+                (pl.col("_identifier_in_id"), "identifier_in:record_id"),
                 (pl.col("event_time").is_null(), "missing_timestamp"),
                 (_out_of_range("event_time"), "out_of_range:event_time"),
                 (pl.col("event_time") >= ctx.future_cutoff, "future_timestamp"),
                 (_out_of_range("end_time"), "out_of_range:end_time"),
                 (pl.col("destination_raw").is_null(), "missing_destination"),
+                (pl.col("o_ambiguous"), "ambiguous_identifier:origin"),
+                (pl.col("d_ambiguous"), "ambiguous_identifier:destination"),
                 (pl.col("o_bad"), "unparseable_number:origin"),
                 (pl.col("d_bad"), "unparseable_number:destination"),
                 (pl.col("d_kind") == "unknown", "missing_destination"),
@@ -183,7 +196,7 @@ def transform(
     started = time.perf_counter()
     index = pl.int_range(leaf_offset, leaf_offset + pl.len(), dtype=pl.Int64)
     committed = gold_rows.select(
-        record_digest().alias("_digest"),
+        record_digest(ctx.commitment_encoding).alias("_digest"),
         identity_commitment(
             index,
             pl.when(personal_o).then(pl.col("o_kind") + pl.lit(":") + pl.col("o_value")),
@@ -211,7 +224,25 @@ def transform(
             for p, personal in (("o", personal_o), ("d", personal_d))
         ]
     ).unique(subset=["year", "month", "token"], keep="first")
-    return Transformed(silver, gold, vault, quarantine, leaves, commit_seconds)
+    if ctx.suppressed:
+        vault = vault.filter(~pl.col("token").is_in(list(ctx.suppressed)))
+    invalid = int(
+        good.select((pl.col("o_country_invalid") | pl.col("d_country_invalid")).sum()).item()
+    )
+    return Transformed(silver, gold, vault, quarantine, leaves, invalid, commit_seconds, scrubbed)
+
+
+def _channel_detail() -> list[pl.Expr]:
+    """A channel outside the known set becomes `other`, its lower-cased value kept in
+    `channel_detail`: nothing the source said about the channel is lost."""
+    unknown = pl.col("channel").is_not_null() & ~pl.col("channel").is_in(CHANNELS)
+    return [
+        pl.when(unknown)
+        .then(pl.col("channel"))
+        .otherwise("channel_detail")
+        .alias("channel_detail"),
+        pl.when(unknown).then(pl.lit("other")).otherwise("channel").alias("channel"),
+    ]
 
 
 def _redelivered(df: pl.DataFrame, prior: Prior | None) -> pl.DataFrame:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +21,10 @@ import polars as pl
 
 from pipeline import layout
 from pipeline.audit import verify_log
-from pipeline.bronze import read_original
+from pipeline.bronze import lock_date, read_original
 from pipeline.commitments import (
+    NAME_FIELDS,
+    encoding_of,
     file_root,
     gold_form,
     leaf,
@@ -28,10 +32,12 @@ from pipeline.commitments import (
     record_digest,
 )
 from pipeline.crypto import DecryptionError
-from pipeline.integrity import SealError, read_entry, verify_pair
+from pipeline.errors import USAGE, PipelineError, one_line
+from pipeline.integrity import SealError, verify_pair
 from pipeline.keys import KeyDestroyed, LocalKeyring
+from pipeline.policy import RetentionPolicy
 from pipeline.reference import READERS, RETAINED
-from pipeline.store import ObjectStore, read_parquet
+from pipeline.store import ObjectStore, read_parquet, store_errors
 
 if TYPE_CHECKING:
     from pipeline.resources import Resources
@@ -69,6 +75,41 @@ class VerifyReport:
         return out + ([f"audit log: {self.audit_problem}"] if self.audit_problem else [])
 
 
+class DamagedObject(Exception):
+    """An object that cannot be read back: named by its key and what failed, never its content."""
+
+    def __init__(self, key: str, exc: BaseException) -> None:
+        first_line = (str(exc).splitlines() or [""])[0][:160]
+        super().__init__(f"{key} cannot be read ({type(exc).__name__}: {first_line})")
+
+
+class NothingToVerify(PipelineError, ValueError):
+    """A filter that matches no ingested file: verifying nothing is not a pass."""
+
+    exit_status = USAGE
+
+
+MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+
+
+def _parquet(store: ObjectStore, key: str) -> pl.DataFrame:
+    """A Parquet object read whole, or DamagedObject naming it (a flipped byte, a short file)."""
+    try:
+        return read_parquet(store, key)
+    except Exception as exc:  # any reader or store failure is a finding about this object
+        raise DamagedObject(key, exc) from exc
+
+
+def _json(store: ObjectStore, key: str) -> dict[str, Any]:
+    try:
+        entry = json.loads(store.get_bytes(key))
+        if not isinstance(entry, dict):
+            raise ValueError("not a JSON object")
+    except Exception as exc:  # see _parquet
+        raise DamagedObject(key, exc) from exc
+    return entry
+
+
 @dataclass(frozen=True)
 class VerifyRequest:
     """Which files to verify: all, those with records of one month (`YYYY-MM`), or one file
@@ -85,13 +126,30 @@ class VerifyRequest:
 
 
 def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
-    """Verify the files the request names (see the module docstring for the checks)."""
+    """Verify the files the request names (see the module docstring for the checks).
+
+    A damaged object is a named failure of its file and the other files are still checked; a
+    malformed month or a filter that matches no file raises NothingToVerify.
+    """
     store, bronze, keyring = res.store, res.bronze, res.keyring
     month, file = request.month, request.file
     quality = res.quality if request.expectations else None
+    if month is not None and not MONTH.match(month):
+        raise NothingToVerify(f"--month must be YYYY-MM (e.g. 2025-03), not {month!r}")
+    # Where originals must be locked, each one's lock date is checked against the policy.
+    lock_policy = res.policy if res.settings.bronze_lock else None
     public = keyring.public_key()
     report = VerifyReport()
-    for sha, parsed_entry in layout.ingested_files(store):
+    for obj in store.list(layout.SEALS):  # not layout.ingested_files: a damaged entry is a finding
+        sha = layout.sha_of_parse_key(obj.key)
+        if sha is None:
+            continue
+        try:
+            parsed_entry = _json(store, obj.key)
+        except DamagedObject as exc:
+            if not file or sha.startswith(file):
+                report.files.append(_damaged(sha, "seal", exc))
+            continue
         body = parsed_entry.get("body", {})
         if file and not (
             sha.startswith(file) or body.get("file") == file or file in body.get("outputs", [])
@@ -99,12 +157,25 @@ def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
             continue
         if month and month not in (body.get("months") or []):
             continue
-        check = _verify_file(store, bronze, keyring, public, sha, parsed_entry, month)
-        if request.deep and body.get("status") == "ingested" and _since(store, sha, request):
-            _check_original(res, check, body)
-        report.files.append(check)
+        try:
+            checked = _verify_file(
+                store, bronze, keyring, public, sha, parsed_entry, month, lock_policy
+            )
+            if request.deep and body.get("status") == "ingested" and _since(store, sha, request):
+                _check_original(res, checked, body)
+        except store_errors() as exc:  # an unreadable object fails this file, not the run
+            checked = FileCheck(sha, body.get("file") or "?")
+            checked.fail("read", one_line(exc))
+        except Exception as exc:  # whatever else breaks is this file's failure, not the run's
+            checked = _damaged(sha, "verify", DamagedObject(obj.key, exc))
+        report.files.append(checked)
     if not month:
         report.files += _unparsed(store, file)
+    if (file or month) and not report.files:
+        wanted = " and ".join(
+            f"{k} {v!r}" for k, v in (("file", file), ("month", month)) if v is not None
+        )
+        raise NothingToVerify(f"no ingested file matches {wanted}: nothing was verified")
     verdict = verify_log(store, public)
     report.audit = f"{verdict.entries} entries"
     if not verdict.ok:
@@ -209,6 +280,12 @@ def _unparsed(store: ObjectStore, file: str | None) -> list[FileCheck]:
     return out
 
 
+def _damaged(sha: str, check_name: str, exc: Exception) -> FileCheck:
+    check = FileCheck(sha, "?")
+    check.fail(check_name, str(exc))
+    return check
+
+
 def _verify_file(
     store: ObjectStore,
     bronze: ObjectStore,
@@ -217,26 +294,29 @@ def _verify_file(
     sha: str,
     parsed_entry: dict[str, Any],
     month: str | None,
+    lock_policy: RetentionPolicy | None = None,
 ) -> FileCheck:
     body = parsed_entry.get("body", {})
     check = FileCheck(sha, body.get("file") or "?")
-    seal = read_entry(store, layout.seal_key(sha))
     try:
+        seal = _json(store, layout.seal_key(sha)) if store.exists(layout.seal_key(sha)) else None
         if seal is None:
             raise SealError("no seal entry")
         seal_body, _ = verify_pair(seal, parsed_entry, public, sha)
         check.checks["seal"] = "ok"
-    except SealError as exc:
+    except (SealError, DamagedObject) as exc:
         check.fail("seal", str(exc))
         return check
     _check_bronze(bronze, keyring, check, seal_body, body)
+    if lock_policy is not None and check.checks.get("bronze") == "ok":
+        _check_lock(bronze, check, body, seal_body, lock_policy)
     if body.get("status") != "ingested":
         check.checks["state"] = f"{body.get('status')}: {body.get('reason') or '-'}"
         return check
     leaves = _check_tree(store, check, body)
     if leaves is None:
         return check
-    _check_records(store, check, body, leaves, month)
+    _check_records(store, check, body, leaves, month, seal_body)
     _check_quarantine(store, keyring, check, body)
     return check
 
@@ -251,7 +331,11 @@ def _check_quarantine(
     if not keyring.has_data_key(layout.file_key_name(check.sha256)):
         check.checks["quarantine"] = "skipped: purged (file key destroyed)"
         return
-    rows = len(read_parquet(store, key)) if store.exists(key) else 0
+    try:
+        rows = len(_parquet(store, key)) if store.exists(key) else 0
+    except DamagedObject as exc:
+        check.fail("quarantine", str(exc))
+        return
     if rows != body.get("quarantined") or body.get("records") != body.get("gold", 0) + rows:
         check.fail(
             "quarantine", f"{rows:,} quarantined rows where {body.get('quarantined'):,} were sealed"
@@ -282,8 +366,8 @@ def _check_bronze(
         ):
             h.update(part)
             size += len(part)
-    except (KeyDestroyed, DecryptionError) as exc:
-        check.fail("bronze", f"{key} cannot be read back ({type(exc).__name__}: {exc})")
+    except Exception as exc:  # a destroyed key, a failed tag, a short or unreadable object
+        check.fail("bronze", str(DamagedObject(key, exc)))
         return
     if h.hexdigest() != seal["sha256"] or size != seal["size"]:
         check.fail("bronze", f"{key} does not hash to the sealed digest")
@@ -291,12 +375,35 @@ def _check_bronze(
         check.checks["bronze"] = "ok"
 
 
+def _check_lock(
+    bronze: ObjectStore,
+    check: FileCheck,
+    body: dict[str, Any],
+    seal: dict[str, Any],
+    policy: RetentionPolicy,
+) -> None:
+    """The original is under Object Lock until at least the date the policy gives it."""
+    key = next(k for k in body.get("outputs", []) if layout.is_bronze(k))
+    expected = lock_date(policy, body.get("months") or [], seal["arrived_at"])
+    until = bronze.lock_until(key)
+    if until is None:
+        check.fail("lock", f"{key} is not under Object Lock (policy: until {expected})")
+    elif until.date() < expected:
+        check.fail("lock", f"{key} is locked until {until.date()}, the policy says {expected}")
+    else:
+        check.checks["lock"] = f"ok (until {until.date()})"
+
+
 def _check_tree(store: ObjectStore, check: FileCheck, body: dict[str, Any]) -> pl.Series | None:
     key = layout.proof_key(check.sha256)
     if not store.exists(key):
         check.fail("proofs", f"{key} is missing")
         return None
-    leaves = read_parquet(store, key).get_column("leaf").bin.encode("hex")
+    try:
+        leaves = _parquet(store, key).get_column("leaf").bin.encode("hex")
+    except (DamagedObject, pl.exceptions.ColumnNotFoundError) as exc:
+        check.fail("proofs", str(exc))
+        return None
     sizes = body.get("batch_leaves") or []
     if len(leaves) != sum(sizes) or len(leaves) != body.get("gold"):
         check.fail("proofs", f"{len(leaves)} leaves stored, {body.get('gold')} records sealed")
@@ -313,7 +420,12 @@ def _check_tree(store: ObjectStore, check: FileCheck, body: dict[str, Any]) -> p
 
 
 def _check_records(
-    store: ObjectStore, check: FileCheck, body: dict[str, Any], leaves: pl.Series, month: str | None
+    store: ObjectStore,
+    check: FileCheck,
+    body: dict[str, Any],
+    leaves: pl.Series,
+    month: str | None,
+    seal: dict[str, Any],
 ) -> None:
     by_month = body.get("by_month") or {}
     for tier in ("gold", "silver"):
@@ -329,8 +441,15 @@ def _check_records(
                 else:
                     check.fail(label, f"{key} is missing")
                 continue
-            rows = read_parquet(store, key)
-            problem = _record_problem(rows, leaves, tier)
+            try:
+                rows = _parquet(store, key)
+                problem = _record_problem(rows, leaves, tier, encoding_of(body), seal)
+            except DamagedObject as exc:
+                check.fail(label, str(exc))
+                continue
+            except pl.exceptions.PolarsError as exc:  # a column missing or of the wrong type
+                check.fail(label, f"{key} does not have the record schema ({type(exc).__name__})")
+                continue
             if problem is None and len(rows) != count:
                 problem = f"{len(rows):,} records where {count:,} were sealed (records deleted)"
             if problem:
@@ -339,10 +458,24 @@ def _check_records(
                 check.checks[label] = f"ok ({count:,} records)"
 
 
-def _record_problem(rows: pl.DataFrame, leaves: pl.Series, tier: str) -> str | None:
-    """The first record that does not match its sealed leaf, named by record id."""
+def _record_problem(
+    rows: pl.DataFrame, leaves: pl.Series, tier: str, encoding: int, seal: dict[str, Any]
+) -> str | None:
+    """The first record that does not match its sealed leaf, named by record id.
+
+    Fields the leaf does not cover (the name and folder the file arrived under, from encoding 2)
+    must equal what the signed seal entry states.
+    """
     if tier == "silver":  # silver holds tokens where gold holds nothing: compare as gold
         rows = gold_form(rows)
+    sealed_names = {"source": seal.get("source"), "source_file": seal.get("file")}
+    for column in NAME_FIELDS:
+        other = rows.filter(pl.col(column).ne_missing(sealed_names[column]))
+        if len(other):
+            return (
+                f"record {other.get_column('record_id')[0]}: {column} differs from the sealed "
+                f"{'file name' if column == 'source_file' else 'source'}"
+            )
     dup = rows.filter(pl.col("leaf_index").is_duplicated())
     if len(dup):
         return f"record {dup.get_column('record_id')[0]} appears more than once (leaf {dup.get_column('leaf_index')[0]})"
@@ -353,7 +486,7 @@ def _record_problem(rows: pl.DataFrame, leaves: pl.Series, tier: str) -> str | N
     computed = rows.select(
         "record_id",
         "leaf_index",
-        leaf(record_digest(), pl.col("identity_commitment")).alias("_leaf"),
+        leaf(record_digest(encoding), pl.col("identity_commitment")).alias("_leaf"),
     ).with_columns(pl.Series("_sealed", leaves.gather(idx)))
     bad = computed.filter(pl.col("_leaf") != pl.col("_sealed"))
     if len(bad):
@@ -405,7 +538,9 @@ def verify_summary(report: VerifyReport) -> str:
         lines.append("original_form suite failed: " + ", ".join(report.expectations_failed))
     if report.data_docs:
         lines.append(f"Data Docs: {report.data_docs}")
-    if report.ok:
+    if report.ok and not report.files:
+        lines.append("\nNo file has been ingested yet: only the audit log was verified.")
+    elif report.ok:
         lines.append(
             f"\nVERIFIED: {len(report.files)} files, every record matches its sealed original."
         )

@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from pipeline.commitments import record_leaves, root_from_path
+from pipeline.commitments import encoding_of, record_leaves, root_from_path
 from pipeline.integrity import SealError, verify_pair
 from pipeline.package import PackageError, decrypt_with, load_private_key
 
@@ -44,6 +44,18 @@ class ExportVerdict:
 
 
 def verify_package(blob: bytes, private_pem: bytes, seal_public_pem: bytes) -> ExportVerdict:
+    """Open a package with the recipient's private key and check everything it claims."""
+    try:
+        _, payload = decrypt_with(load_private_key(private_pem), blob)
+    except PackageError as exc:
+        return ExportVerdict(problems=[str(exc)])
+    return verify_payload(payload, seal_public_pem, "the recipient key")
+
+
+def verify_payload(
+    payload: bytes, seal_public_pem: bytes, opened_with: str, files: tuple[str, ...] = FILES
+) -> ExportVerdict:
+    """Check a decrypted package (a tar of `files`): signature, digests, records, proofs."""
     verdict = ExportVerdict()
     try:
         public = serialization.load_pem_public_key(seal_public_pem)
@@ -52,22 +64,17 @@ def verify_package(blob: bytes, private_pem: bytes, seal_public_pem: bytes) -> E
     except ValueError:
         verdict.problems.append("the seal public key is not an Ed25519 public key in PEM")
         return verdict
-    try:
-        _, payload = decrypt_with(load_private_key(private_pem), blob)
-    except PackageError as exc:
-        verdict.problems.append(str(exc))
-        return verdict
-    verdict.checks.append("decrypted and authenticated with the recipient key")
+    verdict.checks.append(f"decrypted and authenticated with {opened_with}")
     try:
         with tarfile.open(fileobj=io.BytesIO(payload)) as archive:
             for member in archive.getmembers():
                 data = archive.extractfile(member)
-                if data is not None and member.name in FILES:
+                if data is not None and member.name in files:
                     verdict.files[member.name] = data.read()
     except tarfile.TarError:
         verdict.problems.append("the decrypted package is not a readable archive")
         return verdict
-    missing = [name for name in FILES if name not in verdict.files]
+    missing = [name for name in files if name not in verdict.files]
     if missing:
         verdict.problems.append(f"the package lacks {', '.join(missing)}")
         return verdict
@@ -113,7 +120,8 @@ def _check_records(verdict: ExportVerdict, public: Ed25519PublicKey) -> None:
         except SealError as exc:
             verdict.problems.append(f"source {sha[:12]}…: {exc}")
     proofs = {(p["source_sha256"], p["leaf_index"]): p for p in manifest["proofs"]}
-    leaves = record_leaves(records).to_list()
+    encodings = {sha: encoding_of(parse) for sha, parse in roots.items()}
+    leaves = record_leaves(records, encodings).to_list()
     keys = records.select("record_id", "source_sha256", "leaf_index").iter_rows()
     for (record_id, sha, index), leaf_hex in zip(keys, leaves, strict=True):
         proof, parse = proofs.pop((sha, index), None), roots.get(sha)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -23,18 +24,29 @@ def read_tier(store: ObjectStore, prefix: str) -> pl.DataFrame:
     return pl.concat(frames, how="vertical") if frames else pl.DataFrame()
 
 
+def as_text(key: str, data: bytes) -> str:
+    """An object's bytes as searchable text: Parquet as its values, anything else decoded."""
+    if key.endswith(".parquet"):
+        table = pl.from_arrow(pq.read_table(io.BytesIO(data)))
+        assert isinstance(table, pl.DataFrame)
+        readable = [c for c, t in table.schema.items() if t != pl.Binary]
+        text = table.select(pl.col(readable).cast(pl.String)).write_csv()
+        return text + "\n" + data.decode("latin-1")
+    return data.decode("latin-1")
+
+
 def all_text_outputs(store: ObjectStore) -> Iterator[tuple[str, str]]:
-    """(key, text) for every object: Parquet as its values, anything else as bytes decoded."""
+    """(key, text) for every current object."""
     for obj in store.list(""):
-        data = store.get_bytes(obj.key)
-        if obj.key.endswith(".parquet"):
-            table = pl.from_arrow(pq.read_table(io.BytesIO(data)))
-            assert isinstance(table, pl.DataFrame)
-            readable = [c for c, t in table.schema.items() if t != pl.Binary]
-            text = table.select(pl.col(readable).cast(pl.String)).write_csv()
-            yield obj.key, text + "\n" + data.decode("latin-1")
-        else:
-            yield obj.key, data.decode("latin-1")
+        yield obj.key, as_text(obj.key, store.get_bytes(obj.key))
+
+
+def all_versions_text(client: Any, bucket: str) -> Iterator[tuple[str, str]]:
+    """(key@version, text) for every version of every object in a bucket, current or not."""
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        for v in page.get("Versions", []):
+            data = client.get_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
+            yield f"{v['Key']}@{v['VersionId']}", as_text(v["Key"], data["Body"].read())
 
 
 def find_identifiers(texts: Iterable[tuple[str, str]], needles: Iterable[str]) -> list[str]:

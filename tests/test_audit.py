@@ -110,3 +110,61 @@ def test_racing_writers_never_overwrite_each_other(tmp_path: Path) -> None:
         t.join()
     assert verify_log(store, ring.public_key()).entries == 12
     assert sorted(e["what"]["n"] for e in read_log(store)) == list(range(12))
+
+
+def test_one_event_is_recorded_once_however_often_it_is_appended(tmp_path: Path) -> None:
+    store, ring = LocalStore(tmp_path / "s"), LocalKeyring(tmp_path / "k")
+    first = append(store, ring.signing_key(), "seal", what={"n": 1}, event="seal:abc")
+    again = append(store, ring.signing_key(), "seal", what={"n": 1}, event="seal:abc")
+    append(store, ring.signing_key(), "seal", what={"n": 2}, event="seal:def")
+    assert again == first
+    assert [e["event"] for e in read_log(store)] == ["seal:abc", "seal:def"]
+    assert audit.find_event(store, "seal:abc") == first
+    assert audit.find_event(store, "seal:xyz") is None
+
+
+def test_two_entries_with_one_event_are_flagged(tmp_path: Path) -> None:
+    store, ring = LocalStore(tmp_path / "s"), LocalKeyring(tmp_path / "k")
+    append(store, ring.signing_key(), "ingest", what={}, event="ingest:abc")
+    append(store, ring.signing_key(), "other", what={}, event="other:1")
+    # A second entry for the same event, chained properly (as an old writer's retry made it).
+    last = json.loads(_path(store, 2).read_text())
+    body = {"seq": 3, "prev": audit.entry_digest(last), "at": "2026-01-01T00:00:00+00:00",
+            "actor": "x", "action": "ingest", "event": "ingest:abc", "what": {}, "why": ""}  # fmt: skip
+    _path(store, 3).write_text(json.dumps(sign(body, ring.signing_key())))
+    verdict = verify_log(store, ring.public_key())
+    assert (verdict.ok, verdict.first_bad) == (False, "audit/000000000003.json")
+    assert "recorded twice" in (verdict.problem or "")
+
+
+def test_racing_writers_of_one_event_write_it_once(tmp_path: Path) -> None:
+    import threading
+
+    store, ring = LocalStore(tmp_path / "s"), LocalKeyring(tmp_path / "k")
+    key = ring.signing_key()
+    threads = [threading.Thread(target=append, args=(store, key, "ingest"), kwargs={"what": {}, "event": "ingest:same"}) for _ in range(8)]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [e["event"] for e in read_log(store)] == ["ingest:same"]
+
+
+@pytest.mark.s3
+def test_a_create_if_absent_write_whose_answer_is_lost_is_not_written_twice(
+    moto_endpoint: str, s3_buckets: tuple[str, str], tmp_path: Path
+) -> None:
+    from pipeline.store import open_store
+    from tests.faultproxy import FaultPlan, FaultProxy, once
+
+    data, _ = s3_buckets
+    ring = LocalKeyring(tmp_path / "k")
+    # The first conditional PUT of an entry reaches S3, its answer is lost; boto3 retries: 412.
+    plan = FaultPlan(rules=[once("PUT", "/audit/", "lost", header="If-None-Match")])
+    with FaultProxy(moto_endpoint, plan) as url:
+        store = open_store(f"s3://{data}/cdr", url)
+        append(store, ring.signing_key(), "seal", what={"n": 1}, event="seal:abc")
+        append(store, ring.signing_key(), "seal", what={"n": 2}, event="seal:def")
+    assert ("PUT", f"/{data}/cdr/audit/000000000001.json", "lost") in plan.seen
+    assert [e["event"] for e in read_log(store)] == ["seal:abc", "seal:def"]
+    assert verify_log(store, ring.public_key()).ok

@@ -34,3 +34,12 @@ def test_identifiers_kept_through_the_last_day_and_gone_on_the_purge_day() -> No
 )
 def test_record_delete_date_is_ten_years_after_the_year_ends(year: int, delete: dt.date) -> None:
     assert record_delete_date(year) == delete
+
+
+@pytest.mark.parametrize("text", ["2026-10-01T99:99garbage", "20261001", "2026-10-01 ", "2026-13-01", "2026-W40"])  # fmt: skip
+def test_request_dates_are_iso_dates_and_nothing_else(text: str) -> None:
+    from pipeline.dates import parse_date
+
+    with pytest.raises(ValueError, match=r"not a date \(YYYY-MM-DD\)$|month must be"):
+        parse_date(text)
+    assert parse_date("2026-10-01") == dt.date(2026, 10, 1)

@@ -306,6 +306,14 @@ REFUSALS = [
     ({"recipient_key": "small-rsa"}, "at least 2048"),
     ({"recipient_key": "dsa"}, "X25519 or RSA only"),
     ({"case": "../../etc"}, "case must be letters"),
+    # Four eyes as one person tried to pass them: invisible or full-width look-alikes.
+    ({"approved_by": "officer.a\u200b"}, "approved_by must be a different person"),
+    ({"approved_by": "officer.a\u200b"}, "approved_by holds control or invisible characters"),
+    ({"approved_by": "\uff4ffficer.a"}, "approved_by must be a different person"),
+    ({"approved_by": " OFFICER.A "}, "approved_by must be a different person"),
+    ({"requested_by": "officer.b\x00"}, "requested_by holds control or invisible characters"),
+    ({"date_from": "2026-10-01T99:99garbage"}, "date_from is not a date"),
+    ({"date_to": "20250430"}, "date_to is not a date"),
 ]
 
 
@@ -357,3 +365,23 @@ def test_cli_export_prints_where_and_how_many(
     assert pk["e164"] not in out
     code = cli(["export", "--request", str(tmp_path / "request.json"), "--approved-by", "a"])
     assert code == 2 and "different person" in capsys.readouterr().err
+
+
+def test_cli_export_with_a_missing_key_file_is_refused_and_audited(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    for key, value in {"CDR_STORE": str(settings.store), "CDR_KEYRING": str(settings.keyring),
+                       "CDR_DATA_DOCS": str(tmp_path / "docs")}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    args = ["export", "--case", "CLI-2", "--authority", "FIA", "--legal-basis", "PECA s.31",
+            "--requested-by", "a", "--approved-by", "b", "--identifier", "+923001234567",
+            "--from", PERIOD[0], "--to", PERIOD[1], "--recipient-key", str(tmp_path / "nope.pem")]  # fmt: skip
+    assert cli(args) == 2
+    assert "recipient_key: the key file cannot be read" in capsys.readouterr().err
+    res = Resources.from_settings(settings)
+    entry = read_log(res.store)[-1]
+    assert entry["action"] == "export_refused"
+    assert entry["what"]["problems"] == ["recipient_key: the key file cannot be read (FileNotFoundError)"]  # fmt: skip
+    assert cli(["export", "--request", str(tmp_path / "missing.json")]) == 2
+    assert "the request file cannot be read" in read_log(res.store)[-1]["what"]["problems"][0]

@@ -354,3 +354,31 @@ def test_cli_reports_bad_arguments_and_missing_files(capsys: pytest.CaptureFixtu
     assert "not a date" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError):
         cli(["ingest", "/nonexistent/file.csv"])
+
+
+@pytest.mark.parametrize("lost", ["seal", "ingest"])
+def test_an_audit_write_lost_in_a_crash_is_written_by_the_rerun(
+    res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lost: str
+) -> None:
+    from pipeline.audit import read_log, verify_log
+
+    g = generate("canonical_csv", tmp_path / "in.csv", 300, start=dt.date(2025, 3, 1))
+    sha = hashlib.sha256(g.path.read_bytes()).hexdigest()
+    real = res.store.put_new
+
+    def dying(key: str, data: bytes) -> bool:
+        committed = res.store.exists(parse_key(sha))
+        if key.startswith("audit/") and committed == (lost == "ingest"):
+            raise OSError("connection lost")
+        return real(key, data)
+
+    monkeypatch.setattr(res.store, "put_new", dying)
+    with pytest.raises(OSError):
+        ingest_file(res, g.path, as_of=AS_OF)
+    monkeypatch.setattr(res.store, "put_new", real)
+    ingest_file(res, g.path, as_of=AS_OF)
+    events = [e["event"] for e in read_log(res.store)]
+    assert events == [f"seal:{sha}", f"ingest:{sha}"]
+    assert verify_log(res.store, res.keyring.public_key()).ok
+    assert ingest_file(res, g.path, as_of=AS_OF).status == "already_ingested"
+    assert [e["event"] for e in read_log(res.store)] == events

@@ -200,3 +200,60 @@ def test_identity_commitments_do_not_link_records_of_the_same_parties(
     for tier in ("silver/", "gold/"):
         commitments = read_tier(res.store, tier).get_column("identity_commitment")
         assert commitments.n_unique() == len(commitments), tier
+
+
+def _flip_in_first_page(store: ObjectStore, key: str) -> None:
+    """Flip one byte inside the first data page of a Parquet object (a damaged disk block)."""
+    data = bytearray(store.get_bytes(key))
+    meta = pq.ParquetFile(io.BytesIO(bytes(data))).metadata
+    column = meta.row_group(0).column(0)
+    data[column.data_page_offset + column.total_compressed_size // 2] ^= 0xFF
+    store.put_bytes(key, bytes(data))
+
+
+def test_a_flipped_byte_in_a_gold_page_is_a_named_failure_and_other_files_are_checked(
+    res: Resources, tmp_path: Path
+) -> None:
+    sha = _ingest(res, tmp_path)
+    g = generate(
+        "messaging_jsonl", tmp_path / "other.jsonl", 300, start=dt.date(2025, 3, 1), months=1
+    )
+    other = ingest_file(res, g.path, as_of=dt.date(2025, 6, 1)).sha256
+    key = _part("gold", "2025-03", sha)
+    _flip_in_first_page(res.store, key)
+    report = _check(res)  # no exception escapes
+    assert not report.ok
+    damaged = next(f for f in report.files if f.sha256 == sha)
+    assert damaged.checks["gold 2025-03"] == "FAIL"
+    assert any(key in p and "cannot be read" in p and "cdr.csv" in p for p in report.problems())
+    assert damaged.checks["gold 2025-04"].startswith("ok")  # the file's other objects too
+    healthy = next(f for f in report.files if f.sha256 == other)
+    assert not healthy.problems and healthy.checks["proofs"] == "ok"
+
+
+def test_a_damaged_parse_entry_is_named_not_raised(res: Resources, tmp_path: Path) -> None:
+    sha = _ingest(res, tmp_path)
+    res.store.put_bytes(f"seals/{sha}.parse.json", b'{"body": {"fi')
+    report = _check(res)
+    assert not report.ok
+    assert any(f"seals/{sha}.parse.json cannot be read" in p for p in report.problems())
+
+
+@pytest.mark.parametrize(
+    "args", [["--file", "nothere"], ["--month", "2026-1"], ["--month", "2031-01"]]
+)
+def test_verify_with_a_filter_matching_nothing_exits_2(
+    res: Resources, tmp_path: Path, local_env: dict[str, str], args: list[str], capsys
+) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.cli import main as cli
+    from pipeline.config import Settings
+
+    ingest_file(
+        Resources.from_settings(Settings.from_env()),
+        generate("canonical_csv", tmp_path / "c.csv", 50, start=dt.date(2025, 3, 1)).path,
+        as_of=dt.date(2025, 6, 1),
+    )
+    assert cli(["verify", *args]) == 2
+    out = capsys.readouterr()
+    assert "VERIFIED" not in out.out and "error:" in out.err
+    assert cli(["verify", "--month", "2025-03"]) == 0

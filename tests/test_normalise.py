@@ -44,7 +44,7 @@ def test_pakistani_number_in_every_form_is_one_e164(written: str) -> None:
         ("011 92 300 1234567", "US", False, "+923001234567", "PK"),
         ("41793026727", None, True, "+41793026727", "CH"),  # messaging API form
         ("+1 416 555 0100", None, False, "+14165550100", "CA"),  # shared +1: phonenumbers decides
-        ("07700 900123", "GB", False, "+447700900123", "GB"),
+        ("07400 123456", "GB", False, "+447400123456", "GB"),
     ],
 )
 def test_national_and_international_forms(
@@ -77,9 +77,11 @@ def test_unparseable_values_are_flagged(written: str) -> None:
     assert normalise([written]).row(0, named=True)["a_bad"] is True
 
 
-def test_national_number_without_region_is_not_guessed() -> None:
-    # "0300-1234567" without a region cannot be placed: flagged, never given a wrong country.
-    row = normalise(["0300-1234567"], region=None).row(0, named=True)
+@pytest.mark.parametrize("written", ["0300-1234567", "917-375-0980", "9173750980"])
+def test_national_number_without_region_is_not_guessed(written: str) -> None:
+    # Without a region these cannot be placed: flagged, never given a wrong country (917-375-0980
+    # is not +91 India's 7375 0980).
+    row = normalise([written], region=None).row(0, named=True)
     assert row["a_bad"] is True
 
 
@@ -101,3 +103,102 @@ def test_shared_calling_codes_are_resolved_per_number_in_one_batch() -> None:
         region=None,
     )  # fmt: skip
     assert out.get_column("a_country").to_list() == ["US", "CA", "JM", "JE", "GB", "KZ", "RU"]
+
+
+# --- country from the whole number -------------------------------------------------------------
+
+import phonenumbers  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _examples() -> list[tuple[str, str]]:
+    """(E.164, region) for the example number of every type of every region in the metadata."""
+    out = set()
+    for region in phonenumbers.SUPPORTED_REGIONS:
+        for kind in phonenumbers.PhoneNumberType.values():
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is not None and phonenumbers.is_valid_number(number):
+                e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+                out.add((e164, phonenumbers.region_code_for_number(number)))
+    return sorted(out)
+
+
+EXAMPLES = _examples()
+
+
+def _poison(e164: str, cut: int) -> str | None:
+    """A number that parses but no region allows: the example cut short (or None if it is not)."""
+    short = e164[: len(e164) - cut]
+    if len(short) < 8:
+        return None
+    return None if phonenumbers.is_valid_number(phonenumbers.parse(short, None)) else short
+
+
+def _countries(values: list[str]) -> pl.DataFrame:
+    return normalise(values, region=None).select("a_value", "a_country", "a_country_invalid")
+
+
+def test_every_example_number_of_every_region_gets_its_region() -> None:
+    assert len({r for _, r in EXAMPLES}) > 230
+    out = _countries([e for e, _ in EXAMPLES])
+    got = dict(zip(out.get_column("a_value"), out.get_column("a_country"), strict=True))
+    wrong = [(e, r, got[e]) for e, r in EXAMPLES if got[e] != r]
+    assert not wrong, wrong[:20]
+    assert not out.get_column("a_country_invalid").any()
+
+
+@pytest.mark.parametrize("region", ["JE", "CA", "YT", "CC", "CX", "BL"])
+def test_a_region_sharing_a_calling_code_is_not_decided_by_a_neighbour(region: str) -> None:
+    """Jersey after an invalid shorter +44 number with the same digits; Canada, Mayotte, Cocos,
+    Christmas Island and St Barthélemy after numbers of the region that shares their code."""
+    mine = [e for e, r in EXAMPLES if r == region]
+    code = phonenumbers.country_code_for_region(region)
+    main = phonenumbers.region_code_for_country_code(code)
+    theirs = [e for e, r in EXAMPLES if r == main][:3]
+    poisons = [p for e in mine for cut in (1, 2, 3) if (p := _poison(e, cut))]
+    assert mine and poisons
+    out = _countries([*poisons, *theirs, *mine])
+    rows = {r["a_value"]: r for r in out.iter_rows(named=True)}
+    assert {e: rows[e]["a_country"] for e in mine} == dict.fromkeys(mine, region)
+    assert {e: rows[e]["a_country"] for e in theirs} == dict.fromkeys(theirs, main)
+    for p in poisons:  # kept as a number, without a country, and flagged
+        assert (rows[p]["a_country"], rows[p]["a_country_invalid"]) == (None, True), p
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from(EXAMPLES), min_size=1, max_size=80, unique=True),
+    st.lists(st.tuples(st.sampled_from(EXAMPLES), st.integers(1, 3)), max_size=40),
+    st.randoms(use_true_random=False),
+)
+def test_country_does_not_depend_on_order_or_on_invalid_numbers_in_the_file(
+    picked: list[tuple[str, str]], poisoned: list[tuple[tuple[str, str], int]], rnd
+) -> None:  # type: ignore[no-untyped-def]
+    poisons = {p for (e, _), cut in poisoned if (p := _poison(e, cut))}
+    values = [e for e, _ in picked] + sorted(poisons)
+    rnd.shuffle(values)
+    out = _countries(values)
+    got = dict(zip(out.get_column("a_value"), out.get_column("a_country"), strict=True))
+    assert {e: got[e] for e, _ in picked} == dict(picked)
+    assert all(got[p] is None for p in poisons)
+
+
+def test_an_invalid_number_is_kept_with_its_token_and_counted(res, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from pipeline.ingest import ingest_file
+    from tests.helpers import read_tier
+
+    path = tmp_path / "calls.csv"
+    path.write_text(
+        "record_id,event_time,channel,direction,origin,destination,status\n"
+        "a1,2025-05-02T10:00:00Z,sms,outbound,InfoSMS,+441534123,DELIVERED\n"
+        "a2,2025-05-02T10:01:00Z,sms,outbound,InfoSMS,+447797712345,DELIVERED\n"
+    )
+    report = ingest_file(res, path, as_of=dt.date(2025, 6, 1))
+    assert (report.gold, report.quarantined, report.invalid_number) == (2, 0, 1)
+    gold = read_tier(res.store, "gold/").sort("record_id")
+    assert gold.get_column("destination_country").to_list() == [None, "JE"]
+    silver = read_tier(res.store, "silver/").sort("record_id")
+    assert silver.get_column("destination").str.starts_with("msisdn.").all()

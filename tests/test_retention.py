@@ -184,7 +184,9 @@ def test_a_replayed_ingest_never_recreates_a_purged_month(res: Resources, tmp_pa
 
 def _snapshot(res: Resources) -> dict[str, object]:
     return {
-        "objects": sorted(o.key for o in res.store.list("") if not o.key.startswith("audit/")),
+        "objects": sorted(
+            o.key for o in res.store.list("") if not o.key.startswith(("audit/", "audit-events/"))
+        ),
         "bronze": sorted(o.key for o in res.bronze.list("bronze/")),
         "keys": res.keyring.data_key_names(),
     }
@@ -217,7 +219,7 @@ def test_crash_in_the_middle_of_a_purge_then_rerun_equals_one_clean_run(
         return real_purge(key)
 
     monkeypatch.setattr(crashed.store, "purge", dying_purge)
-    with pytest.raises(OSError):
+    with pytest.raises(RetentionError, match="OSError: simulated crash"):  # reported, not raised
         retention(crashed, dt.date(2026, 3, 1))
     assert not crashed.keyring.has_data_key("month-2025-01")
     monkeypatch.setattr(crashed.store, "purge", real_purge)
@@ -229,6 +231,13 @@ def test_crash_in_the_middle_of_a_purge_then_rerun_equals_one_clean_run(
         > 0
     )
     assert verify_log(crashed.store, crashed.keyring.public_key()).ok
+    # The resumed run records what the crashed attempt destroyed, once per month.
+    purges = {
+        e["event"]: e["what"] for e in read_log(crashed.store) if e["action"] == "purge_month"
+    }
+    assert sorted(purges) == ["purge-month:2025-01", "purge-month:2025-02"]
+    assert all(what["key_destroyed"] is True for what in purges.values())
+    assert not list(crashed.store.list("retention/attempts/"))
 
 
 def test_verification_fails_loudly_when_something_is_left(res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
@@ -289,3 +298,34 @@ def test_shipped_policy_matches_the_privacy_notice() -> None:
     assert policy.identifier_purge(2025, 3) == dt.date(2026, 4, 1)
     assert policy.record_delete(2025) == dt.date(2036, 1, 1)
     assert json.dumps(policy.reason)
+
+
+@pytest.mark.s3
+def test_on_a_versioned_bucket_no_version_keeps_an_original_or_a_purged_month(
+    s3_env: dict[str, str], s3_buckets: tuple[str, str], moto_endpoint: str, tmp_path: Path
+) -> None:
+    from pipeline.ingest import copy_into_landing, ingest_landing
+    from pipeline.store import s3_client
+    from tests.helpers import all_versions_text
+
+    data, _ = s3_buckets
+    client = s3_client(moto_endpoint)
+    client.put_bucket_versioning(Bucket=data, VersioningConfiguration={"Status": "Enabled"})
+    res = Resources.from_settings(Settings.from_env(s3_env | {"CDR_DEFAULT_REGION": "PK"}))
+    jan = generate("canonical_csv", tmp_path / "jan.csv", 200, seed=3, start=MONTHS[0], months=1)
+    key = copy_into_landing(res.store, jan.path, "operator-a")
+    # What a plain delete left on a versioned bucket before: an original behind a delete marker.
+    old = generate("canonical_csv", tmp_path / "old.csv", 50, seed=4, start=MONTHS[0], months=1)
+    res.store.delete(copy_into_landing(res.store, old.path, "operator-b"))
+
+    ingest_landing(res, key, as_of=INGEST_AS_OF)
+    assert [v for v in res.store.versions("landing/") if v.key == key] == []
+    needles = needles_for(jan.numbers, jan.emails) + needles_for(old.numbers, old.emails)
+    assert find_identifiers(all_versions_text(client, data), needles)  # the leftover, for now
+
+    report = retention(res, dt.date(2026, 2, 1))
+    assert report["verified"] and report["landing_versions_deleted"] == 2  # version + marker
+    assert not find_identifiers(all_versions_text(client, data), needles)
+    assert not list(res.store.versions("silver/cdr/year=2025/month=01/"))
+    assert not list(res.store.versions("vault/year=2025/month=01/"))
+    assert not list(res.store.versions("landing/"))

@@ -200,3 +200,32 @@ def test_large_file_is_streamed_in_batches(tmp_path: Path) -> None:
     assert len(batches) > 5
     lines = pl.concat(batches).get_column("source_line")
     assert lines.to_list() == list(range(1, 2501))
+
+
+def test_an_unknown_channel_is_kept_as_written_lower_cased(res, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`FAX` used to become `other` (messaging) or be refused (canonical): now kept as detail."""
+    import datetime as dt
+
+    from pipeline.ingest import ingest_file
+    from tests.helpers import read_tier
+
+    canonical = tmp_path / "fax.csv"
+    canonical.write_text(
+        "record_id,event_time,channel,direction,origin,destination,status\n"
+        "f1,2025-05-02T10:00:00Z,FAX,Outbound,InfoSMS,+923001234567,DELIVERED\n"
+        "f2,2025-05-02T10:01:00Z,SMS,outbound,InfoSMS,+923001234567,DELIVERED\n"
+    )
+    messaging = tmp_path / "fax.jsonl"
+    messaging.write_text(
+        '{"messageId": "m1", "sentAt": "2025-05-02T10:00:00.000+0000", "channel": "FAX",'
+        ' "from": "InfoSMS", "to": "923001234567", "status": {"groupName": "DELIVERED"}}\n'
+    )
+    for path in (canonical, messaging):
+        report = ingest_file(res, path, as_of=dt.date(2025, 6, 1))
+        assert report.quarantined == 0, report.reasons
+    gold = read_tier(res.store, "gold/").sort("record_id")
+    assert gold.select("record_id", "channel", "channel_detail", "direction").rows() == [
+        ("f1", "other", "fax", "outbound"),
+        ("f2", "sms", None, "outbound"),
+        ("m1", "other", "fax", "outbound"),
+    ]

@@ -74,6 +74,28 @@ def test_plain_bucket_and_folder_report_no_lock(moto_endpoint: str, s3_buckets: 
     assert hold_until(local, "x", dt.date(2030, 1, 1)) is False
 
 
+@pytest.mark.s3
+def test_purge_on_a_versioned_bucket_removes_every_version_but_a_newer_upload(moto_endpoint: str, s3_buckets: tuple[str, str]) -> None:  # fmt: skip
+    data, _ = s3_buckets
+    s3_client(moto_endpoint).put_bucket_versioning(
+        Bucket=data, VersioningConfiguration={"Status": "Enabled"}
+    )
+    store = open_store(f"s3://{data}/p", moto_endpoint)
+    store.put_bytes("landing/a.csv", b"one")
+    store.put_bytes("landing/a.csv", b"two")
+    store.delete("landing/a.csv")  # a plain delete only adds a marker
+    assert len(list(store.versions("landing/a.csv"))) == 3
+    assert store.purge("landing/a.csv") == []
+    assert list(store.versions("landing/")) == []
+
+    store.put_bytes("landing/b.csv", b"ingested")
+    ingested = store.info("landing/b.csv").version  # type: ignore[union-attr]
+    store.put_bytes("landing/b.csv", b"uploaded again meanwhile")
+    store.purge("landing/b.csv", through=ingested)
+    assert [v.latest for v in store.versions("landing/")] == [True]
+    assert store.get_bytes("landing/b.csv") == b"uploaded again meanwhile"
+
+
 def test_a_prefix_ending_inside_a_name_lists_as_on_s3(store: ObjectStore) -> None:
     for key in ("h/records/silver~m=03~a.enc", "h/records/silver~m=04~b.enc", "h/vault/x.enc"):
         store.put_bytes(key, b"1")
@@ -83,3 +105,40 @@ def test_a_prefix_ending_inside_a_name_lists_as_on_s3(store: ObjectStore) -> Non
         "h/records/silver~m=04~b.enc",
     ]
     assert list(store.list("h/nothing-here")) == []
+
+
+def test_store_and_keyring_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    import datetime as dt
+    import os
+    import stat
+
+    from pipeline.config import Settings
+    from pipeline.ingest import ingest_file
+    from pipeline.resources import Resources
+
+    old = os.umask(0)  # the worst case: everything created would be world-writable
+    try:
+        settings = Settings.from_env(
+            {"CDR_STORE": str(tmp_path / "store"), "CDR_KEYRING": str(tmp_path / "keys"),
+             "CDR_DATA_DOCS": str(tmp_path / "docs"), "CDR_DEFAULT_REGION": "PK"}
+        )  # fmt: skip
+        res = Resources.from_settings(settings)
+        src = tmp_path / "cdr.csv"
+        src.write_text(
+            "record_id,event_time,channel,direction,origin,destination\n"
+            "r-1,2025-03-02T10:00:00Z,sms,outbound,InfoSMS,+923339876543\n"
+        )
+        ingest_file(res, src, as_of=dt.date(2025, 6, 1))
+        res.store.put_file("landing/ops/x.csv", src)
+        res.store.download("landing/ops/x.csv", tmp_path / "copy.csv")
+        assert stat.S_IMODE((tmp_path / "copy.csv").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+    for root in (tmp_path / "store", tmp_path / "keys"):
+        modes = {
+            p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode)
+            for p in [root, *root.rglob("*")]
+        }
+        assert len(modes) > 5
+        wrong = {k: oct(m) for k, m in modes.items() if m != (0o700 if (tmp_path / k).is_dir() else 0o600)}  # fmt: skip
+        assert wrong == {}

@@ -16,7 +16,7 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.schema import CHANNELS, PARSED, conform
+from pipeline.schema import PARSED, conform
 from pipeline.sources.base import (
     BOM,
     FileFormatError,
@@ -149,10 +149,8 @@ class MessagingSource(Source):
             pl.col("messageId").alias("record_id"),
             event_time.alias("event_time"),
             end_time.alias("end_time"),
-            pl.when(channel.is_in(CHANNELS))
-            .then(channel)
-            .when(channel.is_not_null())
-            .then(pl.lit("other"))
+            pl.when(channel.is_not_null())
+            .then(channel)  # one outside CHANNELS is kept as channel_detail (pipeline.transform)
             .when(has_at)
             .then(pl.lit("email"))
             .otherwise(pl.lit("sms"))

@@ -1,0 +1,87 @@
+"""The pipeline on S3 as operators run it: versioned, locked, and sometimes failing.
+
+Everything runs against moto's server on 127.0.0.1, some of it through a proxy that answers
+errors, resets connections or loses answers (tests/faultproxy.py); nothing in boto3 is patched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main as cli
+from pipeline.config import Settings
+from pipeline.layout import parse_key
+from pipeline.resources import Resources
+from pipeline.synth import generate
+from tests.faultproxy import FaultPlan, FaultProxy, always
+
+pytestmark = pytest.mark.s3
+RECENT = dt.date(2026, 10, 1)  # recent enough that its lock still holds by the wall clock
+AS_OF = dt.date(2026, 11, 15)
+
+
+def run(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], *args: str) -> int:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return cli(list(args))
+
+
+@pytest.fixture
+def locked_env(s3_env: dict[str, str]) -> dict[str, str]:
+    return s3_env | {"CDR_BRONZE_LOCK": "true", "CDR_DEFAULT_REGION": "PK"}
+
+
+def test_a_lock_configuration_that_cannot_be_read_fails_the_ingest(
+    locked_env: dict[str, str],
+    moto_endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    g = generate("canonical_csv", tmp_path / "in.csv", 200, start=RECENT, months=1)
+    plan = FaultPlan(rules=[always("GET", "object-lock", "500")])
+    with FaultProxy(moto_endpoint, plan) as url:
+        env = locked_env | {"CDR_S3_ENDPOINT_URL": url}
+        assert run(monkeypatch, env, "ingest", "--as-of", f"{AS_OF}", str(g.path)) == 1
+    assert any("FAILED in.csv" in r.message and "Object Lock" in r.message for r in caplog.records)
+    res = Resources.from_settings(Settings.from_env(locked_env))
+    assert not list(res.bronze.list("bronze/"))  # nothing stored unlocked
+    sha = __import__("hashlib").sha256(g.path.read_bytes()).hexdigest()
+    assert not res.store.exists(parse_key(sha))
+    # Once the store answers again, the same file goes in, locked until its policy date.
+    assert run(monkeypatch, locked_env, "ingest", "--as-of", f"{AS_OF}", str(g.path)) == 0
+    [original] = [o.key for o in res.bronze.list("bronze/")]
+    until = res.bronze.lock_until(original)
+    assert until == dt.datetime(2027, 11, 1, tzinfo=dt.UTC)  # purge date of 2026-10
+    assert run(monkeypatch, locked_env, "verify") == 0
+
+
+def test_a_bronze_store_without_lock_is_refused_when_locking_is_required(
+    locked_env: dict[str, str], s3_buckets: tuple[str, str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    data, _ = s3_buckets
+    env = locked_env | {"CDR_BRONZE_STORE": f"s3://{data}/bronze-here"}
+    g = generate("canonical_csv", tmp_path / "in.csv", 100, start=RECENT, months=1)
+    assert run(monkeypatch, env, "ingest", "--as-of", f"{AS_OF}", str(g.path)) == 1
+    assert any("has no Object Lock" in r.message for r in caplog.records)
+
+
+def test_verify_names_an_original_locked_short_of_the_policy(
+    locked_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    g = generate("canonical_csv", tmp_path / "in.csv", 100, start=RECENT, months=1)
+    assert run(monkeypatch, locked_env, "ingest", "--as-of", f"{AS_OF}", str(g.path)) == 0
+    longer = tmp_path / "policy.toml"
+    longer.write_text(
+        '[default]\nidentifier_months = 24\nrecord_years = 10\nreason = "a longer rule"\n'
+    )
+    env = locked_env | {"CDR_RETENTION_POLICY": str(longer)}
+    capsys.readouterr()
+    assert run(monkeypatch, env, "verify") == 1
+    out = capsys.readouterr().out
+    assert "is locked until 2027-11-01, the policy says 2028-11-01" in out
