@@ -16,6 +16,7 @@ from pipeline.cli import main as cli
 from pipeline.config import Settings
 from pipeline.ingest import Resources, copy_into_landing
 from pipeline.integrity import parse_key, read_entry
+from pipeline.quality import Quality
 from tests.helpers import read_tier
 
 FAR_FUTURE = "2040-01-01"
@@ -31,14 +32,27 @@ def run(*args: str) -> int:
 
 
 def smuggled(tmp_path: Path) -> Path:
-    """A file the expectations refuse: a phone number written into the status column."""
+    """A file for the expectations to refuse (see `refusing_gold_suite`)."""
     p = tmp_path / "smuggled.csv"
     p.write_text(
         "record_id,event_time,channel,direction,origin,destination,status\n"
         "s1,2025-05-02T10:00:00Z,sms,outbound,InfoSMS,+923001234567,DELIVERED\n"
-        "s2,2025-05-02T11:00:00Z,sms,outbound,InfoSMS,+923001234568,call me on 0300-7654321\n"
+        "s2,2025-05-02T11:00:00Z,sms,outbound,InfoSMS,+923001234568,DELIVERED\n"
     )
     return p
+
+
+@pytest.fixture
+def refusing_gold_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real suites run, and the gold suite reports one more failed expectation: bad data
+    now leaves row by row, so a refusal is what a stricter suite of the future would do."""
+    real = Quality.validate_parquet
+
+    def validate(self: Quality, suite: str, paths: list[Path], run_name: str) -> list[str]:
+        failed = real(self, suite, paths, run_name)
+        return [*failed, "expect_column_values_to_be_in_set(status)"] if suite == "gold" else failed
+
+    monkeypatch.setattr(Quality, "validate_parquet", validate)
 
 
 def damaged_parquet(tmp_path: Path) -> Path:
@@ -62,7 +76,7 @@ def damaged_parquet(tmp_path: Path) -> Path:
 
 
 def test_refused_and_failed_files_reach_a_signed_state_and_are_purged_on_time(
-    res: Resources, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    res: Resources, tmp_path: Path, capsys: pytest.CaptureFixture[str], refusing_gold_suite: None
 ) -> None:
     files = {"refused": smuggled(tmp_path), "failed": damaged_parquet(tmp_path)}
     shas = {s: hashlib.sha256(p.read_bytes()).hexdigest() for s, p in files.items()}
