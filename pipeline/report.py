@@ -157,6 +157,12 @@ def retention_summary(report: dict[str, Any]) -> str:
         out.append(f"\nEarlier versions deleted in landing/: {report['landing_versions_deleted']}")
     if report.get("uploads_aborted"):
         out.append(f"\nUnfinished multipart uploads aborted: {report['uploads_aborted']}")
+    swept = report.get("swept") or {}
+    if any(swept.values()):
+        out.append(
+            f"\nRemoved what interrupted runs left: {swept.get('temporary_objects', 0)} temporary "
+            f"objects, {swept.get('staging', 0)} staging folders/files"
+        )
     if not report["dry_run"]:
         out.append("\nVerified: nothing identifying is left for the purged months.")
     return "\n".join(out)
