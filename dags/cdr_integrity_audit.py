@@ -46,7 +46,7 @@ def cdr_integrity_audit() -> None:
         from pipeline.verify import VerifyRequest, run_verify, verify_summary
 
         # Deep on what arrived since the last successful run (everything, the first time).
-        request = VerifyRequest(deep=True, deep_since=prev_start_date_success)
+        request = VerifyRequest(deep=True, deep_since=prev_start_date_success or None)
         report = run_verify(task_resources(), request)
         print(verify_summary(report))
         if not report.ok:  # a mismatch does not heal on retry

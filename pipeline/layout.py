@@ -225,30 +225,39 @@ def ingested_files(store: ObjectStore) -> list[tuple[str, dict[str, Any]]]:
     return entries
 
 
-def sealed_files(store: ObjectStore) -> list[dict[str, Any]]:
-    """Every sealed file's parse entry body; a file sealed but never parsed (an ingest
-    interrupted) appears with status `sealed` and its bronze original, so that summaries list
-    it and retention purges it on time like any other."""
-    parsed = {digest: entry["body"] for digest, entry in ingested_files(store)}
-    files = list(parsed.values())
+def unparsed_seals(store: ObjectStore) -> list[str]:
+    """Digests of files sealed but never parsed (an ingest interrupted), from key names alone."""
+    parsed, sealed = set(), set()
     for obj in store.list(SEALS):
-        digest = obj.key[len(SEALS) : -len(".seal.json")] if obj.key.endswith(".seal.json") else ""
-        if not _SHA.match(digest) or digest in parsed:
-            continue
-        seal = json.loads(store.get_bytes(obj.key))["body"]
-        source = seal.get("source") or "unknown"
-        files.append(
-            {
-                "sha256": digest,
-                "status": "sealed",
-                "file": seal.get("file"),
-                "source": source,
-                "arrived_at": seal.get("arrived_at"),
-                "months": [],
-                "outputs": [bronze_key(source, digest)],
-            }
-        )
-    return files
+        name = obj.key[len(SEALS) :]
+        for suffix, found in ((".parse.json", parsed), (".seal.json", sealed)):
+            digest = name.removesuffix(suffix)
+            if name.endswith(suffix) and _SHA.match(digest):
+                found.add(digest)
+    return sorted(sealed - parsed)
+
+
+def unparsed_file(store: ObjectStore, digest: str) -> dict[str, Any]:
+    """What is known of a file sealed but never parsed, shaped like a parse entry's body:
+    status `sealed`, no months, its bronze original as its one output."""
+    seal = json.loads(store.get_bytes(seal_key(digest)))["body"]
+    source = seal.get("source") or "unknown"
+    return {
+        "sha256": digest,
+        "status": "sealed",
+        "file": seal.get("file"),
+        "source": source,
+        "arrived_at": seal.get("arrived_at"),
+        "months": [],
+        "outputs": [bronze_key(source, digest)],
+    }
+
+
+def sealed_files(store: ObjectStore) -> list[dict[str, Any]]:
+    """Every sealed file's parse entry body; a file sealed but never parsed appears with status
+    `sealed` (`unparsed_file`), so that summaries list it and retention purges it on time."""
+    files = [entry["body"] for _, entry in ingested_files(store)]
+    return files + [unparsed_file(store, digest) for digest in unparsed_seals(store)]
 
 
 # --- bronze, tiers, quarantine, proofs -------------------------------------------------------

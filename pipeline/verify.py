@@ -269,12 +269,15 @@ def _differs(kept: pl.DataFrame, original: pl.DataFrame) -> str | None:
 def _unparsed(store: ObjectStore, file: str | None) -> list[FileCheck]:
     """Files sealed without a parse entry (an ingest interrupted): listed, for a rerun."""
     out = []
-    for body in layout.sealed_files(store):
-        if body["status"] != "sealed" or (
-            file and not (body["sha256"].startswith(file) or body.get("file") == file)
-        ):
+    for digest in layout.unparsed_seals(store):
+        try:
+            body = layout.unparsed_file(store, digest)
+        except Exception as exc:  # a damaged seal is this file's finding, not the run's
+            out.append(_damaged(digest, "seal", DamagedObject(layout.seal_key(digest), exc)))
             continue
-        check = FileCheck(body["sha256"], body.get("file") or "?")
+        if file and not (digest.startswith(file) or body.get("file") == file):
+            continue
+        check = FileCheck(digest, body.get("file") or "?")
         check.checks["state"] = "skipped: sealed, not parsed (ingest interrupted: rerun ingest)"
         out.append(check)
     return out

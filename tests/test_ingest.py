@@ -257,7 +257,7 @@ def test_no_identifier_in_any_output_reason_log_or_cli_output(
     assert_no_identifiers(texts, needles)
     reasons = read_tier(store, "quarantine/rows/").get_column("reason").unique().to_list()
     assert all(r.split(":")[0] in {"bad_json", "bad_timestamp", "missing_id", "wrong_column_count",
-               "unparseable_number", "missing_destination"} for r in reasons), reasons  # fmt: skip
+               "unparseable_number", "missing_destination", "duplicate_record_id"} for r in reasons), reasons  # fmt: skip
     assert "records" in out.out and "TOTAL" in out.out
 
 

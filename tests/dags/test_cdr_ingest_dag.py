@@ -132,8 +132,8 @@ def test_dag_runs_against_s3_with_object_lock_on_bronze(
     for obj in objects:
         head = client.head_object(Bucket=bronze, Key=obj["Key"])
         assert head["ObjectLockMode"] == "COMPLIANCE"
-        # April-June 2025 records: identifiers purged on 2026-07-01 at the latest.
-        assert head["ObjectLockRetainUntilDate"].date() == dt.date(2026, 7, 1)
+        # April-June 2025 records: the original holds April's identifiers, purged on 2026-05-01.
+        assert head["ObjectLockRetainUntilDate"].date() == dt.date(2026, 5, 1)
     seals = client.list_objects_v2(Bucket=data, Prefix="cdr/seals/")["Contents"]
     assert len(seals) == 2 * len(keys)
     parse_entries = [
