@@ -52,29 +52,33 @@ def cdr_ingest() -> None:
     @task
     def list_landing() -> list[str]:
         from cdr_airflow.settings import task_resources
-        from pipeline.ingest import list_landing, sweep_leftovers
+        from pipeline.ingest import list_landing_refs, sweep_leftovers
 
         res = task_resources()
         sweep_leftovers(res)  # what killed runs left: partial objects, staging
-        return list_landing(res.store)
+        return list_landing_refs(res.store)
 
     @task(
         outlets=[SILVER, GOLD, VAULT],
-        map_index_template="{{ task.op_kwargs['key'] }}",
+        map_index_template="{{ task.op_kwargs['ref'] }}",
         max_active_tis_per_dag=4,
         pool="cdr_store",  # caps concurrent S3 and KMS work across workers (README)
     )
-    def ingest(key: str, params: dict, logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
+    def ingest(ref: str, params: dict, logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
         from airflow.sdk.observability.stats import Stats
 
         from cdr_airflow.settings import task_resources
-        from pipeline.ingest import ingest_landing
+        from pipeline.ingest import ingest_landing, landing_key_of
         from pipeline.report import ingest_metrics
 
         as_of = (logical_date or dag_run.run_after).date()
         res = task_resources()
         report = ingest_landing(
-            res, key, fmt=params["format"], default_region=params["default_region"], as_of=as_of
+            res,
+            landing_key_of(res.store, ref),
+            fmt=params["format"],
+            default_region=params["default_region"],
+            as_of=as_of,
         ).to_dict()
         for name, value in ingest_metrics(report).items():
             Stats.incr(name, value)
@@ -87,7 +91,7 @@ def cdr_ingest() -> None:
         print(run_summary(reports))
         return totals(reports)
 
-    summarise(ingest.expand(key=list_landing()))
+    summarise(ingest.expand(ref=list_landing()))
 
 
 cdr_ingest()

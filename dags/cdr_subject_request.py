@@ -25,7 +25,8 @@ the run's parameters, XCom or logs.
 - **restriction**: the person's records leave every export but a law-enforcement order.
 
 **Writes** `requests/<case>/response.json` and `response.txt`, and one audit entry (case,
-type, counts, outcome; never an identifier). Not retried: rerun once the cause is fixed.
+type, counts, outcome; never an identifier). The task is not retried (a retry would build a
+second package): rerun it once the cause is fixed.
 """
 
 

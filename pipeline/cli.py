@@ -187,19 +187,21 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 def demo_landing(records: int, today: dt.date, settings: Settings) -> list[str]:
     """Drop generated files of every format into landing/, as source systems would."""
     from pipeline.ingest import copy_into_landing
+    from pipeline.policy import load_policy
     from pipeline.synth import generate
 
     store = _store(settings)
     y, m = add_months(today.year, today.month, -2)
     recent = dt.date(y, m, 1)
-    late_y, late_m = add_months(today.year, today.month, -15)
+    late = load_policy(settings.retention_policy or None).identifier_months + 3
+    late_y, late_m = add_months(today.year, today.month, -late)
     plan = [
         ("canonical_csv", "operator-a", "cdr-export.csv", records // 2, recent, 3),
         ("messaging_jsonl", "messaging", "message-logs.jsonl", records // 4, recent, 3),
         ("messaging_json", "messaging", "delivery-reports.json", max(records // 20, 50), recent, 3),
         ("asterisk", "pbx-karachi", "Master.csv", records // 10, recent, 3),
         ("freeswitch", "pbx-lahore", "cdr.csv", records // 10, recent, 3),
-        # A late arrival: its month is already past the 12-month purge date, so gold only.
+        # A late arrival: its month is already past the policy's purge date, so gold only.
         ("canonical_csv", "operator-a", "late-2025.csv", max(records // 20, 50), dt.date(late_y, late_m, 1), 1),
     ]  # fmt: skip
     keys = []
@@ -228,12 +230,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return code
 
 
-def _docs(settings: Settings) -> Path | None:
+def _docs(settings: Settings) -> str | None:
     """The Data Docs index, if validations have built it."""
     from pipeline.quality import Quality
 
-    index = Quality(Path(settings.data_docs)).docs_index()
-    return index if index.exists() else None
+    quality = Quality(settings.data_docs, settings.s3_endpoint_url, settings.aws())
+    return quality.docs_index() if quality.has_docs() else None
 
 
 def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:

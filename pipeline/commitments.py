@@ -23,7 +23,11 @@ decimal, timestamps as integer microseconds since the Unix epoch (UTC).
 
 The encoding is versioned; the parse entry states the one its file was committed with
 (`commitment_encoding`; absent means 1), and verifiers support every version:
-- 2 (current): floats as the decimal signed 64-bit integer whose bits are the value's IEEE-754
+- 3 (current): as 2, and it covers `origin_domain` and `destination_domain` (after
+  `destination_country`), the routing value gold keeps for an e-mail or SIP party, so a domain
+  can be shown to be the sealed one after the identifiers (and the key of the identity
+  commitment) are gone.
+- 2: floats as the decimal signed 64-bit integer whose bits are the value's IEEE-754
   binary64 form (`struct.unpack(">q", struct.pack(">d", x))[0]`); `source` and `source_file`
   are not covered, so a record's leaf does not depend on the name or folder the bytes arrived
   under (both stay in the signed seal entry, and `source_sha256` ties the record to the bytes);
@@ -41,11 +45,11 @@ import numpy as np
 import polars as pl
 import polars_hash  # noqa: F401  (registers the .chash namespace)
 
-from pipeline.schema import CANONICAL, RETAINED
+from pipeline.schema import CANONICAL, DERIVED_DOMAINS, RETAINED
 
 #: the encoding new files are committed with
-ENCODING = 2
-ENCODINGS = (1, 2)
+ENCODING = 3
+ENCODINGS = (1, 2, 3)
 #: fields set by the name and folder a file arrived under: in the seal, not in the leaf (v2)
 NAME_FIELDS = ("source", "source_file")
 
@@ -54,8 +58,10 @@ def retained_fields(version: int = ENCODING) -> list[str]:
     """The fields a record's digest covers, in order, under an encoding version."""
     if version not in ENCODINGS:
         raise ValueError(f"unknown commitment encoding {version!r}")
-    if version == 1:  # before `channel_detail` existed
-        return [f for f in RETAINED if f != "channel_detail"]
+    if version == 1:  # before `channel_detail` and the domains existed
+        return [f for f in RETAINED if f not in ("channel_detail", *DERIVED_DOMAINS)]
+    if version == 2:  # before the domains existed
+        return [f for f in RETAINED if f not in (*NAME_FIELDS, *DERIVED_DOMAINS)]
     return [f for f in RETAINED if f not in NAME_FIELDS]
 
 
@@ -113,11 +119,15 @@ def record_leaves(records: pl.DataFrame, encodings: dict[str, int] | None = None
     """Each record's Merkle leaf, recomputed from its retained fields and identity commitment,
     under the encoding its source file was committed with (`encodings`: SHA-256 → version;
     the current one where not given)."""
-    version = pl.col("source_sha256").replace_strict(encodings or {}, default=ENCODING)
+    encodings = encodings or {}
+    version = pl.col("source_sha256").replace_strict(encodings, default=ENCODING)
+    shas = records.get_column("source_sha256").unique().to_list()
+    used = sorted({encodings.get(sha, ENCODING) for sha in shas}) or [ENCODING]
+    # Only the versions present: records of older files may lack fields a later one covers.
     return records.select(
         pl.coalesce(
             pl.when(version == v).then(leaf(record_digest(v), pl.col("identity_commitment")))
-            for v in ENCODINGS
+            for v in used
         )
     ).to_series()
 

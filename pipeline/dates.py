@@ -1,17 +1,15 @@
-"""Retention dates, exact to the day, in UTC, from the month and year of the communication.
+"""Retention date arithmetic, exact to the day, in UTC, from the month and year of the
+communication.
 
-Identifiers are deleted 12 months after the end of the month in which the communication took
-place; the non-identifying record 10 years after the end of its year (POLICY.md, "Retention").
-A message of 2025-03-15 loses its identifiers on 2026-04-01 and is deleted on 2036-01-01.
+The periods themselves come from the retention policy alone (`pipeline.policy`, loaded once into
+the run's resources): with the shipped policy a message of 2025-03-15 loses its identifiers on
+2026-04-01 (12 months after March ends) and is deleted on 2036-01-01 (10 years after 2025 ends).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-
-IDENTIFIER_MONTHS = 12
-RECORD_YEARS = 10
 
 
 def add_months(year: int, month: int, months: int) -> tuple[int, int]:
@@ -20,23 +18,16 @@ def add_months(year: int, month: int, months: int) -> tuple[int, int]:
     return index // 12, index % 12 + 1
 
 
-def identifier_purge_date(year: int, month: int, months: int = IDENTIFIER_MONTHS) -> dt.date:
-    """First day on which a month's identifiers must be gone.
-
-    The month ends at the start of the next month; `months` later is the purge day.
-    """
+def identifier_purge_date(year: int, month: int, months: int) -> dt.date:
+    """First day on which a month's identifiers must be gone, `months` after the month ends
+    (it ends at the start of the next month)."""
     y, m = add_months(year, month, 1 + months)
     return dt.date(y, m, 1)
 
 
-def record_delete_date(year: int, years: int = RECORD_YEARS) -> dt.date:
-    """First day on which a year's non-identifying records must be gone."""
+def record_delete_date(year: int, years: int) -> dt.date:
+    """First day on which a year's non-identifying records must be gone, `years` after it ends."""
     return dt.date(year + 1 + years, 1, 1)
-
-
-def identifiers_expired(year: int, month: int, as_of: dt.date) -> bool:
-    """Whether a month is already past its identifier purge date on `as_of`."""
-    return as_of >= identifier_purge_date(year, month)
 
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")

@@ -6,7 +6,8 @@ policy) end users' countries; criteria given together must all match. Before a m
 identifiers are purged, the records a hold covers are copied to `holds/<case>/` with their vault
 entries, each file encrypted under the hold's own data key (`hold-<case>`), as the Korean addendum
 asks of personal data kept by legal obligation. A released or expired hold is purged at the next
-retention run: its objects deleted and its key destroyed.
+retention run: its objects deleted, its key destroyed, and its record (`holds/<case>/hold.json`)
+rewritten without tokens: it keeps the case, reason, dates and how many identifiers it covered.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class Hold:
     statutory: bool = False
     released_at: str | None = None
     released_by: str | None = None
+    #: how many identifiers the hold covered, kept once its tokens are forgotten (`forget`)
+    identifier_count: int | None = None
+    #: when its copies were purged and its tokens forgotten
+    purged_at: str | None = None
 
     def active(self, as_of: dt.date) -> bool:
         if self.released_at:
@@ -92,11 +97,19 @@ class Hold:
             expr = expr & c
         return expr.fill_null(False)
 
+    def identifiers(self) -> int:
+        """How many identifiers the hold covers (or covered, once forgotten)."""
+        return len(self.tokens) if self.identifier_count is None else self.identifier_count
+
     def public(self) -> dict[str, Any]:
         """What may be shown in logs and the audit log: counts of tokens, never the tokens."""
         out = asdict(self)
-        out["tokens"] = len(self.tokens)
+        out["tokens"] = self.identifiers()
         return out
+
+    def remembers_anyone(self) -> bool:
+        """Whether the record still holds a token (a hold not yet forgotten)."""
+        return bool(self.tokens)
 
 
 def save(store: ObjectStore, hold: Hold) -> None:
@@ -211,15 +224,37 @@ def read_held(store: ObjectStore, keyring: LocalKeyring, case: str, kind: str) -
     return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
 
-def purge_hold(store: ObjectStore, keyring: LocalKeyring, case: str) -> tuple[int, list[str]]:
-    """Delete a hold's copied records and destroy its key; (objects deleted, what is left)."""
+def purge_hold(
+    store: ObjectStore, keyring: LocalKeyring, case: str, at: dt.date
+) -> tuple[int, list[str]]:
+    """Delete a hold's copied records, destroy its key and forget whom it covered;
+    (objects deleted, what is left). Each step is idempotent, so a rerun finishes a crashed one."""
     deleted, left = 0, []
     for kind in ("records", "vault"):
         for obj in list(store.list(layout.hold_data_prefix(case, kind))):
             left += store.purge(obj.key)
             deleted += 1
     keyring.destroy_data_key(layout.hold_key_name(case))
+    forget(store, case, at)
     return deleted, left
+
+
+def forget(store: ObjectStore, case: str, at: dt.date) -> Hold | None:
+    """Rewrite an ended hold's record without its tokens (the count, case, dates and reason
+    stay; the audit log keeps the history), and delete its earlier versions, which hold them."""
+    hold = load(store, case)
+    if hold is None or hold.active(at):
+        return hold
+    if hold.remembers_anyone() or hold.purged_at is None:
+        hold.identifier_count = hold.identifiers()
+        hold.tokens = []
+        hold.purged_at = hold.purged_at or at.isoformat()
+        save(store, hold)
+    key = layout.hold_record_key(case)
+    for v in list(store.versions(key)):
+        if v.key == key and (not v.latest or v.delete_marker):
+            store.delete_version(key, v.version)
+    return hold
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ import logging
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from queue import Full, Queue
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline import __version__, audit, layout, quality, staging
 from pipeline.bronze import LockError, hold_until, lock_date, require_lock, store_original
@@ -40,7 +42,6 @@ from pipeline.lookup import default_region as resolve_region
 from pipeline.normalise import CountryResolver
 from pipeline.redelivery import PriorIds, index_parts, index_rows
 from pipeline.resources import Resources
-from pipeline.schema import VAULT_ENTRY
 from pipeline.sources import FileFormatError, ParseOptions, Source, detect
 from pipeline.store import LocalStore, ObjectStore, store_errors
 from pipeline.tiers import TierWriter
@@ -48,6 +49,8 @@ from pipeline.transform import FileContext, transform
 
 log = logging.getLogger("pipeline.ingest")
 T = TypeVar("T")
+#: How long an ingest's lease lasts: longer than the longest ingest, so only a dead run's lapses.
+LEASE_SECONDS = 6 * 3600
 
 
 class IngestError(PipelineError):
@@ -72,7 +75,7 @@ class FileReport:
 
     file: str
     sha256: str
-    status: str  # one of TERMINAL, or already_ingested
+    status: str  # one of TERMINAL, already_ingested, or in_progress (another run has it)
     source: str
     format: str | None = None
     records: int = 0
@@ -142,6 +145,20 @@ def list_landing(store: ObjectStore) -> list[str]:
     )
 
 
+def list_landing_refs(store: ObjectStore) -> list[str]:
+    """The files waiting in landing/, as `layout.landing_ref` names them (safe for XCom)."""
+    return [layout.landing_ref(key) for key in list_landing(store)]
+
+
+def landing_key_of(store: ObjectStore, ref: str) -> str:
+    """The landing object a reference names (a scan of landing/: the key itself may hold an
+    identifier, so it never travels through the orchestrator)."""
+    for key in list_landing(store):
+        if layout.landing_ref(key) == ref:
+            return key
+    raise IngestError(f"{ref} is not in landing/ (already ingested by another run?)")
+
+
 def ingest_landing(
     res: Resources,
     key: str,
@@ -177,6 +194,8 @@ def ingest_landing(
             if exc.terminal:  # refused or failed for good: the original is in bronze
                 res.store.purge(key, through=info.version)
             raise
+    if report.status == "in_progress":
+        return report  # the run holding the lease removes it from landing
     # Every version of the landing object goes (a plain delete on a versioned bucket would
     # leave the original behind a delete marker); a newer upload under the same name stays.
     res.store.purge(key, through=info.version)
@@ -213,7 +232,69 @@ def ingest_file(
     existing = read_entry(res.store, layout.parse_key(sha256))
     if existing is not None and existing["body"].get("status") != "failed":
         return _already_ingested(res, name, sha256, existing)
+    with lease(res.store, sha256) as held:
+        if not held:
+            log.warning("%s (sha256 %s…) is being ingested by another run", name, sha256[:12])
+            return FileReport(name, sha256, "in_progress", source or "", fmt)
+        # The other run may have committed between our first look and the lease.
+        existing = read_entry(res.store, layout.parse_key(sha256))
+        if existing is not None and existing["body"].get("status") != "failed":
+            return _already_ingested(res, name, sha256, existing)
+        return _ingest_leased(
+            res, path, name, sha256, size, source, arrived_at, fmt, region, as_of, progress
+        )
 
+
+@contextmanager
+def lease(store: ObjectStore, sha256: str, seconds: int = LEASE_SECONDS) -> Iterator[bool]:
+    """One ingest per digest at a time: a create-if-absent lease naming its owner and expiry.
+
+    Yields False while another run's lease is live; a lease that expired, or whose process on
+    this host is gone (`kill -9`), is taken over. Two names for the same bytes, or two hosts given one file, cannot both publish."""
+    key = layout.lease_key(sha256)
+    owner = f"{audit.actor()}/{staging.owner_tag()}{uuid.uuid4().hex}"
+    now = dt.datetime.now(dt.UTC)
+    mine = {"owner": owner, "expires": (now + dt.timedelta(seconds=seconds)).isoformat()}
+    data = json.dumps(mine).encode()
+    held = store.put_new(key, data) or _lease_owner(store, key) == owner
+    if not held:
+        current = read_entry(store, key)
+        if (
+            current is None
+            or dt.datetime.fromisoformat(current["expires"]) <= now
+            or staging.dead_here(str(current.get("owner", "")).rpartition("/")[2])
+        ):
+            log.warning("taking over the ingest lease of a run that is gone on %s…", sha256[:12])
+            store.purge(key)
+            held = store.put_new(key, data) or _lease_owner(store, key) == owner
+    try:
+        yield held
+    finally:
+        if held and _lease_owner(store, key) == owner:
+            store.purge(key)
+
+
+def _lease_owner(store: ObjectStore, key: str) -> str | None:
+    """Who holds a lease (a write whose answer was lost is still ours)."""
+    current = read_entry(store, key)
+    return None if current is None else str(current.get("owner"))
+
+
+def _ingest_leased(
+    res: Resources,
+    path: Path,
+    name: str,
+    sha256: str,
+    size: int,
+    source: str | None,
+    arrived_at: dt.datetime | None,
+    fmt: str | None,
+    region: str | None,
+    as_of: dt.date,
+    progress: Callable[[int], None] | None,
+) -> FileReport:
+    """Seal, store, parse, publish and commit a file this run holds the lease on."""
+    settings = res.settings
     if settings.bronze_lock:
         _locked(lambda: require_lock(res.bronze))
     try:
@@ -390,33 +471,58 @@ def prefetch(batches: Iterator[T], depth: int = 1) -> Iterator[T]:
         worker.join(timeout=5)
 
 
-def _validate(res: Resources, writer: TierWriter, name: str, sha256: str) -> dict[str, list[str]]:
-    """Run the silver and gold suites on the staged parts: the failed expectations by suite.
+#: the suite that judges each tier's batches, and the column naming a failing row
+SUITES = {"silver": "silver", "gold": "gold", "vault": "silver_identifiers"}
+INDEX = {"silver": quality.INDEX_COLUMN, "gold": quality.INDEX_COLUMN, "silver_identifiers": None}
 
-    The identifiers half of the silver suite (E.164 before tokenising) runs on the staged vault,
-    decrypted in memory a chunk at a time.
+
+def _suite_tallies(res: Resources) -> dict[str, quality.SuiteTally]:
+    """One evaluation per suite for this file (an unsupported suite is refused here)."""
+    return {suite: res.quality.tally(suite, INDEX[suite]) for suite in SUITES.values()}
+
+
+def _gx_frame(writer: TierWriter, suite: str) -> Any:
+    """A small file's staged tier as GX's engine reads it (the vault decrypted in memory)."""
+    if suite == "silver_identifiers":
+        tables = list(writer.vault_entries(quality.GX_ROWS))
+    else:
+        parts = [p for k, p in sorted(writer.staged().items()) if k.startswith(f"{suite}/")]
+        tables = [pq.read_table(p) for p in parts]
+    return pa.concat_tables(tables).to_pandas()
+
+
+def _validate(
+    res: Resources,
+    writer: TierWriter,
+    tallies: dict[str, quality.SuiteTally],
+    records: int,
+    name: str,
+    sha256: str,
+) -> dict[str, list[str]]:
+    """Record each suite's verdict on the whole file: the failed expectations by suite.
+
+    Every row was evaluated in the batch loop (`tallies`). A file of up to `quality.GX_ROWS`
+    records is validated by GX's own engine as well, whose result is recorded, and the two
+    verdicts must agree (success and counts of every expectation) or the file is refused.
 
     Nothing has been published yet, so a refused file leaves silver and gold unchanged; it is
     recorded as `refused` with the failing expectations named (never the values that failed).
     """
+    writer.staged()
     failed: dict[str, list[str]] = {}
-    staged = writer.staged()
     run_name = f"{name}-{sha256[:16]}"
-    identifiers = res.quality.run("silver_identifiers", list(VAULT_ENTRY))
-    for entries in writer.vault_entries(quality.CHUNK_ROWS):
-        identifiers.add(entries)
-    if problems := identifiers.finish(run_name):
-        failed["silver_identifiers"] = problems
-
-    def check(suite: str) -> list[str]:
-        parts = [path for key, path in sorted(staged.items()) if key.startswith(f"{suite}/")]
-        return res.quality.validate_parquet(suite, parts, run_name) if parts else []
-
-    # Silver and gold are checked side by side: the expectations' work (Arrow compute,
-    # Parquet decoding) releases the GIL, and nothing else runs at this point.
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="quality") as pool:
-        verdicts = dict(zip(("silver", "gold"), pool.map(check, ("silver", "gold")), strict=True))
-    failed.update({suite: problems for suite, problems in verdicts.items() if problems})
+    for suite, tally in tallies.items():
+        if not tally.rows:
+            continue
+        ours = res.quality.suite_result(tally)
+        result = ours
+        if records <= quality.GX_ROWS:
+            result = res.quality.gx_validate(suite, _gx_frame(writer, suite), INDEX[suite])
+            if differ := quality.disagreements(ours, result):
+                failed[f"{suite} (evaluator and GX disagree)"] = differ
+        res.quality.record(result, run_name)
+        if problems := quality.failures(result.results):
+            failed[suite] = problems
     docs = res.quality.docs_index()
     if not failed:
         log.info("%s passed the silver and gold suites (Data Docs: %s)", name, docs)
@@ -470,6 +576,7 @@ def _parse_into_tiers(
         derived_ids=parser.derived_ids,
         token_key=res.keyring.token_key(TOKEN_KEY_VERSION),
         token_version=TOKEN_KEY_VERSION,
+        identifier_purge=res.policy.identifier_purge,
         purged_months=frozenset(layout.purged_months(res.store)),
         commit_key=file_key,
         suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),
@@ -477,12 +584,21 @@ def _parse_into_tiers(
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     resolver = CountryResolver()
+    tallies = _suite_tallies(res)
+    validating = [0.0]
+
+    def check(tier: str, frame: pl.DataFrame) -> None:
+        began = time.perf_counter()
+        tallies[SUITES[tier]].add(frame)
+        validating[0] += time.perf_counter() - began
+
     writer = TierWriter(
         sha256,
         lambda y, m: res.keyring.data_key(layout.month_key_name((y, m))),
         file_key,
         source,
         name,
+        check,
     )
     seen_ids = Fingerprints()
     prior = PriorIds(res.store, source, sha256)
@@ -526,8 +642,9 @@ def _parse_into_tiers(
         del seen_ids, prior
         pa.default_memory_pool().release_unused()
         started = time.perf_counter()
-        report.refused = _validate(res, writer, name, sha256)
-        timings["validate_s"] = time.perf_counter() - started
+        report.refused = _validate(res, writer, tallies, report.records, name, sha256)
+        # Batch evaluation runs on the writer threads (summed over both), plus the verdict.
+        timings["validate_s"] = validating[0] + time.perf_counter() - started
         if report.refused:
             listing = "; ".join(f"{k}: {', '.join(v)}" for k, v in report.refused.items())
             report.status, report.reason = "refused", "expectations_failed"

@@ -21,6 +21,7 @@ requests/<case>/request.enc, status.json, response.json, response.txt, package-<
 requests/_suppressed/<case>.json, requests/_restricted/<case>.json   tokens, never identifiers
 audit/<seq>.json                              the hash-chained audit log
 audit-events/<sha256 of event>.json           where to look for an event's entry
+leases/<sha256>.json                          the run ingesting a file: owner and expiry
 retention/purged/<YYYY-MM>.json, retention/last_success.json
 retention/attempts/<key name>.json            a purge begun and not yet recorded
 ```
@@ -61,6 +62,7 @@ REQUESTS = "requests/"
 SUPPRESSED = "requests/_suppressed/"
 RESTRICTED = "requests/_restricted/"
 AUDIT_EVENTS = "audit-events/"
+LEASES = "leases/"
 PURGED = "retention/purged/"
 PURGE_ATTEMPTS = "retention/attempts/"
 RETENTION_SUCCESS = "retention/last_success.json"
@@ -188,6 +190,13 @@ def path_segment(value: str) -> str:
 # --- landing and seals ---------------------------------------------------------------------
 def landing_key(source_name: str, name: str) -> str:
     return f"{LANDING}{source(source_name)}/{path_segment(name)}"
+
+
+def landing_ref(key: str) -> str:
+    """How a landing object is named in task parameters, XCom and Airflow's UI: its key, with
+    each folder or file name that could hold an identifier replaced by `file_label`'s digest."""
+    parts = PurePosixPath(key).parts[1:] if key.startswith(LANDING) else PurePosixPath(key).parts
+    return LANDING + "/".join(file_label(part) for part in parts)
 
 
 def source_of_landing_key(key: str) -> str | None:
@@ -440,6 +449,13 @@ def listed_tokens(store: ObjectStore, kind: str) -> set[str]:
     return out
 
 
+def holds_request_identifiers(key: str) -> bool:
+    """A request's objects that hold the person's identifiers (encrypted): the request record,
+    its packages and erasure's staging; not its status or response."""
+    name = key.rsplit("/", 1)[-1]
+    return name == "request.enc" or name.startswith("package-") or "/staging/" in key
+
+
 def request_key_name(case_ref: str) -> str:
     """The data key of a subject request, named by a digest of the case (see `hold_key_name`)."""
     digest = hashlib.sha256(case(case_ref).encode()).hexdigest()[:40]
@@ -454,6 +470,11 @@ def audit_seq(key: str) -> int | None:
     """The sequence number an audit entry's key names, or None for any other key."""
     name = key[len(AUDIT) :] if key.startswith(AUDIT) else ""
     return int(name[:-5]) if name.endswith(".json") and name[:-5].isdigit() else None
+
+
+def lease_key(digest: str) -> str:
+    """The lease a run holds while it ingests a file."""
+    return f"{LEASES}{sha(digest)}.json"
 
 
 def audit_event_key(event: str) -> str:

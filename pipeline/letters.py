@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from pipeline.normalise import PERSONAL_KINDS
+from pipeline.normalise import PERSONAL_KINDS, routing_domain
 
 if TYPE_CHECKING:
     from pipeline.subject import Answer
@@ -54,7 +54,11 @@ _KIND = {
 
 
 def _counterparty(
-    kind: str | None, value: str | None, country: str | None, network: str | None
+    kind: str | None,
+    value: str | None,
+    country: str | None,
+    network: str | None,
+    domain: str | None,
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"counterparty_kind": _KIND.get(kind or "unknown", "withheld")}
     if kind in ("alphanumeric", "shortcode"):
@@ -62,9 +66,17 @@ def _counterparty(
     elif kind == "msisdn":
         out |= {"counterparty_country": country, "counterparty_network": network}
     elif kind in PERSONAL_KINDS:
-        domain = value.rsplit("@", 1)[-1] if value and "@" in value else None
         out |= {"counterparty_domain": domain, "counterparty_country": country}
     return out
+
+
+def _domain(records: pl.DataFrame, side: str) -> pl.Expr:
+    """The party's domain as gold keeps it; from the address for a record held before gold had
+    the column."""
+    derived = routing_domain(pl.col(f"{side}_kind"), pl.col(f"{side}_identifier"))
+    if f"{side}_domain" not in records.columns:
+        return derived
+    return pl.coalesce(pl.col(f"{side}_domain"), derived)
 
 
 def access_rows(records: pl.DataFrame, person: dict[str, str]) -> list[dict[str, Any]]:
@@ -73,6 +85,7 @@ def access_rows(records: pl.DataFrame, person: dict[str, str]) -> list[dict[str,
     frame = records.with_columns(
         pl.col("event_time").dt.strftime(iso).alias("_t"),
         pl.col("end_time").dt.strftime(iso).alias("_e"),
+        *(_domain(records, side).alias(f"_{side}_domain") for side in ("origin", "destination")),
     )
     rows = []
     for r in frame.iter_rows(named=True):
@@ -97,6 +110,7 @@ def access_rows(records: pl.DataFrame, person: dict[str, str]) -> list[dict[str,
                 r[f"{other}_identifier"],
                 r[f"{other}_country"],
                 r[f"{other}_network"],
+                r[f"_{other}_domain"],
             )
         row |= {
             "business_customer": r["customer_id"],

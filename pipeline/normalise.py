@@ -26,6 +26,10 @@ PERSONAL_KINDS = ("msisdn", "email", "sip")
 KINDS = ("msisdn", "email", "sip", "alphanumeric", "shortcode", "unknown")
 E164 = r"^\+[1-9]\d{6,14}$"
 EMAIL = r"^[a-z0-9!#$%&'*+/=?^_`{|}~.-]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$"
+#: a domain name as gold keeps it (the domain part of `EMAIL`); an IPv4 literal, though it
+#: matches, is not kept: a SIP host given as an address may be the end user's own device
+DOMAIN = r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)+$"
+IPV4 = r"^[0-9.]+$"
 WITHHELD = ["", "anonymous", "unknown", "restricted", "private", "withheld", "unavailable"]
 NANP = "1"
 #: A value with this many digits is possibly a number: a number if it parses as one, else
@@ -62,6 +66,22 @@ def calling_codes() -> tuple[dict[str, str], frozenset[str]]:
         if len(regions) > 1:
             shared.add(str(cc))
     return main, frozenset(shared)
+
+
+def routing_domain(kind: pl.Expr, value: pl.Expr) -> pl.Expr:
+    """The domain of an e-mail or SIP party, from its normalised address: the part after the
+    last `@`, lower-cased, without a `:port`; never the local part. Null for other kinds, for a
+    SIP user without a host, and for a host that is not a domain name (an IP address)."""
+    host = value.str.extract(r"@([^@]*)$", 1).str.replace(r":\d+$", "").str.to_lowercase()
+    return (
+        pl.when(
+            kind.is_in(["email", "sip"])
+            & host.str.contains(DOMAIN).fill_null(False)
+            & ~host.str.contains(IPV4).fill_null(False)
+        )
+        .then(host)
+        .otherwise(None)
+    )
 
 
 def _e164(digits: pl.Expr, plus: pl.Expr, reg: Region | None, international: bool) -> pl.Expr:

@@ -1,76 +1,73 @@
-"""Great Expectations suites on every batch, before anything is published.
+"""Great Expectations suites on every row, before anything is published; Data Docs in one place.
 
 The suites are JSON files in `expectations/` (`silver`, `silver_identifiers`, `gold`,
-`original_form`), loaded as they are, so a reviewer reads the rules where they live. GX has no
-polars engine: data is handed over as Arrow-backed pandas frames, a small file whole, a large one
-in chunks of `CHUNK_ROWS` rows of only the columns each group of expectations reads (`plan`), so
-memory stays bounded whatever the file size. Results keep counts but no failing values
-(`partial_unexpected_count` 0): a failed expectation is named, never the values that failed it,
-so neither logs nor Data Docs can echo an identifier. Data Docs (HTML) are built in
-`CDR_DATA_DOCS` (default `var/data_docs`).
+`original_form`), loaded as they are, so a reviewer reads the rules where they live.
+
+Who evaluates them:
+- a file of more than `GX_ROWS` rows is evaluated by polars in the ingest's batch loop
+  (`pipeline.expectations_engine`: the same result fields as GX, merged over the batches);
+- a file of up to `GX_ROWS` rows, and every frame handed to `validate_frame`, is validated by
+  GX's own pandas engine; for an ingested file the evaluator's verdict is then compared with GX's
+  (success and counts of every expectation) and a disagreement refuses the file.
+
+Either way the result is a GX `ExpectationSuiteValidationResult`, stored through GX's validation
+results store and rendered by GX into Data Docs. Each `Quality` has its own in-memory GX context
+(nothing shared in memory or on disk but the results and the site), so parallel runs on one host
+or on many workers never see each other's suites; all of them write to one site: a folder
+(`CDR_DATA_DOCS`, default `var/data_docs`) or, in production, the object store
+(`CDR_DATA_DOCS=s3://bucket/data_docs`). Results name failing rows by `record_id` only, never
+by value, so neither logs nor Data Docs can echo an identifier.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import logging
 import os
-import re
 import threading
-import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import polars as pl
+
+from pipeline.expectations_engine import (
+    INDEX_COLUMN,
+    CompiledSuite,
+    SuiteTally,
+    compile_suite,
+)
+from pipeline.store import LocalStore, ObjectStore, open_store
 
 log = logging.getLogger("pipeline.quality")
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
 # GX 1.24 announces, on every validation, that string row conditions go away in GX 2.0; the
-# suites keep them because they are readable JSON. Said once here instead of per chunk.
+# suites keep them because they are readable JSON. Said once here instead of per batch.
 warnings.filterwarnings(
     "ignore", message=".*row_condition parameter is deprecated", category=DeprecationWarning
 )
 warnings.filterwarnings(
     "ignore", message=".*condition_parser parameter is deprecated", category=DeprecationWarning
 )
-#: up to this many rows, a suite runs once on the whole frame (the common small file)
-FULL_WIDTH_ROWS = 50_000
-#: rows per chunk of a column group: a few columns of this many rows take tens of MiB
-CHUNK_ROWS = 250_000
-#: table-level expectations that need only the column list, checked once on the schema
-SCHEMA_CHECKS = frozenset(
-    {
-        "expect_table_columns_to_match_ordered_list",
-        "expect_table_columns_to_match_set",
-        "expect_table_column_count_to_equal",
-    }
-)
-# Counts and observed schema, but no failing values: nothing a result holds can be an identifier.
-RESULT_FORMAT = {
-    "result_format": "SUMMARY",
-    "partial_unexpected_count": 0,
-    "include_unexpected_rows": False,
-}
+#: up to this many rows a file is validated by GX's own engine too (about 1 s of GX per suite)
+GX_ROWS = 50_000
+#: where, under the site's root, GX's validation results store keeps the results (JSON)
+RESULTS_PREFIX = "results"
 EXPECTATIONS = Path(__file__).resolve().parent.parent / "expectations"
+#: the counts GX and the evaluator must agree on for a file GX validates too
+AGREED = ("element_count", "unexpected_count", "missing_count")
 
 
-def _no_fingerprints() -> None:
-    """Stop GX hashing every cell of every batch to label it.
-
-    GX's pandas engine fingerprints a batch (md5 over `hash_pandas_object`) unless the frame is
-    over `HASH_THRESHOLD` bytes. The fingerprint only labels the batch in its result, and it
-    cost as much as all the expectations together; results here are labelled by run name.
-    """
-    from great_expectations.execution_engine import pandas_execution_engine
-
-    pandas_execution_engine.HASH_THRESHOLD = 0
+def result_format(index_column: str | None) -> dict[str, Any]:
+    """GX's SUMMARY, failing rows named by `index_column` (values are scrubbed after)."""
+    fmt: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
+    if index_column:
+        fmt["unexpected_index_column_names"] = [index_column]
+    return fmt
 
 
 def suites_dir() -> Path:
@@ -82,149 +79,289 @@ def load_suite_json(name: str) -> dict[str, Any]:
     return suite
 
 
-class Quality:
-    """Runs suites through a file-backed GX context whose Data Docs record every validation."""
+def quiet_context(project_config: Any = None) -> Any:
+    """An in-memory GX context without progress bars or per-batch fingerprints.
 
-    def __init__(self, docs_root: Path) -> None:
-        self.root = docs_root
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._checkpoints: dict[str, Any] = {}
-        self._fast_defs: dict[str, Any] = {}
-        self._fast_lock = threading.Lock()
-        self._ctx: Any = None
+    GX's pandas engine fingerprints a batch (md5 over every cell) unless the frame is over
+    `HASH_THRESHOLD` bytes; the fingerprint only labels the batch, and costs as much as the
+    expectations. Results here are labelled by run name instead.
+    """
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.execution_engine import pandas_execution_engine
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """One writer of the GX project at a time (parallel tasks on one host share it)."""
-        with open(self.root / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    pandas_execution_engine.HASH_THRESHOLD = 0
+    ctx = gx.get_context(mode="ephemeral", project_config=project_config)
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return ctx
+
+
+#: the object stores GX's store backends write to, by id (GX builds backends from plain config)
+_SITE_STORES: dict[str, ObjectStore] = {}
+
+
+def _backend_class() -> type:
+    """`ObjectStoreBackend`, defined on first use so that importing this module stays light."""
+    global ObjectStoreBackend
+    if "ObjectStoreBackend" in globals():
+        return ObjectStoreBackend  # type: ignore[no-any-return]
+    from great_expectations.data_context.store.tuple_store_backend import TupleStoreBackend
+
+    class _Backend(TupleStoreBackend):  # type: ignore[misc]
+        """GX's tuple store over one of the pipeline's object stores (a folder or S3).
+
+        GX 1.24 ships only a filesystem backend; this one writes the same keys through
+        `pipeline.store`, whose writes are atomic (a reader never sees half a page) and which
+        speaks S3 with the pipeline's endpoint and credentials.
+        """
+
+        def __init__(self, store_id: str, prefix: str = "", **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._store = _SITE_STORES[store_id]
+            self._prefix = prefix.strip("/")
+            self._config = {
+                "store_id": store_id,
+                "prefix": prefix,
+                "module_name": __name__,
+                "class_name": "ObjectStoreBackend",
+                **kwargs,
+            }
+
+        def _path(self, key: Any) -> str:
+            if not isinstance(key, tuple):
+                key = key.to_tuple()
+            rel = self._convert_key_to_filepath(key)
+            return f"{self._prefix}/{rel}" if self._prefix else rel
+
+        def _get(self, key: Any) -> str:
+            from great_expectations.exceptions import InvalidKeyError
+
             try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                return self._store.get_bytes(self._path(key)).decode().rstrip("\n")
+            except (FileNotFoundError, KeyError) as exc:
+                raise InvalidKeyError(f"no object at {self._path(key)}") from exc
+
+        def _get_all(self) -> list[Any]:
+            return [self._get(k) for k in self.list_keys() if k != self.STORE_BACKEND_ID_KEY]
+
+        def _set(self, key: Any, value: Any, **kwargs: Any) -> str:
+            data = value.encode() if isinstance(value, str) else value
+            self._store.put_bytes(self._path(key), data)
+            return self._path(key)
+
+        def _move(self, source_key: Any, dest_key: Any, **kwargs: Any) -> Any:
+            if not self._has_key(source_key):
+                return False
+            self._store.put_bytes(
+                self._path(dest_key), self._store.get_bytes(self._path(source_key))
+            )
+            self._store.delete(self._path(source_key))
+            return dest_key
+
+        def list_keys(self, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+            root = "/".join(p for p in (self._prefix, *prefix) if p)
+            keys = []
+            for info in self._store.list(f"{root}/" if root else ""):
+                rel = info.key[len(self._prefix) + 1 :] if self._prefix else info.key
+                if self._is_missing_prefix_or_suffix(
+                    self.filepath_prefix, self.filepath_suffix, rel
+                ):
+                    continue
+                key = self._convert_filepath_to_key(rel)
+                if key and not self.is_ignored_key(key):
+                    keys.append(key)
+            return keys
+
+        def remove_key(self, key: Any) -> bool:
+            if not self._has_key(key):
+                return False
+            self._store.delete(self._path(key))
+            return True
+
+        def _has_key(self, key: Any) -> bool:
+            return self._store.exists(self._path(key))
+
+        def get_url_for_key(self, key: Any, protocol: Any = None) -> str:
+            uri = self._store.uri(self._path(key))
+            return uri if "://" in uri else f"file://{uri}"
+
+        @property
+        def config(self) -> dict[str, Any]:
+            return self._config
+
+    _Backend.__name__ = _Backend.__qualname__ = "ObjectStoreBackend"
+    ObjectStoreBackend = _Backend
+    return _Backend
+
+
+def __getattr__(name: str) -> Any:  # GX loads the backend class by module and name
+    if name == "ObjectStoreBackend":
+        return _backend_class()
+    raise AttributeError(name)
+
+
+class Quality:
+    """The run's GX project (in memory) and the shared site its results and Data Docs go to."""
+
+    def __init__(
+        self,
+        docs: str | Path,
+        endpoint_url: str | None = None,
+        credentials: dict[str, str] | None = None,
+    ) -> None:
+        self.location = str(docs)
+        if self.location.startswith("s3://"):
+            self.site: ObjectStore = open_store(
+                self.location, endpoint_url, credentials=credentials
+            )
+        else:
+            Path(self.location).mkdir(parents=True, exist_ok=True)
+            self.site = LocalStore(self.location)
+        self._ctx: Any = None
+        self._lock = threading.Lock()
+        self._suites: dict[str, CompiledSuite] = {}
+        self._gx_suites: dict[str, Any] = {}
 
     def _context(self) -> Any:
+        """One in-memory context per run; its results store and Data Docs site are shared."""
         if self._ctx is None:
-            import great_expectations as gx
-            from great_expectations.data_context.types.base import ProgressBarsConfig
+            from great_expectations.data_context.types.base import (
+                DataContextConfig,
+                InMemoryStoreBackendDefaults,
+            )
 
-            _no_fingerprints()
-
-            self._ctx = gx.get_context(mode="file", project_root_dir=self.root)
-            self._ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+            _backend_class()
+            store_id = uuid.uuid4().hex
+            _SITE_STORES[store_id] = self.site
+            backend = {"module_name": __name__, "class_name": "ObjectStoreBackend", "store_id": store_id}  # fmt: skip
+            defaults = InMemoryStoreBackendDefaults()
+            stores = dict(defaults.stores)
+            stores[defaults.validation_results_store_name] = {
+                "class_name": "ValidationResultsStore",
+                "store_backend": {**backend, "prefix": RESULTS_PREFIX},
+            }
+            config = DataContextConfig(
+                store_backend_defaults=defaults,
+                stores=stores,
+                data_docs_sites={
+                    "cdr": {
+                        "class_name": "SiteBuilder",
+                        "store_backend": backend,
+                        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                    }
+                },
+            )
+            self._ctx = quiet_context(config)
         return self._ctx
 
-    def _checkpoint(self, name: str) -> Any:
-        if name in self._checkpoints:
-            return self._checkpoints[name]
+    def compiled(self, suite: str) -> CompiledSuite:
+        """The suite compiled for the batch evaluator (refused on load if unsupported)."""
+        with self._lock:
+            if suite not in self._suites:
+                self._suites[suite] = compile_suite(load_suite_json(suite))
+            return self._suites[suite]
+
+    def tally(self, suite: str, index_column: str | None = INDEX_COLUMN) -> SuiteTally:
+        """A fresh evaluation of `suite` over one file's batches."""
+        return SuiteTally(self.compiled(suite), index_column)
+
+    def _gx_suite(self, name: str) -> Any:
         import great_expectations as gx
 
-        ctx = self._context()
-        try:
-            source = ctx.data_sources.get("cdr")
-        except (KeyError, ValueError):
-            source = ctx.data_sources.add_pandas("cdr")
-        try:
-            asset = source.get_asset(name)
-        except LookupError:
-            asset = source.add_dataframe_asset(name)
-        try:
-            batch = asset.get_batch_definition("part")
-        except (KeyError, LookupError):
-            batch = asset.add_batch_definition_whole_dataframe("part")
-        # The suite is always the file's current text: replace what the project holds.
-        suite = gx.ExpectationSuite(**load_suite_json(name))
-        for store in (ctx.checkpoints, ctx.validation_definitions, ctx.suites):
-            with contextlib.suppress(Exception):  # absent on first use
-                store.delete(f"{name}-check" if store is not ctx.suites else name)
-        suite = ctx.suites.add(suite)
-        definition = ctx.validation_definitions.add(
-            gx.ValidationDefinition(name=f"{name}-check", data=batch, suite=suite)
-        )
-        checkpoint = ctx.checkpoints.add(
-            gx.Checkpoint(
-                name=f"{name}-check",
-                validation_definitions=[definition],
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="data-docs")],
-                result_format=RESULT_FORMAT,
+        if name not in self._gx_suites:
+            self._gx_suites[name] = self._context().suites.add(
+                gx.ExpectationSuite(**load_suite_json(name))
             )
+        return self._gx_suites[name]
+
+    def gx_validate(self, suite: str, frame: Any, index_column: str | None) -> Any:
+        """GX's own pandas engine on a pandas frame: the suite's result, values scrubbed."""
+        with self._lock:
+            ctx = self._context()
+            gx_suite = self._gx_suite(suite)
+            try:
+                source = ctx.data_sources.get("frames")
+            except (KeyError, ValueError):
+                source = ctx.data_sources.add_pandas("frames")
+            try:
+                asset = source.get_asset(suite)
+            except LookupError:
+                asset = source.add_dataframe_asset(suite)
+            batch_def = next(iter(asset.batch_definitions), None) or (
+                asset.add_batch_definition_whole_dataframe("whole")
+            )
+        if index_column and index_column not in frame.columns:
+            index_column = None
+        result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
+            gx_suite, result_format=result_format(index_column)
         )
-        self._checkpoints[name] = checkpoint
-        return checkpoint
+        for outcome in result.results:
+            _scrub(outcome.result, index_column)
+        return result
 
-    def _fast(self, name: str) -> Any:
-        """An in-memory batch definition: validates chunks without storing anything."""
-        with self._fast_lock:  # silver and gold are validated on two threads
-            if name not in self._fast_defs:
-                import great_expectations as gx
-                from great_expectations.data_context.types.base import ProgressBarsConfig
+    def validate_frame(
+        self, suite: str, frame: Any, run_name: str, index_column: str | None = INDEX_COLUMN
+    ) -> list[str]:
+        """Validate a pandas frame with GX, record the result in Data Docs; the failures."""
+        result = self.gx_validate(suite, frame, index_column)
+        self.record(result, run_name)
+        return failures(result.results)
 
-                _no_fingerprints()
-                ctx = gx.get_context(mode="ephemeral")
-                ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-                self._fast_defs[name] = (
-                    ctx.data_sources.add_pandas("chunks")
-                    .add_dataframe_asset(name)
-                    .add_batch_definition_whole_dataframe("chunk")
+    def suite_result(self, tally: SuiteTally) -> Any:
+        """The tally's merged verdict as GX's `ExpectationSuiteValidationResult`."""
+        import great_expectations as gx
+        from great_expectations.core import (
+            ExpectationSuiteValidationResult,
+            ExpectationValidationResult,
+        )
+
+        gx_suite = self._gx_suite(tally.suite.name)
+        results = []
+        for (config, success, fields, error), expectation in zip(
+            tally.results(), gx_suite.expectations, strict=True
+        ):
+            assert expectation.configuration.type == config["type"]
+            results.append(
+                ExpectationValidationResult(
+                    success=success,
+                    expectation_config=expectation.configuration,
+                    result=fields,
+                    exception_info={
+                        "raised_exception": error is not None,
+                        "exception_message": error,
+                        "exception_traceback": None,
+                    },
                 )
-            return self._fast_defs[name]
-
-    @staticmethod
-    def _failures(results: Any) -> list[str]:
-        failed = []
-        for r in results:
-            if not r.success:
-                cfg = r.expectation_config
-                failed.append(f"{cfg.type}({cfg.kwargs.get('column', '')})")
-        return failed
-
-    def validate_frame(self, suite: str, frame: Any, run_name: str) -> list[str]:
-        """Validate a pandas frame and record the result in Data Docs; the failing expectations."""
-        import great_expectations as gx
-
-        with self._locked():
-            result = self._checkpoint(suite).run(
-                batch_parameters={"dataframe": frame}, run_id=gx.RunIdentifier(run_name=run_name)
             )
-        return [
-            f for outcome in result.run_results.values() for f in self._failures(outcome.results)
-        ]
-
-    def validate_parquet(self, suite: str, paths: list[Path], run_name: str) -> list[str]:
-        """Validate Parquet parts and record the result in Data Docs; the failing expectations.
-
-        Up to FULL_WIDTH_ROWS rows are validated whole in one pass. Larger files are validated
-        group by group (`plan`), each group reading only its columns in chunks of CHUNK_ROWS,
-        so memory stays bounded by one chunk of a few columns whatever the file size.
-        """
-        rows = sum(pq.ParquetFile(path).metadata.num_rows for path in paths)
-        if rows <= FULL_WIDTH_ROWS:
-            table = pa.concat_tables(pq.read_table(path) for path in paths)
-            return self.validate_frame(suite, table.to_pandas(), run_name)
-        schema = pq.ParquetFile(paths[0]).schema_arrow
-        run = self.run(suite, schema.names)
-        run.check_schema(schema)
-        for columns in run.column_sets():
-            present = tuple(c for c in columns if c in schema.names)
-            for chunk in _chunks(paths, present):
-                run.check(columns, chunk)
-        return run.finish(run_name)
-
-    def run(self, suite: str, columns: list[str]) -> SuiteRun:
-        """A validation of `suite` over data with `columns`, fed in chunks (`SuiteRun`)."""
-        return SuiteRun(self, suite, plan(load_suite_json(suite), columns), self._fast(suite))
+        passed = sum(1 for r in results if r.success)
+        return ExpectationSuiteValidationResult(
+            success=passed == len(results),
+            results=results,
+            suite_name=tally.suite.name,
+            statistics={
+                "evaluated_expectations": len(results),
+                "successful_expectations": passed,
+                "unsuccessful_expectations": len(results) - passed,
+                "success_percent": 100 * passed / len(results) if results else None,
+            },
+            meta={
+                "great_expectations_version": gx.__version__,
+                "batch_spec": {"rows": tally.rows, "validated": "every row, by polars, per batch"},
+                "active_batch_definition": {"data_asset_name": tally.suite.name},
+            },
+        )
 
     def record(self, result: Any, run_name: str) -> None:
-        """Store a validation result built from chunks in the Data Docs project and render it."""
+        """Store a suite's result through GX's validation results store and render Data Docs."""
         from great_expectations.core.run_identifier import RunIdentifier
         from great_expectations.data_context.types.resource_identifiers import (
             ExpectationSuiteIdentifier,
             ValidationResultIdentifier,
         )
 
-        with self._locked():
-            self._checkpoint(result.suite_name)  # the suite's current text, for its docs page
+        with self._lock, self._site_lock():
             ctx = self._context()
+            self._gx_suite(result.suite_name)  # the suite's page is rendered beside its results
             run_id = RunIdentifier(run_name=run_name)
             result.meta["run_id"] = run_id
             result.meta["validation_time"] = run_id.run_time
@@ -241,199 +378,71 @@ class Quality:
             )
             ctx.build_data_docs(resource_identifiers=[key])
 
-    def docs_index(self) -> Path:
-        return self.root / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    @contextmanager
+    def _site_lock(self) -> Iterator[None]:
+        """On a local folder, one process rebuilds the index at a time (on S3 every object is
+        written whole, and the last index written lists every result)."""
+        if not isinstance(self.site, LocalStore):
+            yield
+            return
+        with open(Path(self.location) / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def docs_index(self) -> str:
+        """Where the site's index page is (a path, or an s3:// URI)."""
+        return self.site.uri("index.html")
+
+    def has_docs(self) -> bool:
+        return self.site.exists("index.html")
 
 
-@dataclass(frozen=True)
-class Plan:
-    """A suite split by the columns its expectations read.
+def _scrub(result: dict[str, Any], index_column: str | None) -> None:
+    """Keep counts and record ids; drop every failing value GX put in the result."""
+    result.pop("partial_unexpected_counts", None)
+    if "partial_unexpected_list" in result:
+        result["partial_unexpected_list"] = []
+        result["partial_unexpected_counts"] = []
+    if "partial_unexpected_index_list" in result:
+        result["partial_unexpected_index_list"] = [
+            {index_column: row.get(index_column)} for row in result["partial_unexpected_index_list"]
+        ] if index_column else []  # fmt: skip
+    result.pop("unexpected_list", None)
+    result.pop("unexpected_index_list", None)
+    result.pop("unexpected_index_query", None)
 
-    GX's pandas engine filters the whole frame for every metric it computes, so a wide frame
-    costs every expectation a copy of every column. Handing each group of expectations only the
-    columns it reads gives the same verdicts at a fraction of the cost. Table-level
-    expectations about the column list are checked once, on the schema (no rows).
+
+def failures(results: Any) -> list[str]:
+    """The failing expectations, by type and column (never a value)."""
+    failed = []
+    for r in results:
+        if not r.success:
+            cfg = r.expectation_config
+            failed.append(f"{cfg.type}({cfg.kwargs.get('column', '')})")
+    return failed
+
+
+def disagreements(ours: Any, theirs: Any) -> list[str]:
+    """Expectations on which the evaluator and GX's engine differ (success or counts).
+
+    GX reorders results; both sides carry the suite's expectation ids (the suite is in the
+    run's context), so results are paired by id.
     """
-
-    expectations: list[dict[str, Any]]
-    schema_checks: list[int]
-    groups: dict[tuple[str, ...], list[int]] = field(default_factory=dict)
-
-
-def plan(suite: dict[str, Any], columns: list[str]) -> Plan:
-    """Group a suite's expectations by the columns each reads (its own and its row condition's)."""
-    expectations = suite["expectations"]
-    out = Plan(expectations, [])
-    for index, expectation in enumerate(expectations):
-        kind, kwargs = expectation["type"], expectation["kwargs"]
-        if kind in SCHEMA_CHECKS:
-            out.schema_checks.append(index)
-            continue
-        if kind.startswith("expect_table_"):
-            raise ValueError(
-                f"suite {suite['name']}: {kind} needs whole rows; suites are validated in "
-                f"column groups and support only {', '.join(sorted(SCHEMA_CHECKS))} at table level"
-            )
-        read = {kwargs[k] for k in ("column", "column_A", "column_B") if k in kwargs}
-        read.update(kwargs.get("column_list", []))
-        read.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", kwargs.get("row_condition") or ""))
-        key = tuple(c for c in columns if c in read) or tuple(sorted(read))
-        out.groups.setdefault(key, []).append(index)
+    by_id = {r.expectation_config.id: r for r in theirs.results}
+    out = []
+    for a in ours.results:
+        b = by_id.get(a.expectation_config.id)
+        same = b is not None and a.success == b.success
+        same = same and all(a.result.get(k) == b.result.get(k) for k in AGREED)
+        if not same:
+            cfg = a.expectation_config
+            out.append(f"{cfg.type}({cfg.kwargs.get('column', '')})")
     return out
 
 
-class SuiteRun:
-    """One suite validated over data fed in chunks; the verdict is that of the whole data.
-
-    Each expectation's results over the chunks are merged (counts summed, success only if every
-    chunk passed), so the failing expectations and the Data Docs page describe the whole file.
-    Uniqueness holds within a chunk (the ingest checks `record_id` over the file itself).
-    """
-
-    def __init__(self, quality: Quality, suite: str, plan: Plan, batch_def: Any) -> None:
-        import great_expectations as gx
-
-        self._quality, self.suite, self.plan, self._batch_def = quality, suite, plan, batch_def
-        self._suites = {
-            key: gx.ExpectationSuite(
-                name=suite, expectations=[plan.expectations[i] for i in indices]
-            )
-            for key, indices in [(("",), plan.schema_checks), *plan.groups.items()]
-            if indices
-        }
-        self._results: dict[int, list[Any]] = {}
-        self._buffer: list[pa.Table] = []
-        self._buffered = 0
-        self.rows = 0
-        self.seconds = 0.0  # spent validating (reported, never asserted)
-        self._schema_checked = False
-        #: the merged result, once `finish` has validated in chunks
-        self.result: Any = None
-
-    def column_sets(self) -> list[tuple[str, ...]]:
-        return list(self.plan.groups)
-
-    def _validate(self, key: tuple[str, ...], indices: list[int], frame: Any) -> None:
-        started = time.perf_counter()
-        result = self._batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
-            self._suites[key], result_format=RESULT_FORMAT
-        )
-        self.seconds += time.perf_counter() - started
-        for index, outcome in zip(indices, result.results, strict=True):
-            self._results.setdefault(index, []).append(outcome)
-
-    def check_schema(self, schema: pa.Schema) -> None:
-        """The table-level expectations, once, on the column list (a frame with no rows)."""
-        if self.plan.schema_checks and not self._schema_checked:
-            self._validate(("",), self.plan.schema_checks, schema.empty_table().to_pandas())
-        self._schema_checked = True
-
-    def check(self, columns: tuple[str, ...], chunk: pa.Table) -> None:
-        """Validate one chunk of one column group (a column the data lacks fails its checks)."""
-        if columns == self.column_sets()[0]:
-            self.rows += chunk.num_rows
-        present = [c for c in columns if c in chunk.column_names]
-        self._validate(columns, self.plan.groups[columns], chunk.select(present).to_pandas())
-
-    def add(self, table: pa.Table) -> None:
-        """Feed rows of every column (in-memory data); validated a chunk at a time."""
-        self._buffer.append(table)
-        self._buffered += table.num_rows
-        if self._buffered >= CHUNK_ROWS:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._buffer:
-            return
-        chunk = pa.concat_tables(self._buffer).combine_chunks()
-        self._buffer, self._buffered = [], 0
-        self.check_schema(chunk.schema)
-        for columns in self.column_sets():
-            self.check(columns, chunk)
-
-    def finish(self, run_name: str) -> list[str]:
-        """Validate what is left, record the merged result in Data Docs; the failures."""
-        if self._buffer and not self._results and self._buffered <= FULL_WIDTH_ROWS:
-            # Small enough to validate whole through the project's checkpoint in one pass.
-            frame = pa.concat_tables(self._buffer).to_pandas()
-            self._buffer = []
-            return self._quality.validate_frame(self.suite, frame, run_name)
-        self._flush()
-        if not self._results:
-            return []
-        results = [_merge(self._results[i]) for i in sorted(self._results)]
-        self.result = _suite_result(self.suite, results, self.rows)
-        self._quality.record(self.result, run_name)
-        return Quality._failures(results)
-
-
-def _chunks(paths: list[Path], columns: tuple[str, ...]) -> Iterator[pa.Table]:
-    """The parts' `columns` in chunks of CHUNK_ROWS rows (the last one shorter)."""
-    pending: list[pa.RecordBatch] = []
-    rows = 0
-    for path in paths:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=CHUNK_ROWS, columns=columns):
-            pending.append(batch)
-            rows += batch.num_rows
-            while rows >= CHUNK_ROWS:
-                table = pa.Table.from_batches(pending)
-                yield table.slice(0, CHUNK_ROWS).combine_chunks()
-                pending = table.slice(CHUNK_ROWS).to_batches()
-                rows -= CHUNK_ROWS
-    if rows:
-        yield pa.Table.from_batches(pending).combine_chunks()
-
-
-def _merge(parts: list[Any]) -> Any:
-    """One expectation's results over several chunks, as one result over all of them."""
-    from great_expectations.core import ExpectationValidationResult
-
-    if len(parts) == 1:
-        return parts[0]
-    failed = [p for p in parts if not p.success]
-    first = (failed or parts)[0]
-    result = dict(first.result)
-    if all("element_count" in p.result for p in parts):
-        n = sum(p.result["element_count"] for p in parts)
-        missing = sum(p.result.get("missing_count") or 0 for p in parts)
-        unexpected = sum(p.result.get("unexpected_count") or 0 for p in parts)
-        present = n - missing
-        result.update(
-            element_count=n,
-            missing_count=missing,
-            missing_percent=100 * missing / n if n else None,
-            unexpected_count=unexpected,
-            unexpected_percent=100 * unexpected / present if present else None,
-            unexpected_percent_total=100 * unexpected / n if n else None,
-            unexpected_percent_nonmissing=100 * unexpected / present if present else None,
-            partial_unexpected_list=[],
-        )
-    return ExpectationValidationResult(
-        success=not failed,
-        expectation_config=first.expectation_config,
-        result=result,
-        exception_info=first.exception_info,
-    )
-
-
-def _suite_result(suite: str, results: list[Any], rows: int) -> Any:
-    import great_expectations as gx
-    from great_expectations.core import ExpectationSuiteValidationResult
-
-    passed = sum(1 for r in results if r.success)
-    return ExpectationSuiteValidationResult(
-        success=passed == len(results),
-        results=results,
-        suite_name=suite,
-        statistics={
-            "evaluated_expectations": len(results),
-            "successful_expectations": passed,
-            "unsuccessful_expectations": len(results) - passed,
-            "success_percent": 100 * passed / len(results) if results else None,
-        },
-        meta={
-            "great_expectations_version": gx.__version__,
-            "batch_spec": {"rows": rows, "validated": f"column groups, {CHUNK_ROWS} rows a chunk"},
-            "active_batch_definition": {"data_asset_name": suite},
-        },
-    )
+def frame_for_gx(frame: pl.DataFrame) -> Any:
+    """A polars frame as GX's pandas engine reads it (through Arrow, as from Parquet)."""
+    return frame.to_arrow().to_pandas()

@@ -48,7 +48,7 @@ def totals(reports: Iterable[dict[str, Any]]) -> dict[str, int]:
     """Sums over a run's file reports, plus files per status."""
     reports = list(reports)
     out = {k: sum(int(r[k]) for r in reports) for k in COUNTS}
-    for status in (*STATES, "already_ingested"):
+    for status in (*STATES, "already_ingested", "in_progress"):
         out[f"files_{status}"] = sum(r["status"] == status for r in reports)
     return out
 
@@ -101,6 +101,9 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
     skipped = [r["file"] for r in reports if r["status"] == "already_ingested"]
     if skipped:
         out.append(f"\nSkipped as already ingested: {', '.join(skipped)}")
+    busy = [r["file"] for r in reports if r["status"] == "in_progress"]
+    if busy:
+        out.append(f"\nSkipped, another run is ingesting them: {', '.join(busy)}")
     return "\n".join(out)
 
 
@@ -172,7 +175,7 @@ def holds_table(holds: Iterable[Any], as_of: Any) -> str:
     """Holds with their state on `as_of`; identifiers shown as a count only."""
     rows = [
         [h.case, "active" if h.active(as_of) else ("released" if h.released_at else "expired"),
-         len(h.tokens), h.customer or "-", f"{h.period_from or ''}..{h.period_to or ''}",
+         h.identifiers(), h.customer or "-", f"{h.period_from or ''}..{h.period_to or ''}",
          h.until or "-", h.reason[:40]]
         for h in holds
     ]  # fmt: skip

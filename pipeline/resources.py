@@ -8,7 +8,6 @@ parts to the same functions, and a test can inject a store of its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.keys import LocalKeyring, open_keyring
@@ -47,7 +46,7 @@ class Resources:
             bronze,
             keyring,
             settings,
-            Quality(Path(settings.data_docs)),
+            Quality(settings.data_docs, settings.s3_endpoint_url, settings.aws()),
             policy or load_policy(settings.retention_policy or None),
         )
 

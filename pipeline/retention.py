@@ -9,14 +9,24 @@ One run, for a date `as_of` (the DAG's logical date, so reruns and backfills agr
    `retention/purged/<YYYY-MM>.json` marker is written, which also stops a late or replayed
    ingest from re-creating identifiers for the month;
 3. each sealed file (whatever its state) whose earliest month is purged: its file key is
-   destroyed and its bronze original and quarantined raw rows deleted (an object still under Object Lock is reported, never forced);
+   destroyed and its bronze original and quarantined raw rows deleted, every version (an object
+   still under Object Lock is reported once, `locked until <date>`, never forced, and deleted by
+   the first run after the lock);
 4. each year whose 10 years have passed: its gold partitions are deleted;
-5. released or expired holds are purged;
-6. verification proves that nothing identifying is left for every purged month; the run fails
-   loudly if anything is. Every step is recorded in the audit log, without identifiers.
+5. released or expired holds are purged, and their records forget the tokens they named;
+   subject requests answered more than `REQUEST_IDENTIFIER_DAYS` ago forget the person (request
+   key destroyed, record deleted);
+6. earlier versions left in landing/ are deleted, unfinished multipart uploads older than a day
+   aborted;
+7. verification proves, over versions and not only current objects, that nothing identifying is
+   left for every purged month; the run fails loudly if anything is. Every step is recorded in
+   the audit log once (by its event id), without identifiers.
 
 Each step is idempotent, and the order (copy, destroy, delete, mark) means a crash anywhere and a
-rerun end in the same state as one clean run.
+rerun end in the same state as one clean run; a purge begun and not recorded leaves a note of
+what it found (`retention/attempts/`), so the rerun records what the first attempt destroyed.
+A month or file whose store requests fail is reported (`FAILED <what>: <one line>`), the others
+are still purged, and the run fails at the end.
 """
 
 from __future__ import annotations
@@ -36,7 +46,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pipeline import audit, holds, layout, staging
 from pipeline.alerts import record_retention_success
-from pipeline.dates import identifier_purge_date
 from pipeline.errors import PipelineError, one_line
 from pipeline.keys import LocalKeyring
 from pipeline.layout import Month
@@ -98,6 +107,7 @@ class RetentionReport:
     swept: dict[str, int] = field(default_factory=dict)
     landing_versions_deleted: int = 0
     uploads_aborted: int = 0
+    requests_forgotten: list[str] = field(default_factory=list)
     verified: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,17 +203,20 @@ def run_retention(res: Resources, request: RetentionRequest) -> RetentionReport:
         if hold.active(as_of):
             continue
         has_data = any(True for _ in store.list(layout.hold_data_prefix(hold.case, "records")))
-        if not has_data and not keyring.has_data_key(layout.hold_key_name(hold.case)):
+        has_key = keyring.has_data_key(layout.hold_key_name(hold.case))
+        if not (has_data or has_key or hold.remembers_anyone()):
             continue
         entry = {"case": hold.case, "released_at": hold.released_at, "until": hold.until}
         if not dry_run:
-            deleted, left = holds.purge_hold(store, keyring, hold.case)
+            deleted, left = holds.purge_hold(store, keyring, hold.case, as_of)
             entry |= {"objects_deleted": deleted}
             report.left_locked += left
             event = f"purge-hold:{hold.case}:{hold.placed_at}"
             why = "hold released or expired"
             audit.append(store, signer, "purge_hold", what=entry, why=why, event=event)
         report.holds.append(entry)
+
+    report.requests_forgotten = _forget_answered_requests(res, as_of, dry_run)
 
     if not dry_run:
         report.landing_versions_deleted = (
@@ -236,7 +249,9 @@ def _month_step(
     as_of: dt.date,
 ) -> dict[str, Any]:
     """Purge one month and record it once (a resumed purge finishes and records it)."""
-    entry = _purge_month(store, keyring, m, active, inv, dry_run, as_of)
+    entry = _purge_month(
+        store, keyring, m, policy.identifier_purge(*m), active, inv, dry_run, as_of
+    )
     if not dry_run:
         event = f"purge-month:{layout.month_name(m)}"
         audit.append(store, signer, "purge_month", what=entry, why=policy.reason, event=event)
@@ -308,6 +323,7 @@ def _purge_month(
     store: ObjectStore,
     keyring: LocalKeyring,
     m: Month,
+    purge_date: dt.date,
     active: list[holds.Hold],
     inv: Inventory,
     dry_run: bool,
@@ -319,7 +335,7 @@ def _purge_month(
     vault_keys = [k for k in objects if k.startswith(layout.VAULT)]
     entry: dict[str, Any] = {
         "month": name,
-        "identifier_purge_date": identifier_purge_date(*m).isoformat(),
+        "identifier_purge_date": purge_date.isoformat(),
         "silver_objects": len(silver),
         "vault_objects": len(vault_keys),
         "held": {},
@@ -520,3 +536,44 @@ def verify_purged(
         problems.append(f"{layout.LANDING}: earlier versions of ingested originals are kept")
     if problems:
         raise RetentionError("identifying data left after purge: " + "; ".join(problems))
+
+
+#: Days an answered subject request keeps the person's identifiers (to re-run or correct the
+#: answer); after them retention shreds the request's key and deletes its record and packages.
+REQUEST_IDENTIFIER_DAYS = 30
+
+
+def _forget_answered_requests(res: Resources, as_of: dt.date, dry_run: bool) -> list[str]:
+    """Cases whose answered request no longer needs the person's identifiers: the encrypted
+    request and any undelivered package deleted (every version), the request's key destroyed.
+    The status, response and audit entries stay: they never held an identifier."""
+    store, keyring = res.store, res.keyring
+    forgotten = []
+    for obj in store.list(layout.REQUESTS):
+        if not layout.is_request_status(obj.key):
+            continue
+        status = json.loads(store.get_bytes(obj.key))
+        answered = status.get("answered_at")
+        if status.get("state") != "answered" or not answered or status.get("forgotten_at"):
+            continue
+        if dt.date.fromisoformat(answered[:10]) + dt.timedelta(REQUEST_IDENTIFIER_DAYS) > as_of:
+            continue
+        case = status["case"]
+        forgotten.append(case)
+        if dry_run:
+            continue
+        keyring.destroy_data_key(layout.request_key_name(case))
+        for held in list(store.list(layout.request_prefix(case))):
+            if layout.holds_request_identifiers(held.key):
+                store.purge(held.key)
+        status["forgotten_at"] = as_of.isoformat()
+        store.put_bytes(obj.key, json.dumps(status, indent=1).encode())
+        audit.append(
+            store,
+            keyring.signing_key(),
+            "subject_request_forgotten",
+            what={"case": case, "answered_at": answered},
+            why=f"identifiers of an answered request kept {REQUEST_IDENTIFIER_DAYS} days",
+            event=f"subject-request-forgotten:{case}",
+        )
+    return forgotten

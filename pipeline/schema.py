@@ -48,9 +48,15 @@ CANONICAL: dict[str, pl.DataType] = {
     "destination_kind": S,
     "origin_country": S,
     "destination_country": S,
+    # the domain of an e-mail or SIP party, derived from its address before tokenising
+    "origin_domain": S,
+    "destination_domain": S,
     **_ROUTE,
     **_MEASURES,
 }
+
+# Derived by the pipeline from the normalised address, never read from a source.
+DERIVED_DOMAINS = ("origin_domain", "destination_domain")
 
 # The fields a record's digest covers (pipeline.commitments), in this order, as gold holds them.
 RETAINED = list(CANONICAL)
@@ -64,7 +70,9 @@ GOLD = SILVER
 
 # The canonical CSV/Parquet source: silver's columns as a source writes them (raw addresses).
 CANONICAL_SOURCE_COLUMNS = [
-    c for c in CANONICAL if c not in {"source", "source_file", "source_sha256", "source_line"}
+    c
+    for c in CANONICAL
+    if c not in {"source", "source_file", "source_sha256", "source_line", *DERIVED_DOMAINS}
 ]
 
 QUARANTINE_ROWS: dict[str, pl.DataType] = {

@@ -47,6 +47,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def dead_here(tag: str) -> bool:
+    """Whether an owner tag (`<host>-<pid>-…`) names a process of this host that is gone."""
+    host, _, rest = tag.partition("-")
+    pid, _, _ = rest.partition("-")
+    return host == _host() and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+
+
 def is_stale(name: str, after: str, modified: float, older_than: dt.timedelta) -> bool:
     """Whether a temporary named `<after><host>-<pid>-…` belongs to a run that is gone."""
     host, _, rest = name[len(after) :].partition("-")

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pipeline import layout, staging
 from pipeline.crypto import decrypt_value, encrypt_values
 from pipeline.fingerprints import Fingerprints
-from pipeline.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT
+from pipeline.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT, VAULT_ENTRY
 from pipeline.store import ObjectStore, private_file
 
 # Min/max statistics where they let readers skip row groups (time ranges, ids, files); none on
@@ -35,7 +35,8 @@ STATISTICS = ("event_time", "end_time", "record_id", "source_sha256", "source_li
 # Dictionary encoding where values repeat (kinds, countries, statuses), not on unique values.
 DICTIONARY = (
     "source", "source_file", "source_sha256", "channel", "direction", "customer_id",
-    "origin_kind", "destination_kind", "origin_country", "destination_country", "origin_network",
+    "origin_kind", "destination_kind", "origin_country", "destination_country", "origin_domain",
+    "destination_domain", "origin_network",
     "destination_network", "route_id", "status", "error_code", "currency", "reason", "kind",
 )  # fmt: skip
 
@@ -54,8 +55,11 @@ class TierWriter:
         file_key: bytes,
         source: str,
         source_file: str,
+        check: Callable[[str, pl.DataFrame], None] | None = None,
     ) -> None:
         self.sha256 = sha256
+        #: sees every batch of every tier as it is written (the expectations' batch evaluator)
+        self._check = check
         self._month_key = month_key
         self._file_gcm = AESGCM(file_key)
         self._month_gcm: dict[tuple[int, int], AESGCM] = {}
@@ -88,6 +92,8 @@ class TierWriter:
 
     def _by_month(self, tier: str, df: pl.DataFrame, schema: dict[str, pl.DataType]) -> None:
         arrow = _arrow_schema(schema)
+        if self._check:
+            self._check(tier, df.select(list(schema)))
         for (year, month), part in df.partition_by(["year", "month"], as_dict=True).items():
             key = layout.partition(tier, (int(year), int(month)), self.sha256)  # type: ignore[call-overload]
             self._append(key, part.select(list(schema)).to_arrow(), arrow)
@@ -141,6 +147,8 @@ class TierWriter:
             part = part.filter(pl.Series(seen.add_new(part.get_column("token"))))
             if not len(part):
                 continue
+            if self._check:
+                self._check("vault", part.select(VAULT_ENTRY))
             tokens = part.get_column("token")
             if ym not in self._month_gcm:
                 self._month_gcm[ym] = AESGCM(self._month_key(*ym))

@@ -1,7 +1,8 @@
 """Parsed rows → silver, gold, vault entries and quarantined rows, one batch at a time.
 
 Order matters and is the point of this module: addresses are normalised and classified, country
-is derived from the number, and only then is the identifier replaced by its token. Rows that fail
+is derived from the number (the domain from an e-mail or SIP address), and only then is the
+identifier replaced by its token. Rows that fail
 any check leave with a reason code that names the field, never its value.
 """
 
@@ -17,10 +18,14 @@ import numpy as np
 import polars as pl
 
 from pipeline.commitments import ENCODING, identity_commitment, leaf, record_digest
-from pipeline.dates import IDENTIFIER_MONTHS
 from pipeline.fingerprints import Fingerprints
 from pipeline.freetext import scrub
-from pipeline.normalise import PERSONAL_KINDS, CountryResolver, normalise_addresses
+from pipeline.normalise import (
+    PERSONAL_KINDS,
+    CountryResolver,
+    normalise_addresses,
+    routing_domain,
+)
 from pipeline.schema import CHANNELS, DIRECTIONS, GOLD, SILVER, conform
 from pipeline.sources.base import first_error
 from pipeline.tokenise import token_expr
@@ -51,6 +56,9 @@ class FileContext:
     derived_ids: bool
     token_key: str
     token_version: str
+    #: the retention policy's identifier purge date of a month (year, month): the one rule
+    #: ingest, bronze locks and retention share (`RetentionPolicy.identifier_purge`)
+    identifier_purge: Callable[[int, int], dt.date]
     #: months ("YYYY-MM") whose identifiers were already purged: never re-created
     purged_months: frozenset[str] = frozenset()
     #: the file's data key: keys the identity commitments (pipeline.commitments)
@@ -161,19 +169,14 @@ def transform(
     )
     good = df.filter(pl.col("_reason").is_null()).drop("raw", "note")
 
-    as_of_index = ctx.as_of.year * 12 + ctx.as_of.month - 1
+    expired = _expired_months(good, ctx)
     personal_o = pl.col("o_kind").is_in(PERSONAL_KINDS)
     personal_d = pl.col("d_kind").is_in(PERSONAL_KINDS)
     good = good.with_columns(
         pl.col("event_time").dt.year().cast(pl.Int32).alias("year"),
         pl.col("event_time").dt.month().cast(pl.Int32).alias("month"),
         # Past the identifier purge date already (late arrival), or purged: gold only.
-        (
-            (_month_index(pl.col("event_time")) + 1 + IDENTIFIER_MONTHS <= as_of_index)
-            | _month_index(pl.col("event_time")).is_in(
-                [int(m[:4]) * 12 + int(m[5:7]) - 1 for m in ctx.purged_months]
-            )
-        ).alias("_expired"),
+        _month_index(pl.col("event_time")).is_in(expired).alias("_expired"),
         pl.when(personal_o).then(pl.col("o_token")).otherwise(pl.col("o_value")).alias("origin"),
         pl.when(personal_d)
         .then(pl.col("d_token"))
@@ -181,6 +184,8 @@ def transform(
         .alias("destination"),
         pl.col("o_country").alias("origin_country"),
         pl.col("d_country").alias("destination_country"),
+        pl.col("o_domain").alias("origin_domain"),
+        pl.col("d_domain").alias("destination_domain"),
         pl.col("o_kind").alias("origin_kind"),
         pl.col("d_kind").alias("destination_kind"),
         pl.lit(ctx.source).alias("source"),
@@ -232,6 +237,19 @@ def transform(
     return Transformed(silver, gold, vault, quarantine, leaves, invalid, commit_seconds, scrubbed)
 
 
+def _expired_months(good: pl.DataFrame, ctx: FileContext) -> list[int]:
+    """Month indices (year * 12 + month - 1) of the batch that keep no identifiers: past the
+    policy's purge date on `as_of` (a late arrival), or already purged."""
+    months = good.select(
+        pl.col("event_time").dt.year().alias("y"), pl.col("event_time").dt.month().alias("m")
+    ).unique()
+    late = [
+        y * 12 + m - 1 for y, m in months.iter_rows() if ctx.identifier_purge(y, m) <= ctx.as_of
+    ]
+    purged = [int(m[:4]) * 12 + int(m[5:7]) - 1 for m in ctx.purged_months]
+    return sorted(set(late) | set(purged))
+
+
 def _channel_detail() -> list[pl.Expr]:
     """A channel outside the known set becomes `other`, its lower-cased value kept in
     `channel_detail`: nothing the source said about the channel is lost."""
@@ -281,6 +299,12 @@ def _classify(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver)
         raw, {"raw": "a"}, ctx.default_region, ctx.international, ctx.alphanumeric
     )
     norm = resolver.country(norm, "a_value", "a_cc", "a_country").drop("a_cc")
+    # The party's routing value in gold for e-mail and SIP, taken before the value is tokenised.
+    norm = norm.with_columns(
+        pl.when(~pl.col("a_bad"))
+        .then(routing_domain(pl.col("a_kind"), pl.col("a_value")))
+        .alias("a_domain")
+    )
     # Tokens too depend on the value alone: one HMAC per distinct identifier.
     norm = norm.with_columns(
         pl.when(pl.col("a_kind").is_in(PERSONAL_KINDS) & ~pl.col("a_bad"))

@@ -80,7 +80,7 @@ def test_standalone_verifier_agrees_with_verify_on_the_demo_store_before_and_aft
     assert run_verify(res, VerifyRequest(expectations=False)).ok
     code, out = _standalone("store", store, tmp_path, "--public-key", str(seal_pem))
     assert code == 0, out
-    assert "VERIFIED" in out and out.count("encoding 2") == 6  # six demo files with records
+    assert "VERIFIED" in out and out.count("encoding 3") == 6  # six demo files with records
 
     run_retention(res, RetentionRequest(dt.date(2026, 9, 1)))
     assert not list(res.store.list("silver/"))
@@ -265,7 +265,7 @@ def test_the_worked_examples_in_the_documentation_are_what_the_pipeline_computes
         assert hashlib.sha256(text.encode()).hexdigest() == digest
         assert standalone.leaf(digest, commitment) == leaf_hex
         seen += 1
-    assert seen == len(re.findall(r"```json example", doc)) == 2
+    assert seen == len(re.findall(r"```json example", doc)) == 3
 
 
 def test_a_damaged_proofs_object_is_named_by_the_standalone_verifier(

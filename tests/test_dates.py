@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from pipeline.dates import identifier_purge_date, identifiers_expired, record_delete_date
+from pipeline.dates import identifier_purge_date, record_delete_date
+from pipeline.policy import load_policy
 
 
 @pytest.mark.parametrize(
@@ -21,19 +22,24 @@ from pipeline.dates import identifier_purge_date, identifiers_expired, record_de
     ],
 )
 def test_identifier_purge_date(when: dt.datetime, purge: dt.date) -> None:
-    assert identifier_purge_date(when.year, when.month) == purge
+    assert identifier_purge_date(when.year, when.month, 12) == purge
+    assert load_policy().identifier_purge(when.year, when.month) == purge
 
 
-def test_identifiers_kept_through_the_last_day_and_gone_on_the_purge_day() -> None:
-    assert not identifiers_expired(2025, 3, dt.date(2026, 3, 31))
-    assert identifiers_expired(2025, 3, dt.date(2026, 4, 1))
+@pytest.mark.parametrize(
+    ("months", "purge"),
+    [(6, dt.date(2025, 10, 1)), (24, dt.date(2027, 4, 1)), (1, dt.date(2025, 5, 1))],
+)
+def test_identifier_purge_date_follows_the_period(months: int, purge: dt.date) -> None:
+    assert identifier_purge_date(2025, 3, months) == purge
 
 
 @pytest.mark.parametrize(
     ("year", "delete"), [(2025, dt.date(2036, 1, 1)), (2024, dt.date(2035, 1, 1))]
 )
 def test_record_delete_date_is_ten_years_after_the_year_ends(year: int, delete: dt.date) -> None:
-    assert record_delete_date(year) == delete
+    assert record_delete_date(year, 10) == delete
+    assert load_policy().record_delete(year) == delete
 
 
 @pytest.mark.parametrize("text", ["2026-10-01T99:99garbage", "20261001", "2026-10-01 ", "2026-13-01", "2026-W40"])  # fmt: skip

@@ -382,3 +382,52 @@ def test_an_audit_write_lost_in_a_crash_is_written_by_the_rerun(
     assert verify_log(res.store, res.keyring.public_key()).ok
     assert ingest_file(res, g.path, as_of=AS_OF).status == "already_ingested"
     assert [e["event"] for e in read_log(res.store)] == events
+
+
+def test_the_same_bytes_under_two_names_at_once_are_ingested_by_one_run(
+    res: Resources, tmp_path: Path
+) -> None:
+    import shutil
+    import threading
+
+    from pipeline.audit import read_log
+    from pipeline.verify import VerifyRequest, run_verify
+
+    g = generate("canonical_csv", tmp_path / "cdr.csv", 1500, start=dt.date(2025, 3, 1))
+    other = tmp_path / "cdr-resent.csv"
+    shutil.copy(g.path, other)
+    reading, go_on = threading.Event(), threading.Event()
+
+    def paused(rows: int) -> None:  # the first run stops after its first batch, before publishing
+        reading.set()
+        go_on.wait(60)
+
+    first: dict[str, object] = {}
+    worker = threading.Thread(
+        target=lambda: first.update(report=ingest_file(res, g.path, as_of=AS_OF, progress=paused))
+    )
+    worker.start()
+    assert reading.wait(60)
+    second = ingest_file(res, other, as_of=AS_OF)
+    go_on.set()
+    worker.join(120)
+    assert second.status == "in_progress"
+    assert first["report"].status == "ingested"  # type: ignore[attr-defined]
+    assert ingest_file(res, other, as_of=AS_OF).status == "already_ingested"
+    assert not list(res.store.list("leases/"))
+    assert run_verify(res, VerifyRequest(expectations=False)).ok
+    ingests = [e for e in read_log(res.store) if e["action"] == "ingest"]
+    assert len(ingests) == 1 and ingests[0]["what"]["file"] == "cdr.csv"
+
+
+def test_an_expired_lease_is_taken_over(res: Resources, tmp_path: Path) -> None:
+    from pipeline import layout
+    from pipeline.ingest import lease
+
+    g = generate("canonical_csv", tmp_path / "cdr.csv", 200, start=dt.date(2025, 3, 1))
+    sha = hashlib.sha256(g.path.read_bytes()).hexdigest()
+    dead = {"owner": "a run that died", "expires": "2026-01-01T00:00:00+00:00"}
+    res.store.put_bytes(layout.lease_key(sha), json.dumps(dead).encode())
+    assert ingest_file(res, g.path, as_of=AS_OF).status == "ingested"
+    with lease(res.store, sha) as held, lease(res.store, sha) as second:
+        assert held and not second  # a live lease keeps others out

@@ -1,92 +1,79 @@
-"""The suites validated in column groups give the whole file's verdict, and the identifiers
-suite refuses what must never be tokenised."""
+"""The suites evaluated batch by batch give the whole file's verdict, recorded by GX in one shared
+Data Docs site; parallel runs never fail because of each other."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from pipeline import quality
+from pipeline.expectations_engine import SuiteError
 from pipeline.ingest import ingest_file
-from pipeline.quality import Quality, load_suite_json, plan
+from pipeline.quality import Quality, frame_for_gx, load_suite_json
 from pipeline.resources import Resources
-from pipeline.schema import VAULT_ENTRY
+from pipeline.store import s3_client
 from pipeline.synth import generate
 from pipeline.tokenise import token
+from tests.conftest import ROOT
 from tests.helpers import read_tier
 
 SMUGGLED = "call 0300-7654321"
 
 
-def _silver_parts(res: Resources, tmp_path: Path, rows: int) -> tuple[list[Path], int]:
-    """An ingested file's silver, as two local parts, with SMUGGLED in `status` of two rows
-    far apart (different chunks when chunks are small)."""
+def _silver(res: Resources, tmp_path: Path, rows: int) -> pl.DataFrame:
+    """An ingested file's silver with SMUGGLED in `status` of two rows far apart."""
     g = generate("canonical_csv", tmp_path / "cdr.csv", rows, start=dt.date(2025, 3, 1), months=2)
     ingest_file(res, g.path, as_of=dt.date(2025, 6, 1))
     silver = read_tier(res.store, "silver/").drop("year", "month", strict=False)
-    n = len(silver)
     status = silver.get_column("status").to_list()
-    status[3] = status[n - 2] = SMUGGLED
-    silver = silver.with_columns(pl.Series("status", status))
-    half = n // 2
-    paths = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
-    silver.slice(0, half).write_parquet(paths[0])
-    silver.slice(half).write_parquet(paths[1])
-    return paths, n
+    status[3] = status[len(silver) - 2] = SMUGGLED
+    return silver.with_columns(pl.Series("status", status))
 
 
-def test_column_groups_in_chunks_give_the_verdict_of_one_whole_pass(
-    res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_batches_give_gx_verdict_on_the_whole_file_named_by_record_ids(
+    res: Resources, tmp_path: Path
 ) -> None:
-    paths, n = _silver_parts(res, tmp_path, 1500)
-    whole = res.quality.validate_parquet("silver", paths, "whole")
-    assert whole == ["expect_column_values_to_not_match_regex(status)"]
-
-    monkeypatch.setattr(quality, "FULL_WIDTH_ROWS", 10)
-    monkeypatch.setattr(quality, "CHUNK_ROWS", 300)
-    schema = pq.ParquetFile(paths[0]).schema_arrow
-    run = res.quality.run("silver", schema.names)
-    run.check_schema(schema)
-    chunks = 0
-    for columns in run.column_sets():
-        for chunk in quality._chunks(paths, columns):
-            assert chunk.num_rows <= 300 and chunk.column_names == list(columns)
-            run.check(columns, chunk)
-            chunks += 1
-    assert run.finish("chunked") == whole
-    assert chunks > 2 * len(run.column_sets())  # several chunks of every group
-    status = [
-        r
-        for r in run.result.results
-        if r.expectation_config.kwargs.get("column") == "status" and not r.success
+    silver = _silver(res, tmp_path, 1500)
+    tally = res.quality.tally("silver")
+    for part in silver.iter_slices(300):
+        tally.add(part)
+    ours = res.quality.suite_result(tally)
+    theirs = res.quality.gx_validate("silver", frame_for_gx(silver), "record_id")
+    assert quality.failures(ours.results) == ["expect_column_values_to_not_match_regex(status)"]
+    assert quality.failures(theirs.results) == quality.failures(ours.results)
+    assert quality.disagreements(ours, theirs) == []
+    (status,) = [r for r in ours.results if not r.success]
+    assert status.result["element_count"] == len(silver) and status.result["unexpected_count"] == 2
+    ids = silver.get_column("record_id")
+    assert status.result["partial_unexpected_index_list"] == [
+        {"record_id": ids[3]},
+        {"record_id": ids[len(silver) - 2]},
     ]
-    assert len(status) == 1  # the phone pattern fails; the e-mail pattern passes
-    assert status[0].result["element_count"] == n and status[0].result["unexpected_count"] == 2
-    assert run.rows == n
-    # The merged result is in Data Docs, without the value that failed.
-    pages = list(res.quality.docs_index().parent.rglob("*.html"))
-    assert any("chunked" in p.read_text() for p in pages)
+    res.quality.record(ours, "batched")
+    pages = list(Path(res.settings.data_docs).rglob("*.html"))
+    assert any("batched" in p.read_text() for p in pages)
     assert not [p for p in pages if "7654321" in p.read_text()]
 
 
-def test_the_schema_check_sees_every_column_though_groups_read_few(
-    res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_missing_column_fails_the_schema_check_and_the_expectations_on_it(
+    res: Resources, tmp_path: Path
 ) -> None:
-    paths, _ = _silver_parts(res, tmp_path, 300)
-    table = pq.read_table(paths[0]).drop_columns(["units"])
-    pq.write_table(table, paths[0])
-    pq.write_table(pq.read_table(paths[1]).drop_columns(["units"]), paths[1])
-    monkeypatch.setattr(quality, "FULL_WIDTH_ROWS", 10)
-    failed = res.quality.validate_parquet("silver", paths, "no-units")
+    silver = _silver(res, tmp_path, 300).drop("units", "route_id")
+    tally = res.quality.tally("silver")
+    tally.add(silver)
+    failed = quality.failures(res.quality.suite_result(tally).results)
     assert "expect_table_columns_to_match_ordered_list()" in failed
+    assert "expect_column_values_to_not_match_regex(route_id)" in failed
 
 
-def _vault_entries(key: str, numbers: list[str]) -> pa.Table:
+def _vault_entries(key: str, numbers: list[str]) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "year": [2025] * len(numbers),
@@ -94,56 +81,91 @@ def _vault_entries(key: str, numbers: list[str]) -> pa.Table:
             "token": [token("msisdn", n, key, "v1") for n in numbers],
             "kind": ["msisdn"] * len(numbers),
             "identifier": numbers,
-        }
-    ).to_arrow()
+        },
+        schema_overrides={"year": pl.Int32, "month": pl.Int32},
+    )
 
 
-@pytest.mark.parametrize("chunked", [False, True])
-def test_a_number_not_in_e164_is_refused_before_tokenising(
-    res: Resources, monkeypatch: pytest.MonkeyPatch, chunked: bool
-) -> None:
-    if chunked:
-        monkeypatch.setattr(quality, "FULL_WIDTH_ROWS", 1)
-        monkeypatch.setattr(quality, "CHUNK_ROWS", 2)
+def test_a_number_not_in_e164_is_refused_before_tokenising(res: Resources) -> None:
     key = res.keyring.token_key("v1")
-    good = [f"+9230012345{i:02d}" for i in range(5)]
-    run = res.quality.run("silver_identifiers", list(VAULT_ENTRY))
-    run.add(_vault_entries(key, good))
-    assert run.finish("good") == []
-
-    run = res.quality.run("silver_identifiers", list(VAULT_ENTRY))
-    run.add(_vault_entries(key, good))
-    run.add(_vault_entries(key, ["03007654321"]))  # national form: never to be tokenised
-    assert run.finish("national") == ["expect_column_values_to_match_regex(identifier)"]
-    pages = res.quality.docs_index().parent.rglob("*.html")
+    tally = res.quality.tally("silver_identifiers", None)
+    tally.add(_vault_entries(key, [f"+9230012345{i:02d}" for i in range(5)]))
+    tally.add(_vault_entries(key, ["03007654321"]))  # national form: never to be tokenised
+    result = res.quality.suite_result(tally)
+    assert quality.failures(result.results) == ["expect_column_values_to_match_regex(identifier)"]
+    res.quality.record(result, "national")
+    pages = Path(res.settings.data_docs).rglob("*.html")
     assert not [p for p in pages if "7654321" in p.read_text()]
 
 
-def test_a_token_under_the_wrong_kind_is_refused(res: Resources) -> None:
+def test_a_token_repeated_in_a_later_batch_of_the_vault_is_refused(res: Resources) -> None:
     key = res.keyring.token_key("v1")
-    entries = _vault_entries(key, ["+923001234567"]).to_pylist()
-    entries[0]["token"] = token("email", "a@b.example", key, "v1")
-    run = res.quality.run("silver_identifiers", list(VAULT_ENTRY))
-    run.add(pa.Table.from_pylist(entries))
-    assert run.finish("wrong-kind") == ["expect_column_values_to_match_regex(token)"]
+    tally = res.quality.tally("silver_identifiers", None)
+    tally.add(_vault_entries(key, ["+923001234567", "+923001234568"]))
+    tally.add(_vault_entries(key, ["+923001234567"]))
+    (unique,) = [r for r in res.quality.suite_result(tally).results if not r.success]
+    assert unique.expectation_config.type == "expect_compound_columns_to_be_unique"
+    assert unique.result["unexpected_count"] == 2  # both occurrences, as GX counts them
 
 
-def test_a_suite_needing_whole_rows_is_refused_with_its_name(tmp_path: Path) -> None:
-    suite = load_suite_json("silver")
-    suite["expectations"].append(
-        {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}}
+def test_an_unsupported_expectation_refuses_the_ingest_before_anything_is_published(
+    res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    suites = tmp_path / "suites"
+    suites.mkdir()
+    for name in ("silver", "gold", "silver_identifiers"):
+        suite = load_suite_json(name)
+        if name == "gold":
+            suite["expectations"].append(
+                {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 1}}
+            )
+        (suites / f"{name}.json").write_text(json.dumps(suite))
+    monkeypatch.setenv("CDR_EXPECTATIONS", str(suites))
+    g = generate("canonical_csv", tmp_path / "cdr.csv", 200, start=dt.date(2025, 3, 1))
+    with pytest.raises(SuiteError, match="expect_table_row_count_to_be_between"):
+        ingest_file(res, g.path, as_of=dt.date(2025, 6, 1))
+    assert not list(res.store.list("silver/")) and not list(res.store.list("gold/"))
+
+
+def test_results_and_data_docs_go_to_the_s3_site_under_data_docs(
+    s3_buckets: tuple[str, str], moto_endpoint: str
+) -> None:
+    data, _ = s3_buckets
+    site = Quality(f"s3://{data}/data_docs", moto_endpoint)
+    frame = pl.DataFrame({"seal_ok": [True], "bronze_ok": [True], "proofs_ok": [True],
+                          "records_ok": [False], "counts_ok": [True], "audit_ok": [True]})  # fmt: skip
+    failed = site.validate_frame("original_form", frame_for_gx(frame), "verify-s3")
+    assert failed == ["expect_column_values_to_be_in_set(records_ok)"]
+    keys = [o["Key"] for o in s3_client(moto_endpoint).list_objects_v2(Bucket=data)["Contents"]]
+    assert "data_docs/index.html" in keys
+    assert any(k.startswith("data_docs/results/original_form/") for k in keys)
+    assert site.has_docs() and site.docs_index() == f"s3://{data}/data_docs/index.html"
+    # A second run (another worker) adds its result to the same site.
+    Quality(f"s3://{data}/data_docs", moto_endpoint).validate_frame(
+        "original_form", frame_for_gx(frame), "verify-other"
     )
-    with pytest.raises(ValueError, match="expect_table_row_count_to_be_between"):
-        plan(suite, ["record_id"])
+    index = s3_client(moto_endpoint).get_object(Bucket=data, Key="data_docs/index.html")
+    page = index["Body"].read().decode()
+    assert "verify-s3" in page and "verify-other" in page
 
 
-def test_row_conditions_bring_their_columns_into_the_group() -> None:
-    suite = load_suite_json("gold")
-    groups = plan(suite, suite["expectations"][0]["kwargs"]["column_list"]).groups
-    assert ("origin", "origin_kind") in groups  # in the order of the schema
-    assert ("destination_kind", "destination_country") in groups
-
-
-def test_quality_docs_root_is_created(tmp_path: Path) -> None:
-    q = Quality(tmp_path / "docs")
-    assert (tmp_path / "docs").is_dir() and q.docs_index().name == "index.html"
+def test_two_ingests_on_one_host_at_once_never_fail_because_of_each_other(tmp_path: Path) -> None:
+    """Each run has its own GX context; both write the one Data Docs folder."""
+    docs = tmp_path / "docs"
+    procs = []
+    for n in range(2):
+        files = [
+            str(generate("canonical_csv", tmp_path / f"in{n}" / f"f{i}.csv", 400, seed=10 * n + i,
+                         start=dt.date(2025, 3, 1)).path)
+            for i in range(2)
+        ]  # fmt: skip
+        env = {**os.environ, "CDR_STORE": str(tmp_path / f"store{n}"),
+               "CDR_KEYRING": str(tmp_path / f"keys{n}"), "CDR_DATA_DOCS": str(docs),
+               "CDR_DEFAULT_REGION": "PK"}  # fmt: skip
+        cmd = [sys.executable, "-m", "pipeline", "ingest", "--as-of", "2025-06-01", *files]
+        procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True))
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert not [e for e in errors if "has changed since it has last been saved" in e]
+    index = (docs / "index.html").read_text()
+    assert index.count("f0.csv-") >= 2 and index.count("f1.csv-") >= 2  # both runs' results

@@ -85,3 +85,71 @@ def test_verify_names_an_original_locked_short_of_the_policy(
     assert run(monkeypatch, env, "verify") == 1
     out = capsys.readouterr().out
     assert "is locked until 2027-11-01, the policy says 2028-11-01" in out
+
+
+def _landing(res: Resources, tmp_path: Path, names: list[str]) -> None:
+    from pipeline.ingest import copy_into_landing
+
+    for i, name in enumerate(names):
+        g = generate("canonical_csv", tmp_path / name, 150, seed=40 + i, start=RECENT, months=1)
+        copy_into_landing(res.store, g.path, "operator-a")
+
+
+def test_one_files_store_error_fails_that_file_and_the_others_go_in(
+    locked_env: dict[str, str], moto_endpoint: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from tests.faultproxy import always
+
+    res = Resources.from_settings(Settings.from_env(locked_env))
+    _landing(res, tmp_path, ["a.csv", "b.csv", "c.csv"])
+    # Every download of b.csv is cut mid-body (boto3 does not retry a body it has begun).
+    plan = FaultPlan(rules=[always("GET", "landing/operator-a/b.csv", "cut")])
+    with FaultProxy(moto_endpoint, plan) as url:
+        env = locked_env | {"CDR_S3_ENDPOINT_URL": url}
+        assert run(monkeypatch, env, "ingest", "--landing", "--as-of", f"{AS_OF}") == 1
+    failed = [r.message for r in caplog.records if r.message.startswith("FAILED")]
+    assert len(failed) == 1 and failed[0].startswith("FAILED b.csv: ")
+    assert "\n" not in failed[0]
+    assert [o.key for o in res.store.list("landing/")] == ["landing/operator-a/b.csv"]
+    assert len(list(res.store.list("gold/"))) == 2
+    # The rerun picks up where it failed.
+    assert run(monkeypatch, locked_env, "ingest", "--landing", "--as-of", f"{AS_OF}") == 0
+    assert not list(res.store.list("landing/")) and len(list(res.store.list("gold/"))) == 3
+
+    # verify: an unreadable object is that file's failure, named; the others are checked.
+    plan = FaultPlan(rules=[always("GET", "/proofs/", "cut")])
+    with FaultProxy(moto_endpoint, plan) as url:
+        capsys.readouterr()
+        assert run(monkeypatch, locked_env | {"CDR_S3_ENDPOINT_URL": url}, "verify") == 1
+    out = capsys.readouterr().out
+    assert out.count("proofs           FAIL") == 3  # each file named, none crashed the run
+    assert out.count("cannot be read") == 3
+    assert "MISMATCHES" in out and "Traceback" not in out
+
+
+def test_a_lock_outliving_the_purge_date_is_reported_once_and_the_key_destroyed_on_time(
+    locked_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    from pipeline.audit import read_log
+
+    res = Resources.from_settings(Settings.from_env(locked_env))
+    g = generate("canonical_csv", tmp_path / "oct.csv", 150, seed=8, start=RECENT, months=1)
+    assert run(monkeypatch, locked_env, "ingest", "--as-of", f"{AS_OF}", str(g.path)) == 0
+    [original] = [o.key for o in res.bronze.list("bronze/")]
+    assert res.bronze.lock_until(original) == dt.datetime(2027, 11, 1, tzinfo=dt.UTC)
+
+    capsys.readouterr()
+    assert run(monkeypatch, locked_env, "retention", "--as-of", "2027-11-01") == 0
+    out = capsys.readouterr().out
+    assert f"{original} locked until 2027-11-01" in out
+    sha = original.rsplit("/", 1)[1][: -len(".enc")]
+    assert not res.keyring.has_data_key(f"file-{sha}")  # shredded on the day
+
+    assert run(monkeypatch, locked_env, "retention", "--as-of", "2027-11-02") == 0
+    assert "locked until" not in capsys.readouterr().out  # said once
+    purges = [e for e in read_log(res.store) if e["action"] == "purge_file"]
+    assert [e["event"] for e in purges] == [f"purge-file:{sha}"]
+    assert purges[0]["what"]["key_destroyed"] is True

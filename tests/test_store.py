@@ -142,3 +142,18 @@ def test_store_and_keyring_files_are_private_whatever_the_umask(tmp_path: Path) 
         assert len(modes) > 5
         wrong = {k: oct(m) for k, m in modes.items() if m != (0o700 if (tmp_path / k).is_dir() else 0o600)}  # fmt: skip
         assert wrong == {}
+
+
+@pytest.mark.s3
+def test_unfinished_multipart_uploads_older_than_a_day_are_aborted(moto_endpoint: str, s3_buckets: tuple[str, str]) -> None:  # fmt: skip
+    data, _ = s3_buckets
+    client = s3_client(moto_endpoint)
+    store = open_store(f"s3://{data}/p", moto_endpoint)
+    client.create_multipart_upload(Bucket=data, Key="p/silver/crashed.parquet")
+    # moto dates every upload's `Initiated` at one fixed moment: the cut-off is set around it.
+    (upload,) = client.list_multipart_uploads(Bucket=data)["Uploads"]
+    begun = upload["Initiated"]
+    assert store.abort_stale_uploads(begun - dt.timedelta(seconds=1)) == 0  # younger: kept
+    assert client.list_multipart_uploads(Bucket=data).get("Uploads", []) != []
+    assert store.abort_stale_uploads(begun + dt.timedelta(days=1)) == 1
+    assert client.list_multipart_uploads(Bucket=data).get("Uploads", []) == []

@@ -133,6 +133,8 @@ def test_access_returns_exactly_the_persons_live_records_and_nobody_elses_identi
     assert {r["your_identifier"] for r in records} == {person["e164"], person["email"]}
     kinds = {r["counterparty_kind"] for r in records}
     assert {"sender id", "e-mail address"} <= kinds
+    mailers = {r["counterparty_domain"] for r in records if r["counterparty_kind"] == "e-mail address"}  # fmt: skip
+    assert mailers == {"shop.example.com"}  # the domain gold keeps, never the address
     # A purged month is reported, in the package and in the answer.
     assert answer.done["purged_months"] == [{"month": "2025-03", "purged_on": "2026-04-01"}]
     assert "2025-03: identifiers deleted on 2026-04-01" in verdict.files["README.txt"].decode()
@@ -407,3 +409,39 @@ def test_the_policy_file_sets_deadlines_and_erasure_per_country() -> None:
     with pytest.raises(PipelineError) as err:
         parse_policy(text.replace("\ndeadline_days = 30\n", "\ndeadline_days = 30\ndeadline_months = 1\n"), "p.toml")  # fmt: skip
     assert "p.toml, line" in str(err.value) and "not both" in str(err.value)
+
+
+def test_an_answered_request_forgets_the_person_after_its_days(
+    res: Resources, tmp_path: Path
+) -> None:
+    """The encrypted request and its package hold the person's identifiers: retention shreds
+    them REQUEST_IDENTIFIER_DAYS after the answer; the status and response stay."""
+    from pipeline.keys import KeyDestroyed
+    from pipeline.retention import REQUEST_IDENTIFIER_DAYS, RetentionRequest, run_retention
+
+    g = _ingested(res, tmp_path)
+    person = _person(g)
+    public, _ = _pem_pair()
+    create_subject_request(
+        res, _request("DSR-F", "access", [person["e164"]], recipient_key=public, received="2025-06-01"),
+        dt.datetime(2025, 6, 2, tzinfo=dt.UTC),
+    )  # fmt: skip
+    answered = dt.datetime(2025, 6, 15, tzinfo=dt.UTC)
+    answer = run_subject_request(res, SubjectRun("DSR-F", answered.date()), now=answered)
+    package = answer.done["package"]
+    kept_until = answered.date() + dt.timedelta(REQUEST_IDENTIFIER_DAYS - 1)
+
+    early = run_retention(res, RetentionRequest(kept_until)).to_dict()
+    assert early["requests_forgotten"] == []
+    assert res.store.exists("requests/DSR-F/request.enc") and res.store.exists(package)
+
+    late = run_retention(res, RetentionRequest(kept_until + dt.timedelta(days=1))).to_dict()
+    assert late["requests_forgotten"] == ["DSR-F"]
+    assert not res.store.exists("requests/DSR-F/request.enc")
+    assert not res.store.exists(package)
+    assert res.store.exists("requests/DSR-F/response.json")
+    with pytest.raises(KeyDestroyed):
+        run_subject_request(res, SubjectRun("DSR-F", kept_until), now=answered)
+    again = run_retention(res, RetentionRequest(kept_until + dt.timedelta(days=2))).to_dict()
+    assert again["requests_forgotten"] == []  # said once
+    assert [e for e in read_log(res.store) if e["action"] == "subject_request_forgotten"]

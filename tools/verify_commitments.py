@@ -34,16 +34,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 # The canonical fields, in order (docs/commitments.md). Encoding 2 leaves out `source` and
-# `source_file`, which name where the bytes arrived, not what they hold.
-FIELDS_V1 = [
+# `source_file`, which name where the bytes arrived, not what they hold, and adds
+# `channel_detail`; encoding 3 adds the domains of e-mail and SIP parties.
+ALL_FIELDS = [
     "record_id", "source", "source_file", "source_sha256", "source_line", "event_time",
-    "end_time", "channel", "channel_detail", "direction", "customer_id", "origin", "origin_kind", "destination",
-    "destination_kind", "origin_country", "destination_country", "origin_network",
-    "destination_network", "route_id", "duration_s", "units", "status", "error_code", "price",
-    "currency",
+    "end_time", "channel", "channel_detail", "direction", "customer_id", "origin", "origin_kind",
+    "destination", "destination_kind", "origin_country", "destination_country", "origin_domain",
+    "destination_domain", "origin_network", "destination_network", "route_id", "duration_s",
+    "units", "status", "error_code", "price", "currency",
 ]  # fmt: skip
-FIELDS_V2 = [f for f in FIELDS_V1 if f not in ("source", "source_file")]
-FIELDS_V1.remove("channel_detail")  # added with encoding 2
+DOMAINS = ("origin_domain", "destination_domain")
+FIELDS = {
+    1: [f for f in ALL_FIELDS if f not in ("channel_detail", *DOMAINS)],
+    2: [f for f in ALL_FIELDS if f not in ("source", "source_file", *DOMAINS)],
+    3: [f for f in ALL_FIELDS if f not in ("source", "source_file")],
+}
 PERSONAL_KINDS = {"msisdn", "email", "sip"}
 
 
@@ -84,7 +89,9 @@ def column_texts(table: pa.Table, name: str, version: int) -> list[str | None]:
 
 def record_digests(table: pa.Table, version: int) -> list[str]:
     """SHA-256 (hex) of each row's canonical encoding: `<bytes>:<text>` or `-`, joined by `|`."""
-    fields = FIELDS_V2 if version >= 2 else FIELDS_V1
+    if version not in FIELDS:
+        raise ValueError(f"unknown commitment encoding {version!r}")
+    fields = FIELDS[version]
     columns = [column_texts(table, name, version) for name in fields]
     out = []
     for row in zip(*columns, strict=True):

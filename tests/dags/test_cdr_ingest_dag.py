@@ -45,13 +45,17 @@ def test_every_dag_is_documented_tagged_retried_and_scheduled() -> None:
                 assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
 
 
-# A retry of an export would build a second package for the same request: an officer reruns it.
-ONCE_ONLY = {("cdr_le_export", "export_package")}
+# A retry of an export (or of an access request) would build a second package for the same
+# request: an officer reruns it.
+ONCE_ONLY = {("cdr_le_export", "export_package"), ("cdr_subject_request", "answer_request")}
 
 
 def _run_dag(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> object:
     for k, v in env.items():
         monkeypatch.setenv(k, v)
+    # The deployment's region: the form's default_region is empty, so national numbers are read
+    # in CDR_DEFAULT_REGION.
+    monkeypatch.setenv("CDR_DEFAULT_REGION", "PK")
     return load_dag("cdr_ingest").test(logical_date=dt.datetime(2025, 6, 15, tzinfo=dt.UTC))
 
 
@@ -132,7 +136,7 @@ def test_dag_runs_against_s3_with_object_lock_on_bronze(
     for obj in objects:
         head = client.head_object(Bucket=bronze, Key=obj["Key"])
         assert head["ObjectLockMode"] == "COMPLIANCE"
-        # April-June 2025 records: the original holds April's identifiers, purged on 2026-05-01.
+        # April-June 2025 records: locked until the purge date of the earliest month, April's.
         assert head["ObjectLockRetainUntilDate"].date() == dt.date(2026, 5, 1)
     seals = client.list_objects_v2(Bucket=data, Prefix="cdr/seals/")["Contents"]
     assert len(seals) == 2 * len(keys)
@@ -150,3 +154,37 @@ def test_dag_runs_against_s3_with_object_lock_on_bronze(
         [("stdout", out.out), ("stderr", out.err), *all_text_outputs(store)],
         needles_for(numbers, emails),
     )
+
+
+@pytest.mark.airflow
+def test_a_file_named_with_a_number_never_reaches_airflows_metadata(
+    airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_env: dict[str, str]
+) -> None:
+    """The landing key travels as a reference: task names, XCom and the run's record hold the
+    digest label of a file or folder name that could be an identifier, never the name."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    from pipeline.config import Settings
+    from pipeline.resources import Resources
+
+    res = Resources.from_settings(Settings.from_env(local_env))
+    g = generate("canonical_csv", tmp_path / "cdr-923001234567.csv", 300, seed=4,
+                 start=dt.date(2025, 4, 1))  # fmt: skip
+    res.store.put_file("landing/ops/cdr-923001234567.csv", g.path)
+    dag_run = _run_dag(monkeypatch, local_env)
+    assert dag_run.state == "success"  # type: ignore[attr-defined]
+    assert list(res.store.list("landing/")) == []
+    with create_session() as session:
+        names = [
+            str(ti.rendered_map_index)
+            for ti in session.query(TaskInstance).filter(TaskInstance.run_id == dag_run.run_id)  # type: ignore[attr-defined]
+        ]
+        xcom = " ".join(
+            str(x.value)
+            for x in session.query(XComModel).filter(XComModel.run_id == dag_run.run_id)  # type: ignore[attr-defined]
+        )
+    assert any(n.startswith("landing/ops/file-") for n in names), names
+    for text in [*names, xcom]:
+        assert "923001234567" not in text and "3001234567" not in text
