@@ -30,7 +30,7 @@ KILLED_WHILE_PUBLISHING = textwrap.dedent(
     import pipeline.store as store
     real_replace = os.replace
     def replace(src, dst):
-        if "/silver/" in str(dst):
+        if "/silver/cdr/" in str(dst):
             os.kill(os.getpid(), signal.SIGKILL)
         real_replace(src, dst)
     store.os.replace = replace
