@@ -52,9 +52,11 @@ def cdr_ingest() -> None:
     @task
     def list_landing() -> list[str]:
         from cdr_airflow.settings import task_resources
-        from pipeline.ingest import list_landing_refs
+        from pipeline.ingest import list_landing_refs, sweep_leftovers
 
-        return list_landing_refs(task_resources().store)
+        res = task_resources()
+        sweep_leftovers(res)  # what killed runs left: partial objects, staging
+        return list_landing_refs(res.store)
 
     @task(
         outlets=[SILVER, GOLD, VAULT],

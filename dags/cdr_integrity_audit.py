@@ -17,6 +17,10 @@ original's SHA-256 against the seal (while bronze exists, i.e. within 12 months)
 Merkle leaves against the signed root; every gold and silver record's leaf recomputed from its
 fields (a changed, added, duplicated or deleted record is named by its id); counts against the
 seal; and the audit log's hash chain. Gold records verify after the 12-month purge too.
+Files ingested since the last successful run are also verified **deeply**: each original is
+re-read from bronze by an independent reference reader and every kept record's ID and retained
+fields compared with it (`python -m pipeline verify --deep`), which catches a reader that
+reshaped rows before they were sealed.
 
 **Fails** on any mismatch, listing each: an integrity failure is an incident to investigate.
 """
@@ -35,17 +39,20 @@ seal; and the audit log's hash chain. Gold records verify after the 12-month pur
 )
 def cdr_integrity_audit() -> None:
     @task
-    def verify_integrity() -> dict:
+    def verify_integrity(prev_start_date_success=None) -> dict:  # type: ignore[no-untyped-def]
         from airflow.sdk.exceptions import AirflowFailException
 
         from cdr_airflow.settings import task_resources
         from pipeline.verify import VerifyRequest, run_verify, verify_summary
 
-        report = run_verify(task_resources(), VerifyRequest())
+        # Deep on what arrived since the last successful run (everything, the first time).
+        request = VerifyRequest(deep=True, deep_since=prev_start_date_success or None)
+        report = run_verify(task_resources(), request)
         print(verify_summary(report))
         if not report.ok:  # a mismatch does not heal on retry
             raise AirflowFailException(f"{len(report.problems())} integrity mismatches")
-        return {"files": len(report.files), "audit": report.audit}
+        deep = sum("original (deep)" in f.checks for f in report.files)
+        return {"files": len(report.files), "deep": deep, "audit": report.audit}
 
     verify_integrity()
 

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline import staging
 from pipeline.crypto import SEGMENT, decrypt_stream, encrypt_segments
 from pipeline.policy import RetentionPolicy
 from pipeline.store import ObjectStore, store_errors
@@ -28,7 +29,7 @@ def store_original(store: ObjectStore, key: str, path: Path, sha256: str, file_k
     """Encrypt the file into bronze unless it is already there; True if written now."""
     if store.exists(key):
         return False
-    with tempfile.NamedTemporaryFile(prefix="cdr-bronze-", suffix=".enc") as tmp:
+    with tempfile.NamedTemporaryFile(prefix=staging.prefix("bronze"), suffix=".enc") as tmp:
         for part in encrypt_segments(file_key, _chunks(path), sha256.encode()):
             tmp.write(part)
         tmp.flush()

@@ -103,12 +103,13 @@ def _expand(paths: list[str]) -> list[Path]:
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.errors import PipelineError, one_line
-    from pipeline.ingest import ingest_file, ingest_landing, list_landing
+    from pipeline.ingest import ingest_file, ingest_landing, list_landing, sweep_leftovers
     from pipeline.layout import file_label
     from pipeline.report import run_summary
     from pipeline.store import open_store, store_errors
 
     res = _resources(settings)
+    sweep_leftovers(res)
     reports = []
     failed = 0
     targets: list[tuple[str, object]] = []
@@ -315,8 +316,9 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.verify import NothingToVerify, VerifyRequest, run_verify, verify_summary
 
+    request = VerifyRequest(month=args.month, file=args.file, deep=args.deep)
     try:
-        report = run_verify(_resources(settings), VerifyRequest(month=args.month, file=args.file))
+        report = run_verify(_resources(settings), request)
     except NothingToVerify as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
@@ -618,6 +620,11 @@ def parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="re-verify seals, originals, records and the audit log")
     ver.add_argument("--month", help="only files with records of this month (YYYY-MM)")
     ver.add_argument("--file", help="only this file (sha256 prefix, file name or object key)")
+    ver.add_argument(
+        "--deep",
+        action="store_true",
+        help="also re-read each original from bronze with an independent reader and compare",
+    )
     ver.set_defaults(func=cmd_verify)
 
     exp = sub.add_parser("export", help="law-enforcement export: a signed, encrypted package")

@@ -31,7 +31,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline import __version__, audit, layout, quality
+from pipeline import __version__, audit, layout, quality, staging
 from pipeline.bronze import LockError, hold_until, lock_date, require_lock, store_original
 from pipeline.commitments import ENCODING, file_root, merkle_root
 from pipeline.errors import PipelineError
@@ -40,9 +40,10 @@ from pipeline.integrity import read_entry, record_parse, seal_original, sha256_f
 from pipeline.keys import TOKEN_KEY_VERSION
 from pipeline.lookup import default_region as resolve_region
 from pipeline.normalise import CountryResolver
+from pipeline.redelivery import PriorIds, index_parts, index_rows
 from pipeline.resources import Resources
 from pipeline.sources import FileFormatError, ParseOptions, Source, detect
-from pipeline.store import LocalStore, ObjectStore
+from pipeline.store import LocalStore, ObjectStore, store_errors
 from pipeline.tiers import TierWriter
 from pipeline.transform import FileContext, transform
 
@@ -53,7 +54,19 @@ LEASE_SECONDS = 6 * 3600
 
 
 class IngestError(PipelineError):
-    """An ingest that could not complete; the message never holds a record's content."""
+    """An ingest that could not complete; the message never holds a record's content.
+
+    `terminal` is true once the file has its final signed parse entry (`refused`, `failed`):
+    rerunning will not change the outcome, so its landing copy can go.
+    """
+
+    def __init__(self, message: str, terminal: bool = False) -> None:
+        super().__init__(message)
+        self.terminal = terminal
+
+
+#: the states a sealed file ends in, each with a signed parse entry
+TERMINAL = ("ingested", "quarantined_file", "refused", "failed")
 
 
 @dataclass
@@ -62,7 +75,7 @@ class FileReport:
 
     file: str
     sha256: str
-    status: str  # ingested | already_ingested | quarantined_file | in_progress (another run)
+    status: str  # one of TERMINAL, already_ingested, or in_progress (another run has it)
     source: str
     format: str | None = None
     records: int = 0
@@ -84,6 +97,8 @@ class FileReport:
     by_month: dict[str, dict[str, int]] = field(default_factory=dict)
     batch_leaves: list[int] = field(default_factory=list)
     batch_roots: list[str] = field(default_factory=list)
+    #: suite → failed expectations, when the data expectations refused the file
+    refused: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The report without the per-batch roots (in the signed parse entry, not in XCom)."""
@@ -105,6 +120,22 @@ class FileReport:
 
 #: Report fields that describe one run, not the file: kept out of the signed parse entry.
 _NOT_RECORDED = frozenset({"sha256", "timings"})
+
+
+def sweep_leftovers(res: Resources) -> dict[str, int]:
+    """Remove what runs killed mid-way left behind: partial objects in the stores (unlisted,
+    so no purge would find them) and staging folders on this host. Counted, and said."""
+    objects = res.store.sweep_temporary()
+    if res.bronze is not res.store:
+        objects += res.bronze.sweep_temporary()
+    counts = {"temporary_objects": objects, "staging": staging.sweep()}
+    if any(counts.values()):
+        log.warning(
+            "removed what interrupted runs left: %d temporary objects, %d staging folders/files",
+            counts["temporary_objects"],
+            counts["staging"],
+        )
+    return counts
 
 
 def list_landing(store: ObjectStore) -> list[str]:
@@ -141,23 +172,28 @@ def ingest_landing(
     info = res.store.info(key)
     if info is None:
         raise IngestError(f"{key} is not in the store (already ingested by another run?)")
-    with tempfile.TemporaryDirectory(prefix="cdr-stage-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=staging.prefix("stage")) as tmp:
         if isinstance(res.store, LocalStore):
             path = Path(res.store.uri(key))
         else:
             path = Path(tmp) / "original"
             res.store.download(key, path)
-        report = ingest_file(
-            res,
-            path,
-            name=PurePosixPath(key).name,
-            source=layout.source_of_landing_key(key),
-            arrived_at=info.modified,
-            fmt=fmt,
-            default_region=default_region,
-            as_of=as_of,
-            progress=progress,
-        )
+        try:
+            report = ingest_file(
+                res,
+                path,
+                name=PurePosixPath(key).name,
+                source=layout.source_of_landing_key(key),
+                arrived_at=info.modified,
+                fmt=fmt,
+                default_region=default_region,
+                as_of=as_of,
+                progress=progress,
+            )
+        except IngestError as exc:
+            if exc.terminal:  # refused or failed for good: the original is in bronze
+                res.store.purge(key, through=info.version)
+            raise
     if report.status == "in_progress":
         return report  # the run holding the lease removes it from landing
     # Every version of the landing object goes (a plain delete on a versioned bucket would
@@ -194,7 +230,7 @@ def ingest_file(
     region = resolve_region(default_region, settings.default_region)
     sha256, size = sha256_file(path)
     existing = read_entry(res.store, layout.parse_key(sha256))
-    if existing is not None:
+    if existing is not None and existing["body"].get("status") != "failed":
         return _already_ingested(res, name, sha256, existing)
     with lease(res.store, sha256) as held:
         if not held:
@@ -202,7 +238,7 @@ def ingest_file(
             return FileReport(name, sha256, "in_progress", source or "", fmt)
         # The other run may have committed between our first look and the lease.
         existing = read_entry(res.store, layout.parse_key(sha256))
-        if existing is not None:
+        if existing is not None and existing["body"].get("status") != "failed":
             return _already_ingested(res, name, sha256, existing)
         return _ingest_leased(
             res, path, name, sha256, size, source, arrived_at, fmt, region, as_of, progress
@@ -213,18 +249,22 @@ def ingest_file(
 def lease(store: ObjectStore, sha256: str, seconds: int = LEASE_SECONDS) -> Iterator[bool]:
     """One ingest per digest at a time: a create-if-absent lease naming its owner and expiry.
 
-    Yields False while another run's lease is live; an expired lease (its run died) is taken
-    over. Two names for the same bytes, or two hosts given one file, cannot both publish."""
+    Yields False while another run's lease is live; a lease that expired, or whose process on
+    this host is gone (`kill -9`), is taken over. Two names for the same bytes, or two hosts given one file, cannot both publish."""
     key = layout.lease_key(sha256)
-    owner = f"{audit.actor()}/{uuid.uuid4().hex}"
+    owner = f"{audit.actor()}/{staging.owner_tag()}{uuid.uuid4().hex}"
     now = dt.datetime.now(dt.UTC)
     mine = {"owner": owner, "expires": (now + dt.timedelta(seconds=seconds)).isoformat()}
     data = json.dumps(mine).encode()
     held = store.put_new(key, data) or _lease_owner(store, key) == owner
     if not held:
         current = read_entry(store, key)
-        if current is None or dt.datetime.fromisoformat(current["expires"]) <= now:
-            log.warning("taking over an expired ingest lease on %s…", sha256[:12])
+        if (
+            current is None
+            or dt.datetime.fromisoformat(current["expires"]) <= now
+            or staging.dead_here(str(current.get("owner", "")).rpartition("/")[2])
+        ):
+            log.warning("taking over the ingest lease of a run that is gone on %s…", sha256[:12])
             store.purge(key)
             held = store.put_new(key, data) or _lease_owner(store, key) == owner
     try:
@@ -281,14 +321,20 @@ def _ingest_leased(
         )
     except FileFormatError as exc:
         return _quarantine_file(res, seal, name, source, sha256, size, b_key, exc, as_of)
-    except pl.exceptions.PolarsError as exc:
-        # Engine messages can quote values from the file: say only where it failed.
-        raise IngestError(f"{name}: reading failed ({type(exc).__name__})") from None
-
-    _hold(res, b_key, report.months, seal)
-    report.outputs.append(b_key)
-    record_parse(res.store, signer, seal, report.parse_entry(seal, as_of))
-    _audit_ingest(res, {"sha256": sha256, "file": name, **asdict(report)})
+    except Exception as exc:
+        if _transient(exc):
+            raise  # the store or network: nothing was committed, a rerun retries the file
+        # Engine messages can quote values from the file: say only what failed.
+        reason = exc.args[0] if isinstance(exc, IngestError) else type(exc).__name__
+        failed = FileReport(name, sha256, "failed", source, parser.name, detail=reason)
+        failed.reason = reason
+        _record_outcome(res, seal, b_key, failed, as_of)
+        raise IngestError(f"{name}: FAILED ({reason}); the original is kept in bronze", terminal=True) from None  # fmt: skip
+    if report.status == "refused":
+        report.outputs.append(_refusal_note(res, report))
+        _record_outcome(res, seal, b_key, report, as_of)
+        raise IngestError(f"{report.detail} ({layout.quarantine_file_key(sha256)})", terminal=True)
+    _record_outcome(res, seal, b_key, report, as_of)
     log.info(
         "%s ingested: %d records → silver %d, gold %d (%d gold only), quarantined %d",
         name,
@@ -299,6 +345,30 @@ def _ingest_leased(
         report.quarantined,
     )
     return report
+
+
+#: why each terminal outcome of a parse is in the audit log
+INGEST_WHY = {
+    "ingested": "tiers written; counts reconcile to the sealed file",
+    "refused": "refused by the data expectations; nothing published",
+    "failed": "the file could not be read to the end; nothing published",
+}
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure of the store or the network rather than of the file: worth a rerun."""
+    return isinstance(exc, store_errors())
+
+
+def _record_outcome(
+    res: Resources, seal: dict[str, Any], b_key: str, report: FileReport, as_of: dt.date
+) -> None:
+    """The file's terminal signed parse entry (ingested, refused or failed) and its audit
+    entry; bronze held until the purge date of the earliest month it holds."""
+    _hold(res, b_key, report.months, seal)
+    report.outputs = sorted({*report.outputs, b_key})
+    record_parse(res.store, res.keyring.signing_key(), seal, report.parse_entry(seal, as_of))
+    _audit_ingest(res, {**asdict(report), "sha256": report.sha256, "file": report.file})
 
 
 def _locked(step: Callable[[], object]) -> None:
@@ -331,6 +401,7 @@ def _audit_seal(res: Resources, seal: dict[str, Any]) -> None:
 def _audit_ingest(res: Resources, facts: dict[str, Any]) -> None:
     """The ingest's audit entry, once per file: a rerun after a lost write records it then."""
     counts = {k: facts.get(k, 0) for k in ("records", "silver", "gold", "quarantined")}
+    status = facts.get("status") or "ingested"
     audit.append(
         res.store,
         res.keyring.signing_key(),
@@ -339,10 +410,12 @@ def _audit_ingest(res: Resources, facts: dict[str, Any]) -> None:
             "sha256": facts["sha256"],
             "file": facts["file"],
             "months": facts.get("months", []),
+            "status": status,
             **counts,
         },
-        why="tiers written; counts reconcile to the sealed file",
-        event=f"ingest:{facts['sha256']}",
+        why=INGEST_WHY[status],
+        # one entry per outcome: a failed file ingested later gets its own `ingest` entry
+        event=f"{'ingest' if status == 'ingested' else status}:{facts['sha256']}",
     )
 
 
@@ -353,7 +426,7 @@ def _already_ingested(res: Resources, name: str, sha256: str, parsed: dict[str, 
     seal = read_entry(res.store, layout.seal_key(sha256))
     if seal is not None:
         _audit_seal(res, seal)
-    if body.get("status") == "ingested":
+    if body.get("status") in INGEST_WHY:
         _audit_ingest(res, {"sha256": sha256, "file": body.get("file") or name, **body})
     log.info("%s (sha256 %s…) was ingested before: nothing to do", name, sha256[:12])
     return FileReport(name, sha256, "already_ingested", body.get("source", ""), body.get("format"))
@@ -425,15 +498,15 @@ def _validate(
     records: int,
     name: str,
     sha256: str,
-) -> None:
-    """Record each suite's verdict on the whole file; refuse the file if any expectation fails.
+) -> dict[str, list[str]]:
+    """Record each suite's verdict on the whole file: the failed expectations by suite.
 
     Every row was evaluated in the batch loop (`tallies`). A file of up to `quality.GX_ROWS`
     records is validated by GX's own engine as well, whose result is recorded, and the two
     verdicts must agree (success and counts of every expectation) or the file is refused.
 
     Nothing has been published yet, so a refused file leaves silver and gold unchanged; it is
-    quarantined whole with the failing expectations named (never the values that failed).
+    recorded as `refused` with the failing expectations named (never the values that failed).
     """
     writer.staged()
     failed: dict[str, list[str]] = {}
@@ -453,21 +526,31 @@ def _validate(
     docs = res.quality.docs_index()
     if not failed:
         log.info("%s passed the silver and gold suites (Data Docs: %s)", name, docs)
-        return
+    return failed
+
+
+def _publish_index(res: Resources, source: str, sha256: str, rows: list[pl.DataFrame]) -> list[str]:
+    """The file's record-ID index, per month (pipeline.redelivery): the keys written."""
+    keys = []
+    for month, data in index_parts(pl.concat(rows) if rows else pl.DataFrame()):
+        key = layout.record_id_index_key(source, month, sha256)
+        res.store.put_bytes(key, data)
+        keys.append(key)
+    return keys
+
+
+def _refusal_note(res: Resources, report: FileReport) -> str:
+    """Write the note of a file the expectations refused: which expectations, never values."""
+    key = layout.quarantine_file_key(report.sha256)
     note = {
-        "file": name,
-        "sha256": sha256,
+        "file": report.file,
+        "sha256": report.sha256,
         "reason": "expectations_failed",
-        "failed": failed,
-        "data_docs": docs,
+        "failed": report.refused,
+        "data_docs": str(res.quality.docs_index()),
     }
-    note_key = layout.quarantine_file_key(sha256)
-    res.store.put_bytes(note_key, json.dumps(note, indent=1).encode())
-    listing = "; ".join(f"{k}: {', '.join(v)}" for k, v in failed.items())
-    raise IngestError(
-        f"{name}: refused by data expectations, nothing published, file quarantined "
-        f"({note_key}). Failed: {listing}. Data Docs: {docs}"
-    )
+    res.store.put_bytes(key, json.dumps(note, indent=1).encode())
+    return key
 
 
 def _parse_into_tiers(
@@ -518,6 +601,8 @@ def _parse_into_tiers(
         check,
     )
     seen_ids = Fingerprints()
+    prior = PriorIds(res.store, source, sha256)
+    index: list[pl.DataFrame] = []
     report = FileReport(name, sha256, "ingested", source, parser.name)
     reasons: Counter[str] = Counter()
     scrubbed: Counter[str] = Counter()
@@ -525,7 +610,8 @@ def _parse_into_tiers(
     timings = report.timings = {"commit_s": 0.0, "validate_s": 0.0}
     try:
         for parsed in prefetch(parser.parse(path, opts)):
-            out = transform(parsed, ctx, resolver, report.gold, seen_ids)
+            out = transform(parsed, ctx, resolver, report.gold, seen_ids, prior.earlier)
+            index.append(index_rows(out.gold))
             writer.add(out.silver, out.gold, out.vault, out.quarantine)
             if len(out.leaves):
                 started = time.perf_counter()
@@ -553,13 +639,21 @@ def _parse_into_tiers(
             )
         # What the batches shared is no longer needed: give its memory back before validating.
         writer.staged()
-        del seen_ids
+        del seen_ids, prior
         pa.default_memory_pool().release_unused()
         started = time.perf_counter()
-        _validate(res, writer, tallies, report.records, name, sha256)
+        report.refused = _validate(res, writer, tallies, report.records, name, sha256)
         # Batch evaluation runs on the writer threads (summed over both), plus the verdict.
         timings["validate_s"] = validating[0] + time.perf_counter() - started
-        report.outputs = writer.publish(res.store)
+        if report.refused:
+            listing = "; ".join(f"{k}: {', '.join(v)}" for k, v in report.refused.items())
+            report.status, report.reason = "refused", "expectations_failed"
+            report.detail = (
+                f"{name}: refused by data expectations, nothing published, file quarantined. "
+                f"Failed: {listing}. Data Docs: {res.quality.docs_index()}"
+            )
+        else:
+            report.outputs = writer.publish(res.store) + _publish_index(res, source, sha256, index)
     finally:
         writer.close()
     report.gold_only = report.gold - report.silver

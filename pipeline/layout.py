@@ -66,6 +66,7 @@ LEASES = "leases/"
 PURGED = "retention/purged/"
 PURGE_ATTEMPTS = "retention/attempts/"
 RETENTION_SUCCESS = "retention/last_success.json"
+RECORD_IDS = "index/record_ids/"
 
 #: The tiers partitioned by month of the communication, and their roots.
 MONTH_TIERS = {"silver": SILVER, "vault": VAULT, "gold": GOLD}
@@ -233,6 +234,41 @@ def ingested_files(store: ObjectStore) -> list[tuple[str, dict[str, Any]]]:
     return entries
 
 
+def unparsed_seals(store: ObjectStore) -> list[str]:
+    """Digests of files sealed but never parsed (an ingest interrupted), from key names alone."""
+    parsed, sealed = set(), set()
+    for obj in store.list(SEALS):
+        name = obj.key[len(SEALS) :]
+        for suffix, found in ((".parse.json", parsed), (".seal.json", sealed)):
+            digest = name.removesuffix(suffix)
+            if name.endswith(suffix) and _SHA.match(digest):
+                found.add(digest)
+    return sorted(sealed - parsed)
+
+
+def unparsed_file(store: ObjectStore, digest: str) -> dict[str, Any]:
+    """What is known of a file sealed but never parsed, shaped like a parse entry's body:
+    status `sealed`, no months, its bronze original as its one output."""
+    seal = json.loads(store.get_bytes(seal_key(digest)))["body"]
+    source = seal.get("source") or "unknown"
+    return {
+        "sha256": digest,
+        "status": "sealed",
+        "file": seal.get("file"),
+        "source": source,
+        "arrived_at": seal.get("arrived_at"),
+        "months": [],
+        "outputs": [bronze_key(source, digest)],
+    }
+
+
+def sealed_files(store: ObjectStore) -> list[dict[str, Any]]:
+    """Every sealed file's parse entry body; a file sealed but never parsed appears with status
+    `sealed` (`unparsed_file`), so that summaries list it and retention purges it on time."""
+    files = [entry["body"] for _, entry in ingested_files(store)]
+    return files + [unparsed_file(store, digest) for digest in unparsed_seals(store)]
+
+
 # --- bronze, tiers, quarantine, proofs -------------------------------------------------------
 def bronze_key(source_name: str, digest: str) -> str:
     return f"{BRONZE}{source(source_name)}/{sha(digest)}.enc"
@@ -274,6 +310,26 @@ def quarantine_file_key(digest: str) -> str:
 
 def proof_key(digest: str) -> str:
     return f"{PROOFS}{sha(digest)}.parquet"
+
+
+def record_id_index_prefix(source: str, m: Month) -> str:
+    """The record-ID index of one source's month (pipeline.redelivery)."""
+    return f"{RECORD_IDS}{path_segment(source)}/{month_name(m)}/"
+
+
+def record_id_index_key(source: str, m: Month, digest: str) -> str:
+    return f"{record_id_index_prefix(source, m)}{sha(digest)}.parquet"
+
+
+def sha_of_record_id_index(key: str) -> str | None:
+    digest = PurePosixPath(key).name.removesuffix(".parquet")
+    return digest if key.startswith(RECORD_IDS) and _SHA.match(digest) else None
+
+
+def record_id_index_year(key: str) -> int | None:
+    """The year of the month a record-ID index part covers."""
+    parts = PurePosixPath(key).parts
+    return int(parts[3][:4]) if key.startswith(RECORD_IDS) and len(parts) == 5 else None
 
 
 def is_file_output(key: str) -> bool:

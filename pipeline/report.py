@@ -33,12 +33,22 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 
 COUNTS = ("records", "silver", "gold", "gold_only", "quarantined")
 
+#: what a sealed file can become: the label a summary gives it, and what an operator does
+#: (README, "What becomes of a file")
+STATES = {
+    "ingested": ("ingested", "nothing"),
+    "quarantined_file": ("FILE QUARANTINED WHOLE", "ask the source for a readable file"),
+    "refused": ("FILE REFUSED", "read the failed expectations in Data Docs; fix and resend"),
+    "failed": ("FILE FAILED", "fix the cause in the log, then ingest the file again"),
+    "sealed": ("SEALED, NOT PARSED", "an ingest was interrupted: rerun ingest"),
+}
+
 
 def totals(reports: Iterable[dict[str, Any]]) -> dict[str, int]:
     """Sums over a run's file reports, plus files per status."""
     reports = list(reports)
     out = {k: sum(int(r[k]) for r in reports) for k in COUNTS}
-    for status in ("ingested", "already_ingested", "quarantined_file", "in_progress"):
+    for status in (*STATES, "already_ingested", "in_progress"):
         out[f"files_{status}"] = sum(r["status"] == status for r in reports)
     return out
 
@@ -83,9 +93,11 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
     if reasons:
         out.append("\nQuarantined rows by reason:")
         out.append(_table(["reason", "rows"], [[k, v] for k, v in sorted(reasons.items())]))
-    whole = [r for r in reports if r["status"] == "quarantined_file"]
-    for r in whole:
-        out.append(f"\nFILE QUARANTINED WHOLE: {r['file']}: {r.get('detail')}")
+    for r in reports:
+        if r["status"] in STATES and r["status"] != "ingested":
+            label, action = STATES[r["status"]]
+            why = r.get("detail") or r.get("reason") or "-"
+            out.append(f"\n{label}: {r['file']}: {why}. To do: {action}")
     skipped = [r["file"] for r in reports if r["status"] == "already_ingested"]
     if skipped:
         out.append(f"\nSkipped as already ingested: {', '.join(skipped)}")
@@ -96,12 +108,10 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
 
 
 def ingested_files(store: ObjectStore) -> list[dict[str, Any]]:
-    """One report per ingested file, from the signed parse entries (the record of truth)."""
-    reports = []
-    for _, entry in layout.ingested_files(store):
-        body = entry["body"]
-        reports.append({k: body.get(k) or 0 for k in COUNTS} | body)
-    return sorted(reports, key=lambda r: (r.get("source", ""), r.get("file", "")))
+    """One report per sealed file, from the signed parse entries (the record of truth); a file
+    sealed without a parse entry is listed as `sealed`."""
+    reports = [{k: body.get(k) or 0 for k in COUNTS} | body for body in layout.sealed_files(store)]
+    return sorted(reports, key=lambda r: (r.get("source") or "", r.get("file") or ""))
 
 
 def store_summary(store: ObjectStore, docs: Any = None) -> str:
@@ -111,7 +121,7 @@ def store_summary(store: ObjectStore, docs: Any = None) -> str:
         objects = list(store.list(prefix))
         rows.append([tier, len(objects), sum(o.size for o in objects), store.uri(prefix)])
     files = ingested_files(store)
-    out = [f"Files sealed and ingested ({len(files)}):", run_summary(files), ""]
+    out = [f"Files sealed ({len(files)}):", run_summary(files), ""]
     out.append(_table(["tier", "objects", "bytes", "location"], rows))
     if docs is not None:
         out.append(f"\nData Docs (Great Expectations results): {docs}")
@@ -150,6 +160,12 @@ def retention_summary(report: dict[str, Any]) -> str:
         out.append(f"\nEarlier versions deleted in landing/: {report['landing_versions_deleted']}")
     if report.get("uploads_aborted"):
         out.append(f"\nUnfinished multipart uploads aborted: {report['uploads_aborted']}")
+    swept = report.get("swept") or {}
+    if any(swept.values()):
+        out.append(
+            f"\nRemoved what interrupted runs left: {swept.get('temporary_objects', 0)} temporary "
+            f"objects, {swept.get('staging', 0)} staging folders/files"
+        )
     if not report["dry_run"]:
         out.append("\nVerified: nothing identifying is left for the purged months.")
     return "\n".join(out)

@@ -8,9 +8,10 @@ One run, for a date `as_of` (the DAG's logical date, so reruns and backfills agr
    (crypto-shred), then its silver and vault partitions are deleted (every version), then a
    `retention/purged/<YYYY-MM>.json` marker is written, which also stops a late or replayed
    ingest from re-creating identifiers for the month;
-3. each file whose months are all purged: its file key is destroyed and its bronze original and
-   quarantined raw rows deleted, every version (an object still under Object Lock is reported
-   once, `locked until <date>`, never forced, and deleted by the first run after the lock);
+3. each sealed file (whatever its state) whose earliest month is purged: its file key is
+   destroyed and its bronze original and quarantined raw rows deleted, every version (an object
+   still under Object Lock is reported once, `locked until <date>`, never forced, and deleted by
+   the first run after the lock);
 4. each year whose 10 years have passed: its gold partitions are deleted;
 5. released or expired holds are purged, and their records forget the tokens they named;
    subject requests answered more than `REQUEST_IDENTIFIER_DAYS` ago forget the person (request
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import polars as pl
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from pipeline import audit, holds, layout
+from pipeline import audit, holds, layout, staging
 from pipeline.alerts import record_retention_success
 from pipeline.errors import PipelineError, one_line
 from pipeline.keys import LocalKeyring
@@ -87,7 +88,7 @@ def inventory(store: ObjectStore, keyring: LocalKeyring) -> Inventory:
         m = layout.month_of_key_name(name)
         if m:
             inv.month_keys.add(m)
-    inv.files = [entry["body"] for _, entry in layout.ingested_files(store)]
+    inv.files = layout.sealed_files(store)
     return inv
 
 
@@ -102,6 +103,8 @@ class RetentionReport:
     gold_years: list[dict[str, Any]] = field(default_factory=list)
     holds: list[dict[str, Any]] = field(default_factory=list)
     left_locked: list[str] = field(default_factory=list)
+    #: what interrupted runs had left and this run removed (partial objects, staging)
+    swept: dict[str, int] = field(default_factory=dict)
     landing_versions_deleted: int = 0
     uploads_aborted: int = 0
     requests_forgotten: list[str] = field(default_factory=list)
@@ -145,8 +148,10 @@ def run_retention(res: Resources, request: RetentionRequest) -> RetentionReport:
     store, bronze, keyring, policy = res.store, res.bronze, res.keyring, res.policy
     as_of, dry_run = request.as_of, request.dry_run
     signer = keyring.signing_key()
-    inv = inventory(store, keyring)
     report = RetentionReport(as_of.isoformat(), dry_run)
+    if not dry_run:
+        report.swept = _sweep(store, bronze)
+    inv = inventory(store, keyring)
     all_holds = holds.list_holds(store)
     active = [h for h in all_holds if h.active(as_of)]
 
@@ -383,16 +388,18 @@ def _purge_month(
 def _file_due(
     body: dict[str, Any], as_of: dt.date, policy: RetentionPolicy
 ) -> dict[str, Any] | None:
-    """A file whose originals may go: every month in it past its identifier purge date.
+    """A file whose original may go: the EARLIEST month in it is past its identifier purge
+    date (the original holds that month's identifiers; later months keep their records and
+    proofs in the tiers).
 
-    An unreadable or empty file has no months: its raw bytes follow the month it arrived in.
+    A file whose months are unknown (unreadable, failed, interrupted) follows its arrival month.
     """
     months = body.get("months") or []
     arrived = body.get("arrived_at") or body["as_of"]
     dates = [policy.identifier_purge(int(m[:4]), int(m[5:7])) for m in months] or [
         policy.identifier_purge(int(arrived[:4]), int(arrived[5:7]))
     ]
-    if max(dates) > as_of:
+    if min(dates) > as_of:
         return None
     sha = body["sha256"]
     return {
@@ -440,9 +447,37 @@ def _purge_gold_year(
         )
         store.put_bytes(marker, json.dumps({"year": year, "records": copied}).encode())
         entry["held"][hold.case] = copied
-    for key in keys:
+    # The record-ID index of the year's months goes with the records it indexes.
+    index = [
+        o.key for o in store.list(layout.RECORD_IDS) if layout.record_id_index_year(o.key) == year
+    ]
+    for key in keys + index:
         store.purge(key)
+    entry["index_objects"] = len(index)
     return entry
+
+
+def _sweep(store: ObjectStore, bronze: ObjectStore) -> dict[str, int]:
+    """Partial objects and staging that killed runs left: they can hold identifiers that no
+    listing shows, so they go before anything is verified."""
+    objects = store.sweep_temporary() + (bronze.sweep_temporary() if bronze is not store else 0)
+    return {"temporary_objects": objects, "staging": staging.sweep()}
+
+
+def _leftovers(store: ObjectStore, bronze: ObjectStore, files: list[dict[str, Any]]) -> list[str]:
+    """Anything a purge cannot see by listing: partial objects, staging of dead runs, and
+    bronze originals that no sealed file accounts for."""
+    problems = [f"temporary object left: {k}" for k in store.stale_temporary()]
+    if bronze is not store:
+        problems += [f"temporary object left in bronze: {k}" for k in bronze.stale_temporary()]
+    problems += [f"staging left by a dead run: {p}" for p in staging.leftovers()]
+    known = {k for body in files for k in body.get("outputs", []) if layout.is_bronze(k)}
+    problems += [
+        f"bronze object of no sealed file: {o.key}"
+        for o in bronze.list(layout.BRONZE)
+        if o.key not in known
+    ]
+    return problems
 
 
 def _stale(v: VersionInfo) -> bool:
@@ -475,8 +510,9 @@ def verify_purged(
     as_of: dt.date,
     policy: RetentionPolicy,
 ) -> None:
-    """Prove nothing identifying is left for the purged months; RetentionError names what is."""
-    problems = []
+    """Prove nothing identifying is left for the purged months and files, nor anywhere a listing
+    does not show; RetentionError names what is."""
+    problems = _leftovers(store, bronze, files)
     for m in months:
         name = layout.month_name(m)
         for prefix in (layout.month_prefix("silver", m), layout.month_prefix("vault", m)):

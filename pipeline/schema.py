@@ -82,6 +82,8 @@ QUARANTINE_ROWS: dict[str, pl.DataType] = {
     "source_line": pl.Int64(),
     "reason": pl.String(),
     "raw_encrypted": pl.Binary(),
+    #: what the reason refers to, never a value (e.g. the earlier file of a duplicate record ID)
+    "note": pl.String(),
 }
 
 PROOFS: dict[str, pl.DataType] = {"leaf": pl.Binary()}

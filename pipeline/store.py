@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
+from pipeline import staging
+
 if TYPE_CHECKING:
     import polars as pl
 
@@ -46,6 +48,11 @@ def private_file(path: Path) -> Path:
     os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))
     os.chmod(path, FILE_MODE)
     return path
+
+
+def _tmp_prefix() -> str:
+    """Temporary objects name their writer, so a sweep can tell a dead run's from a live one's."""
+    return f"{TMP_PREFIX}{staging.owner_tag()}"
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,14 @@ class ObjectStore(ABC):
         self.delete(key)
         return []
 
+    def stale_temporary(self, older_than: dt.timedelta = staging.STALE_AFTER) -> list[str]:
+        """Partial objects left by writers that are gone (a run killed while publishing)."""
+        return []
+
+    def sweep_temporary(self, older_than: dt.timedelta = staging.STALE_AFTER) -> int:
+        """Remove the partial objects of writers that are gone; how many were removed."""
+        return 0
+
     def delete_version(self, key: str, version: str) -> None:
         """Delete one version of an object (a folder has only the current one)."""
         self.delete(key)
@@ -178,7 +193,7 @@ class LocalStore(ObjectStore):
         """Write `data` durably to a temporary file beside the key's path: (tmp, path)."""
         path = self._path(key)
         private_folder(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)  # 0600
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(), dir=path.parent)  # 0600
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -209,7 +224,7 @@ class LocalStore(ObjectStore):
     def put_file(self, key: str, path: Path, lock_until: dt.datetime | None = None) -> None:
         target = self._path(key)
         private_folder(target.parent)
-        tmp = private_file(target.parent / f"{TMP_PREFIX}{uuid.uuid4().hex}")
+        tmp = private_file(target.parent / f"{_tmp_prefix()}{uuid.uuid4().hex}")
         try:
             shutil.copyfile(path, tmp)
             with open(tmp, "rb+") as f:
@@ -255,6 +270,24 @@ class LocalStore(ObjectStore):
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def stale_temporary(self, older_than: dt.timedelta = staging.STALE_AFTER) -> list[str]:
+        """`.tmp-` files (which `list` never shows) of writers that are gone, as paths."""
+        found = []
+        for p in self.root.rglob(f"{TMP_PREFIX}*"):
+            try:
+                modified = p.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if p.is_file() and staging.is_stale(p.name, TMP_PREFIX, modified, older_than):
+                found.append(p.relative_to(self.root).as_posix())
+        return sorted(found)
+
+    def sweep_temporary(self, older_than: dt.timedelta = staging.STALE_AFTER) -> int:
+        stale = self.stale_temporary(older_than)
+        for rel in stale:
+            (self.root / rel).unlink(missing_ok=True)
+        return len(stale)
 
     def uri(self, key: str) -> str:
         return str(self._path(key))

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipeline import layout
+from pipeline import layout, staging
 from pipeline.crypto import decrypt_value, encrypt_values
 from pipeline.fingerprints import Fingerprints
 from pipeline.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT, VAULT_ENTRY
@@ -65,7 +65,7 @@ class TierWriter:
         self._month_gcm: dict[tuple[int, int], AESGCM] = {}
         self._source = source
         self._source_file = source_file
-        self._tmp = tempfile.TemporaryDirectory(prefix="cdr-ingest-")
+        self._tmp = tempfile.TemporaryDirectory(prefix=staging.prefix("ingest"))
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._paths: dict[str, Path] = {}
         self._seen_tokens: dict[tuple[int, int], Fingerprints] = {}
@@ -174,7 +174,12 @@ class TierWriter:
             pl.lit(self.sha256).alias("source_sha256"),
             "source_line",
             "reason",
-        ).with_columns(pl.Series("raw_encrypted", enc, dtype=pl.Binary))
+        ).with_columns(
+            pl.Series("raw_encrypted", enc, dtype=pl.Binary),
+            rows.get_column("note")
+            if "note" in rows.columns
+            else pl.lit(None, pl.String).alias("note"),
+        )
         arrow = _arrow_schema(QUARANTINE_ROWS)
         self._append(layout.quarantine_rows_key(self.sha256), table.to_arrow(), arrow)
 

@@ -12,6 +12,7 @@ import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -28,6 +29,17 @@ from pipeline.normalise import (
 from pipeline.schema import CHANNELS, DIRECTIONS, GOLD, SILVER, conform
 from pipeline.sources.base import first_error
 from pipeline.tokenise import token_expr
+
+# What the tiers accept (the same bounds as the expectations suites): a row outside them is
+# quarantined with `out_of_range:<field>`, never the whole file refused.
+EARLIEST = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+MAX_DURATION_S = 7 * 86_400
+FUTURE_TOLERANCE_DAYS = 1
+
+
+def _out_of_range(col: str) -> pl.Expr:
+    return pl.col(col).is_not_null() & ((pl.col(col) < EARLIEST) | (pl.col(col) >= LATEST))
 
 
 @dataclass(frozen=True)
@@ -51,6 +63,15 @@ class FileContext:
     purged_months: frozenset[str] = frozenset()
     #: the file's data key: keys the identity commitments (pipeline.commitments)
     commit_key: bytes = b""
+    #: days after `as_of` a record may be dated (clocks differ): later is `future_timestamp`
+    future_tolerance_days: int = FUTURE_TOLERANCE_DAYS
+
+    @property
+    def future_cutoff(self) -> dt.datetime:
+        """The first instant a record may not be dated: the end of `as_of` plus the tolerance."""
+        day = self.as_of + dt.timedelta(days=1 + self.future_tolerance_days)
+        return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
     #: the record encoding its leaves are committed with (stated in the parse entry)
     commitment_encoding: int = ENCODING
     #: tokens whose identifiers were erased on request: their vault entries are never re-created
@@ -73,7 +94,11 @@ class Transformed:
     scrubbed: dict[str, int] = field(default_factory=dict)
 
 
-def _month_index(ts: pl.Expr) -> pl.Expr:
+#: (record IDs, month indexes) → the digest of an earlier file that kept each ID, or None
+Prior = Callable[[pl.Series, pl.Series], list[str | None]]
+
+
+def _month_index(ts: Any) -> Any:
     return ts.dt.year().cast(pl.Int64) * 12 + ts.dt.month().cast(pl.Int64) - 1
 
 
@@ -83,11 +108,14 @@ def transform(
     resolver: CountryResolver,
     leaf_offset: int = 0,
     seen_ids: Fingerprints | None = None,
+    prior: Prior | None = None,
 ) -> Transformed:
     """Split a parsed batch; kept records are numbered from `leaf_offset` in the file's tree.
 
     `seen_ids` holds the record IDs kept from the file's earlier batches: a record ID is unique
-    per file, so a repeat in a later batch is quarantined like one within the batch.
+    per file, so a repeat in a later batch is quarantined like one within the batch. `prior`
+    names the earlier file of the same source that already kept a record's ID in its month
+    (pipeline.redelivery): such a record is a re-delivery, quarantined too.
     """
     df, scrubbed = scrub(_classify(parsed, ctx, resolver).with_columns(_channel_detail()))
     if ctx.derived_ids:
@@ -100,6 +128,9 @@ def transform(
                 (pl.col("record_id").is_null(), "missing_id"),
                 (pl.col("_identifier_in_id"), "identifier_in:record_id"),
                 (pl.col("event_time").is_null(), "missing_timestamp"),
+                (_out_of_range("event_time"), "out_of_range:event_time"),
+                (pl.col("event_time") >= ctx.future_cutoff, "future_timestamp"),
+                (_out_of_range("end_time"), "out_of_range:end_time"),
                 (pl.col("destination_raw").is_null(), "missing_destination"),
                 (pl.col("o_ambiguous"), "ambiguous_identifier:origin"),
                 (pl.col("d_ambiguous"), "ambiguous_identifier:destination"),
@@ -112,6 +143,7 @@ def transform(
                     pl.col("duration_s").is_not_null() & (pl.col("duration_s") < 0),
                     "bad_value:duration_s",
                 ),
+                (pl.col("duration_s") > MAX_DURATION_S, "out_of_range:duration_s"),
             ]
         ),
     )
@@ -131,10 +163,11 @@ def transform(
             .otherwise("_reason")
             .alias("_reason")
         )
+    df = _redelivered(df, prior)
     quarantine = df.filter(pl.col("_reason").is_not_null()).select(
-        "source_line", pl.col("_reason").alias("reason"), "raw"
+        "source_line", pl.col("_reason").alias("reason"), "raw", "note"
     )
-    good = df.filter(pl.col("_reason").is_null()).drop("raw")
+    good = df.filter(pl.col("_reason").is_null()).drop("raw", "note")
 
     expired = _expired_months(good, ctx)
     personal_o = pl.col("o_kind").is_in(PERSONAL_KINDS)
@@ -228,6 +261,27 @@ def _channel_detail() -> list[pl.Expr]:
         .alias("channel_detail"),
         pl.when(unknown).then(pl.lit("other")).otherwise("channel").alias("channel"),
     ]
+
+
+def _redelivered(df: pl.DataFrame, prior: Prior | None) -> pl.DataFrame:
+    """Quarantine kept records whose ID an earlier file of the source kept in the same month;
+    the note names that file by digest."""
+    if prior is None:
+        return df.with_columns(pl.lit(None, pl.String).alias("note"))
+    kept = df.get_column("_reason").is_null()
+    candidates = df.filter(kept)
+    earlier = prior(candidates.get_column("record_id"), _month_index(candidates.get_column("event_time")))  # fmt: skip
+    note = pl.Series("note", [None] * len(df), dtype=pl.String)
+    rows = np.flatnonzero(kept.to_numpy())
+    found = [(int(rows[i]), f"earlier file {d}") for i, d in enumerate(earlier) if d]
+    if found:
+        note = note.scatter([i for i, _ in found], [n for _, n in found])
+    return df.with_columns(note).with_columns(
+        pl.when(pl.col("note").is_not_null())
+        .then(pl.lit("duplicate_record_id"))
+        .otherwise("_reason")
+        .alias("_reason")
+    )
 
 
 def _classify(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> pl.DataFrame:

@@ -10,6 +10,7 @@ neither the vault nor any destroyed key.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -30,10 +31,12 @@ from pipeline.commitments import (
     merkle_root,
     record_digest,
 )
+from pipeline.crypto import DecryptionError
 from pipeline.errors import USAGE, PipelineError, one_line
 from pipeline.integrity import SealError, verify_pair
-from pipeline.keys import LocalKeyring
+from pipeline.keys import KeyDestroyed, LocalKeyring
 from pipeline.policy import RetentionPolicy
+from pipeline.reference import READERS, RETAINED
 from pipeline.store import ObjectStore, read_parquet, store_errors
 
 if TYPE_CHECKING:
@@ -116,6 +119,10 @@ class VerifyRequest:
     month: str | None = None
     file: str | None = None
     expectations: bool = True
+    #: also re-read each original from bronze with the reference readers (pipeline.reference)
+    deep: bool = False
+    #: with `deep`, only files whose parse entry was written at or after this instant
+    deep_since: dt.datetime | None = None
 
 
 def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
@@ -154,12 +161,16 @@ def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
             checked = _verify_file(
                 store, bronze, keyring, public, sha, parsed_entry, month, lock_policy
             )
+            if request.deep and body.get("status") == "ingested" and _since(store, sha, request):
+                _check_original(res, checked, body)
         except store_errors() as exc:  # an unreadable object fails this file, not the run
             checked = FileCheck(sha, body.get("file") or "?")
             checked.fail("read", one_line(exc))
         except Exception as exc:  # whatever else breaks is this file's failure, not the run's
             checked = _damaged(sha, "verify", DamagedObject(obj.key, exc))
         report.files.append(checked)
+    if not month:
+        report.files += _unparsed(store, file)
     if (file or month) and not report.files:
         wanted = " and ".join(
             f"{k} {v!r}" for k, v in (("file", file), ("month", month)) if v is not None
@@ -175,6 +186,101 @@ def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
         )
         report.data_docs = str(quality.docs_index())
     return report
+
+
+def _since(store: ObjectStore, sha: str, request: VerifyRequest) -> bool:
+    if request.deep_since is None:
+        return True
+    info = store.info(layout.parse_key(sha))
+    return info is not None and info.modified >= request.deep_since
+
+
+def _check_original(res: Resources, check: FileCheck, body: dict[str, Any]) -> None:
+    """Re-read the original from bronze with the reference reader of its format and compare
+    every record with the one gold keeps: row count, record ID and each retained field."""
+    label = "original (deep)"
+    key = next((k for k in body.get("outputs", []) if layout.is_bronze(k)), None)
+    reader = READERS.get(body.get("format") or "")
+    if key is None or not res.keyring.has_data_key(layout.file_key_name(check.sha256)):
+        check.checks[label] = "skipped: purged (file key destroyed)"
+        return
+    if reader is None:
+        check.checks[label] = "skipped: no reference reader for this format"
+        return
+    file_key = res.keyring.data_key(layout.file_key_name(check.sha256), create=False)
+    chunks = read_original(res.bronze, key, check.sha256, file_key)
+    ctx = {"source": body.get("source"), "sha256": check.sha256, "timezone": res.settings.source_timezone}  # fmt: skip
+    try:
+        original = pl.DataFrame(
+            [{"source_line": line, **fields} for line, fields in reader(chunks, ctx)],
+            schema=REFERENCE_SCHEMA,
+        )
+    except (KeyDestroyed, DecryptionError, ValueError) as exc:
+        check.fail(label, f"the original cannot be read back ({type(exc).__name__})")
+        return
+    if len(original) != body.get("records"):
+        check.fail(label, f"{len(original):,} records in the original where {body.get('records'):,} were sealed")  # fmt: skip
+        return
+    problem = _differs(_kept(res.store, check.sha256, body), original)
+    if problem:
+        check.fail(label, problem)
+    else:
+        check.checks[label] = f"ok ({len(original):,} records re-read)"
+
+
+REFERENCE_SCHEMA: dict[str, pl.DataType] = {
+    "source_line": pl.Int64(),
+    "record_id": pl.String(),
+    "event_time": pl.Datetime("us", "UTC"),
+    "duration_s": pl.Float64(),
+    "units": pl.Int64(),
+    "status": pl.String(),
+    "customer_id": pl.String(),
+    "price": pl.Float64(),
+}
+
+
+def _kept(store: ObjectStore, sha: str, body: dict[str, Any]) -> pl.DataFrame:
+    """The file's records as gold keeps them: line and retained fields."""
+    parts = [
+        read_parquet(store, layout.partition("gold", layout.parse_month(m), sha)).select(
+            "source_line", *RETAINED
+        )
+        for m in (body.get("by_month") or {}).get("gold", {})
+    ]
+    return pl.concat(parts) if parts else pl.DataFrame(schema=REFERENCE_SCHEMA)
+
+
+def _differs(kept: pl.DataFrame, original: pl.DataFrame) -> str | None:
+    """The first kept record that differs from the original: its ID, line and field."""
+    joined = kept.join(original, on="source_line", how="left", suffix="_o").sort("source_line")
+    for name in RETAINED:
+        a, b = pl.col(name), pl.col(f"{name}_o")
+        bad = joined.filter((a.is_null() != b.is_null()) | (a != b).fill_null(False))
+        if len(bad):
+            rid, line = bad.get_column("record_id")[0], bad.get_column("source_line")[0]
+            return (
+                f"record {rid} (line {line}): {name} is not what the original holds; "
+                f"{len(bad):,} records differ in {name}"
+            )
+    return None
+
+
+def _unparsed(store: ObjectStore, file: str | None) -> list[FileCheck]:
+    """Files sealed without a parse entry (an ingest interrupted): listed, for a rerun."""
+    out = []
+    for digest in layout.unparsed_seals(store):
+        try:
+            body = layout.unparsed_file(store, digest)
+        except Exception as exc:  # a damaged seal is this file's finding, not the run's
+            out.append(_damaged(digest, "seal", DamagedObject(layout.seal_key(digest), exc)))
+            continue
+        if file and not (digest.startswith(file) or body.get("file") == file):
+            continue
+        check = FileCheck(digest, body.get("file") or "?")
+        check.checks["state"] = "skipped: sealed, not parsed (ingest interrupted: rerun ingest)"
+        out.append(check)
+    return out
 
 
 def _damaged(sha: str, check_name: str, exc: Exception) -> FileCheck:
@@ -208,6 +314,7 @@ def _verify_file(
     if lock_policy is not None and check.checks.get("bronze") == "ok":
         _check_lock(bronze, check, body, seal_body, lock_policy)
     if body.get("status") != "ingested":
+        check.checks["state"] = f"{body.get('status')}: {body.get('reason') or '-'}"
         return check
     leaves = _check_tree(store, check, body)
     if leaves is None:

@@ -9,7 +9,10 @@ by the batch size whatever the file size.
 from __future__ import annotations
 
 import csv
+import io
+import re
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,47 +66,71 @@ class FileFormatError(PipelineError):
         self.reason = reason
 
 
+#: a quoted field may span lines, but a record that never closes its quote stops being merged
+#: after this many lines or bytes: its first line is then read as a (malformed) record alone
+MAX_RECORD_LINES = 1000
+MAX_RECORD_BYTES = 1 << 20
+BOM = b"\xef\xbb\xbf"
+
+
+def _decoded_lines(data: bytes) -> tuple[list[str], list[bool]]:
+    """Lines of a chunk that is not valid UTF-8: each decoded alone, the invalid ones flagged
+    (their text keeps the bytes as `\\x..` escapes, for the encrypted quarantine only)."""
+    raw = data.split(b"\n")
+    if data.endswith(b"\n"):
+        raw.pop()
+    texts, bad = [], []
+    for line in raw:
+        try:
+            texts.append(line.decode("utf-8"))
+            bad.append(False)
+        except UnicodeDecodeError:
+            texts.append(line.decode("utf-8", "backslashreplace"))
+            bad.append(True)
+    return texts, bad
+
+
 def _lines_frame(data: bytes, first_line: int) -> pl.DataFrame:
-    """Physical lines of a chunk, numbered; blank lines included (filtered by the caller)."""
-    expected = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-    lines: pl.Series | None = None
-    if b"\x1f" not in data and b"\n\n" not in data and not data.startswith(b"\n"):
-        # Fast path: the CSV reader with a separator and quote that never occur splits lines.
-        frame = pl.read_csv(
-            data,
-            has_header=False,
-            separator="\x1f",
-            quote_char=None,
-            schema={"line": pl.String},
-            encoding="utf8-lossy",
-        )
-        if len(frame) == expected:
-            lines = frame.get_column("line").fill_null("")
-    if lines is None:
-        text = data.decode("utf-8", errors="replace")
-        lines = pl.Series("line", [text]).str.split("\n").explode()
-        if text.endswith("\n"):
-            lines = lines.head(len(lines) - 1)
+    """Physical lines of a chunk, numbered (`source_line`, `line`, `bad_encoding`); blank lines
+    included (filtered by the caller)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        texts, flags = _decoded_lines(data)
+        lines = pl.Series("line", texts, dtype=pl.String)
+        bad = pl.Series("bad_encoding", flags, dtype=pl.Boolean)
+    else:
+        lines = _split_lines(data)
+        bad = pl.repeat(False, len(lines), dtype=pl.Boolean, eager=True).alias("bad_encoding")
     return pl.DataFrame(
         {
             "source_line": pl.int_range(
                 first_line, first_line + len(lines), dtype=pl.Int64, eager=True
             ),
             "line": lines.str.strip_suffix("\r"),
+            "bad_encoding": bad,
         }
     )
 
 
-def iter_line_chunks(
-    path: Path, batch_rows: int, skip_header: bool = False
-) -> Iterator[tuple[pl.DataFrame, bytes]]:
-    """Batches of non-blank lines (`source_line`, `line`) with the chunk's bytes, streamed.
+def _split_lines(data: bytes) -> pl.Series:
+    """The lines of valid UTF-8 bytes, split on `\\n` (the CSV reader is the fast path)."""
+    expected = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    if b"\x1f" not in data and b"\n\n" not in data and not data.startswith(b"\n"):
+        # The CSV reader with a separator and quote that never occur splits lines.
+        frame = pl.read_csv(
+            data, has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String}
+        )
+        if len(frame) == expected:
+            return frame.get_column("line").fill_null("")
+    text = data.decode("utf-8")
+    lines = pl.Series("line", [text]).str.split("\n").explode()
+    return lines.head(len(lines) - 1) if text.endswith("\n") else lines
 
-    `source_line` is the 1-based physical line number in the file. Blank lines are not records.
-    The bytes (header removed) let a CSV reader parse the chunk in one pass.
-    """
+
+def _byte_chunks(path: Path, batch_rows: int) -> Iterator[bytes]:
+    """The file in blocks cut after a `\\n`, BOM removed; a line is never split across blocks."""
     chunk_bytes = max(batch_rows * BYTES_PER_ROW, 1 << 16)
-    line_no = 0
     carry = b""
     first = True
     with open(path, "rb") as f:
@@ -118,27 +145,156 @@ def iter_line_chunks(
                 data, carry = data[: cut + 1], data[cut + 1 :]
             else:
                 carry = b""
-            if not data:
-                break
-            if first and data.startswith(b"\xef\xbb\xbf"):
-                data = data[3:]
-            frame = _lines_frame(data, line_no + 1)
-            line_no += len(frame)
-            if first and skip_header:
-                frame = frame.slice(1)
-                data = data[data.find(b"\n") + 1 :]
+            if first and data.startswith(BOM):
+                data = data[len(BOM) :]
             first = False
-            frame = frame.filter(pl.col("line").str.strip_chars() != "")
-            if len(frame):
-                yield frame, data
+            if data:
+                yield data
             if not block:
-                break
+                return
+
+
+def _opens_quote(line: str, inside: bool, sep: str) -> bool:
+    """Whether a quoted field is still open at the end of `line` (quotes count only at the
+    start of a field; `""` inside one is an escaped quote)."""
+    i = 0
+    while True:
+        if inside:
+            j = line.find('"', i)
+            if j < 0:
+                return True
+            if line.startswith('"', j + 1):
+                i = j + 2
+                continue
+            inside, i = False, j + 1
+        elif i == 0 and line.startswith('"'):
+            inside, i = True, 1
+        else:
+            j = line.find(sep + '"', i)
+            if j < 0:
+                return False
+            inside, i = True, j + 2
+
+
+Row = tuple[int, str, bool]
+
+
+def _merge_quoted(
+    frame: pl.DataFrame, pending: list[Row], sep: str, final: bool
+) -> tuple[pl.DataFrame, list[Row], bool]:
+    """Join the lines of records whose quoted fields hold newlines: (records, still open, merged).
+
+    A record is numbered by its first line. The open record at the end of a chunk is carried
+    into the next one. One that never closes (bounded by MAX_RECORD_LINES/BYTES, or the end of
+    the file) gives up its first line as a record alone, and the lines after it are read again.
+    """
+    opener = rf'(?:^|{re.escape(sep)})"(?:[^"]|"")*$'
+    if not pending and not frame.get_column("line").str.contains(opener).any() and not final:
+        return frame, [], False
+    queue: deque[Row] = deque(pending)
+    queue.extend(frame.select("source_line", "line", "bad_encoding").iter_rows())
+    out: list[Row] = []
+    record: list[Row] = []
+    size = 0
+    while queue:
+        row = queue.popleft()
+        if not record:
+            if _opens_quote(row[1], False, sep):
+                record, size = [row], len(row[1])
+            else:
+                out.append(row)
+            continue
+        record.append(row)
+        size += len(row[1]) + 1
+        if not _opens_quote(row[1], True, sep):
+            text = "\n".join(r[1] for r in record)
+            out.append((record[0][0], text, any(r[2] for r in record)))
+            record = []
+        elif len(record) > MAX_RECORD_LINES or size > MAX_RECORD_BYTES:
+            out.append(record[0])
+            queue.extendleft(reversed(record[1:]))
+            record = []
+        if final and not queue and record:
+            out.append(record[0])
+            queue.extend(record[1:])
+            record = []
+    if final and record:
+        out.append(record[0])
+        out.extend(record[1:])  # unreachable in practice: the loop re-reads them
+        record = []
+    merged = pl.DataFrame(
+        out,
+        schema={"source_line": pl.Int64, "line": pl.String, "bad_encoding": pl.Boolean},
+        orient="row",
+    )
+    return merged, record, True
+
+
+def iter_line_chunks(
+    path: Path, batch_rows: int, skip_header: bool = False, quoted_sep: str | None = None
+) -> Iterator[tuple[pl.DataFrame, bytes | None]]:
+    """Batches of non-blank records (`source_line`, `line`, `bad_encoding`), streamed.
+
+    `source_line` is the 1-based physical line number in the file (of a record's first line).
+    Blank lines are not records; a header is the first non-blank line. With `quoted_sep`, a
+    record's quoted fields may hold newlines (CSV). The chunk's bytes come along when its
+    records are exactly its lines (so a CSV reader may parse them in one pass), else None.
+    """
+    line_no = 0
+    pending: list[Row] = []
+    header = skip_header
+    for data in _byte_chunks(path, batch_rows):
+        frame = _lines_frame(data, line_no + 1)
+        line_no += len(frame)
+        exact = not frame.get_column("bad_encoding").any()
+        if header:
+            blank = frame.get_column("line").str.strip_chars() == ""
+            if blank.all():
+                continue
+            first = int(blank.arg_min() or 0)
+            frame = frame.slice(first + 1)
+            data = data.split(b"\n", first + 1)[-1]
+            header = False
+        if quoted_sep is not None:
+            frame, pending, merged = _merge_quoted(frame, pending, quoted_sep, final=False)
+            exact = exact and not merged
+        records = len(frame)
+        frame = frame.filter(pl.col("line").str.strip_chars() != "")
+        if len(frame):
+            yield frame, (data if exact and len(frame) == records else None)
+    if pending:
+        assert quoted_sep is not None
+        empty = pl.DataFrame(schema={"source_line": pl.Int64, "line": pl.String, "bad_encoding": pl.Boolean})  # fmt: skip
+        frame, _, _ = _merge_quoted(empty, pending, quoted_sep, final=True)
+        yield frame.filter(pl.col("line").str.strip_chars() != ""), None
 
 
 def iter_lines(path: Path, batch_rows: int, skip_header: bool = False) -> Iterator[pl.DataFrame]:
     """Batches of non-blank numbered lines (see `iter_line_chunks`)."""
     for frame, _ in iter_line_chunks(path, batch_rows, skip_header):
         yield frame
+
+
+def first_line(head: bytes) -> bytes:
+    """The first non-blank line of a file's first bytes, without BOM or line end."""
+    if head.startswith(BOM):
+        head = head[len(BOM) :]
+    for line in head.split(b"\n"):
+        if line.strip():
+            return line.rstrip(b"\r")
+    return b""
+
+
+def first_record(head: bytes, sep: str = ",") -> list[str]:
+    """The fields of the first CSV record in a file's first bytes (blank lines and BOM skipped;
+    a quoted field may span lines)."""
+    if head.startswith(BOM):
+        head = head[len(BOM) :]
+    text = head.decode("utf-8", "replace").lstrip("\r\n \t")
+    try:
+        return next(csv.reader(io.StringIO(text), delimiter=sep), [])
+    except csv.Error:
+        return []
 
 
 def field_count(line: pl.Expr, sep: str = ",") -> pl.Expr:
@@ -152,39 +308,39 @@ def field_count(line: pl.Expr, sep: str = ",") -> pl.Expr:
 
 
 def split_csv(
-    lines: pl.DataFrame, data: bytes, names: list[str], allowed: set[int], sep: str = ","
+    lines: pl.DataFrame, data: bytes | None, names: list[str], allowed: set[int], sep: str = ","
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split a chunk into string fields; (good rows with `source_line`/`raw`, bad lines).
+    """Split records into string fields; (good rows with `source_line`/`raw`, bad rows).
 
-    A line whose field count is not in `allowed` is bad (`wrong_column_count`). Short rows are
-    padded to `names` with nulls. The chunk is parsed in one pass when its rows line up with its
-    lines (no quoted newlines), else the good lines are parsed again on their own.
+    Each record is checked on its own: its field count must be one of `allowed` (the header's,
+    or the format's documented widths) and the reader must have found exactly those fields;
+    else it is bad (`wrong_column_count`), as is a record that is not UTF-8 (`bad_encoding`).
+    Neighbours are never reshaped: the reader is told the widest row, not guessing it from the
+    first. Short rows are padded to `names` with nulls.
     """
     width = max(allowed)
-    columns = [f"_f{i}" for i in range(width)]
+    columns = [f"_f{i}" for i in range(width + 1)]  # one more: a longer row shows in it
     counted = lines.with_columns(field_count(pl.col("line"), sep).alias("_n"))
-    ok = pl.col("_n").is_in(sorted(allowed))
-    fields = _read_fields(data, sep, columns)
-    if fields is not None and len(fields) == len(counted):
-        good = counted.with_columns(fields).filter(ok)
-    else:
-        good_lines = counted.filter(ok)
-        text = good_lines.get_column("line").str.join("\n").item() + "\n"
+    fields = _read_fields(data, sep, columns) if data is not None else None
+    if fields is None or len(fields) != len(counted):
+        text = "\n".join(counted.get_column("line").to_list()) + "\n"
         fields = _read_fields(text.encode(), sep, columns)
-        if fields is None or len(fields) != len(good_lines):
-            # Odd quoting: the standard library reads it exactly, row by row.
-            rows = [
-                (r + [None] * width)[:width]
-                for r in csv.reader(good_lines.get_column("line").to_list(), delimiter=sep)
-            ]
-            fields = pl.DataFrame(rows, schema=columns, orient="row")
-        good = good_lines.with_columns(fields)
+    if fields is None or len(fields) != len(counted):
+        fields = _python_fields(counted.get_column("line").to_list(), sep, columns)
+    counted = counted.with_columns(fields)
+    exact = pl.all_horizontal(
+        [pl.col(c).is_null() | (pl.lit(i) < pl.col("_n")) for i, c in enumerate(columns)]
+    )
+    ok = pl.col("_n").is_in(sorted(allowed)) & exact & ~pl.col("bad_encoding")
     bad = counted.filter(~ok).select(
         "source_line",
-        pl.lit("wrong_column_count").alias("parse_error"),
+        pl.when(pl.col("bad_encoding"))
+        .then(pl.lit("bad_encoding"))
+        .otherwise(pl.lit("wrong_column_count"))
+        .alias("parse_error"),
         pl.col("line").alias("raw"),
     )
-    good = good.select(
+    good = counted.filter(ok).select(
         "source_line",
         pl.col("line").alias("raw"),
         *[
@@ -196,22 +352,38 @@ def split_csv(
 
 
 def _read_fields(data: bytes, sep: str, columns: list[str]) -> pl.DataFrame | None:
-    """All fields of a CSV chunk as strings, padded to `columns`; None if it cannot be read."""
+    """All fields of CSV records as strings, `columns` wide; None if they cannot be read.
+
+    A header naming `columns` goes first, so the reader's width is the widest allowed row
+    whatever the first record holds.
+    """
+    header = sep.join(columns).encode() + b"\n"
     try:
-        fields = pl.read_csv(
-            data,
-            has_header=False,
+        return pl.read_csv(
+            header + data,
+            has_header=True,
             separator=sep,
             infer_schema=False,
             truncate_ragged_lines=True,
-            encoding="utf8-lossy",
         )
     except pl.exceptions.PolarsError:
         return None
-    fields = fields.select(fields.columns[: len(columns)])
-    fields.columns = columns[: fields.width]
-    missing = [pl.lit(None, pl.String).alias(c) for c in columns[fields.width :]]
-    return fields.with_columns(missing) if missing else fields
+
+
+def _python_fields(records: list[str], sep: str, columns: list[str]) -> pl.DataFrame:
+    """Records read one by one with the standard library (odd quoting); one that does not read
+    as exactly one row gets a value in the extra column, so it is counted wrong."""
+    rows = []
+    for text in records:
+        try:
+            parsed = list(csv.reader(io.StringIO(text), delimiter=sep))
+        except csv.Error:
+            parsed = []
+        if len(parsed) != 1:
+            rows.append([None] * (len(columns) - 1) + ["?"])
+        else:
+            rows.append((parsed[0] + [None] * len(columns))[: len(columns)])
+    return pl.DataFrame(rows, schema=columns, orient="row")
 
 
 def _to_utc(s: pl.Series, fmt: str, tz: str) -> pl.Series:

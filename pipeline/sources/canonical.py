@@ -21,6 +21,7 @@ from pipeline.sources.base import (
     Source,
     bad_value,
     first_error,
+    first_record,
     iter_line_chunks,
     number,
     split_csv,
@@ -31,10 +32,22 @@ REQUIRED = {"record_id", "event_time", "origin", "destination"}
 ISO_TIME = ["%+", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
 
 
+def _columns(head: bytes) -> list[str]:
+    """The header's column names: the first non-blank line, read as CSV."""
+    return [c.strip() for c in first_record(head)]
+
+
 def _header(path: Path) -> list[str]:
+    """The header of a file; a file whose header names a column twice cannot be read
+    unambiguously, so it is quarantined whole."""
     with open(path, "rb") as f:
-        line = f.readline().decode("utf-8", "replace").lstrip("\ufeff").strip()
-    return [c.strip().strip('"') for c in line.split(",")]
+        names = _columns(f.read(1 << 20))
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise FileFormatError(
+            "duplicate_column", "the header names more than once: " + ", ".join(repeated)
+        )
+    return names
 
 
 def _map(df: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
@@ -83,15 +96,15 @@ class CanonicalCsvSource(Source):
     name = "canonical_csv"
 
     def sniff(self, head: bytes) -> bool:
-        first = head.split(b"\n", 1)[0].decode("utf-8", "replace").lstrip("\ufeff")
-        cols = {c.strip().strip('"') for c in first.strip().split(",")}
-        return cols >= REQUIRED
+        return set(_columns(head)) >= REQUIRED
 
     def parse(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
         names = _header(path)
         if not set(names) >= REQUIRED:
             raise FileFormatError("missing_columns", ", ".join(sorted(REQUIRED - set(names))))
-        for lines, data in iter_line_chunks(path, opts.batch_rows, skip_header=True):
+        for lines, data in iter_line_chunks(
+            path, opts.batch_rows, skip_header=True, quoted_sep=","
+        ):
             good, bad = split_csv(lines, data, names, {len(names)})
             yield pl.concat([_map(good, opts), conform(bad, PARSED)], how="vertical")
 

@@ -12,11 +12,13 @@ import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from pipeline.schema import PARSED, conform
 from pipeline.sources.base import (
+    BOM,
     FileFormatError,
     ParseOptions,
     Source,
@@ -65,7 +67,7 @@ class MessagingSource(Source):
     international = True
 
     def sniff(self, head: bytes) -> bool:
-        text = head.lstrip()
+        text = head.removeprefix(BOM).lstrip()
         if not text.startswith(b"{"):
             return False
         first = text.split(b"\n", 1)[0]
@@ -77,12 +79,11 @@ class MessagingSource(Source):
 
     def _line_batches(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
         with open(path, "rb") as f:
-            head = f.read(256).lstrip()
+            head = f.read(256).removeprefix(BOM).lstrip()
         if head.startswith(b"{") and b'"results"' in head:
             # An API page: one JSON document, bounded by the API's page size.
             try:
-                with open(path, "rb") as f:
-                    doc = json.load(f)
+                doc = json.loads(path.read_bytes().decode("utf-8-sig"))
                 results = doc["results"]
                 if not isinstance(results, list):
                     raise TypeError("results is not a list")
@@ -94,22 +95,37 @@ class MessagingSource(Source):
                     {
                         "source_line": range(start + 1, start + 1 + len(part)),
                         "line": [json.dumps(r, separators=(",", ":")) for r in part],
+                        "bad_encoding": [False] * len(part),
                     },
-                    schema={"source_line": pl.Int64, "line": pl.String},
+                    schema={"source_line": pl.Int64, "line": pl.String, "bad_encoding": pl.Boolean},
                 )
         else:
             yield from iter_lines(path, opts.batch_rows)
 
     def _map(self, lines: pl.DataFrame) -> pl.DataFrame:
-        shaped = lines.filter(_is_object(pl.col("line")))
-        records = _read_records(shaped)
-        good = pl.concat([shaped, records], how="horizontal").filter(pl.col("_ok"))
-        bad_json = lines.join(good.select("source_line"), on="source_line", how="anti")
-        parsed = self._fields(good)
-        bad = bad_json.select(
-            "source_line", pl.lit("bad_json").alias("parse_error"), pl.col("line").alias("raw")
+        """Each line on its own: not UTF-8, not a JSON object, or a field of the wrong type is
+        that line's reason; its neighbours are read as usual."""
+        lines = lines.with_columns(
+            pl.when(pl.col("bad_encoding"))
+            .then(pl.lit("bad_encoding"))
+            .when(~_is_object(pl.col("line")))
+            .then(pl.lit("bad_json"))
+            .alias("_reason")
         )
-        return pl.concat([parsed, conform(bad, PARSED)], how="vertical")
+        candidates = lines.filter(pl.col("_reason").is_null()).drop("_reason")
+        records = pl.concat([candidates, _read_records(candidates)], how="horizontal")
+        good = records.filter(pl.col("_reason").is_null())
+        bad = pl.concat(
+            [
+                lines.filter(pl.col("_reason").is_not_null()).select(
+                    "source_line", "line", "_reason"
+                ),
+                records.filter(pl.col("_reason").is_not_null()).select(
+                    "source_line", "line", "_reason"
+                ),
+            ]
+        ).select("source_line", pl.col("_reason").alias("parse_error"), pl.col("line").alias("raw"))
+        return pl.concat([self._fields(good), conform(bad, PARSED)], how="vertical")
 
     def _fields(self, df: pl.DataFrame) -> pl.DataFrame:
         inbound = pl.col("receivedAt").is_not_null()
@@ -169,36 +185,77 @@ class MessagingSource(Source):
         return conform(out, PARSED)
 
 
-def _read_records(shaped: pl.DataFrame) -> pl.DataFrame:
-    """JSON objects of the lines, with `_ok` false for lines that are not valid JSON."""
-    if not len(shaped):
-        return pl.DataFrame(schema={**READ_SCHEMA, "_ok": pl.Boolean()})
-    text = shaped.get_column("line").str.join("\n").item().encode()
+_STRING_KEYS = [k for k, t in READ_SCHEMA.items() if not isinstance(t, pl.Struct)]
+_STRUCT_KEYS = [k for k, t in READ_SCHEMA.items() if isinstance(t, pl.Struct)]
+_SUB_KEYS = sorted({f.name for k in _STRUCT_KEYS for f in READ_SCHEMA[k].fields})  # type: ignore[attr-defined]
+# A value the reader would silently turn into text (an object, a list, a boolean where a string
+# or number belongs) or a scalar where an object belongs: such lines are checked one by one.
+_SUSPECT_TYPE = (
+    r'(?:^|[^\\])"(?:'
+    + "|".join(_STRING_KEYS + _SUB_KEYS)
+    + r')"\s*:\s*(?:[\[{]|true|false)'
+    + r'|(?:^|[^\\])"(?:'
+    + "|".join(_STRUCT_KEYS)
+    + r')"\s*:\s*(?:[^\s{n]|n[^u])'
+)
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
+def _line_problem(line: str) -> str | None:
+    """Why one line cannot be read as a record: `bad_json`, `bad_type:<field>`, or None."""
     try:
-        recs = pl.read_ndjson(io.BytesIO(text), schema=READ_SCHEMA)
-        if len(recs) == len(shaped):
-            return recs.with_columns(pl.lit(True).alias("_ok"))
-    except pl.exceptions.PolarsError:
-        pass
-    # Some line is not valid JSON: find which, line by line (rare, so the slow path is fine).
-    ok = []
-    for line in shaped.get_column("line").to_list():
+        obj = json.loads(line)
+    except ValueError:
+        return "bad_json"
+    if not isinstance(obj, dict):
+        return "bad_json"
+    for name, dtype in READ_SCHEMA.items():
+        value = obj.get(name)
+        if value is None:
+            continue
+        if isinstance(dtype, pl.Struct):
+            subs = [value.get(f.name) for f in dtype.fields] if isinstance(value, dict) else None
+            if subs is None or not all(v is None or _scalar(v) for v in subs):
+                return f"bad_type:{name}"
+        elif not _scalar(value):
+            return f"bad_type:{name}"
+    return None
+
+
+def _read_records(shaped: pl.DataFrame) -> pl.DataFrame:
+    """The JSON objects of the lines, aligned with them, with `_reason` set where a line is
+    not valid JSON or a field has the wrong type (its record's fields are then null)."""
+    schema = {**READ_SCHEMA, "_reason": pl.String()}
+    if not len(shaped):
+        return pl.DataFrame(schema=schema)
+    lines = shaped.get_column("line")
+    suspect = lines.str.contains(_SUSPECT_TYPE)
+    if not suspect.any():
         try:
-            ok.append(isinstance(json.loads(line), dict))
-        except ValueError:
-            ok.append(False)
-    okay = pl.Series("_ok", ok)
-    valid = shaped.filter(okay).get_column("line").to_list()
+            recs = pl.read_ndjson(
+                io.BytesIO(lines.str.join("\n").item().encode()), schema=READ_SCHEMA
+            )
+            if len(recs) == len(shaped):
+                return recs.with_columns(pl.lit(None, pl.String).alias("_reason"))
+        except pl.exceptions.PolarsError:
+            pass
+    # Some line is not valid or not well typed: find which, line by line (rare, so slow is fine).
+    reasons = pl.Series("_reason", [_line_problem(x) for x in lines.to_list()], dtype=pl.String)
+    okay = reasons.is_null()
+    valid = lines.filter(okay).to_list()
     recs = (
         pl.read_ndjson(io.StringIO("\n".join(valid)), schema=READ_SCHEMA)
         if valid
         else pl.DataFrame(schema=READ_SCHEMA)
     )
-    # Re-align: valid lines get their record, invalid lines a row of nulls.
-    idx = pl.Series("_i", range(len(ok))).filter(okay)
+    # Re-align: valid lines get their record, the others a row of nulls.
+    idx = pl.Series("_i", range(len(lines))).filter(okay)
     aligned = (
-        pl.DataFrame({"_i": range(len(ok))})
+        pl.DataFrame({"_i": range(len(lines))})
         .join(pl.concat([idx.to_frame(), recs], how="horizontal"), on="_i", how="left")
         .drop("_i")
     )
-    return aligned.with_columns(okay)
+    return aligned.with_columns(reasons)

@@ -20,6 +20,7 @@ from pipeline.sources.base import (
     bad_value,
     field_count,
     first_error,
+    first_record,
     iter_line_chunks,
     number,
     split_csv,
@@ -43,12 +44,7 @@ FREESWITCH = [
 
 
 def _first_fields(head: bytes) -> list[bytes]:
-    import csv
-    import io
-
-    line = head.split(b"\n", 1)[0].rstrip(b"\r")
-    row = next(csv.reader(io.StringIO(line.decode("utf-8", "replace"))), [])
-    return [f.encode() for f in row]
+    return [f.encode() for f in first_record(head)]
 
 
 def _pbx_frame(df: pl.DataFrame, fields: dict[str, pl.Expr], times: dict[str, str]) -> pl.DataFrame:
@@ -96,7 +92,7 @@ class AsteriskSource(Source):
         return 16 <= len(row) <= 18 and bool(_TS.match(row[9]))
 
     def parse(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
-        for lines, data in iter_line_chunks(path, opts.batch_rows):
+        for lines, data in iter_line_chunks(path, opts.batch_rows, quoted_sep=","):
             good, bad = split_csv(lines, data, ASTERISK, {16, 17, 18})
             n = field_count(pl.col("raw"))
             # With 17 fields the 17th is uniqueid if it looks like one (epoch.sequence).
@@ -133,7 +129,7 @@ class FreeswitchSource(Source):
         return len(row) == 15 and bool(_TS.match(row[4]))
 
     def parse(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
-        for lines, data in iter_line_chunks(path, opts.batch_rows):
+        for lines, data in iter_line_chunks(path, opts.batch_rows, quoted_sep=","):
             good, bad = split_csv(lines, data, FREESWITCH, {15})
             inbound = pl.col("context").str.contains(INBOUND_CONTEXT).fill_null(False)
             fields = {

@@ -91,7 +91,8 @@ def test_weekly_integrity_audit_passes_then_fails_on_tampering(
     g = generate("asterisk", tmp_path / "Master.csv", 400, start=dt.date(2025, 3, 1), months=1)
     sha = ingest_file(res, g.path, as_of=dt.date(2025, 6, 1)).sha256
     assert load_dag("cdr_integrity_audit").test().state == "success"
-    assert "VERIFIED" in capfd.readouterr().out
+    out = capfd.readouterr().out
+    assert "VERIFIED" in out and "original (deep)  ok (400 records re-read)" in out
     key = f"bronze/asterisk/{sha}.enc"
     data = bytearray(res.bronze.get_bytes(key))
     data[-5] ^= 1

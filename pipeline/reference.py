@@ -1,0 +1,226 @@
+"""Reference readers: each format read again by the simplest code that can read it (Python's
+`csv` and `json` modules, one record at a time), independent of the ingest's fast readers.
+
+`verify --deep` compares what these find in the bronze original with the records kept in gold:
+a reader that reshapes rows (a column lost, a field shifted, an ID replaced) keeps commitments
+that match its own wrong output, so only a second, independent reading can notice it.
+
+Each reader yields `(source_line, fields)` for every record of the original, where `fields` holds
+the values a record retains (`RETAINED`) as the original writes them, already in the types gold
+holds them in (UTC timestamps, floats, ints, strings). Values that do not read are None.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pyarrow.parquet as pq
+
+#: the retained fields compared, in this order
+RETAINED = ("record_id", "event_time", "duration_s", "units", "status", "customer_id", "price")
+
+Record = tuple[int, dict[str, Any]]
+ASTERISK = [
+    "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
+    "lastdata", "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",
+    "uniqueid", "userfield",
+]  # fmt: skip
+FREESWITCH = [
+    "caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp",
+    "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid", "bleg_uuid",
+    "accountcode", "read_codec", "write_codec",
+]  # fmt: skip
+_UNIQUEID = re.compile(r"^\d+\.\d+$")
+
+
+class _Chunks(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks (the decrypted original)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks, self._buf = iter(chunks), b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._buf:
+            try:
+                self._buf = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._buf))
+        buffer[:n], self._buf = self._buf[:n], self._buf[n:]
+        return n
+
+
+def _text(chunks: Iterable[bytes]) -> io.TextIOWrapper:
+    stream = io.BufferedReader(_Chunks(chunks), 1 << 20)
+    return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
+
+
+def _csv_records(chunks: Iterable[bytes]) -> Iterator[tuple[int, list[str]]]:
+    """CSV records with the physical line each starts on; blank lines skipped."""
+    reader = csv.reader(_text(chunks))
+    last = 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            row = ["?"]  # malformed: still a record, counted, never matching a kept one
+        start, last = last + 1, reader.line_num
+        if row and any(field.strip() for field in row):
+            yield start, row
+
+
+def _str(value: Any, strip: bool = True) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip() if strip else str(value)
+    return text or None
+
+
+def _num(value: Any, kind: Callable[[float], Any] = float) -> Any:
+    try:
+        return kind(float(str(value).strip())) if _str(value) is not None else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _time(value: Any, tz: dt.tzinfo = dt.UTC) -> dt.datetime | None:
+    text = _str(value)
+    if text is None:
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.astimezone(dt.UTC)
+
+
+def canonical_csv(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Record]:
+    records = _csv_records(chunks)
+    header = next(records, (0, []))[1]
+    names = [n.strip() for n in header]
+    for line, row in records:
+        if len(row) != len(names):
+            yield line, {"record_id": None}
+            continue
+        v = dict(zip(names, row, strict=True))
+        yield (
+            line,
+            {
+                "record_id": _str(v.get("record_id")),
+                "event_time": _time(v.get("event_time")),
+                "duration_s": _num(v.get("duration_s")),
+                "units": _num(v.get("units"), int),
+                "status": _str(v.get("status")),
+                "customer_id": _str(v.get("customer_id")),
+                "price": _num(v.get("price")),
+            },
+        )
+
+
+def canonical_parquet(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Record]:
+    table = pq.read_table(io.BytesIO(b"".join(chunks)))
+    for i, v in enumerate(table.to_pylist(), start=1):
+        yield (
+            i,
+            {
+                "record_id": _str(v.get("record_id")),
+                "event_time": _time(v.get("event_time")),
+                "duration_s": _num(v.get("duration_s")),
+                "units": _num(v.get("units"), int),
+                "status": _str(v.get("status")),
+                "customer_id": _str(v.get("customer_id")),
+                "price": _num(v.get("price")),
+            },
+        )
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _message(v: dict[str, Any]) -> dict[str, Any]:
+    status = v.get("status") if isinstance(v.get("status"), dict) else {}
+    price = v.get("price") if isinstance(v.get("price"), dict) else {}
+    return {
+        "record_id": _str(v.get("messageId"), strip=False),
+        "event_time": _time(_first(v.get("receivedAt"), v.get("sentAt"))),
+        "duration_s": None,
+        "units": _num(_first(v.get("smsCount"), v.get("messageCount")), int),
+        "status": _str(_first(status.get("groupName"), status.get("name")), strip=False),
+        "customer_id": _str(
+            _first(v.get("customerId"), v.get("applicationId"), v.get("entityId")), strip=False
+        ),
+        "price": _num(price.get("pricePerMessage")),
+    }
+
+
+def messaging(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Record]:
+    text = _text(chunks)
+    head = text.read(256)
+    if head.lstrip().startswith("{") and '"results"' in head:
+        doc = json.loads(head + text.read())
+        for i, v in enumerate(doc.get("results") or [], start=1):
+            yield i, _message(v) if isinstance(v, dict) else {"record_id": None}
+        return
+    for n, line in enumerate((head + text.read()).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            v = json.loads(line)
+        except ValueError:
+            v = None
+        yield n, _message(v) if isinstance(v, dict) else {"record_id": None}
+
+
+def _pbx(names: list[str], widths: set[int], start: str, uid: Callable[..., Any]):  # type: ignore[no-untyped-def]
+    def read(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Record]:
+        tz = ZoneInfo(ctx.get("timezone") or "UTC")
+        for line, row in _csv_records(chunks):
+            if len(row) not in widths:
+                yield line, {"record_id": None}
+                continue
+            v = dict(zip(names, row, strict=False))
+            yield (
+                line,
+                {
+                    "record_id": uid(v, len(row), line, ctx),
+                    "event_time": _time(v.get(start), tz),
+                    "duration_s": _num(v.get("duration")),
+                    "units": _num(v.get("billsec"), int),
+                    "status": _str(v.get("disposition") or v.get("hangup_cause")),
+                    "customer_id": _str(v.get("accountcode")),
+                    "price": None,
+                },
+            )
+
+    return read
+
+
+def _asterisk_id(v: dict[str, str], width: int, line: int, ctx: dict[str, Any]) -> str:
+    uid = _str(v.get("uniqueid"))
+    if uid and (width == 18 or _UNIQUEID.match(uid)):
+        return uid
+    return f"{ctx['source']}-{ctx['sha256'][:16]}-{line}"
+
+
+READERS: dict[str, Callable[[Iterable[bytes], dict[str, Any]], Iterator[Record]]] = {
+    "canonical_csv": canonical_csv,
+    "canonical_parquet": canonical_parquet,
+    "messaging": messaging,
+    "asterisk": _pbx(ASTERISK, {16, 17, 18}, "start", _asterisk_id),
+    "freeswitch": _pbx(FREESWITCH, {15}, "start_stamp", lambda v, *_: _str(v.get("uuid"))),
+}

@@ -1,0 +1,161 @@
+"""Every sealed file ends in a signed state that summary, verify and retention see, and no
+identifier outlives its month in any form: failed and refused files, future dates, files
+spanning months."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline import ingest
+from pipeline.cli import main as cli
+from pipeline.config import Settings
+from pipeline.ingest import Resources, copy_into_landing
+from pipeline.integrity import parse_key, read_entry
+from tests.helpers import read_tier
+
+FAR_FUTURE = "2040-01-01"
+
+
+@pytest.fixture
+def res(local_env: dict[str, str]) -> Resources:
+    return Resources.from_settings(Settings.from_env(local_env))
+
+
+def run(*args: str) -> int:
+    return cli(list(args))
+
+
+def smuggled(tmp_path: Path) -> Path:
+    """A file for the expectations to refuse (see `refusing_gold_suite`)."""
+    p = tmp_path / "smuggled.csv"
+    p.write_text(
+        "record_id,event_time,channel,direction,origin,destination,status\n"
+        "s1,2025-05-02T10:00:00Z,sms,outbound,InfoSMS,+923001234567,DELIVERED\n"
+        "s2,2025-05-02T11:00:00Z,sms,outbound,InfoSMS,+923001234568,DELIVERED\n"
+    )
+    return p
+
+
+@pytest.fixture
+def refusing_gold_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real suites run, and the gold suite reports one more failed expectation: bad data
+    now leaves row by row, so a refusal is what a stricter suite of the future would do."""
+    real = ingest._validate
+
+    def validate(*args: object, **kwargs: object) -> dict[str, list[str]]:
+        failed = real(*args, **kwargs)  # type: ignore[arg-type]
+        return {**failed, "gold": [*failed.get("gold", []), "expect_column_values_to_be_in_set(status)"]}  # fmt: skip
+
+    monkeypatch.setattr(ingest, "_validate", validate)
+
+
+def damaged_parquet(tmp_path: Path) -> Path:
+    """A Parquet export whose footer is intact but whose data pages are damaged."""
+    n = 5000
+    table = pa.table(
+        {
+            "record_id": [f"r{i}" for i in range(n)],
+            "event_time": ["2025-05-02T10:00:00Z"] * n,
+            "origin": ["InfoSMS"] * n,
+            "destination": ["+923001234567"] * n,
+        }
+    )
+    p = tmp_path / "export.parquet"
+    pq.write_table(table, p, compression="zstd", use_dictionary=False)
+    data = bytearray(p.read_bytes())
+    for i in range(200, 260):
+        data[i] ^= 0x5A
+    p.write_bytes(bytes(data))
+    return p
+
+
+def test_refused_and_failed_files_reach_a_signed_state_and_are_purged_on_time(
+    res: Resources, tmp_path: Path, capsys: pytest.CaptureFixture[str], refusing_gold_suite: None
+) -> None:
+    files = {"refused": smuggled(tmp_path), "failed": damaged_parquet(tmp_path)}
+    shas = {s: hashlib.sha256(p.read_bytes()).hexdigest() for s, p in files.items()}
+    for p in files.values():
+        copy_into_landing(res.store, p, "operator-a")
+    assert run("ingest", "--landing", "--as-of", "2025-06-15") == 1
+    # The plaintext left landing once the originals were safe in bronze; nothing is retried.
+    assert list(res.store.list("landing/")) == []
+    assert run("ingest", "--landing", "--as-of", "2025-06-15") == 0
+    for status, sha in shas.items():
+        entry = read_entry(res.store, parse_key(sha))
+        assert entry is not None and entry["body"]["status"] == status
+        assert res.store.exists(f"bronze/operator-a/{sha}.enc")
+    assert read_entry(res.store, parse_key(shas["refused"]))["body"]["months"] == ["2025-05"]  # type: ignore[index]
+    capsys.readouterr()
+
+    assert run("summary") == 0
+    out = capsys.readouterr().out
+    assert "FILE REFUSED: smuggled.csv" in out and "FILE FAILED: export.parquet" in out
+    assert run("verify") == 0
+    out = capsys.readouterr().out
+    assert "refused: " in out and "failed: ArrowInvalid" in out
+
+    # The refused file held May 2025: its original goes on May's purge date, not a day later.
+    assert run("retention", "--as-of", "2026-05-31") == 0
+    assert res.store.exists(f"bronze/operator-a/{shas['refused']}.enc")
+    assert run("retention", "--as-of", "2026-06-01") == 0
+    assert not res.store.exists(f"bronze/operator-a/{shas['refused']}.enc")
+    assert not res.keyring.has_data_key(f"file-{shas['refused']}")
+    # The failed file's months are unknown: it follows its arrival month (today).
+    assert run("retention", "--as-of", FAR_FUTURE) == 0
+    assert "Verified: nothing identifying is left" in capsys.readouterr().out
+    assert not any(True for _ in res.store.list("bronze/"))
+    assert not res.keyring.data_key_names("file-")
+
+
+def test_future_dates_never_reach_the_tiers_and_leave_nothing_behind(
+    res: Resources, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = tmp_path / "export.csv"
+    p.write_text(
+        "record_id,event_time,channel,direction,origin,destination\n"
+        "f1,2026-03-10T10:00:00Z,sms,outbound,InfoSMS,+923001234567\n"
+        "f2,2027-01-01T10:00:00Z,sms,outbound,InfoSMS,+923001234568\n"
+        "f3,2099-12-31T10:00:00Z,sms,outbound,InfoSMS,+923001234569\n"
+    )
+    assert run("ingest", "--as-of", "2026-03-15", "--default-region", "PK", str(p)) == 0
+    reasons = read_tier(res.store, "quarantine/rows/").get_column("reason").to_list()
+    assert reasons == ["future_timestamp", "future_timestamp"]
+    assert [o.key.split("/")[2:4] for o in res.store.list("silver/")] == [["year=2026", "month=03"]]
+    assert res.keyring.data_key_names("month-") == ["month-2026-03"]
+    assert run("retention", "--as-of", FAR_FUTURE) == 0
+    for prefix in ("bronze/", "silver/", "vault/", "quarantine/rows/"):
+        assert not any(True for _ in res.store.list(prefix)), prefix
+    assert not res.keyring.data_key_names("month-") and not res.keyring.data_key_names("file-")
+
+
+def test_a_file_spanning_two_months_loses_its_original_at_the_first_months_purge(
+    res: Resources, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = tmp_path / "export.csv"
+    p.write_text(
+        "record_id,event_time,channel,direction,origin,destination\n"
+        "j1,2025-06-30T23:59:59Z,sms,outbound,InfoSMS,+923001234567\n"
+        "j2,2025-07-01T00:00:00Z,sms,outbound,InfoSMS,+923001234568\n"
+    )
+    assert run("ingest", "--as-of", "2025-07-02", "--default-region", "PK", str(p)) == 0
+    sha = hashlib.sha256(p.read_bytes()).hexdigest()
+    assert run("retention", "--as-of", "2026-07-01") == 0  # June's purge date; July's is August
+    # June's identifiers are readable from the original no more: bronze and file key are gone.
+    assert not res.store.exists(f"bronze/canonical_csv/{sha}.enc")
+    assert not res.keyring.has_data_key(f"file-{sha}")
+    # July keeps its silver and vault, and every kept record still verifies.
+    silver = read_tier(res.store, "silver/")
+    assert silver.get_column("record_id").to_list() == ["j2"]
+    assert res.keyring.data_key_names("month-") == ["month-2025-07"]
+    capsys.readouterr()
+    assert run("verify") == 0
+    out = capsys.readouterr().out
+    assert "VERIFIED" in out and "bronze           skipped: purged" in out
+    body = json.loads(res.store.get_bytes(f"seals/{sha}.parse.json"))["body"]
+    assert body["months"] == ["2025-06", "2025-07"]
