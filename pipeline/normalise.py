@@ -144,22 +144,116 @@ def normalise_addresses(
 def _stages(
     col: str, prefix: str, reg: Region | None, international: bool, alphanumeric: bool
 ) -> tuple[list[list[pl.Expr]], list[str]]:
-    """The expression stages for one address column, and the temporary columns they add."""
+    """The expression stages for one address column, and the temporary columns they add.
+
+    Each stage reads only columns made by the stages before it, in this order: unwrap a display
+    name (`"Ali" <+92…>`); find the scheme and a withheld caller; strip the scheme; split a SIP
+    user from its host; see the value's shape; write a number in E.164 and spot short codes and
+    ambiguous digit runs; decide the kind and calling code; take the value; judge it.
+    """
     t = {k: f"_{prefix}_{k}" for k in ("s", "body", "user", "scheme", "phone", "digits", "plus",
                                         "e164", "sip", "at", "alpha", "withheld", "short",
                                         "ambiguous")}  # fmt: skip
     c = {k: pl.col(v) for k, v in t.items()}
-    s = pl.col(col).str.strip_chars()
+    stages = [
+        _unwrapped(pl.col(col).str.strip_chars(), t),
+        _scheme(c, t),
+        _body(c, t),
+        _user(c, t),
+        _shape(c, t),
+        _numbers(c, t, reg, international, alphanumeric),
+        [pl.col(t["sip"] + "2").alias(t["sip"])],
+        _kind(c, prefix),
+        [_value(c, prefix).alias(f"{prefix}_value")],
+        [_bad(prefix).alias(f"{prefix}_bad"), c["ambiguous"].alias(f"{prefix}_ambiguous")],
+    ]
+    return stages, [*t.values(), t["sip"] + "2"]
+
+
+Cols = dict[str, pl.Expr]
+Names = dict[str, str]
+
+
+def _unwrapped(s: pl.Expr, t: Names) -> list[pl.Expr]:
+    """`Display Name <address>` → `address`."""
+    return [pl.coalesce(s.str.extract(r"<([^<>]*)>\s*$", 1).str.strip_chars(), s).alias(t["s"])]
+
+
+def _scheme(c: Cols, t: Names) -> list[pl.Expr]:
     low = c["s"].str.to_lowercase()
+    return [
+        low.str.extract(r"^(tel|sips?|mailto):", 1).alias(t["scheme"]),
+        (c["s"].is_null() | low.is_in(WITHHELD)).alias(t["withheld"]),
+    ]
+
+
+def _body(c: Cols, t: Names) -> list[pl.Expr]:
+    """The address without its scheme and URI parameters."""
     body = (
         pl.when(c["scheme"].is_not_null())
         .then(c["s"].str.replace(r"^[A-Za-z]+:", "").str.replace(r";.*$", ""))
         .otherwise(c["s"])
     )
+    return [
+        body.alias(t["body"]),
+        c["scheme"].is_in(["sip", "sips"]).fill_null(False).alias(t["sip"]),
+    ]
+
+
+def _user(c: Cols, t: Names) -> list[pl.Expr]:
+    return [
+        pl.when(c["sip"])
+        .then(c["body"].str.replace(r"@.*$", ""))
+        .otherwise(c["body"])
+        .alias(t["user"]),
+        c["body"].str.contains("@", literal=True).fill_null(False).alias(t["at"]),
+    ]
+
+
+def _shape(c: Cols, t: Names) -> list[pl.Expr]:
+    """Written as a number, its digits and plus sign; shaped like a business sender id."""
+    return [
+        c["user"].str.contains(r"^\+?[\d\s\-.()/]+$").fill_null(False).alias(t["phone"]),
+        c["user"].str.replace_all(r"\D", "").alias(t["digits"]),
+        c["user"].str.starts_with("+").fill_null(False).alias(t["plus"]),
+        (
+            c["s"].str.contains(r"^[A-Za-z0-9][A-Za-z0-9 .&_'-]{0,10}$")
+            & c["s"].str.contains(r"[A-Za-z]")
+        ).alias(t["alpha"]),
+    ]
+
+
+def _numbers(
+    c: Cols, t: Names, reg: Region | None, international: bool, alphanumeric: bool
+) -> list[pl.Expr]:
     digits = c["digits"]
+    user_sip = c["sip"] if alphanumeric else (c["sip"] | (~c["phone"] & ~c["at"] & ~c["withheld"]))
+    return [
+        pl.when(c["phone"]).then(_e164(digits, c["plus"], reg, international)).alias(t["e164"]),
+        (
+            c["phone"] & ~c["plus"] & (digits.str.len_chars() <= 6) & ~digits.str.starts_with("0")
+        ).alias(t["short"]),
+        user_sip.alias(t["sip"] + "2"),
+        # 7 or more digits in a value that is not written as a number, an address or a SIP
+        # URI (`3001234567x`): possibly a number, so never a literal sender ID.
+        (
+            ~c["phone"]
+            & ~c["at"]
+            & ~c["sip"]
+            & ~c["withheld"]
+            & (c["s"].str.count_matches(r"\d") >= AMBIGUOUS_DIGITS)
+        )
+        .fill_null(False)
+        .alias(t["ambiguous"]),
+    ]
+
+
+def _kind(c: Cols, prefix: str) -> list[pl.Expr]:
+    """The party's kind, and the calling code of a number (not of a short code)."""
     main, _ = calling_codes()
-    e164 = c["e164"]
-    cc = pl.coalesce(*(e164.str.slice(1, k).replace_strict(main, default=None) for k in (1, 2, 3)))
+    cc = pl.coalesce(
+        *(c["e164"].str.slice(1, k).replace_strict(main, default=None) for k in (1, 2, 3))
+    )
     kind = (
         pl.when(c["withheld"])
         .then(pl.lit("unknown"))
@@ -177,84 +271,38 @@ def _stages(
         .then(pl.lit("alphanumeric"))
         .otherwise(None)
     )
+    return [
+        kind.alias(f"{prefix}_kind"),
+        pl.when(c["phone"] & ~c["short"]).then(cc).alias(f"{prefix}_cc"),
+    ]
+
+
+def _value(c: Cols, prefix: str) -> pl.Expr:
+    """The normalised value: E.164, a short code's digits, a lower-cased address, or as sent."""
     k = pl.col(f"{prefix}_kind")
-    value = (
+    return (
         pl.when(k == "unknown")
         .then(None)
         .when(k == "shortcode")
-        .then(digits)
+        .then(c["digits"])
         .when(k == "msisdn")
-        .then(e164)
+        .then(c["e164"])
         .when(k.is_in(["sip", "email"]))
         .then(c["body"].str.to_lowercase())
         .otherwise(c["s"])
     )
-    v = pl.col(f"{prefix}_value")
-    ambiguous = c["ambiguous"].alias(f"{prefix}_ambiguous")
-    bad = k.is_null() | (
+
+
+def _bad(prefix: str) -> pl.Expr:
+    """No kind, a number that is not E.164 with a known calling code, or a malformed address."""
+    k, v = pl.col(f"{prefix}_kind"), pl.col(f"{prefix}_value")
+    return k.is_null() | (
         pl.when(k == "msisdn")
         .then(~v.str.contains(E164).fill_null(False) | pl.col(f"{prefix}_cc").is_null())
         .when(k == "email")
         .then(~v.str.contains(EMAIL).fill_null(False))
         .otherwise(False)
     )
-    user_sip = c["sip"] if alphanumeric else (c["sip"] | (~c["phone"] & ~c["at"] & ~c["withheld"]))
-    stages = [
-        [pl.coalesce(s.str.extract(r"<([^<>]*)>\s*$", 1).str.strip_chars(), s).alias(t["s"])],
-        [
-            low.str.extract(r"^(tel|sips?|mailto):", 1).alias(t["scheme"]),
-            (c["s"].is_null() | low.is_in(WITHHELD)).alias(t["withheld"]),
-        ],
-        [
-            body.alias(t["body"]),
-            c["scheme"].is_in(["sip", "sips"]).fill_null(False).alias(t["sip"]),
-        ],
-        [
-            pl.when(c["sip"])
-            .then(c["body"].str.replace(r"@.*$", ""))
-            .otherwise(c["body"])
-            .alias(t["user"]),
-            c["body"].str.contains("@", literal=True).fill_null(False).alias(t["at"]),
-        ],
-        [
-            c["user"].str.contains(r"^\+?[\d\s\-.()/]+$").fill_null(False).alias(t["phone"]),
-            c["user"].str.replace_all(r"\D", "").alias(t["digits"]),
-            c["user"].str.starts_with("+").fill_null(False).alias(t["plus"]),
-            (
-                c["s"].str.contains(r"^[A-Za-z0-9][A-Za-z0-9 .&_'-]{0,10}$")
-                & c["s"].str.contains(r"[A-Za-z]")
-            ).alias(t["alpha"]),
-        ],
-        [
-            pl.when(c["phone"]).then(_e164(digits, c["plus"], reg, international)).alias(t["e164"]),
-            (
-                c["phone"]
-                & ~c["plus"]
-                & (digits.str.len_chars() <= 6)
-                & ~digits.str.starts_with("0")
-            ).alias(t["short"]),
-            user_sip.alias(t["sip"] + "2"),
-            # 7 or more digits in a value that is not written as a number, an address or a SIP
-            # URI (`3001234567x`): possibly a number, so never a literal sender ID.
-            (
-                ~c["phone"]
-                & ~c["at"]
-                & ~c["sip"]
-                & ~c["withheld"]
-                & (c["s"].str.count_matches(r"\d") >= AMBIGUOUS_DIGITS)
-            )
-            .fill_null(False)
-            .alias(t["ambiguous"]),
-        ],
-        [pl.col(t["sip"] + "2").alias(t["sip"])],
-        [
-            kind.alias(f"{prefix}_kind"),
-            pl.when(c["phone"] & ~c["short"]).then(cc).alias(f"{prefix}_cc"),
-        ],
-        [value.alias(f"{prefix}_value")],
-        [bad.alias(f"{prefix}_bad"), ambiguous],
-    ]
-    return stages, [*t.values(), t["sip"] + "2"]
 
 
 TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", "pager", "uan",

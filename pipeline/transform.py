@@ -116,12 +116,63 @@ def transform(
     per file, so a repeat in a later batch is quarantined like one within the batch. `prior`
     names the earlier file of the same source that already kept a record's ID in its month
     (pipeline.redelivery): such a record is a re-delivery, quarantined too.
+
+    The steps, in order: classify both parties (normalise, country, token) and clean free text;
+    derive missing record ids; give each row its first reason to be rejected; mark repeats in
+    the file and re-deliveries; split off the quarantine; route the kept rows (token or
+    literal, gold only when expired); commit each record; cut silver, gold and the vault.
     """
     df, scrubbed = scrub(_classify(parsed, ctx, resolver).with_columns(_channel_detail()))
-    if ctx.derived_ids:
-        derived = pl.format(f"{ctx.source}-{ctx.sha256[:16]}-{{}}", pl.col("source_line"))
-        df = df.with_columns(pl.coalesce("record_id", derived).alias("record_id"))
-    reason = pl.coalesce(
+    df = _with_record_ids(df, ctx)
+    df = df.with_columns(_rejection(ctx).alias("_reason"))
+    df = _repeats_in_file(df, seen_ids)
+    df = _redelivered(df, prior)
+    quarantine = df.filter(pl.col("_reason").is_not_null()).select(
+        "source_line", pl.col("_reason").alias("reason"), "raw", "note"
+    )
+    good = _routed(df.filter(pl.col("_reason").is_null()).drop("raw", "note"), ctx)
+    gold_rows = good.with_columns(
+        pl.when(_PERSONAL_O).then(None).otherwise(pl.col("origin")).alias("origin"),
+        pl.when(_PERSONAL_D).then(None).otherwise(pl.col("destination")).alias("destination"),
+    )
+    started = time.perf_counter()
+    committed, leaves = _commitments(gold_rows, ctx, leaf_offset)
+    commit_seconds = time.perf_counter() - started
+    good = pl.concat([good, committed], how="horizontal")
+    gold_rows = pl.concat([gold_rows, committed], how="horizontal")
+    live = good.filter(~pl.col("_expired"))
+    invalid = int(
+        good.select((pl.col("o_country_invalid") | pl.col("d_country_invalid")).sum()).item()
+    )
+    return Transformed(
+        pl.concat([conform(live, SILVER), live.select(_PARTS)], how="horizontal"),
+        pl.concat([conform(gold_rows, GOLD), gold_rows.select(_PARTS)], how="horizontal"),
+        _vault(live, ctx),
+        quarantine,
+        leaves,
+        invalid,
+        commit_seconds,
+        scrubbed,
+    )
+
+
+_PERSONAL_O = pl.col("o_kind").is_in(PERSONAL_KINDS)
+_PERSONAL_D = pl.col("d_kind").is_in(PERSONAL_KINDS)
+_PARTS = ["year", "month"]
+
+
+def _with_record_ids(df: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
+    """Sources without record ids (some PBX formats) get one derived from the file and line."""
+    if not ctx.derived_ids:
+        return df
+    derived = pl.format(f"{ctx.source}-{ctx.sha256[:16]}-{{}}", pl.col("source_line"))
+    return df.with_columns(pl.coalesce("record_id", derived).alias("record_id"))
+
+
+def _rejection(ctx: FileContext) -> pl.Expr:
+    """A row's first reason to be quarantined (the reader's own, else the first check failed),
+    null for a row that is kept."""
+    return pl.coalesce(
         pl.col("parse_error"),
         first_error(
             [
@@ -147,38 +198,40 @@ def transform(
             ]
         ),
     )
-    df = df.with_columns(reason.alias("_reason"))
+
+
+def _repeats_in_file(df: pl.DataFrame, seen_ids: Fingerprints | None) -> pl.DataFrame:
+    """A record id kept earlier in this batch, or in an earlier batch of the file, is a
+    `duplicate_record_id`: the first is kept, every repeat quarantined."""
     dup = pl.col("_reason").is_null() & ~pl.col("record_id").is_first_distinct().over("_reason")
     df = df.with_columns(
         pl.when(dup).then(pl.lit("duplicate_record_id")).otherwise("_reason").alias("_reason")
     )
-    if seen_ids is not None:
-        kept = df.get_column("_reason").is_null()
-        fresh = seen_ids.add_new(df.get_column("record_id").filter(kept))
-        repeat = np.zeros(len(df), dtype=bool)
-        repeat[np.flatnonzero(kept.to_numpy())[~fresh]] = True
-        df = df.with_columns(
-            pl.when(pl.Series(repeat))
-            .then(pl.lit("duplicate_record_id"))
-            .otherwise("_reason")
-            .alias("_reason")
-        )
-    df = _redelivered(df, prior)
-    quarantine = df.filter(pl.col("_reason").is_not_null()).select(
-        "source_line", pl.col("_reason").alias("reason"), "raw", "note"
+    if seen_ids is None:
+        return df
+    kept = df.get_column("_reason").is_null()
+    fresh = seen_ids.add_new(df.get_column("record_id").filter(kept))
+    repeat = np.zeros(len(df), dtype=bool)
+    repeat[np.flatnonzero(kept.to_numpy())[~fresh]] = True
+    return df.with_columns(
+        pl.when(pl.Series(repeat))
+        .then(pl.lit("duplicate_record_id"))
+        .otherwise("_reason")
+        .alias("_reason")
     )
-    good = df.filter(pl.col("_reason").is_null()).drop("raw", "note")
 
+
+def _routed(good: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
+    """The kept rows in the canonical columns: a token where a party is an end user, the
+    literal sender id or short code where it is a business; months past their purge date
+    (late arrivals) or already purged marked `_expired` (gold only)."""
     expired = _expired_months(good, ctx)
-    personal_o = pl.col("o_kind").is_in(PERSONAL_KINDS)
-    personal_d = pl.col("d_kind").is_in(PERSONAL_KINDS)
-    good = good.with_columns(
+    return good.with_columns(
         pl.col("event_time").dt.year().cast(pl.Int32).alias("year"),
         pl.col("event_time").dt.month().cast(pl.Int32).alias("month"),
-        # Past the identifier purge date already (late arrival), or purged: gold only.
         _month_index(pl.col("event_time")).is_in(expired).alias("_expired"),
-        pl.when(personal_o).then(pl.col("o_token")).otherwise(pl.col("o_value")).alias("origin"),
-        pl.when(personal_d)
+        pl.when(_PERSONAL_O).then(pl.col("o_token")).otherwise(pl.col("o_value")).alias("origin"),
+        pl.when(_PERSONAL_D)
         .then(pl.col("d_token"))
         .otherwise(pl.col("d_value"))
         .alias("destination"),
@@ -192,49 +245,45 @@ def transform(
         pl.lit(ctx.source_file).alias("source_file"),
         pl.lit(ctx.sha256).alias("source_sha256"),
     )
-    parts = ["year", "month"]
-    gold_rows = good.with_columns(
-        pl.when(personal_o).then(None).otherwise(pl.col("origin")).alias("origin"),
-        pl.when(personal_d).then(None).otherwise(pl.col("destination")).alias("destination"),
-    )
-    # Commit each record: its retained fields as gold holds them, its end users' identifiers.
-    started = time.perf_counter()
+
+
+def _commitments(
+    gold_rows: pl.DataFrame, ctx: FileContext, leaf_offset: int
+) -> tuple[pl.DataFrame, pl.Series]:
+    """Each record's identity commitment and leaf index (columns kept with it) and its Merkle
+    leaf: its retained fields as gold holds them, bound to its end users' identifiers."""
     index = pl.int_range(leaf_offset, leaf_offset + pl.len(), dtype=pl.Int64)
     committed = gold_rows.select(
         record_digest(ctx.commitment_encoding).alias("_digest"),
         identity_commitment(
             index,
-            pl.when(personal_o).then(pl.col("o_kind") + pl.lit(":") + pl.col("o_value")),
-            pl.when(personal_d).then(pl.col("d_kind") + pl.lit(":") + pl.col("d_value")),
+            pl.when(_PERSONAL_O).then(pl.col("o_kind") + pl.lit(":") + pl.col("o_value")),
+            pl.when(_PERSONAL_D).then(pl.col("d_kind") + pl.lit(":") + pl.col("d_value")),
             ctx.commit_key,
         ).alias("identity_commitment"),
         index.alias("leaf_index"),
     )
     leaves = committed.select(leaf(pl.col("_digest"), pl.col("identity_commitment"))).to_series()
-    committed = committed.drop("_digest")
-    commit_seconds = time.perf_counter() - started
-    good = pl.concat([good, committed], how="horizontal")
-    gold_rows = pl.concat([gold_rows, committed], how="horizontal")
-    live = good.filter(~pl.col("_expired"))
-    silver = pl.concat([conform(live, SILVER), live.select(parts)], how="horizontal")
-    gold = pl.concat([conform(gold_rows, GOLD), gold_rows.select(parts)], how="horizontal")
+    return committed.drop("_digest"), leaves
+
+
+def _vault(live: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
+    """Token → identifier of every end user of the live rows, once per month (none for a
+    suppressed token: an erased person is never re-identified by a re-delivery)."""
     vault = pl.concat(
         [
             live.filter(personal).select(
-                *parts,
+                *_PARTS,
                 pl.col(f"{p}_token").alias("token"),
                 pl.col(f"{p}_kind").alias("kind"),
                 pl.col(f"{p}_value").alias("identifier"),
             )
-            for p, personal in (("o", personal_o), ("d", personal_d))
+            for p, personal in (("o", _PERSONAL_O), ("d", _PERSONAL_D))
         ]
     ).unique(subset=["year", "month", "token"], keep="first")
     if ctx.suppressed:
         vault = vault.filter(~pl.col("token").is_in(list(ctx.suppressed)))
-    invalid = int(
-        good.select((pl.col("o_country_invalid") | pl.col("d_country_invalid")).sum()).item()
-    )
-    return Transformed(silver, gold, vault, quarantine, leaves, invalid, commit_seconds, scrubbed)
+    return vault
 
 
 def _expired_months(good: pl.DataFrame, ctx: FileContext) -> list[int]:
