@@ -7,7 +7,7 @@ of 10 M and 50 M rows spread over 12 months.
 The store is generated straight into partitions (what months of ingestion would leave: silver
 parts, vault parts, signed seal and parse entries, proofs), because ingesting 50 M rows first
 would measure the ingest again. Records are real: identity commitments under each file's key,
-leaves from `pipeline.commitments`, Merkle roots in signed parse entries, so the export's proofs
+leaves from `pipeline.proof.commitments`, Merkle roots in signed parse entries, so the export's proofs
 and `verify-export` run exactly as on ingested data. Each export runs in a fresh process; its
 peak memory is that process's maximum RSS. Results go to the export section of bench/results.md.
 """
@@ -36,7 +36,10 @@ sys.path.insert(0, str(ROOT.parent))
 
 from measure import measure, write_section  # noqa: E402
 
-from pipeline.commitments import (  # noqa: E402  # noqa: E402
+from pipeline.core.config import Settings  # noqa: E402
+from pipeline.core.keys import TOKEN_KEY_VERSION  # noqa: E402
+from pipeline.core.resources import Resources  # noqa: E402
+from pipeline.proof.commitments import (  # noqa: E402  # noqa: E402
     file_root,
     gold_form,
     identity_commitment,
@@ -45,14 +48,11 @@ from pipeline.commitments import (  # noqa: E402  # noqa: E402
     proof_key,
     record_digest,
 )
-from pipeline.config import Settings  # noqa: E402
-from pipeline.crypto import encrypt_values  # noqa: E402
-from pipeline.integrity import record_parse, seal_original  # noqa: E402
-from pipeline.keys import TOKEN_KEY_VERSION  # noqa: E402
-from pipeline.resources import Resources  # noqa: E402
-from pipeline.schema import SILVER, VAULT, conform  # noqa: E402
-from pipeline.synth import population  # noqa: E402
-from pipeline.tokenise import token_expr  # noqa: E402
+from pipeline.proof.crypto import encrypt_values  # noqa: E402
+from pipeline.proof.integrity import record_parse, seal_original  # noqa: E402
+from pipeline.records.schema import SILVER, VAULT, conform  # noqa: E402
+from pipeline.records.synth import population  # noqa: E402
+from pipeline.records.tokenise import token_expr  # noqa: E402
 
 SIZES = [int(s) for s in os.environ.get("BENCH_EXPORT_SIZES", "10000000,50000000").split(",")]
 WORK = ROOT / "data" / "export"

@@ -27,11 +27,11 @@ sys.path.insert(0, str(ROOT))
 from measure import write_section  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
-from pipeline.config import Settings  # noqa: E402
-from pipeline.ingest import copy_into_landing  # noqa: E402
-from pipeline.resources import Resources  # noqa: E402
-from pipeline.store import s3_client  # noqa: E402
-from pipeline.synth import generate  # noqa: E402
+from pipeline.core.config import Settings  # noqa: E402
+from pipeline.core.resources import Resources  # noqa: E402
+from pipeline.core.store import s3_client  # noqa: E402
+from pipeline.flows.ingest import copy_into_landing  # noqa: E402
+from pipeline.records.synth import generate  # noqa: E402
 from tests.distributed.stack import Stack, StatsD, free_port, run_dag  # noqa: E402
 
 FILES = int(os.environ.get("BENCH_WORKER_FILES", "20"))

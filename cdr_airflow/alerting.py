@@ -1,5 +1,5 @@
 """The failure notifier every CDR DAG uses: an Airflow notifier that hands the alert to
-`pipeline.alerts.send`, on the channel `CDR_NOTIFY` names (log, webhook or e-mail)."""
+`pipeline.core.alerts.send`, on the channel `CDR_NOTIFY` names (log, webhook or e-mail)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ class CdrFailureNotifier(BaseNotifier):
     def notify(self, context) -> None:  # type: ignore[no-untyped-def,override]
         from airflow.sdk.exceptions import AirflowException
 
-        from pipeline.alerts import Alert, send
-        from pipeline.errors import PipelineError
+        from pipeline.core.alerts import Alert, send
+        from pipeline.core.errors import PipelineError
 
         ti, run = context.get("ti"), context.get("dag_run")
         exc = context.get("exception")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pipeline.config import Settings
+from pipeline.core.config import Settings
 
 if TYPE_CHECKING:
-    from pipeline.resources import Resources
+    from pipeline.core.resources import Resources
 
 CONN_ID = "cdr_store"
 
@@ -33,6 +33,6 @@ def task_settings() -> Settings:
 
 def task_resources() -> Resources:
     """The run's resources (stores, keyring, policy, quality) from the task's settings."""
-    from pipeline.resources import Resources
+    from pipeline.core.resources import Resources
 
     return Resources.from_settings(task_settings())

@@ -1,4 +1,4 @@
-"""Airflow DAG `cdr_ingest`: wiring only; the work is in `pipeline.ingest`."""
+"""Airflow DAG `cdr_ingest`: wiring only; the work is in `pipeline.flows.ingest`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 from airflow.sdk import Asset, Param, dag, task
 
 from cdr_airflow.dag_defaults import dag_args
-from pipeline.formats import FORMATS
+from pipeline.records.formats import FORMATS
 
 SILVER = Asset(name="cdr_silver", uri="file:///cdr/silver/cdr")
 GOLD = Asset(name="cdr_gold", uri="file:///cdr/gold/cdr")
@@ -52,7 +52,7 @@ def cdr_ingest() -> None:
     @task
     def list_landing() -> list[str]:
         from cdr_airflow.settings import task_resources
-        from pipeline.ingest import list_landing_refs, sweep_leftovers
+        from pipeline.flows.ingest import list_landing_refs, sweep_leftovers
 
         res = task_resources()
         sweep_leftovers(res)  # what killed runs left: partial objects, staging
@@ -68,7 +68,7 @@ def cdr_ingest() -> None:
         from airflow.sdk.observability.stats import Stats
 
         from cdr_airflow.settings import task_resources
-        from pipeline.ingest import ingest_landing, landing_key_of
+        from pipeline.flows.ingest import ingest_landing, landing_key_of
         from pipeline.report import ingest_metrics
 
         as_of = (logical_date or dag_run.run_after).date()

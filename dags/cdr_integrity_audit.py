@@ -1,4 +1,4 @@
-"""Airflow DAG `cdr_integrity_audit`: wiring only; the work is in `pipeline.verify`."""
+"""Airflow DAG `cdr_integrity_audit`: wiring only; the work is in `pipeline.flows.verify`."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def cdr_integrity_audit() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from cdr_airflow.settings import task_resources
-        from pipeline.verify import VerifyRequest, run_verify, verify_summary
+        from pipeline.flows.verify import VerifyRequest, run_verify, verify_summary
 
         # Deep on what arrived since the last successful run (everything, the first time).
         request = VerifyRequest(deep=True, deep_since=prev_start_date_success or None)

@@ -1,12 +1,12 @@
-"""Airflow DAG `cdr_le_export`: wiring only; the work is in `pipeline.export`."""
+"""Airflow DAG `cdr_le_export`: wiring only; the work is in `pipeline.flows.export`."""
 
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
 from cdr_airflow.dag_defaults import dag_args
-from pipeline.layout import CASE_PATTERN
-from pipeline.schema import CHANNELS
+from pipeline.core.layout import CASE_PATTERN
+from pipeline.records.schema import CHANNELS
 
 DOC = """
 ### cdr_le_export — law-enforcement disclosure package
@@ -64,8 +64,8 @@ def cdr_le_export() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from cdr_airflow.settings import task_resources
-        from pipeline.export import run_export
-        from pipeline.export_request import ExportRequest, RequestError
+        from pipeline.flows.export import run_export
+        from pipeline.flows.export_request import ExportRequest, RequestError
 
         res = task_resources()
         try:

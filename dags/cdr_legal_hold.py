@@ -1,11 +1,11 @@
-"""Airflow DAG `cdr_legal_hold`: wiring only; the work is in `pipeline.holds`."""
+"""Airflow DAG `cdr_legal_hold`: wiring only; the work is in `pipeline.flows.holds`."""
 
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
 from cdr_airflow.dag_defaults import dag_args
-from pipeline.layout import CASE_PATTERN
+from pipeline.core.layout import CASE_PATTERN
 
 DOC = """
 ### cdr_legal_hold — place or release a legal hold
@@ -52,7 +52,7 @@ def cdr_legal_hold() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from cdr_airflow.settings import task_resources
-        from pipeline.holds import HoldRequest, run_hold
+        from pipeline.flows.holds import HoldRequest, run_hold
 
         try:
             return run_hold(task_resources(), HoldRequest.from_mapping(dict(params)))

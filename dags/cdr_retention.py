@@ -1,4 +1,4 @@
-"""Airflow DAG `cdr_retention`: wiring only; the work is in `pipeline.retention`."""
+"""Airflow DAG `cdr_retention`: wiring only; the work is in `pipeline.flows.retention`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ DOC = """
 ### cdr_retention — purge identifiers at 12 months, gold at 10 years, honour legal holds
 
 Runs daily with `as_of` = the run's **logical date**, so a rerun or a backfill of a day gives that
-day's answer. Applies the retention policy (`pipeline/retention.toml`, or `CDR_RETENTION_POLICY`):
+day's answer. Applies the retention policy (`pipeline/core/retention.toml`, or `CDR_RETENTION_POLICY`):
 
 - **Identifiers** (rule: deleted 12 months after the end of the month of the communication): for
   each month due, records under an active legal hold (or a country override of the policy) are
@@ -46,8 +46,8 @@ def cdr_retention() -> None:
     @task(outlets=[GOLD])
     def apply_retention(logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
         from cdr_airflow.settings import task_resources
+        from pipeline.flows.retention import RetentionRequest, run_retention
         from pipeline.report import retention_summary
-        from pipeline.retention import RetentionRequest, run_retention
 
         as_of = (logical_date or dag_run.run_after).date()
         report = run_retention(task_resources(), RetentionRequest(as_of))

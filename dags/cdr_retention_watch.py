@@ -1,4 +1,4 @@
-"""Airflow DAG `cdr_retention_watch`: wiring only; the check is `pipeline.alerts`."""
+"""Airflow DAG `cdr_retention_watch`: wiring only; the check is `pipeline.core.alerts`."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def cdr_retention_watch() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from cdr_airflow.settings import task_resources
-        from pipeline.alerts import retention_overdue
+        from pipeline.core.alerts import retention_overdue
 
         store = task_resources().store
         alert = retention_overdue(store, dt.datetime.now(dt.UTC))

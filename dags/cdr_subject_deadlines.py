@@ -1,4 +1,4 @@
-"""Airflow DAG `cdr_subject_deadlines`: wiring only; the check is `pipeline.subject`."""
+"""Airflow DAG `cdr_subject_deadlines`: wiring only; the check is `pipeline.flows.subject`."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def cdr_subject_deadlines() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from cdr_airflow.settings import task_resources
-        from pipeline.subject import deadline_alert
+        from pipeline.flows.subject import deadline_alert
 
         today = (logical_date or dag_run.run_after).date()
         alert = deadline_alert(task_resources(), today)

@@ -1,11 +1,11 @@
-"""Airflow DAG `cdr_subject_request`: wiring only; the work is in `pipeline.subject`."""
+"""Airflow DAG `cdr_subject_request`: wiring only; the work is in `pipeline.flows.subject`."""
 
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
 from cdr_airflow.dag_defaults import dag_args
-from pipeline.layout import CASE_PATTERN
+from pipeline.core.layout import CASE_PATTERN
 
 DOC = """
 ### cdr_subject_request — answer a data subject request
@@ -46,7 +46,7 @@ def cdr_subject_request() -> None:
         from airflow.sdk.exceptions import AirflowFailException
 
         from cdr_airflow.settings import task_resources
-        from pipeline.subject import (
+        from pipeline.flows.subject import (
             SubjectError,
             SubjectRequestError,
             SubjectRun,

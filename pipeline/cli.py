@@ -16,12 +16,12 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from pipeline.config import Settings
-from pipeline.dates import add_months, parse_date
+from pipeline.core.config import Settings
+from pipeline.core.dates import add_months, parse_date
 
 if TYPE_CHECKING:
-    from pipeline.resources import Resources
-    from pipeline.store import ObjectStore
+    from pipeline.core.resources import Resources
+    from pipeline.core.store import ObjectStore
 
 log = logging.getLogger("pipeline")
 REGION_HELP = "ISO country of national-format numbers (default: CDR_DEFAULT_REGION)"
@@ -35,7 +35,7 @@ def _date(text: str) -> dt.date:
 
 
 def _region(text: str) -> str:
-    from pipeline.normalise import region
+    from pipeline.records.normalise import region
 
     try:
         return region(text).code
@@ -44,7 +44,7 @@ def _region(text: str) -> str:
 
 
 def _source(text: str) -> str:
-    from pipeline.layout import LayoutError, source
+    from pipeline.core.layout import LayoutError, source
 
     try:
         return source(text)
@@ -74,15 +74,15 @@ class Progress:
 
 def _resources(settings: Settings, policy: str | None = None) -> Resources:
     """The run's resources, the one way every command opens the store and the keyring."""
-    from pipeline.policy import load_policy
-    from pipeline.resources import Resources
+    from pipeline.core.policy import load_policy
+    from pipeline.core.resources import Resources
 
     return Resources.from_settings(settings, load_policy(policy) if policy else None)
 
 
 def _store(settings: Settings) -> ObjectStore:
     """Only the data store, for commands that need no keys."""
-    from pipeline.resources import open_data_store
+    from pipeline.core.resources import open_data_store
 
     return open_data_store(settings)
 
@@ -102,11 +102,11 @@ def _expand(paths: list[str]) -> list[Path]:
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.errors import PipelineError, one_line
-    from pipeline.ingest import ingest_file, ingest_landing, list_landing, sweep_leftovers
-    from pipeline.layout import file_label
+    from pipeline.core.errors import PipelineError, one_line
+    from pipeline.core.layout import file_label
+    from pipeline.core.store import open_store, store_errors
+    from pipeline.flows.ingest import ingest_file, ingest_landing, list_landing, sweep_leftovers
     from pipeline.report import run_summary
-    from pipeline.store import open_store, store_errors
 
     res = _resources(settings)
     sweep_leftovers(res)
@@ -169,7 +169,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.synth import generate
+    from pipeline.records.synth import generate
 
     info = generate(
         args.format,
@@ -186,9 +186,9 @@ def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
 
 def demo_landing(records: int, today: dt.date, settings: Settings) -> list[str]:
     """Drop generated files of every format into landing/, as source systems would."""
-    from pipeline.ingest import copy_into_landing
-    from pipeline.policy import load_policy
-    from pipeline.synth import generate
+    from pipeline.core.policy import load_policy
+    from pipeline.flows.ingest import copy_into_landing
+    from pipeline.records.synth import generate
 
     store = _store(settings)
     y, m = add_months(today.year, today.month, -2)
@@ -232,7 +232,7 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _docs(settings: Settings) -> str | None:
     """The Data Docs index, if validations have built it."""
-    from pipeline.quality import Quality
+    from pipeline.records.quality import Quality
 
     quality = Quality(settings.data_docs, settings.s3_endpoint_url, settings.aws())
     return quality.docs_index() if quality.has_docs() else None
@@ -246,9 +246,9 @@ def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.policy import PolicyError
+    from pipeline.core.policy import PolicyError
+    from pipeline.flows.retention import RetentionError, RetentionRequest, run_retention
     from pipeline.report import retention_summary
-    from pipeline.retention import RetentionError, RetentionRequest, run_retention
 
     try:
         res = _resources(settings, args.policy)
@@ -265,8 +265,8 @@ def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import holds
-    from pipeline.lookup import IdentifierError
+    from pipeline.flows import holds
+    from pipeline.records.lookup import IdentifierError
     from pipeline.report import holds_table
 
     res = _resources(settings)
@@ -302,7 +302,7 @@ def cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.audit import verify_log
+    from pipeline.proof.audit import verify_log
 
     res = _resources(settings)
     verdict = verify_log(res.store, res.keyring.public_key())
@@ -314,7 +314,7 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.verify import NothingToVerify, VerifyRequest, run_verify, verify_summary
+    from pipeline.flows.verify import NothingToVerify, VerifyRequest, run_verify, verify_summary
 
     request = VerifyRequest(month=args.month, file=args.file, deep=args.deep)
     try:
@@ -327,7 +327,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import audit
+    from pipeline.proof import audit
 
     res = _resources(settings)
     if args.what == "public":
@@ -387,8 +387,8 @@ def _export_request(args: argparse.Namespace) -> tuple[dict[str, object], list[s
 
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.export import ExportError, refuse, run_export
-    from pipeline.export_request import ExportRequest, RequestError
+    from pipeline.flows.export import ExportError, refuse, run_export
+    from pipeline.flows.export_request import ExportRequest, RequestError
 
     fields, unreadable = _export_request(args)
     res = _resources(settings)
@@ -425,7 +425,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify_export(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.verify_export import extract, verify_package
+    from pipeline.proof.verify_export import extract, verify_package
 
     try:
         blob = Path(args.package).read_bytes()
@@ -474,7 +474,7 @@ def _subject_fields(args: argparse.Namespace) -> dict[str, object]:
 
 
 def cmd_subject_request(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline import subject
+    from pipeline.flows import subject
 
     res = _resources(settings)
     try:
@@ -523,14 +523,14 @@ def cmd_subject_request(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _response_key(case: str, ext: str) -> str:
-    from pipeline.layout import request_response_key
+    from pipeline.core.layout import request_response_key
 
     return request_response_key(case, ext)
 
 
 def cmd_verify_access(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.access_package import verify_access
-    from pipeline.verify_export import extract
+    from pipeline.proof.access_package import verify_access
+    from pipeline.proof.verify_export import extract
 
     try:
         blob = Path(args.package).read_bytes()
@@ -556,8 +556,8 @@ def cmd_verify_access(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from pipeline.sources import FORMATS
-    from pipeline.synth import FORMATS as GEN_FORMATS
+    from pipeline.records.sources import FORMATS
+    from pipeline.records.synth import FORMATS as GEN_FORMATS
 
     p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log each step")

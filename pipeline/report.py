@@ -11,8 +11,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from pipeline import layout
-from pipeline.store import ObjectStore
+from pipeline.core import layout
+from pipeline.core.store import ObjectStore
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:

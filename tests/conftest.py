@@ -32,8 +32,8 @@ from collections.abc import Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 
-from pipeline.config import Settings  # noqa: E402
-from pipeline.resources import Resources  # noqa: E402
+from pipeline.core.config import Settings  # noqa: E402
+from pipeline.core.resources import Resources  # noqa: E402
 
 AS_OF = dt.date(2025, 6, 15)
 
@@ -95,7 +95,7 @@ def s3_buckets(moto_endpoint: str) -> Iterator[tuple[str, str]]:
     import urllib.request
     import uuid
 
-    from pipeline.store import s3_client
+    from pipeline.core.store import s3_client
 
     client = s3_client(moto_endpoint)
     suffix = uuid.uuid4().hex[:8]

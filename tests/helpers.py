@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 import pyarrow.parquet as pq
 
-from pipeline.store import ObjectStore
+from pipeline.core.store import ObjectStore
 
 
 def read_tier(store: ObjectStore, prefix: str) -> pl.DataFrame:

@@ -70,7 +70,7 @@ def test_no_use_case_imports_another() -> None:
 
 def test_the_import_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
-    sample.write_text("def f():\n    from pipeline.retention import run_retention\n")
+    sample.write_text("def f():\n    from pipeline.flows.retention import run_retention\n")
     assert {_flow(m) for m in _imports(sample)} >= {"retention"}
 
 
@@ -85,7 +85,7 @@ def test_the_library_never_imports_airflow() -> None:
 
 def test_importing_the_recipients_verifier_loads_no_flow_and_no_great_expectations() -> None:
     code = (
-        "import json, sys; import pipeline.verify_export; "
+        "import json, sys; import pipeline.proof.verify_export; "
         "print(json.dumps(sorted(m for m in sys.modules)))"
     )
     out = subprocess.run(
@@ -95,7 +95,10 @@ def test_importing_the_recipients_verifier_loads_no_flow_and_no_great_expectatio
     flows = [m for m in loaded if m.startswith("pipeline") and _flow(m)]
     assert flows == []
     assert not any(m.split(".")[0] == "great_expectations" for m in loaded)
-    assert not any(m in {"pipeline.holds", "pipeline.sources", "pipeline.quality"} for m in loaded)
+    assert not any(
+        m in {"pipeline.flows.holds", "pipeline.records.sources", "pipeline.records.quality"}
+        for m in loaded
+    )
 
 
 def _reserved_literals(path: Path, root: Path = ROOT) -> list[str]:

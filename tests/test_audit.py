@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import audit
-from pipeline.audit import append, read_log, verify_log
-from pipeline.integrity import sign
-from pipeline.keys import LocalKeyring
-from pipeline.store import LocalStore, ObjectStore
+from pipeline.core.keys import LocalKeyring
+from pipeline.core.store import LocalStore, ObjectStore
+from pipeline.proof import audit
+from pipeline.proof.audit import append, read_log, verify_log
+from pipeline.proof.integrity import sign
 
 
 @pytest.fixture
@@ -154,7 +154,7 @@ def test_racing_writers_of_one_event_write_it_once(tmp_path: Path) -> None:
 def test_a_create_if_absent_write_whose_answer_is_lost_is_not_written_twice(
     moto_endpoint: str, s3_buckets: tuple[str, str], tmp_path: Path
 ) -> None:
-    from pipeline.store import open_store
+    from pipeline.core.store import open_store
     from tests.faultproxy import FaultPlan, FaultProxy, once
 
     data, _ = s3_buckets

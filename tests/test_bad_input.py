@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from pipeline.cli import main as cli
-from pipeline.config import Settings
-from pipeline.ingest import Resources
+from pipeline.core.config import Settings
+from pipeline.flows.ingest import Resources
 from tests.conftest import AS_OF
 from tests.helpers import read_tier
 

@@ -19,18 +19,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import ingest as ingest_module
 from pipeline.cli import main as cli
-from pipeline.commitments import ENCODING, leaf, record_digest, retained_fields
-from pipeline.config import Settings
-from pipeline.export import run_export
-from pipeline.ingest import Resources, ingest_file
-from pipeline.integrity import parse_key, sign
-from pipeline.retention import RetentionRequest, run_retention
-from pipeline.schema import CANONICAL
-from pipeline.synth import generate
-from pipeline.verify import VerifyRequest, run_verify
-from pipeline.verify_export import extract, verify_package
+from pipeline.core.config import Settings
+from pipeline.flows import ingest as ingest_module
+from pipeline.flows.export import run_export
+from pipeline.flows.ingest import Resources, ingest_file
+from pipeline.flows.retention import RetentionRequest, run_retention
+from pipeline.flows.verify import VerifyRequest, run_verify
+from pipeline.proof.commitments import ENCODING, leaf, record_digest, retained_fields
+from pipeline.proof.integrity import parse_key, sign
+from pipeline.proof.verify_export import extract, verify_package
+from pipeline.records.schema import CANONICAL
+from pipeline.records.synth import generate
 from tests.conftest import ROOT
 from tests.helpers import read_tier
 
@@ -117,7 +117,7 @@ def test_standalone_verifier_agrees_with_verify_export_on_an_extracted_package(
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from pipeline.export_request import ExportRequest
+    from pipeline.flows.export_request import ExportRequest
 
     g = generate(
         "canonical_csv", tmp_path / "cdr.csv", 1500, start=dt.date(2025, 3, 1), months=2, people=30

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import CONNECTION_EXTRAS, Settings
+from pipeline.core.config import CONNECTION_EXTRAS, Settings
 
 
 def test_a_connection_overrides_variables_field_by_field(tmp_path: Path) -> None:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import staging
 from pipeline.cli import main as cli
-from pipeline.config import Settings
-from pipeline.resources import Resources
-from pipeline.retention import RetentionError, RetentionRequest, run_retention
-from pipeline.synth import generate
+from pipeline.core import staging
+from pipeline.core.config import Settings
+from pipeline.core.resources import Resources
+from pipeline.flows.retention import RetentionError, RetentionRequest, run_retention
+from pipeline.records.synth import generate
 from tests.conftest import ROOT
 
 # Dies with SIGKILL at the moment a silver part has been copied beside its key but not yet
@@ -27,7 +27,7 @@ from tests.conftest import ROOT
 KILLED_WHILE_PUBLISHING = textwrap.dedent(
     """
     import os, signal, sys
-    import pipeline.store as store
+    import pipeline.core.store as store
     real_replace = os.replace
     def replace(src, dst):
         if "/silver/cdr/" in str(dst):

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipeline.config import Settings
-from pipeline.crypto import (
+from pipeline.core.config import Settings
+from pipeline.core.keys import KeyDestroyed, LocalKeyring
+from pipeline.proof.crypto import (
     SEGMENT,
     DecryptionError,
     decrypt_stream,
@@ -20,7 +21,6 @@ from pipeline.crypto import (
     encrypt_segments,
     encrypt_value,
 )
-from pipeline.keys import KeyDestroyed, LocalKeyring
 
 
 def _encrypt(key: bytes, data: bytes, aad: bytes = b"file") -> bytes:

@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from pipeline.dates import identifier_purge_date, record_delete_date
-from pipeline.policy import load_policy
+from pipeline.core.dates import identifier_purge_date, record_delete_date
+from pipeline.core.policy import load_policy
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_record_delete_date_is_ten_years_after_the_year_ends(year: int, delete: 
 
 @pytest.mark.parametrize("text", ["2026-10-01T99:99garbage", "20261001", "2026-10-01 ", "2026-13-01", "2026-W40"])  # fmt: skip
 def test_request_dates_are_iso_dates_and_nothing_else(text: str) -> None:
-    from pipeline.dates import parse_date
+    from pipeline.core.dates import parse_date
 
     with pytest.raises(ValueError, match=r"not a date \(YYYY-MM-DD\)$|month must be"):
         parse_date(text)

@@ -10,8 +10,8 @@ import polars as pl
 import pytest
 
 from pipeline.cli import main as cli
-from pipeline.sources import base
-from pipeline.synth import FORMATS, generate
+from pipeline.records.sources import base
+from pipeline.records.synth import FORMATS, generate
 
 HEADER = "record_id,event_time,channel,direction,origin,destination,duration_s\n"
 

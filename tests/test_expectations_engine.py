@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pipeline.expectations_engine import SuiteError, SuiteTally, compile_suite
-from pipeline.quality import load_suite_json
+from pipeline.records.expectations_engine import SuiteError, SuiteTally, compile_suite
+from pipeline.records.quality import load_suite_json
 
 SUITES = ("silver", "gold", "silver_identifiers")
 KINDS = ["msisdn", "email", "sip", "shortcode", "x"]
@@ -80,7 +80,7 @@ def differential_suite() -> dict[str, Any]:
 
 @functools.cache
 def _gx_batch() -> Any:
-    from pipeline.quality import quiet_context
+    from pipeline.records.quality import quiet_context
 
     source = quiet_context().data_sources.add_pandas("d")
     return source.add_dataframe_asset("d").add_batch_definition_whole_dataframe("d")

@@ -19,19 +19,19 @@ from cryptography.hazmat.primitives.asymmetric import dsa, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from pipeline import holds
-from pipeline.audit import read_log, verify_log
 from pipeline.cli import main as cli
-from pipeline.config import Settings
-from pipeline.export import ExportResult, run_export
-from pipeline.export_request import ExportRequest, RequestError
-from pipeline.ingest import ingest_file
-from pipeline.package import decrypt_with, encrypt_for, load_private_key, load_recipient_key
-from pipeline.resources import Resources
-from pipeline.retention import RetentionRequest, run_retention
-from pipeline.store import LocalStore
-from pipeline.synth import Generated, generate
-from pipeline.verify_export import verify_package
+from pipeline.core.config import Settings
+from pipeline.core.resources import Resources
+from pipeline.core.store import LocalStore
+from pipeline.flows import holds
+from pipeline.flows.export import ExportResult, run_export
+from pipeline.flows.export_request import ExportRequest, RequestError
+from pipeline.flows.ingest import ingest_file
+from pipeline.flows.retention import RetentionRequest, run_retention
+from pipeline.proof.audit import read_log, verify_log
+from pipeline.proof.package import decrypt_with, encrypt_for, load_private_key, load_recipient_key
+from pipeline.proof.verify_export import verify_package
+from pipeline.records.synth import Generated, generate
 from tests.helpers import all_text_outputs, assert_no_identifiers, needles_for
 
 PERIOD = ("2025-03-01", "2025-04-30")

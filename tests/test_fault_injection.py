@@ -17,8 +17,8 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline import staging
-from pipeline.synth import generate
+from pipeline.core import staging
+from pipeline.records.synth import generate
 from tests.conftest import ROOT
 from tests.helpers import read_tier
 
@@ -79,7 +79,7 @@ class Run:
     def tiers(self) -> dict[str, list[tuple[object, ...]]]:
         """Every tier's records as sorted rows (encrypted values, which differ by nonce, left
         out), and the store's keys outside the audit log."""
-        from pipeline.store import LocalStore
+        from pipeline.core.store import LocalStore
 
         store = LocalStore(self.store)
         out: dict[str, list[tuple[object, ...]]] = {}

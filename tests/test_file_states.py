@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import ingest
 from pipeline.cli import main as cli
-from pipeline.config import Settings
-from pipeline.ingest import Resources, copy_into_landing
-from pipeline.integrity import parse_key, read_entry
+from pipeline.core.config import Settings
+from pipeline.flows import ingest
+from pipeline.flows.ingest import Resources, copy_into_landing
+from pipeline.proof.integrity import parse_key, read_entry
 from tests.helpers import read_tier
 
 FAR_FUTURE = "2040-01-01"

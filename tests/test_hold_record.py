@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import holds, layout
-from pipeline.audit import read_log
 from pipeline.cli import main as cli
-from pipeline.config import Settings
-from pipeline.lookup import identifier_tokens
-from pipeline.resources import Resources
-from pipeline.store import s3_client
-from pipeline.synth import generate
+from pipeline.core import layout
+from pipeline.core.config import Settings
+from pipeline.core.resources import Resources
+from pipeline.core.store import s3_client
+from pipeline.flows import holds
+from pipeline.proof.audit import read_log
+from pipeline.records.lookup import identifier_tokens
+from pipeline.records.synth import generate
 from tests.helpers import all_versions_text, find_identifiers
 
 pytestmark = pytest.mark.s3
@@ -93,7 +94,7 @@ def test_an_expired_hold_forgets_its_tokens_too(res: Resources) -> None:
 def test_a_forget_lost_in_a_crash_fails_the_run_and_the_rerun_finishes_it(
     res: Resources, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline.retention import RetentionError, RetentionRequest, run_retention
+    from pipeline.flows.retention import RetentionError, RetentionRequest, run_retention
 
     holds.place(
         res.store,

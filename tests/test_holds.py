@@ -9,12 +9,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline import holds, layout
-from pipeline.audit import read_log
 from pipeline.cli import main as cli
-from pipeline.export import run_export
-from pipeline.resources import Resources
-from pipeline.retention import RetentionRequest, run_retention
+from pipeline.core import layout
+from pipeline.core.resources import Resources
+from pipeline.flows import holds
+from pipeline.flows.export import run_export
+from pipeline.flows.retention import RetentionRequest, run_retention
+from pipeline.proof.audit import read_log
 from tests.test_export import PURGE_DAY, _ingested, _open, _pem_pair, _request, _truth, _two_people
 
 
@@ -107,9 +108,9 @@ def test_with_cdr_default_region_us_a_hold_on_917_375_0980_keeps_that_persons_re
     tmp_path: Path, local_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    from pipeline.config import Settings
-    from pipeline.keys import TOKEN_KEY_VERSION
-    from pipeline.tokenise import token
+    from pipeline.core.config import Settings
+    from pipeline.core.keys import TOKEN_KEY_VERSION
+    from pipeline.records.tokenise import token
 
     monkeypatch.setenv("CDR_DEFAULT_REGION", "US")
     ids = _two_917_people(tmp_path / "cdr.csv")
@@ -149,7 +150,7 @@ def test_export_reads_a_national_number_in_the_requests_region(
     res: Resources, tmp_path: Path
 ) -> None:
     ids = _two_917_people(tmp_path / "cdr.csv")
-    from pipeline.ingest import ingest_file
+    from pipeline.flows.ingest import ingest_file
 
     ingest_file(res, tmp_path / "cdr.csv", as_of=dt.date(2025, 6, 1))
     public, secret = _pem_pair()

@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.ingest import ingest_file
-from pipeline.normalise import normalise_addresses
-from pipeline.resources import Resources
+from pipeline.core.resources import Resources
+from pipeline.flows.ingest import ingest_file
+from pipeline.records.normalise import normalise_addresses
 from tests.helpers import all_text_outputs, assert_no_identifiers, read_tier
 
 HEADER = "record_id,event_time,channel,direction,customer_id,origin,destination,route_id,status,error_code,origin_network"  # fmt: skip

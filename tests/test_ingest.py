@@ -13,17 +13,17 @@ import polars as pl
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipeline.bronze import read_original
 from pipeline.cli import main as cli
-from pipeline.config import Settings
-from pipeline.crypto import decrypt_value
-from pipeline.ingest import ingest_file
-from pipeline.integrity import SealError, read_entry, verify
-from pipeline.layout import parse_key, seal_key
-from pipeline.resources import Resources
-from pipeline.schema import SILVER
-from pipeline.synth import FORMATS, generate
-from pipeline.tokenise import TOKEN_PATTERN
+from pipeline.core.config import Settings
+from pipeline.core.layout import parse_key, seal_key
+from pipeline.core.resources import Resources
+from pipeline.flows.ingest import ingest_file
+from pipeline.proof.crypto import decrypt_value
+from pipeline.proof.integrity import SealError, read_entry, verify
+from pipeline.records.bronze import read_original
+from pipeline.records.schema import SILVER
+from pipeline.records.synth import FORMATS, generate
+from pipeline.records.tokenise import TOKEN_PATTERN
 from tests.conftest import AS_OF
 from tests.helpers import all_text_outputs, assert_no_identifiers, needles_for, read_tier
 
@@ -360,7 +360,7 @@ def test_cli_reports_bad_arguments_and_missing_files(capsys: pytest.CaptureFixtu
 def test_an_audit_write_lost_in_a_crash_is_written_by_the_rerun(
     res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lost: str
 ) -> None:
-    from pipeline.audit import read_log, verify_log
+    from pipeline.proof.audit import read_log, verify_log
 
     g = generate("canonical_csv", tmp_path / "in.csv", 300, start=dt.date(2025, 3, 1))
     sha = hashlib.sha256(g.path.read_bytes()).hexdigest()
@@ -390,8 +390,8 @@ def test_the_same_bytes_under_two_names_at_once_are_ingested_by_one_run(
     import shutil
     import threading
 
-    from pipeline.audit import read_log
-    from pipeline.verify import VerifyRequest, run_verify
+    from pipeline.flows.verify import VerifyRequest, run_verify
+    from pipeline.proof.audit import read_log
 
     g = generate("canonical_csv", tmp_path / "cdr.csv", 1500, start=dt.date(2025, 3, 1))
     other = tmp_path / "cdr-resent.csv"
@@ -421,8 +421,8 @@ def test_the_same_bytes_under_two_names_at_once_are_ingested_by_one_run(
 
 
 def test_an_expired_lease_is_taken_over(res: Resources, tmp_path: Path) -> None:
-    from pipeline import layout
-    from pipeline.ingest import lease
+    from pipeline.core import layout
+    from pipeline.flows.ingest import lease
 
     g = generate("canonical_csv", tmp_path / "cdr.csv", 200, start=dt.date(2025, 3, 1))
     sha = hashlib.sha256(g.path.read_bytes()).hexdigest()

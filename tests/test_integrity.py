@@ -12,15 +12,15 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.ingest import ingest_file
-from pipeline.integrity import sign
-from pipeline.keys import LocalKeyring
-from pipeline.layout import seal_key
-from pipeline.resources import Resources
-from pipeline.retention import RetentionRequest, run_retention
-from pipeline.store import ObjectStore
-from pipeline.synth import generate
-from pipeline.verify import VerifyReport, VerifyRequest, run_verify
+from pipeline.core.keys import LocalKeyring
+from pipeline.core.layout import seal_key
+from pipeline.core.resources import Resources
+from pipeline.core.store import ObjectStore
+from pipeline.flows.ingest import ingest_file
+from pipeline.flows.retention import RetentionRequest, run_retention
+from pipeline.flows.verify import VerifyReport, VerifyRequest, run_verify
+from pipeline.proof.integrity import sign
+from pipeline.records.synth import generate
 from tests.helpers import read_tier
 
 
@@ -235,7 +235,7 @@ def test_verify_with_a_filter_matching_nothing_exits_2(
     res: Resources, tmp_path: Path, local_env: dict[str, str], args: list[str], capsys
 ) -> None:  # type: ignore[no-untyped-def]
     from pipeline.cli import main as cli
-    from pipeline.config import Settings
+    from pipeline.core.config import Settings
 
     ingest_file(
         Resources.from_settings(Settings.from_env()),

@@ -10,13 +10,13 @@ import boto3
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pipeline.config import Settings
-from pipeline.crypto import DecryptionError, decrypt_value
-from pipeline.ingest import ingest_file
-from pipeline.keys import KeyDestroyed, KmsKeyring, LocalKeyring
-from pipeline.lookup import identifier_tokens
-from pipeline.resources import Resources
-from pipeline.synth import generate
+from pipeline.core.config import Settings
+from pipeline.core.keys import KeyDestroyed, KmsKeyring, LocalKeyring
+from pipeline.core.resources import Resources
+from pipeline.flows.ingest import ingest_file
+from pipeline.proof.crypto import DecryptionError, decrypt_value
+from pipeline.records.lookup import identifier_tokens
+from pipeline.records.synth import generate
 from tests.helpers import read_tier
 
 
@@ -127,8 +127,8 @@ def test_local_rotation_rewraps_data_keys_and_keeps_tokens(tmp_path: Path) -> No
 def test_cli_rotation_is_audited(
     local_env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pipeline.audit import read_log
     from pipeline.cli import main as cli
+    from pipeline.proof.audit import read_log
 
     res = Resources.from_settings(Settings.from_env(local_env))
     month = res.keyring.data_key("month-2025-03")

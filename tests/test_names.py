@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import layout
 from pipeline.cli import main as cli
-from pipeline.config import Settings
-from pipeline.ingest import IngestError, ingest_file
-from pipeline.resources import Resources
+from pipeline.core import layout
+from pipeline.core.config import Settings
+from pipeline.core.resources import Resources
+from pipeline.flows.ingest import IngestError, ingest_file
 from tests.helpers import all_text_outputs, assert_no_identifiers
 
 CSV = (

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pipeline import layout
 from pipeline.cli import main as cli
-from pipeline.config import Settings
-from pipeline.resources import Resources
+from pipeline.core import layout
+from pipeline.core.config import Settings
+from pipeline.core.resources import Resources
 from tests.helpers import all_text_outputs, assert_no_identifiers
 
 #: Letters of several scripts, digits of several scripts, separators, dots, slashes, invisibles.

@@ -6,9 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from pipeline.ingest import ingest_file
-from pipeline.resources import Resources
-from pipeline.schema import CANONICAL_SOURCE_COLUMNS, GOLD
+from pipeline.core.resources import Resources
+from pipeline.flows.ingest import ingest_file
+from pipeline.records.schema import CANONICAL_SOURCE_COLUMNS, GOLD
 from tests.conftest import ROOT
 from tests.helpers import read_tier
 

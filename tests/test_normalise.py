@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipeline.normalise import CountryResolver, normalise_addresses
+from pipeline.records.normalise import CountryResolver, normalise_addresses
 
 
 def normalise(values: list[str | None], region: str | None = "PK", international: bool = False,
@@ -187,7 +187,7 @@ def test_country_does_not_depend_on_order_or_on_invalid_numbers_in_the_file(
 def test_an_invalid_number_is_kept_with_its_token_and_counted(res, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import datetime as dt
 
-    from pipeline.ingest import ingest_file
+    from pipeline.flows.ingest import ingest_file
     from tests.helpers import read_tier
 
     path = tmp_path / "calls.csv"

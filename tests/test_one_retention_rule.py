@@ -9,10 +9,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.config import Settings
-from pipeline.ingest import ingest_file
-from pipeline.resources import Resources
-from pipeline.retention import RetentionRequest, run_retention
+from pipeline.core.config import Settings
+from pipeline.core.resources import Resources
+from pipeline.flows.ingest import ingest_file
+from pipeline.flows.retention import RetentionRequest, run_retention
 from tests.helpers import read_tier
 
 pytestmark = pytest.mark.s3
@@ -98,7 +98,7 @@ def test_no_module_but_the_policy_computes_a_retention_date() -> None:
     callers = set()
     for path in root.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module == "pipeline.dates":
+            if isinstance(node, ast.ImportFrom) and node.module == "pipeline.core.dates":
                 names = {a.name for a in node.names}
                 if names & {"identifier_purge_date", "record_delete_date"}:
                     callers.add(path.name)

@@ -13,14 +13,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline import quality
-from pipeline.expectations_engine import SuiteError
-from pipeline.ingest import ingest_file
-from pipeline.quality import Quality, frame_for_gx, load_suite_json
-from pipeline.resources import Resources
-from pipeline.store import s3_client
-from pipeline.synth import generate
-from pipeline.tokenise import token
+from pipeline.core.resources import Resources
+from pipeline.core.store import s3_client
+from pipeline.flows.ingest import ingest_file
+from pipeline.records import quality
+from pipeline.records.expectations_engine import SuiteError
+from pipeline.records.quality import Quality, frame_for_gx, load_suite_json
+from pipeline.records.synth import generate
+from pipeline.records.tokenise import token
 from tests.conftest import ROOT
 from tests.helpers import read_tier
 

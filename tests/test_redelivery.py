@@ -9,9 +9,9 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.cli import main as cli
-from pipeline.config import Settings
-from pipeline.resources import Resources
-from pipeline.synth import generate
+from pipeline.core.config import Settings
+from pipeline.core.resources import Resources
+from pipeline.records.synth import generate
 from tests.conftest import AS_OF
 from tests.helpers import read_tier
 

@@ -14,15 +14,16 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline import holds, layout
-from pipeline.audit import read_log, verify_log
-from pipeline.config import Settings
-from pipeline.ingest import ingest_file
-from pipeline.keys import KeyDestroyed
-from pipeline.policy import PolicyError, load_policy, parse_policy
-from pipeline.resources import Resources
-from pipeline.retention import RetentionError, RetentionRequest, run_retention
-from pipeline.synth import Generated, generate
+from pipeline.core import layout
+from pipeline.core.config import Settings
+from pipeline.core.keys import KeyDestroyed
+from pipeline.core.policy import PolicyError, load_policy, parse_policy
+from pipeline.core.resources import Resources
+from pipeline.flows import holds
+from pipeline.flows.ingest import ingest_file
+from pipeline.flows.retention import RetentionError, RetentionRequest, run_retention
+from pipeline.proof.audit import read_log, verify_log
+from pipeline.records.synth import Generated, generate
 from tests.helpers import all_text_outputs, find_identifiers, needles_for, read_tier
 
 MONTHS = [dt.date(2025, m, 1) for m in (1, 2, 3, 4)]
@@ -252,7 +253,7 @@ def test_country_override_keeps_that_countrys_identifiers_longer(
 ) -> None:
     policy_file = tmp_path / "policy.toml"
     policy_file.write_text(
-        (Path(__file__).parent.parent / "pipeline" / "retention.toml").read_text()
+        (Path(__file__).parent.parent / "pipeline" / "core" / "retention.toml").read_text()
         + '\n[[override]]\ncountry = "CH"\nidentifier_months = 24\nreason = "Swiss retention law (example)"\n'
     )
     policy = load_policy(policy_file)
@@ -304,8 +305,8 @@ def test_shipped_policy_matches_the_privacy_notice() -> None:
 def test_on_a_versioned_bucket_no_version_keeps_an_original_or_a_purged_month(
     s3_env: dict[str, str], s3_buckets: tuple[str, str], moto_endpoint: str, tmp_path: Path
 ) -> None:
-    from pipeline.ingest import copy_into_landing, ingest_landing
-    from pipeline.store import s3_client
+    from pipeline.core.store import s3_client
+    from pipeline.flows.ingest import copy_into_landing, ingest_landing
     from tests.helpers import all_versions_text
 
     data, _ = s3_buckets

@@ -12,13 +12,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline import ingest as ingest_module
-from pipeline.ingest import ingest_file
-from pipeline.integrity import parse_key
-from pipeline.quality import failures
-from pipeline.resources import Resources
-from pipeline.retention import RetentionRequest, run_retention
-from pipeline.verify import VerifyRequest, run_verify
+from pipeline.core.resources import Resources
+from pipeline.flows import ingest as ingest_module
+from pipeline.flows.ingest import ingest_file
+from pipeline.flows.retention import RetentionRequest, run_retention
+from pipeline.flows.verify import VerifyRequest, run_verify
+from pipeline.proof.integrity import parse_key
+from pipeline.records.quality import failures
 from tests.conftest import ROOT
 from tests.helpers import all_text_outputs, read_tier
 

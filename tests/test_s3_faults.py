@@ -16,14 +16,14 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.audit import read_log, verify_log
 from pipeline.cli import main as cli
-from pipeline.config import Settings
-from pipeline.ingest import copy_into_landing
-from pipeline.keys import LocalKeyring
-from pipeline.resources import Resources
-from pipeline.store import s3_client
-from pipeline.synth import Generated, generate
+from pipeline.core.config import Settings
+from pipeline.core.keys import LocalKeyring
+from pipeline.core.resources import Resources
+from pipeline.core.store import s3_client
+from pipeline.flows.ingest import copy_into_landing
+from pipeline.proof.audit import read_log, verify_log
+from pipeline.records.synth import Generated, generate
 from tests.faultproxy import FAULTS, FaultPlan, FaultProxy
 from tests.helpers import all_versions_text, find_identifiers, needles_for, read_tier
 

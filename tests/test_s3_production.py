@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main as cli
-from pipeline.config import Settings
-from pipeline.layout import parse_key
-from pipeline.resources import Resources
-from pipeline.synth import generate
+from pipeline.core.config import Settings
+from pipeline.core.layout import parse_key
+from pipeline.core.resources import Resources
+from pipeline.records.synth import generate
 from tests.faultproxy import FaultPlan, FaultProxy, always
 
 pytestmark = pytest.mark.s3
@@ -88,7 +88,7 @@ def test_verify_names_an_original_locked_short_of_the_policy(
 
 
 def _landing(res: Resources, tmp_path: Path, names: list[str]) -> None:
-    from pipeline.ingest import copy_into_landing
+    from pipeline.flows.ingest import copy_into_landing
 
     for i, name in enumerate(names):
         g = generate("canonical_csv", tmp_path / name, 150, seed=40 + i, start=RECENT, months=1)
@@ -133,7 +133,7 @@ def test_a_lock_outliving_the_purge_date_is_reported_once_and_the_key_destroyed_
     locked_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    from pipeline.audit import read_log
+    from pipeline.proof.audit import read_log
 
     res = Resources.from_settings(Settings.from_env(locked_env))
     g = generate("canonical_csv", tmp_path / "oct.csv", 150, seed=8, start=RECENT, months=1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.sources import FileFormatError, ParseOptions, detect
+from pipeline.records.sources import FileFormatError, ParseOptions, detect
 
 UTC = dt.UTC
 OPTS = ParseOptions(default_region="PK", batch_rows=1000)
@@ -206,7 +206,7 @@ def test_an_unknown_channel_is_kept_as_written_lower_cased(res, tmp_path) -> Non
     """`FAX` used to become `other` (messaging) or be refused (canonical): now kept as detail."""
     import datetime as dt
 
-    from pipeline.ingest import ingest_file
+    from pipeline.flows.ingest import ingest_file
     from tests.helpers import read_tier
 
     canonical = tmp_path / "fax.csv"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from botocore.exceptions import ClientError
 
-from pipeline.bronze import hold_until
-from pipeline.store import LocalStore, ObjectStore, S3Store, open_store, s3_client
+from pipeline.core.store import LocalStore, ObjectStore, S3Store, open_store, s3_client
+from pipeline.records.bronze import hold_until
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -112,9 +112,9 @@ def test_store_and_keyring_files_are_private_whatever_the_umask(tmp_path: Path) 
     import os
     import stat
 
-    from pipeline.config import Settings
-    from pipeline.ingest import ingest_file
-    from pipeline.resources import Resources
+    from pipeline.core.config import Settings
+    from pipeline.core.resources import Resources
+    from pipeline.flows.ingest import ingest_file
 
     old = os.umask(0)  # the worst case: everything created would be world-writable
     try:

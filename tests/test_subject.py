@@ -13,17 +13,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.access_package import verify_access
-from pipeline.audit import read_log, verify_log
 from pipeline.cli import main as cli
-from pipeline.config import Settings
-from pipeline.export import run_export
-from pipeline.export_request import ExportRequest
-from pipeline.ingest import ingest_file
-from pipeline.policy import DEFAULT_FILE, parse_policy
-from pipeline.resources import Resources
-from pipeline.retention import RetentionRequest, run_retention
-from pipeline.subject import (
+from pipeline.core.config import Settings
+from pipeline.core.policy import DEFAULT_FILE, parse_policy
+from pipeline.core.resources import Resources
+from pipeline.flows.export import run_export
+from pipeline.flows.export_request import ExportRequest
+from pipeline.flows.ingest import ingest_file
+from pipeline.flows.retention import RetentionRequest, run_retention
+from pipeline.flows.subject import (
     SubjectRequest,
     SubjectRequestError,
     SubjectRun,
@@ -31,7 +29,9 @@ from pipeline.subject import (
     deadline_alert,
     run_subject_request,
 )
-from pipeline.synth import Generated, generate
+from pipeline.proof.access_package import verify_access
+from pipeline.proof.audit import read_log, verify_log
+from pipeline.records.synth import Generated, generate
 from tests.helpers import all_text_outputs, assert_no_identifiers, needles_for, read_tier
 from tests.test_export import _pem_pair
 
@@ -229,7 +229,7 @@ def test_erasure_under_a_permitting_policy_removes_vault_entries_for_good(
         "approved_by": "b", "identifiers": [person["e164"]], "date_from": "2025-03-01",
         "date_to": "2025-04-30", "recipient_key": public,
     }))  # fmt: skip
-    from pipeline.verify_export import verify_package
+    from pipeline.proof.verify_export import verify_package
 
     opened = verify_package(res.store.get_bytes(export.package), secret, res.keyring.public_key_pem().encode())  # fmt: skip
     assert opened.ok, opened.problems
@@ -254,8 +254,8 @@ def _vault_clear(res: Resources) -> list[tuple[str, str]]:
     """Every vault entry decrypted (what re-identification could recover)."""
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-    from pipeline import layout
-    from pipeline.crypto import decrypt_value
+    from pipeline.core import layout
+    from pipeline.proof.crypto import decrypt_value
 
     out = []
     for obj in res.store.list(layout.VAULT):
@@ -366,7 +366,7 @@ def test_cli_records_answers_and_verifies_an_access_request(
 def test_held_records_are_reported_as_held_and_keep_their_identifiers(
     settings: Settings, tmp_path: Path
 ) -> None:
-    from pipeline import holds
+    from pipeline.flows import holds
 
     res = Resources.from_settings(settings, parse_policy(PERMISSIVE, "permissive.toml"))
     g = _ingested(res, tmp_path)
@@ -395,7 +395,7 @@ def test_held_records_are_reported_as_held_and_keep_their_identifiers(
 
 
 def test_the_policy_file_sets_deadlines_and_erasure_per_country() -> None:
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
 
     text = PERMISSIVE.replace("erasure_before_retention_ends = true", "erasure_before_retention_ends = false") + (
         '\n[[subject_rights.country]]\ncountry = "IT"\ndeadline_days = 30\n'
@@ -416,8 +416,8 @@ def test_an_answered_request_forgets_the_person_after_its_days(
 ) -> None:
     """The encrypted request and its package hold the person's identifiers: retention shreds
     them REQUEST_IDENTIFIER_DAYS after the answer; the status and response stay."""
-    from pipeline.keys import KeyDestroyed
-    from pipeline.retention import REQUEST_IDENTIFIER_DAYS, RetentionRequest, run_retention
+    from pipeline.core.keys import KeyDestroyed
+    from pipeline.flows.retention import REQUEST_IDENTIFIER_DAYS, RetentionRequest, run_retention
 
     g = _ingested(res, tmp_path)
     person = _person(g)

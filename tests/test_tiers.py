@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.fingerprints import Fingerprints
-from pipeline.ingest import prefetch
-from pipeline.tokenise import token
+from pipeline.flows.ingest import prefetch
+from pipeline.records.fingerprints import Fingerprints
+from pipeline.records.tokenise import token
 
 KEY = "k" * 43
 
@@ -53,7 +53,7 @@ def test_prefetch_stops_its_thread_when_the_consumer_stops() -> None:
 
 
 def test_the_staged_vault_reads_back_as_written_in_chunks() -> None:
-    from pipeline.tiers import TierWriter
+    from pipeline.records.tiers import TierWriter
 
     month_keys = {(2025, 3): b"\x01" * 32, (2025, 4): b"\x02" * 32}
     writer = TierWriter("ab" * 32, lambda y, m: month_keys[(y, m)], b"\x03" * 32, "src", "f.csv")

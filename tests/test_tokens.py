@@ -8,7 +8,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.tokenise import TOKEN_PATTERN, token, token_expr
+from pipeline.records.tokenise import TOKEN_PATTERN, token, token_expr
 
 KEY_A = "k" * 43
 KEY_B = "j" * 43

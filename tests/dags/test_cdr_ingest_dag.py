@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.synth import generate
+from pipeline.records.synth import generate
 from tests.conftest import ROOT
 from tests.helpers import (
     all_text_outputs,
@@ -63,9 +63,9 @@ def _landing_files(
     store_env: dict[str, str], tmp_path: Path
 ) -> tuple[list[str], set[str], set[str], int]:
     """Generated files of every format dropped into landing/ of the configured store."""
-    from pipeline.config import Settings
-    from pipeline.ingest import copy_into_landing
-    from pipeline.resources import Resources
+    from pipeline.core.config import Settings
+    from pipeline.core.resources import Resources
+    from pipeline.flows.ingest import copy_into_landing
 
     res = Resources.from_settings(Settings.from_env(store_env))
     keys, numbers, emails, records = [], set(), set(), 0
@@ -80,8 +80,8 @@ def _landing_files(
 
 
 def _check_run(dag_run: object, env: dict[str, str], keys: list[str], records: int) -> None:
-    from pipeline.config import Settings
-    from pipeline.resources import Resources
+    from pipeline.core.config import Settings
+    from pipeline.core.resources import Resources
 
     assert dag_run.state == "success"  # type: ignore[attr-defined]
     tis = {(ti.task_id, ti.map_index): ti for ti in dag_run.get_task_instances()}  # type: ignore[attr-defined]
@@ -123,7 +123,7 @@ def test_dag_runs_against_s3_with_object_lock_on_bronze(
     airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str,
     s3_buckets: tuple[str, str], s3_env: dict[str, str], capfd: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
-    from pipeline.store import s3_client
+    from pipeline.core.store import s3_client
 
     data, bronze = s3_buckets
     env = s3_env
@@ -145,8 +145,8 @@ def test_dag_runs_against_s3_with_object_lock_on_bronze(
         for o in seals if o["Key"].endswith(".parse.json")
     ]  # fmt: skip
     assert sum(e["body"]["records"] for e in parse_entries) == records
-    from pipeline.config import Settings
-    from pipeline.resources import Resources
+    from pipeline.core.config import Settings
+    from pipeline.core.resources import Resources
 
     store = Resources.from_settings(Settings.from_env(env)).store
     out = capfd.readouterr()
@@ -166,8 +166,8 @@ def test_a_file_named_with_a_number_never_reaches_airflows_metadata(
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
-    from pipeline.config import Settings
-    from pipeline.resources import Resources
+    from pipeline.core.config import Settings
+    from pipeline.core.resources import Resources
 
     res = Resources.from_settings(Settings.from_env(local_env))
     g = generate("canonical_csv", tmp_path / "cdr-923001234567.csv", 300, seed=4,

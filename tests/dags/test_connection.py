@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import holds
-from pipeline.store import open_store
+from pipeline.core.store import open_store
+from pipeline.flows import holds
 from tests.helpers import load_dag
 
 

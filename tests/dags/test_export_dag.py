@@ -10,12 +10,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from pipeline.audit import read_log
-from pipeline.config import Settings
-from pipeline.ingest import ingest_file
-from pipeline.resources import Resources
-from pipeline.synth import generate
-from pipeline.verify_export import verify_package
+from pipeline.core.config import Settings
+from pipeline.core.resources import Resources
+from pipeline.flows.ingest import ingest_file
+from pipeline.proof.audit import read_log
+from pipeline.proof.verify_export import verify_package
+from pipeline.records.synth import generate
 from tests.helpers import assert_no_identifiers, load_dag, needles_for
 
 

@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from pipeline.alerts import RETENTION_SUCCESS, Alert, send
-from pipeline.config import Settings
-from pipeline.resources import Resources
+from pipeline.core.alerts import RETENTION_SUCCESS, Alert, send
+from pipeline.core.config import Settings
+from pipeline.core.resources import Resources
 from tests.conftest import ROOT
 from tests.helpers import load_dag
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import holds
-from pipeline.audit import read_log, verify_log
-from pipeline.config import Settings
-from pipeline.ingest import ingest_file
-from pipeline.resources import Resources
-from pipeline.synth import generate
+from pipeline.core.config import Settings
+from pipeline.core.resources import Resources
+from pipeline.flows import holds
+from pipeline.flows.ingest import ingest_file
+from pipeline.proof.audit import read_log, verify_log
+from pipeline.records.synth import generate
 from tests.helpers import assert_no_identifiers, load_dag, needles_for, read_tier
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main as cli
-from pipeline.config import Settings
-from pipeline.ingest import ingest_file
-from pipeline.resources import Resources
-from pipeline.subject import load_status
-from pipeline.synth import generate
+from pipeline.core.config import Settings
+from pipeline.core.resources import Resources
+from pipeline.flows.ingest import ingest_file
+from pipeline.flows.subject import load_status
+from pipeline.records.synth import generate
 from tests.dags.test_export_dag import _xcom_text
 from tests.helpers import assert_no_identifiers, load_dag, needles_for
 

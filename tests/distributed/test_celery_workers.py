@@ -15,10 +15,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipeline.config import Settings
-from pipeline.ingest import copy_into_landing, ingest_file
-from pipeline.resources import Resources
-from pipeline.synth import generate
+from pipeline.core.config import Settings
+from pipeline.core.resources import Resources
+from pipeline.flows.ingest import copy_into_landing, ingest_file
+from pipeline.records.synth import generate
 from tests.distributed.stack import Stack, StatsD, run_dag
 from tests.helpers import read_tier
 

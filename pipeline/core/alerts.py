@@ -1,0 +1,94 @@
+"""Alerts to the people who run the pipeline: a failed task, a retention run that stopped.
+
+Where an alert goes is a setting, `CDR_NOTIFY`: `log` (default: an ERROR line in the task log),
+`webhook` (JSON POSTed to `CDR_ALERT_WEBHOOK`), or `email` (to `CDR_ALERT_EMAIL` through the SMTP
+server `CDR_SMTP_HOST`, default localhost:25). An alert names DAGs, tasks, runs, files by digest
+and counts; callers never put record values in one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import smtplib
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+from pipeline.core.layout import RETENTION_SUCCESS
+from pipeline.core.store import ObjectStore
+
+log = logging.getLogger("pipeline.core.alerts")
+CHANNELS = ("log", "webhook", "email")
+RETENTION_MAX_AGE = dt.timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class Alert:
+    title: str
+    detail: str
+    severity: str = "error"
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def send(alert: Alert, env: dict[str, str] | None = None) -> str:
+    """Deliver the alert on the configured channel; returns the channel used."""
+    e = os.environ if env is None else env
+    channel = (e.get("CDR_NOTIFY") or "log").lower()
+    if channel not in CHANNELS:
+        raise ValueError(f"CDR_NOTIFY={channel!r}: one of {', '.join(CHANNELS)}")
+    log.error("ALERT %s: %s %s", alert.title, alert.detail, json.dumps(alert.facts, default=str))
+    if channel == "webhook":
+        url = e.get("CDR_ALERT_WEBHOOK") or ""
+        if not url:
+            raise ValueError("CDR_NOTIFY=webhook needs CDR_ALERT_WEBHOOK")
+        body = json.dumps(asdict(alert), default=str).encode()
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+    elif channel == "email":
+        to = e.get("CDR_ALERT_EMAIL") or ""
+        if not to:
+            raise ValueError("CDR_NOTIFY=email needs CDR_ALERT_EMAIL")
+        message = EmailMessage()
+        message["Subject"] = f"[cdr-pipeline] {alert.title}"
+        message["From"] = e.get("CDR_ALERT_FROM") or "cdr-pipeline@localhost"
+        message["To"] = to
+        facts = "\n".join(f"{k}: {v}" for k, v in alert.facts.items())
+        message.set_content(f"{alert.detail}\n\n{facts}\n")
+        host, _, port = (e.get("CDR_SMTP_HOST") or "localhost:25").partition(":")
+        with smtplib.SMTP(host, int(port or 25), timeout=10) as smtp:
+            smtp.send_message(message)
+    return channel
+
+
+def record_retention_success(store: ObjectStore, as_of: dt.date, now: dt.datetime) -> None:
+    """Written at the end of every successful retention run: what the watch checks."""
+    body = {"as_of": as_of.isoformat(), "finished_at": now.isoformat()}
+    store.put_bytes(RETENTION_SUCCESS, json.dumps(body).encode())
+
+
+def retention_overdue(store: ObjectStore, now: dt.datetime) -> Alert | None:
+    """An alert if retention has not succeeded within RETENTION_MAX_AGE (a compliance breach:
+    identifiers would be kept past their deletion date), else None."""
+    info = store.info(RETENTION_SUCCESS)
+    if info is None:
+        last = None
+    else:
+        last = dt.datetime.fromisoformat(
+            json.loads(store.get_bytes(RETENTION_SUCCESS))["finished_at"]
+        )
+    if last is not None and now - last <= RETENTION_MAX_AGE:
+        return None
+    since = f"since {last.isoformat()}" if last else "ever"
+    return Alert(
+        title="retention has not succeeded for two days",
+        detail=f"cdr_retention has not completed successfully {since}: identifiers due for "
+        "deletion may still be stored. Check the cdr_retention runs and their logs.",
+        facts={"last_success": last.isoformat() if last else None, "checked_at": now.isoformat()},
+    )

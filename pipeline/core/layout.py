@@ -1,0 +1,537 @@
+"""The store's layout: every prefix, object key and data-key name, each built in one place.
+
+Why one module: a name spelled in two places will one day be spelled two ways, and for a data
+key that means a key crypto-shredding misses, or two cases sharing one key. Every function here
+builds its name from validated values (a digest, a month, a case reference, a source slug), so
+two different inputs never give the same name and no name escapes its prefix.
+
+Tiers (see the README for what each holds and how long):
+```
+landing/<source>/<file>                       files as sources drop them
+seals/<sha256>.seal.json | .parse.json        signed seal and parse entries
+bronze/<source>/<sha256>.enc                  the original, encrypted under file-<sha256>
+silver/cdr/year=YYYY/month=MM/part-<sha256>.parquet
+vault/year=YYYY/month=MM/part-<sha256>.parquet   encrypted under month-YYYY-MM
+gold/cdr/year=YYYY/month=MM/part-<sha256>.parquet
+quarantine/rows/part-<sha256>.parquet, quarantine/files/<sha256>.json
+proofs/<sha256>.parquet                       the file's Merkle leaves
+holds/<case>/hold.json, records/, vault/, copied/   encrypted under hold-<digest of case>
+exports/<case>/package-<stamp>.cdrx
+requests/<case>/request.enc, status.json, response.json, response.txt, package-<stamp>.cdrs
+requests/_suppressed/<case>.json, requests/_restricted/<case>.json   tokens, never identifiers
+audit/<seq>.json                              the hash-chained audit log
+audit-events/<sha256 of event>.json           where to look for an event's entry
+leases/<sha256>.json                          the run ingesting a file: owner and expiry
+retention/purged/<YYYY-MM>.json, retention/last_success.json
+retention/attempts/<key name>.json            a purge begun and not yet recorded
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from pipeline.core.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.core.store import ObjectStore
+
+Month = tuple[int, int]
+
+LANDING = "landing/"
+SEALS = "seals/"
+BRONZE = "bronze/"
+SILVER = "silver/cdr/"
+VAULT = "vault/"
+GOLD = "gold/cdr/"
+QUARANTINE = "quarantine/"
+QUARANTINE_ROWS = "quarantine/rows/"
+QUARANTINE_FILES = "quarantine/files/"
+PROOFS = "proofs/"
+HOLDS = "holds/"
+EXPORTS = "exports/"
+AUDIT = "audit/"
+REQUESTS = "requests/"
+#: Tokens whose identifiers were erased (never re-identified or re-created) and tokens whose
+#: processing is restricted; one object per case. '_' cannot start a case, so no case collides.
+SUPPRESSED = "requests/_suppressed/"
+RESTRICTED = "requests/_restricted/"
+AUDIT_EVENTS = "audit-events/"
+LEASES = "leases/"
+PURGED = "retention/purged/"
+PURGE_ATTEMPTS = "retention/attempts/"
+RETENTION_SUCCESS = "retention/last_success.json"
+RECORD_IDS = "index/record_ids/"
+
+#: The tiers partitioned by month of the communication, and their roots.
+MONTH_TIERS = {"silver": SILVER, "vault": VAULT, "gold": GOLD}
+#: What a store summary lists, tier by tier.
+TIERS = {
+    "landing": LANDING,
+    "bronze": BRONZE,
+    "silver": SILVER,
+    "vault": VAULT,
+    "gold": GOLD,
+    "quarantine": QUARANTINE,
+    "seals": SEALS,
+}
+#: Prefixes whose objects are deleted with a file's original (once its months are purged).
+FILE_OUTPUT_PREFIXES = (BRONZE, QUARANTINE)
+
+MONTH_KEY_PREFIX = "month-"
+FILE_KEY_PREFIX = "file-"
+HOLD_KEY_PREFIX = "hold-"
+REQUEST_KEY_PREFIX = "request-"
+
+#: Case references: one pattern for the CLI, the DAG forms (JSON Schema) and the library, which
+#: matches it against the whole value (a trailing newline is refused too).
+CASE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_CASE = re.compile(CASE_PATTERN)
+#: Source systems: a slug, the name of their landing folder and of their bronze folder.
+SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_SOURCE = re.compile(SOURCE_PATTERN)
+#: What makes a name possibly personal: 7 or more digits however separated, or an e-mail's `@`.
+_IDENTIFIER_SHAPE = re.compile(r"\d(?:[\s\-.()/_~]*\d){6,}|@")
+#: Characters a shown name never carries: control, format (invisible), private use, separators.
+_HIDDEN = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}
+FILE_LABEL_PREFIX = "file-"
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+_PART = re.compile(r"year=(\d{4})/month=(\d{2})/")
+_GOLD_YEAR = re.compile(r"^" + re.escape(GOLD) + r"year=(\d{4})/")
+_MONTH_NAME = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+class LayoutError(PipelineError, ValueError):
+    """A value that cannot name an object or a key: refused before anything is written."""
+
+
+# --- validated values ------------------------------------------------------------------------
+def sha(value: str) -> str:
+    """A file digest: 64 lower-case hex characters."""
+    if not isinstance(value, str) or not _SHA.fullmatch(value):
+        raise LayoutError("not a SHA-256 digest (64 lower-case hex characters)")
+    return value
+
+
+def case(value: str) -> str:
+    """A case reference: letters, digits, '.', '_' or '-', 64 at most, starting alphanumeric."""
+    if not isinstance(value, str) or not _CASE.fullmatch(value):
+        raise LayoutError(
+            "case must be letters, digits, '.', '_' or '-' (64 at most, starting with a letter "
+            "or digit)"
+        )
+    return value
+
+
+def identifier_shaped(value: str) -> bool:
+    """Whether a name could hold a phone number or an e-mail address (in any digits: the
+    value is NFKC-normalised first, so full-width and other scripts' digits count too)."""
+    return bool(_IDENTIFIER_SHAPE.search(unicodedata.normalize("NFKC", value)))
+
+
+def source(value: str) -> str:
+    """A source system's name: a slug (`[a-z0-9][a-z0-9_-]{0,63}`) that holds no number.
+
+    Checked before a file is sealed: the name is written in seals, audit entries, bronze keys
+    and every record's `source` column, and kept as long as they are.
+    """
+    if not isinstance(value, str) or not _SOURCE.fullmatch(value):
+        raise LayoutError(
+            "source must be a slug: lower-case letters, digits, '_' or '-' (64 at most, "
+            "starting with a letter or digit)"
+        )
+    if identifier_shaped(value):
+        raise LayoutError("source must not hold 7 or more digits (they could be a phone number)")
+    return value
+
+
+def file_label(name: str) -> str:
+    """How a file is named everywhere outside its encrypted original: its own name, or
+    `file-<sha256 of the name, 16 hex>` when the name could hold an identifier (7 or more
+    digits, an e-mail address) or holds hidden characters or a path separator."""
+    hidden = any(unicodedata.category(ch) in _HIDDEN for ch in name)
+    if name and not hidden and not identifier_shaped(name) and not {"/", "\\"} & set(name):
+        return name
+    return f"{FILE_LABEL_PREFIX}{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+
+
+def month(y: int, m: int) -> Month:
+    if not (1 <= m <= 12 and 1 <= y <= 9999):
+        raise LayoutError(f"not a month: {y}-{m}")
+    return (y, m)
+
+
+def month_name(m: Month) -> str:
+    """`YYYY-MM`, the name a month has in markers, reports and key names."""
+    y, mo = month(*m)
+    return f"{y:04d}-{mo:02d}"
+
+
+def parse_month(name: str) -> Month:
+    """The month a `YYYY-MM` name stands for (strict: `2026-1` is refused)."""
+    found = _MONTH_NAME.fullmatch(name or "")
+    if not found:
+        raise LayoutError(f"not a month (YYYY-MM): {name!r}")
+    return month(int(found.group(1)), int(found.group(2)))
+
+
+def path_segment(value: str) -> str:
+    """One `/`-free path segment that cannot climb out of its prefix."""
+    if not value or "/" in value or "\\" in value or value in {".", ".."} or "\x00" in value:
+        raise LayoutError("not a single path segment")
+    return value
+
+
+# --- landing and seals ---------------------------------------------------------------------
+def landing_key(source_name: str, name: str) -> str:
+    return f"{LANDING}{source(source_name)}/{path_segment(name)}"
+
+
+def landing_ref(key: str) -> str:
+    """How a landing object is named in task parameters, XCom and Airflow's UI: its key, with
+    each folder or file name that could hold an identifier replaced by `file_label`'s digest."""
+    parts = PurePosixPath(key).parts[1:] if key.startswith(LANDING) else PurePosixPath(key).parts
+    return LANDING + "/".join(file_label(part) for part in parts)
+
+
+def source_of_landing_key(key: str) -> str | None:
+    """`landing/<source>/...` names the source system; a file directly in landing/ has none."""
+    parts = PurePosixPath(key).parts
+    return parts[1] if len(parts) > 2 else None
+
+
+def seal_key(digest: str) -> str:
+    return f"{SEALS}{sha(digest)}.seal.json"
+
+
+def parse_key(digest: str) -> str:
+    return f"{SEALS}{sha(digest)}.parse.json"
+
+
+def sha_of_parse_key(key: str) -> str | None:
+    """The digest a parse entry's key names, or None for any other key."""
+    if not (key.startswith(SEALS) and key.endswith(".parse.json")):
+        return None
+    digest = key[len(SEALS) : -len(".parse.json")]
+    return digest if _SHA.fullmatch(digest) else None
+
+
+def ingested_files(store: ObjectStore) -> list[tuple[str, dict[str, Any]]]:
+    """Every file's digest (from the entry's key) and signed parse entry (`body` and signature).
+
+    The one scan of what was ingested: reports, verification and retention all start here.
+    """
+    entries = []
+    for obj in store.list(SEALS):
+        digest = sha_of_parse_key(obj.key)
+        if digest is not None:
+            entries.append((digest, json.loads(store.get_bytes(obj.key))))
+    return entries
+
+
+def unparsed_seals(store: ObjectStore) -> list[str]:
+    """Digests of files sealed but never parsed (an ingest interrupted), from key names alone."""
+    parsed, sealed = set(), set()
+    for obj in store.list(SEALS):
+        name = obj.key[len(SEALS) :]
+        for suffix, found in ((".parse.json", parsed), (".seal.json", sealed)):
+            digest = name.removesuffix(suffix)
+            if name.endswith(suffix) and _SHA.match(digest):
+                found.add(digest)
+    return sorted(sealed - parsed)
+
+
+def unparsed_file(store: ObjectStore, digest: str) -> dict[str, Any]:
+    """What is known of a file sealed but never parsed, shaped like a parse entry's body:
+    status `sealed`, no months, its bronze original as its one output."""
+    seal = json.loads(store.get_bytes(seal_key(digest)))["body"]
+    source = seal.get("source") or "unknown"
+    return {
+        "sha256": digest,
+        "status": "sealed",
+        "file": seal.get("file"),
+        "source": source,
+        "arrived_at": seal.get("arrived_at"),
+        "months": [],
+        "outputs": [bronze_key(source, digest)],
+    }
+
+
+def sealed_files(store: ObjectStore) -> list[dict[str, Any]]:
+    """Every sealed file's parse entry body; a file sealed but never parsed appears with status
+    `sealed` (`unparsed_file`), so that summaries list it and retention purges it on time."""
+    files = [entry["body"] for _, entry in ingested_files(store)]
+    return files + [unparsed_file(store, digest) for digest in unparsed_seals(store)]
+
+
+# --- bronze, tiers, quarantine, proofs -------------------------------------------------------
+def bronze_key(source_name: str, digest: str) -> str:
+    return f"{BRONZE}{source(source_name)}/{sha(digest)}.enc"
+
+
+def month_prefix(tier: str, m: Month) -> str:
+    """`silver/cdr/year=YYYY/month=MM/` (or vault, gold): one month's partition."""
+    y, mo = month(*m)
+    return f"{MONTH_TIERS[tier]}year={y:04d}/month={mo:02d}/"
+
+
+def gold_year_prefix(year: int) -> str:
+    return f"{GOLD}year={month(year, 1)[0]:04d}/"
+
+
+def partition(tier: str, m: Month, digest: str) -> str:
+    """One file's part of one month of a tier."""
+    return f"{month_prefix(tier, m)}part-{sha(digest)}.parquet"
+
+
+def month_of(key: str) -> Month | None:
+    """The month a partitioned object belongs to, from its key."""
+    found = _PART.search(key)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def gold_year_of(key: str) -> int | None:
+    found = _GOLD_YEAR.match(key)
+    return int(found.group(1)) if found else None
+
+
+def quarantine_rows_key(digest: str) -> str:
+    return f"{QUARANTINE_ROWS}part-{sha(digest)}.parquet"
+
+
+def quarantine_file_key(digest: str) -> str:
+    return f"{QUARANTINE_FILES}{sha(digest)}.json"
+
+
+def proof_key(digest: str) -> str:
+    return f"{PROOFS}{sha(digest)}.parquet"
+
+
+def record_id_index_prefix(source: str, m: Month) -> str:
+    """The record-ID index of one source's month (pipeline.records.redelivery)."""
+    return f"{RECORD_IDS}{path_segment(source)}/{month_name(m)}/"
+
+
+def record_id_index_key(source: str, m: Month, digest: str) -> str:
+    return f"{record_id_index_prefix(source, m)}{sha(digest)}.parquet"
+
+
+def sha_of_record_id_index(key: str) -> str | None:
+    digest = PurePosixPath(key).name.removesuffix(".parquet")
+    return digest if key.startswith(RECORD_IDS) and _SHA.match(digest) else None
+
+
+def record_id_index_year(key: str) -> int | None:
+    """The year of the month a record-ID index part covers."""
+    parts = PurePosixPath(key).parts
+    return int(parts[3][:4]) if key.startswith(RECORD_IDS) and len(parts) == 5 else None
+
+
+def is_file_output(key: str) -> bool:
+    """An output that goes with the file's original (bronze, quarantine), not with a month."""
+    return key.startswith(FILE_OUTPUT_PREFIXES)
+
+
+def is_bronze(key: str) -> bool:
+    return key.startswith(BRONZE)
+
+
+# --- holds, exports, audit, retention markers ----------------------------------------------
+def hold_prefix(case_ref: str) -> str:
+    return f"{HOLDS}{case(case_ref)}/"
+
+
+def hold_record_key(case_ref: str) -> str:
+    return f"{hold_prefix(case_ref)}hold.json"
+
+
+def is_hold_record(key: str) -> bool:
+    return key.startswith(HOLDS) and key.endswith("/hold.json")
+
+
+def hold_data_prefix(case_ref: str, kind: str) -> str:
+    """Where a hold keeps its copied `records` or `vault` entries."""
+    if kind not in {"records", "vault"}:
+        raise LayoutError(f"a hold holds records or vault entries, not {kind!r}")
+    return f"{hold_prefix(case_ref)}{kind}/"
+
+
+def hold_copy_key(case_ref: str, kind: str, tier_key: str) -> str:
+    """The encrypted copy, in a hold, of the held rows of one tier object."""
+    return f"{hold_data_prefix(case_ref, kind)}{tier_key.replace('/', '~')}.enc"
+
+
+def hold_copies_of(case_ref: str, kind: str, tier_prefix: str) -> str:
+    """The prefix of a hold's copies made from the objects under `tier_prefix` (a month's)."""
+    return f"{hold_data_prefix(case_ref, kind)}{tier_prefix.replace('/', '~')}"
+
+
+def hold_vault_copy(records_copy_key: str) -> str:
+    """The vault entries a hold copied beside one of its record copies."""
+    head, sep, tail = records_copy_key.partition("/records/")
+    if not sep or not head.startswith(HOLDS):
+        raise LayoutError("not a hold's record copy")
+    return f"{head}/vault/{tail}"
+
+
+def hold_copied_marker(case_ref: str, what: str) -> str:
+    """Marks that a hold's copy of a month (`YYYY-MM`) or a gold year (`gold-YYYY`) is done."""
+    return f"{hold_prefix(case_ref)}copied/{path_segment(what)}.json"
+
+
+def export_key(case_ref: str, stamp: str) -> str:
+    return f"{EXPORTS}{case(case_ref)}/package-{path_segment(stamp)}.cdrx"
+
+
+# --- data subject requests -----------------------------------------------------------------
+def request_prefix(case_ref: str) -> str:
+    return f"{REQUESTS}{case(case_ref)}/"
+
+
+def request_record_key(case_ref: str) -> str:
+    """The request itself (identifiers included), encrypted under the request's own key."""
+    return f"{request_prefix(case_ref)}request.enc"
+
+
+def request_status_key(case_ref: str) -> str:
+    """What may be shown of a request: type, dates, counts, state; never an identifier."""
+    return f"{request_prefix(case_ref)}status.json"
+
+
+def request_response_key(case_ref: str, ext: str = "json") -> str:
+    if ext not in {"json", "txt"}:
+        raise LayoutError("a response is json or txt")
+    return f"{request_prefix(case_ref)}response.{ext}"
+
+
+def request_package_key(case_ref: str, stamp: str) -> str:
+    return f"{request_prefix(case_ref)}package-{path_segment(stamp)}.cdrs"
+
+
+def request_staging_prefix(case_ref: str) -> str:
+    return f"{request_prefix(case_ref)}staging/"
+
+
+def request_staging_key(case_ref: str, tier_key: str) -> str:
+    """Where erasure keeps a rewritten vault part until it has replaced the original."""
+    return f"{request_staging_prefix(case_ref)}{tier_key.replace('/', '~')}"
+
+
+def staged_tier_key(staging_key: str) -> str:
+    """The tier object a staged rewrite replaces."""
+    return staging_key.rsplit("/", 1)[-1].replace("~", "/")
+
+
+def is_request_status(key: str) -> bool:
+    return key.startswith(REQUESTS) and key.endswith("/status.json")
+
+
+def token_list_key(kind: str, case_ref: str) -> str:
+    """A case's `suppressed` or `restricted` tokens."""
+    roots = {"suppressed": SUPPRESSED, "restricted": RESTRICTED}
+    if kind not in roots:
+        raise LayoutError(f"a token list is suppressed or restricted, not {kind!r}")
+    return f"{roots[kind]}{case(case_ref)}.json"
+
+
+def listed_tokens(store: ObjectStore, kind: str) -> set[str]:
+    """Every case's `suppressed` (identifiers erased) or `restricted` tokens, together."""
+    root = {"suppressed": SUPPRESSED, "restricted": RESTRICTED}[kind]
+    out: set[str] = set()
+    for obj in store.list(root):
+        if obj.key.endswith(".json"):
+            out.update(json.loads(store.get_bytes(obj.key))["tokens"])
+    return out
+
+
+def holds_request_identifiers(key: str) -> bool:
+    """A request's objects that hold the person's identifiers (encrypted): the request record,
+    its packages and erasure's staging; not its status or response."""
+    name = key.rsplit("/", 1)[-1]
+    return name == "request.enc" or name.startswith("package-") or "/staging/" in key
+
+
+def request_key_name(case_ref: str) -> str:
+    """The data key of a subject request, named by a digest of the case (see `hold_key_name`)."""
+    digest = hashlib.sha256(case(case_ref).encode()).hexdigest()[:40]
+    return f"{REQUEST_KEY_PREFIX}{digest}"
+
+
+def audit_key(seq: int) -> str:
+    return f"{AUDIT}{seq:012d}.json"
+
+
+def audit_seq(key: str) -> int | None:
+    """The sequence number an audit entry's key names, or None for any other key."""
+    name = key[len(AUDIT) :] if key.startswith(AUDIT) else ""
+    return int(name[:-5]) if name.endswith(".json") and name[:-5].isdigit() else None
+
+
+def lease_key(digest: str) -> str:
+    """The lease a run holds while it ingests a file."""
+    return f"{LEASES}{sha(digest)}.json"
+
+
+def audit_event_key(event: str) -> str:
+    """The claim of one audit event (any text: hashed, so it names no value)."""
+    return f"{AUDIT_EVENTS}{hashlib.sha256(event.encode()).hexdigest()}.json"
+
+
+def purge_attempt_key(key_name: str) -> str:
+    """What a purge's first attempt found, kept until the purge is recorded."""
+    return f"{PURGE_ATTEMPTS}{path_segment(key_name)}.json"
+
+
+def open_purge_attempts(store: ObjectStore) -> set[str]:
+    """Key names of purges begun and not yet recorded."""
+    return {
+        o.key[len(PURGE_ATTEMPTS) : -len(".json")]
+        for o in store.list(PURGE_ATTEMPTS)
+        if o.key.endswith(".json")
+    }
+
+
+def purge_marker(m: Month) -> str:
+    return f"{PURGED}{month_name(m)}.json"
+
+
+def purged_months(store: ObjectStore) -> set[str]:
+    """Months whose identifiers were purged (`YYYY-MM`): their records go to gold only."""
+    return {
+        o.key[len(PURGED) : -len(".json")] for o in store.list(PURGED) if o.key.endswith(".json")
+    }
+
+
+# --- data-key names --------------------------------------------------------------------------
+def month_key_name(m: Month) -> str:
+    """The data key of a month's vault (and of nothing else)."""
+    return f"{MONTH_KEY_PREFIX}{month_name(m)}"
+
+
+def month_of_key_name(name: str) -> Month | None:
+    if not name.startswith(MONTH_KEY_PREFIX):
+        return None
+    try:
+        return parse_month(name[len(MONTH_KEY_PREFIX) :])
+    except LayoutError:
+        return None
+
+
+def file_key_name(digest: str) -> str:
+    """The data key of one file's original and its quarantined raw rows."""
+    return f"{FILE_KEY_PREFIX}{sha(digest)}"
+
+
+def hold_key_name(case_ref: str) -> str:
+    """The data key of a hold: named by a digest of the case, so two cases never share one.
+
+    (Case references may differ only in '.', '_' or letter case, which key names and
+    case-insensitive file systems would fold together.)
+    """
+    digest = hashlib.sha256(case(case_ref).encode()).hexdigest()[:40]
+    return f"{HOLD_KEY_PREFIX}{digest}"

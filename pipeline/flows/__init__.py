@@ -1,0 +1,1 @@
+"""The use cases, each `run_x(resources, request)`: ingest, retention, legal holds (a service the others may use), law-enforcement export, verification, subject requests. No flow imports another (holds excepted)."""

@@ -1,0 +1,706 @@
+"""Ingest one CDR file: seal, store the original in bronze, parse, tokenise, write the tiers.
+
+The steps, each safe to repeat:
+1. digest the exact bytes; if the file's parse entry exists it was ingested already: stop;
+2. seal it (signed digest, size, source, arrival) before anything parses it;
+3. encrypt the original into bronze under the file's data key (never rewritten);
+4. parse in batches → silver, gold, vault, quarantine parts in local files;
+5. publish the parts under keys derived from the digest (a rerun overwrites, never appends);
+6. write the signed parse entry with the counts: this is the commit.
+A crash anywhere before 6 leaves the file un-ingested, and a rerun produces the same result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from queue import Full, Queue
+from typing import Any, TypeVar
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import __version__
+from pipeline.core import layout, staging
+from pipeline.core.errors import PipelineError
+from pipeline.core.keys import TOKEN_KEY_VERSION
+from pipeline.core.resources import Resources
+from pipeline.core.store import LocalStore, ObjectStore, store_errors
+from pipeline.proof import audit
+from pipeline.proof.commitments import ENCODING, file_root, merkle_root
+from pipeline.proof.integrity import read_entry, record_parse, seal_original, sha256_file
+from pipeline.records import quality
+from pipeline.records.bronze import LockError, hold_until, lock_date, require_lock, store_original
+from pipeline.records.fingerprints import Fingerprints
+from pipeline.records.lookup import default_region as resolve_region
+from pipeline.records.normalise import CountryResolver
+from pipeline.records.redelivery import PriorIds, index_parts, index_rows
+from pipeline.records.sources import FileFormatError, ParseOptions, Source, detect
+from pipeline.records.tiers import TierWriter
+from pipeline.records.transform import FileContext, transform
+
+log = logging.getLogger("pipeline.flows.ingest")
+T = TypeVar("T")
+#: How long an ingest's lease lasts: longer than the longest ingest, so only a dead run's lapses.
+LEASE_SECONDS = 6 * 3600
+
+
+class IngestError(PipelineError):
+    """An ingest that could not complete; the message never holds a record's content.
+
+    `terminal` is true once the file has its final signed parse entry (`refused`, `failed`):
+    rerunning will not change the outcome, so its landing copy can go.
+    """
+
+    def __init__(self, message: str, terminal: bool = False) -> None:
+        super().__init__(message)
+        self.terminal = terminal
+
+
+#: the states a sealed file ends in, each with a signed parse entry
+TERMINAL = ("ingested", "quarantined_file", "refused", "failed")
+
+
+@dataclass
+class FileReport:
+    """What happened to one file: the numbers a data engineer reconciles."""
+
+    file: str
+    sha256: str
+    status: str  # one of TERMINAL, already_ingested, or in_progress (another run has it)
+    source: str
+    format: str | None = None
+    records: int = 0
+    silver: int = 0
+    gold: int = 0
+    gold_only: int = 0
+    quarantined: int = 0
+    invalid_number: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    #: free-text values cleaned of control characters (`control:<field>`) or masked because they
+    #: held an identifier (`masked:<field>`)
+    scrubbed: dict[str, int] = field(default_factory=dict)
+    months: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    detail: str | None = None
+    reason: str | None = None  # why a file was quarantined whole
+    merkle_root: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    by_month: dict[str, dict[str, int]] = field(default_factory=dict)
+    batch_leaves: list[int] = field(default_factory=list)
+    batch_roots: list[str] = field(default_factory=list)
+    #: suite → failed expectations, when the data expectations refused the file
+    refused: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report without the per-batch roots (in the signed parse entry, not in XCom)."""
+        out = asdict(self)
+        out.pop("batch_roots")
+        return out
+
+    def parse_entry(self, seal: dict[str, Any], as_of: dt.date) -> dict[str, Any]:
+        """The body of the signed parse entry: the report as recorded, plus what made it."""
+        body = {k: v for k, v in asdict(self).items() if k not in _NOT_RECORDED}
+        body["arrived_at"] = seal["body"]["arrived_at"]
+        body["as_of"] = as_of.isoformat()
+        body["pipeline_version"] = __version__
+        if self.status == "ingested":
+            body["token_key_version"] = TOKEN_KEY_VERSION
+            body["commitment_encoding"] = ENCODING
+        return body
+
+
+#: Report fields that describe one run, not the file: kept out of the signed parse entry.
+_NOT_RECORDED = frozenset({"sha256", "timings"})
+
+
+def sweep_leftovers(res: Resources) -> dict[str, int]:
+    """Remove what runs killed mid-way left behind: partial objects in the stores (unlisted,
+    so no purge would find them) and staging folders on this host. Counted, and said."""
+    objects = res.store.sweep_temporary()
+    if res.bronze is not res.store:
+        objects += res.bronze.sweep_temporary()
+    counts = {"temporary_objects": objects, "staging": staging.sweep()}
+    if any(counts.values()):
+        log.warning(
+            "removed what interrupted runs left: %d temporary objects, %d staging folders/files",
+            counts["temporary_objects"],
+            counts["staging"],
+        )
+    return counts
+
+
+def list_landing(store: ObjectStore) -> list[str]:
+    """Files waiting in landing/, oldest name first (hidden and temporary files skipped)."""
+    return sorted(
+        o.key for o in store.list(layout.LANDING) if not PurePosixPath(o.key).name.startswith(".")
+    )
+
+
+def list_landing_refs(store: ObjectStore) -> list[str]:
+    """The files waiting in landing/, as `layout.landing_ref` names them (safe for XCom)."""
+    return [layout.landing_ref(key) for key in list_landing(store)]
+
+
+def landing_key_of(store: ObjectStore, ref: str) -> str:
+    """The landing object a reference names (a scan of landing/: the key itself may hold an
+    identifier, so it never travels through the orchestrator)."""
+    for key in list_landing(store):
+        if layout.landing_ref(key) == ref:
+            return key
+    raise IngestError(f"{ref} is not in landing/ (already ingested by another run?)")
+
+
+def ingest_landing(
+    res: Resources,
+    key: str,
+    *,
+    fmt: str | None = None,
+    default_region: str | None = None,
+    as_of: dt.date,
+    progress: Callable[[int], None] | None = None,
+) -> FileReport:
+    """Ingest one object of landing/ and remove it from landing once it is safely in bronze."""
+    info = res.store.info(key)
+    if info is None:
+        raise IngestError(f"{key} is not in the store (already ingested by another run?)")
+    with tempfile.TemporaryDirectory(prefix=staging.prefix("stage")) as tmp:
+        if isinstance(res.store, LocalStore):
+            path = Path(res.store.uri(key))
+        else:
+            path = Path(tmp) / "original"
+            res.store.download(key, path)
+        try:
+            report = ingest_file(
+                res,
+                path,
+                name=PurePosixPath(key).name,
+                source=layout.source_of_landing_key(key),
+                arrived_at=info.modified,
+                fmt=fmt,
+                default_region=default_region,
+                as_of=as_of,
+                progress=progress,
+            )
+        except IngestError as exc:
+            if exc.terminal:  # refused or failed for good: the original is in bronze
+                res.store.purge(key, through=info.version)
+            raise
+    if report.status == "in_progress":
+        return report  # the run holding the lease removes it from landing
+    # Every version of the landing object goes (a plain delete on a versioned bucket would
+    # leave the original behind a delete marker); a newer upload under the same name stays.
+    res.store.purge(key, through=info.version)
+    return report
+
+
+def ingest_file(
+    res: Resources,
+    path: Path,
+    *,
+    name: str | None = None,
+    source: str | None = None,
+    arrived_at: dt.datetime | None = None,
+    fmt: str | None = None,
+    default_region: str | None = None,
+    as_of: dt.date,
+    progress: Callable[[int], None] | None = None,
+) -> FileReport:
+    """Ingest a local file (see the module docstring for the steps).
+
+    The source is checked before anything is written, and the file is named by
+    `layout.file_label` everywhere outside its encrypted original (seal, audit, tiers, notes,
+    logs, report), so a name holding a number or an address is never kept.
+    """
+    name = layout.file_label(name or path.name)
+    if source is not None:
+        try:
+            layout.source(source)
+        except layout.LayoutError as exc:
+            raise IngestError(f"{name}: not ingested: {exc}") from None
+    settings = res.settings
+    region = resolve_region(default_region, settings.default_region)
+    sha256, size = sha256_file(path)
+    existing = read_entry(res.store, layout.parse_key(sha256))
+    if existing is not None and existing["body"].get("status") != "failed":
+        return _already_ingested(res, name, sha256, existing)
+    with lease(res.store, sha256) as held:
+        if not held:
+            log.warning("%s (sha256 %s…) is being ingested by another run", name, sha256[:12])
+            return FileReport(name, sha256, "in_progress", source or "", fmt)
+        # The other run may have committed between our first look and the lease.
+        existing = read_entry(res.store, layout.parse_key(sha256))
+        if existing is not None and existing["body"].get("status") != "failed":
+            return _already_ingested(res, name, sha256, existing)
+        return _ingest_leased(
+            res, path, name, sha256, size, source, arrived_at, fmt, region, as_of, progress
+        )
+
+
+@contextmanager
+def lease(store: ObjectStore, sha256: str, seconds: int = LEASE_SECONDS) -> Iterator[bool]:
+    """One ingest per digest at a time: a create-if-absent lease naming its owner and expiry.
+
+    Yields False while another run's lease is live; a lease that expired, or whose process on
+    this host is gone (`kill -9`), is taken over. Two names for the same bytes, or two hosts given one file, cannot both publish."""
+    key = layout.lease_key(sha256)
+    owner = f"{audit.actor()}/{staging.owner_tag()}{uuid.uuid4().hex}"
+    now = dt.datetime.now(dt.UTC)
+    mine = {"owner": owner, "expires": (now + dt.timedelta(seconds=seconds)).isoformat()}
+    data = json.dumps(mine).encode()
+    held = store.put_new(key, data) or _lease_owner(store, key) == owner
+    if not held:
+        current = read_entry(store, key)
+        if (
+            current is None
+            or dt.datetime.fromisoformat(current["expires"]) <= now
+            or staging.dead_here(str(current.get("owner", "")).rpartition("/")[2])
+        ):
+            log.warning("taking over the ingest lease of a run that is gone on %s…", sha256[:12])
+            store.purge(key)
+            held = store.put_new(key, data) or _lease_owner(store, key) == owner
+    try:
+        yield held
+    finally:
+        if held and _lease_owner(store, key) == owner:
+            store.purge(key)
+
+
+def _lease_owner(store: ObjectStore, key: str) -> str | None:
+    """Who holds a lease (a write whose answer was lost is still ours)."""
+    current = read_entry(store, key)
+    return None if current is None else str(current.get("owner"))
+
+
+def _ingest_leased(
+    res: Resources,
+    path: Path,
+    name: str,
+    sha256: str,
+    size: int,
+    source: str | None,
+    arrived_at: dt.datetime | None,
+    fmt: str | None,
+    region: str | None,
+    as_of: dt.date,
+    progress: Callable[[int], None] | None,
+) -> FileReport:
+    """Seal, store, parse, publish and commit a file this run holds the lease on."""
+    settings = res.settings
+    if settings.bronze_lock:
+        _locked(lambda: require_lock(res.bronze))
+    try:
+        parser: Source | None = detect(path, fmt)
+        format_error: FileFormatError | None = None
+    except FileFormatError as exc:
+        parser, format_error = None, exc
+    source = source or (parser.name if parser else "unknown")
+    signer = res.keyring.signing_key()
+    now = dt.datetime.now(dt.UTC)
+    seal = seal_original(res.store, signer, sha256, size, source, name, arrived_at or now, now)
+    _audit_seal(res, seal)
+    file_key = res.keyring.data_key(layout.file_key_name(sha256))
+    b_key = layout.bronze_key(source, sha256)
+    store_original(res.bronze, b_key, path, sha256, file_key)
+    log.info("%s sealed (sha256 %s…, %d bytes) and stored in bronze", name, sha256[:12], size)
+
+    if parser is None:
+        assert format_error is not None
+        return _quarantine_file(res, seal, name, source, sha256, size, b_key, format_error, as_of)
+    try:
+        report = _parse_into_tiers(
+            res, parser, path, name, source, sha256, region, as_of, file_key, progress
+        )
+    except FileFormatError as exc:
+        return _quarantine_file(res, seal, name, source, sha256, size, b_key, exc, as_of)
+    except Exception as exc:
+        if _transient(exc):
+            raise  # the store or network: nothing was committed, a rerun retries the file
+        # Engine messages can quote values from the file: say only what failed.
+        reason = exc.args[0] if isinstance(exc, IngestError) else type(exc).__name__
+        failed = FileReport(name, sha256, "failed", source, parser.name, detail=reason)
+        failed.reason = reason
+        _record_outcome(res, seal, b_key, failed, as_of)
+        raise IngestError(f"{name}: FAILED ({reason}); the original is kept in bronze", terminal=True) from None  # fmt: skip
+    if report.status == "refused":
+        report.outputs.append(_refusal_note(res, report))
+        _record_outcome(res, seal, b_key, report, as_of)
+        raise IngestError(f"{report.detail} ({layout.quarantine_file_key(sha256)})", terminal=True)
+    _record_outcome(res, seal, b_key, report, as_of)
+    log.info(
+        "%s ingested: %d records → silver %d, gold %d (%d gold only), quarantined %d",
+        name,
+        report.records,
+        report.silver,
+        report.gold,
+        report.gold_only,
+        report.quarantined,
+    )
+    return report
+
+
+#: why each terminal outcome of a parse is in the audit log
+INGEST_WHY = {
+    "ingested": "tiers written; counts reconcile to the sealed file",
+    "refused": "refused by the data expectations; nothing published",
+    "failed": "the file could not be read to the end; nothing published",
+}
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure of the store or the network rather than of the file: worth a rerun."""
+    return isinstance(exc, store_errors())
+
+
+def _record_outcome(
+    res: Resources, seal: dict[str, Any], b_key: str, report: FileReport, as_of: dt.date
+) -> None:
+    """The file's terminal signed parse entry (ingested, refused or failed) and its audit
+    entry; bronze held until the purge date of the earliest month it holds."""
+    _hold(res, b_key, report.months, seal)
+    report.outputs = sorted({*report.outputs, b_key})
+    record_parse(res.store, res.keyring.signing_key(), seal, report.parse_entry(seal, as_of))
+    _audit_ingest(res, {**asdict(report), "sha256": report.sha256, "file": report.file})
+
+
+def _locked(step: Callable[[], object]) -> None:
+    """Run a lock step; a lock that cannot be read or set fails the ingest, never passes."""
+    try:
+        step()
+    except LockError as exc:
+        raise IngestError(f"Object Lock: {exc}") from exc
+
+
+def _hold(res: Resources, b_key: str, months: list[str], seal: dict[str, Any]) -> None:
+    """Lock the original until the policy's purge date of its earliest month."""
+    until = lock_date(res.policy, months, seal["body"]["arrived_at"])
+    _locked(lambda: hold_until(res.bronze, b_key, until, required=res.settings.bronze_lock))
+
+
+def _audit_seal(res: Resources, seal: dict[str, Any]) -> None:
+    """The seal's audit entry, written once per file however often ingest reruns."""
+    body = seal["body"]
+    audit.append(
+        res.store,
+        res.keyring.signing_key(),
+        "seal",
+        what={k: body[k] for k in ("sha256", "file", "source", "size")},
+        why="original sealed on arrival, before parsing",
+        event=f"seal:{body['sha256']}",
+    )
+
+
+def _audit_ingest(res: Resources, facts: dict[str, Any]) -> None:
+    """The ingest's audit entry, once per file: a rerun after a lost write records it then."""
+    counts = {k: facts.get(k, 0) for k in ("records", "silver", "gold", "quarantined")}
+    status = facts.get("status") or "ingested"
+    audit.append(
+        res.store,
+        res.keyring.signing_key(),
+        "ingest",
+        what={
+            "sha256": facts["sha256"],
+            "file": facts["file"],
+            "months": facts.get("months", []),
+            "status": status,
+            **counts,
+        },
+        why=INGEST_WHY[status],
+        # one entry per outcome: a failed file ingested later gets its own `ingest` entry
+        event=f"{'ingest' if status == 'ingested' else status}:{facts['sha256']}",
+    )
+
+
+def _already_ingested(res: Resources, name: str, sha256: str, parsed: dict[str, Any]) -> FileReport:
+    """A file whose parse entry exists: nothing to redo, but an audit entry an earlier run
+    failed to write after its commit is written now."""
+    body = parsed["body"]
+    seal = read_entry(res.store, layout.seal_key(sha256))
+    if seal is not None:
+        _audit_seal(res, seal)
+    if body.get("status") in INGEST_WHY:
+        _audit_ingest(res, {"sha256": sha256, "file": body.get("file") or name, **body})
+    log.info("%s (sha256 %s…) was ingested before: nothing to do", name, sha256[:12])
+    return FileReport(name, sha256, "already_ingested", body.get("source", ""), body.get("format"))
+
+
+def prefetch(batches: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """Produce the next batch in a background thread while the caller works on this one.
+
+    Parsing (polars, releasing the GIL) then overlaps with transforming; `depth` bounds how
+    many batches wait, so memory stays bounded. An error in the producer is raised here.
+    """
+    queue: Queue[tuple[str, Any]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        queue.put(("item", item), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(("done", None))
+        except BaseException as exc:  # handed to the consumer, never lost
+            queue.put(("error", exc))
+
+    worker = threading.Thread(target=produce, name="batch-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, item = queue.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+#: the suite that judges each tier's batches, and the column naming a failing row
+SUITES = {"silver": "silver", "gold": "gold", "vault": "silver_identifiers"}
+INDEX = {"silver": quality.INDEX_COLUMN, "gold": quality.INDEX_COLUMN, "silver_identifiers": None}
+
+
+def _suite_tallies(res: Resources) -> dict[str, quality.SuiteTally]:
+    """One evaluation per suite for this file (an unsupported suite is refused here)."""
+    return {suite: res.quality.tally(suite, INDEX[suite]) for suite in SUITES.values()}
+
+
+def _gx_frame(writer: TierWriter, suite: str) -> Any:
+    """A small file's staged tier as GX's engine reads it (the vault decrypted in memory)."""
+    if suite == "silver_identifiers":
+        tables = list(writer.vault_entries(quality.GX_ROWS))
+    else:
+        parts = [p for k, p in sorted(writer.staged().items()) if k.startswith(f"{suite}/")]
+        tables = [pq.read_table(p) for p in parts]
+    return pa.concat_tables(tables).to_pandas()
+
+
+def _validate(
+    res: Resources,
+    writer: TierWriter,
+    tallies: dict[str, quality.SuiteTally],
+    records: int,
+    name: str,
+    sha256: str,
+) -> dict[str, list[str]]:
+    """Record each suite's verdict on the whole file: the failed expectations by suite.
+
+    Every row was evaluated in the batch loop (`tallies`). A file of up to `quality.GX_ROWS`
+    records is validated by GX's own engine as well, whose result is recorded, and the two
+    verdicts must agree (success and counts of every expectation) or the file is refused.
+
+    Nothing has been published yet, so a refused file leaves silver and gold unchanged; it is
+    recorded as `refused` with the failing expectations named (never the values that failed).
+    """
+    writer.staged()
+    failed: dict[str, list[str]] = {}
+    run_name = f"{name}-{sha256[:16]}"
+    for suite, tally in tallies.items():
+        if not tally.rows:
+            continue
+        ours = res.quality.suite_result(tally)
+        result = ours
+        if records <= quality.GX_ROWS:
+            result = res.quality.gx_validate(suite, _gx_frame(writer, suite), INDEX[suite])
+            if differ := quality.disagreements(ours, result):
+                failed[f"{suite} (evaluator and GX disagree)"] = differ
+        res.quality.record(result, run_name)
+        if problems := quality.failures(result.results):
+            failed[suite] = problems
+    docs = res.quality.docs_index()
+    if not failed:
+        log.info("%s passed the silver and gold suites (Data Docs: %s)", name, docs)
+    return failed
+
+
+def _publish_index(res: Resources, source: str, sha256: str, rows: list[pl.DataFrame]) -> list[str]:
+    """The file's record-ID index, per month (pipeline.records.redelivery): the keys written."""
+    keys = []
+    for month, data in index_parts(pl.concat(rows) if rows else pl.DataFrame()):
+        key = layout.record_id_index_key(source, month, sha256)
+        res.store.put_bytes(key, data)
+        keys.append(key)
+    return keys
+
+
+def _refusal_note(res: Resources, report: FileReport) -> str:
+    """Write the note of a file the expectations refused: which expectations, never values."""
+    key = layout.quarantine_file_key(report.sha256)
+    note = {
+        "file": report.file,
+        "sha256": report.sha256,
+        "reason": "expectations_failed",
+        "failed": report.refused,
+        "data_docs": str(res.quality.docs_index()),
+    }
+    res.store.put_bytes(key, json.dumps(note, indent=1).encode())
+    return key
+
+
+def _parse_into_tiers(
+    res: Resources,
+    parser: Source,
+    path: Path,
+    name: str,
+    source: str,
+    sha256: str,
+    region: str | None,
+    as_of: dt.date,
+    file_key: bytes,
+    progress: Callable[[int], None] | None,
+) -> FileReport:
+    ctx = FileContext(
+        source=source,
+        source_file=name,
+        sha256=sha256,
+        as_of=as_of,
+        default_region=region,
+        international=parser.international,
+        alphanumeric=parser.alphanumeric,
+        derived_ids=parser.derived_ids,
+        token_key=res.keyring.token_key(TOKEN_KEY_VERSION),
+        token_version=TOKEN_KEY_VERSION,
+        identifier_purge=res.policy.identifier_purge,
+        purged_months=frozenset(layout.purged_months(res.store)),
+        commit_key=file_key,
+        suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),
+        commitment_encoding=ENCODING,
+    )
+    opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
+    resolver = CountryResolver()
+    tallies = _suite_tallies(res)
+    validating = [0.0]
+
+    def check(tier: str, frame: pl.DataFrame) -> None:
+        began = time.perf_counter()
+        tallies[SUITES[tier]].add(frame)
+        validating[0] += time.perf_counter() - began
+
+    writer = TierWriter(
+        sha256,
+        lambda y, m: res.keyring.data_key(layout.month_key_name((y, m))),
+        file_key,
+        source,
+        name,
+        check,
+    )
+    seen_ids = Fingerprints()
+    prior = PriorIds(res.store, source, sha256)
+    index: list[pl.DataFrame] = []
+    report = FileReport(name, sha256, "ingested", source, parser.name)
+    reasons: Counter[str] = Counter()
+    scrubbed: Counter[str] = Counter()
+    by_month: dict[str, dict[str, int]] = {"gold": {}, "silver": {}}
+    timings = report.timings = {"commit_s": 0.0, "validate_s": 0.0}
+    try:
+        for parsed in prefetch(parser.parse(path, opts)):
+            out = transform(parsed, ctx, resolver, report.gold, seen_ids, prior.earlier)
+            index.append(index_rows(out.gold))
+            writer.add(out.silver, out.gold, out.vault, out.quarantine)
+            if len(out.leaves):
+                started = time.perf_counter()
+                writer.add_leaves(out.leaves)
+                report.batch_leaves.append(len(out.leaves))
+                report.batch_roots.append(merkle_root(out.leaves))
+                timings["commit_s"] += out.commit_seconds + time.perf_counter() - started
+            report.records += len(parsed)
+            report.silver += len(out.silver)
+            report.gold += len(out.gold)
+            report.quarantined += len(out.quarantine)
+            report.invalid_number += out.invalid_numbers
+            reasons.update(out.quarantine.get_column("reason").to_list())
+            scrubbed.update(out.scrubbed)
+            for tier, frame in (("gold", out.gold), ("silver", out.silver)):
+                counts = by_month[tier]
+                for y, m, n in frame.group_by("year", "month").len().iter_rows():
+                    counts[f"{y:04d}-{m:02d}"] = counts.get(f"{y:04d}-{m:02d}", 0) + n
+            if progress:
+                progress(report.records)
+        if report.records != report.gold + report.quarantined:
+            raise IngestError(
+                f"{name}: counts do not reconcile ({report.records} records, "
+                f"{report.gold} kept, {report.quarantined} quarantined)"
+            )
+        # What the batches shared is no longer needed: give its memory back before validating.
+        writer.staged()
+        del seen_ids, prior
+        pa.default_memory_pool().release_unused()
+        started = time.perf_counter()
+        report.refused = _validate(res, writer, tallies, report.records, name, sha256)
+        # Batch evaluation runs on the writer threads (summed over both), plus the verdict.
+        timings["validate_s"] = validating[0] + time.perf_counter() - started
+        if report.refused:
+            listing = "; ".join(f"{k}: {', '.join(v)}" for k, v in report.refused.items())
+            report.status, report.reason = "refused", "expectations_failed"
+            report.detail = (
+                f"{name}: refused by data expectations, nothing published, file quarantined. "
+                f"Failed: {listing}. Data Docs: {res.quality.docs_index()}"
+            )
+        else:
+            report.outputs = writer.publish(res.store) + _publish_index(res, source, sha256, index)
+    finally:
+        writer.close()
+    report.gold_only = report.gold - report.silver
+    report.merkle_root = file_root(report.batch_roots)
+    report.reasons = dict(sorted(reasons.items()))
+    report.scrubbed = dict(sorted(scrubbed.items()))
+    report.months = sorted(by_month["gold"])
+    report.by_month = {t: dict(sorted(c.items())) for t, c in by_month.items()}
+    return report
+
+
+def _quarantine_file(
+    res: Resources,
+    seal: dict[str, Any],
+    name: str,
+    source: str,
+    sha256: str,
+    size: int,
+    b_key: str,
+    error: FileFormatError,
+    as_of: dt.date,
+) -> FileReport:
+    """A file no parser can read: quarantined whole (its bytes are already sealed in bronze)."""
+    key = layout.quarantine_file_key(sha256)
+    note = {
+        "file": name,
+        "source": source,
+        "sha256": sha256,
+        "size": size,
+        "reason": error.reason,
+        "detail": str(error),
+        "bronze": b_key,
+    }
+    res.store.put_bytes(key, json.dumps(note, indent=1).encode())
+    _hold(res, b_key, [], seal)
+    report = FileReport(name, sha256, "quarantined_file", source, None)
+    report.reason, report.detail, report.outputs = error.reason, str(error), [key, b_key]
+    record_parse(res.store, res.keyring.signing_key(), seal, report.parse_entry(seal, as_of))
+    log.warning("%s QUARANTINED whole: %s (see %s)", name, error, key)
+    return report
+
+
+def copy_into_landing(store: ObjectStore, path: Path, source: str) -> str:
+    """Drop a local file into landing/<source>/ (what a source system's upload does)."""
+    key = layout.landing_key(source, path.name)
+    store.put_file(key, path)
+    return key

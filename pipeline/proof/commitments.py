@@ -1,0 +1,202 @@
+"""Per-record commitments under the seal: a retained record can be shown to match its original,
+even after its identifiers are deleted.
+
+For every kept record, at ingestion:
+- `record digest` = SHA-256 of the canonical encoding of its retained (gold) fields;
+- `identity commitment` = HMAC-SHA256 under the file's data key of the record's leaf index and
+  its end users' normalised identifiers; it binds them to the record and, once the key is
+  destroyed at the 12-month purge, reveals nothing about them. The leaf index makes every
+  record's commitment different, so equal parties cannot be linked across gold records by it;
+- `leaf` = SHA-256("L" + record digest + identity commitment), hex text.
+
+Leaves are numbered in file order (`leaf_index`, kept in silver and gold with the identity
+commitment). Each batch's leaves form a Merkle subtree; the file's root is the Merkle root of the
+batch roots, and it goes into the file's signed parse entry. An internal node is
+SHA-256("N" + left + right) over hex text; a level with an odd count promotes its last node.
+The leaves themselves are stored at `proofs/<sha256>.parquet`: a verifier recomputes a record's
+leaf from the record, finds it at its index, and recomputes the roots, with nothing but SHA-256.
+
+Canonical encoding of a record (docs/commitments.md spells it out with worked examples; a
+verifier needs nothing but SHA-256): the fields of `retained_fields(version)`, in order, each
+written as `<byte length>:<text>` or `-` for null, joined with `|`; text is UTF-8, integers in
+decimal, timestamps as integer microseconds since the Unix epoch (UTC).
+
+The encoding is versioned; the parse entry states the one its file was committed with
+(`commitment_encoding`; absent means 1), and verifiers support every version:
+- 3 (current): as 2, and it covers `origin_domain` and `destination_domain` (after
+  `destination_country`), the routing value gold keeps for an e-mail or SIP party, so a domain
+  can be shown to be the sealed one after the identifiers (and the key of the identity
+  commitment) are gone.
+- 2: floats as the decimal signed 64-bit integer whose bits are the value's IEEE-754
+  binary64 form (`struct.unpack(">q", struct.pack(">d", x))[0]`); `source` and `source_file`
+  are not covered, so a record's leaf does not depend on the name or folder the bytes arrived
+  under (both stay in the signed seal entry, and `source_sha256` ties the record to the bytes);
+  it covers `channel_detail` (a channel outside the known set, as the source wrote it).
+- 1: every canonical field, floats as polars writes them as text (`1e-7`, `3600.0`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import polars as pl
+import polars_hash  # noqa: F401  (registers the .chash namespace)
+
+from pipeline.records.schema import CANONICAL, DERIVED_DOMAINS, RETAINED
+
+#: the encoding new files are committed with
+ENCODING = 3
+ENCODINGS = (1, 2, 3)
+#: fields set by the name and folder a file arrived under: in the seal, not in the leaf (v2)
+NAME_FIELDS = ("source", "source_file")
+
+
+def retained_fields(version: int = ENCODING) -> list[str]:
+    """The fields a record's digest covers, in order, under an encoding version."""
+    if version not in ENCODINGS:
+        raise ValueError(f"unknown commitment encoding {version!r}")
+    if version == 1:  # before `channel_detail` and the domains existed
+        return [f for f in RETAINED if f not in ("channel_detail", *DERIVED_DOMAINS)]
+    if version == 2:  # before the domains existed
+        return [f for f in RETAINED if f not in (*NAME_FIELDS, *DERIVED_DOMAINS)]
+    return [f for f in RETAINED if f not in NAME_FIELDS]
+
+
+def encoding_of(parse_body: dict[str, Any]) -> int:
+    """The encoding a file's parse entry says its leaves use (entries before v2 state none)."""
+    return int(parse_body.get("commitment_encoding", 1))
+
+
+def _float_bits(values: pl.Series) -> pl.Series:
+    """The signed 64-bit integers whose bits are the floats' IEEE-754 binary64 form."""
+    bits = values.fill_null(0.0).to_numpy().astype(np.float64, copy=False).view(np.int64)
+    return pl.Series(values.name, bits, dtype=pl.Int64)
+
+
+def _field(name: str, dtype: pl.DataType, version: int) -> pl.Expr:
+    col = pl.col(name)
+    if dtype == pl.Float64 and version >= 2:
+        text = col.map_batches(_float_bits, return_dtype=pl.Int64).cast(pl.String)
+    elif dtype == pl.Float64:
+        text = col.cast(pl.String)
+    elif isinstance(dtype, pl.Datetime):
+        text = col.dt.epoch("us").cast(pl.String)
+    else:
+        text = col.cast(pl.String)
+    return (
+        pl.when(col.is_null())
+        .then(pl.lit("-"))
+        .otherwise(pl.format("{}:{}", text.str.len_bytes(), text))
+    )
+
+
+def record_digest(version: int = ENCODING) -> pl.Expr:
+    """SHA-256 (hex) of the canonical encoding of a row's retained fields."""
+    parts = [_field(name, CANONICAL[name], version) for name in retained_fields(version)]
+    return pl.concat_str(parts, separator="|").chash.sha2_256()  # type: ignore[attr-defined]
+
+
+def identity_commitment(
+    leaf_index: pl.Expr, origin: pl.Expr, destination: pl.Expr, file_key: bytes
+) -> pl.Expr:
+    """HMAC-SHA256 (hex) under the file key of the record's leaf index and its end users'
+    normalised identifiers (`kind:value`, `-` where the party is not an end user)."""
+    text = pl.concat_str(
+        [leaf_index.cast(pl.String), origin.fill_null("-"), destination.fill_null("-")],
+        separator="\x1f",
+    )
+    return text.chash.hmac_sha256(key=file_key.hex())  # type: ignore[attr-defined]
+
+
+def leaf(digest: pl.Expr, commitment: pl.Expr) -> pl.Expr:
+    return (pl.lit("L") + digest + commitment).chash.sha2_256()  # type: ignore[attr-defined]
+
+
+def record_leaves(records: pl.DataFrame, encodings: dict[str, int] | None = None) -> pl.Series:
+    """Each record's Merkle leaf, recomputed from its retained fields and identity commitment,
+    under the encoding its source file was committed with (`encodings`: SHA-256 → version;
+    the current one where not given)."""
+    encodings = encodings or {}
+    version = pl.col("source_sha256").replace_strict(encodings, default=ENCODING)
+    shas = records.get_column("source_sha256").unique().to_list()
+    used = sorted({encodings.get(sha, ENCODING) for sha in shas}) or [ENCODING]
+    # Only the versions present: records of older files may lack fields a later one covers.
+    return records.select(
+        pl.coalesce(
+            pl.when(version == v).then(leaf(record_digest(v), pl.col("identity_commitment")))
+            for v in used
+        )
+    ).to_series()
+
+
+def merkle_root(leaves: pl.Series) -> str:
+    """Root (hex) over hex leaves, one polars pass a level; odd last nodes are promoted."""
+    level = leaves
+    if not len(level):
+        return hashlib.sha256(b"E").hexdigest()
+    while len(level) > 1:
+        n = len(level) - len(level) % 2
+        pairs = pl.DataFrame(
+            {"l": level.gather_every(2).head(n // 2), "r": level[1:n].gather_every(2)}
+        )
+        parents = pairs.select(
+            (pl.lit("N") + pl.col("l") + pl.col("r")).chash.sha2_256()  # type: ignore[attr-defined]
+        ).to_series()
+        if len(level) % 2:
+            parents = parents.append(level.tail(1))
+        level = parents
+    return str(level[0])
+
+
+def file_root(batch_roots: Iterable[str]) -> str:
+    return merkle_root(pl.Series(list(batch_roots), dtype=pl.String))
+
+
+def _node(left: str, right: str) -> str:
+    return hashlib.sha256(f"N{left}{right}".encode()).hexdigest()
+
+
+def inclusion_paths(leaves: list[str], indices: list[int]) -> dict[int, list[list[str]]]:
+    """Merkle paths from the leaves at `indices` to the root of `leaves`.
+
+    A path is a list of [side, sibling] pairs, bottom up; side "L" means the sibling is on the
+    left. A level where the node was promoted (the odd last node) adds nothing, as in
+    `merkle_root`.
+    """
+    paths: dict[int, list[list[str]]] = {i: [] for i in indices}
+    positions = {i: i for i in indices}
+    level = leaves
+    while len(level) > 1:
+        for start, pos in positions.items():
+            sibling = pos ^ 1
+            if sibling < len(level):
+                paths[start].append(["L" if sibling < pos else "R", level[sibling]])
+            positions[start] = pos // 2
+        pairs = len(level) - len(level) % 2
+        parents = [_node(level[k], level[k + 1]) for k in range(0, pairs, 2)]
+        level = parents + level[pairs:]
+    return paths
+
+
+def root_from_path(leaf_hex: str, path: list[list[str]]) -> str:
+    """The root a leaf reaches along its path (`inclusion_paths`)."""
+    node = leaf_hex
+    for side, sibling in path:
+        node = _node(sibling, node) if side == "L" else _node(node, sibling)
+    return node
+
+
+def gold_form(rows: pl.DataFrame) -> pl.DataFrame:
+    """Silver (or held) rows as they were committed: end users' tokens as nulls, like gold."""
+    from pipeline.records.normalise import PERSONAL_KINDS
+
+    return rows.with_columns(
+        pl.when(pl.col(f"{side}_kind").is_in(PERSONAL_KINDS))
+        .then(None)
+        .otherwise(pl.col(side))
+        .alias(side)
+        for side in ("origin", "destination")
+    )

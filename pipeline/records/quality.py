@@ -1,0 +1,448 @@
+"""Great Expectations suites on every row, before anything is published; Data Docs in one place.
+
+The suites are JSON files in `expectations/` (`silver`, `silver_identifiers`, `gold`,
+`original_form`), loaded as they are, so a reviewer reads the rules where they live.
+
+Who evaluates them:
+- a file of more than `GX_ROWS` rows is evaluated by polars in the ingest's batch loop
+  (`pipeline.records.expectations_engine`: the same result fields as GX, merged over the batches);
+- a file of up to `GX_ROWS` rows, and every frame handed to `validate_frame`, is validated by
+  GX's own pandas engine; for an ingested file the evaluator's verdict is then compared with GX's
+  (success and counts of every expectation) and a disagreement refuses the file.
+
+Either way the result is a GX `ExpectationSuiteValidationResult`, stored through GX's validation
+results store and rendered by GX into Data Docs. Each `Quality` has its own in-memory GX context
+(nothing shared in memory or on disk but the results and the site), so parallel runs on one host
+or on many workers never see each other's suites; all of them write to one site: a folder
+(`CDR_DATA_DOCS`, default `var/data_docs`) or, in production, the object store
+(`CDR_DATA_DOCS=s3://bucket/data_docs`). Results name failing rows by `record_id` only, never
+by value, so neither logs nor Data Docs can echo an identifier.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+import uuid
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline.core.store import LocalStore, ObjectStore, open_store
+from pipeline.records.expectations_engine import (
+    INDEX_COLUMN,
+    CompiledSuite,
+    SuiteTally,
+    compile_suite,
+)
+
+log = logging.getLogger("pipeline.records.quality")
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
+# GX 1.24 announces, on every validation, that string row conditions go away in GX 2.0; the
+# suites keep them because they are readable JSON. Said once here instead of per batch.
+warnings.filterwarnings(
+    "ignore", message=".*row_condition parameter is deprecated", category=DeprecationWarning
+)
+warnings.filterwarnings(
+    "ignore", message=".*condition_parser parameter is deprecated", category=DeprecationWarning
+)
+#: up to this many rows a file is validated by GX's own engine too (about 1 s of GX per suite)
+GX_ROWS = 50_000
+#: where, under the site's root, GX's validation results store keeps the results (JSON)
+RESULTS_PREFIX = "results"
+EXPECTATIONS = Path(__file__).resolve().parents[2] / "expectations"
+#: the counts GX and the evaluator must agree on for a file GX validates too
+AGREED = ("element_count", "unexpected_count", "missing_count")
+
+
+def result_format(index_column: str | None) -> dict[str, Any]:
+    """GX's SUMMARY, failing rows named by `index_column` (values are scrubbed after)."""
+    fmt: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
+    if index_column:
+        fmt["unexpected_index_column_names"] = [index_column]
+    return fmt
+
+
+def suites_dir() -> Path:
+    return Path(os.environ.get("CDR_EXPECTATIONS") or EXPECTATIONS)
+
+
+def load_suite_json(name: str) -> dict[str, Any]:
+    suite: dict[str, Any] = json.loads((suites_dir() / f"{name}.json").read_text())
+    return suite
+
+
+def quiet_context(project_config: Any = None) -> Any:
+    """An in-memory GX context without progress bars or per-batch fingerprints.
+
+    GX's pandas engine fingerprints a batch (md5 over every cell) unless the frame is over
+    `HASH_THRESHOLD` bytes; the fingerprint only labels the batch, and costs as much as the
+    expectations. Results here are labelled by run name instead.
+    """
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    pandas_execution_engine.HASH_THRESHOLD = 0
+    ctx = gx.get_context(mode="ephemeral", project_config=project_config)
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return ctx
+
+
+#: the object stores GX's store backends write to, by id (GX builds backends from plain config)
+_SITE_STORES: dict[str, ObjectStore] = {}
+
+
+def _backend_class() -> type:
+    """`ObjectStoreBackend`, defined on first use so that importing this module stays light."""
+    global ObjectStoreBackend
+    if "ObjectStoreBackend" in globals():
+        return ObjectStoreBackend  # type: ignore[no-any-return]
+    from great_expectations.data_context.store.tuple_store_backend import TupleStoreBackend
+
+    class _Backend(TupleStoreBackend):  # type: ignore[misc]
+        """GX's tuple store over one of the pipeline's object stores (a folder or S3).
+
+        GX 1.24 ships only a filesystem backend; this one writes the same keys through
+        `pipeline.core.store`, whose writes are atomic (a reader never sees half a page) and which
+        speaks S3 with the pipeline's endpoint and credentials.
+        """
+
+        def __init__(self, store_id: str, prefix: str = "", **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._store = _SITE_STORES[store_id]
+            self._prefix = prefix.strip("/")
+            self._config = {
+                "store_id": store_id,
+                "prefix": prefix,
+                "module_name": __name__,
+                "class_name": "ObjectStoreBackend",
+                **kwargs,
+            }
+
+        def _path(self, key: Any) -> str:
+            if not isinstance(key, tuple):
+                key = key.to_tuple()
+            rel = self._convert_key_to_filepath(key)
+            return f"{self._prefix}/{rel}" if self._prefix else rel
+
+        def _get(self, key: Any) -> str:
+            from great_expectations.exceptions import InvalidKeyError
+
+            try:
+                return self._store.get_bytes(self._path(key)).decode().rstrip("\n")
+            except (FileNotFoundError, KeyError) as exc:
+                raise InvalidKeyError(f"no object at {self._path(key)}") from exc
+
+        def _get_all(self) -> list[Any]:
+            return [self._get(k) for k in self.list_keys() if k != self.STORE_BACKEND_ID_KEY]
+
+        def _set(self, key: Any, value: Any, **kwargs: Any) -> str:
+            data = value.encode() if isinstance(value, str) else value
+            self._store.put_bytes(self._path(key), data)
+            return self._path(key)
+
+        def _move(self, source_key: Any, dest_key: Any, **kwargs: Any) -> Any:
+            if not self._has_key(source_key):
+                return False
+            self._store.put_bytes(
+                self._path(dest_key), self._store.get_bytes(self._path(source_key))
+            )
+            self._store.delete(self._path(source_key))
+            return dest_key
+
+        def list_keys(self, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+            root = "/".join(p for p in (self._prefix, *prefix) if p)
+            keys = []
+            for info in self._store.list(f"{root}/" if root else ""):
+                rel = info.key[len(self._prefix) + 1 :] if self._prefix else info.key
+                if self._is_missing_prefix_or_suffix(
+                    self.filepath_prefix, self.filepath_suffix, rel
+                ):
+                    continue
+                key = self._convert_filepath_to_key(rel)
+                if key and not self.is_ignored_key(key):
+                    keys.append(key)
+            return keys
+
+        def remove_key(self, key: Any) -> bool:
+            if not self._has_key(key):
+                return False
+            self._store.delete(self._path(key))
+            return True
+
+        def _has_key(self, key: Any) -> bool:
+            return self._store.exists(self._path(key))
+
+        def get_url_for_key(self, key: Any, protocol: Any = None) -> str:
+            uri = self._store.uri(self._path(key))
+            return uri if "://" in uri else f"file://{uri}"
+
+        @property
+        def config(self) -> dict[str, Any]:
+            return self._config
+
+    _Backend.__name__ = _Backend.__qualname__ = "ObjectStoreBackend"
+    ObjectStoreBackend = _Backend
+    return _Backend
+
+
+def __getattr__(name: str) -> Any:  # GX loads the backend class by module and name
+    if name == "ObjectStoreBackend":
+        return _backend_class()
+    raise AttributeError(name)
+
+
+class Quality:
+    """The run's GX project (in memory) and the shared site its results and Data Docs go to."""
+
+    def __init__(
+        self,
+        docs: str | Path,
+        endpoint_url: str | None = None,
+        credentials: dict[str, str] | None = None,
+    ) -> None:
+        self.location = str(docs)
+        if self.location.startswith("s3://"):
+            self.site: ObjectStore = open_store(
+                self.location, endpoint_url, credentials=credentials
+            )
+        else:
+            Path(self.location).mkdir(parents=True, exist_ok=True)
+            self.site = LocalStore(self.location)
+        self._ctx: Any = None
+        self._lock = threading.Lock()
+        self._suites: dict[str, CompiledSuite] = {}
+        self._gx_suites: dict[str, Any] = {}
+
+    def _context(self) -> Any:
+        """One in-memory context per run; its results store and Data Docs site are shared."""
+        if self._ctx is None:
+            from great_expectations.data_context.types.base import (
+                DataContextConfig,
+                InMemoryStoreBackendDefaults,
+            )
+
+            _backend_class()
+            store_id = uuid.uuid4().hex
+            _SITE_STORES[store_id] = self.site
+            backend = {"module_name": __name__, "class_name": "ObjectStoreBackend", "store_id": store_id}  # fmt: skip
+            defaults = InMemoryStoreBackendDefaults()
+            stores = dict(defaults.stores)
+            stores[defaults.validation_results_store_name] = {
+                "class_name": "ValidationResultsStore",
+                "store_backend": {**backend, "prefix": RESULTS_PREFIX},
+            }
+            config = DataContextConfig(
+                store_backend_defaults=defaults,
+                stores=stores,
+                data_docs_sites={
+                    "cdr": {
+                        "class_name": "SiteBuilder",
+                        "store_backend": backend,
+                        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                    }
+                },
+            )
+            self._ctx = quiet_context(config)
+        return self._ctx
+
+    def compiled(self, suite: str) -> CompiledSuite:
+        """The suite compiled for the batch evaluator (refused on load if unsupported)."""
+        with self._lock:
+            if suite not in self._suites:
+                self._suites[suite] = compile_suite(load_suite_json(suite))
+            return self._suites[suite]
+
+    def tally(self, suite: str, index_column: str | None = INDEX_COLUMN) -> SuiteTally:
+        """A fresh evaluation of `suite` over one file's batches."""
+        return SuiteTally(self.compiled(suite), index_column)
+
+    def _gx_suite(self, name: str) -> Any:
+        import great_expectations as gx
+
+        if name not in self._gx_suites:
+            self._gx_suites[name] = self._context().suites.add(
+                gx.ExpectationSuite(**load_suite_json(name))
+            )
+        return self._gx_suites[name]
+
+    def gx_validate(self, suite: str, frame: Any, index_column: str | None) -> Any:
+        """GX's own pandas engine on a pandas frame: the suite's result, values scrubbed."""
+        with self._lock:
+            ctx = self._context()
+            gx_suite = self._gx_suite(suite)
+            try:
+                source = ctx.data_sources.get("frames")
+            except (KeyError, ValueError):
+                source = ctx.data_sources.add_pandas("frames")
+            try:
+                asset = source.get_asset(suite)
+            except LookupError:
+                asset = source.add_dataframe_asset(suite)
+            batch_def = next(iter(asset.batch_definitions), None) or (
+                asset.add_batch_definition_whole_dataframe("whole")
+            )
+        if index_column and index_column not in frame.columns:
+            index_column = None
+        result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
+            gx_suite, result_format=result_format(index_column)
+        )
+        for outcome in result.results:
+            _scrub(outcome.result, index_column)
+        return result
+
+    def validate_frame(
+        self, suite: str, frame: Any, run_name: str, index_column: str | None = INDEX_COLUMN
+    ) -> list[str]:
+        """Validate a pandas frame with GX, record the result in Data Docs; the failures."""
+        result = self.gx_validate(suite, frame, index_column)
+        self.record(result, run_name)
+        return failures(result.results)
+
+    def suite_result(self, tally: SuiteTally) -> Any:
+        """The tally's merged verdict as GX's `ExpectationSuiteValidationResult`."""
+        import great_expectations as gx
+        from great_expectations.core import (
+            ExpectationSuiteValidationResult,
+            ExpectationValidationResult,
+        )
+
+        gx_suite = self._gx_suite(tally.suite.name)
+        results = []
+        for (config, success, fields, error), expectation in zip(
+            tally.results(), gx_suite.expectations, strict=True
+        ):
+            assert expectation.configuration.type == config["type"]
+            results.append(
+                ExpectationValidationResult(
+                    success=success,
+                    expectation_config=expectation.configuration,
+                    result=fields,
+                    exception_info={
+                        "raised_exception": error is not None,
+                        "exception_message": error,
+                        "exception_traceback": None,
+                    },
+                )
+            )
+        passed = sum(1 for r in results if r.success)
+        return ExpectationSuiteValidationResult(
+            success=passed == len(results),
+            results=results,
+            suite_name=tally.suite.name,
+            statistics={
+                "evaluated_expectations": len(results),
+                "successful_expectations": passed,
+                "unsuccessful_expectations": len(results) - passed,
+                "success_percent": 100 * passed / len(results) if results else None,
+            },
+            meta={
+                "great_expectations_version": gx.__version__,
+                "batch_spec": {"rows": tally.rows, "validated": "every row, by polars, per batch"},
+                "active_batch_definition": {"data_asset_name": tally.suite.name},
+            },
+        )
+
+    def record(self, result: Any, run_name: str) -> None:
+        """Store a suite's result through GX's validation results store and render Data Docs."""
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.data_context.types.resource_identifiers import (
+            ExpectationSuiteIdentifier,
+            ValidationResultIdentifier,
+        )
+
+        with self._lock, self._site_lock():
+            ctx = self._context()
+            self._gx_suite(result.suite_name)  # the suite's page is rendered beside its results
+            run_id = RunIdentifier(run_name=run_name)
+            result.meta["run_id"] = run_id
+            result.meta["validation_time"] = run_id.run_time
+            suite_id = ExpectationSuiteIdentifier(name=result.suite_name)
+            key = ValidationResultIdentifier(
+                expectation_suite_identifier=suite_id,
+                run_id=run_id,
+                batch_identifier=f"cdr-{result.suite_name}-{run_name}",
+            )
+            ctx.validation_results_store.store_validation_results(
+                suite_validation_result=result,
+                suite_validation_result_identifier=key,
+                expectation_suite_identifier=suite_id,
+            )
+            ctx.build_data_docs(resource_identifiers=[key])
+
+    @contextmanager
+    def _site_lock(self) -> Iterator[None]:
+        """On a local folder, one process rebuilds the index at a time (on S3 every object is
+        written whole, and the last index written lists every result)."""
+        if not isinstance(self.site, LocalStore):
+            yield
+            return
+        with open(Path(self.location) / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def docs_index(self) -> str:
+        """Where the site's index page is (a path, or an s3:// URI)."""
+        return self.site.uri("index.html")
+
+    def has_docs(self) -> bool:
+        return self.site.exists("index.html")
+
+
+def _scrub(result: dict[str, Any], index_column: str | None) -> None:
+    """Keep counts and record ids; drop every failing value GX put in the result."""
+    result.pop("partial_unexpected_counts", None)
+    if "partial_unexpected_list" in result:
+        result["partial_unexpected_list"] = []
+        result["partial_unexpected_counts"] = []
+    if "partial_unexpected_index_list" in result:
+        result["partial_unexpected_index_list"] = [
+            {index_column: row.get(index_column)} for row in result["partial_unexpected_index_list"]
+        ] if index_column else []  # fmt: skip
+    result.pop("unexpected_list", None)
+    result.pop("unexpected_index_list", None)
+    result.pop("unexpected_index_query", None)
+
+
+def failures(results: Any) -> list[str]:
+    """The failing expectations, by type and column (never a value)."""
+    failed = []
+    for r in results:
+        if not r.success:
+            cfg = r.expectation_config
+            failed.append(f"{cfg.type}({cfg.kwargs.get('column', '')})")
+    return failed
+
+
+def disagreements(ours: Any, theirs: Any) -> list[str]:
+    """Expectations on which the evaluator and GX's engine differ (success or counts).
+
+    GX reorders results; both sides carry the suite's expectation ids (the suite is in the
+    run's context), so results are paired by id.
+    """
+    by_id = {r.expectation_config.id: r for r in theirs.results}
+    out = []
+    for a in ours.results:
+        b = by_id.get(a.expectation_config.id)
+        same = b is not None and a.success == b.success
+        same = same and all(a.result.get(k) == b.result.get(k) for k in AGREED)
+        if not same:
+            cfg = a.expectation_config
+            out.append(f"{cfg.type}({cfg.kwargs.get('column', '')})")
+    return out
+
+
+def frame_for_gx(frame: pl.DataFrame) -> Any:
+    """A polars frame as GX's pandas engine reads it (through Arrow, as from Parquet)."""
+    return frame.to_arrow().to_pandas()

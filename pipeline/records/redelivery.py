@@ -1,0 +1,138 @@
+"""Re-deliveries: a record ID is unique per source across files, not only within one file.
+
+The same CDRs sent again (re-exported, with other line ends, in another file) have another
+digest, so the file-level check cannot see them. Each ingested file leaves a compact index of
+the record IDs it kept, per source and month of the communication
+(`index/record_ids/<source>/<YYYY-MM>/<sha256>.parquet`: two 64-bit xxHash values per ID, 16
+bytes, sorted). A later file's record whose ID is already kept for its source in its month is
+quarantined `duplicate_record_id`, the note naming the earlier file by digest. Memory is a few
+months' index of one source (the months a file spans), never the whole history.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import polars_hash as plh
+
+from pipeline.core import layout
+from pipeline.core.store import ObjectStore
+
+_SEED = 0x5EED
+
+
+def fingerprints(ids: pl.Series) -> pl.DataFrame:
+    """Stable 128-bit fingerprints of record IDs (`h1`, `h2`): the same on every version."""
+    frame = ids.alias("id").to_frame()
+    return frame.select(
+        plh.col("id").nchash.xxhash64().alias("h1"),
+        plh.col("id").nchash.xxhash64(seed=_SEED).alias("h2"),
+    )
+
+
+@dataclass
+class _MonthIndex:
+    """One month's index of one source: sorted fingerprints and the file each came from."""
+
+    h1: np.ndarray
+    h2: np.ndarray
+    file: np.ndarray
+    digests: list[str]
+
+
+class PriorIds:
+    """Which kept record IDs of one source earlier files already hold, month by month.
+
+    The indexes of the last `MONTHS_CACHED` months a file touched stay loaded (a file's records
+    usually span a few adjacent months, batch after batch); older ones are dropped.
+    """
+
+    MONTHS_CACHED = 3
+
+    def __init__(self, store: ObjectStore, source: str, sha256: str) -> None:
+        self._store, self._source, self._sha = store, source, sha256
+        self._cache: OrderedDict[int, _MonthIndex] = OrderedDict()
+
+    def _load(self, month: int) -> _MonthIndex:
+        if month in self._cache:
+            self._cache.move_to_end(month)
+            return self._cache[month]
+        y, m = divmod(month, 12)
+        parts, digests = [], []
+        for obj in self._store.list(layout.record_id_index_prefix(self._source, (y, m + 1))):
+            digest = layout.sha_of_record_id_index(obj.key)
+            if digest is None or digest == self._sha:
+                continue
+            if not self._store.exists(layout.parse_key(digest)):
+                continue  # an ingest that never committed
+            frame = pl.read_parquet(io.BytesIO(self._store.get_bytes(obj.key)))
+            parts.append(frame.with_columns(pl.lit(len(digests), pl.Int32).alias("f")))
+            digests.append(digest)
+        index = (
+            pl.concat(parts).sort("h1", "h2")
+            if parts
+            else pl.DataFrame(schema={"h1": pl.UInt64, "h2": pl.UInt64, "f": pl.Int32})
+        )
+        loaded = _MonthIndex(
+            index.get_column("h1").to_numpy(),
+            index.get_column("h2").to_numpy(),
+            index.get_column("f").to_numpy(),
+            digests,
+        )
+        self._cache[month] = loaded
+        if len(self._cache) > self.MONTHS_CACHED:
+            self._cache.popitem(last=False)
+        return loaded
+
+    def earlier(self, ids: pl.Series, months: pl.Series) -> list[str | None]:
+        """For each record, the digest of an earlier file of this source that kept its ID in
+        the same month, or None."""
+        out: list[str | None] = [None] * len(ids)
+        if not len(ids):
+            return out
+        prints = fingerprints(ids).with_columns(
+            months.alias("m"), pl.int_range(pl.len()).alias("i")
+        )
+        for month in sorted(prints.get_column("m").unique().to_list()):
+            index = self._load(int(month))
+            if len(index.h1):
+                _match(index, prints.filter(pl.col("m") == month), out)
+        return out
+
+
+def _match(index: _MonthIndex, batch: pl.DataFrame, out: list[str | None]) -> None:
+    """Set `out[row]` to the earlier file's digest for each record of `batch` in `index`."""
+    h1, h2 = batch.get_column("h1").to_numpy(), batch.get_column("h2").to_numpy()
+    rows = batch.get_column("i").to_numpy()
+    pos = np.searchsorted(index.h1, h1)
+    hit = (pos < len(index.h1)) & (index.h1[np.minimum(pos, len(index.h1) - 1)] == h1)
+    for k in np.flatnonzero(hit):  # candidates on the first half; confirm on the second
+        j = int(pos[k])
+        while j < len(index.h1) and index.h1[j] == h1[k]:
+            if index.h2[j] == h2[k]:
+                out[int(rows[k])] = index.digests[int(index.file[j])]
+                break
+            j += 1
+
+
+def index_rows(kept: pl.DataFrame) -> pl.DataFrame:
+    """One batch's kept records as index rows (`year`, `month`, `h1`, `h2`): 24 bytes each."""
+    return pl.concat(
+        [kept.select("year", "month"), fingerprints(kept.get_column("record_id"))],
+        how="horizontal",
+    )
+
+
+def index_parts(rows: pl.DataFrame) -> Iterator[tuple[tuple[int, int], bytes]]:
+    """A file's index, per month: ((year, month), Parquet bytes of its sorted fingerprints)."""
+    if not len(rows):
+        return
+    for (year, month), part in rows.partition_by(["year", "month"], as_dict=True).items():
+        buf = io.BytesIO()
+        part.select("h1", "h2").sort("h1", "h2").write_parquet(buf, compression="zstd")
+        yield (int(year), int(month)), buf.getvalue()  # type: ignore[call-overload]

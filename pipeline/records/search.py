@@ -1,0 +1,359 @@
+"""Finding named end users' records: the search the law-enforcement export and data subject
+requests share.
+
+Month by month over a period:
+- a live month: only that month's silver partitions are read, and of each row group first the
+  token and time columns; full rows are read only where a wanted token occurs (origin or
+  destination). Both parties of a found record are re-identified through the month's vault;
+  a party whose identifiers were erased on request (a suppressed token) is never re-identified;
+- a month whose identifiers were purged: reported with its purge date and the number of gold
+  records in the period that can no longer be attributed; copies kept under a legal hold are
+  searched in the hold store.
+Then each record's identity commitment is recomputed from its re-identified parties, and each
+record's Merkle path to its file's sealed root is read from the proofs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from pipeline.core import layout
+from pipeline.core.errors import PipelineError
+from pipeline.core.resources import Resources
+from pipeline.core.store import ObjectStore
+from pipeline.flows.holds import list_holds, read_held_part
+from pipeline.proof.commitments import gold_form, identity_commitment, inclusion_paths
+from pipeline.proof.crypto import decrypt_value
+from pipeline.proof.integrity import read_entry
+from pipeline.records.normalise import PERSONAL_KINDS
+from pipeline.records.schema import GOLD
+
+_SCAN = ["origin", "destination", "event_time", "channel"]
+
+
+class SearchError(PipelineError, RuntimeError):
+    """A search that cannot be completed truthfully (named, never with identifier values)."""
+
+
+def months_between(start: dt.date, end: dt.date) -> Iterator[tuple[int, int]]:
+    y, m = start.year, start.month
+    while (y, m) <= (end.year, end.month):
+        yield y, m
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+
+
+class RecordSearch:
+    """Finds a period's records of the wanted tokens, month by month.
+
+    `suppressed` tokens (erased on request) are never re-identified from the live vault;
+    records with a party among the `excluded` tokens (restricted) are left out and counted.
+    """
+
+    def __init__(
+        self,
+        res: Resources,
+        wanted: set[str],
+        start: dt.datetime,
+        end: dt.datetime,
+        channels: list[str],
+        suppressed: frozenset[str] = frozenset(),
+        excluded: frozenset[str] = frozenset(),
+    ) -> None:
+        self.res, self.store = res, res.store
+        self.tokens = pa.array(sorted(wanted), pa.string())
+        self.start, self.end, self.channels = start, end, channels
+        self.suppressed, self.excluded = suppressed, excluded
+
+    def _exclude(self, found: pl.DataFrame, info: dict[str, Any]) -> pl.DataFrame:
+        """Leave out records of restricted persons, saying how many."""
+        if not self.excluded or not len(found):
+            return found
+        restricted = list(self.excluded)
+        hit = pl.col("origin").is_in(restricted) | pl.col("destination").is_in(restricted)
+        left_out = int(found.select(hit.fill_null(False).sum()).item())
+        if left_out:
+            info["restricted_excluded"] = left_out
+            info["records"] -= left_out
+        return found.filter(~hit.fill_null(False))
+
+    def _in_period(self, frame: pl.DataFrame) -> pl.DataFrame:
+        keep = (pl.col("event_time") >= self.start) & (pl.col("event_time") < self.end)
+        if self.channels:
+            keep &= pl.col("channel").is_in(self.channels)
+        return frame.filter(keep)
+
+    def month(self, y: int, m: int) -> tuple[pl.DataFrame, dict[str, Any]]:
+        marker = layout.purge_marker((y, m))
+        if not self.store.exists(marker):
+            found = self.live_rows(y, m)
+            found = self._reidentify(found, y, m)
+            info: dict[str, Any] = {"identifiers": "live", "records": len(found)}
+            return self._exclude(found, info), info
+        purged_on = json.loads(self.store.get_bytes(marker))["purged_as_of"]
+        held = self._holds(y, m)
+        info = {
+            "identifiers": "purged",
+            "purged_on": purged_on,
+            "note": f"identifiers purged on {purged_on} under the 12-month rule",
+            "records": len(held),
+            "unattributable_gold_records": self._gold_count(y, m),
+        }
+        return self._exclude(held, info), info
+
+    def live_rows(self, y: int, m: int) -> pl.DataFrame:
+        """Matching rows of the month's silver parts, reading full rows only where needed."""
+        frames = []
+        for obj in self.store.list(layout.month_prefix("silver", (y, m))):
+            with self.store.open_seekable(obj.key) as src:
+                part = pq.ParquetFile(src)
+                for group in range(part.num_row_groups):
+                    probe = part.read_row_group(group, columns=_SCAN)
+                    mask = self._mask(probe)
+                    if not pc.any(mask).as_py():
+                        continue
+                    rows = part.read_row_group(group).filter(mask)
+                    frame = pl.from_arrow(rows)
+                    assert isinstance(frame, pl.DataFrame)
+                    frames.append(frame.with_columns(pl.lit("silver").alias("found_in")))
+        return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+
+    def _mask(self, table: pa.Table) -> pa.ChunkedArray:
+        hit = pc.or_(
+            pc.is_in(table["origin"], value_set=self.tokens),
+            pc.is_in(table["destination"], value_set=self.tokens),
+        )
+        start = pa.scalar(self.start, pa.timestamp("us", "UTC"))
+        end = pa.scalar(self.end, pa.timestamp("us", "UTC"))
+        when = pc.and_(
+            pc.greater_equal(table["event_time"], start), pc.less(table["event_time"], end)
+        )
+        mask = pc.and_(hit, when)
+        if self.channels:
+            mask = pc.and_(mask, pc.is_in(table["channel"], value_set=pa.array(self.channels)))
+        return pc.fill_null(mask, False)
+
+    def _reidentify(self, found: pl.DataFrame, y: int, m: int) -> pl.DataFrame:
+        """Both parties' identifiers from the month's vault, for the found records only."""
+        if not len(found):
+            return found
+        needed = pl.concat([found.get_column("origin"), found.get_column("destination")])
+        needed = needed.drop_nulls().unique()
+        name = layout.month_key_name((y, m))
+        if not self.res.keyring.has_data_key(name):
+            raise SearchError(f"{y:04d}-{m:02d}: the month's key is gone but no purge is recorded")
+        gcm = AESGCM(self.res.keyring.data_key(name, create=False))
+        clear: dict[str, str] = {}
+        for obj in self.store.list(layout.month_prefix("vault", (y, m))):
+            with self.store.open_seekable(obj.key) as src:
+                entries = pl.from_arrow(
+                    pq.read_table(src, filters=pc.field("token").isin(needed.to_arrow()))
+                )
+            assert isinstance(entries, pl.DataFrame)
+            for tok, blob in entries.select("token", "identifier_encrypted").iter_rows():
+                clear.setdefault(tok, decrypt_value(gcm, blob, tok.encode()).decode())
+        return with_identifiers(found, clear, self.suppressed)
+
+    def _holds(self, y: int, m: int) -> pl.DataFrame:
+        """Matching records kept under legal holds for a purged month, re-identified."""
+        frames = []
+        silver = layout.month_prefix("silver", (y, m))
+        for hold in list_holds(self.store):
+            for obj in self.store.list(layout.hold_copies_of(hold.case, "records", silver)):
+                rows = read_held_part(self.store, self.res.keyring, hold.case, obj.key)
+                rows = self._in_period(rows).filter(
+                    pl.col("origin").is_in(self.tokens.to_pylist())
+                    | pl.col("destination").is_in(self.tokens.to_pylist())
+                )
+                if not len(rows):
+                    continue
+                vault_key = layout.hold_vault_copy(obj.key)
+                clear: dict[str, str] = {}
+                if self.store.exists(vault_key):
+                    vault = read_held_part(self.store, self.res.keyring, hold.case, vault_key)
+                    clear = dict(vault.select("token", "identifier").iter_rows())
+                rows = rows.with_columns(pl.lit(f"hold:{hold.case}").alias("found_in"))
+                frames.append(with_identifiers(rows, clear))
+        if not frames:
+            return pl.DataFrame()
+        # Two holds may keep the same record: once is enough.
+        return pl.concat(frames, how="vertical_relaxed").unique(
+            ["source_sha256", "leaf_index"], keep="first", maintain_order=True
+        )
+
+    def _gold_count(self, y: int, m: int) -> int:
+        """Gold records of the month in the period: kept, but no longer attributable."""
+        total = 0
+        for obj in self.store.list(layout.month_prefix("gold", (y, m))):
+            with self.store.open_seekable(obj.key) as src:
+                table = pq.read_table(src, columns=["event_time", "channel"])
+            frame = pl.from_arrow(table)
+            assert isinstance(frame, pl.DataFrame)
+            total += len(self._in_period(frame))
+        return total
+
+
+def with_identifiers(
+    rows: pl.DataFrame, clear: dict[str, str], suppressed: frozenset[str] = frozenset()
+) -> pl.DataFrame:
+    """Add each party's identifier: re-identified for end users, the sender as written else.
+
+    A suppressed token (identifiers erased on request) stays without one, even where a vault
+    entry is still found; any other end user without a vault entry is an error.
+    """
+    clear = {t: v for t, v in clear.items() if t not in suppressed}
+    lookup = pl.DataFrame(
+        {"token": list(clear), "identifier": list(clear.values())},
+        schema={"token": pl.String, "identifier": pl.String},
+    )
+    for side in ("origin", "destination"):
+        personal = pl.col(f"{side}_kind").is_in(PERSONAL_KINDS)
+        rows = rows.join(
+            lookup.rename({"identifier": f"{side}_identifier"}),
+            left_on=side,
+            right_on="token",
+            how="left",
+            maintain_order="left",
+        ).with_columns(
+            pl.when(personal)
+            .then(pl.col(f"{side}_identifier"))
+            .otherwise(pl.col(side))
+            .alias(f"{side}_identifier")
+        )
+    erased = list(suppressed)
+    missing = rows.filter(
+        (
+            pl.col("origin_kind").is_in(PERSONAL_KINDS)
+            & pl.col("origin_identifier").is_null()
+            & ~pl.col("origin").is_in(erased)
+        )
+        | (
+            pl.col("destination_kind").is_in(PERSONAL_KINDS)
+            & pl.col("destination_identifier").is_null()
+            & ~pl.col("destination").is_in(erased)
+        )
+    )
+    if len(missing):
+        raise SearchError(
+            f"record {missing.get_column('record_id')[0]}: a party's vault entry is missing"
+        )
+    return rows
+
+
+def found_records(
+    frames: list[pl.DataFrame], wanted: set[str], keep: tuple[str, ...] = ()
+) -> pl.DataFrame:
+    """Found rows in one frame: retained fields as committed, identifiers, what matched
+    (and the string columns `keep` a caller added)."""
+    columns = [*GOLD, "origin_identifier", "destination_identifier", "found_in", *keep]
+    schema = {**GOLD, "origin_identifier": pl.String, "destination_identifier": pl.String}
+    schema |= {name: pl.String for name in keep}
+    if not frames:
+        return pl.DataFrame(schema={**schema, "found_in": pl.String, "matched": pl.String})
+    rows = pl.concat([f.select(columns) for f in frames], how="vertical_relaxed")
+    o, d = pl.col("origin").is_in(list(wanted)), pl.col("destination").is_in(list(wanted))
+    rows = rows.with_columns(
+        pl.when(o & d)
+        .then(pl.lit("both"))
+        .when(o)
+        .then(pl.lit("source"))
+        .otherwise(pl.lit("destination"))
+        .alias("matched")
+    )
+    return gold_form(rows).sort("event_time", "record_id")
+
+
+def check_identities(res: Resources, records: pl.DataFrame) -> dict[str, int]:
+    """Recompute each record's identity commitment from its re-identified parties, under its
+    file's key while that key exists: the identifiers are the ones sealed with the record.
+    A record with an erased party cannot be checked, and is counted as unchecked."""
+    checked = unchecked = 0
+    erased = pl.any_horizontal(
+        pl.col(f"{s}_kind").is_in(PERSONAL_KINDS) & pl.col(f"{s}_identifier").is_null()
+        for s in ("origin", "destination")
+    )
+    unchecked += int(records.select(erased.sum()).item()) if len(records) else 0
+    records = records.filter(~erased) if len(records) else records
+    for (sha,), rows in records.group_by("source_sha256"):
+        name = layout.file_key_name(sha)
+        if not res.keyring.has_data_key(name):
+            unchecked += len(rows)
+            continue
+        file_key = res.keyring.data_key(name, create=False)
+        sides = [
+            pl.when(pl.col(f"{s}_kind").is_in(PERSONAL_KINDS)).then(
+                pl.col(f"{s}_kind") + pl.lit(":") + pl.col(f"{s}_identifier")
+            )
+            for s in ("origin", "destination")
+        ]
+        recomputed = identity_commitment(pl.col("leaf_index"), *sides, file_key)
+        bad = rows.filter(recomputed != pl.col("identity_commitment"))
+        if len(bad):
+            raise SearchError(
+                f"record {bad.get_column('record_id')[0]}: re-identified parties do not match "
+                "the identity sealed with the record"
+            )
+        checked += len(rows)
+    return {"checked": checked, "unchecked": unchecked}
+
+
+def record_proofs(
+    store: ObjectStore, records: pl.DataFrame
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each record's path to its file's sealed Merkle root, and the files' signed entries."""
+    proofs: list[dict[str, Any]] = []
+    sources: dict[str, Any] = {}
+    for (sha,), rows in records.group_by("source_sha256", maintain_order=True):
+        seal, parse = (
+            read_entry(store, layout.seal_key(sha)),
+            read_entry(store, layout.parse_key(sha)),
+        )
+        if seal is None or parse is None:
+            raise SearchError(f"file {sha[:12]}…: its seal entries are missing")
+        sources[sha] = {"seal": seal, "parse": parse}
+        sizes = parse["body"]["batch_leaves"]
+        batch_roots = parse["body"]["batch_roots"]
+        offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        wanted: dict[int, list[int]] = {}
+        for index in rows.get_column("leaf_index").to_list():
+            batch = max(b for b in range(len(sizes)) if offsets[b] <= index)
+            wanted.setdefault(batch, []).append(index)
+        file_paths = inclusion_paths(batch_roots, list(wanted))
+        with store.open_seekable(layout.proof_key(sha)) as src:
+            leaves_file = pq.ParquetFile(src)
+            for batch, indices in sorted(wanted.items()):
+                leaves = _leaves(leaves_file, offsets[batch], offsets[batch + 1])
+                paths = inclusion_paths(leaves, [i - offsets[batch] for i in indices])
+                for i in indices:
+                    proofs.append(
+                        {
+                            "source_sha256": sha,
+                            "leaf_index": i,
+                            "batch": batch,
+                            "batch_path": paths[i - offsets[batch]],
+                            "file_path": file_paths[batch],
+                        }
+                    )
+    return proofs, sources
+
+
+def _leaves(leaves_file: pq.ParquetFile, lo: int, hi: int) -> list[str]:
+    """Leaves [lo, hi) of a file's proofs object, reading only the row groups that hold them."""
+    out: list[str] = []
+    start = 0
+    for group in range(leaves_file.num_row_groups):
+        n = leaves_file.metadata.row_group(group).num_rows
+        if start < hi and start + n > lo:
+            column = leaves_file.read_row_group(group, columns=["leaf"]).column("leaf")
+            values = column.slice(max(lo - start, 0), min(hi, start + n) - max(lo, start))
+            out += [v.hex() for v in values.to_pylist()]
+        start += n
+    return out

@@ -1,0 +1,148 @@
+"""PBX call records: Asterisk `cdr-csv` (Master.csv) and FreeSWITCH `cdr_csv` (example template).
+
+Both are headerless CSV with a documented column order. Timestamps are the PBX's local time
+(`--timezone`, default UTC) and are converted to UTC. Caller-ID names, `lastdata` and `userfield`
+are never carried: they are free text that can hold names and numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.records.schema import PARSED, conform
+from pipeline.records.sources.base import (
+    ParseOptions,
+    Source,
+    bad_value,
+    field_count,
+    first_error,
+    first_record,
+    iter_line_chunks,
+    number,
+    split_csv,
+    with_timestamps,
+)
+
+PBX_TIME = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
+_TS = re.compile(rb'^"?\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}')
+INBOUND_CONTEXT = r"(?i)^(from-(pstn|trunk|external|did)|public|inbound|incoming)"
+
+ASTERISK = [
+    "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
+    "lastdata", "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",
+    "uniqueid", "userfield",
+]  # fmt: skip
+FREESWITCH = [
+    "caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp",
+    "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid", "bleg_uuid",
+    "accountcode", "read_codec", "write_codec",
+]  # fmt: skip
+
+
+def _first_fields(head: bytes) -> list[bytes]:
+    return [f.encode() for f in first_record(head)]
+
+
+def _pbx_frame(df: pl.DataFrame, fields: dict[str, pl.Expr], times: dict[str, str]) -> pl.DataFrame:
+    """Shared tail of the PBX mappings: timestamps, durations, reason codes."""
+    df = with_timestamps(
+        df, {times["start"]: "_event", times["end"]: "_end"}, PBX_TIME, times["tz"]
+    )
+    event_time, end_time = pl.col("_event"), pl.col("_end")
+    duration = number("duration", pl.Float64())
+    billsec = number("billsec", pl.Int64())
+    out = df.select(
+        "source_line",
+        event_time.alias("event_time"),
+        end_time.alias("end_time"),
+        pl.lit("voice").alias("channel"),
+        duration.alias("duration_s"),
+        billsec.alias("units"),
+        first_error(
+            [
+                (bad_value(times["start"], event_time), "bad_timestamp:event_time"),
+                (bad_value(times["end"], end_time), "bad_timestamp:end_time"),
+                (bad_value("duration", duration), "bad_number:duration_s"),
+                (bad_value("billsec", billsec), "bad_number:units"),
+            ]
+        ).alias("parse_error"),
+        pl.col("raw"),
+        *[e.alias(k) for k, e in fields.items()],
+    )
+    return conform(out, PARSED)
+
+
+def _with_bad(good: pl.DataFrame, bad: pl.DataFrame) -> pl.DataFrame:
+    return pl.concat([good, conform(bad, PARSED)], how="vertical")
+
+
+class AsteriskSource(Source):
+    """Asterisk Master.csv; `uniqueid` and `userfield` are optional columns (16 to 18 fields)."""
+
+    name = "asterisk"
+    alphanumeric = False
+    derived_ids = True
+
+    def sniff(self, head: bytes) -> bool:
+        row = _first_fields(head)
+        return 16 <= len(row) <= 18 and bool(_TS.match(row[9]))
+
+    def parse(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
+        for lines, data in iter_line_chunks(path, opts.batch_rows, quoted_sep=","):
+            good, bad = split_csv(lines, data, ASTERISK, {16, 17, 18})
+            n = field_count(pl.col("raw"))
+            # With 17 fields the 17th is uniqueid if it looks like one (epoch.sequence).
+            uid = pl.col("uniqueid")
+            has_uid = (n == 18) | ((n == 17) & uid.str.contains(r"^\d+\.\d+$").fill_null(False))
+            clid_number = pl.when(pl.col("clid").str.contains("<", literal=True)).then(
+                pl.col("clid")
+            )
+            inbound = pl.col("dcontext").str.contains(INBOUND_CONTEXT).fill_null(False)
+            trunk = pl.col("dstchannel").str.replace(r"-[0-9a-fA-F]+$", "")
+            fields = {
+                "record_id": pl.when(has_uid).then(uid),
+                "direction": pl.when(inbound).then(pl.lit("inbound")).otherwise(pl.lit("outbound")),
+                "customer_id": pl.col("accountcode"),
+                "origin_raw": pl.coalesce(pl.col("src"), clid_number),
+                "destination_raw": pl.col("dst"),
+                "route_id": pl.when(inbound)
+                .then(pl.col("channel").str.replace(r"-[0-9a-fA-F]+$", ""))
+                .otherwise(trunk),
+                "status": pl.col("disposition"),
+            }
+            times = {"start": "start", "end": "end", "tz": opts.timezone}
+            yield _with_bad(_pbx_frame(good, fields, times), bad)
+
+
+class FreeswitchSource(Source):
+    """FreeSWITCH cdr_csv with the `example` template (15 fields)."""
+
+    name = "freeswitch"
+    alphanumeric = False
+
+    def sniff(self, head: bytes) -> bool:
+        row = _first_fields(head)
+        return len(row) == 15 and bool(_TS.match(row[4]))
+
+    def parse(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
+        for lines, data in iter_line_chunks(path, opts.batch_rows, quoted_sep=","):
+            good, bad = split_csv(lines, data, FREESWITCH, {15})
+            inbound = pl.col("context").str.contains(INBOUND_CONTEXT).fill_null(False)
+            fields = {
+                "record_id": pl.col("uuid"),
+                "direction": pl.when(inbound).then(pl.lit("inbound")).otherwise(pl.lit("outbound")),
+                "customer_id": pl.col("accountcode"),
+                "origin_raw": pl.col("caller_id_number"),
+                "destination_raw": pl.col("destination_number"),
+                "route_id": pl.col("context"),
+                "status": pl.col("hangup_cause"),
+                "error_code": pl.when(pl.col("hangup_cause") != "NORMAL_CLEARING").then(
+                    pl.col("hangup_cause")
+                ),
+            }
+            times = {"start": "start_stamp", "end": "end_stamp", "tz": opts.timezone}
+            yield _with_bad(_pbx_frame(good, fields, times), bad)

@@ -1,0 +1,233 @@
+"""Writing one file's output to the tiers: silver, gold, vault and quarantine.
+
+Batches are appended as Parquet row groups to local temporary files, one per tier and month, so
+memory stays bounded by one batch. Nothing reaches the store until the whole file has been read;
+then each part is uploaded under a key derived from the file's digest (`part-<sha256>.parquet`),
+so a rerun overwrites the same keys instead of adding rows. Identifiers are encrypted here, before
+anything is written: vault entries under the month's data key (once per distinct token), raw
+quarantined rows under the file's data key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from pipeline.core import layout, staging
+from pipeline.core.store import ObjectStore, private_file
+from pipeline.proof.crypto import decrypt_value, encrypt_values
+from pipeline.records.fingerprints import Fingerprints
+from pipeline.records.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT, VAULT_ENTRY
+
+# Min/max statistics where they let readers skip row groups (time ranges, ids, files); none on
+# tokens or encrypted values, whose min/max prune nothing and cost a pass over every value.
+STATISTICS = ("event_time", "end_time", "record_id", "source_sha256", "source_line", "duration_s")
+
+# Dictionary encoding where values repeat (kinds, countries, statuses), not on unique values.
+DICTIONARY = (
+    "source", "source_file", "source_sha256", "channel", "direction", "customer_id",
+    "origin_kind", "destination_kind", "origin_country", "destination_country", "origin_domain",
+    "destination_domain", "origin_network",
+    "destination_network", "route_id", "status", "error_code", "currency", "reason", "kind",
+)  # fmt: skip
+
+
+def _arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
+    return pl.DataFrame(schema=schema).to_arrow().schema
+
+
+class TierWriter:
+    """Collects one file's output in local Parquet files, then publishes them to the store."""
+
+    def __init__(
+        self,
+        sha256: str,
+        month_key: Callable[[int, int], bytes],
+        file_key: bytes,
+        source: str,
+        source_file: str,
+        check: Callable[[str, pl.DataFrame], None] | None = None,
+    ) -> None:
+        self.sha256 = sha256
+        #: sees every batch of every tier as it is written (the expectations' batch evaluator)
+        self._check = check
+        self._month_key = month_key
+        self._file_gcm = AESGCM(file_key)
+        self._month_gcm: dict[tuple[int, int], AESGCM] = {}
+        self._source = source
+        self._source_file = source_file
+        self._tmp = tempfile.TemporaryDirectory(prefix=staging.prefix("ingest"))
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._paths: dict[str, Path] = {}
+        self._seen_tokens: dict[tuple[int, int], Fingerprints] = {}
+        self.rows: dict[str, int] = {}
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tier-writer")
+        self._pending: list[Future[None]] = []
+        self._lock = threading.Lock()
+
+    def _append(self, key: str, table: pa.Table, schema: pa.Schema) -> None:
+        if key not in self._writers:
+            with self._lock:
+                path = private_file(Path(self._tmp.name) / f"{len(self._paths)}.parquet")
+                self._paths[key] = path
+            self._writers[key] = pq.ParquetWriter(
+                path,
+                schema,
+                compression="zstd",
+                compression_level=1,
+                write_statistics=[c for c in STATISTICS if c in schema.names],
+                use_dictionary=[c for c in DICTIONARY if c in schema.names],
+            )
+        self._writers[key].write_table(table.cast(schema))
+        self.rows[key] = self.rows.get(key, 0) + table.num_rows
+
+    def _by_month(self, tier: str, df: pl.DataFrame, schema: dict[str, pl.DataType]) -> None:
+        arrow = _arrow_schema(schema)
+        if self._check:
+            self._check(tier, df.select(list(schema)))
+        for (year, month), part in df.partition_by(["year", "month"], as_dict=True).items():
+            key = layout.partition(tier, (int(year), int(month)), self.sha256)  # type: ignore[call-overload]
+            self._append(key, part.select(list(schema)).to_arrow(), arrow)
+
+    def add(
+        self,
+        silver: pl.DataFrame,
+        gold: pl.DataFrame,
+        vault: pl.DataFrame,
+        quarantine: pl.DataFrame,
+    ) -> None:
+        """Queue a batch for writing; it is written while the next batch is being parsed.
+
+        Two writer threads (silver and vault; gold and quarantine) encode Parquet side by side,
+        each tier's files touched by one thread only. At most one batch waits, so memory stays
+        bounded by two batches.
+        """
+        self._wait()
+        self._pending = [
+            self._pool.submit(self._write_silver, silver, vault),
+            self._pool.submit(self._write_gold, gold, quarantine),
+        ]
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()  # re-raises a write error in the caller
+
+    def _write_silver(self, silver: pl.DataFrame, vault: pl.DataFrame) -> None:
+        if len(silver):
+            self._by_month("silver", silver, SILVER)
+        if len(vault):
+            self._vault(vault)
+
+    def _write_gold(self, gold: pl.DataFrame, quarantine: pl.DataFrame) -> None:
+        if len(gold):
+            self._by_month("gold", gold, GOLD)
+        if len(quarantine):
+            self._quarantine(quarantine)
+
+    def add_leaves(self, leaves: pl.Series) -> None:
+        """Append a batch's Merkle leaves (hex) to the file's proofs object, as 32-byte values."""
+        table = leaves.str.decode("hex").alias("leaf").to_frame().to_arrow()
+        self._append(layout.proof_key(self.sha256), table, _arrow_schema(PROOFS))
+
+    def _vault(self, vault: pl.DataFrame) -> None:
+        arrow = _arrow_schema(VAULT)
+        for (year, month), part in vault.partition_by(["year", "month"], as_dict=True).items():
+            ym = (int(year), int(month))  # type: ignore[call-overload]
+            seen = self._seen_tokens.setdefault(ym, Fingerprints())
+            part = part.filter(pl.Series(seen.add_new(part.get_column("token"))))
+            if not len(part):
+                continue
+            if self._check:
+                self._check("vault", part.select(VAULT_ENTRY))
+            tokens = part.get_column("token")
+            if ym not in self._month_gcm:
+                self._month_gcm[ym] = AESGCM(self._month_key(*ym))
+            encrypted = encrypt_values(
+                self._month_gcm[ym],
+                [v.encode() for v in part.get_column("identifier").to_list()],
+                [t.encode() for t in tokens.to_list()],
+            )
+            table = part.select("token", "kind").with_columns(
+                pl.Series("identifier_encrypted", encrypted, dtype=pl.Binary)
+            )
+            self._append(layout.partition("vault", ym, self.sha256), table.to_arrow(), arrow)
+
+    def _quarantine(self, rows: pl.DataFrame) -> None:
+        enc = encrypt_values(
+            self._file_gcm,
+            [(raw or "").encode() for raw in rows.get_column("raw").to_list()],
+            [f"{self.sha256}:{line}".encode() for line in rows.get_column("source_line").to_list()],
+        )
+        table = rows.select(
+            pl.lit(self._source).alias("source"),
+            pl.lit(self._source_file).alias("source_file"),
+            pl.lit(self.sha256).alias("source_sha256"),
+            "source_line",
+            "reason",
+        ).with_columns(
+            pl.Series("raw_encrypted", enc, dtype=pl.Binary),
+            rows.get_column("note")
+            if "note" in rows.columns
+            else pl.lit(None, pl.String).alias("note"),
+        )
+        arrow = _arrow_schema(QUARANTINE_ROWS)
+        self._append(layout.quarantine_rows_key(self.sha256), table.to_arrow(), arrow)
+
+    def staged(self) -> dict[str, Path]:
+        """Finish writing; the local file of every part, by the key it will be published under."""
+        self._wait()
+        for writer in self._writers.values():
+            writer.close()
+        self._seen_tokens.clear()  # nothing more will be written
+        return dict(self._paths)
+
+    def vault_entries(self, rows: int) -> Iterator[pa.Table]:
+        """The staged vault read back and decrypted, `rows` entries at a time, in memory only:
+        what the identifiers suite validates is what was written."""
+        self.staged()
+        for key, path in sorted(self._paths.items()):
+            ym = layout.month_of(key)
+            if not key.startswith(layout.VAULT) or ym is None:
+                continue
+            gcm = self._month_gcm[ym]
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+                tokens = batch.column("token").to_pylist()
+                blobs = batch.column("identifier_encrypted").to_pylist()
+                clear = [decrypt_value(gcm, b, t.encode()).decode() for t, b in zip(tokens, blobs, strict=True)]  # fmt: skip
+                n = batch.num_rows
+                yield pa.table(
+                    {
+                        "year": pa.array([ym[0]] * n, pa.int32()),
+                        "month": pa.array([ym[1]] * n, pa.int32()),
+                        "token": batch.column("token"),
+                        "kind": batch.column("kind"),
+                        "identifier": pa.array(clear, pa.string()),
+                    }
+                )
+
+    def publish(self, store: ObjectStore) -> list[str]:
+        """Upload every staged part; returns the keys written."""
+        self.staged()
+        keys = sorted(self._paths)
+        for key in keys:
+            store.put_file(key, self._paths[key])
+        return keys
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # the error, if any, was raised to the caller
+            self._wait()
+        self._pool.shutdown()
+        for writer in self._writers.values():
+            with contextlib.suppress(Exception):  # already closed by publish
+                writer.close()
+        self._tmp.cleanup()

@@ -1,0 +1,372 @@
+"""Parsed rows → silver, gold, vault entries and quarantined rows, one batch at a time.
+
+Order matters and is the point of this module: addresses are normalised and classified, country
+is derived from the number (the domain from an e-mail or SIP address), and only then is the
+identifier replaced by its token. Rows that fail
+any check leave with a reason code that names the field, never its value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipeline.proof.commitments import ENCODING, identity_commitment, leaf, record_digest
+from pipeline.records.fingerprints import Fingerprints
+from pipeline.records.freetext import scrub
+from pipeline.records.normalise import (
+    PERSONAL_KINDS,
+    CountryResolver,
+    normalise_addresses,
+    routing_domain,
+)
+from pipeline.records.schema import CHANNELS, DIRECTIONS, GOLD, SILVER, conform
+from pipeline.records.sources.base import first_error
+from pipeline.records.tokenise import token_expr
+
+# What the tiers accept (the same bounds as the expectations suites): a row outside them is
+# quarantined with `out_of_range:<field>`, never the whole file refused.
+EARLIEST = dt.datetime(1990, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+MAX_DURATION_S = 7 * 86_400
+FUTURE_TOLERANCE_DAYS = 1
+
+
+def _out_of_range(col: str) -> pl.Expr:
+    return pl.col(col).is_not_null() & ((pl.col(col) < EARLIEST) | (pl.col(col) >= LATEST))
+
+
+@dataclass(frozen=True)
+class FileContext:
+    """What is known of the file a batch comes from."""
+
+    source: str
+    source_file: str
+    sha256: str
+    as_of: dt.date
+    default_region: str | None
+    international: bool
+    alphanumeric: bool
+    derived_ids: bool
+    token_key: str
+    token_version: str
+    #: the retention policy's identifier purge date of a month (year, month): the one rule
+    #: ingest, bronze locks and retention share (`RetentionPolicy.identifier_purge`)
+    identifier_purge: Callable[[int, int], dt.date]
+    #: months ("YYYY-MM") whose identifiers were already purged: never re-created
+    purged_months: frozenset[str] = frozenset()
+    #: the file's data key: keys the identity commitments (pipeline.proof.commitments)
+    commit_key: bytes = b""
+    #: days after `as_of` a record may be dated (clocks differ): later is `future_timestamp`
+    future_tolerance_days: int = FUTURE_TOLERANCE_DAYS
+
+    @property
+    def future_cutoff(self) -> dt.datetime:
+        """The first instant a record may not be dated: the end of `as_of` plus the tolerance."""
+        day = self.as_of + dt.timedelta(days=1 + self.future_tolerance_days)
+        return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+    #: the record encoding its leaves are committed with (stated in the parse entry)
+    commitment_encoding: int = ENCODING
+    #: tokens whose identifiers were erased on request: their vault entries are never re-created
+    suppressed: frozenset[str] = frozenset()
+
+
+@dataclass
+class Transformed:
+    """One batch split by destination. `silver` and `gold` carry `year`/`month` columns."""
+
+    silver: pl.DataFrame
+    gold: pl.DataFrame
+    vault: pl.DataFrame  # year, month, token, kind, identifier (clear: encrypted by the writer)
+    quarantine: pl.DataFrame  # source_line, reason, raw (clear: encrypted by the writer)
+    leaves: pl.Series  # the kept records' Merkle leaves (hex), in leaf_index order
+    #: kept records with a number no region's numbering plan allows (kept, without a country)
+    invalid_numbers: int = 0
+    commit_seconds: float = 0.0  # time spent on the commitments (reported, never asserted)
+    #: free-text values cleaned of control characters or masked, per `control:`/`masked:` field
+    scrubbed: dict[str, int] = field(default_factory=dict)
+
+
+#: (record IDs, month indexes) → the digest of an earlier file that kept each ID, or None
+Prior = Callable[[pl.Series, pl.Series], list[str | None]]
+
+
+def _month_index(ts: Any) -> Any:
+    return ts.dt.year().cast(pl.Int64) * 12 + ts.dt.month().cast(pl.Int64) - 1
+
+
+def transform(
+    parsed: pl.DataFrame,
+    ctx: FileContext,
+    resolver: CountryResolver,
+    leaf_offset: int = 0,
+    seen_ids: Fingerprints | None = None,
+    prior: Prior | None = None,
+) -> Transformed:
+    """Split a parsed batch; kept records are numbered from `leaf_offset` in the file's tree.
+
+    `seen_ids` holds the record IDs kept from the file's earlier batches: a record ID is unique
+    per file, so a repeat in a later batch is quarantined like one within the batch. `prior`
+    names the earlier file of the same source that already kept a record's ID in its month
+    (pipeline.records.redelivery): such a record is a re-delivery, quarantined too.
+
+    The steps, in order: classify both parties (normalise, country, token) and clean free text;
+    derive missing record ids; give each row its first reason to be rejected; mark repeats in
+    the file and re-deliveries; split off the quarantine; route the kept rows (token or
+    literal, gold only when expired); commit each record; cut silver, gold and the vault.
+    """
+    df, scrubbed = scrub(_classify(parsed, ctx, resolver).with_columns(_channel_detail()))
+    df = _with_record_ids(df, ctx)
+    df = df.with_columns(_rejection(ctx).alias("_reason"))
+    df = _repeats_in_file(df, seen_ids)
+    df = _redelivered(df, prior)
+    quarantine = df.filter(pl.col("_reason").is_not_null()).select(
+        "source_line", pl.col("_reason").alias("reason"), "raw", "note"
+    )
+    good = _routed(df.filter(pl.col("_reason").is_null()).drop("raw", "note"), ctx)
+    gold_rows = good.with_columns(
+        pl.when(_PERSONAL_O).then(None).otherwise(pl.col("origin")).alias("origin"),
+        pl.when(_PERSONAL_D).then(None).otherwise(pl.col("destination")).alias("destination"),
+    )
+    started = time.perf_counter()
+    committed, leaves = _commitments(gold_rows, ctx, leaf_offset)
+    commit_seconds = time.perf_counter() - started
+    good = pl.concat([good, committed], how="horizontal")
+    gold_rows = pl.concat([gold_rows, committed], how="horizontal")
+    live = good.filter(~pl.col("_expired"))
+    invalid = int(
+        good.select((pl.col("o_country_invalid") | pl.col("d_country_invalid")).sum()).item()
+    )
+    return Transformed(
+        pl.concat([conform(live, SILVER), live.select(_PARTS)], how="horizontal"),
+        pl.concat([conform(gold_rows, GOLD), gold_rows.select(_PARTS)], how="horizontal"),
+        _vault(live, ctx),
+        quarantine,
+        leaves,
+        invalid,
+        commit_seconds,
+        scrubbed,
+    )
+
+
+_PERSONAL_O = pl.col("o_kind").is_in(PERSONAL_KINDS)
+_PERSONAL_D = pl.col("d_kind").is_in(PERSONAL_KINDS)
+_PARTS = ["year", "month"]
+
+
+def _with_record_ids(df: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
+    """Sources without record ids (some PBX formats) get one derived from the file and line."""
+    if not ctx.derived_ids:
+        return df
+    derived = pl.format(f"{ctx.source}-{ctx.sha256[:16]}-{{}}", pl.col("source_line"))
+    return df.with_columns(pl.coalesce("record_id", derived).alias("record_id"))
+
+
+def _rejection(ctx: FileContext) -> pl.Expr:
+    """A row's first reason to be quarantined (the reader's own, else the first check failed),
+    null for a row that is kept."""
+    return pl.coalesce(
+        pl.col("parse_error"),
+        first_error(
+            [
+                (pl.col("record_id").is_null(), "missing_id"),
+                (pl.col("_identifier_in_id"), "identifier_in:record_id"),
+                (pl.col("event_time").is_null(), "missing_timestamp"),
+                (_out_of_range("event_time"), "out_of_range:event_time"),
+                (pl.col("event_time") >= ctx.future_cutoff, "future_timestamp"),
+                (_out_of_range("end_time"), "out_of_range:end_time"),
+                (pl.col("destination_raw").is_null(), "missing_destination"),
+                (pl.col("o_ambiguous"), "ambiguous_identifier:origin"),
+                (pl.col("d_ambiguous"), "ambiguous_identifier:destination"),
+                (pl.col("o_bad"), "unparseable_number:origin"),
+                (pl.col("d_bad"), "unparseable_number:destination"),
+                (pl.col("d_kind") == "unknown", "missing_destination"),
+                (~pl.col("channel").is_in(CHANNELS).fill_null(False), "bad_value:channel"),
+                (~pl.col("direction").is_in(DIRECTIONS).fill_null(False), "bad_value:direction"),
+                (
+                    pl.col("duration_s").is_not_null() & (pl.col("duration_s") < 0),
+                    "bad_value:duration_s",
+                ),
+                (pl.col("duration_s") > MAX_DURATION_S, "out_of_range:duration_s"),
+            ]
+        ),
+    )
+
+
+def _repeats_in_file(df: pl.DataFrame, seen_ids: Fingerprints | None) -> pl.DataFrame:
+    """A record id kept earlier in this batch, or in an earlier batch of the file, is a
+    `duplicate_record_id`: the first is kept, every repeat quarantined."""
+    dup = pl.col("_reason").is_null() & ~pl.col("record_id").is_first_distinct().over("_reason")
+    df = df.with_columns(
+        pl.when(dup).then(pl.lit("duplicate_record_id")).otherwise("_reason").alias("_reason")
+    )
+    if seen_ids is None:
+        return df
+    kept = df.get_column("_reason").is_null()
+    fresh = seen_ids.add_new(df.get_column("record_id").filter(kept))
+    repeat = np.zeros(len(df), dtype=bool)
+    repeat[np.flatnonzero(kept.to_numpy())[~fresh]] = True
+    return df.with_columns(
+        pl.when(pl.Series(repeat))
+        .then(pl.lit("duplicate_record_id"))
+        .otherwise("_reason")
+        .alias("_reason")
+    )
+
+
+def _routed(good: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
+    """The kept rows in the canonical columns: a token where a party is an end user, the
+    literal sender id or short code where it is a business; months past their purge date
+    (late arrivals) or already purged marked `_expired` (gold only)."""
+    expired = _expired_months(good, ctx)
+    return good.with_columns(
+        pl.col("event_time").dt.year().cast(pl.Int32).alias("year"),
+        pl.col("event_time").dt.month().cast(pl.Int32).alias("month"),
+        _month_index(pl.col("event_time")).is_in(expired).alias("_expired"),
+        pl.when(_PERSONAL_O).then(pl.col("o_token")).otherwise(pl.col("o_value")).alias("origin"),
+        pl.when(_PERSONAL_D)
+        .then(pl.col("d_token"))
+        .otherwise(pl.col("d_value"))
+        .alias("destination"),
+        pl.col("o_country").alias("origin_country"),
+        pl.col("d_country").alias("destination_country"),
+        pl.col("o_domain").alias("origin_domain"),
+        pl.col("d_domain").alias("destination_domain"),
+        pl.col("o_kind").alias("origin_kind"),
+        pl.col("d_kind").alias("destination_kind"),
+        pl.lit(ctx.source).alias("source"),
+        pl.lit(ctx.source_file).alias("source_file"),
+        pl.lit(ctx.sha256).alias("source_sha256"),
+    )
+
+
+def _commitments(
+    gold_rows: pl.DataFrame, ctx: FileContext, leaf_offset: int
+) -> tuple[pl.DataFrame, pl.Series]:
+    """Each record's identity commitment and leaf index (columns kept with it) and its Merkle
+    leaf: its retained fields as gold holds them, bound to its end users' identifiers."""
+    index = pl.int_range(leaf_offset, leaf_offset + pl.len(), dtype=pl.Int64)
+    committed = gold_rows.select(
+        record_digest(ctx.commitment_encoding).alias("_digest"),
+        identity_commitment(
+            index,
+            pl.when(_PERSONAL_O).then(pl.col("o_kind") + pl.lit(":") + pl.col("o_value")),
+            pl.when(_PERSONAL_D).then(pl.col("d_kind") + pl.lit(":") + pl.col("d_value")),
+            ctx.commit_key,
+        ).alias("identity_commitment"),
+        index.alias("leaf_index"),
+    )
+    leaves = committed.select(leaf(pl.col("_digest"), pl.col("identity_commitment"))).to_series()
+    return committed.drop("_digest"), leaves
+
+
+def _vault(live: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
+    """Token → identifier of every end user of the live rows, once per month (none for a
+    suppressed token: an erased person is never re-identified by a re-delivery)."""
+    vault = pl.concat(
+        [
+            live.filter(personal).select(
+                *_PARTS,
+                pl.col(f"{p}_token").alias("token"),
+                pl.col(f"{p}_kind").alias("kind"),
+                pl.col(f"{p}_value").alias("identifier"),
+            )
+            for p, personal in (("o", _PERSONAL_O), ("d", _PERSONAL_D))
+        ]
+    ).unique(subset=["year", "month", "token"], keep="first")
+    if ctx.suppressed:
+        vault = vault.filter(~pl.col("token").is_in(list(ctx.suppressed)))
+    return vault
+
+
+def _expired_months(good: pl.DataFrame, ctx: FileContext) -> list[int]:
+    """Month indices (year * 12 + month - 1) of the batch that keep no identifiers: past the
+    policy's purge date on `as_of` (a late arrival), or already purged."""
+    months = good.select(
+        pl.col("event_time").dt.year().alias("y"), pl.col("event_time").dt.month().alias("m")
+    ).unique()
+    late = [
+        y * 12 + m - 1 for y, m in months.iter_rows() if ctx.identifier_purge(y, m) <= ctx.as_of
+    ]
+    purged = [int(m[:4]) * 12 + int(m[5:7]) - 1 for m in ctx.purged_months]
+    return sorted(set(late) | set(purged))
+
+
+def _channel_detail() -> list[pl.Expr]:
+    """A channel outside the known set becomes `other`, its lower-cased value kept in
+    `channel_detail`: nothing the source said about the channel is lost."""
+    unknown = pl.col("channel").is_not_null() & ~pl.col("channel").is_in(CHANNELS)
+    return [
+        pl.when(unknown)
+        .then(pl.col("channel"))
+        .otherwise("channel_detail")
+        .alias("channel_detail"),
+        pl.when(unknown).then(pl.lit("other")).otherwise("channel").alias("channel"),
+    ]
+
+
+def _redelivered(df: pl.DataFrame, prior: Prior | None) -> pl.DataFrame:
+    """Quarantine kept records whose ID an earlier file of the source kept in the same month;
+    the note names that file by digest."""
+    if prior is None:
+        return df.with_columns(pl.lit(None, pl.String).alias("note"))
+    kept = df.get_column("_reason").is_null()
+    candidates = df.filter(kept)
+    earlier = prior(candidates.get_column("record_id"), _month_index(candidates.get_column("event_time")))  # fmt: skip
+    note = pl.Series("note", [None] * len(df), dtype=pl.String)
+    rows = np.flatnonzero(kept.to_numpy())
+    found = [(int(rows[i]), f"earlier file {d}") for i, d in enumerate(earlier) if d]
+    if found:
+        note = note.scatter([i for i, _ in found], [n for _, n in found])
+    return df.with_columns(note).with_columns(
+        pl.when(pl.col("note").is_not_null())
+        .then(pl.lit("duplicate_record_id"))
+        .otherwise("_reason")
+        .alias("_reason")
+    )
+
+
+def _classify(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> pl.DataFrame:
+    """Add `{o,d}_value/_kind/_country/_token/_bad`, handling each distinct written value once.
+
+    The same senders and end users recur through a batch, so the distinct values of both
+    address columns are normalised together and joined back.
+    """
+    raw = (
+        pl.concat([parsed.get_column("origin_raw"), parsed.get_column("destination_raw")])
+        .unique()
+        .to_frame("raw")
+    )
+    norm = normalise_addresses(
+        raw, {"raw": "a"}, ctx.default_region, ctx.international, ctx.alphanumeric
+    )
+    norm = resolver.country(norm, "a_value", "a_cc", "a_country").drop("a_cc")
+    # The party's routing value in gold for e-mail and SIP, taken before the value is tokenised.
+    norm = norm.with_columns(
+        pl.when(~pl.col("a_bad"))
+        .then(routing_domain(pl.col("a_kind"), pl.col("a_value")))
+        .alias("a_domain")
+    )
+    # Tokens too depend on the value alone: one HMAC per distinct identifier.
+    norm = norm.with_columns(
+        pl.when(pl.col("a_kind").is_in(PERSONAL_KINDS) & ~pl.col("a_bad"))
+        .then(token_expr(pl.col("a_kind"), pl.col("a_value"), ctx.token_key, ctx.token_version))
+        .alias("a_token")
+    )
+    for p in ("o", "d"):
+        parsed = parsed.join(
+            norm.rename(lambda c, p=p: c.replace("a_", f"{p}_", 1) if c != "raw" else c),
+            left_on=f"{'origin' if p == 'o' else 'destination'}_raw",
+            right_on="raw",
+            how="left",
+            nulls_equal=True,
+            maintain_order="left",
+        )
+    return parsed
