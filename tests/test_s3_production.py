@@ -92,7 +92,9 @@ def _landing(res: Resources, tmp_path: Path, names: list[str]) -> None:
 
     for i, name in enumerate(names):
         g = generate("canonical_csv", tmp_path / name, 150, seed=40 + i, start=RECENT, months=1)
-        copy_into_landing(res.store, g.path, "operator-a")
+        # One source per file: generated record ids restart at each file, and a repeated id
+        # from one source is a re-delivery.
+        copy_into_landing(res.store, g.path, f"operator-{name[0]}")
 
 
 def test_one_files_store_error_fails_that_file_and_the_others_go_in(
@@ -105,14 +107,14 @@ def test_one_files_store_error_fails_that_file_and_the_others_go_in(
     res = Resources.from_settings(Settings.from_env(locked_env))
     _landing(res, tmp_path, ["a.csv", "b.csv", "c.csv"])
     # Every download of b.csv is cut mid-body (boto3 does not retry a body it has begun).
-    plan = FaultPlan(rules=[always("GET", "landing/operator-a/b.csv", "cut")])
+    plan = FaultPlan(rules=[always("GET", "landing/operator-b/b.csv", "cut")])
     with FaultProxy(moto_endpoint, plan) as url:
         env = locked_env | {"CDR_S3_ENDPOINT_URL": url}
         assert run(monkeypatch, env, "ingest", "--landing", "--as-of", f"{AS_OF}") == 1
     failed = [r.message for r in caplog.records if r.message.startswith("FAILED")]
     assert len(failed) == 1 and failed[0].startswith("FAILED b.csv: ")
     assert "\n" not in failed[0]
-    assert [o.key for o in res.store.list("landing/")] == ["landing/operator-a/b.csv"]
+    assert [o.key for o in res.store.list("landing/")] == ["landing/operator-b/b.csv"]
     assert len(list(res.store.list("gold/"))) == 2
     # The rerun picks up where it failed.
     assert run(monkeypatch, locked_env, "ingest", "--landing", "--as-of", f"{AS_OF}") == 0
