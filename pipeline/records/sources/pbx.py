@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.records.formats import ASTERISK, FREESWITCH
 from pipeline.records.schema import PARSED, conform
 from pipeline.records.sources.base import (
     ParseOptions,
@@ -30,17 +31,6 @@ from pipeline.records.sources.base import (
 PBX_TIME = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
 _TS = re.compile(rb'^"?\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}')
 INBOUND_CONTEXT = r"(?i)^(from-(pstn|trunk|external|did)|public|inbound|incoming)"
-
-ASTERISK = [
-    "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
-    "lastdata", "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",
-    "uniqueid", "userfield",
-]  # fmt: skip
-FREESWITCH = [
-    "caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp",
-    "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid", "bleg_uuid",
-    "accountcode", "read_codec", "write_codec",
-]  # fmt: skip
 
 
 def _first_fields(head: bytes) -> list[bytes]:
