@@ -406,6 +406,21 @@ def _live_months(res: Resources) -> list[layout.Month]:
     return sorted(m for m in months if m and layout.month_name(m) not in purged)
 
 
+def _searcher(
+    res: Resources, wanted: set[str], start: dt.datetime, end: dt.datetime
+) -> RecordSearch:
+    """A search for the person's tokens in [start, end) that, like every subject search,
+    leaves out tokens already erased (suppressed) by an earlier request."""
+    return RecordSearch(
+        res,
+        wanted,
+        start,
+        end,
+        [],
+        suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),
+    )
+
+
 def _search(
     res: Resources,
     request: SubjectRequest,
@@ -421,14 +436,7 @@ def _search(
     start = dt.datetime.combine(start_day, dt.time(), dt.UTC)
     end = dt.datetime.combine(end_day + dt.timedelta(days=1), dt.time(), dt.UTC)
     wanted = set(person)
-    search = RecordSearch(
-        res,
-        wanted,
-        start,
-        end,
-        [],
-        suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),
-    )
+    search = _searcher(res, wanted, start, end)
     frames, months = [], {}
     for y, m in months_between(start_day, end_day):
         if (y, m) not in known:
@@ -532,14 +540,7 @@ def _person_records(
         return pl.DataFrame()
     start = dt.datetime.combine(dt.date(*_live_months(res)[0], 1), dt.time(), dt.UTC)
     end = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time(), dt.UTC)
-    search = RecordSearch(
-        res,
-        wanted,
-        start,
-        end,
-        [],
-        suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),
-    )
+    search = _searcher(res, wanted, start, end)
     for m in _live_months(res):
         frames.append(search.live_rows(*m))  # tokens only: no re-identification needed
     frames = [f for f in frames if len(f)]
