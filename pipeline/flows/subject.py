@@ -246,12 +246,8 @@ def _save_status(res: Resources, status: dict[str, Any]) -> None:
 
 
 def _refused(res: Resources, request: SubjectRequest, problems: list[str]) -> None:
-    audit.append(
-        res.store,
-        res.keyring.signing_key(),
-        "subject_request_refused",
-        what={**request.public(), "problems": problems},
-        why="data subject request refused before any data was read",
+    audit.refused(
+        res, "subject_request_refused", "data subject request", request.public(), problems
     )
 
 
