@@ -22,6 +22,7 @@ from pipeline.core.dates import add_months, parse_date
 if TYPE_CHECKING:
     from pipeline.core.resources import Resources
     from pipeline.core.store import ObjectStore
+    from pipeline.proof.verify_export import ExportVerdict
 
 log = logging.getLogger("pipeline")
 REGION_HELP = "ISO country of national-format numbers (default: CDR_DEFAULT_REGION)"
@@ -425,7 +426,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify_export(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.proof.verify_export import extract, verify_package
+    from pipeline.proof.verify_export import verify_package
 
     try:
         blob = Path(args.package).read_bytes()
@@ -435,18 +436,32 @@ def cmd_verify_export(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     verdict = verify_package(blob, private, public)
+    if not _report_verdict(verdict):
+        return 1
+    print(f"VERDICT: VERIFIED (case {verdict.manifest['request']['case']})")
+    _extract(verdict, args.extract)
+    return 0
+
+
+def _report_verdict(verdict: ExportVerdict) -> bool:
+    """Print each check and problem of a package verdict, the same for every package kind;
+    True when it verified (the caller prints what was verified)."""
     for check in verdict.checks:
         print(f"ok    {check}")
     for problem in verdict.problems:
         print(f"FAIL  {problem}")
     if not verdict.ok:
         print("VERDICT: NOT VERIFIED")
-        return 1
-    print(f"VERDICT: VERIFIED (case {verdict.manifest['request']['case']})")
-    if args.extract:
-        for path in extract(verdict, Path(args.extract)):
+    return verdict.ok
+
+
+def _extract(verdict: ExportVerdict, target: str | None) -> None:
+    """Write a verified package's files out when --extract asks for it."""
+    from pipeline.proof.verify_export import extract
+
+    if target:
+        for path in extract(verdict, Path(target)):
             print(f"wrote {path}")
-    return 0
 
 
 def _subject_fields(args: argparse.Namespace) -> dict[str, object]:
@@ -530,7 +545,6 @@ def _response_key(case: str, ext: str) -> str:
 
 def cmd_verify_access(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.proof.access_package import verify_access
-    from pipeline.proof.verify_export import extract
 
     try:
         blob = Path(args.package).read_bytes()
@@ -541,17 +555,10 @@ def cmd_verify_access(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     verdict = verify_access(blob, public, passphrase=passphrase, private_pem=private)
-    for check in verdict.checks:
-        print(f"ok    {check}")
-    for problem in verdict.problems:
-        print(f"FAIL  {problem}")
-    if not verdict.ok:
-        print("VERDICT: NOT VERIFIED")
+    if not _report_verdict(verdict):
         return 1
     print(f"VERDICT: VERIFIED ({verdict.manifest['counts']['records']} records)")
-    if args.extract:
-        for path in extract(verdict, Path(args.extract)):
-            print(f"wrote {path}")
+    _extract(verdict, args.extract)
     return 0
 
 

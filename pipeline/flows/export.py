@@ -106,13 +106,7 @@ def refuse(res: Resources, request: ExportRequest, problems: list[str]) -> NoRet
     """Record a refused request in the audit log (fields, never identifiers) and raise it.
 
     Every refusal is recorded, including one whose request or key file could not be read."""
-    audit.append(
-        res.store,
-        res.keyring.signing_key(),
-        "export_refused",
-        what={**request.public(), "problems": problems},
-        why="law-enforcement request refused before any data was read",
-    )
+    audit.refused(res, "export_refused", "law-enforcement request", request.public(), problems)
     raise RequestError(problems)
 
 

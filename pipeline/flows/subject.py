@@ -246,12 +246,8 @@ def _save_status(res: Resources, status: dict[str, Any]) -> None:
 
 
 def _refused(res: Resources, request: SubjectRequest, problems: list[str]) -> None:
-    audit.append(
-        res.store,
-        res.keyring.signing_key(),
-        "subject_request_refused",
-        what={**request.public(), "problems": problems},
-        why="data subject request refused before any data was read",
+    audit.refused(
+        res, "subject_request_refused", "data subject request", request.public(), problems
     )
 
 
@@ -340,6 +336,20 @@ class Answer:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class _Job:
+    """Everything a request handler needs, in one value: the three handlers (access, erasure,
+    restriction) take the same inputs, so they share one signature instead of seven arguments."""
+
+    res: Resources
+    request: SubjectRequest
+    person: dict[str, str]  # token -> identifier
+    as_of: dt.date
+    now: dt.datetime
+    answer: Answer  # filled in by the handler
+    rule: CountryRights
+
+
 def run_subject_request(res: Resources, run: SubjectRun, now: dt.datetime | None = None) -> Answer:
     """Answer the stored request of `run.case`; writes the response and one audit entry."""
     run.validate()
@@ -358,9 +368,8 @@ def run_subject_request(res: Resources, run: SubjectRun, now: dt.datetime | None
         request.country,
     )
     rule = res.policy.rights.for_country(request.country)
-    {"access": _access, "erasure": _erasure, "restriction": _restriction}[request.type](
-        res, request, person, run.as_of, now, answer, rule
-    )
+    job = _Job(res, request, person, run.as_of, now, answer, rule)
+    {"access": _access, "erasure": _erasure, "restriction": _restriction}[request.type](job)
     _respond(res, answer, status, now)
     return answer
 
@@ -393,6 +402,21 @@ def _live_months(res: Resources) -> list[layout.Month]:
     return sorted(m for m in months if m and layout.month_name(m) not in purged)
 
 
+def _searcher(
+    res: Resources, wanted: set[str], start: dt.datetime, end: dt.datetime
+) -> RecordSearch:
+    """A search for the person's tokens in [start, end) that, like every subject search,
+    leaves out tokens already erased (suppressed) by an earlier request."""
+    return RecordSearch(
+        res,
+        wanted,
+        start,
+        end,
+        [],
+        suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),
+    )
+
+
 def _search(
     res: Resources,
     request: SubjectRequest,
@@ -408,14 +432,7 @@ def _search(
     start = dt.datetime.combine(start_day, dt.time(), dt.UTC)
     end = dt.datetime.combine(end_day + dt.timedelta(days=1), dt.time(), dt.UTC)
     wanted = set(person)
-    search = RecordSearch(
-        res,
-        wanted,
-        start,
-        end,
-        [],
-        suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),
-    )
+    search = _searcher(res, wanted, start, end)
     frames, months = [], {}
     for y, m in months_between(start_day, end_day):
         if (y, m) not in known:
@@ -427,24 +444,17 @@ def _search(
     return found_records(frames, wanted, keep=("_own",)), months, start, end
 
 
-def _access(
-    res: Resources,
-    request: SubjectRequest,
-    person: dict[str, str],
-    as_of: dt.date,
-    now: dt.datetime,
-    answer: Answer,
-    rule: CountryRights,
-) -> None:
-    records, months, start, end = _search(res, request, person, as_of)
-    identity = check_identities(res, records)
-    rows = access_rows(records, person)
+def _access(job: _Job) -> None:
+    """Deliver the person's records as a sealed, proven package."""
+    records, months, start, end = _search(job.res, job.request, job.person, job.as_of)
+    identity = check_identities(job.res, records)
+    rows = access_rows(records, job.person)
     purged = [
         {"month": name, "purged_on": info["purged_on"]}
         for name, info in months.items()
         if info["identifiers"] == "purged"
     ]
-    proofs, sources = record_proofs(res.store, records)
+    proofs, sources = record_proofs(job.res.store, records)
     gold = records.drop(
         "origin_identifier", "destination_identifier", "found_in", "matched", "_own"
     )
@@ -453,38 +463,38 @@ def _access(
     by_month = {name: info["records"] for name, info in months.items()}
     files = {
         "records.json": json.dumps(
-            {"format": FORMAT, "case": request.case, "records": rows}, indent=1, default=str
+            {"format": FORMAT, "case": job.request.case, "records": rows}, indent=1, default=str
         ).encode(),
         "records.csv": csv_rows(rows).encode(),
         "records.parquet": buf.getvalue(),
         "README.txt": README.format(
-            **_readme_facts(res, request, rows, purged, start, end)
+            **_readme_facts(job.res, job.request, rows, purged, start, end)
         ).encode(),
     }
     manifest = {
         "format": FORMAT,
-        "created_at": now.isoformat(),
-        "case": request.case,
+        "created_at": job.now.isoformat(),
+        "case": job.request.case,
         "period_utc": [start.isoformat(), end.isoformat()],
         "counts": {"records": len(rows), "by_month": by_month},
         "purged_periods": purged,
         "identity_check": identity,
-        "seal_key_id": key_id(res.keyring.public_key()),
+        "seal_key_id": key_id(job.res.keyring.public_key()),
         "sources": sources,
         "proofs": proofs,
         "software": {"name": "cdr-pipeline", "version": __version__},
     }
-    archive = signed_archive(files, manifest, res.keyring.signing_key())
-    blob = seal_for(archive, request.recipient_key, request.passphrase)
-    target = layout.request_package_key(request.case, now.strftime("%Y%m%dT%H%M%S%fZ"))
-    if not res.store.put_new(target, blob):
+    archive = signed_archive(files, manifest, job.res.keyring.signing_key())
+    blob = seal_for(archive, job.request.recipient_key, job.request.passphrase)
+    target = layout.request_package_key(job.request.case, job.now.strftime("%Y%m%dT%H%M%S%fZ"))
+    if not job.res.store.put_new(target, blob):
         raise SubjectError(f"{target} exists already: not overwritten")
-    answer.outcome = "delivered"
-    answer.found = {"records": len(rows), "months": len(months), "purged_months": len(purged)}
-    answer.done = {
+    job.answer.outcome = "delivered"
+    job.answer.found = {"records": len(rows), "months": len(months), "purged_months": len(purged)}
+    job.answer.done = {
         "package": target,
         "package_sha256": hashlib.sha256(blob).hexdigest(),
-        "delivery": _delivery(request),
+        "delivery": _delivery(job.request),
         "purged_months": purged,
         "records_by_month": by_month,
     }
@@ -526,72 +536,58 @@ def _person_records(
         return pl.DataFrame()
     start = dt.datetime.combine(dt.date(*_live_months(res)[0], 1), dt.time(), dt.UTC)
     end = dt.datetime.combine(as_of + dt.timedelta(days=1), dt.time(), dt.UTC)
-    search = RecordSearch(
-        res,
-        wanted,
-        start,
-        end,
-        [],
-        suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),
-    )
+    search = _searcher(res, wanted, start, end)
     for m in _live_months(res):
         frames.append(search.live_rows(*m))  # tokens only: no re-identification needed
     frames = [f for f in frames if len(f)]
     return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
 
 
-def _erasure(
-    res: Resources,
-    request: SubjectRequest,
-    person: dict[str, str],
-    as_of: dt.date,
-    now: dt.datetime,
-    answer: Answer,
-    rule: CountryRights,
-) -> None:
-    records = _person_records(res, request, person, as_of)
+def _erasure(job: _Job) -> None:
+    """Erase the person's identifiers where the law allows it, keeping held records."""
+    records = _person_records(job.res, job.request, job.person, job.as_of)
     months = (
         sorted({(t.year, t.month) for t in records.get_column("event_time")})
         if len(records)
         else []
     )
-    answer.found = {"records": len(records), "months": len(months)}
+    job.answer.found = {"records": len(records), "months": len(months)}
     dates = {
-        layout.month_name(m): res.policy.identifier_purge(*m, request.country).isoformat()
+        layout.month_name(m): job.res.policy.identifier_purge(*m, job.request.country).isoformat()
         for m in months
     }
     if not months:
-        answer.outcome = "nothing_found"
-        answer.done = {"note": "no live record holds these identifiers; nothing to erase"}
+        job.answer.outcome = "nothing_found"
+        job.answer.done = {"note": "no live record holds these identifiers; nothing to erase"}
         return
-    if not rule.erasure_before_retention_ends:
-        answer.outcome = "refused"
+    if not job.rule.erasure_before_retention_ends:
+        job.answer.outcome = "refused"
         last = max(dates.values())
-        answer.refused = {
+        job.answer.refused = {
             "rule": "identifiers of traffic data are not erased before the retention obligation "
             "ends; they are deleted automatically when it does",
-            "legal_basis": rule.legal_basis,
+            "legal_basis": job.rule.legal_basis,
             "automatic_deletion": last,
             "automatic_deletion_by_month": dates,
         }
         return
-    held = _held(res, records, as_of)
+    held = _held(job.res, records, job.as_of)
     suppression = {
-        "case": request.case,
-        "tokens": sorted(person),
-        "at": now.isoformat(),
-        "legal_basis": rule.legal_basis,
+        "case": job.request.case,
+        "tokens": sorted(job.person),
+        "at": job.now.isoformat(),
+        "legal_basis": job.rule.legal_basis,
     }
     # Suppress first: an ingest running meanwhile cannot re-create what is deleted next.
-    res.store.put_bytes(
-        layout.token_list_key("suppressed", request.case), json.dumps(suppression).encode()
+    job.res.store.put_bytes(
+        layout.token_list_key("suppressed", job.request.case), json.dumps(suppression).encode()
     )
-    deleted = _delete_vault_entries(res, request.case, set(person), held)
-    left = _vault_entries(res, set(person), held)
+    deleted = _delete_vault_entries(job.res, job.request.case, set(job.person), held)
+    left = _vault_entries(job.res, set(job.person), held)
     if left:
         raise SubjectError(f"erasure incomplete: {left} vault entries left outside legal holds")
-    answer.outcome = "erased"
-    answer.done = {
+    job.answer.outcome = "erased"
+    job.answer.done = {
         "vault_entries_deleted": deleted,
         "vault_entries_left": left,
         "verified": True,
@@ -665,28 +661,21 @@ def _replace(store: Any, key: str, data: bytes, staging: str) -> None:
     store.delete(staging)
 
 
-def _restriction(
-    res: Resources,
-    request: SubjectRequest,
-    person: dict[str, str],
-    as_of: dt.date,
-    now: dt.datetime,
-    answer: Answer,
-    rule: CountryRights,
-) -> None:
-    records = _person_records(res, request, person, as_of)
+def _restriction(job: _Job) -> None:
+    """List the person's tokens as restricted: kept, but no longer processed."""
+    records = _person_records(job.res, job.request, job.person, job.as_of)
     listed = {
-        "case": request.case,
-        "tokens": sorted(person),
-        "at": now.isoformat(),
-        "grounds": request.grounds or "not stated",
+        "case": job.request.case,
+        "tokens": sorted(job.person),
+        "at": job.now.isoformat(),
+        "grounds": job.request.grounds or "not stated",
     }
-    res.store.put_bytes(
-        layout.token_list_key("restricted", request.case), json.dumps(listed).encode()
+    job.res.store.put_bytes(
+        layout.token_list_key("restricted", job.request.case), json.dumps(listed).encode()
     )
-    answer.outcome = "restricted"
-    answer.found = {"records": len(records)}
-    answer.done = {
+    job.answer.outcome = "restricted"
+    job.answer.found = {"records": len(records)}
+    job.answer.done = {
         "restricted_records": len(records),
         "note": "these records are left out of every export except one made under a "
         "law-enforcement order, which records that it reached them",

@@ -27,7 +27,7 @@ import polars as pl
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from pipeline.proof.crypto import DecryptionError, decrypt_stream, encrypt_bytes
+from pipeline.proof.crypto import DecryptionError, decrypt_stream
 from pipeline.proof.package import (
     MAGIC as KEY_MAGIC,
 )
@@ -35,8 +35,10 @@ from pipeline.proof.package import (
     PackageError,
     decrypt_with,
     encrypt_for,
+    frame,
     load_private_key,
     load_recipient_key,
+    unframe,
 )
 from pipeline.proof.verify_export import ExportVerdict, verify_payload
 
@@ -62,19 +64,15 @@ def encrypt_with_passphrase(passphrase: str, payload: bytes) -> bytes:
     salt = os.urandom(16)
     header = {"kdf": "scrypt", "salt": base64.b64encode(salt).decode(), **SCRYPT}
     header["alg"] = "A256GCM-segments"
-    head = json.dumps(header, sort_keys=True).encode()
-    body = encrypt_bytes(_derive(passphrase, salt, **SCRYPT), payload, head)
-    return MAGIC + len(head).to_bytes(4, "big") + head + body
+    return frame(MAGIC, header, _derive(passphrase, salt, **SCRYPT), payload)
 
 
 def decrypt_with_passphrase(passphrase: str, blob: bytes) -> bytes:
     """The payload; PackageError if the passphrase is wrong or a byte changed."""
-    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 4:
-        raise PackageError("not a passphrase-encrypted package (no CDRP1 header)")
-    size = int.from_bytes(blob[len(MAGIC) : len(MAGIC) + 4], "big")
-    head = blob[len(MAGIC) + 4 : len(MAGIC) + 4 + size]
+    header, head, body = unframe(
+        MAGIC, blob, "not a passphrase-encrypted package (no CDRP1 header)"
+    )
     try:
-        header = json.loads(head)
         salt = base64.b64decode(header["salt"])
         params = {k: int(header[k]) for k in ("n", "r", "p")}
     except (ValueError, KeyError, TypeError):
@@ -83,7 +81,7 @@ def decrypt_with_passphrase(passphrase: str, blob: bytes) -> bytes:
         raise PackageError("the package asks for unreasonable scrypt parameters")
     key = _derive(passphrase, salt, **params)
     try:
-        return b"".join(decrypt_stream(key, io.BytesIO(blob[len(MAGIC) + 4 + size :]), head))
+        return b"".join(decrypt_stream(key, io.BytesIO(body), head))
     except DecryptionError:
         raise PackageError("wrong passphrase, or the package was modified") from None
 

@@ -22,13 +22,16 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from pipeline.core import layout
 from pipeline.core.store import ObjectStore
 from pipeline.proof.integrity import SealError, entry_digest, sign, verify
+
+if TYPE_CHECKING:
+    from pipeline.core.resources import Resources
 
 GENESIS = "0" * 64
 ATTEMPTS = 20
@@ -147,6 +150,20 @@ class AuditReport:
     @property
     def ok(self) -> bool:
         return self.problem is None
+
+
+def refused(
+    res: Resources, action: str, kind: str, public: dict[str, Any], problems: list[str]
+) -> None:
+    """Record a request of `kind` refused before any data was read: its fields (never
+    identifiers) and the problems, so every kind of request leaves the same trace."""
+    append(
+        res.store,
+        res.keyring.signing_key(),
+        action,
+        what={**public, "problems": problems},
+        why=f"{kind} refused before any data was read",
+    )
 
 
 def verify_log(store: ObjectStore, public: Ed25519PublicKey) -> AuditReport:

@@ -93,9 +93,28 @@ def encrypt_for(recipient: X25519PublicKey | RSAPublicKey, payload: bytes) -> by
         header |= {"alg": RSA_ALG}
         wrapped = recipient.encrypt(content_key, _OAEP)
     header["wrapped_key"] = base64.b64encode(wrapped).decode()
+    return frame(MAGIC, header, content_key, payload)
+
+
+def frame(magic: bytes, header: dict[str, Any], key: bytes, payload: bytes) -> bytes:
+    """`magic`, the header's length and JSON, then the payload encrypted under `key` with the
+    header as associated data: the one layout of both package kinds (key and passphrase)."""
     head = json.dumps(header, sort_keys=True).encode()
-    body = encrypt_bytes(content_key, payload, head)
-    return MAGIC + len(head).to_bytes(4, "big") + head + body
+    return magic + len(head).to_bytes(4, "big") + head + encrypt_bytes(key, payload, head)
+
+
+def unframe(magic: bytes, blob: bytes, not_one: str) -> tuple[Any, bytes, bytes]:
+    """(header, its bytes, the encrypted body) of a package framed by `frame`; PackageError
+    `not_one` if the blob is not framed with `magic`, or if the header is not JSON."""
+    if not blob.startswith(magic) or len(blob) < len(magic) + 4:
+        raise PackageError(not_one)
+    size = int.from_bytes(blob[len(magic) : len(magic) + 4], "big")
+    head = blob[len(magic) + 4 : len(magic) + 4 + size]
+    try:
+        header = json.loads(head)
+    except ValueError:
+        raise PackageError("the package header is damaged") from None
+    return header, head, blob[len(magic) + 4 + size :]
 
 
 def load_private_key(pem: bytes) -> X25519PrivateKey | RSAPrivateKey:
@@ -112,12 +131,8 @@ def decrypt_with(
     private: X25519PrivateKey | RSAPrivateKey, blob: bytes
 ) -> tuple[dict[str, Any], bytes]:
     """(header, payload); PackageError says whether the key is wrong or the package changed."""
-    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + 4:
-        raise PackageError("not a disclosure package (no CDRX1 header)")
-    size = int.from_bytes(blob[len(MAGIC) : len(MAGIC) + 4], "big")
-    head = blob[len(MAGIC) + 4 : len(MAGIC) + 4 + size]
+    header, head, body = unframe(MAGIC, blob, "not a disclosure package (no CDRX1 header)")
     try:
-        header = json.loads(head)
         wrapped = base64.b64decode(header["wrapped_key"])
         alg = header["alg"]
     except (ValueError, KeyError, TypeError):
@@ -141,9 +156,7 @@ def decrypt_with(
             "the package's key does not unwrap: modified, or not for this key"
         ) from None
     try:
-        payload = b"".join(
-            decrypt_stream(content_key, io.BytesIO(blob[len(MAGIC) + 4 + size :]), head)
-        )
+        payload = b"".join(decrypt_stream(content_key, io.BytesIO(body), head))
     except (DecryptionError, InvalidTag) as exc:
         raise PackageError(f"the package was modified: {exc}") from None
     return header, payload

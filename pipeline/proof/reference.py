@@ -23,20 +23,12 @@ from zoneinfo import ZoneInfo
 
 import pyarrow.parquet as pq
 
+from pipeline.records.formats import ASTERISK, FREESWITCH
+
 #: the retained fields compared, in this order
 RETAINED = ("record_id", "event_time", "duration_s", "units", "status", "customer_id", "price")
 
 Record = tuple[int, dict[str, Any]]
-ASTERISK = [
-    "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
-    "lastdata", "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",
-    "uniqueid", "userfield",
-]  # fmt: skip
-FREESWITCH = [
-    "caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp",
-    "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid", "bleg_uuid",
-    "accountcode", "read_codec", "write_codec",
-]  # fmt: skip
 _UNIQUEID = re.compile(r"^\d+\.\d+$")
 
 
@@ -108,6 +100,19 @@ def _time(value: Any, tz: dt.tzinfo = dt.UTC) -> dt.datetime | None:
     return parsed.astimezone(dt.UTC)
 
 
+def _canonical(v: dict[str, Any]) -> dict[str, Any]:
+    """The retained fields of one canonical record, read the same from CSV or Parquet."""
+    return {
+        "record_id": _str(v.get("record_id")),
+        "event_time": _time(v.get("event_time")),
+        "duration_s": _num(v.get("duration_s")),
+        "units": _num(v.get("units"), int),
+        "status": _str(v.get("status")),
+        "customer_id": _str(v.get("customer_id")),
+        "price": _num(v.get("price")),
+    }
+
+
 def canonical_csv(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Record]:
     records = _csv_records(chunks)
     header = next(records, (0, []))[1]
@@ -116,36 +121,13 @@ def canonical_csv(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Reco
         if len(row) != len(names):
             yield line, {"record_id": None}
             continue
-        v = dict(zip(names, row, strict=True))
-        yield (
-            line,
-            {
-                "record_id": _str(v.get("record_id")),
-                "event_time": _time(v.get("event_time")),
-                "duration_s": _num(v.get("duration_s")),
-                "units": _num(v.get("units"), int),
-                "status": _str(v.get("status")),
-                "customer_id": _str(v.get("customer_id")),
-                "price": _num(v.get("price")),
-            },
-        )
+        yield line, _canonical(dict(zip(names, row, strict=True)))
 
 
 def canonical_parquet(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Record]:
     table = pq.read_table(io.BytesIO(b"".join(chunks)))
     for i, v in enumerate(table.to_pylist(), start=1):
-        yield (
-            i,
-            {
-                "record_id": _str(v.get("record_id")),
-                "event_time": _time(v.get("event_time")),
-                "duration_s": _num(v.get("duration_s")),
-                "units": _num(v.get("units"), int),
-                "status": _str(v.get("status")),
-                "customer_id": _str(v.get("customer_id")),
-                "price": _num(v.get("price")),
-            },
-        )
+        yield i, _canonical(v)
 
 
 def _first(*values: Any) -> Any:

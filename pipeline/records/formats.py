@@ -1,3 +1,16 @@
 """Names of the source formats, importable without loading any parser (DAG parse time)."""
 
 FORMATS = ("canonical_parquet", "messaging", "canonical_csv", "asterisk", "freeswitch")
+
+#: documented column orders of the headerless PBX CSVs, shared by the ingest parser and the
+#: independent reference reader (a constant table, so sharing it shares no parsing code)
+ASTERISK = [
+    "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
+    "lastdata", "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",
+    "uniqueid", "userfield",
+]  # fmt: skip
+FREESWITCH = [
+    "caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp",
+    "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid", "bleg_uuid",
+    "accountcode", "read_codec", "write_codec",
+]  # fmt: skip

@@ -13,14 +13,14 @@ import io
 import re
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
 
 from pipeline.core.errors import PipelineError
-from pipeline.records.schema import UTC_TS
+from pipeline.records.schema import PARSED, UTC_TS, conform
 
 BYTES_PER_ROW = 120
 
@@ -349,6 +349,21 @@ def split_csv(
         ],
     )
     return good, bad
+
+
+def csv_batches(
+    path: Path,
+    batch_rows: int,
+    names: list[str],
+    allowed: set[int],
+    mapping: Callable[[pl.DataFrame], pl.DataFrame],
+    skip_header: bool = False,
+) -> Iterator[pl.DataFrame]:
+    """Parsed batches of a CSV source: good rows through the format's `mapping`, bad rows
+    kept alongside, so every CSV format splits, maps and keeps its rejects the same way."""
+    for lines, data in iter_line_chunks(path, batch_rows, skip_header, quoted_sep=","):
+        good, bad = split_csv(lines, data, names, allowed)
+        yield pl.concat([mapping(good), conform(bad, PARSED)], how="vertical")
 
 
 def _read_fields(data: bytes, sep: str, columns: list[str]) -> pl.DataFrame | None:

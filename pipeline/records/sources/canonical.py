@@ -20,11 +20,10 @@ from pipeline.records.sources.base import (
     ParseOptions,
     Source,
     bad_value,
+    csv_batches,
     first_error,
     first_record,
-    iter_line_chunks,
     number,
-    split_csv,
     with_timestamps,
 )
 
@@ -102,11 +101,9 @@ class CanonicalCsvSource(Source):
         names = _header(path)
         if not set(names) >= REQUIRED:
             raise FileFormatError("missing_columns", ", ".join(sorted(REQUIRED - set(names))))
-        for lines, data in iter_line_chunks(
-            path, opts.batch_rows, skip_header=True, quoted_sep=","
-        ):
-            good, bad = split_csv(lines, data, names, {len(names)})
-            yield pl.concat([_map(good, opts), conform(bad, PARSED)], how="vertical")
+        yield from csv_batches(
+            path, opts.batch_rows, names, {len(names)}, lambda good: _map(good, opts), True
+        )
 
 
 class CanonicalParquetSource(Source):

@@ -13,34 +13,23 @@ from pathlib import Path
 
 import polars as pl
 
+from pipeline.records.formats import ASTERISK, FREESWITCH
 from pipeline.records.schema import PARSED, conform
 from pipeline.records.sources.base import (
     ParseOptions,
     Source,
     bad_value,
+    csv_batches,
     field_count,
     first_error,
     first_record,
-    iter_line_chunks,
     number,
-    split_csv,
     with_timestamps,
 )
 
 PBX_TIME = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
 _TS = re.compile(rb'^"?\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}')
 INBOUND_CONTEXT = r"(?i)^(from-(pstn|trunk|external|did)|public|inbound|incoming)"
-
-ASTERISK = [
-    "accountcode", "src", "dst", "dcontext", "clid", "channel", "dstchannel", "lastapp",
-    "lastdata", "start", "answer", "end", "duration", "billsec", "disposition", "amaflags",
-    "uniqueid", "userfield",
-]  # fmt: skip
-FREESWITCH = [
-    "caller_id_name", "caller_id_number", "destination_number", "context", "start_stamp",
-    "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid", "bleg_uuid",
-    "accountcode", "read_codec", "write_codec",
-]  # fmt: skip
 
 
 def _first_fields(head: bytes) -> list[bytes]:
@@ -76,8 +65,47 @@ def _pbx_frame(df: pl.DataFrame, fields: dict[str, pl.Expr], times: dict[str, st
     return conform(out, PARSED)
 
 
-def _with_bad(good: pl.DataFrame, bad: pl.DataFrame) -> pl.DataFrame:
-    return pl.concat([good, conform(bad, PARSED)], how="vertical")
+def _asterisk(good: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
+    """Asterisk fields → a parsed frame (the format's own column meanings)."""
+    n = field_count(pl.col("raw"))
+    # With 17 fields the 17th is uniqueid if it looks like one (epoch.sequence).
+    uid = pl.col("uniqueid")
+    has_uid = (n == 18) | ((n == 17) & uid.str.contains(r"^\d+\.\d+$").fill_null(False))
+    clid_number = pl.when(pl.col("clid").str.contains("<", literal=True)).then(pl.col("clid"))
+    inbound = pl.col("dcontext").str.contains(INBOUND_CONTEXT).fill_null(False)
+    trunk = pl.col("dstchannel").str.replace(r"-[0-9a-fA-F]+$", "")
+    fields = {
+        "record_id": pl.when(has_uid).then(uid),
+        "direction": pl.when(inbound).then(pl.lit("inbound")).otherwise(pl.lit("outbound")),
+        "customer_id": pl.col("accountcode"),
+        "origin_raw": pl.coalesce(pl.col("src"), clid_number),
+        "destination_raw": pl.col("dst"),
+        "route_id": pl.when(inbound)
+        .then(pl.col("channel").str.replace(r"-[0-9a-fA-F]+$", ""))
+        .otherwise(trunk),
+        "status": pl.col("disposition"),
+    }
+    times = {"start": "start", "end": "end", "tz": opts.timezone}
+    return _pbx_frame(good, fields, times)
+
+
+def _freeswitch(good: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
+    """FreeSWITCH fields → a parsed frame (the format's own column meanings)."""
+    inbound = pl.col("context").str.contains(INBOUND_CONTEXT).fill_null(False)
+    fields = {
+        "record_id": pl.col("uuid"),
+        "direction": pl.when(inbound).then(pl.lit("inbound")).otherwise(pl.lit("outbound")),
+        "customer_id": pl.col("accountcode"),
+        "origin_raw": pl.col("caller_id_number"),
+        "destination_raw": pl.col("destination_number"),
+        "route_id": pl.col("context"),
+        "status": pl.col("hangup_cause"),
+        "error_code": pl.when(pl.col("hangup_cause") != "NORMAL_CLEARING").then(
+            pl.col("hangup_cause")
+        ),
+    }
+    times = {"start": "start_stamp", "end": "end_stamp", "tz": opts.timezone}
+    return _pbx_frame(good, fields, times)
 
 
 class AsteriskSource(Source):
@@ -92,30 +120,9 @@ class AsteriskSource(Source):
         return 16 <= len(row) <= 18 and bool(_TS.match(row[9]))
 
     def parse(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
-        for lines, data in iter_line_chunks(path, opts.batch_rows, quoted_sep=","):
-            good, bad = split_csv(lines, data, ASTERISK, {16, 17, 18})
-            n = field_count(pl.col("raw"))
-            # With 17 fields the 17th is uniqueid if it looks like one (epoch.sequence).
-            uid = pl.col("uniqueid")
-            has_uid = (n == 18) | ((n == 17) & uid.str.contains(r"^\d+\.\d+$").fill_null(False))
-            clid_number = pl.when(pl.col("clid").str.contains("<", literal=True)).then(
-                pl.col("clid")
-            )
-            inbound = pl.col("dcontext").str.contains(INBOUND_CONTEXT).fill_null(False)
-            trunk = pl.col("dstchannel").str.replace(r"-[0-9a-fA-F]+$", "")
-            fields = {
-                "record_id": pl.when(has_uid).then(uid),
-                "direction": pl.when(inbound).then(pl.lit("inbound")).otherwise(pl.lit("outbound")),
-                "customer_id": pl.col("accountcode"),
-                "origin_raw": pl.coalesce(pl.col("src"), clid_number),
-                "destination_raw": pl.col("dst"),
-                "route_id": pl.when(inbound)
-                .then(pl.col("channel").str.replace(r"-[0-9a-fA-F]+$", ""))
-                .otherwise(trunk),
-                "status": pl.col("disposition"),
-            }
-            times = {"start": "start", "end": "end", "tz": opts.timezone}
-            yield _with_bad(_pbx_frame(good, fields, times), bad)
+        yield from csv_batches(
+            path, opts.batch_rows, ASTERISK, {16, 17, 18}, lambda good: _asterisk(good, opts)
+        )
 
 
 class FreeswitchSource(Source):
@@ -129,20 +136,6 @@ class FreeswitchSource(Source):
         return len(row) == 15 and bool(_TS.match(row[4]))
 
     def parse(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
-        for lines, data in iter_line_chunks(path, opts.batch_rows, quoted_sep=","):
-            good, bad = split_csv(lines, data, FREESWITCH, {15})
-            inbound = pl.col("context").str.contains(INBOUND_CONTEXT).fill_null(False)
-            fields = {
-                "record_id": pl.col("uuid"),
-                "direction": pl.when(inbound).then(pl.lit("inbound")).otherwise(pl.lit("outbound")),
-                "customer_id": pl.col("accountcode"),
-                "origin_raw": pl.col("caller_id_number"),
-                "destination_raw": pl.col("destination_number"),
-                "route_id": pl.col("context"),
-                "status": pl.col("hangup_cause"),
-                "error_code": pl.when(pl.col("hangup_cause") != "NORMAL_CLEARING").then(
-                    pl.col("hangup_cause")
-                ),
-            }
-            times = {"start": "start_stamp", "end": "end_stamp", "tz": opts.timezone}
-            yield _with_bad(_pbx_frame(good, fields, times), bad)
+        yield from csv_batches(
+            path, opts.batch_rows, FREESWITCH, {15}, lambda good: _freeswitch(good, opts)
+        )
