@@ -40,3 +40,12 @@ class CdrFailureNotifier(BaseNotifier):
 
 def on_failure() -> CdrFailureNotifier:
     return CdrFailureNotifier()
+
+
+def fail_on(alert: object | None) -> None:
+    """Fail the task (no retry: the condition does not heal by retrying) when a watch found
+    something due; the failure notifier then sends it."""
+    if alert is not None:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        raise AirflowFailException(f"{alert.title}: {alert.detail}")  # type: ignore[attr-defined]

@@ -37,3 +37,14 @@ def dag_args(
     if one_run_at_a_time:
         args["max_active_runs"] = 1
     return args
+
+
+def watch_args(*, tags: list[str]) -> dict[str, Any]:
+    """`dag_args` of a watch DAG: a short check that fails (and so alerts) when something is
+    overdue; retried once, in case the store did not answer."""
+    return dag_args(
+        tags=[*tags, "alerts"],
+        retries=1,
+        retry_delay=dt.timedelta(minutes=5),
+        timeout=dt.timedelta(minutes=10),
+    )

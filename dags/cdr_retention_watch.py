@@ -6,7 +6,7 @@ import datetime as dt
 
 from airflow.sdk import dag, task
 
-from cdr_airflow.dag_defaults import dag_args
+from cdr_airflow.dag_defaults import watch_args
 
 DOC = """
 ### cdr_retention_watch — alert when retention stops
@@ -26,20 +26,18 @@ endpoint from outside Airflow too.
     dag_id="cdr_retention_watch",
     schedule="@hourly",
     doc_md=DOC,
-    **dag_args(tags=["retention", "alerts"], retries=1, retry_delay=dt.timedelta(minutes=5), timeout=dt.timedelta(minutes=10)),
-)  # fmt: skip
+    **watch_args(tags=["retention"]),
+)
 def cdr_retention_watch() -> None:
     @task
     def check_retention() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
+        from cdr_airflow.alerting import fail_on
         from cdr_airflow.settings import task_resources
         from pipeline.core.alerts import retention_overdue
 
         store = task_resources().store
         alert = retention_overdue(store, dt.datetime.now(dt.UTC))
-        if alert is not None:
-            raise AirflowFailException(f"{alert.title}: {alert.detail}")
+        fail_on(alert)
         return {"retention": "on time"}
 
     check_retention()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from airflow.sdk import dag, task
 
-from cdr_airflow.dag_defaults import dag_args
+from cdr_airflow.dag_defaults import watch_args
 
 DOC = """
 ### cdr_subject_deadlines — alert on data subject requests near their deadline
@@ -23,20 +21,18 @@ retention policy's `[subject_rights]` table (default one month from receipt). An
     dag_id="cdr_subject_deadlines",
     schedule="@daily",
     doc_md=DOC,
-    **dag_args(tags=["privacy", "alerts"], retries=1, retry_delay=dt.timedelta(minutes=5), timeout=dt.timedelta(minutes=10)),
-)  # fmt: skip
+    **watch_args(tags=["privacy"]),
+)
 def cdr_subject_deadlines() -> None:
     @task
     def check_deadlines(logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from airflow.sdk.exceptions import AirflowFailException
-
+        from cdr_airflow.alerting import fail_on
         from cdr_airflow.settings import task_resources
         from pipeline.flows.subject import deadline_alert
 
         today = (logical_date or dag_run.run_after).date()
         alert = deadline_alert(task_resources(), today)
-        if alert is not None:
-            raise AirflowFailException(f"{alert.title}: {alert.detail}")
+        fail_on(alert)
         return {"subject_requests": "on time"}
 
     check_deadlines()

@@ -538,9 +538,9 @@ def cmd_subject_request(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _response_key(case: str, ext: str) -> str:
-    from pipeline.core.layout import request_response_key
+    from pipeline.core.layout import request_object_key
 
-    return request_response_key(case, ext)
+    return request_object_key(case, f"response.{ext}")
 
 
 def cmd_verify_access(args: argparse.Namespace, settings: Settings) -> int:
@@ -560,6 +560,20 @@ def cmd_verify_access(args: argparse.Namespace, settings: Settings) -> int:
     print(f"VERDICT: VERIFIED ({verdict.manifest['counts']['records']} records)")
     _extract(verdict, args.extract)
     return 0
+
+
+def _person_request_flags(cmd: argparse.ArgumentParser, scope: str, key_help: str) -> None:
+    """The flags every request about people shares (an export, a subject request): the case,
+    who asked, the identifiers and their region, the period, the delivery key, a copy."""
+    cmd.add_argument("--request", help="a request as JSON (the same fields as the flags)")
+    cmd.add_argument("--case", help="case reference")
+    cmd.add_argument("--requested-by", help="who asked (recorded in the audit log)")
+    cmd.add_argument("--identifier", action="append", help="phone number or e-mail (repeatable)")
+    cmd.add_argument("--default-region", type=_region, help=REGION_HELP)
+    cmd.add_argument("--from", dest="date_from", help=f"{scope}period start, UTC date (YYYY-MM-DD)")
+    cmd.add_argument("--to", dest="date_to", help=f"{scope}period end, inclusive (YYYY-MM-DD)")
+    cmd.add_argument("--recipient-key", help=key_help)
+    cmd.add_argument("--out", help="also copy the (encrypted) package into this folder")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -635,19 +649,11 @@ def parser() -> argparse.ArgumentParser:
     ver.set_defaults(func=cmd_verify)
 
     exp = sub.add_parser("export", help="law-enforcement export: a signed, encrypted package")
-    exp.add_argument("--request", help="a request as JSON (the same fields as the flags)")
-    exp.add_argument("--case", help="case reference")
+    _person_request_flags(exp, "", "the authority's public key: a PEM file")
     exp.add_argument("--authority", help="the requesting authority")
     exp.add_argument("--legal-basis", help="statute or order the request rests on")
-    exp.add_argument("--requested-by", help="who asked (recorded in the audit log)")
     exp.add_argument("--approved-by", help="who approved: a different person")
-    exp.add_argument("--identifier", action="append", help="phone number or e-mail (repeatable)")
-    exp.add_argument("--from", dest="date_from", help="period start, UTC date (YYYY-MM-DD)")
-    exp.add_argument("--to", dest="date_to", help="period end, inclusive (YYYY-MM-DD)")
     exp.add_argument("--channel", action="append", help="only these channels (repeatable)")
-    exp.add_argument("--default-region", type=_region, help=REGION_HELP)
-    exp.add_argument("--recipient-key", help="the authority's public key: a PEM file")
-    exp.add_argument("--out", help="also copy the (encrypted) package into this folder")
     exp.set_defaults(func=cmd_export)
 
     vex = sub.add_parser("verify-export", help="decrypt and verify a disclosure package")
@@ -659,22 +665,14 @@ def parser() -> argparse.ArgumentParser:
 
     dsr = sub.add_parser("subject-request", help="a data subject's access, erasure or restriction")
     dsr.add_argument("action", choices=["create", "run", "show", "list"])
-    dsr.add_argument("--request", help="create: a request as JSON (the same fields as the flags)")
-    dsr.add_argument("--case", help="case reference")
+    _person_request_flags(dsr, "access: ", "access: deliver to this public key (PEM file)")
     dsr.add_argument("--type", choices=["access", "erasure", "restriction"])
-    dsr.add_argument("--identifier", action="append", help="phone number or e-mail (repeatable)")
-    dsr.add_argument("--default-region", type=_region, help="ISO country of national numbers")
     dsr.add_argument("--identity-verified-by", help="reference of the identity check")
     dsr.add_argument("--received", help="date the request was received (YYYY-MM-DD)")
-    dsr.add_argument("--requested-by", help="the officer recording it")
     dsr.add_argument("--country", help="whose law applies (default: the number's country)")
-    dsr.add_argument("--from", dest="date_from", help="access: period start (UTC date)")
-    dsr.add_argument("--to", dest="date_to", help="access: period end, inclusive")
-    dsr.add_argument("--recipient-key", help="access: deliver to this public key (PEM file)")
     dsr.add_argument("--passphrase-file", help="access: deliver to the passphrase in this file")
     dsr.add_argument("--grounds", help="the person's stated grounds")
     dsr.add_argument("--as-of", type=_date, default=_today(), help="run: the day to answer for")
-    dsr.add_argument("--out", help="run: also copy the (encrypted) package into this folder")
     dsr.set_defaults(func=cmd_subject_request)
 
     vac = sub.add_parser("verify-access", help="open and verify a person's access package")

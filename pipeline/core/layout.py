@@ -33,6 +33,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -205,12 +206,24 @@ def source_of_landing_key(key: str) -> str | None:
     return parts[1] if len(parts) > 2 else None
 
 
-def seal_key(digest: str) -> str:
-    return f"{SEALS}{sha(digest)}.seal.json"
+def _per_file(prefix: str, suffix: str) -> Callable[[str], str]:
+    """A key builder for the one object of each file (named by its digest) under `prefix`."""
+
+    def key(digest: str) -> str:
+        return f"{prefix}{sha(digest)}{suffix}"
+
+    return key
 
 
-def parse_key(digest: str) -> str:
-    return f"{SEALS}{sha(digest)}.parse.json"
+#: The objects each sealed file has one of, named by its digest: the seal and parse entries,
+#: its quarantined rows and the note of a file quarantined whole, its Merkle leaves, and the
+#: lease a run holds while it ingests the file.
+seal_key = _per_file(SEALS, ".seal.json")
+parse_key = _per_file(SEALS, ".parse.json")
+quarantine_rows_key = _per_file(f"{QUARANTINE_ROWS}part-", ".parquet")
+quarantine_file_key = _per_file(QUARANTINE_FILES, ".json")
+proof_key = _per_file(PROOFS, ".parquet")
+lease_key = _per_file(LEASES, ".json")
 
 
 def sha_of_parse_key(key: str) -> str | None:
@@ -300,18 +313,6 @@ def gold_year_of(key: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def quarantine_rows_key(digest: str) -> str:
-    return f"{QUARANTINE_ROWS}part-{sha(digest)}.parquet"
-
-
-def quarantine_file_key(digest: str) -> str:
-    return f"{QUARANTINE_FILES}{sha(digest)}.json"
-
-
-def proof_key(digest: str) -> str:
-    return f"{PROOFS}{sha(digest)}.parquet"
-
-
 def record_id_index_prefix(source: str, m: Month) -> str:
     """The record-ID index of one source's month (pipeline.records.redelivery)."""
     return f"{RECORD_IDS}{path_segment(source)}/{month_name(m)}/"
@@ -393,20 +394,17 @@ def request_prefix(case_ref: str) -> str:
     return f"{REQUESTS}{case(case_ref)}/"
 
 
-def request_record_key(case_ref: str) -> str:
-    """The request itself (identifiers included), encrypted under the request's own key."""
-    return f"{request_prefix(case_ref)}request.enc"
+#: What a request's folder holds beside its packages: the request itself (identifiers
+#: included, encrypted under the request's own key), its status (type, dates, counts, state;
+#: never an identifier) and the answer (`response.json`, and a printable `response.txt`).
+REQUEST_OBJECTS = frozenset({"request.enc", "status.json", "response.json", "response.txt"})
 
 
-def request_status_key(case_ref: str) -> str:
-    """What may be shown of a request: type, dates, counts, state; never an identifier."""
-    return f"{request_prefix(case_ref)}status.json"
-
-
-def request_response_key(case_ref: str, ext: str = "json") -> str:
-    if ext not in {"json", "txt"}:
-        raise LayoutError("a response is json or txt")
-    return f"{request_prefix(case_ref)}response.{ext}"
+def request_object_key(case_ref: str, name: str) -> str:
+    """One of a request's `REQUEST_OBJECTS`."""
+    if name not in REQUEST_OBJECTS:
+        raise LayoutError(f"a request holds {sorted(REQUEST_OBJECTS)}, not {name!r}")
+    return f"{request_prefix(case_ref)}{name}"
 
 
 def request_package_key(case_ref: str, stamp: str) -> str:
@@ -470,11 +468,6 @@ def audit_seq(key: str) -> int | None:
     """The sequence number an audit entry's key names, or None for any other key."""
     name = key[len(AUDIT) :] if key.startswith(AUDIT) else ""
     return int(name[:-5]) if name.endswith(".json") and name[:-5].isdigit() else None
-
-
-def lease_key(digest: str) -> str:
-    """The lease a run holds while it ingests a file."""
-    return f"{LEASES}{sha(digest)}.json"
 
 
 def audit_event_key(event: str) -> str:

@@ -213,26 +213,26 @@ def _country_of(identifiers: list[tuple[str, str]]) -> str | None:
 
 # --- the stored request ----------------------------------------------------------------------
 def _request_aad(case: str) -> bytes:
-    return layout.request_record_key(case).encode()
+    return layout.request_object_key(case, "request.enc").encode()
 
 
 def _save_request(res: Resources, request: SubjectRequest, ids: list[tuple[str, str]]) -> None:
     key = res.keyring.data_key(layout.request_key_name(request.case))
     body = json.dumps({"request": request.to_mapping(), "normalised": ids}).encode()
     blob = encrypt_bytes(key, body, _request_aad(request.case))
-    if not res.store.put_new(layout.request_record_key(request.case), blob):
+    if not res.store.put_new(layout.request_object_key(request.case, "request.enc"), blob):
         raise SubjectRequestError([f"case {request.case} exists already"])
 
 
 def _load_request(res: Resources, case: str) -> tuple[SubjectRequest, list[tuple[str, str]]]:
     key = res.keyring.data_key(layout.request_key_name(case), create=False)
-    with res.store.open(layout.request_record_key(case)) as src:
+    with res.store.open(layout.request_object_key(case, "request.enc")) as src:
         data = json.loads(b"".join(decrypt_stream(key, src, _request_aad(case))))
     return SubjectRequest.from_mapping(data["request"]), [tuple(i) for i in data["normalised"]]  # type: ignore[misc]
 
 
 def load_status(res: Resources, case: str) -> dict[str, Any]:
-    key = layout.request_status_key(layout.case(case))
+    key = layout.request_object_key(layout.case(case), "status.json")
     if not res.store.exists(key):
         raise SubjectError(f"no subject request {case}")
     status: dict[str, Any] = json.loads(res.store.get_bytes(key))
@@ -241,7 +241,8 @@ def load_status(res: Resources, case: str) -> dict[str, Any]:
 
 def _save_status(res: Resources, status: dict[str, Any]) -> None:
     res.store.put_bytes(
-        layout.request_status_key(status["case"]), json.dumps(status, indent=1).encode()
+        layout.request_object_key(status["case"], "status.json"),
+        json.dumps(status, indent=1).encode(),
     )
 
 
@@ -260,7 +261,7 @@ def create_subject_request(
     now = now or dt.datetime.now(dt.UTC)
     try:
         ids = request.validate(now.date(), res.settings.default_region)
-        if res.store.exists(layout.request_status_key(request.case)):
+        if res.store.exists(layout.request_object_key(request.case, "status.json")):
             raise SubjectRequestError([f"case {request.case} exists already"])
     except SubjectRequestError as exc:
         _refused(res, request, exc.problems)
@@ -377,10 +378,12 @@ def run_subject_request(res: Resources, run: SubjectRun, now: dt.datetime | None
 def _respond(res: Resources, answer: Answer, status: dict[str, Any], now: dt.datetime) -> None:
     store = res.store
     store.put_bytes(
-        layout.request_response_key(answer.case),
+        layout.request_object_key(answer.case, "response.json"),
         json.dumps(answer.public(), indent=1, default=str).encode(),
     )
-    store.put_bytes(layout.request_response_key(answer.case, "txt"), response_text(answer).encode())
+    store.put_bytes(
+        layout.request_object_key(answer.case, "response.txt"), response_text(answer).encode()
+    )
     status |= {"state": "answered", "outcome": answer.outcome, "answered_at": now.isoformat()}
     _save_status(res, status)
     counts = {k: v for k, v in {**answer.found, **answer.done}.items() if isinstance(v, int)}
