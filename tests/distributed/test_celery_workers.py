@@ -65,7 +65,9 @@ def test_two_celery_workers_share_the_mapped_ingest(
     for i in range(FILES):
         g = generate("canonical_csv", tmp_path / f"cdr-{i}.csv", 20_000, seed=50 + i,
                      start=start, months=2)  # fmt: skip
-        copy_into_landing(res.store, g.path, "canonical_csv")
+        # One source per file: generated record ids restart at each file, and a repeated id
+        # from one source is a re-delivery.
+        copy_into_landing(res.store, g.path, f"operator-{i}")
         paths.append(g.path)
 
     runs = run_dag(stack, "cdr_ingest", lambda: not list(res.store.list("landing/")))
@@ -98,8 +100,8 @@ def test_two_celery_workers_share_the_mapped_ingest(
         Settings.from_env(stack.cdr_env | {"CDR_STORE": str(tmp_path / "single"),
                                            "CDR_BRONZE_STORE": str(tmp_path / "single")})
     )  # fmt: skip
-    for path in paths:
-        ingest_file(single, path, source="canonical_csv", default_region="PK", as_of=today)
+    for i, path in enumerate(paths):
+        ingest_file(single, path, source=f"operator-{i}", default_region="PK", as_of=today)
     for tier in ("silver/", "gold/"):
         order = ["source_sha256", "leaf_index"]
         distributed = read_tier(res.store, tier).sort(order)
