@@ -68,18 +68,13 @@ def cdr_ingest() -> None:
         from airflow.sdk.observability.stats import Stats
 
         from cdr_airflow.settings import task_resources
-        from pipeline.flows.ingest import ingest_landing, landing_key_of
+        from pipeline.flows.ingest import IngestRequest, landing_key_of, run_ingest
         from pipeline.report import ingest_metrics
 
         as_of = (logical_date or dag_run.run_after).date()
         res = task_resources()
-        report = ingest_landing(
-            res,
-            landing_key_of(res.store, ref),
-            fmt=params["format"],
-            default_region=params["default_region"],
-            as_of=as_of,
-        ).to_dict()
+        request = IngestRequest(as_of, params["format"], params["default_region"])
+        report = run_ingest(res, request, landing_key_of(res.store, ref)).to_dict()
         for name, value in ingest_metrics(report).items():
             Stats.incr(name, value)
         return report

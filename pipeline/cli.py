@@ -106,7 +106,13 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.core.errors import PipelineError, one_line
     from pipeline.core.layout import file_label
     from pipeline.core.store import open_store, store_errors
-    from pipeline.flows.ingest import ingest_file, ingest_landing, list_landing, sweep_leftovers
+    from pipeline.flows.ingest import (
+        IngestRequest,
+        ingest_file,
+        list_landing,
+        run_ingest,
+        sweep_leftovers,
+    )
     from pipeline.report import run_summary
 
     res = _resources(settings)
@@ -124,16 +130,12 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     if not targets:
         print("nothing to ingest", file=sys.stderr)
         return 0
+    request = IngestRequest(args.as_of, args.format, args.default_region, args.source)
     for kind, target in targets:
         name = file_label(str(target).rsplit("/", 1)[-1])
         progress = Progress(name)
-        common = dict(
-            fmt=args.format, default_region=args.default_region, as_of=args.as_of, progress=progress
-        )
         try:
-            if kind == "landing":
-                report = ingest_landing(res, str(target), **common)  # type: ignore[arg-type]
-            elif kind == "uri":
+            if kind == "uri":
                 bucket_key = str(target)[len("s3://") :]
                 bucket, _, key = bucket_key.partition("/")
                 src = open_store(
@@ -146,12 +148,15 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                     report = ingest_file(
                         res,
                         local,
-                        source=args.source,
+                        source=request.source,
                         arrived_at=info.modified if info else None,
-                        **common,  # type: ignore[arg-type]
+                        fmt=request.fmt,
+                        default_region=request.default_region,
+                        as_of=request.as_of,
+                        progress=progress,
                     )
-            else:
-                report = ingest_file(res, Path(str(target)), source=args.source, **common)  # type: ignore[arg-type]
+            else:  # a landing key, or a local path
+                report = run_ingest(res, request, str(target) if kind == "landing" else Path(str(target)), progress)  # fmt: skip
             reports.append(report.to_dict())
         except (PipelineError, ValueError, *store_errors()) as exc:
             # One file's failure is that file's: say so in one line and go on with the others.

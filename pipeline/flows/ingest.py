@@ -162,6 +162,37 @@ def landing_key_of(store: ObjectStore, ref: str) -> str:
     raise IngestError(f"{ref} is not in landing/ (already ingested by another run?)")
 
 
+@dataclass(frozen=True)
+class IngestRequest:
+    """How one run reads its files: the run's date (late arrivals and future dates are judged
+    as of it), a format instead of detecting one, the region of national-format numbers (else
+    `CDR_DEFAULT_REGION`), and the source of files given by path (a landing file's folder
+    names its own)."""
+
+    as_of: dt.date
+    fmt: str | None = None
+    default_region: str | None = None
+    source: str | None = None
+
+
+def run_ingest(
+    res: Resources,
+    request: IngestRequest,
+    target: str | Path,
+    progress: Callable[[int], None] | None = None,
+) -> FileReport:
+    """Ingest one file: a landing object (its key, `landing/...`) or a local path."""
+    options: dict[str, Any] = {
+        "fmt": request.fmt,
+        "default_region": request.default_region,
+        "as_of": request.as_of,
+        "progress": progress,
+    }
+    if isinstance(target, str) and target.startswith(layout.LANDING):
+        return ingest_landing(res, target, **options)
+    return ingest_file(res, Path(target), source=request.source, **options)
+
+
 def ingest_landing(
     res: Resources,
     key: str,
