@@ -44,11 +44,10 @@ from pipeline.records import quality
 from pipeline.records.bronze import LockError, hold_until, lock_date, require_lock, store_original
 from pipeline.records.fingerprints import Fingerprints
 from pipeline.records.lookup import default_region as resolve_region
-from pipeline.records.normalise import CountryResolver
 from pipeline.records.redelivery import PriorIds, index_parts, index_rows
 from pipeline.records.sources import FileFormatError, ParseOptions, Source, detect
 from pipeline.records.tiers import TierWriter
-from pipeline.records.transform import FileContext, transform
+from pipeline.records.transform import AddressBook, FileContext, finish, prepare
 
 log = logging.getLogger("pipeline.flows.ingest")
 T = TypeVar("T")
@@ -617,7 +616,7 @@ def _parse_into_tiers(
         commitment_encoding=ENCODING,
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
-    resolver = CountryResolver()
+    book = AddressBook()
     tallies = _suite_tallies(res)
     res.quality.warm_up(tallies)
     validating = [0.0]
@@ -644,8 +643,11 @@ def _parse_into_tiers(
     by_month: dict[str, dict[str, int]] = {"gold": {}, "silver": {}}
     timings = report.timings = {"commit_s": 0.0, "validate_s": 0.0}
     try:
-        for parsed in prefetch(parser.parse(path, opts)):
-            out = transform(parsed, ctx, resolver, report.gold, seen_ids, prior.earlier)
+        # Parsing and the row-by-row checks (`prepare`) of the next batch run on the reader
+        # thread while this one is finished, committed and handed to the writers.
+        batches = (prepare(b, ctx, book) for b in parser.parse(path, opts))
+        for parsed in prefetch(batches):
+            out = finish(parsed, ctx, report.gold, seen_ids, prior.earlier)
             index.append(index_rows(out.gold))
             writer.add(out.silver, out.gold, out.vault, out.quarantine)
             if len(out.leaves):
