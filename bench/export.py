@@ -38,14 +38,14 @@ from measure import measure, write_section  # noqa: E402
 
 from pipeline.core.config import Settings  # noqa: E402
 from pipeline.core.keys import TOKEN_KEY_VERSION  # noqa: E402
+from pipeline.core.layout import proof_key  # noqa: E402
 from pipeline.core.resources import Resources  # noqa: E402
-from pipeline.proof.commitments import (  # noqa: E402  # noqa: E402
+from pipeline.proof.commitments import (  # noqa: E402
     file_root,
     gold_form,
     identity_commitment,
     leaf,
     merkle_root,
-    proof_key,
     record_digest,
 )
 from pipeline.proof.crypto import encrypt_values  # noqa: E402
