@@ -110,7 +110,11 @@ def _covering(index: pq.ParquetFile, wanted: list[str]) -> Iterable[int]:
     position = index.schema_arrow.get_field_index("token")
     for group in range(index.num_row_groups):
         stats = index.metadata.row_group(group).column(position).statistics
-        if stats is None or not stats.has_min_max or any(stats.min <= t <= stats.max for t in wanted):
+        if (
+            stats is None
+            or not stats.has_min_max
+            or any(stats.min <= t <= stats.max for t in wanted)
+        ):
             yield group
 
 
