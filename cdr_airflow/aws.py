@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from cdr_airflow.settings import find_connection
 from pipeline.core.store import ClientFactory
 
 DEFAULT_CONN_ID = "aws_default"
@@ -26,19 +27,6 @@ def aws_conn_id(env: dict[str, str] | None = None) -> str | None:
     e = os.environ if env is None else env
     value = e.get("CDR_AWS_CONN_ID", DEFAULT_CONN_ID).strip()
     return value or None
-
-
-def connection_exists(conn_id: str) -> bool:
-    """Whether Airflow knows the connection (environment, secrets backend or database)."""
-    from airflow.sdk import BaseHook
-
-    try:
-        BaseHook.get_connection(conn_id)
-    except Exception as exc:
-        if type(exc).__name__ != "AirflowNotFoundException":
-            raise
-        return False
-    return True
 
 
 def hook_clients(conn_id: str) -> ClientFactory:
@@ -68,7 +56,7 @@ def task_clients() -> ClientFactory | None:
     conn_id = aws_conn_id()
     if conn_id is None:
         return None
-    if not connection_exists(conn_id):
+    if find_connection(conn_id) is None:
         if os.environ.get("CDR_AWS_CONN_ID"):  # named on purpose: a missing one is a mistake
             raise LookupError(f"CDR_AWS_CONN_ID={conn_id}: Airflow has no such connection")
         return None

@@ -19,14 +19,21 @@ if TYPE_CHECKING:
 CONN_ID = "cdr_store"
 
 
-def task_settings() -> Settings:
+def find_connection(conn_id: str):  # type: ignore[no-untyped-def]
+    """The Airflow connection (environment, secrets backend or database), or None."""
     from airflow.sdk import BaseHook
 
     try:
-        conn = BaseHook.get_connection(CONN_ID)
+        return BaseHook.get_connection(conn_id)
     except Exception as exc:
         if type(exc).__name__ != "AirflowNotFoundException":
             raise
+        return None
+
+
+def task_settings() -> Settings:
+    conn = find_connection(CONN_ID)
+    if conn is None:
         return Settings.from_env()
     fields = {"login": conn.login, "password": conn.password, "extra": conn.extra_dejson}
     return Settings.from_env(connection=fields)
