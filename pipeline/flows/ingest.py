@@ -59,12 +59,13 @@ class IngestError(PipelineError):
     """An ingest that could not complete; the message never holds a record's content.
 
     `terminal` is true once the file has its final signed parse entry (`refused`, `failed`):
-    rerunning will not change the outcome, so its landing copy can go.
+    rerunning will not change the outcome, so its landing copy can go; `status` is that entry's.
     """
 
-    def __init__(self, message: str, terminal: bool = False) -> None:
+    def __init__(self, message: str, terminal: bool = False, status: str | None = None) -> None:
         super().__init__(message)
         self.terminal = terminal
+        self.status = status
 
 
 #: the states a sealed file ends in, each with a signed parse entry
@@ -362,11 +363,12 @@ def _ingest_leased(
         failed = FileReport(name, sha256, "failed", source, parser.name, detail=reason)
         failed.reason = reason
         _record_outcome(res, seal, b_key, failed, as_of)
-        raise IngestError(f"{name}: FAILED ({reason}); the original is kept in bronze", terminal=True) from None  # fmt: skip
+        raise IngestError(f"{name}: FAILED ({reason}); the original is kept in bronze", terminal=True, status="failed") from None  # fmt: skip
     if report.status == "refused":
         report.outputs.append(_refusal_note(res, report))
         _record_outcome(res, seal, b_key, report, as_of)
-        raise IngestError(f"{report.detail} ({layout.quarantine_file_key(sha256)})", terminal=True)
+        note = layout.quarantine_file_key(sha256)
+        raise IngestError(f"{report.detail} ({note})", terminal=True, status="refused")
     _record_outcome(res, seal, b_key, report, as_of)
     log.info(
         "%s ingested: %d records → silver %d, gold %d (%d gold only), quarantined %d",
