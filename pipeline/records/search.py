@@ -359,15 +359,17 @@ def record_proofs(
     return proofs, sources
 
 
-def _leaves(leaves_file: pq.ParquetFile, lo: int, hi: int) -> list[str]:
-    """Leaves [lo, hi) of a file's proofs object, reading only the row groups that hold them."""
-    out: list[str] = []
+def _leaves(leaves_file: pq.ParquetFile, lo: int, hi: int) -> pl.Series:
+    """Leaves [lo, hi) (hex) of a file's proofs object, reading only the row groups that hold
+    them."""
+    out: list[pa.ChunkedArray] = []
     start = 0
     for group in range(leaves_file.num_row_groups):
         n = leaves_file.metadata.row_group(group).num_rows
         if start < hi and start + n > lo:
             column = leaves_file.read_row_group(group, columns=["leaf"]).column("leaf")
-            values = column.slice(max(lo - start, 0), min(hi, start + n) - max(lo, start))
-            out += [v.hex() for v in values.to_pylist()]
+            out.append(column.slice(max(lo - start, 0), min(hi, start + n) - max(lo, start)))
         start += n
-    return out
+    chunks = [c.cast(pa.binary()) for column in out for c in column.chunks]
+    binary = pl.Series("leaf", pa.chunked_array(chunks, pa.binary()) if chunks else [], pl.Binary)
+    return binary.bin.encode("hex")
