@@ -38,7 +38,7 @@ from pipeline.core.keys import TOKEN_KEY_VERSION
 from pipeline.core.resources import Resources
 from pipeline.core.store import LocalStore, ObjectStore, store_errors
 from pipeline.proof import audit
-from pipeline.proof.commitments import ENCODING, file_root, merkle_root
+from pipeline.proof.commitments import ENCODING, block_roots, file_root
 from pipeline.proof.integrity import read_entry, record_parse, seal_original, sha256_file
 from pipeline.records import quality
 from pipeline.records.bronze import LockError, hold_until, lock_date, require_lock, store_original
@@ -655,8 +655,9 @@ def _parse_into_tiers(
             if len(out.leaves):
                 started = time.perf_counter()
                 writer.add_leaves(out.leaves)
-                report.batch_leaves.append(len(out.leaves))
-                report.batch_roots.append(merkle_root(out.leaves))
+                for size, root in block_roots(out.leaves):
+                    report.batch_leaves.append(size)
+                    report.batch_roots.append(root)
                 timings["commit_s"] += out.commit_seconds + time.perf_counter() - started
             report.records += len(parsed)
             report.silver += len(out.silver)
