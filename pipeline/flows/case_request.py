@@ -175,7 +175,7 @@ def describe(res: Resources, case: str, kind: str, action: str = "place") -> dic
         hold = load(res.store, case)
         if hold is None:
             raise CaseRequestError([f"no hold for case {case}"])
-        shown = {k: v for k, v in hold.public().items() if k not in {"tokens", "customer"}}
+        shown = {k: v for k, v in hold.public().items() if k != "tokens"}
         summary = {"kind": "hold", "action": "release", **shown, "identifiers": hold.identifiers()}
     else:
         summary = load_summary(res, case)

@@ -102,9 +102,11 @@ class Hold:
         return len(self.tokens) if self.identifier_count is None else self.identifier_count
 
     def public(self) -> dict[str, Any]:
-        """What may be shown in logs and the audit log: counts of tokens, never the tokens."""
+        """What may be shown in logs, XCom and the audit log: counts of tokens, never the
+        tokens, and whether a customer is named, never its id."""
         out = asdict(self)
         out["tokens"] = self.identifiers()
+        out["customer"] = self.customer is not None
         return out
 
     def remembers_anyone(self) -> bool:
