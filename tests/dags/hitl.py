@@ -56,6 +56,12 @@ def _answer(dag_id: str, user: str, option: str, done: threading.Event, errors: 
         except Exception as exc:  # a locked database: try again
             errors.append(exc)
         time.sleep(0.3)
+    if not done.is_set():  # never answered: fail the step, or dag.test() would wait forever
+        with create_session() as session:
+            session.query(TaskInstance).filter_by(dag_id=dag_id, task_id="approve").filter(
+                TaskInstance.state == TaskInstanceState.AWAITING_INPUT
+            ).update({"state": TaskInstanceState.FAILED}, synchronize_session=False)
+        errors.append(TimeoutError("the approval step was never answered"))
 
 
 def run_answered(dag_id: str, conf: dict[str, Any], user: str, option: str = "Approve") -> Any:
@@ -66,10 +72,12 @@ def run_answered(dag_id: str, conf: dict[str, Any], user: str, option: str = "Ap
     thread = threading.Thread(target=_answer, args=(dag_id, user, option, done, errors))
     thread.start()
     try:
-        return load_dag(dag_id).test(run_conf=conf)
+        run = load_dag(dag_id).test(run_conf=conf)
     finally:
         done.set()
         thread.join()
+    assert not any(isinstance(e, TimeoutError) for e in errors), errors
+    return run
 
 
 def run_rows(run_id: str) -> list[tuple[str, str]]:
