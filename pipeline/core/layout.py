@@ -12,6 +12,7 @@ seals/<sha256>.seal.json | .parse.json        signed seal and parse entries
 bronze/<source>/<sha256>.enc                  the original, encrypted under file-<sha256>
 silver/cdr/year=YYYY/month=MM/part-<sha256>.parquet
 vault/year=YYYY/month=MM/part-<sha256>.parquet   encrypted under month-YYYY-MM
+index/tokens/year=YYYY/month=MM/part-<sha256>.parquet   the silver part's token index
 gold/cdr/year=YYYY/month=MM/part-<sha256>.parquet
 quarantine/rows/part-<sha256>.parquet, quarantine/files/<sha256>.json
 proofs/<sha256>.parquet                       the file's Merkle leaves
@@ -69,9 +70,13 @@ PURGED = "retention/purged/"
 PURGE_ATTEMPTS = "retention/attempts/"
 RETENTION_SUCCESS = "retention/last_success.json"
 RECORD_IDS = "index/record_ids/"
+#: Each silver part's token index (token -> row group), beside its month; silver-tier data.
+TOKEN_INDEX = "index/tokens/"
 
 #: The tiers partitioned by month of the communication, and their roots.
-MONTH_TIERS = {"silver": SILVER, "vault": VAULT, "gold": GOLD}
+MONTH_TIERS = {"silver": SILVER, "vault": VAULT, "gold": GOLD, "tokens": TOKEN_INDEX}
+#: The month-partitioned prefixes that hold tokens or identifiers: purged with their month.
+IDENTIFYING_MONTH_TIERS = ("silver", "vault", "tokens")
 #: What a store summary lists, tier by tier.
 TIERS = {
     "landing": LANDING,
@@ -301,6 +306,14 @@ def gold_year_prefix(year: int) -> str:
 def partition(tier: str, m: Month, digest: str) -> str:
     """One file's part of one month of a tier."""
     return f"{month_prefix(tier, m)}part-{sha(digest)}.parquet"
+
+
+def token_index_key(silver_key: str) -> str:
+    """The token index of a silver part (`pipeline.records.token_index`)."""
+    m, name = month_of(silver_key), PurePosixPath(silver_key).name
+    if not silver_key.startswith(SILVER) or m is None or not name.startswith("part-"):
+        raise LayoutError("not a silver part")
+    return partition("tokens", m, name.removeprefix("part-").removesuffix(".parquet"))
 
 
 def month_of(key: str) -> Month | None:
