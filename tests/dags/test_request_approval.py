@@ -36,8 +36,13 @@ def _hold_request(case: str, number: str, customer: str = "") -> None:
 
 @pytest.mark.airflow
 def test_export_by_case_reference_approved_by_a_second_user_leaves_no_identifier_in_airflow(
-    airflow_db: None, tmp_path: Path, local_env: dict[str, str], capfd: pytest.CaptureFixture[str]
+    airflow_db: None,
+    tmp_path: Path,
+    local_env: dict[str, str],
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level("INFO")
     res = Resources.from_settings(Settings.from_env(local_env))
     g = generate("messaging_jsonl", tmp_path / "m.jsonl", 800, start=dt.date(2025, 3, 1), months=2)
     ingest_file(res, g.path, as_of=dt.date(2025, 6, 1))
@@ -75,7 +80,10 @@ def test_export_by_case_reference_approved_by_a_second_user_leaves_no_identifier
     assert conf == [{"case": "DAG-1"}]
     hitl = [json.loads(r) for t, r in rows if t == "hitl_detail"]
     assert hitl and "FIA" in hitl[0]["body"] and "b.ali" in json.dumps(hitl[0])
-    logs = task_logs("cdr_le_export", run.run_id)
+    # dag.test() runs tasks in this process: their logs are this process's log records and
+    # output (a scheduler's worker would write them to files, read here too where present).
+    logs = [*task_logs("cdr_le_export", run.run_id), ("log records", caplog.text)]
+    assert "export_package" in caplog.text
     out = capfd.readouterr()
     texts = [*rows, *logs, ("stdout", out.out), ("stderr", out.err)]
     assert_no_identifiers(texts, needles_for({number}, set()))
