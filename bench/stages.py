@@ -26,10 +26,9 @@ sys.path.insert(0, str(ROOT.parent))
 
 from measure import write_section  # noqa: E402
 
-from pipeline.records import quality  # noqa: E402
+from pipeline.records import quality, transform  # noqa: E402
 from pipeline.records.fingerprints import Fingerprints  # noqa: E402
 from pipeline.records.sources import ParseOptions, detect  # noqa: E402
-from pipeline.records import transform  # noqa: E402
 from pipeline.records.tiers import TierWriter  # noqa: E402
 from pipeline.records.transform import AddressBook, FileContext, finish, prepare  # noqa: E402
 
