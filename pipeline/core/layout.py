@@ -18,7 +18,8 @@ quarantine/rows/part-<sha256>.parquet, quarantine/files/<sha256>.json
 proofs/<sha256>.parquet                       the file's Merkle leaves
 holds/<case>/hold.json, records/, vault/, copied/   encrypted under hold-<digest of case>
 exports/<case>/package-<stamp>.cdrx
-requests/<case>/request.enc, status.json, response.json, response.txt, package-<stamp>.cdrs
+requests/<case>/request.enc, summary.json   a request by reference (subject, export, hold)
+requests/<case>/status.json, response.json, response.txt, package-<stamp>.cdrs
 requests/_suppressed/<case>.json, requests/_restricted/<case>.json   tokens, never identifiers
 audit/<seq>.json                              the hash-chained audit log
 audit-events/<sha256 of event>.json           where to look for an event's entry
@@ -408,9 +409,13 @@ def request_prefix(case_ref: str) -> str:
 
 
 #: What a request's folder holds beside its packages: the request itself (identifiers
-#: included, encrypted under the request's own key), its status (type, dates, counts, state;
-#: never an identifier) and the answer (`response.json`, and a printable `response.txt`).
-REQUEST_OBJECTS = frozenset({"request.enc", "status.json", "response.json", "response.txt"})
+#: included, encrypted under the request's own key), the description of an export or hold
+#: request (`summary.json`: fields and counts, never an identifier), a subject request's status
+#: (type, dates, counts, state; never an identifier) and its answer (`response.json`, and a
+#: printable `response.txt`).
+REQUEST_OBJECTS = frozenset(
+    {"request.enc", "summary.json", "status.json", "response.json", "response.txt"}
+)
 
 
 def request_object_key(case_ref: str, name: str) -> str:
@@ -442,6 +447,10 @@ def is_request_status(key: str) -> bool:
     return key.startswith(REQUESTS) and key.endswith("/status.json")
 
 
+def is_request_summary(key: str) -> bool:
+    return key.startswith(REQUESTS) and key.endswith("/summary.json")
+
+
 def token_list_key(kind: str, case_ref: str) -> str:
     """A case's `suppressed` or `restricted` tokens."""
     roots = {"suppressed": SUPPRESSED, "restricted": RESTRICTED}
@@ -468,7 +477,8 @@ def holds_request_identifiers(key: str) -> bool:
 
 
 def request_key_name(case_ref: str) -> str:
-    """The data key of a subject request, named by a digest of the case (see `hold_key_name`)."""
+    """The data key of a request (subject, export or hold), named by a digest of the case (see
+    `hold_key_name`)."""
     digest = hashlib.sha256(case(case_ref).encode()).hexdigest()[:40]
     return f"{REQUEST_KEY_PREFIX}{digest}"
 
