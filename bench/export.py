@@ -49,6 +49,7 @@ from pipeline.core.layout import proof_key  # noqa: E402
 from pipeline.core.resources import Resources  # noqa: E402
 from pipeline.proof.commitments import (  # noqa: E402
     COMMIT_BLOCK,
+    ENCODING,
     block_roots,
     file_root,
     gold_form,
@@ -155,6 +156,7 @@ def _commit(res: Resources, silver: pl.DataFrame, sha: str, y: int, m: int) -> N
         "status": "ingested", "records": len(silver), "silver": len(silver), "gold": len(silver),
         "quarantined": 0, "months": [name], "by_month": {"gold": {name: len(silver)}, "silver": {name: len(silver)}},
         "merkle_root": file_root(roots), "batch_leaves": sizes, "batch_roots": roots,
+        "commitment_encoding": ENCODING,
     })  # fmt: skip
 
 
