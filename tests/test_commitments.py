@@ -40,6 +40,7 @@ from pipeline.proof.commitments import (
     merkle_root,
     record_digest,
     retained_fields,
+    subtree_roots,
 )
 from pipeline.proof.integrity import parse_key, sign
 from pipeline.proof.verify_export import extract, verify_package
@@ -448,3 +449,15 @@ def test_one_batch_cut_into_blocks_keeps_the_batch_root() -> None:
     a file ingested in one batch has the same root in blocks as it had before."""
     leaves = pl.Series([hashlib.sha256(str(i).encode()).hexdigest() for i in range(3000)])
     assert file_root(r for _, r in block_roots(leaves)) == merkle_root(leaves)
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[1024, 1024, 452], [1024, 476, 1024, 1024, 452], [2000, 1000], [700, 700, 100], [3000]],
+)
+def test_subtree_roots_are_the_roots_of_the_sizes_an_entry_states(sizes: list[int]) -> None:
+    """Blocks of several batches, batches before blocks: each stated subtree's own root."""
+    leaves = pl.Series([hashlib.sha256(str(i).encode()).hexdigest() for i in range(sum(sizes))])
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    expected = [merkle_root(leaves.slice(s, n)) for s, n in zip(starts, sizes, strict=True)]
+    assert subtree_roots(leaves, sizes) == expected

@@ -177,6 +177,30 @@ def block_roots(leaves: pl.Series) -> list[tuple[int, str]]:
     return list(zip(sizes, level.to_list(), strict=True))
 
 
+def subtree_roots(leaves: pl.Series, sizes: list[int]) -> list[str]:
+    """The roots of consecutive subtrees of `sizes` leaves, as a parse entry states them.
+
+    A run of full blocks and the shorter one ending it (one ingest batch) is computed together
+    by `block_roots`; a subtree bigger than a block (an entry written before blocks) alone.
+    """
+    roots: list[str] = []
+    start = i = 0
+    while i < len(sizes):
+        j = i
+        while j < len(sizes) and sizes[j] == COMMIT_BLOCK:
+            j += 1
+        if j < len(sizes) and 0 < sizes[j] < COMMIT_BLOCK:
+            j += 1  # a shorter block ends the batch
+        if j == i:  # bigger than a block, or empty
+            roots.append(merkle_root(leaves.slice(start, sizes[i])))
+            start, i = start + sizes[i], i + 1
+            continue
+        run = sum(sizes[i:j])
+        roots += [root for _, root in block_roots(leaves.slice(start, run))]
+        start, i = start + run, j
+    return roots
+
+
 def file_root(batch_roots: Iterable[str]) -> str:
     return merkle_root(pl.Series(list(batch_roots), dtype=pl.String))
 
