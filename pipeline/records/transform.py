@@ -371,7 +371,7 @@ class AddressBook:
     memory follows the limit, not the file.
     """
 
-    def __init__(self, limit: int = 500_000) -> None:
+    def __init__(self, limit: int = 200_000) -> None:
         self.resolver = CountryResolver()
         self.limit = limit
         self._known: pl.DataFrame | None = None
