@@ -220,15 +220,30 @@ def inclusion_paths(
     """
     paths: dict[int, list[list[str]]] = {i: [] for i in indices}
     positions = {i: i for i in indices}
-    level = leaves if isinstance(leaves, pl.Series) else pl.Series(leaves, dtype=pl.String)
+    level: list[str] | pl.Series = leaves
     while len(level) > 1:
         for start, pos in positions.items():
             sibling = pos ^ 1
             if sibling < len(level):
                 paths[start].append(["L" if sibling < pos else "R", str(level[sibling])])
             positions[start] = pos // 2
-        level = _parents(level)
+        level = _next_level(level)
     return paths
+
+
+#: Below this many nodes a level is hashed by `hashlib` in a loop, cheaper than a polars pass.
+SMALL_LEVEL = 4096
+
+
+def _next_level(level: list[str] | pl.Series) -> list[str] | pl.Series:
+    """`_parents` of a level, as a list once it is small."""
+    if len(level) > SMALL_LEVEL:
+        return _parents(
+            level if isinstance(level, pl.Series) else pl.Series(level, dtype=pl.String)
+        )
+    nodes = level if isinstance(level, list) else level.to_list()
+    pairs = len(nodes) - len(nodes) % 2
+    return [_node(nodes[k], nodes[k + 1]) for k in range(0, pairs, 2)] + nodes[pairs:]
 
 
 def root_from_path(leaf_hex: str, path: list[list[str]]) -> str:
