@@ -1,6 +1,6 @@
 """`python -m pipeline`: the same functions the DAGs call, driven from a shell.
 
-Commands: ingest, generate, demo, summary, retention, hold, audit, verify, export,
+Commands: ingest, generate, demo, summary, retention, hold, audit, verify, replay, export,
 verify-export, subject-request, verify-access, keys public. Exit status 0 on success, 1 on a failed
 ingest, 2 on bad arguments; messages name files and reason codes, never record values.
 """
@@ -396,6 +396,26 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.flows.replay import ReplayRequest, run_replay
+
+    request = ReplayRequest(args.reason, args.default_region, args.as_of, args.file)
+    request.validate()  # before the store is opened
+    report = run_replay(_resources(settings), request)
+    if args.json:
+        _print_json({"files": report.files, "moved": report.moved})
+        return 0
+    for f in report.files:
+        b, a = f["before"], f["after"]
+        print(f"{f['file']} (sha256 {f['sha256'][:12]}…): {f['moved']:,} rows moved out of "
+              f"quarantine; kept {b['gold']:,} → {a['gold']:,}, quarantined "
+              f"{b['quarantined']:,} → {a['quarantined']:,} of {a['records']:,} records")  # fmt: skip
+    if not report.files:
+        print(f"Nothing new was replayed: no file holds {args.reason} rows not replayed "
+              f"with region {args.default_region} already.")  # fmt: skip
+    return 0
+
+
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.proof import audit
 
@@ -719,6 +739,14 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     )
     ver.add_argument("--json", action="store_true", help=JSON_HELP)
     ver.set_defaults(func=cmd_verify)
+
+    rep = sub.add_parser("replay", help="re-read quarantined rows from bronze after a fix")
+    rep.add_argument("--reason", required=True, choices=["unparseable_number"])
+    rep.add_argument("--default-region", type=_region, required=True, help=REGION_HELP)
+    rep.add_argument("--file", help="only this file (sha256 prefix, file name or object key)")
+    rep.add_argument("--as-of", type=_date, default=_today(), help="date deciding expired months")
+    rep.add_argument("--json", action="store_true", help=JSON_HELP)
+    rep.set_defaults(func=cmd_replay)
 
     exp = sub.add_parser("export", help="law-enforcement export: a signed, encrypted package")
     _person_request_flags(exp, "", "the authority's public key: a PEM file")
