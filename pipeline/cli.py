@@ -518,18 +518,49 @@ def cmd_verify_export(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.proof.verify_export import verify_package
 
     try:
-        blob = Path(args.package).read_bytes()
+        blob = _package_file(Path(args.package)).read_bytes()
         private = Path(args.private_key).read_bytes()
         public = Path(args.seal_public_key).read_bytes()
     except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.strerror or exc}: {_shown(exc.filename)}", file=sys.stderr)
         return 2
-    verdict = verify_package(blob, private, public)
+    verdict = verify_package(blob, private, public, _key_passphrase(private, args.passphrase_file))
     if not _report_verdict(verdict):
         return 1
     print(f"VERDICT: VERIFIED (case {verdict.manifest['request']['case']})")
     _extract(verdict, args.extract)
     return 0
+
+
+def _package_file(given: Path) -> Path:
+    """The package a path names: the file, or the one `.cdrx` in the folder `export --out` wrote."""
+    from pipeline.core.errors import UsageError
+
+    if not given.is_dir():
+        return given
+    found = sorted(given.glob("*.cdrx"))
+    if len(found) != 1:
+        raise UsageError(
+            f"{_shown(given)} holds {len(found)} .cdrx packages: name the package file itself"
+        )
+    return found[0]
+
+
+def _key_passphrase(private: bytes, passphrase_file: str | None) -> bytes | None:
+    """The private key's passphrase: from --passphrase-file, else asked on the terminal (never
+    echoed); none for a key without one."""
+    import getpass
+
+    from pipeline.core.errors import UsageError
+    from pipeline.proof.package import key_is_protected
+
+    if passphrase_file:
+        return Path(passphrase_file).read_bytes().rstrip(b"\r\n")
+    if not key_is_protected(private):
+        return None
+    if not sys.stdin.isatty():
+        raise UsageError("the private key is protected by a passphrase: give --passphrase-file")
+    return getpass.getpass("passphrase of the private key: ").encode()
 
 
 def _report_verdict(verdict: ExportVerdict) -> bool:
@@ -757,8 +788,12 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     exp.set_defaults(func=cmd_export)
 
     vex = sub.add_parser("verify-export", help="decrypt and verify a disclosure package")
-    vex.add_argument("package", help="the .cdrx file")
+    vex.add_argument("package", help="the .cdrx file, or the folder `export --out` wrote")
     vex.add_argument("--private-key", required=True, help="the recipient's private key (PEM)")
+    vex.add_argument(
+        "--passphrase-file",
+        help="the private key's passphrase, in this file (else asked for on the terminal)",
+    )
     vex.add_argument("--seal-public-key", required=True, help="the operator's seal key (PEM)")
     vex.add_argument("--extract", help="write the decrypted records and manifest here")
     vex.set_defaults(func=cmd_verify_export)
