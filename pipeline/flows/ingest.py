@@ -626,6 +626,7 @@ def _parse_into_tiers(
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     resolver = CountryResolver()
     tallies = _suite_tallies(res)
+    res.quality.warm_up(tallies)
     validating = [0.0]
 
     def check(tier: str, frame: pl.DataFrame) -> None:

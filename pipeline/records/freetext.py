@@ -80,24 +80,37 @@ def _shaped_values(df: pl.DataFrame, name: str) -> pl.Expr:
     return pl.col(name).is_in(found.implode()).fill_null(False)
 
 
-def _own(col: pl.Expr, prefix: str) -> pl.Expr:
-    """Whether a text holds the record's own end user `prefix` (o or d) in any written form."""
+def _party_patterns(prefix: str) -> list[pl.Expr]:
+    """What of end user `prefix` (o or d) a text may hold, computed once per batch: the last
+    digits of a number, the whole e-mail or SIP address, and its user part (null when the
+    party is not such an end user, or the part too short to recognise)."""
     value, kind = pl.col(f"{prefix}_value"), pl.col(f"{prefix}_kind")
-    digits = col.str.replace_all(r"[^0-9]", "")
     tail = value.str.replace_all(r"[^0-9]", "").str.slice(-TAIL_DIGITS)
-    low = col.str.to_lowercase()
     user = value.str.replace(r"@.*$", "")
-    hit = (
-        pl.when(kind == "msisdn")
-        .then((tail.str.len_chars() >= 7) & digits.str.contains(tail, literal=True))
-        .when(kind.is_in(["email", "sip"]))
-        .then(
-            low.str.contains(value, literal=True)
-            | ((user.str.len_chars() >= 5) & low.str.contains(user, literal=True))
-        )
-        .otherwise(False)
-    )
-    return hit.fill_null(False)
+    address = kind.is_in(["email", "sip"])
+    return [
+        pl.when((kind == "msisdn") & (tail.str.len_chars() >= 7))
+        .then(tail)
+        .alias(f"_{prefix}_tail"),
+        pl.when(address).then(value).alias(f"_{prefix}_address"),
+        pl.when(address & (user.str.len_chars() >= 5)).then(user).alias(f"_{prefix}_user"),
+    ]
+
+
+def _own(col: pl.Expr) -> pl.Expr:
+    """Whether a text holds the record's own end users in any written form (the columns of
+    `_party_patterns` present)."""
+    digits = col.str.replace_all(r"[^0-9]", "")
+    low = col.str.to_lowercase()
+    hit = pl.lit(False)
+    for p in ("o", "d"):
+        hit = (
+            hit
+            | digits.str.contains(pl.col(f"_{p}_tail"), literal=True)
+            | low.str.contains(pl.col(f"_{p}_address"), literal=True)
+            | low.str.contains(pl.col(f"_{p}_user"), literal=True)
+        ).fill_null(False)
+    return hit
 
 
 def scrub(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -115,9 +128,9 @@ def scrub(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
             for f in fields
         ),
     ).row(0, named=True)
-    flags = cleaned.select(
-        (_shaped_values(cleaned, f) | _own(pl.col(f), "o") | _own(pl.col(f), "d")).alias(f)
-        for f in fields
+    patterns = cleaned.select(*_party_patterns("o"), *_party_patterns("d"))
+    flags = pl.concat([cleaned.select(fields), patterns], how="horizontal").select(
+        (_shaped_values(cleaned, f) | _own(pl.col(f))).alias(f) for f in fields
     )
     for f in fields:
         if f in QUARANTINED:

@@ -28,7 +28,7 @@ import os
 import threading
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -220,11 +220,16 @@ class Quality:
             self.site = LocalStore(self.location)
         self._ctx: Any = None
         self._lock = threading.Lock()
+        self._gx_lock = threading.RLock()  # the GX context and suites, built once
         self._suites: dict[str, CompiledSuite] = {}
         self._gx_suites: dict[str, Any] = {}
 
     def _context(self) -> Any:
         """One in-memory context per run; its results store and Data Docs site are shared."""
+        with self._gx_lock:
+            return self._ctx or self._new_context()
+
+    def _new_context(self) -> Any:
         if self._ctx is None:
             from great_expectations.data_context.types.base import (
                 DataContextConfig,
@@ -255,6 +260,21 @@ class Quality:
             self._ctx = quiet_context(config)
         return self._ctx
 
+    def warm_up(self, suites: Iterable[str]) -> None:
+        """Import GX and build the run's context and suites in the background while the batches
+        are parsed (seconds of pure Python that would otherwise follow the last batch). A failure
+        here is left to the later use, which raises it where it is handled."""
+        names = list(suites)
+
+        def build() -> None:
+            try:
+                for name in names:
+                    self._gx_suite(name)
+            except Exception:
+                log.debug("GX warm-up failed; retried when results are recorded", exc_info=True)
+
+        threading.Thread(target=build, name="gx-warm-up", daemon=True).start()
+
     def compiled(self, suite: str) -> CompiledSuite:
         """The suite compiled for the batch evaluator (refused on load if unsupported)."""
         with self._lock:
@@ -269,11 +289,12 @@ class Quality:
     def _gx_suite(self, name: str) -> Any:
         import great_expectations as gx
 
-        if name not in self._gx_suites:
-            self._gx_suites[name] = self._context().suites.add(
-                gx.ExpectationSuite(**load_suite_json(name))
-            )
-        return self._gx_suites[name]
+        with self._gx_lock:
+            if name not in self._gx_suites:
+                self._gx_suites[name] = self._context().suites.add(
+                    gx.ExpectationSuite(**load_suite_json(name))
+                )
+            return self._gx_suites[name]
 
     def gx_validate(self, suite: str, frame: Any, index_column: str | None) -> Any:
         """GX's own pandas engine on a pandas frame: the suite's result, values scrubbed."""
