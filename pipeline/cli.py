@@ -80,22 +80,6 @@ def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
 
-class Progress:
-    """A one-line progress display on a terminal; silent when output is not a terminal."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.live = sys.stderr.isatty()
-
-    def __call__(self, rows: int) -> None:
-        if self.live:
-            print(f"\r  {self.name}: {rows:,} records read", end="", file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.live:
-            print(file=sys.stderr)
-
-
 def _resources(settings: Settings, policy: str | None = None) -> Resources:
     """The run's resources, the one way every command opens the store and the keyring."""
     from pipeline.core.policy import load_policy
@@ -173,7 +157,6 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     request = IngestRequest(args.as_of, args.format, args.default_region, args.source)
     for kind, target in targets:
         name = file_label(str(target).rsplit("/", 1)[-1])
-        progress = Progress(name)
         try:
             if kind == "uri":
                 bucket_key = str(target)[len("s3://") :]
@@ -193,17 +176,14 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                         fmt=request.fmt,
                         default_region=request.default_region,
                         as_of=request.as_of,
-                        progress=progress,
                     )
             else:  # a landing key, or a local path
-                report = run_ingest(res, request, str(target) if kind == "landing" else Path(str(target)), progress)  # fmt: skip
+                report = run_ingest(res, request, str(target) if kind == "landing" else Path(str(target)))  # fmt: skip
             reports.append(report.to_dict())
         except (PipelineError, ValueError, *store_errors()) as exc:
             # One file's failure is that file's: say so in one line and go on with the others.
             failed += 1
             log.error("FAILED %s: %s", name, one_line(exc))
-        finally:
-            progress.done()
     if reports:
         print(run_summary(reports))
     if args.report_json:

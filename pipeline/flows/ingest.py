@@ -35,6 +35,7 @@ from pipeline import __version__
 from pipeline.core import layout, staging
 from pipeline.core.errors import PipelineError
 from pipeline.core.keys import TOKEN_KEY_VERSION
+from pipeline.core.progress import watch
 from pipeline.core.resources import Resources
 from pipeline.core.store import LocalStore, ObjectStore, store_errors
 from pipeline.proof import audit
@@ -281,9 +282,10 @@ def ingest_file(
         existing = read_entry(res.store, layout.parse_key(sha256))
         if existing is not None and existing["body"].get("status") != "failed":
             return _already_ingested(res, name, sha256, existing)
-        return _ingest_leased(
-            res, path, name, sha256, size, source, arrived_at, fmt, region, as_of, progress
-        )
+        with watch(name, path, settings.progress_seconds, progress) as counter:
+            return _ingest_leased(
+                res, path, name, sha256, size, source, arrived_at, fmt, region, as_of, counter
+            )
 
 
 @contextmanager
@@ -783,10 +785,11 @@ def reparse_original(
             if sha256_file(path)[0] != sha256:
                 raise IngestError(f"{before.get('file')}: the original does not match its seal")
             parser = detect(path, before.get("format"))
-            report = _parse_into_tiers(
-                res, parser, path, before["file"], before["source"], sha256,
-                default_region, as_of, file_key, progress,
-            )  # fmt: skip
+            with watch(before["file"], path, res.settings.progress_seconds, progress) as counter:
+                report = _parse_into_tiers(
+                    res, parser, path, before["file"], before["source"], sha256,
+                    default_region, as_of, file_key, counter,
+                )  # fmt: skip
         if report.refused or report.records != before.get("records"):
             raise IngestError(report.detail or f"{report.file}: the replay does not reconcile")
         for key in set(before.get("outputs", [])) - {*report.outputs, b_key}:
