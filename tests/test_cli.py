@@ -165,3 +165,12 @@ def test_json_output_parses_and_holds_no_identifier(env: dict[str, str], tmp_pat
     for args in (["summary"], ["verify"], ["hold", "list"], ["retention", "--dry-run"]):
         out = cli(env, *args, "--json").stdout
         assert NUMBER not in out and NUMBER[1:] not in out and NUMBER[3:] not in out
+
+
+def test_a_second_demo_says_nothing_new_was_ingested(env: dict[str, str]) -> None:
+    first = cli(env, "demo", "--records", "400")
+    assert first.returncode == 0, first.stderr
+    assert "Nothing new was ingested" not in first.stdout
+    again = cli(env, "demo", "--records", "400")
+    assert again.returncode == 0, again.stderr
+    assert "Nothing new was ingested: all 7 files had been ingested before." in again.stdout
