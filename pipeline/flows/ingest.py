@@ -770,15 +770,8 @@ def reparse_original(
         if not wanted(before):
             return before, None
         b_key = next((k for k in before.get("outputs", []) if layout.is_bronze(k)), "")
-        key_name = layout.file_key_name(sha256)
-        if not (b_key and res.keyring.has_data_key(key_name) and res.bronze.exists(b_key)):
-            raise IngestError(
-                f"{before.get('file')}: its original was purged (retention): "
-                "its quarantined rows are gone with it and cannot be replayed"
-            )
-        file_key = res.keyring.data_key(key_name, create=False)
         with tempfile.TemporaryDirectory(prefix=staging.prefix("stage")) as tmp:
-            path = Path(tmp) / "original"
+            path, file_key = Path(tmp) / "original", _restore(res, before, b_key, sha256)
             with open(path, "wb") as out:
                 for chunk in read_original(res.bronze, b_key, sha256, file_key):
                     out.write(chunk)
@@ -801,6 +794,17 @@ def reparse_original(
         body = report.parse_entry(seal, as_of) | {"replays": [*before.get("replays", []), done]}
         record_parse(res.store, res.keyring.signing_key(), seal, body)
         return before, report
+
+
+def _restore(res: Resources, body: dict[str, Any], b_key: str, sha256: str) -> bytes:
+    """The file key of an original still in bronze; refused once retention purged it."""
+    key_name = layout.file_key_name(sha256)
+    if not (b_key and res.keyring.has_data_key(key_name) and res.bronze.exists(b_key)):
+        raise IngestError(
+            f"{body.get('file')}: its original was purged (retention): "
+            "its quarantined rows are gone with it and cannot be replayed"
+        )
+    return res.keyring.data_key(key_name, create=False)
 
 
 def copy_into_landing(store: ObjectStore, path: Path, source: str) -> str:
