@@ -1,8 +1,14 @@
-"""Export benchmark: a law-enforcement search for 10 end users over 1, 3 and 12 months, on a store
-of 10 M and 50 M rows spread over 12 months.
+"""Export benchmark: a law-enforcement search for 10 and 100 end users over 1, 3 and 12 months,
+on a store of 10 M and 50 M rows spread over 12 months.
 
     make bench                              # ingest bench, then this one
-    BENCH_EXPORT_SIZES=1000000 python bench/export.py   # a quick run
+    BENCH_EXPORT_SIZES=200000 python bench/export.py   # a quick run
+
+Silver parts are written as the ingest writes them for search: row groups of
+`token_index.ROW_GROUP` rows and each part's token index, by the same function
+(`pipeline.records.token_index.write`). The storage and write time of the index are reported,
+and the 12-month search for 10 people is repeated with the indexes moved away (the full scan a
+store written without them gets).
 
 The store is generated straight into partitions (what months of ingestion would leave: silver
 parts, vault parts, signed seal and parse entries, proofs), because ingesting 50 M rows first
@@ -36,20 +42,22 @@ sys.path.insert(0, str(ROOT.parent))
 
 from measure import measure, write_section  # noqa: E402
 
+from pipeline.core import layout  # noqa: E402
 from pipeline.core.config import Settings  # noqa: E402
 from pipeline.core.keys import TOKEN_KEY_VERSION  # noqa: E402
+from pipeline.core.layout import proof_key  # noqa: E402
 from pipeline.core.resources import Resources  # noqa: E402
-from pipeline.proof.commitments import (  # noqa: E402  # noqa: E402
+from pipeline.proof.commitments import (  # noqa: E402
     file_root,
     gold_form,
     identity_commitment,
     leaf,
     merkle_root,
-    proof_key,
     record_digest,
 )
 from pipeline.proof.crypto import encrypt_values  # noqa: E402
 from pipeline.proof.integrity import record_parse, seal_original  # noqa: E402
+from pipeline.records import token_index  # noqa: E402
 from pipeline.records.schema import SILVER, VAULT, conform  # noqa: E402
 from pipeline.records.synth import population  # noqa: E402
 from pipeline.records.tokenise import token_expr  # noqa: E402
@@ -60,7 +68,7 @@ MONTHS = [(2025, m) for m in range(1, 13)]
 PART_ROWS = 1_000_000  # one "ingested file" per part: several per month at these sizes
 BATCH = 100_000  # leaves per Merkle batch, as the ingest's batches
 PEOPLE = 200_000
-SEARCHED = 10
+SEARCHED = (10, 100)
 
 
 def _settings(root: Path) -> Settings:
@@ -146,8 +154,9 @@ def _commit(res: Resources, silver: pl.DataFrame, sha: str, y: int, m: int) -> N
     })  # fmt: skip
 
 
-def build(rows: int, root: Path) -> list[str]:
-    """The store: `rows` over 12 months; returns the searched people's numbers."""
+def build(rows: int, root: Path) -> tuple[list[str], dict[str, float]]:
+    """The store: `rows` over 12 months; returns the searched people's numbers and what the
+    token index cost (bytes and write seconds, against silver's)."""
     shutil.rmtree(root, ignore_errors=True)
     res = Resources.from_settings(_settings(root))
     key = res.keyring.token_key(TOKEN_KEY_VERSION)
@@ -160,17 +169,29 @@ def build(rows: int, root: Path) -> list[str]:
     )
     per_month = rows // len(MONTHS)
     seq = 0
+    cost = {"silver_bytes": 0.0, "index_bytes": 0.0, "silver_s": 0.0, "index_s": 0.0}
     for y, m in MONTHS:
         gcm = AESGCM(res.keyring.data_key(f"month-{y:04d}-{m:02d}"))
         for start in range(0, per_month, PART_ROWS):
             n = min(PART_ROWS, per_month - start)
             silver, sha = _part(res, people, y, m, n, seq)
             seq += 1
-            target = res.store.root / f"silver/cdr/year={y:04d}/month={m:02d}/part-{sha}.parquet"  # type: ignore[attr-defined]
+            key = layout.partition("silver", (y, m), sha)
+            target = res.store.root / key  # type: ignore[attr-defined]
             target.parent.mkdir(parents=True, exist_ok=True)
+            started = time.perf_counter()
             silver.write_parquet(
-                target, row_group_size=BATCH, compression="zstd", compression_level=1
-            )
+                target, row_group_size=token_index.ROW_GROUP, compression="zstd",
+                compression_level=1,
+            )  # fmt: skip
+            index = res.store.root / layout.token_index_key(key)  # type: ignore[attr-defined]
+            index.parent.mkdir(parents=True, exist_ok=True)
+            written = time.perf_counter()
+            token_index.write(target, index)
+            cost["silver_s"] += written - started
+            cost["index_s"] += time.perf_counter() - written
+            cost["silver_bytes"] += target.stat().st_size
+            cost["index_bytes"] += index.stat().st_size
             _commit(res, silver, sha, y, m)
             used = (
                 silver.select(pl.col("origin").alias("token"))
@@ -192,7 +213,7 @@ def build(rows: int, root: Path) -> list[str]:
                 entries.to_arrow().cast(pl.DataFrame(schema=VAULT).to_arrow().schema), vpath
             )
         print(f"  {y}-{m:02d}: {per_month:,} rows", flush=True)
-    return people.head(SEARCHED).get_column("e164").to_list()
+    return people.head(max(SEARCHED)).get_column("e164").to_list(), cost
 
 
 def export_once(root: Path, numbers: list[str], months: int) -> dict[str, float]:
@@ -218,46 +239,64 @@ def export_once(root: Path, numbers: list[str], months: int) -> dict[str, float]
 
 
 def main() -> int:
-    results = []
+    results: list[tuple[int, int, int, str, dict[str, float]]] = []
+    costs: dict[int, dict[str, float]] = {}
     for rows in SIZES:
         root = WORK / str(rows)
         print(f"building a store of {rows:,} rows over 12 months ...", flush=True)
         started = time.perf_counter()
-        numbers = build(rows, root)
+        numbers, costs[rows] = build(rows, root)
         print(f"  built in {time.perf_counter() - started:.0f} s", flush=True)
-        for months in (1, 3, 12):
-            r = export_once(root, numbers, months)
-            print(f"  {rows:>12,} rows  {months:>2} months  {r['seconds']:6.1f} s  "
-                  f"{r['records']:>6,} records  peak {r['peak_mib']:,.0f} MiB", flush=True)  # fmt: skip
-            results.append((rows, months, r))
+        runs = [(m, p, "index") for p in SEARCHED for m in (1, 3, 12)]
+        for months, people, mode in [*runs, (12, SEARCHED[0], "full scan")]:
+            if mode == "full scan":  # the indexes moved away: a store written without them
+                (root / "store" / layout.TOKEN_INDEX).rename(root / "moved-index")
+            r = export_once(root, numbers[:people], months)
+            print(f"  {rows:>12,} rows  {months:>2} months  {people:>3} people  {mode:9s} "
+                  f"{r['seconds']:6.1f} s  {r['records']:>6,} records  "
+                  f"peak {r['peak_mib']:,.0f} MiB", flush=True)  # fmt: skip
+            results.append((rows, months, people, mode, r))
         shutil.rmtree(root, ignore_errors=True)
-    write(results)
+    write(results, costs)
     return 0
 
 
-def write(results: list[tuple[int, int, dict[str, float]]]) -> None:
+def write(
+    results: list[tuple[int, int, int, str, dict[str, float]]],
+    costs: dict[int, dict[str, float]],
+) -> None:
     lines = [
         "## Export benchmark",
         "",
         f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, "
         f"{platform.machine()}, Python {platform.python_version()} (`python bench/export.py`).",
-        f"A law-enforcement export for {SEARCHED} end users (numbers), over the first 1, 3 or 12 "
+        "A law-enforcement export for 10 or 100 end users (numbers), over the first 1, 3 or 12 "
         "months of a store holding 12 months of records, generated straight into partitions "
-        f"(silver, vault, proofs and signed entries; parts of {PART_ROWS:,} rows). Each export "
-        "runs in a fresh process (`python -m pipeline export --request`): it searches, "
-        "re-identifies, checks identities, builds the proofs, signs and encrypts the package. "
-        "Peak memory is the export process's maximum RSS.",
+        f"(silver in row groups of {token_index.ROW_GROUP:,} rows with each part's token index, "
+        f"vault, proofs and signed entries; parts of {PART_ROWS:,} rows, {PEOPLE:,} people). "
+        "Each export runs in a fresh process (`python -m pipeline export --request`): it "
+        "searches, re-identifies, checks identities, builds the proofs, signs and encrypts the "
+        "package. Peak memory is the export process's maximum RSS. `full scan`: the same search "
+        "with the token indexes moved away (a store written without them).",
         "",
-        "| store rows | months searched | rows in those months | seconds | records found | peak RSS MiB |",
-        "|---:|---:|---:|---:|---:|---:|",
-    ]
-    for rows, months, r in results:
+        "| store rows | months searched | people | rows in those months | search | seconds | records found | peak RSS MiB |",
+        "|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]  # fmt: skip
+    for rows, months, people, mode, r in results:
         lines.append(
-            f"| {rows:,} | {months} | {rows // 12 * months:,} | {r['seconds']:.1f} | "
-            f"{r['records']:,} | {r['peak_mib']:,.0f} |"
+            f"| {rows:,} | {months} | {people} | {rows // 12 * months:,} | {mode} | "
+            f"{r['seconds']:.1f} | {r['records']:,} | {r['peak_mib']:,.0f} |"
         )
-    lines += ["", "Time follows the months searched (the rows in them), not the rows the store holds: "
-              "a month outside the period is never listed or read."]  # fmt: skip
+    lines += ["", "Token index cost (what the ingest pays per silver part, measured here on the "
+              "generated parts: writing silver, then its index):", "",
+              "| store rows | silver MiB | index MiB | index / silver | silver write s | index write s |",
+              "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for rows, c in costs.items():
+        lines.append(
+            f"| {rows:,} | {c['silver_bytes'] / 2**20:,.0f} | {c['index_bytes'] / 2**20:,.1f} | "
+            f"{c['index_bytes'] / max(c['silver_bytes'], 1):.1%} | {c['silver_s']:.1f} | "
+            f"{c['index_s']:.1f} |"
+        )
     write_section("export", "\n".join(lines))
 
 

@@ -4,6 +4,7 @@ time limit on every task, so that the DAG files hold only their schedule and wir
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 
 import pendulum
@@ -48,3 +49,13 @@ def watch_args(*, tags: list[str]) -> dict[str, Any]:
         retry_delay=dt.timedelta(minutes=5),
         timeout=dt.timedelta(minutes=10),
     )
+
+
+def audit_schedule(env: dict[str, str] | None = None) -> Any:
+    """The integrity audit's schedule, `CDR_AUDIT_SCHEDULE`: a cron expression or preset
+    (default `@weekly`), or `gold` to run after each new event on the `cdr_gold` Asset (an
+    ingest that wrote gold rows, a retention that removed gold years)."""
+    from cdr_airflow.assets import gold_ref
+
+    value = ((os.environ if env is None else env).get("CDR_AUDIT_SCHEDULE") or "@weekly").strip()
+    return gold_ref() if value == "gold" else value

@@ -1,4 +1,5 @@
-"""Settings for tasks: the `cdr_store` Airflow connection when one exists, else CDR_* variables.
+"""Settings for tasks: the `cdr_store` Airflow connection when one exists, else CDR_* variables;
+AWS clients from the Amazon provider's hook on the AWS connection (`cdr_airflow.aws`).
 
 The connection (type aws) gives the credentials (login, password) and, in its extras, any of
 `endpoint_url` (MinIO), `region_name`, `store`, `bronze_store`, `kms_key`, `kms_endpoint_url`,
@@ -18,21 +19,30 @@ if TYPE_CHECKING:
 CONN_ID = "cdr_store"
 
 
-def task_settings() -> Settings:
+def find_connection(conn_id: str):  # type: ignore[no-untyped-def]
+    """The Airflow connection (environment, secrets backend or database), or None."""
     from airflow.sdk import BaseHook
 
     try:
-        conn = BaseHook.get_connection(CONN_ID)
+        return BaseHook.get_connection(conn_id)
     except Exception as exc:
         if type(exc).__name__ != "AirflowNotFoundException":
             raise
+        return None
+
+
+def task_settings() -> Settings:
+    conn = find_connection(CONN_ID)
+    if conn is None:
         return Settings.from_env()
     fields = {"login": conn.login, "password": conn.password, "extra": conn.extra_dejson}
     return Settings.from_env(connection=fields)
 
 
 def task_resources() -> Resources:
-    """The run's resources (stores, keyring, policy, quality) from the task's settings."""
+    """The run's resources (stores, keyring, policy, quality) from the task's settings, their
+    S3 and KMS clients from the AWS connection where there is one."""
+    from cdr_airflow.aws import task_clients
     from pipeline.core.resources import Resources
 
-    return Resources.from_settings(task_settings())
+    return Resources.from_settings(task_settings(), clients=task_clients())

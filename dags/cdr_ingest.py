@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
+from cdr_airflow.assets import TIERS
 from cdr_airflow.dag_defaults import dag_args
 from pipeline.records.formats import FORMATS
-
-SILVER = Asset(name="cdr_silver", uri="file:///cdr/silver/cdr")
-GOLD = Asset(name="cdr_gold", uri="file:///cdr/gold/cdr")
-VAULT = Asset(name="cdr_vault", uri="file:///cdr/vault")
 
 DOC = """
 ### cdr_ingest — seal, tokenise and tier new CDR files
@@ -32,6 +29,13 @@ One mapped task per file, named after it.
 date on the run's logical date (a late arrival) goes to gold only; no silver, vault or key is made.
 
 The landing object is deleted once its original is sealed in bronze and the tiers are written.
+
+**Task states**: a file ingested is a green mapped task, and emits an event on the `cdr_gold`,
+`cdr_silver` and `cdr_vault` Assets (the store's real URI; counts in the event's extra) for each
+tier it wrote. A file quarantined whole, refused by the data expectations or failed is a
+**failed** mapped task (not retried; the alert names it by reference): the other files still
+run, and the run ends failed because of it. Nothing new in landing: no events.
+
 Params: `format` (skip detection), `default_region` (ISO country of national-format numbers).
 """
 
@@ -59,25 +63,16 @@ def cdr_ingest() -> None:
         return list_landing_refs(res.store)
 
     @task(
-        outlets=[SILVER, GOLD, VAULT],
+        outlets=[TIERS],  # events for cdr_gold, cdr_silver, cdr_vault when the file wrote rows
         map_index_template="{{ task.op_kwargs['ref'] }}",
         max_active_tis_per_dag=4,
         pool="cdr_store",  # caps concurrent S3 and KMS work across workers (README)
     )
-    def ingest(ref: str, params: dict, logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
-        from airflow.sdk.observability.stats import Stats
-
-        from cdr_airflow.settings import task_resources
-        from pipeline.flows.ingest import IngestRequest, landing_key_of, run_ingest
-        from pipeline.report import ingest_metrics
+    def ingest(ref: str, params: dict, logical_date=None, dag_run=None, outlet_events=None) -> dict:  # type: ignore[no-untyped-def]
+        from cdr_airflow.ingest import ingest_ref
 
         as_of = (logical_date or dag_run.run_after).date()
-        res = task_resources()
-        request = IngestRequest(as_of, params["format"], params["default_region"])
-        report = run_ingest(res, request, landing_key_of(res.store, ref)).to_dict()
-        for name, value in ingest_metrics(report).items():
-            Stats.incr(name, value)
-        return report
+        return ingest_ref(ref, params, as_of, outlet_events)
 
     @task
     def summarise(reports: list[dict]) -> dict:

@@ -6,12 +6,13 @@ import datetime as dt
 
 from airflow.sdk import dag, task
 
-from cdr_airflow.dag_defaults import dag_args
+from cdr_airflow.dag_defaults import audit_schedule, dag_args
 
 DOC = """
 ### cdr_integrity_audit — prove the kept records are the sealed originals (Pakistan's original form)
 
-Weekly. **Reads** `seals/`, `bronze/`, `proofs/`, `silver/`, `gold/`, `audit/`; writes nothing.
+Weekly by default; with `CDR_AUDIT_SCHEDULE=gold`, after each new event on the `cdr_gold` Asset
+(an ingest that wrote gold rows), so new data is verified as soon as it lands. **Reads** `seals/`, `bronze/`, `proofs/`, `silver/`, `gold/`, `audit/`; writes nothing.
 For every ingested file it re-verifies: the two signed seal entries and their link; the bronze
 original's SHA-256 against the seal (while bronze exists, i.e. within 12 months); the stored
 Merkle leaves against the signed root; every gold and silver record's leaf recomputed from its
@@ -28,7 +29,7 @@ reshaped rows before they were sealed.
 
 @dag(
     dag_id="cdr_integrity_audit",
-    schedule="@weekly",
+    schedule=audit_schedule(),
     doc_md=DOC,
     **dag_args(
         tags=["integrity", "audit"],

@@ -1,33 +1,33 @@
-"""Airflow DAG `cdr_le_export`: wiring only; the work is in `pipeline.flows.export`."""
+"""Airflow DAG `cdr_le_export`: wiring only; the work is in `pipeline.flows.case_request`."""
 
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
+from cdr_airflow.approvals import approval_step
 from cdr_airflow.dag_defaults import dag_args
 from pipeline.core.layout import CASE_PATTERN
-from pipeline.records.schema import CHANNELS
 
 DOC = """
-### cdr_le_export — law-enforcement disclosure package
+### cdr_le_export — law-enforcement disclosure package, approved by a second person
 
-Manual, run by a compliance officer for a lawful request. Fill the form: the case reference,
-the requesting authority, the legal basis (statute or order), who requested it and who approved
-it (two different people), the end users' phone numbers or e-mail addresses (any written form),
-the period (UTC dates, inclusive), optionally the channels and the country of national-format
-numbers (`default_region`, empty: the deployment's `CDR_DEFAULT_REGION`), and the authority's
-public key (PEM, X25519 or RSA of at least 2048 bits).
+Manual. A compliance officer first records the request (identifiers, period, legal basis,
+authority, the authority's public key, channels, region) with
+`python -m pipeline request create --type export ...`: it is checked whole and stored encrypted
+in `requests/<case>/`. The form here takes **only the case reference**: no identifier ever
+reaches the run's parameters, XCom, logs or the approval.
 
-A request with a missing field, the same requester and approver, a reversed or future period,
-an unreadable identifier or an unusable key is refused before any data is read; the refusal is
-recorded in the audit log and the run fails without retrying. The task is not retried on other
-errors either (a retry would build a second package for the same request): rerun it once the
-cause (for instance the store being unreachable) is fixed.
+1. `describe_request` shows the request (counts, never identifiers); an unknown case fails.
+2. `approve` waits (up to 7 days) for a **second Airflow user** to Approve or Reject it under
+   *Required Actions*. An approval by the user who triggered the run, or by the officer who
+   recorded the request, is refused and recorded in the audit log.
+3. `export_package` builds `exports/<case>/package-<time>.cdrx` (encrypted for the authority)
+   and its `.json` description. The audit log records the approval with both user names, then
+   the case, requester, approver, counts and package digest. A rejection skips it (audited).
 
-**Reads** the period's silver partitions and vault (legal-hold copies for purged months).
-**Writes** `exports/<case>/package-<time>.cdrx` (encrypted for the authority) and its `.json`
-description. The audit log records the case, requester, approver, counts and package digest,
-never the identifiers. The authority checks the package with
+The approval and the export are not retried (a retry would ask again, or build a second
+package): rerun once the cause (for instance the store being unreachable) is fixed. The
+authority checks the package with
 `python -m pipeline verify-export PACKAGE --private-key … --seal-public-key …`.
 """
 
@@ -38,42 +38,26 @@ never the identifiers. The authority checks the package with
     doc_md=DOC,
     **dag_args(one_run_at_a_time=False, tags=["law-enforcement", "export"], retries=0),
     params={
-        "case": Param("", type="string", pattern=CASE_PATTERN, description="Case reference"),
-        "authority": Param("", type="string", minLength=2, description="Requesting authority"),
-        "legal_basis": Param("", type="string", minLength=3,
-                             description="Statute or order the request rests on"),
-        "requested_by": Param("", type="string", minLength=2, description="Who requested it"),
-        "approved_by": Param("", type="string", minLength=2,
-                             description="Who approved it (a different person)"),
-        "identifiers": Param([], type="array", items={"type": "string"}, minItems=1,
-                             description="Phone numbers or e-mail addresses (any written form)"),
-        "date_from": Param("", type="string", format="date", description="Period start (UTC)"),
-        "date_to": Param("", type="string", format="date",
-                         description="Period end, inclusive (UTC)"),
-        "default_region": Param(None, type=["null", "string"], pattern="^[A-Z]{2}$",
-                                description="ISO country of national-format numbers (empty: the deployment's CDR_DEFAULT_REGION)"),
-        "channels": Param([], type="array", items={"type": "string", "enum": list(CHANNELS)},
-                          description="Only these channels (empty: all)"),
-        "recipient_key": Param("", type="string", pattern="^-----BEGIN PUBLIC KEY-----",
-                               description="The authority's public key (PEM)"),
+        "case": Param("", type="string", pattern=CASE_PATTERN,
+                      description="Case reference of a recorded export request"),
     },
 )  # fmt: skip
 def cdr_le_export() -> None:
+    @task(retries=1)
+    def describe_request(params=None) -> dict:  # type: ignore[no-untyped-def]
+        from cdr_airflow.approvals import describe_request
+
+        return describe_request(str(params["case"]), "export")
+
     @task(retries=0)
-    def export_package(params=None) -> dict:  # type: ignore[no-untyped-def]
-        from airflow.sdk.exceptions import AirflowFailException
+    def export_package(decision: dict, params=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
+        from cdr_airflow.approvals import carry_out_approved
 
-        from cdr_airflow.settings import task_resources
-        from pipeline.flows.export import run_export
-        from pipeline.flows.export_request import ExportRequest, RequestError
+        return carry_out_approved(str(params["case"]), "export", decision, dag_run)
 
-        res = task_resources()
-        try:
-            return run_export(res, ExportRequest.from_mapping(dict(params))).public()
-        except RequestError as exc:  # a refused request: retrying cannot help
-            raise AirflowFailException(str(exc)) from None
-
-    export_package()
+    approve = approval_step("a law-enforcement disclosure")
+    describe_request() >> approve
+    export_package(approve.output)
 
 
 cdr_le_export()

@@ -1,29 +1,33 @@
-"""Airflow DAG `cdr_legal_hold`: wiring only; the work is in `pipeline.flows.holds`."""
+"""Airflow DAG `cdr_legal_hold`: wiring only; the work is in `pipeline.flows.case_request`."""
 
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
+from cdr_airflow.approvals import approval_step
 from cdr_airflow.dag_defaults import dag_args
 from pipeline.core.layout import CASE_PATTERN
 
 DOC = """
-### cdr_legal_hold — place or release a legal hold
+### cdr_legal_hold — place or release a legal hold, approved by a second person
 
 Manual. A hold keeps records past their retention date for a case (litigation, an authority's
-order, an investigation) and only as long as the obligation lasts. Fill the form:
+order, an investigation) and only as long as the obligation lasts. To place one, a compliance
+officer first records it with `python -m pipeline request create --type hold ...`: the reason,
+what it covers (identifiers, stored only as tokens; a customer; a period; together they must all
+match) and `until` (the date it ends by itself). The request is stored encrypted in
+`requests/<case>/`; the form here takes **only** the action (place or release) and the case.
 
-- `action`: place or release; `case`: the case reference; `reason`: the order or claim;
-- what it covers (at least one; together they must all match): `identifiers` (phone numbers or
-  e-mail addresses, any written form; stored only as tokens, never in clear), `customer`
-  (a business customer id), `date_from`/`date_to` (UTC, inclusive);
-- `until`: the date the hold ends by itself (empty: until released);
-- `default_region`: the country of national-format numbers (empty: the deployment's
-  `CDR_DEFAULT_REGION`; without either, such a number is refused).
+1. `describe_request` shows the request, or for a release the hold (counts, never identifiers).
+2. `approve` waits (up to 7 days) for a **second Airflow user** to Approve or Reject under
+   *Required Actions*. An approval by the user who triggered the run, or by the officer who
+   recorded the request, is refused and recorded in the audit log; the approval is
+   not retried.
+3. `apply_hold` places or releases the hold (`holds/<case>/hold.json`); a rejection skips it.
 
-**Reads/writes** `holds/<case>/hold.json`. The next `cdr_retention` run copies covered records
-to `holds/<case>/` under the hold's own key before purging a month, and purges a released or
-expired hold. Placing and releasing are recorded in the audit log (counts, never identifiers).
+The next `cdr_retention` run copies covered records to `holds/<case>/` under the hold's own key
+before purging a month, and purges a released or expired hold. The approval (both user names),
+placing and releasing are recorded in the audit log (counts, never identifiers).
 """
 
 
@@ -34,32 +38,27 @@ expired hold. Placing and releasing are recorded in the audit log (counts, never
     **dag_args(one_run_at_a_time=False, tags=["retention", "legal-hold"], retries=1),
     params={
         "action": Param("place", type="string", enum=["place", "release"]),
-        "case": Param("", type="string", pattern=CASE_PATTERN, description="Case reference"),
-        "reason": Param("", type="string", minLength=3, description="The order or claim"),
-        "identifiers": Param([], type="array", items={"type": "string"},
-                             description="Phone numbers or e-mail addresses (any written form)"),
-        "default_region": Param(None, type=["null", "string"], pattern="^[A-Z]{2}$",
-                                description="ISO country of national-format numbers (empty: the deployment's CDR_DEFAULT_REGION)"),
-        "customer": Param(None, type=["null", "string"]),
-        "date_from": Param(None, type=["null", "string"], format="date"),
-        "date_to": Param(None, type=["null", "string"], format="date"),
-        "until": Param(None, type=["null", "string"], format="date"),
+        "case": Param("", type="string", pattern=CASE_PATTERN,
+                      description="Case reference (of a recorded hold request, to place one)"),
     },
 )  # fmt: skip
 def cdr_legal_hold() -> None:
     @task
-    def apply_hold(params=None) -> dict:  # type: ignore[no-untyped-def]
-        from airflow.sdk.exceptions import AirflowFailException
+    def describe_request(params=None) -> dict:  # type: ignore[no-untyped-def]
+        from cdr_airflow.approvals import describe_request
 
-        from cdr_airflow.settings import task_resources
-        from pipeline.flows.holds import HoldRequest, run_hold
+        return describe_request(str(params["case"]), "hold", str(params["action"]))
 
-        try:
-            return run_hold(task_resources(), HoldRequest.from_mapping(dict(params)))
-        except ValueError as exc:  # a bad request: retrying cannot help
-            raise AirflowFailException(str(exc)) from None
+    @task
+    def apply_hold(decision: dict, params=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
+        from cdr_airflow.approvals import carry_out_approved
 
-    apply_hold()
+        case, action = str(params["case"]), str(params["action"])
+        return carry_out_approved(case, "hold", decision, dag_run, action)
+
+    approve = approval_step("a legal hold ({{ params.action }})")
+    describe_request() >> approve
+    apply_hold(approve.output)
 
 
 cdr_legal_hold()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Asset, dag, task
+from airflow.sdk import dag, task
 
+from cdr_airflow.assets import TIERS
 from cdr_airflow.dag_defaults import dag_args
-
-GOLD = Asset(name="cdr_gold", uri="file:///cdr/gold/cdr")
 
 DOC = """
 ### cdr_retention — purge identifiers at 12 months, gold at 10 years, honour legal holds
@@ -43,16 +42,20 @@ A retention run that silently stops is a compliance breach: watch this DAG's fai
     ),
 )
 def cdr_retention() -> None:
-    @task(outlets=[GOLD])
-    def apply_retention(logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
+    @task(outlets=[TIERS])  # a cdr_gold event when gold years were removed
+    def apply_retention(logical_date=None, dag_run=None, outlet_events=None) -> dict:  # type: ignore[no-untyped-def]
+        from cdr_airflow.assets import retention_events
         from cdr_airflow.settings import task_resources
         from pipeline.flows.retention import RetentionRequest, run_retention
         from pipeline.report import retention_summary
 
         as_of = (logical_date or dag_run.run_after).date()
-        report = run_retention(task_resources(), RetentionRequest(as_of))
-        print(retention_summary(report.to_dict()))
-        return report.to_dict()
+        res = task_resources()
+        report = run_retention(res, RetentionRequest(as_of)).to_dict()
+        print(retention_summary(report))
+        for asset, extra in retention_events(res.store, report):
+            outlet_events[TIERS].add(asset, extra=extra)
+        return report
 
     apply_retention()
 

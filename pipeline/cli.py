@@ -1,8 +1,9 @@
 """`python -m pipeline`: the same functions the DAGs call, driven from a shell.
 
 Commands: ingest, generate, demo, summary, retention, hold, audit, verify, replay, export,
-verify-export, subject-request, verify-access, keys public. Exit status 0 on success, 1 on a failed
-ingest, 2 on bad arguments; messages name files and reason codes, never record values.
+verify-export, request, subject-request, verify-access, keys. Exit status 0 on success, 1 on a
+failed run, 2 on arguments or settings that cannot be used (README, "Exit statuses"); messages
+name files and reason codes, never record values.
 """
 
 from __future__ import annotations
@@ -436,13 +437,14 @@ def _export_request(args: argparse.Namespace) -> tuple[dict[str, object], list[s
         "authority": args.authority,
         "legal_basis": args.legal_basis,
         "requested_by": args.requested_by,
-        "approved_by": args.approved_by,
+        "approved_by": getattr(args, "approved_by", None),
         "identifiers": args.identifier,
         "date_from": args.date_from,
         "date_to": args.date_to,
         "channels": args.channel,
         "recipient_key": args.recipient_key,
         "default_region": args.default_region,
+        **{k: getattr(args, k, None) for k in ("reason", "customer", "until")},
     }
     fields |= {k: v for k, v in flags.items() if v}
     key = str(fields.get("recipient_key") or "")
@@ -564,6 +566,40 @@ def _extract(verdict: ExportVerdict, target: str | None) -> None:
             print(f"wrote {path}")
 
 
+def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
+    """Record an export or hold request (sealed), or show one or all, never an identifier."""
+    from pipeline.flows import case_request
+
+    res = _resources(settings)
+    try:
+        if args.action == "list":
+            for s in case_request.list_requests(res):
+                print(f"{s['case']:24} {s['kind']:7} by {s['requested_by']:16} "
+                      f"{s['identifiers']} identifiers  {s['date_from']}..{s['date_to']}  "
+                      f"recorded {s['created_at'][:19]}")  # fmt: skip
+            return 0
+        if args.action == "show":
+            if not args.case:
+                print("error: request show needs --case", file=sys.stderr)
+                return 2
+            print(json.dumps(case_request.load_summary(res, args.case), indent=1))
+            return 0
+        fields, unreadable = _export_request(args)
+        if unreadable:
+            raise case_request.CaseRequestError(unreadable)
+        summary = case_request.create_request(res, args.type, fields)
+    except case_request.CaseRequestError as exc:
+        print("request refused (recorded in the audit log):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    dag = "cdr_le_export" if summary["kind"] == "export" else "cdr_legal_hold"
+    print(f"request {summary['case']} ({summary['kind']}, {summary['identifiers']} identifiers) "
+          f"recorded, encrypted; trigger {dag} with case {summary['case']}: a second person "
+          f"approves it there")  # fmt: skip
+    return 0
+
+
 def _subject_fields(args: argparse.Namespace) -> dict[str, object]:
     """A subject request's fields from --request (JSON) and the flags (flags win)."""
     fields: dict[str, object] = json.loads(Path(args.request).read_text()) if args.request else {}
@@ -662,7 +698,9 @@ def cmd_verify_access(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _person_request_flags(cmd: argparse.ArgumentParser, scope: str, key_help: str) -> None:
+def _person_request_flags(
+    cmd: argparse.ArgumentParser, scope: str, key_help: str, copy: bool = True
+) -> None:
     """The flags every request about people shares (an export, a subject request): the case,
     who asked, the identifiers and their region, the period, the delivery key, a copy."""
     cmd.add_argument("--request", help="a request as JSON (the same fields as the flags)")
@@ -673,7 +711,8 @@ def _person_request_flags(cmd: argparse.ArgumentParser, scope: str, key_help: st
     cmd.add_argument("--from", dest="date_from", help=f"{scope}period start, UTC date (YYYY-MM-DD)")
     cmd.add_argument("--to", dest="date_to", help=f"{scope}period end, inclusive (YYYY-MM-DD)")
     cmd.add_argument("--recipient-key", help=key_help)
-    cmd.add_argument("--out", help="also copy the (encrypted) package into this folder")
+    if copy:
+        cmd.add_argument("--out", help="also copy the (encrypted) package into this folder")
 
 
 def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
@@ -777,6 +816,18 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     vex.add_argument("--seal-public-key", required=True, help="the operator's seal key (PEM)")
     vex.add_argument("--extract", help="write the decrypted records and manifest here")
     vex.set_defaults(func=cmd_verify_export)
+
+    req = sub.add_parser("request", help="record an export or hold request for approval in Airflow")
+    req.add_argument("action", choices=["create", "show", "list"])
+    req.add_argument("--type", choices=["export", "hold"], default="export")
+    _person_request_flags(req, "", "export: the authority's public key, a PEM file", copy=False)
+    req.add_argument("--authority", help="export: the requesting authority")
+    req.add_argument("--legal-basis", help="export: statute or order the request rests on")
+    req.add_argument("--channel", action="append", help="export: only these channels")
+    req.add_argument("--reason", help="hold: the order or claim")
+    req.add_argument("--customer", help="hold: a business customer's id")
+    req.add_argument("--until", type=_date, help="hold: it ends on this date (UTC)")
+    req.set_defaults(func=cmd_request)
 
     dsr = sub.add_parser("subject-request", help="a data subject's access, erasure or restriction")
     dsr.add_argument("action", choices=["create", "run", "show", "list"])

@@ -2,8 +2,10 @@
 
 Where an alert goes is a setting, `CDR_NOTIFY`: `log` (default: an ERROR line in the task log),
 `webhook` (JSON POSTed to `CDR_ALERT_WEBHOOK`), or `email` (to `CDR_ALERT_EMAIL` through the SMTP
-server `CDR_SMTP_HOST`, default localhost:25). An alert names DAGs, tasks, runs, files by digest
-and counts; callers never put record values in one.
+server `CDR_SMTP_HOST`, default localhost:25). This is the command line's delivery; inside Airflow,
+`cdr_airflow.alerting` sends the same alert through the SMTP and HTTP providers' connections. An
+alert names DAGs, tasks, runs, files by reference or digest and counts; callers never put record
+values in one.
 """
 
 from __future__ import annotations
@@ -34,18 +36,45 @@ class Alert:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
-def send(alert: Alert, env: dict[str, str] | None = None) -> str:
-    """Deliver the alert on the configured channel; returns the channel used."""
+def channel_of(env: dict[str, str] | None = None) -> str:
+    """The configured channel (`CDR_NOTIFY`), refused if unknown."""
     e = os.environ if env is None else env
     channel = (e.get("CDR_NOTIFY") or "log").lower()
     if channel not in CHANNELS:
         raise ValueError(f"CDR_NOTIFY={channel!r}: one of {', '.join(CHANNELS)}")
+    return channel
+
+
+def log_alert(alert: Alert) -> None:
+    """Every alert is an ERROR line in the log too, whatever else carries it."""
     log.error("ALERT %s: %s %s", alert.title, alert.detail, json.dumps(alert.facts, default=str))
+
+
+def payload(alert: Alert) -> dict[str, Any]:
+    """The JSON a webhook receives."""
+    return json.loads(json.dumps(asdict(alert), default=str))
+
+
+def subject(alert: Alert) -> str:
+    return f"[cdr-pipeline] {alert.title}"
+
+
+def email_text(alert: Alert) -> str:
+    """The body of an alert e-mail: the detail, then one line per fact."""
+    facts = "\n".join(f"{k}: {v}" for k, v in alert.facts.items())
+    return f"{alert.detail}\n\n{facts}\n"
+
+
+def send(alert: Alert, env: dict[str, str] | None = None) -> str:
+    """Deliver the alert on the configured channel; returns the channel used."""
+    e = os.environ if env is None else env
+    channel = channel_of(e)
+    log_alert(alert)
     if channel == "webhook":
         url = e.get("CDR_ALERT_WEBHOOK") or ""
         if not url:
             raise ValueError("CDR_NOTIFY=webhook needs CDR_ALERT_WEBHOOK")
-        body = json.dumps(asdict(alert), default=str).encode()
+        body = json.dumps(payload(alert)).encode()
         request = urllib.request.Request(
             url, data=body, method="POST", headers={"Content-Type": "application/json"}
         )
@@ -56,11 +85,10 @@ def send(alert: Alert, env: dict[str, str] | None = None) -> str:
         if not to:
             raise ValueError("CDR_NOTIFY=email needs CDR_ALERT_EMAIL")
         message = EmailMessage()
-        message["Subject"] = f"[cdr-pipeline] {alert.title}"
+        message["Subject"] = subject(alert)
         message["From"] = e.get("CDR_ALERT_FROM") or "cdr-pipeline@localhost"
         message["To"] = to
-        facts = "\n".join(f"{k}: {v}" for k, v in alert.facts.items())
-        message.set_content(f"{alert.detail}\n\n{facts}\n")
+        message.set_content(email_text(alert))
         host, _, port = (e.get("CDR_SMTP_HOST") or "localhost:25").partition(":")
         with smtplib.SMTP(host, int(port or 25), timeout=10) as smtp:
             smtp.send_message(message)

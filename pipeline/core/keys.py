@@ -232,11 +232,13 @@ def open_keyring(
     folder: str,
     endpoint_url: str | None = None,
     credentials: dict[str, str] | None = None,
+    client: Any = None,
 ) -> LocalKeyring:
-    """`kms://<key>` → a KmsKeyring keeping its wrapped keys in `folder`; else a local one."""
+    """`kms://<key>` → a KmsKeyring keeping its wrapped keys in `folder` (through `client`, or
+    one made from the endpoint and credentials); else a local one."""
     if location.startswith("kms://"):
         from pipeline.core.store import aws_client
 
-        client = aws_client("kms", endpoint_url, **(credentials or {}))
+        client = client or aws_client("kms", endpoint_url, **(credentials or {}))
         return KmsKeyring(location.removeprefix("kms://"), folder, client)
     return LocalKeyring(location)

@@ -12,12 +12,14 @@ seals/<sha256>.seal.json | .parse.json        signed seal and parse entries
 bronze/<source>/<sha256>.enc                  the original, encrypted under file-<sha256>
 silver/cdr/year=YYYY/month=MM/part-<sha256>.parquet
 vault/year=YYYY/month=MM/part-<sha256>.parquet   encrypted under month-YYYY-MM
+index/tokens/year=YYYY/month=MM/part-<sha256>.parquet   the silver part's token index
 gold/cdr/year=YYYY/month=MM/part-<sha256>.parquet
 quarantine/rows/part-<sha256>.parquet, quarantine/files/<sha256>.json
 proofs/<sha256>.parquet                       the file's Merkle leaves
 holds/<case>/hold.json, records/, vault/, copied/   encrypted under hold-<digest of case>
 exports/<case>/package-<stamp>.cdrx
-requests/<case>/request.enc, status.json, response.json, response.txt, package-<stamp>.cdrs
+requests/<case>/request.enc, summary.json   a request by reference (subject, export, hold)
+requests/<case>/status.json, response.json, response.txt, package-<stamp>.cdrs
 requests/_suppressed/<case>.json, requests/_restricted/<case>.json   tokens, never identifiers
 audit/<seq>.json                              the hash-chained audit log
 audit-events/<sha256 of event>.json           where to look for an event's entry
@@ -68,9 +70,13 @@ PURGED = "retention/purged/"
 PURGE_ATTEMPTS = "retention/attempts/"
 RETENTION_SUCCESS = "retention/last_success.json"
 RECORD_IDS = "index/record_ids/"
+#: Each silver part's token index (token -> row group), beside its month; silver-tier data.
+TOKEN_INDEX = "index/tokens/"
 
 #: The tiers partitioned by month of the communication, and their roots.
-MONTH_TIERS = {"silver": SILVER, "vault": VAULT, "gold": GOLD}
+MONTH_TIERS = {"silver": SILVER, "vault": VAULT, "gold": GOLD, "tokens": TOKEN_INDEX}
+#: The month-partitioned prefixes that hold tokens or identifiers: purged with their month.
+IDENTIFYING_MONTH_TIERS = ("silver", "vault", "tokens")
 #: What a store summary lists, tier by tier.
 TIERS = {
     "landing": LANDING,
@@ -302,6 +308,14 @@ def partition(tier: str, m: Month, digest: str) -> str:
     return f"{month_prefix(tier, m)}part-{sha(digest)}.parquet"
 
 
+def token_index_key(silver_key: str) -> str:
+    """The token index of a silver part (`pipeline.records.token_index`)."""
+    m, name = month_of(silver_key), PurePosixPath(silver_key).name
+    if not silver_key.startswith(SILVER) or m is None or not name.startswith("part-"):
+        raise LayoutError("not a silver part")
+    return partition("tokens", m, name.removeprefix("part-").removesuffix(".parquet"))
+
+
 def month_of(key: str) -> Month | None:
     """The month a partitioned object belongs to, from its key."""
     found = _PART.search(key)
@@ -395,9 +409,13 @@ def request_prefix(case_ref: str) -> str:
 
 
 #: What a request's folder holds beside its packages: the request itself (identifiers
-#: included, encrypted under the request's own key), its status (type, dates, counts, state;
-#: never an identifier) and the answer (`response.json`, and a printable `response.txt`).
-REQUEST_OBJECTS = frozenset({"request.enc", "status.json", "response.json", "response.txt"})
+#: included, encrypted under the request's own key), the description of an export or hold
+#: request (`summary.json`: fields and counts, never an identifier), a subject request's status
+#: (type, dates, counts, state; never an identifier) and its answer (`response.json`, and a
+#: printable `response.txt`).
+REQUEST_OBJECTS = frozenset(
+    {"request.enc", "summary.json", "status.json", "response.json", "response.txt"}
+)
 
 
 def request_object_key(case_ref: str, name: str) -> str:
@@ -429,6 +447,10 @@ def is_request_status(key: str) -> bool:
     return key.startswith(REQUESTS) and key.endswith("/status.json")
 
 
+def is_request_summary(key: str) -> bool:
+    return key.startswith(REQUESTS) and key.endswith("/summary.json")
+
+
 def token_list_key(kind: str, case_ref: str) -> str:
     """A case's `suppressed` or `restricted` tokens."""
     roots = {"suppressed": SUPPRESSED, "restricted": RESTRICTED}
@@ -455,7 +477,8 @@ def holds_request_identifiers(key: str) -> bool:
 
 
 def request_key_name(case_ref: str) -> str:
-    """The data key of a subject request, named by a digest of the case (see `hold_key_name`)."""
+    """The data key of a request (subject, export or hold), named by a digest of the case (see
+    `hold_key_name`)."""
     digest = hashlib.sha256(case(case_ref).encode()).hexdigest()[:40]
     return f"{REQUEST_KEY_PREFIX}{digest}"
 

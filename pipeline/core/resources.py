@@ -7,12 +7,14 @@ parts to the same functions, and a test can inject a store of its own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pipeline.core.config import Settings
 from pipeline.core.keys import LocalKeyring, open_keyring
 from pipeline.core.policy import RetentionPolicy, load_policy
-from pipeline.core.store import ObjectStore, open_store
+from pipeline.core.store import ClientFactory, ObjectStore, boto3_clients, open_store
 from pipeline.records.quality import Quality
 
 
@@ -28,29 +30,53 @@ class Resources:
     policy: RetentionPolicy
 
     @classmethod
-    def from_settings(cls, settings: Settings, policy: RetentionPolicy | None = None) -> Resources:
-        """Open everything the settings name; `policy` replaces the configured policy file."""
-        store = open_store(settings.store, settings.s3_endpoint_url, credentials=settings.aws())
+    def from_settings(
+        cls,
+        settings: Settings,
+        policy: RetentionPolicy | None = None,
+        clients: ClientFactory | None = None,
+    ) -> Resources:
+        """Open everything the settings name; `policy` replaces the configured policy file;
+        `clients` makes the S3 and KMS clients (default: boto3's chain, or the keys the
+        settings carry)."""
+        make = clients or boto3_clients(settings.aws())
+        s3 = _lazy_s3(make, settings.s3_endpoint_url)
+        store = open_store(settings.store, client=s3(settings.store))
         bronze = (
             store
             if settings.bronze_store == settings.store
-            else open_store(
-                settings.bronze_store, settings.s3_endpoint_url, credentials=settings.aws()
-            )
+            else open_store(settings.bronze_store, client=s3(settings.bronze_store))
         )
-        keyring = open_keyring(
-            settings.keyring, settings.key_folder, settings.kms_endpoint_url, settings.aws()
-        )
+        on_kms = settings.keyring.startswith("kms://")
+        kms = make("kms", settings.kms_endpoint_url) if on_kms else None
+        keyring = open_keyring(settings.keyring, settings.key_folder, client=kms)
         return cls(
             store,
             bronze,
             keyring,
             settings,
-            Quality(settings.data_docs, settings.s3_endpoint_url, settings.aws()),
+            Quality(settings.data_docs, client=s3(settings.data_docs)),
             policy or load_policy(settings.retention_policy or None),
         )
 
 
-def open_data_store(settings: Settings) -> ObjectStore:
+def _lazy_s3(make: ClientFactory, endpoint_url: str | None) -> Callable[[str], Any]:
+    """The one S3 client the run's stores share, made only if a location is on S3."""
+    made: list[Any] = []
+
+    def client_for(location: str) -> Any:
+        if not location.startswith("s3://"):
+            return None
+        if not made:
+            made.append(make("s3", endpoint_url))
+        return made[0]
+
+    return client_for
+
+
+def open_data_store(settings: Settings, clients: ClientFactory | None = None) -> ObjectStore:
     """Only the main store, for commands that read reports and need no keys."""
-    return open_store(settings.store, settings.s3_endpoint_url, credentials=settings.aws())
+    make = clients or boto3_clients(settings.aws())
+    return open_store(
+        settings.store, client=_lazy_s3(make, settings.s3_endpoint_url)(settings.store)
+    )

@@ -563,6 +563,19 @@ def s3_client(endpoint_url: str | None, **credentials: str) -> Any:
     return aws_client("s3", endpoint_url, **credentials)
 
 
+#: Makes the boto3 client of one service (`s3`, `kms`), given the endpoint the settings name for
+#: it (None: AWS's own). The CLI's comes from boto3's chain; in Airflow, a task passes one built
+#: from the Amazon provider's AWS connection, so `pipeline/` never imports Airflow.
+ClientFactory = Callable[[str, str | None], Any]
+
+
+def boto3_clients(credentials: dict[str, str] | None = None) -> ClientFactory:
+    """Clients from boto3's own chain (environment, profile, instance role), or from the
+    given keys and region."""
+    given = dict(credentials or {})
+    return lambda service, endpoint_url: aws_client(service, endpoint_url, **given)
+
+
 def open_store(
     location: str,
     endpoint_url: str | None = None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from pipeline.core import layout
@@ -70,6 +70,13 @@ class ExportRequest:
             purpose=str(data.get("purpose") or LAW_ENFORCEMENT),
         )
 
+    def to_mapping(self) -> dict[str, Any]:
+        """The whole request as stored (sealed: it holds the identifiers), dates as text."""
+        out = asdict(self)
+        for name in ("date_from", "date_to"):
+            out[name] = out[name].isoformat() if out[name] else None
+        return out
+
     def public(self) -> dict[str, Any]:
         """What the audit log and task output may show: the identifiers as a count."""
         return {
@@ -112,14 +119,33 @@ def _hidden(name: str) -> bool:
     return any(unicodedata.category(ch) in _HIDDEN for ch in name)
 
 
+def four_eyes_problems(
+    first: str | None,
+    second: str | None,
+    names: tuple[str, str] = ("requested_by", "approved_by"),
+) -> list[str]:
+    """Why `second` (who approves) may not approve what `first` (who asked, or who started the
+    run) asked: the same person, compared in `person`'s form; [] when they differ. Two names
+    only: the CLI passes requester and approver, the DAGs the triggering and approving users."""
+    if first and second and person(first) == person(second):
+        return [f"{names[1]} must be a different person from {names[0]}"]
+    return []
+
+
 def validate(
-    request: ExportRequest, today: dt.date, configured_region: str | None
+    request: ExportRequest,
+    today: dt.date,
+    configured_region: str | None,
+    *,
+    approved: bool = True,
 ) -> list[tuple[str, str]]:
     """The identifiers as (kind, E.164 or address); RequestError lists every problem.
 
     National-format numbers are read in the request's region, else the deployment's
-    (`configured_region`, from CDR_DEFAULT_REGION)."""
-    problems = [f"{name} is missing" for name in TEXT_FIELDS if not getattr(request, name)]
+    (`configured_region`, from CDR_DEFAULT_REGION). `approved=False` checks a request recorded
+    for approval later (by a second user in Airflow): `approved_by` is not asked for yet."""
+    fields = TEXT_FIELDS if approved else tuple(f for f in TEXT_FIELDS if f != "approved_by")
+    problems = [f"{name} is missing" for name in fields if not getattr(request, name)]
     try:
         region = default_region(request.default_region, configured_region)
     except IdentifierError as exc:
@@ -133,8 +159,7 @@ def validate(
     for name in ("requested_by", "approved_by"):
         if _hidden(getattr(request, name)):
             problems.append(f"{name} holds control or invisible characters")
-    if request.requested_by and person(request.requested_by) == person(request.approved_by):
-        problems.append("approved_by must be a different person from requested_by")
+    problems += four_eyes_problems(request.requested_by, request.approved_by) if approved else []
     for name in ("date_from", "date_to"):
         value = getattr(request, name)
         if value is None:

@@ -102,9 +102,11 @@ class Hold:
         return len(self.tokens) if self.identifier_count is None else self.identifier_count
 
     def public(self) -> dict[str, Any]:
-        """What may be shown in logs and the audit log: counts of tokens, never the tokens."""
+        """What may be shown in logs, XCom and the audit log: counts of tokens, never the
+        tokens, and whether a customer is named, never its id."""
         out = asdict(self)
         out["tokens"] = self.identifiers()
+        out["customer"] = self.customer is not None
         return out
 
     def remembers_anyone(self) -> bool:
@@ -131,7 +133,9 @@ def list_holds(store: ObjectStore) -> list[Hold]:
     return sorted(out, key=lambda h: h.case)
 
 
-def place(store: ObjectStore, hold: Hold) -> Hold:
+def check(hold: Hold) -> None:
+    """Refuse a hold that cannot be placed (bad case, no reason, covering nothing, a reversed
+    period), before anything is written: when it is placed, or recorded for approval."""
     try:
         layout.case(hold.case)
     except LayoutError as exc:
@@ -142,10 +146,14 @@ def place(store: ObjectStore, hold: Hold) -> Hold:
         raise HoldError("a hold must name identifiers, a customer or a period")
     if hold.period_from and hold.period_to and hold.period_from > hold.period_to:
         raise HoldError("the hold's period ends before it starts")
+    hold.matches()  # refuses a hold that covers nothing
+
+
+def place(store: ObjectStore, hold: Hold) -> Hold:
+    check(hold)
     existing = load(store, hold.case)
     if existing is not None and not existing.released_at:
         raise HoldError(f"case {hold.case} already has an active hold; release it first")
-    hold.matches()  # refuses a hold that covers nothing
     save(store, hold)
     return hold
 
@@ -296,6 +304,27 @@ class HoldRequest:
         except LayoutError as exc:
             raise HoldError(str(exc)) from None
 
+    def to_mapping(self) -> dict[str, Any]:
+        """The whole request as stored (sealed: it holds identifiers and the customer)."""
+        return {**asdict(self), "identifiers": list(self.identifiers)}
+
+    def hold(self, res: Resources, now: dt.datetime, by: str) -> Hold:
+        """The hold this request places: identifiers as tokens (refused when unreadable)."""
+        from pipeline.records.lookup import default_region, identifier_tokens
+
+        region = default_region(self.default_region, res.settings.default_region)
+        return Hold(
+            case=self.case,
+            reason=self.reason,
+            placed_at=now.isoformat(),
+            placed_by=by,
+            tokens=identifier_tokens(res.keyring, list(self.identifiers), region),
+            customer=self.customer,
+            period_from=self.date_from,
+            period_to=self.date_to,
+            until=self.until,
+        )
+
 
 def run_hold(
     res: Resources, request: HoldRequest, now: dt.datetime | None = None
@@ -303,7 +332,6 @@ def run_hold(
     """Place or release a hold, with an audit entry; the hold as may be shown (identifiers as
     a count)."""
     from pipeline.proof import audit
-    from pipeline.records.lookup import default_region, identifier_tokens
 
     request.validate()
     now = now or dt.datetime.now(dt.UTC)
@@ -311,22 +339,7 @@ def run_hold(
         hold = release(res.store, request.case, audit.actor(), now)
         action, why = "hold_released", request.reason or "released"
     else:
-        region = default_region(request.default_region, res.settings.default_region)
-        tokens = identifier_tokens(res.keyring, list(request.identifiers), region)
-        hold = place(
-            res.store,
-            Hold(
-                case=request.case,
-                reason=request.reason,
-                placed_at=now.isoformat(),
-                placed_by=audit.actor(),
-                tokens=tokens,
-                customer=request.customer,
-                period_from=request.date_from,
-                period_to=request.date_to,
-                until=request.until,
-            ),
-        )
+        hold = place(res.store, request.hold(res, now, audit.actor()))
         action, why = "hold_placed", hold.reason
     event = f"{action.replace('_', '-')}:{hold.case}:{hold.placed_at}"
     signer = res.keyring.signing_key()

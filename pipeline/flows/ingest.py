@@ -52,11 +52,10 @@ from pipeline.records.bronze import (
 )
 from pipeline.records.fingerprints import Fingerprints
 from pipeline.records.lookup import default_region as resolve_region
-from pipeline.records.normalise import CountryResolver
 from pipeline.records.redelivery import PriorIds, index_parts, index_rows
 from pipeline.records.sources import FileFormatError, ParseOptions, Source, detect
 from pipeline.records.tiers import TierWriter
-from pipeline.records.transform import FileContext, transform
+from pipeline.records.transform import AddressBook, FileContext, finish, prepare
 
 log = logging.getLogger("pipeline.flows.ingest")
 T = TypeVar("T")
@@ -68,12 +67,13 @@ class IngestError(PipelineError):
     """An ingest that could not complete; the message never holds a record's content.
 
     `terminal` is true once the file has its final signed parse entry (`refused`, `failed`):
-    rerunning will not change the outcome, so its landing copy can go.
+    rerunning will not change the outcome, so its landing copy can go; `status` is that entry's.
     """
 
-    def __init__(self, message: str, terminal: bool = False) -> None:
+    def __init__(self, message: str, terminal: bool = False, status: str | None = None) -> None:
         super().__init__(message)
         self.terminal = terminal
+        self.status = status
 
 
 #: the states a sealed file ends in, each with a signed parse entry
@@ -372,11 +372,12 @@ def _ingest_leased(
         failed = FileReport(name, sha256, "failed", source, parser.name, detail=reason)
         failed.reason = reason
         _record_outcome(res, seal, b_key, failed, as_of)
-        raise IngestError(f"{name}: FAILED ({reason}); the original is kept in bronze", terminal=True) from None  # fmt: skip
+        raise IngestError(f"{name}: FAILED ({reason}); the original is kept in bronze", terminal=True, status="failed") from None  # fmt: skip
     if report.status == "refused":
         report.outputs.append(_refusal_note(res, report))
         _record_outcome(res, seal, b_key, report, as_of)
-        raise IngestError(f"{report.detail} ({layout.quarantine_file_key(sha256)})", terminal=True)
+        note = layout.quarantine_file_key(sha256)
+        raise IngestError(f"{report.detail} ({note})", terminal=True, status="refused")
     _record_outcome(res, seal, b_key, report, as_of)
     log.info(
         "%s ingested: %d records → silver %d, gold %d (%d gold only), quarantined %d",
@@ -626,7 +627,7 @@ def _parse_into_tiers(
         commitment_encoding=ENCODING,
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
-    resolver = CountryResolver()
+    book = AddressBook()
     tallies = _suite_tallies(res)
     res.quality.warm_up(tallies)
     validating = [0.0]
@@ -653,8 +654,11 @@ def _parse_into_tiers(
     by_month: dict[str, dict[str, int]] = {"gold": {}, "silver": {}}
     timings = report.timings = {"commit_s": 0.0, "validate_s": 0.0}
     try:
-        for parsed in prefetch(parser.parse(path, opts)):
-            out = transform(parsed, ctx, resolver, report.gold, seen_ids, prior.earlier)
+        # Parsing and the row-by-row checks (`prepare`) of the next batch run on the reader
+        # thread while this one is finished, committed and handed to the writers.
+        batches = (prepare(b, ctx, book) for b in parser.parse(path, opts))
+        for parsed in prefetch(batches):
+            out = finish(parsed, ctx, report.gold, seen_ids, prior.earlier)
             index.append(index_rows(out.gold))
             writer.add(out.silver, out.gold, out.vault, out.quarantine)
             if len(out.leaves):

@@ -5,7 +5,7 @@ One run, for a date `as_of` (the DAG's logical date, so reruns and backfills agr
 1. holds: records covered by an active hold (and, per the policy's country overrides, a
    statutory hold) are copied into the hold's own store before anything is destroyed;
 2. each month whose identifier purge date has come: the month's data key is destroyed
-   (crypto-shred), then its silver and vault partitions are deleted (every version), then a
+   (crypto-shred), then its silver, vault and token-index partitions are deleted (every version), then a
    `retention/purged/<YYYY-MM>.json` marker is written, which also stops a late or replayed
    ingest from re-creating identifiers for the month;
 3. each sealed file (whatever its state) whose earliest month is purged: its file key is
@@ -53,6 +53,7 @@ from pipeline.core.policy import RetentionPolicy
 from pipeline.core.store import ObjectStore, VersionInfo, read_parquet, store_errors
 from pipeline.flows import holds
 from pipeline.proof import audit
+from pipeline.records.search import candidate_rows
 
 if TYPE_CHECKING:
     from pipeline.core.resources import Resources
@@ -77,7 +78,7 @@ class Inventory:
 
 def inventory(store: ObjectStore, keyring: LocalKeyring) -> Inventory:
     inv = Inventory()
-    for prefix in (layout.SILVER, layout.VAULT):
+    for prefix in (layout.MONTH_TIERS[t] for t in layout.IDENTIFYING_MONTH_TIERS):
         for obj in store.list(prefix):
             m = layout.month_of(obj.key)
             if m:
@@ -346,7 +347,7 @@ def _purge_month(
     if dry_run:
         for hold in active:
             entry["held"][hold.case] = sum(
-                len(read_parquet(store, k).filter(hold.matches())) for k in silver
+                len(_held_candidates(store, k, hold).filter(hold.matches())) for k in silver
             )
         return entry
     attempt = _begin_attempt(store, layout.month_key_name(m), has_key)
@@ -366,7 +367,7 @@ def _purge_month(
                 holds.save(store, hold)
             copied = sum(
                 holds.copy_into_hold(
-                    store, keyring, hold, k, read_parquet(store, k), vault, month_key
+                    store, keyring, hold, k, _held_candidates(store, k, hold), vault, month_key
                 )
                 for k in silver
             )
@@ -385,6 +386,14 @@ def _purge_month(
     )
     log.info("purged identifiers of %s: %d objects, key destroyed", name, len(objects))
     return entry
+
+
+def _held_candidates(store: ObjectStore, silver_key: str, hold: holds.Hold) -> pl.DataFrame:
+    """A silver part's rows a hold may cover: where it names tokens, only the row groups the
+    part's token index names for them (the person search's reading)."""
+    if hold.tokens:
+        return candidate_rows(store, silver_key, hold.tokens)
+    return read_parquet(store, silver_key)
 
 
 def _file_due(
@@ -517,7 +526,7 @@ def verify_purged(
     problems = _leftovers(store, bronze, files)
     for m in months:
         name = layout.month_name(m)
-        for prefix in (layout.month_prefix("silver", m), layout.month_prefix("vault", m)):
+        for prefix in (layout.month_prefix(t, m) for t in layout.IDENTIFYING_MONTH_TIERS):
             if any(True for _ in store.versions(prefix)):
                 problems.append(f"{name}: objects or versions left under {prefix}")
         if keyring.has_data_key(layout.month_key_name(m)):

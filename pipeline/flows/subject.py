@@ -46,9 +46,9 @@ from pipeline.core.rights import CountryRights
 from pipeline.flows.holds import list_holds
 from pipeline.proof import audit
 from pipeline.proof.access_package import FORMAT, MIN_PASSPHRASE, seal_for, signed_archive
-from pipeline.proof.crypto import decrypt_stream, encrypt_bytes
 from pipeline.proof.integrity import key_id
 from pipeline.proof.package import RecipientKeyError, fingerprint, load_recipient_key
+from pipeline.proof.sealed_request import open_request, request_exists, seal_request
 from pipeline.records.letters import README, access_rows, csv_rows, response_text
 from pipeline.records.lookup import IdentifierError, normalised_identifiers
 from pipeline.records.search import (
@@ -212,22 +212,14 @@ def _country_of(identifiers: list[tuple[str, str]]) -> str | None:
 
 
 # --- the stored request ----------------------------------------------------------------------
-def _request_aad(case: str) -> bytes:
-    return layout.request_object_key(case, "request.enc").encode()
-
-
 def _save_request(res: Resources, request: SubjectRequest, ids: list[tuple[str, str]]) -> None:
-    key = res.keyring.data_key(layout.request_key_name(request.case))
-    body = json.dumps({"request": request.to_mapping(), "normalised": ids}).encode()
-    blob = encrypt_bytes(key, body, _request_aad(request.case))
-    if not res.store.put_new(layout.request_object_key(request.case, "request.enc"), blob):
+    body = {"kind": "subject", "request": request.to_mapping(), "normalised": ids}
+    if not seal_request(res, request.case, body):
         raise SubjectRequestError([f"case {request.case} exists already"])
 
 
 def _load_request(res: Resources, case: str) -> tuple[SubjectRequest, list[tuple[str, str]]]:
-    key = res.keyring.data_key(layout.request_key_name(case), create=False)
-    with res.store.open(layout.request_object_key(case, "request.enc")) as src:
-        data = json.loads(b"".join(decrypt_stream(key, src, _request_aad(case))))
+    data = open_request(res, case)
     return SubjectRequest.from_mapping(data["request"]), [tuple(i) for i in data["normalised"]]  # type: ignore[misc]
 
 
@@ -261,7 +253,7 @@ def create_subject_request(
     now = now or dt.datetime.now(dt.UTC)
     try:
         ids = request.validate(now.date(), res.settings.default_region)
-        if res.store.exists(layout.request_object_key(request.case, "status.json")):
+        if request_exists(res, request.case):  # a subject, export or hold request
             raise SubjectRequestError([f"case {request.case} exists already"])
     except SubjectRequestError as exc:
         _refused(res, request, exc.problems)

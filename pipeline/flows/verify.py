@@ -4,7 +4,7 @@ For each ingested file: both seal entries' signatures and their link; the bronze
 SHA-256 and size against the seal (while bronze exists); the stored leaves against the signed
 Merkle root; every gold and silver record's leaf recomputed from its fields and found at its
 index (so a changed, added, duplicated or deleted record is named); counts against the signed
-parse entry; then the audit log's chain. Works after the 12-month purge too: gold records need
+parse entry; each silver part's token index against the part (none left without its part); then the audit log's chain. Works after the 12-month purge too: gold records need
 neither the vault nor any destroyed key.
 """
 
@@ -37,6 +37,7 @@ from pipeline.proof.commitments import (
 from pipeline.proof.crypto import DecryptionError
 from pipeline.proof.integrity import SealError, verify_pair
 from pipeline.proof.reference import READERS, RETAINED
+from pipeline.records import token_index
 from pipeline.records.bronze import lock_date, read_original
 
 if TYPE_CHECKING:
@@ -438,6 +439,8 @@ def _check_records(
                 continue
             key = layout.partition(tier, layout.parse_month(name), check.sha256)
             label = f"{tier} {name}"
+            if tier == "silver":
+                _check_token_index(store, check, key, name)
             if not store.exists(key):
                 if tier == "silver" and store.exists(layout.purge_marker(layout.parse_month(name))):
                     check.checks[label] = "skipped: identifiers purged"
@@ -459,6 +462,23 @@ def _check_records(
                 check.fail(label, problem)
             else:
                 check.checks[label] = f"ok ({count:,} records)"
+
+
+def _check_token_index(store: ObjectStore, check: FileCheck, silver_key: str, name: str) -> None:
+    """A silver part's token index agrees with the part; none outlives the part."""
+    index_key, label = layout.token_index_key(silver_key), f"token index {name}"
+    if not store.exists(silver_key):
+        if store.exists(index_key):
+            check.fail(label, f"{index_key} is left without the part it describes")
+        return
+    try:
+        problem = token_index.disagreement(store, silver_key)
+    except (OSError, ValueError) as exc:  # unreadable: pyarrow raises these
+        problem = f"{index_key} cannot be read ({type(exc).__name__})"
+    if problem:
+        check.fail(label, problem)
+    elif store.exists(index_key):
+        check.checks[label] = "ok"
 
 
 def _record_problem(

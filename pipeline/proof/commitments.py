@@ -138,17 +138,20 @@ def merkle_root(leaves: pl.Series) -> str:
     if not len(level):
         return hashlib.sha256(b"E").hexdigest()
     while len(level) > 1:
-        n = len(level) - len(level) % 2
-        pairs = pl.DataFrame(
-            {"l": level.gather_every(2).head(n // 2), "r": level[1:n].gather_every(2)}
-        )
-        parents = pairs.select(
-            (pl.lit("N") + pl.col("l") + pl.col("r")).chash.sha2_256()  # type: ignore[attr-defined]
-        ).to_series()
-        if len(level) % 2:
-            parents = parents.append(level.tail(1))
-        level = parents
+        level = _parents(level)
     return str(level[0])
+
+
+def _parents(level: pl.Series) -> pl.Series:
+    """The next level up of a Merkle tree (hex nodes), its odd last node promoted."""
+    n = len(level) - len(level) % 2
+    pairs = pl.DataFrame({"l": level.gather_every(2).head(n // 2), "r": level[1:n].gather_every(2)})
+    parents = pairs.select(
+        (pl.lit("N") + pl.col("l") + pl.col("r")).chash.sha2_256()  # type: ignore[attr-defined]
+    ).to_series()
+    if len(level) % 2:
+        parents = parents.append(level.tail(1))
+    return parents
 
 
 def file_root(batch_roots: Iterable[str]) -> str:
@@ -159,25 +162,25 @@ def _node(left: str, right: str) -> str:
     return hashlib.sha256(f"N{left}{right}".encode()).hexdigest()
 
 
-def inclusion_paths(leaves: list[str], indices: list[int]) -> dict[int, list[list[str]]]:
+def inclusion_paths(
+    leaves: list[str] | pl.Series, indices: list[int]
+) -> dict[int, list[list[str]]]:
     """Merkle paths from the leaves at `indices` to the root of `leaves`.
 
     A path is a list of [side, sibling] pairs, bottom up; side "L" means the sibling is on the
     left. A level where the node was promoted (the odd last node) adds nothing, as in
-    `merkle_root`.
+    `merkle_root`, whose levels these are (one polars pass a level).
     """
     paths: dict[int, list[list[str]]] = {i: [] for i in indices}
     positions = {i: i for i in indices}
-    level = leaves
+    level = leaves if isinstance(leaves, pl.Series) else pl.Series(leaves, dtype=pl.String)
     while len(level) > 1:
         for start, pos in positions.items():
             sibling = pos ^ 1
             if sibling < len(level):
-                paths[start].append(["L" if sibling < pos else "R", level[sibling]])
+                paths[start].append(["L" if sibling < pos else "R", str(level[sibling])])
             positions[start] = pos // 2
-        pairs = len(level) - len(level) % 2
-        parents = [_node(level[k], level[k + 1]) for k in range(0, pairs, 2)]
-        level = parents + level[pairs:]
+        level = _parents(level)
     return paths
 
 

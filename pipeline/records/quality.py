@@ -209,11 +209,12 @@ class Quality:
         docs: str | Path,
         endpoint_url: str | None = None,
         credentials: dict[str, str] | None = None,
+        client: Any = None,
     ) -> None:
         self.location = str(docs)
         if self.location.startswith("s3://"):
             self.site: ObjectStore = open_store(
-                self.location, endpoint_url, credentials=credentials
+                self.location, endpoint_url, client=client, credentials=credentials
             )
         else:
             Path(self.location).mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,10 @@
 requests share.
 
 Month by month over a period:
-- a live month: only that month's silver partitions are read, and of each row group first the
-  token and time columns; full rows are read only where a wanted token occurs (origin or
-  destination). Both parties of a found record are re-identified through the month's vault;
+- a live month: only that month's silver partitions are read, and of each part only the row
+  groups its token index names for the wanted tokens (every row group of a part written
+  without one); of those first the token and time columns, then full rows only where a wanted
+  token occurs (origin or destination). Both parties of a found record are re-identified through the month's vault;
   a party whose identifiers were erased on request (a suppressed token) is never re-identified;
 - a month whose identifiers were purged: reported with its purge date and the number of gold
   records in the period that can no longer be attributed; copies kept under a legal hold are
@@ -34,6 +35,7 @@ from pipeline.flows.holds import list_holds, read_held_part
 from pipeline.proof.commitments import gold_form, identity_commitment, inclusion_paths
 from pipeline.proof.crypto import decrypt_value
 from pipeline.proof.integrity import read_entry
+from pipeline.records import token_index
 from pipeline.records.normalise import PERSONAL_KINDS
 from pipeline.records.schema import GOLD
 
@@ -115,7 +117,7 @@ class RecordSearch:
         for obj in self.store.list(layout.month_prefix("silver", (y, m))):
             with self.store.open_seekable(obj.key) as src:
                 part = pq.ParquetFile(src)
-                for group in range(part.num_row_groups):
+                for group in token_index.row_groups(self.store, obj.key, part, self.tokens):
                     probe = part.read_row_group(group, columns=_SCAN)
                     mask = self._mask(probe)
                     if not pc.any(mask).as_py():
@@ -199,6 +201,18 @@ class RecordSearch:
             assert isinstance(frame, pl.DataFrame)
             total += len(self._in_period(frame))
         return total
+
+
+def candidate_rows(store: ObjectStore, silver_key: str, tokens: list[str]) -> pl.DataFrame:
+    """The rows of a silver part that can hold one of `tokens`: its row groups the token index
+    names (all of them without an index); callers filter the rows exactly."""
+    with store.open_seekable(silver_key) as src:
+        part = pq.ParquetFile(src)
+        wanted = pa.array(sorted(set(tokens)), pa.string())
+        table = part.read_row_groups(token_index.row_groups(store, silver_key, part, wanted))
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 def with_identifiers(
@@ -345,15 +359,17 @@ def record_proofs(
     return proofs, sources
 
 
-def _leaves(leaves_file: pq.ParquetFile, lo: int, hi: int) -> list[str]:
-    """Leaves [lo, hi) of a file's proofs object, reading only the row groups that hold them."""
-    out: list[str] = []
+def _leaves(leaves_file: pq.ParquetFile, lo: int, hi: int) -> pl.Series:
+    """Leaves [lo, hi) (hex) of a file's proofs object, reading only the row groups that hold
+    them."""
+    out: list[pa.ChunkedArray] = []
     start = 0
     for group in range(leaves_file.num_row_groups):
         n = leaves_file.metadata.row_group(group).num_rows
         if start < hi and start + n > lo:
             column = leaves_file.read_row_group(group, columns=["leaf"]).column("leaf")
-            values = column.slice(max(lo - start, 0), min(hi, start + n) - max(lo, start))
-            out += [v.hex() for v in values.to_pylist()]
+            out.append(column.slice(max(lo - start, 0), min(hi, start + n) - max(lo, start)))
         start += n
-    return out
+    chunks = [c.cast(pa.binary()) for column in out for c in column.chunks]
+    binary = pl.Series("leaf", pa.chunked_array(chunks, pa.binary()) if chunks else [], pl.Binary)
+    return binary.bin.encode("hex")

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pipeline.core import layout, staging
 from pipeline.core.store import ObjectStore, private_file
 from pipeline.proof.crypto import decrypt_value, encrypt_values
+from pipeline.records import token_index
 from pipeline.records.fingerprints import Fingerprints
 from pipeline.records.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT, VAULT_ENTRY
 
@@ -87,7 +88,9 @@ class TierWriter:
                 write_statistics=[c for c in STATISTICS if c in schema.names],
                 use_dictionary=[c for c in DICTIONARY if c in schema.names],
             )
-        self._writers[key].write_table(table.cast(schema))
+        # Silver in row groups a person search can pick out (pipeline.records.token_index).
+        size = token_index.ROW_GROUP if key.startswith(layout.SILVER) else None
+        self._writers[key].write_table(table.cast(schema), row_group_size=size)
         self.rows[key] = self.rows.get(key, 0) + table.num_rows
 
     def _by_month(self, tier: str, df: pl.DataFrame, schema: dict[str, pl.DataType]) -> None:
@@ -189,6 +192,7 @@ class TierWriter:
         for writer in self._writers.values():
             writer.close()
         self._seen_tokens.clear()  # nothing more will be written
+        self._paths |= token_index.stage(self._paths, Path(self._tmp.name))
         return dict(self._paths)
 
     def vault_entries(self, rows: int) -> Iterator[pa.Table]:

@@ -102,30 +102,58 @@ def _month_index(ts: Any) -> Any:
     return ts.dt.year().cast(pl.Int64) * 12 + ts.dt.month().cast(pl.Int64) - 1
 
 
+@dataclass
+class Prepared:
+    """A batch classified and checked row by row, before anything that depends on the batches
+    before it (its place in the file's tree, its repeats): `prepare` of batch n + 1 can run
+    while batch n is being finished."""
+
+    frame: pl.DataFrame
+    scrubbed: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+
+def prepare(parsed: pl.DataFrame, ctx: FileContext, book: AddressBook) -> Prepared:
+    """Classify both parties (normalise, country, token), clean free text, derive missing
+    record ids and give each row its first reason to be rejected. `book` is the file's: one
+    caller at a time, batches in file order."""
+    df, scrubbed = scrub(_classify(parsed, ctx, book).with_columns(_channel_detail()))
+    df = _with_record_ids(df, ctx)
+    return Prepared(df.with_columns(_rejection(ctx).alias("_reason")), scrubbed)
+
+
 def transform(
     parsed: pl.DataFrame,
     ctx: FileContext,
-    resolver: CountryResolver,
+    book: AddressBook,
     leaf_offset: int = 0,
     seen_ids: Fingerprints | None = None,
     prior: Prior | None = None,
 ) -> Transformed:
-    """Split a parsed batch; kept records are numbered from `leaf_offset` in the file's tree.
+    """Split a parsed batch (`prepare`, then `finish`)."""
+    return finish(prepare(parsed, ctx, book), ctx, leaf_offset, seen_ids, prior)
+
+
+def finish(
+    prepared: Prepared,
+    ctx: FileContext,
+    leaf_offset: int = 0,
+    seen_ids: Fingerprints | None = None,
+    prior: Prior | None = None,
+) -> Transformed:
+    """Split a prepared batch; kept records are numbered from `leaf_offset` in the file's tree.
 
     `seen_ids` holds the record IDs kept from the file's earlier batches: a record ID is unique
     per file, so a repeat in a later batch is quarantined like one within the batch. `prior`
     names the earlier file of the same source that already kept a record's ID in its month
     (pipeline.records.redelivery): such a record is a re-delivery, quarantined too.
 
-    The steps, in order: classify both parties (normalise, country, token) and clean free text;
-    derive missing record ids; give each row its first reason to be rejected; mark repeats in
-    the file and re-deliveries; split off the quarantine; route the kept rows (token or
+    The steps, in order, after those of `prepare`: mark repeats in the file and re-deliveries; split off the quarantine; route the kept rows (token or
     literal, gold only when expired); commit each record; cut silver, gold and the vault.
     """
-    df, scrubbed = scrub(_classify(parsed, ctx, resolver).with_columns(_channel_detail()))
-    df = _with_record_ids(df, ctx)
-    df = df.with_columns(_rejection(ctx).alias("_reason"))
-    df = _repeats_in_file(df, seen_ids)
+    df = _repeats_in_file(prepared.frame, seen_ids)
     df = _redelivered(df, prior)
     quarantine = df.filter(pl.col("_reason").is_not_null()).select(
         "source_line", pl.col("_reason").alias("reason"), "raw", "note"
@@ -152,7 +180,7 @@ def transform(
         leaves,
         invalid,
         commit_seconds,
-        scrubbed,
+        prepared.scrubbed,
     )
 
 
@@ -333,17 +361,40 @@ def _redelivered(df: pl.DataFrame, prior: Prior | None) -> pl.DataFrame:
     )
 
 
-def _classify(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> pl.DataFrame:
-    """Add `{o,d}_value/_kind/_country/_token/_bad`, handling each distinct written value once.
+class AddressBook:
+    """Every distinct address written in one file, classified once: normalised, its country
+    resolved, its domain taken and its token computed.
 
-    The same senders and end users recur through a batch, so the distinct values of both
-    address columns are normalised together and joined back.
+    A file's end users and senders recur through its batches, so each batch looks up what the
+    earlier ones already classified and classifies only what is new. The book belongs to one
+    file (its region, its token key) and is bounded: past `limit` entries it starts afresh, so
+    memory follows the limit, not the file.
     """
-    raw = (
-        pl.concat([parsed.get_column("origin_raw"), parsed.get_column("destination_raw")])
-        .unique()
-        .to_frame("raw")
-    )
+
+    def __init__(self, limit: int = 500_000) -> None:
+        self.resolver = CountryResolver()
+        self.limit = limit
+        self._known: pl.DataFrame | None = None
+
+    def lookup(self, raw: pl.Series, ctx: FileContext) -> pl.DataFrame:
+        """The classified entries (`raw`, `a_*`) of every distinct value in `raw`, and more."""
+        distinct = raw.unique().to_frame("raw")
+        known = self._known
+        if known is not None:
+            distinct = distinct.join(known.select("raw"), on="raw", how="anti", nulls_equal=True)
+        if len(distinct):
+            fresh = _classified(distinct, ctx, self.resolver)
+            if known is None or len(known) + len(fresh) > self.limit:
+                known = fresh
+            else:
+                known = pl.concat([known, fresh], rechunk=False)
+            self._known = known
+        assert known is not None
+        return known
+
+
+def _classified(raw: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> pl.DataFrame:
+    """Distinct written addresses (`raw`) → `a_value/_kind/_country/_domain/_token/_bad ...`."""
     norm = normalise_addresses(
         raw, {"raw": "a"}, ctx.default_region, ctx.international, ctx.alphanumeric
     )
@@ -355,10 +406,18 @@ def _classify(parsed: pl.DataFrame, ctx: FileContext, resolver: CountryResolver)
         .alias("a_domain")
     )
     # Tokens too depend on the value alone: one HMAC per distinct identifier.
-    norm = norm.with_columns(
+    return norm.with_columns(
         pl.when(pl.col("a_kind").is_in(PERSONAL_KINDS) & ~pl.col("a_bad"))
         .then(token_expr(pl.col("a_kind"), pl.col("a_value"), ctx.token_key, ctx.token_version))
         .alias("a_token")
+    )
+
+
+def _classify(parsed: pl.DataFrame, ctx: FileContext, book: AddressBook) -> pl.DataFrame:
+    """Add `{o,d}_value/_kind/_country/_token/_bad`, each distinct written value classified once
+    per file (`AddressBook`) and joined back."""
+    norm = book.lookup(
+        pl.concat([parsed.get_column("origin_raw"), parsed.get_column("destination_raw")]), ctx
     )
     for p in ("o", "d"):
         parsed = parsed.join(

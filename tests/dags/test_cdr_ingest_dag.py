@@ -46,8 +46,13 @@ def test_every_dag_is_documented_tagged_retried_and_scheduled() -> None:
 
 
 # A retry of an export (or of an access request) would build a second package for the same
-# request: an officer reruns it.
-ONCE_ONLY = {("cdr_le_export", "export_package"), ("cdr_subject_request", "answer_request")}
+# request, and a retried approval would ask again: an officer reruns it.
+ONCE_ONLY = {
+    ("cdr_le_export", "export_package"),
+    ("cdr_le_export", "approve"),
+    ("cdr_legal_hold", "approve"),
+    ("cdr_subject_request", "answer_request"),
+}
 
 
 def _run_dag(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> object:

@@ -8,9 +8,24 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.core.config import Settings
+from pipeline.core.resources import Resources
 from pipeline.core.store import open_store
 from pipeline.flows import holds
-from tests.helpers import load_dag
+from pipeline.flows.case_request import create_request
+from tests.dags.hitl import run_answered
+
+
+def _fields(connection: dict) -> dict:  # type: ignore[type-arg]
+    """The connection as `cdr_airflow.settings` hands it to `Settings.from_env`."""
+    return {k: connection[k] for k in ("login", "password", "extra")}
+
+
+def _request_hold(settings: Settings, case: str) -> None:
+    """Record a hold request in the store these settings name, as the officer's CLI would."""
+    fields = {"case": case, "reason": "order 1/2026", "requested_by": "a.khan",
+              "identifiers": ["+923001234567"], "default_region": "PK"}  # fmt: skip
+    create_request(Resources.from_settings(settings), "hold", fields)
 
 
 @pytest.mark.airflow
@@ -31,19 +46,15 @@ def test_the_connection_wins_over_the_variables(
                   "region_name": "us-east-1"},
     }  # fmt: skip
     monkeypatch.setenv("AIRFLOW_CONN_CDR_STORE", json.dumps(connection))
-    run = load_dag("cdr_legal_hold").test(
-        run_conf={"action": "place", "case": "CONN-1", "reason": "order 1/2026",
-                  "identifiers": ["+923001234567"], "default_region": "PK"},
-    )  # fmt: skip
+    _request_hold(Settings.from_env(connection=_fields(connection)), "CONN-1")
+    run = run_answered("cdr_legal_hold", {"action": "place", "case": "CONN-1"}, "b.ali")
     assert run.state == "success"
     s3 = open_store(f"s3://{data}/cdr", moto_endpoint)
     assert holds.load(s3, "CONN-1") is not None  # written where the connection says
     assert holds.load(open_store(local_env["CDR_STORE"]), "CONN-1") is None
 
     monkeypatch.delenv("AIRFLOW_CONN_CDR_STORE")
-    run = load_dag("cdr_legal_hold").test(
-        run_conf={"action": "place", "case": "VARS-1", "reason": "order 2/2026",
-                  "identifiers": ["+923001234567"], "default_region": "PK"},
-    )  # fmt: skip
+    _request_hold(Settings.from_env(), "VARS-1")
+    run = run_answered("cdr_legal_hold", {"action": "place", "case": "VARS-1"}, "b.ali")
     assert run.state == "success"
     assert holds.load(open_store(local_env["CDR_STORE"]), "VARS-1") is not None

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.cli import main as cli
 from pipeline.core.config import Settings
 from pipeline.core.resources import Resources
 from pipeline.flows import holds
 from pipeline.flows.ingest import ingest_file
 from pipeline.proof.audit import read_log, verify_log
 from pipeline.records.synth import generate
+from tests.dags.hitl import run_answered
 from tests.helpers import assert_no_identifiers, load_dag, needles_for, read_tier
 
 
@@ -30,10 +32,10 @@ def test_hold_form_then_daily_retention(
     ingest_file(res, g.path, as_of=dt.date(2025, 6, 1))
     number = sorted(g.numbers)[0]
 
-    run = load_dag("cdr_legal_hold").test(
-        run_conf={"action": "place", "case": "LEA-2026-001", "reason": "production order 12/2026",
-                  "identifiers": [number], "default_region": "PK"},
-    )  # fmt: skip
+    assert cli(["request", "create", "--type", "hold", "--case", "LEA-2026-001",
+                "--reason", "production order 12/2026", "--identifier", number,
+                "--default-region", "PK", "--requested-by", "a.khan"]) == 0  # fmt: skip
+    run = run_answered("cdr_legal_hold", {"action": "place", "case": "LEA-2026-001"}, "b.ali")
     assert run.state == "success"
     hold = holds.load(res.store, "LEA-2026-001")
     assert hold is not None and len(hold.tokens) == 1
@@ -67,14 +69,8 @@ def test_a_bad_hold_request_fails_the_run_without_storing_anything(
     airflow_db: None, tmp_path: Path, local_env: dict[str, str]
 ) -> None:
     env = local_env
-    run = load_dag("cdr_legal_hold").test(
-        run_conf={
-            "action": "place",
-            "case": "X-1",
-            "reason": "order",
-            "identifiers": ["not a number"],
-        }
-    )
+    # No request recorded for the case: the run fails before anyone is asked to approve.
+    run = load_dag("cdr_legal_hold").test(run_conf={"action": "place", "case": "X-1"})
     assert run.state == "failed"
     assert holds.list_holds(Resources.from_settings(Settings.from_env(env)).store) == []
 

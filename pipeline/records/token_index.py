@@ -1,0 +1,144 @@
+"""The token index of a silver part: which of its row groups hold each token.
+
+A person search asks "every record where one of these tokens is a party". Min/max statistics
+on tokens prune nothing (tokens are keyed hashes, spread over every row group), so each silver
+part has a small companion object beside its month (`layout.token_index_key`): every distinct
+`origin`/`destination` value of the part with the number of each row group it occurs in,
+sorted by token, in row groups of its own with min/max statistics on `token`. A lookup reads
+the footer and only the index row groups whose token range covers a wanted token, then reads
+only those silver row groups; the others are never fetched or decompressed.
+
+Silver is written in row groups of `ROW_GROUP` rows so that a found record costs reading a
+few thousand rows, not a whole batch. The index holds tokens: it is silver-tier data, purged
+with its month and checked by `verify` against the part it describes (`disagreement`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.core import layout
+from pipeline.core.store import ObjectStore
+
+#: Silver rows per row group: the unit a search reads once the index has pruned.
+ROW_GROUP = 8192
+#: Index entries per index row group: the unit a lookup reads.
+INDEX_GROUP = 32768
+SCHEMA = pa.schema([("token", pa.string()), ("row_group", pa.int32())])
+#: The silver part's shape, recorded in the index so a stale index is never trusted.
+_GROUPS, _ROWS = b"silver_row_groups", b"silver_rows"
+
+
+def build(part: pq.ParquetFile) -> pa.Table:
+    """Every distinct (token, row group) of a silver part, sorted by token."""
+    pieces = []
+    for group in range(part.num_row_groups):
+        sides = part.read_row_group(group, columns=["origin", "destination"])
+        values = pa.chunked_array(sides["origin"].chunks + sides["destination"].chunks)
+        tokens = pc.unique(values.drop_null())
+        pieces.append(
+            pa.table({"token": tokens, "row_group": pa.array([group] * len(tokens), pa.int32())})
+        )
+    table = pa.concat_tables(pieces) if pieces else SCHEMA.empty_table()
+    table = table.cast(SCHEMA).sort_by([("token", "ascending"), ("row_group", "ascending")])
+    meta = part.metadata
+    return table.replace_schema_metadata(
+        {_GROUPS: str(meta.num_row_groups).encode(), _ROWS: str(meta.num_rows).encode()}
+    )
+
+
+def write(silver: Path, target: Path) -> None:
+    """Write the index of the local silver part `silver` to `target`."""
+    pq.write_table(
+        build(pq.ParquetFile(silver)),
+        target,
+        row_group_size=INDEX_GROUP,
+        compression="zstd",
+        compression_level=1,
+        write_statistics=["token"],
+        use_dictionary=["row_group"],
+    )
+
+
+def stage(paths: dict[str, Path], folder: Path) -> dict[str, Path]:
+    """The index of every staged silver part not indexed yet, by the key it is published under."""
+    out = {}
+    for key, path in paths.items():
+        index_key = layout.token_index_key(key) if key.startswith(layout.SILVER) else None
+        if index_key and index_key not in paths:
+            out[index_key] = folder / f"{path.stem}.tokens.parquet"
+            write(path, out[index_key])
+    return out
+
+
+def row_groups(
+    store: ObjectStore, silver_key: str, part: pq.ParquetFile, tokens: pa.Array
+) -> list[int]:
+    """The row groups of `part` that can hold any of `tokens`: from its index where it has one
+    that describes it, else all of them (a store written without the index)."""
+    everything = list(range(part.num_row_groups))
+    key = layout.token_index_key(silver_key)
+    if not store.exists(key):
+        return everything
+    with store.open_seekable(key) as src:
+        index = pq.ParquetFile(src)
+        shape = (part.metadata.num_row_groups, part.metadata.num_rows)
+        if _shape(index.schema_arrow) != tuple(str(n).encode() for n in shape):
+            return everything  # written for another version of the part: scan it
+        wanted = sorted(tokens.to_pylist())
+        found: set[int] = set()
+        for group in _covering(index, wanted):
+            entries = index.read_row_group(group)
+            hit = pc.is_in(entries["token"], value_set=tokens)
+            found.update(entries["row_group"].filter(hit).to_pylist())
+    return sorted(found)
+
+
+def _shape(schema: pa.Schema) -> tuple[bytes | None, bytes | None]:
+    meta = schema.metadata or {}
+    return meta.get(_GROUPS), meta.get(_ROWS)
+
+
+def _covering(index: pq.ParquetFile, wanted: list[str]) -> Iterable[int]:
+    """Index row groups whose token range holds one of `wanted` (all, without statistics)."""
+    position = index.schema_arrow.get_field_index("token")
+    for group in range(index.num_row_groups):
+        stats = index.metadata.row_group(group).column(position).statistics
+        if (
+            stats is None
+            or not stats.has_min_max
+            or any(stats.min <= t <= stats.max for t in wanted)
+        ):
+            yield group
+
+
+def disagreement(store: ObjectStore, silver_key: str) -> str | None:
+    """How the stored index of a silver part differs from the part (None: it agrees, or there
+    is none)."""
+    key = layout.token_index_key(silver_key)
+    if not store.exists(key):
+        return None
+    with store.open_seekable(silver_key) as src:
+        expected = build(pq.ParquetFile(src))
+    with store.open_seekable(key) as src:
+        stored = pq.read_table(src)
+    if _shape(stored.schema) != _shape(expected.schema):
+        return f"{key} describes another shape of the part (row groups or rows)"
+    exp, got = _frame(expected), _frame(stored)
+    missing = len(exp.join(got, on=["token", "row_group"], how="anti"))
+    extra = len(got.join(exp, on=["token", "row_group"], how="anti"))
+    if missing or extra or len(got) != len(exp):
+        return f"{key} disagrees with the part: {missing:,} entries missing, {extra:,} not in it"
+    return None
+
+
+def _frame(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table.select(["token", "row_group"]).cast(SCHEMA))
+    assert isinstance(frame, pl.DataFrame)
+    return frame
