@@ -48,11 +48,13 @@ from pipeline.core.keys import TOKEN_KEY_VERSION  # noqa: E402
 from pipeline.core.layout import proof_key  # noqa: E402
 from pipeline.core.resources import Resources  # noqa: E402
 from pipeline.proof.commitments import (  # noqa: E402
+    COMMIT_BLOCK,
+    ENCODING,
+    block_roots,
     file_root,
     gold_form,
     identity_commitment,
     leaf,
-    merkle_root,
     record_digest,
 )
 from pipeline.proof.crypto import encrypt_values  # noqa: E402
@@ -66,7 +68,7 @@ SIZES = [int(s) for s in os.environ.get("BENCH_EXPORT_SIZES", "10000000,50000000
 WORK = ROOT / "data" / "export"
 MONTHS = [(2025, m) for m in range(1, 13)]
 PART_ROWS = 1_000_000  # one "ingested file" per part: several per month at these sizes
-BATCH = 100_000  # leaves per Merkle batch, as the ingest's batches
+BATCH = 100_000  # records per ingest batch, cut into committed blocks as the ingest cuts them
 PEOPLE = 200_000
 SEARCHED = (10, 100)
 
@@ -135,12 +137,15 @@ def _commit(res: Resources, silver: pl.DataFrame, sha: str, y: int, m: int) -> N
     leaves = (
         gold_form(silver).select(leaf(record_digest(), pl.col("identity_commitment"))).to_series()
     )
-    sizes = [min(BATCH, len(leaves) - i) for i in range(0, len(leaves), BATCH)]
-    roots = [merkle_root(leaves.slice(i * BATCH, s)) for i, s in enumerate(sizes)]
-    table = leaves.str.decode("hex").alias("leaf").to_frame().to_arrow()
     path = res.store.root / proof_key(sha)  # type: ignore[attr-defined]
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path, row_group_size=BATCH)
+    table = leaves.str.decode("hex").alias("leaf").to_frame().to_arrow()
+    blocks: list[tuple[int, str]] = []
+    with pq.ParquetWriter(path, table.schema) as proofs:
+        for start in range(0, len(leaves), BATCH):  # each batch cut into blocks, as ingested
+            blocks += block_roots(leaves.slice(start, BATCH))
+            proofs.write_table(table.slice(start, BATCH), row_group_size=COMMIT_BLOCK)
+    sizes, roots = [n for n, _ in blocks], [r for _, r in blocks]
     now = dt.datetime.now(dt.UTC)
     signer = res.keyring.signing_key()
     seal = seal_original(
@@ -151,6 +156,7 @@ def _commit(res: Resources, silver: pl.DataFrame, sha: str, y: int, m: int) -> N
         "status": "ingested", "records": len(silver), "silver": len(silver), "gold": len(silver),
         "quarantined": 0, "months": [name], "by_month": {"gold": {name: len(silver)}, "silver": {name: len(silver)}},
         "merkle_root": file_root(roots), "batch_leaves": sizes, "batch_roots": roots,
+        "commitment_encoding": ENCODING,
     })  # fmt: skip
 
 

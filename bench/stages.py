@@ -48,7 +48,7 @@ def profile(path: Path) -> tuple[int, dict[str, float]]:
     clock: dict[str, float] = {}
     source = detect(path)
     batches = _timed(
-        clock, "parse", lambda: list(source.parse(path, ParseOptions("PK", "UTC", 100_000)))
+        clock, "parse", lambda: list(source.parse(path, ParseOptions("PK", "UTC", 50_000)))
     )
     ctx = FileContext(
         source="bench", source_file=path.name, sha256="ab" * 32, as_of=dt.date(2025, 6, 1),

@@ -4,7 +4,9 @@ committed under the first encoding still verify."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import io
 import json
 import re
@@ -12,8 +14,10 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -21,12 +25,23 @@ from hypothesis import strategies as st
 
 from pipeline.cli import main as cli
 from pipeline.core.config import Settings
+from pipeline.core.layout import proof_key
+from pipeline.core.resources import Resources
 from pipeline.flows import ingest as ingest_module
 from pipeline.flows.export import run_export
-from pipeline.flows.ingest import Resources, ingest_file
+from pipeline.flows.ingest import ingest_file
 from pipeline.flows.retention import RetentionRequest, run_retention
 from pipeline.flows.verify import VerifyRequest, run_verify
-from pipeline.proof.commitments import ENCODING, leaf, record_digest, retained_fields
+from pipeline.proof.commitments import (
+    ENCODING,
+    block_roots,
+    file_root,
+    leaf,
+    merkle_root,
+    record_digest,
+    retained_fields,
+    subtree_roots,
+)
 from pipeline.proof.integrity import parse_key, sign
 from pipeline.proof.verify_export import extract, verify_package
 from pipeline.records.schema import CANONICAL
@@ -281,3 +296,168 @@ def test_a_damaged_proofs_object_is_named_by_the_standalone_verifier(
     assert code == 1 and sha[:12] in out and "leaves stored" in out
     code, out = _standalone("store", tmp_path / "empty", tmp_path)
     assert code == 2 and "nothing to verify" in out
+
+
+# Commit blocks: a record's proof reads and hashes its block of 1,024 leaves, not its batch.
+
+
+@pytest.fixture
+def one_batch(settings: Settings) -> Resources:
+    """Ingest batches bigger than the files: a file's leaves are cut into blocks in one batch."""
+    return Resources.from_settings(dataclasses.replace(settings, batch_rows=100_000))
+
+
+def _three_thousand(res: Resources, tmp_path: Path) -> tuple[str, str]:
+    """A 3,000-record file over March and April; its SHA-256 and a person with records."""
+    g = generate(
+        "canonical_csv", tmp_path / "cdr.csv", 3000, start=dt.date(2025, 3, 1), months=2,
+        bad_share=0.0, people=20,
+    )  # fmt: skip
+    report = ingest_file(res, g.path, as_of=dt.date(2025, 6, 1))
+    assert report.gold == 3000
+    assert g.truth is not None
+    person = g.truth.filter(pl.col("e164").str.starts_with("+92")).get_column("e164")[0]
+    return report.sha256, person
+
+
+def _export(res: Resources, person: str) -> tuple[bytes, dict[str, Any], bytes]:
+    """An export of `person` over March and April: the package, its manifest, the secret key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from pipeline.flows.export_request import ExportRequest
+
+    private = X25519PrivateKey.generate()
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    secret = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    request = ExportRequest.from_mapping(
+        {
+            "case": "C-7", "authority": "FIA", "legal_basis": "PECA s.31",
+            "requested_by": "a", "approved_by": "b", "identifiers": [person],
+            "date_from": "2025-03-01", "date_to": "2025-04-30", "recipient_key": public.decode(),
+        }
+    )  # fmt: skip
+    blob = res.store.get_bytes(run_export(res, request).package)
+    verdict = verify_package(blob, secret, res.keyring.public_key_pem().encode())
+    return blob, verdict.manifest, secret
+
+
+def test_a_3000_record_file_is_sealed_in_three_blocks_and_its_proofs_a_row_group_each(
+    one_batch: Resources, tmp_path: Path
+) -> None:
+    sha, _ = _three_thousand(one_batch, tmp_path)
+    body = json.loads(one_batch.store.get_bytes(parse_key(sha)))["body"]
+    assert body["batch_leaves"] == [1024, 1024, 952]
+    proofs = pq.ParquetFile(io.BytesIO(one_batch.store.get_bytes(proof_key(sha))))
+    groups = [proofs.metadata.row_group(g).num_rows for g in range(proofs.num_row_groups)]
+    assert groups == [1024, 1024, 952]
+    leaves = proofs.read().column("leaf").to_pylist()
+    roots = [merkle_root(pl.Series([v.hex() for v in leaves[s : s + n]])) for s, n in
+             ((0, 1024), (1024, 1024), (2048, 952))]  # fmt: skip
+    assert body["batch_roots"] == roots and body["merkle_root"] == file_root(roots)
+
+
+@pytest.mark.parametrize("n", [1, 2, 1023, 1024, 1025, 2500, 4096])
+def test_block_roots_are_the_merkle_roots_of_each_1024_leaves_the_last_shorter(n: int) -> None:
+    leaves = pl.Series([hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)])
+    expected = [(min(1024, n - s), merkle_root(leaves.slice(s, 1024))) for s in range(0, n, 1024)]
+    assert block_roots(leaves) == expected
+
+
+def test_an_export_of_records_in_several_blocks_verifies_and_a_tampered_leaf_is_caught(
+    one_batch: Resources, tmp_path: Path
+) -> None:
+    res = one_batch
+    sha, person = _three_thousand(res, tmp_path)
+    blob, manifest, secret = _export(res, person)
+    seal_pem = res.keyring.public_key_pem().encode()
+    verdict = verify_package(blob, secret, seal_pem)
+    assert verdict.ok, verdict.problems
+    blocks = {p["batch"] for p in manifest["proofs"]}
+    assert blocks == {0, 1, 2}, blocks  # the person's records are in every block
+    assert all(
+        len(p["batch_path"]) <= 10 and len(p["file_path"]) == (1 if p["batch"] == 2 else 2)
+        for p in manifest["proofs"]
+    )
+    folder = tmp_path / "package"
+    extract(verdict, folder)
+    (tmp_path / "seal.pem").write_bytes(seal_pem)
+    code, out = _standalone("package", folder, tmp_path, "--public-key", str(tmp_path / "seal.pem"))
+    assert code == 0 and f"{len(manifest['proofs']):,} records" in out, out
+    code, out = _standalone("store", Path(res.settings.store), tmp_path)
+    assert code == 0 and "6,000 records" in out, out  # gold and silver
+
+    # One stored leaf changed, in the block of an exported record (not that record's own leaf).
+    exported = {p["leaf_index"] for p in manifest["proofs"] if p["batch"] == 1}
+    victim = next(i for i in range(1024, 2048) if i not in exported)
+    key = proof_key(sha)
+    table = pq.read_table(io.BytesIO(res.store.get_bytes(key)))
+    leaves = table.column("leaf").to_pylist()
+    leaves[victim] = bytes(32)
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"leaf": pa.array(leaves, table.schema.field("leaf").type)}), buf,
+                   row_group_size=1024)  # fmt: skip
+    res.store.put_bytes(key, buf.getvalue())
+    report = run_verify(res, VerifyRequest(expectations=False))
+    assert any("do not reach the sealed Merkle root" in p for p in report.problems())
+    code, out = _standalone("store", Path(res.settings.store), tmp_path)
+    assert code == 1 and "do not reach the sealed Merkle root" in out, out
+    tampered, _, secret = _export(res, person)
+    verdict = verify_package(tampered, secret, seal_pem)
+    assert not verdict.ok
+    assert any("do not reach the sealed root" in p for p in verdict.problems), verdict.problems
+
+
+def test_a_file_sealed_in_batches_before_blocks_still_verifies_and_exports(
+    one_batch: Resources, tmp_path: Path
+) -> None:
+    """An entry written before blocks states one root per ingest batch (up to 100,000 leaves):
+    verifiers and the export take the sizes from the entry."""
+    res = one_batch
+    sha, person = _three_thousand(res, tmp_path)
+    key = proof_key(sha)
+    table = pq.read_table(io.BytesIO(res.store.get_bytes(key)))
+    buf = io.BytesIO()
+    pq.write_table(table, buf, row_group_size=2000)  # a row group per batch, as written then
+    res.store.put_bytes(key, buf.getvalue())
+    leaves = pl.Series([v.hex() for v in table.column("leaf").to_pylist()])
+    entry = json.loads(res.store.get_bytes(parse_key(sha)))
+    old = {k: v for k, v in entry["body"].items() if k != "signer"}
+    roots = [merkle_root(leaves.head(2000)), merkle_root(leaves.slice(2000))]
+    old |= {"batch_leaves": [2000, 1000], "batch_roots": roots, "merkle_root": file_root(roots)}
+    assert old["merkle_root"] != entry["body"]["merkle_root"]  # another tree over the leaves
+    res.store.put_bytes(parse_key(sha), json.dumps(sign(old, res.keyring.signing_key())).encode())
+
+    assert run_verify(res, VerifyRequest(expectations=False)).ok
+    code, out = _standalone("store", Path(res.settings.store), tmp_path)
+    assert code == 0 and "6,000 records" in out, out  # gold and silver
+    blob, manifest, secret = _export(res, person)
+    verdict = verify_package(blob, secret, res.keyring.public_key_pem().encode())
+    assert verdict.ok, verdict.problems
+    proofs = manifest["proofs"]
+    assert {p["batch"] for p in proofs} == {0, 1}
+    assert max(len(p["batch_path"]) for p in proofs if p["batch"] == 0) == 11  # 2,000 leaves
+    assert all(len(p["file_path"]) == 1 for p in proofs)
+
+
+def test_one_batch_cut_into_blocks_keeps_the_batch_root() -> None:
+    """1,024 being a power of two, the root over a batch's block roots is the batch's own root:
+    a file ingested in one batch has the same root in blocks as it had before."""
+    leaves = pl.Series([hashlib.sha256(str(i).encode()).hexdigest() for i in range(3000)])
+    assert file_root(r for _, r in block_roots(leaves)) == merkle_root(leaves)
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [[1024, 1024, 452], [1024, 476, 1024, 1024, 452], [2000, 1000], [700, 700, 100], [3000]],
+)
+def test_subtree_roots_are_the_roots_of_the_sizes_an_entry_states(sizes: list[int]) -> None:
+    """Blocks of several batches, batches before blocks: each stated subtree's own root."""
+    leaves = pl.Series([hashlib.sha256(str(i).encode()).hexdigest() for i in range(sum(sizes))])
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    expected = [merkle_root(leaves.slice(s, n)) for s, n in zip(starts, sizes, strict=True)]
+    assert subtree_roots(leaves, sizes) == expected

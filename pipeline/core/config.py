@@ -83,7 +83,7 @@ class Settings:
             s3_endpoint_url=e.get("CDR_S3_ENDPOINT_URL") or None,
             default_region=(e.get("CDR_DEFAULT_REGION") or "").upper() or None,
             source_timezone=e.get("CDR_SOURCE_TIMEZONE") or "UTC",
-            batch_rows=int(e.get("CDR_BATCH_ROWS") or 100_000),
+            batch_rows=int(e.get("CDR_BATCH_ROWS") or 50_000),
             data_docs=e.get("CDR_DATA_DOCS") or str(DEFAULT_HOME / "data_docs"),
             keyring_dir=e.get("CDR_KEYRING_DIR") or str(DEFAULT_HOME / "keyring"),
             bronze_lock=_flag("CDR_BRONZE_LOCK", e.get("CDR_BRONZE_LOCK") or ""),

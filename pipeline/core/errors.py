@@ -22,6 +22,19 @@ class PipelineError(Exception):
         return str(self)
 
 
+class RefusedError(PipelineError, ValueError):
+    """A request or input refused whole before anything is done; `problems` lists every reason
+    (each fit to show: names and rules, never identifier values)."""
+
+    exit_status = USAGE
+    #: how the message starts
+    refused = "request refused"
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(f"{self.refused}: " + "; ".join(problems))
+        self.problems = problems
+
+
 def one_line(exc: BaseException) -> str:
     """What to print for a failure: a pipeline error's message, or a store or network error's
     type and first line (S3 answers name the operation and code, never a record's content)."""

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pipeline.core import layout
-from pipeline.core.errors import USAGE, PipelineError
+from pipeline.core.errors import PipelineError, RefusedError
 from pipeline.core.resources import Resources
 from pipeline.flows.export_request import (
     ExportRequest,
@@ -39,14 +39,8 @@ TRIGGERED, APPROVING = "the user who triggered the run", "the approving user"
 RECORDED = "the officer who recorded the request"
 
 
-class CaseRequestError(PipelineError, ValueError):
+class CaseRequestError(RefusedError):
     """A request refused (when recorded, or at approval); `problems` lists every reason."""
-
-    exit_status = USAGE
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("request refused: " + "; ".join(problems))
-        self.problems = problems
 
 
 class RequestRejected(PipelineError):

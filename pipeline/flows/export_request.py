@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.core import layout
 from pipeline.core.dates import parse_date
-from pipeline.core.errors import USAGE, PipelineError
+from pipeline.core.errors import RefusedError
 from pipeline.proof.package import RecipientKeyError, load_recipient_key
 from pipeline.records.lookup import IdentifierError, default_region, normalised_identifiers
 from pipeline.records.schema import CHANNELS
@@ -27,14 +27,8 @@ LAW_ENFORCEMENT = "law_enforcement"
 PURPOSES = (LAW_ENFORCEMENT, "fraud_investigation", "billing_dispute", "legal_claim")
 
 
-class RequestError(PipelineError, ValueError):
+class RequestError(RefusedError):
     """A request refused before any data is read; `problems` lists every reason."""
-
-    exit_status = USAGE
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("request refused: " + "; ".join(problems))
-        self.problems = problems
 
 
 @dataclass

@@ -39,7 +39,7 @@ from pipeline.core.progress import watch
 from pipeline.core.resources import Resources
 from pipeline.core.store import LocalStore, ObjectStore, store_errors
 from pipeline.proof import audit
-from pipeline.proof.commitments import ENCODING, file_root, merkle_root
+from pipeline.proof.commitments import ENCODING, block_roots, file_root
 from pipeline.proof.integrity import read_entry, record_parse, seal_original, sha256_file
 from pipeline.records import quality
 from pipeline.records.bronze import (
@@ -52,7 +52,7 @@ from pipeline.records.bronze import (
 )
 from pipeline.records.fingerprints import Fingerprints
 from pipeline.records.lookup import default_region as resolve_region
-from pipeline.records.redelivery import PriorIds, index_parts, index_rows
+from pipeline.records.redelivery import IndexSpool, PriorIds
 from pipeline.records.sources import FileFormatError, ParseOptions, Source, detect
 from pipeline.records.tiers import TierWriter
 from pipeline.records.transform import AddressBook, FileContext, finish, prepare
@@ -573,10 +573,10 @@ def _validate(
     return failed
 
 
-def _publish_index(res: Resources, source: str, sha256: str, rows: list[pl.DataFrame]) -> list[str]:
+def _publish_index(res: Resources, source: str, sha256: str, index: IndexSpool) -> list[str]:
     """The file's record-ID index, per month (pipeline.records.redelivery): the keys written."""
     keys = []
-    for month, data in index_parts(pl.concat(rows) if rows else pl.DataFrame()):
+    for month, data in index.parts():
         key = layout.record_id_index_key(source, month, sha256)
         res.store.put_bytes(key, data)
         keys.append(key)
@@ -647,7 +647,7 @@ def _parse_into_tiers(
     )
     seen_ids = Fingerprints()
     prior = PriorIds(res.store, source, sha256)
-    index: list[pl.DataFrame] = []
+    index = IndexSpool()
     report = FileReport(name, sha256, "ingested", source, parser.name)
     reasons: Counter[str] = Counter()
     scrubbed: Counter[str] = Counter()
@@ -659,13 +659,14 @@ def _parse_into_tiers(
         batches = (prepare(b, ctx, book) for b in parser.parse(path, opts))
         for parsed in prefetch(batches):
             out = finish(parsed, ctx, report.gold, seen_ids, prior.earlier)
-            index.append(index_rows(out.gold))
+            index.add(out.gold)
             writer.add(out.silver, out.gold, out.vault, out.quarantine)
             if len(out.leaves):
                 started = time.perf_counter()
                 writer.add_leaves(out.leaves)
-                report.batch_leaves.append(len(out.leaves))
-                report.batch_roots.append(merkle_root(out.leaves))
+                for size, root in block_roots(out.leaves):
+                    report.batch_leaves.append(size)
+                    report.batch_roots.append(root)
                 timings["commit_s"] += out.commit_seconds + time.perf_counter() - started
             report.records += len(parsed)
             report.silver += len(out.silver)
@@ -704,6 +705,7 @@ def _parse_into_tiers(
             report.outputs = writer.publish(res.store) + _publish_index(res, source, sha256, index)
     finally:
         writer.close()
+        index.close()
     report.gold_only = report.gold - report.silver
     report.merkle_root = file_root(report.batch_roots)
     report.reasons = dict(sorted(reasons.items()))

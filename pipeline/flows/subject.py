@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from pipeline import __version__
 from pipeline.core import layout
 from pipeline.core.alerts import Alert
-from pipeline.core.errors import USAGE, PipelineError
+from pipeline.core.errors import PipelineError, RefusedError
 from pipeline.core.keys import TOKEN_KEY_VERSION
 from pipeline.core.resources import Resources
 from pipeline.core.rights import CountryRights
@@ -67,14 +67,10 @@ TEXT_FIELDS = ("case", "type", "identity_verified_by", "requested_by")
 WARN_DAYS = 7
 
 
-class SubjectRequestError(PipelineError, ValueError):
+class SubjectRequestError(RefusedError):
     """A subject request refused before any data is read; `problems` lists every reason."""
 
-    exit_status = USAGE
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("subject request refused: " + "; ".join(problems))
-        self.problems = problems
+    refused = "subject request refused"
 
 
 class SubjectError(PipelineError):

@@ -31,8 +31,8 @@ from pipeline.proof.commitments import (
     file_root,
     gold_form,
     leaf,
-    merkle_root,
     record_digest,
+    subtree_roots,
 )
 from pipeline.proof.crypto import DecryptionError
 from pipeline.proof.integrity import SealError, verify_pair
@@ -412,10 +412,7 @@ def _check_tree(store: ObjectStore, check: FileCheck, body: dict[str, Any]) -> p
     if len(leaves) != sum(sizes) or len(leaves) != body.get("gold"):
         check.fail("proofs", f"{len(leaves)} leaves stored, {body.get('gold')} records sealed")
         return None
-    roots, start = [], 0
-    for n in sizes:
-        roots.append(merkle_root(leaves.slice(start, n)))
-        start += n
+    roots = subtree_roots(leaves, sizes)
     if roots != body.get("batch_roots") or file_root(roots) != body.get("merkle_root"):
         check.fail("proofs", "the stored leaves do not reach the sealed Merkle root")
         return None

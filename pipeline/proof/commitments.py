@@ -10,8 +10,13 @@ For every kept record, at ingestion:
 - `leaf` = SHA-256("L" + record digest + identity commitment), hex text.
 
 Leaves are numbered in file order (`leaf_index`, kept in silver and gold with the identity
-commitment). Each batch's leaves form a Merkle subtree; the file's root is the Merkle root of the
-batch roots, and it goes into the file's signed parse entry. An internal node is
+commitment). Each ingest batch's leaves are cut into blocks of `COMMIT_BLOCK` (1,024)
+consecutive leaves, the last one shorter; each block's leaves form a Merkle subtree, and the
+file's root is the Merkle root of the block roots. The parse entry states every block's size and
+root (`batch_leaves`, `batch_roots`) and the file root; entries written before blocks state one
+subtree per ingest batch (up to 100,000 leaves), and verifiers take the sizes from the entry, so
+both verify alike. Small blocks keep a record's proof cheap: its path is recomputed from its
+block's leaves alone (a small row group of the proofs object), not from its whole batch. An internal node is
 SHA-256("N" + left + right) over hex text; a level with an odd count promotes its last node.
 The leaves themselves are stored at `proofs/<sha256>.parquet`: a verifier recomputes a record's
 leaf from the record, finds it at its index, and recomputes the roots, with nothing but SHA-256.
@@ -52,6 +57,8 @@ ENCODING = 3
 ENCODINGS = (1, 2, 3)
 #: fields set by the name and folder a file arrived under: in the seal, not in the leaf (v2)
 NAME_FIELDS = ("source", "source_file")
+#: leaves per committed block: a record's proof reads and hashes one block, not its batch
+COMMIT_BLOCK = 1024
 
 
 def retained_fields(version: int = ENCODING) -> list[str]:
@@ -152,6 +159,46 @@ def _parents(level: pl.Series) -> pl.Series:
     if len(level) % 2:
         parents = parents.append(level.tail(1))
     return parents
+
+
+def block_roots(leaves: pl.Series) -> list[tuple[int, str]]:
+    """(size, root) of each block of `COMMIT_BLOCK` consecutive leaves, the last one shorter.
+
+    As COMMIT_BLOCK is a power of two, the blocks' roots are the nodes of the leaves' own tree
+    after log2(COMMIT_BLOCK) levels (a short last block's nodes are the odd ones promoted), so
+    every block is computed in the same few polars passes.
+    """
+    sizes = [min(COMMIT_BLOCK, len(leaves) - i) for i in range(0, len(leaves), COMMIT_BLOCK)]
+    level = leaves
+    for _ in range(COMMIT_BLOCK.bit_length() - 1):
+        if len(level) <= len(sizes):
+            break
+        level = _parents(level)
+    return list(zip(sizes, level.to_list(), strict=True))
+
+
+def subtree_roots(leaves: pl.Series, sizes: list[int]) -> list[str]:
+    """The roots of consecutive subtrees of `sizes` leaves, as a parse entry states them.
+
+    A run of full blocks and the shorter one ending it (one ingest batch) is computed together
+    by `block_roots`; a subtree bigger than a block (an entry written before blocks) alone.
+    """
+    roots: list[str] = []
+    start = i = 0
+    while i < len(sizes):
+        j = i
+        while j < len(sizes) and sizes[j] == COMMIT_BLOCK:
+            j += 1
+        if j < len(sizes) and 0 < sizes[j] < COMMIT_BLOCK:
+            j += 1  # a shorter block ends the batch
+        if j == i:  # bigger than a block, or empty
+            roots.append(merkle_root(leaves.slice(start, sizes[i])))
+            start, i = start + sizes[i], i + 1
+            continue
+        run = sum(sizes[i:j])
+        roots += [root for _, root in block_roots(leaves.slice(start, run))]
+        start, i = start + run, j
+    return roots
 
 
 def file_root(batch_roots: Iterable[str]) -> str:

@@ -6,38 +6,63 @@ import numpy as np
 import polars as pl
 
 
+class _Run:
+    """One sorted run of fingerprints: first halves and second halves, in (hi, lo) order."""
+
+    def __init__(self, hi: np.ndarray, lo: np.ndarray) -> None:
+        self.hi, self.lo = hi, lo
+
+    def __len__(self) -> int:
+        return len(self.hi)
+
+    def contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        pos = np.searchsorted(self.hi, hi, side="left")
+        found = np.zeros(len(hi), dtype=bool)
+        inside = np.flatnonzero(pos < len(self.hi))
+        same_hi = inside[self.hi[pos[inside]] == hi[inside]]
+        for i in same_hi:  # almost always one candidate; walk the rare run of equal halves
+            j = pos[i]
+            while j < len(self.hi) and self.hi[j] == hi[i]:
+                if self.lo[j] == lo[i]:
+                    found[i] = True
+                    break
+                j += 1
+        return found
+
+    @staticmethod
+    def merged(a: _Run, b: _Run) -> _Run:
+        hi, lo = np.concatenate([a.hi, b.hi]), np.concatenate([a.lo, b.lo])
+        order = np.lexsort((lo, hi))
+        return _Run(hi[order], lo[order])
+
+
 class Fingerprints:
-    """Strings already seen, as 128-bit fingerprints in two sorted uint64 arrays.
+    """Strings already seen, as 128-bit fingerprints in sorted runs of uint64 pairs.
 
     Lets one file's batches share what they have seen (the vault's values per month, the
     record IDs) at 16 bytes a value and O(log n) look-ups. The fingerprint is two independently
     seeded 64-bit hashes of the value; a match on the first is confirmed on the second, so a
     false "seen" needs a 128-bit collision among one file's values.
+
+    Each batch's new values form a run; runs of similar size are merged (as a binary counter
+    carries), so adding costs O(n log n) in all and at most log2(batches) runs are searched,
+    where inserting into one sorted array would copy the whole file's set on every batch.
     """
 
     def __init__(self) -> None:
-        self._hi = np.empty(0, dtype=np.uint64)
-        self._lo = np.empty(0, dtype=np.uint64)
+        self._runs: list[_Run] = []
 
     def __len__(self) -> int:
-        return len(self._hi)
+        return sum(len(r) for r in self._runs)
 
     @staticmethod
     def _halves(values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
         return values.hash(seed=0).to_numpy(), values.hash(seed=0x5EED).to_numpy()
 
     def _contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        pos = np.searchsorted(self._hi, hi, side="left")
         found = np.zeros(len(hi), dtype=bool)
-        inside = np.flatnonzero(pos < len(self._hi))
-        same_hi = inside[self._hi[pos[inside]] == hi[inside]]
-        for i in same_hi:  # almost always one candidate; walk the rare run of equal halves
-            j = pos[i]
-            while j < len(self._hi) and self._hi[j] == hi[i]:
-                if self._lo[j] == lo[i]:
-                    found[i] = True
-                    break
-                j += 1
+        for run in self._runs:
+            found |= run.contains(hi, lo)
         return found
 
     def add_new(self, values: pl.Series) -> np.ndarray:
@@ -47,8 +72,9 @@ class Fingerprints:
         hi, lo = self._halves(values)
         fresh = ~self._contains(hi, lo)
         order = np.lexsort((lo[fresh], hi[fresh]))
-        new_hi, new_lo = hi[fresh][order], lo[fresh][order]
-        at = np.searchsorted(self._hi, new_hi, side="right")
-        self._hi = np.insert(self._hi, at, new_hi)
-        self._lo = np.insert(self._lo, at, new_lo)
+        run = _Run(hi[fresh][order], lo[fresh][order])
+        while self._runs and len(self._runs[-1]) <= 2 * len(run):
+            run = _Run.merged(self._runs.pop(), run)
+        if len(run):
+            self._runs.append(run)
         return fresh

@@ -11,17 +11,21 @@ months' index of one source (the months a file spans), never the whole history.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import tempfile
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import polars_hash as plh
+import pyarrow.parquet as pq
 
-from pipeline.core import layout
-from pipeline.core.store import ObjectStore
+from pipeline.core import layout, staging
+from pipeline.core.store import ObjectStore, private_file
 
 _SEED = 0x5EED
 
@@ -128,11 +132,36 @@ def index_rows(kept: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def index_parts(rows: pl.DataFrame) -> Iterator[tuple[tuple[int, int], bytes]]:
-    """A file's index, per month: ((year, month), Parquet bytes of its sorted fingerprints)."""
-    if not len(rows):
-        return
-    for (year, month), part in rows.partition_by(["year", "month"], as_dict=True).items():
-        buf = io.BytesIO()
-        part.select("h1", "h2").sort("h1", "h2").write_parquet(buf, compression="zstd")
-        yield (int(year), int(month)), buf.getvalue()  # type: ignore[call-overload]
+class IndexSpool:
+    """A file's record-ID index, spooled to local files a month each as the batches come, so
+    memory does not grow with the file; sorted and handed over a month at a time at the end."""
+
+    def __init__(self) -> None:
+        self._tmp = tempfile.TemporaryDirectory(prefix=staging.prefix("ingest"))
+        self._writers: dict[tuple[int, int], pq.ParquetWriter] = {}
+
+    def _path(self, ym: tuple[int, int]) -> Path:
+        return Path(self._tmp.name) / f"{ym[0]:04d}-{ym[1]:02d}.parquet"
+
+    def add(self, kept: pl.DataFrame) -> None:
+        """Spool one batch's kept records."""
+        for (year, month), part in index_rows(kept).partition_by(["year", "month"], as_dict=True).items():  # fmt: skip
+            ym = (int(year), int(month))  # type: ignore[call-overload]
+            table = part.select("h1", "h2").to_arrow()
+            if ym not in self._writers:
+                self._writers[ym] = pq.ParquetWriter(private_file(self._path(ym)), table.schema)
+            self._writers[ym].write_table(table)
+
+    def parts(self) -> Iterator[tuple[tuple[int, int], bytes]]:
+        """((year, month), Parquet bytes of the month's sorted fingerprints), month by month."""
+        for ym in sorted(self._writers):
+            self._writers[ym].close()
+            buf = io.BytesIO()
+            pl.read_parquet(self._path(ym)).sort("h1", "h2").write_parquet(buf, compression="zstd")
+            yield ym, buf.getvalue()
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            with contextlib.suppress(Exception):  # already closed by `parts`
+                writer.close()
+        self._tmp.cleanup()

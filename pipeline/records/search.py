@@ -16,7 +16,9 @@ record's Merkle path to its file's sealed root is read from the proofs.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -333,43 +335,64 @@ def record_proofs(
         if seal is None or parse is None:
             raise SearchError(f"file {sha[:12]}…: its seal entries are missing")
         sources[sha] = {"seal": seal, "parse": parse}
-        sizes = parse["body"]["batch_leaves"]
-        batch_roots = parse["body"]["batch_roots"]
-        offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
-        wanted: dict[int, list[int]] = {}
-        for index in rows.get_column("leaf_index").to_list():
-            batch = max(b for b in range(len(sizes)) if offsets[b] <= index)
-            wanted.setdefault(batch, []).append(index)
-        file_paths = inclusion_paths(batch_roots, list(wanted))
-        with store.open_seekable(layout.proof_key(sha)) as src:
-            leaves_file = pq.ParquetFile(src)
-            for batch, indices in sorted(wanted.items()):
-                leaves = _leaves(leaves_file, offsets[batch], offsets[batch + 1])
-                paths = inclusion_paths(leaves, [i - offsets[batch] for i in indices])
-                for i in indices:
-                    proofs.append(
-                        {
-                            "source_sha256": sha,
-                            "leaf_index": i,
-                            "batch": batch,
-                            "batch_path": paths[i - offsets[batch]],
-                            "file_path": file_paths[batch],
-                        }
-                    )
+        proofs += _file_proofs(store, sha, parse["body"], rows.get_column("leaf_index").to_list())
     return proofs, sources
 
 
-def _leaves(leaves_file: pq.ParquetFile, lo: int, hi: int) -> pl.Series:
-    """Leaves [lo, hi) (hex) of a file's proofs object, reading only the row groups that hold
-    them."""
-    out: list[pa.ChunkedArray] = []
-    start = 0
-    for group in range(leaves_file.num_row_groups):
-        n = leaves_file.metadata.row_group(group).num_rows
-        if start < hi and start + n > lo:
-            column = leaves_file.read_row_group(group, columns=["leaf"]).column("leaf")
-            out.append(column.slice(max(lo - start, 0), min(hi, start + n) - max(lo, start)))
-        start += n
-    chunks = [c.cast(pa.binary()) for column in out for c in column.chunks]
-    binary = pl.Series("leaf", pa.chunked_array(chunks, pa.binary()) if chunks else [], pl.Binary)
-    return binary.bin.encode("hex")
+def _file_proofs(
+    store: ObjectStore, sha: str, body: dict[str, Any], indices: list[int]
+) -> list[dict[str, Any]]:
+    """One file's records' paths: up their block (committed blocks, or whole batches in entries
+    written before blocks; the entry states the sizes), from that block's leaves alone, then
+    over the file's block roots, computed once for every block wanted."""
+    starts = list(itertools.accumulate(body["batch_leaves"], initial=0))
+    wanted: dict[int, list[int]] = {}
+    for index in indices:
+        if not 0 <= index < starts[-1]:
+            raise SearchError(f"file {sha[:12]}…: leaf {index} is beyond its sealed leaves")
+        wanted.setdefault(bisect.bisect_right(starts, index) - 1, []).append(index)
+    file_paths = inclusion_paths(body["batch_roots"], list(wanted))
+    proofs: list[dict[str, Any]] = []
+    with store.open_seekable(layout.proof_key(sha)) as src:
+        leaves_file = _LeafReader(pq.ParquetFile(src))
+        for block, found in sorted(wanted.items()):
+            lo = starts[block]
+            paths = inclusion_paths(
+                leaves_file.read(lo, starts[block + 1]), [i - lo for i in found]
+            )
+            proofs += [
+                {
+                    "source_sha256": sha,
+                    "leaf_index": i,
+                    "batch": block,
+                    "batch_path": paths[i - lo],
+                    "file_path": file_paths[block],
+                }
+                for i in found
+            ]
+    return proofs
+
+
+class _LeafReader:
+    """Leaves of a file's proofs object by range, reading only the row groups that hold them
+    (one committed block each where the ingest wrote blocks)."""
+
+    def __init__(self, leaves_file: pq.ParquetFile) -> None:
+        self.file = leaves_file
+        meta = leaves_file.metadata
+        sizes = (meta.row_group(g).num_rows for g in range(leaves_file.num_row_groups))
+        self.starts = list(itertools.accumulate(sizes, initial=0))
+
+    def read(self, lo: int, hi: int) -> pl.Series:
+        """Leaves [lo, hi), hex."""
+        first = bisect.bisect_right(self.starts, lo) - 1
+        chunks: list[pa.Array] = []
+        for group in range(first, len(self.starts) - 1):
+            start, end = self.starts[group], self.starts[group + 1]
+            if start >= hi:
+                break
+            column = self.file.read_row_group(group, columns=["leaf"]).column("leaf")
+            taken = column.slice(max(lo - start, 0), min(hi, end) - max(lo, start))
+            chunks += [c.cast(pa.binary()) for c in taken.chunks]
+        binary = pa.chunked_array(chunks, pa.binary()) if chunks else []
+        return pl.Series("leaf", binary, pl.Binary).bin.encode("hex")

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pipeline.core import layout, staging
 from pipeline.core.store import ObjectStore, private_file
+from pipeline.proof.commitments import COMMIT_BLOCK
 from pipeline.proof.crypto import decrypt_value, encrypt_values
 from pipeline.records import token_index
 from pipeline.records.fingerprints import Fingerprints
@@ -40,6 +41,17 @@ DICTIONARY = (
     "destination_domain", "origin_network",
     "destination_network", "route_id", "status", "error_code", "currency", "reason", "kind",
 )  # fmt: skip
+
+
+def _row_group(key: str) -> int | None:
+    """Rows per row group where readers pick row groups out: silver for a person search
+    (pipeline.records.token_index), proofs one committed block each, so a record's proof reads
+    its block's leaves alone. Elsewhere the writer's default."""
+    if key.startswith(layout.SILVER):
+        return token_index.ROW_GROUP
+    if key.startswith(layout.PROOFS):
+        return COMMIT_BLOCK
+    return None
 
 
 def _arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
@@ -88,9 +100,7 @@ class TierWriter:
                 write_statistics=[c for c in STATISTICS if c in schema.names],
                 use_dictionary=[c for c in DICTIONARY if c in schema.names],
             )
-        # Silver in row groups a person search can pick out (pipeline.records.token_index).
-        size = token_index.ROW_GROUP if key.startswith(layout.SILVER) else None
-        self._writers[key].write_table(table.cast(schema), row_group_size=size)
+        self._writers[key].write_table(table.cast(schema), row_group_size=_row_group(key))
         self.rows[key] = self.rows.get(key, 0) + table.num_rows
 
     def _by_month(self, tier: str, df: pl.DataFrame, schema: dict[str, pl.DataType]) -> None:
@@ -138,7 +148,8 @@ class TierWriter:
             self._quarantine(quarantine)
 
     def add_leaves(self, leaves: pl.Series) -> None:
-        """Append a batch's Merkle leaves (hex) to the file's proofs object, as 32-byte values."""
+        """Append a batch's Merkle leaves (hex) to the file's proofs object, as 32-byte values,
+        a row group per committed block (the batch's leaves cut as `block_roots` cuts them)."""
         table = leaves.str.decode("hex").alias("leaf").to_frame().to_arrow()
         self._append(layout.proof_key(self.sha256), table, _arrow_schema(PROOFS))
 

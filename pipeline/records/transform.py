@@ -371,26 +371,26 @@ class AddressBook:
     memory follows the limit, not the file.
     """
 
-    def __init__(self, limit: int = 500_000) -> None:
+    def __init__(self, limit: int = 200_000) -> None:
         self.resolver = CountryResolver()
         self.limit = limit
         self._known: pl.DataFrame | None = None
 
     def lookup(self, raw: pl.Series, ctx: FileContext) -> pl.DataFrame:
         """The classified entries (`raw`, `a_*`) of every distinct value in `raw`, and more."""
-        distinct = raw.unique().to_frame("raw")
+        wanted = raw.unique().to_frame("raw")
         known = self._known
-        if known is not None:
-            distinct = distinct.join(known.select("raw"), on="raw", how="anti", nulls_equal=True)
-        if len(distinct):
-            fresh = _classified(distinct, ctx, self.resolver)
-            if known is None or len(known) + len(fresh) > self.limit:
-                known = fresh
-            else:
-                known = pl.concat([known, fresh], rechunk=False)
-            self._known = known
-        assert known is not None
-        return known
+        if known is None:
+            known = self._known = _classified(wanted, ctx, self.resolver)
+            return known
+        new = wanted.join(known.select("raw"), on="raw", how="anti", nulls_equal=True)
+        if not len(new):
+            return known
+        fresh = _classified(new, ctx, self.resolver)
+        if len(known) + len(fresh) > self.limit:  # start afresh, with what this batch needs
+            known = known.join(wanted, on="raw", how="semi", nulls_equal=True)
+        self._known = pl.concat([known, fresh], rechunk=False)
+        return self._known
 
 
 def _classified(raw: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> pl.DataFrame:
