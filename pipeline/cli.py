@@ -1,8 +1,9 @@
 """`python -m pipeline`: the same functions the DAGs call, driven from a shell.
 
-Commands: ingest, generate, demo, summary, retention, hold, audit, verify, export,
-verify-export, request, subject-request, verify-access, keys public. Exit status 0 on success, 1 on a failed
-ingest, 2 on bad arguments; messages name files and reason codes, never record values.
+Commands: ingest, generate, demo, summary, retention, hold, audit, verify, replay, export,
+verify-export, request, subject-request, verify-access, keys. Exit status 0 on success, 1 on a
+failed run, 2 on arguments or settings that cannot be used (README, "Exit statuses"); messages
+name files and reason codes, never record values.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from pipeline.proof.verify_export import ExportVerdict
 
 log = logging.getLogger("pipeline")
+JSON_HELP = "print one JSON document (counts and states, no identifiers) instead of text"
 REGION_HELP = "ISO country of national-format numbers (default: CDR_DEFAULT_REGION)"
 
 
@@ -53,24 +55,30 @@ def _source(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _count(text: str) -> int:
+    """A whole number of at least 1 (rows, records, months)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    """A share between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {value}")
+    return value
+
+
 def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
-
-
-class Progress:
-    """A one-line progress display on a terminal; silent when output is not a terminal."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.live = sys.stderr.isatty()
-
-    def __call__(self, rows: int) -> None:
-        if self.live:
-            print(f"\r  {self.name}: {rows:,} records read", end="", file=sys.stderr, flush=True)
-
-    def done(self) -> None:
-        if self.live:
-            print(file=sys.stderr)
 
 
 def _resources(settings: Settings, policy: str | None = None) -> Resources:
@@ -88,22 +96,37 @@ def _store(settings: Settings) -> ObjectStore:
     return open_data_store(settings)
 
 
-def _expand(paths: list[str]) -> list[Path]:
+def _expand(paths: list[str], keyring: str) -> list[Path]:
+    """The files to ingest: each file given, and the files of each folder given, less hidden
+    files and folders and the keyring (a key file is never read as data)."""
+    from pipeline.core.errors import UsageError
+
+    keys = Path(keyring).resolve()
     out: list[Path] = []
     for p in map(Path, paths):
+        if _inside(p.resolve(), keys):
+            raise UsageError(f"{_shown(p)} is in the keyring folder: keys are never ingested")
         if p.is_dir():
             out.extend(
-                sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+                f
+                for f in sorted(p.rglob("*"))
+                if f.is_file()
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                and not _inside(f.resolve(), keys)
             )
         elif p.is_file():
             out.append(p)
         else:
-            raise FileNotFoundError(f"no such file or folder: {p}")
+            raise UsageError(f"no such file or folder: {_shown(p)}")
     return out
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.core.errors import PipelineError, one_line
+    from pipeline.core.errors import PipelineError, UsageError, one_line
     from pipeline.core.layout import file_label
     from pipeline.core.store import open_store, store_errors
     from pipeline.flows.ingest import (
@@ -115,25 +138,26 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     )
     from pipeline.report import run_summary
 
+    targets: list[tuple[str, object]] = []
+    for item in args.paths:  # checked before the store is opened: a wrong path changes nothing
+        if item.startswith("s3://"):
+            targets.append(("uri", item))
+        else:
+            targets += [("path", p) for p in _expand([item], settings.key_folder)]
+    if args.report_json and Path(args.report_json).is_dir():
+        raise UsageError(f"--report-json names a folder, not a file: {_shown(args.report_json)}")
     res = _resources(settings)
     sweep_leftovers(res)
     reports = []
     failed = 0
-    targets: list[tuple[str, object]] = []
     if args.landing:
-        targets += [("landing", k) for k in list_landing(res.store)]
-    for item in args.paths:
-        if item.startswith("s3://"):
-            targets.append(("uri", item))
-        else:
-            targets += [("path", p) for p in _expand([item])]
+        targets = [("landing", k) for k in list_landing(res.store)] + targets
     if not targets:
         print("nothing to ingest", file=sys.stderr)
         return 0
     request = IngestRequest(args.as_of, args.format, args.default_region, args.source)
     for kind, target in targets:
         name = file_label(str(target).rsplit("/", 1)[-1])
-        progress = Progress(name)
         try:
             if kind == "uri":
                 bucket_key = str(target)[len("s3://") :]
@@ -153,17 +177,14 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                         fmt=request.fmt,
                         default_region=request.default_region,
                         as_of=request.as_of,
-                        progress=progress,
                     )
             else:  # a landing key, or a local path
-                report = run_ingest(res, request, str(target) if kind == "landing" else Path(str(target)), progress)  # fmt: skip
+                report = run_ingest(res, request, str(target) if kind == "landing" else Path(str(target)))  # fmt: skip
             reports.append(report.to_dict())
         except (PipelineError, ValueError, *store_errors()) as exc:
             # One file's failure is that file's: say so in one line and go on with the others.
             failed += 1
             log.error("FAILED %s: %s", name, one_line(exc))
-        finally:
-            progress.done()
     if reports:
         print(run_summary(reports))
     if args.report_json:
@@ -244,10 +265,18 @@ def _docs(settings: Settings) -> str | None:
     return quality.docs_index() if quality.has_docs() else None
 
 
-def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.report import store_summary
+def _print_json(data: object) -> None:
+    """Machine-readable output (`--json`): one JSON document on stdout, nothing else there."""
+    print(json.dumps(data, indent=1, sort_keys=True, default=str))
 
-    print(store_summary(_store(settings), _docs(settings)))
+
+def cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.report import store_data, store_summary
+
+    if args.json:
+        _print_json(store_data(_store(settings), _docs(settings)))
+    else:
+        print(store_summary(_store(settings), _docs(settings)))
     return 0
 
 
@@ -266,18 +295,25 @@ def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
     except RetentionError as exc:
         print(f"RETENTION FAILED: {exc}", file=sys.stderr)
         return 1
-    print(retention_summary(report.to_dict()))
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(retention_summary(report.to_dict()))
     return 0
 
 
 def cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.flows import holds
     from pipeline.records.lookup import IdentifierError
-    from pipeline.report import holds_table
+    from pipeline.report import holds_data, holds_table
 
     res = _resources(settings)
     if args.action == "list":
-        print(holds_table(holds.list_holds(res.store), args.as_of))
+        listed = holds.list_holds(res.store)
+        if args.json:
+            _print_json(holds_data(listed, args.as_of))
+        else:
+            print(holds_table(listed, args.as_of))
         return 0
     if not args.case:
         print(f"error: hold {args.action} needs --case", file=sys.stderr)
@@ -320,7 +356,13 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.flows.verify import NothingToVerify, VerifyRequest, run_verify, verify_summary
+    from pipeline.flows.verify import (
+        NothingToVerify,
+        VerifyRequest,
+        run_verify,
+        verify_data,
+        verify_summary,
+    )
 
     request = VerifyRequest(month=args.month, file=args.file, deep=args.deep)
     try:
@@ -328,8 +370,31 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     except NothingToVerify as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_status
-    print(verify_summary(report))
+    if args.json:
+        _print_json(verify_data(report))
+    else:
+        print(verify_summary(report))
     return 0 if report.ok else 1
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.flows.replay import ReplayRequest, run_replay
+
+    request = ReplayRequest(args.reason, args.default_region, args.as_of, args.file)
+    request.validate()  # before the store is opened
+    report = run_replay(_resources(settings), request)
+    if args.json:
+        _print_json({"files": report.files, "moved": report.moved})
+        return 0
+    for f in report.files:
+        b, a = f["before"], f["after"]
+        print(f"{f['file']} (sha256 {f['sha256'][:12]}…): {f['moved']:,} rows moved out of "
+              f"quarantine; kept {b['gold']:,} → {a['gold']:,}, quarantined "
+              f"{b['quarantined']:,} → {a['quarantined']:,} of {a['records']:,} records")  # fmt: skip
+    if not report.files:
+        print(f"Nothing new was replayed: no file holds {args.reason} rows not replayed "
+              f"with region {args.default_region} already.")  # fmt: skip
+    return 0
 
 
 def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
@@ -435,18 +500,49 @@ def cmd_verify_export(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.proof.verify_export import verify_package
 
     try:
-        blob = Path(args.package).read_bytes()
+        blob = _package_file(Path(args.package)).read_bytes()
         private = Path(args.private_key).read_bytes()
         public = Path(args.seal_public_key).read_bytes()
     except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.strerror or exc}: {_shown(exc.filename)}", file=sys.stderr)
         return 2
-    verdict = verify_package(blob, private, public)
+    verdict = verify_package(blob, private, public, _key_passphrase(private, args.passphrase_file))
     if not _report_verdict(verdict):
         return 1
     print(f"VERDICT: VERIFIED (case {verdict.manifest['request']['case']})")
     _extract(verdict, args.extract)
     return 0
+
+
+def _package_file(given: Path) -> Path:
+    """The package a path names: the file, or the one `.cdrx` in the folder `export --out` wrote."""
+    from pipeline.core.errors import UsageError
+
+    if not given.is_dir():
+        return given
+    found = sorted(given.glob("*.cdrx"))
+    if len(found) != 1:
+        raise UsageError(
+            f"{_shown(given)} holds {len(found)} .cdrx packages: name the package file itself"
+        )
+    return found[0]
+
+
+def _key_passphrase(private: bytes, passphrase_file: str | None) -> bytes | None:
+    """The private key's passphrase: from --passphrase-file, else asked on the terminal (never
+    echoed); none for a key without one."""
+    import getpass
+
+    from pipeline.core.errors import UsageError
+    from pipeline.proof.package import key_is_protected
+
+    if passphrase_file:
+        return Path(passphrase_file).read_bytes().rstrip(b"\r\n")
+    if not key_is_protected(private):
+        return None
+    if not sys.stdin.isatty():
+        raise UsageError("the private key is protected by a passphrase: give --passphrase-file")
+    return getpass.getpass("passphrase of the private key: ").encode()
 
 
 def _report_verdict(verdict: ExportVerdict) -> bool:
@@ -619,11 +715,11 @@ def _person_request_flags(
         cmd.add_argument("--out", help="also copy the (encrypted) package into this folder")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     from pipeline.records.sources import FORMATS
     from pipeline.records.synth import FORMATS as GEN_FORMATS
 
-    p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    p = argparse.ArgumentParser(prog=prog, description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log each step")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -641,16 +737,16 @@ def parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="write synthetic CDRs")
     gen.add_argument("--format", choices=GEN_FORMATS, required=True)
-    gen.add_argument("--rows", type=int, required=True)
+    gen.add_argument("--rows", type=_count, required=True)
     gen.add_argument("--out", required=True)
     gen.add_argument("--seed", type=int, default=1)
-    gen.add_argument("--bad-share", type=float, default=0.01)
+    gen.add_argument("--bad-share", type=_share, default=0.01)
     gen.add_argument("--start", type=_date, default=dt.date(2025, 1, 1))
-    gen.add_argument("--months", type=int, default=3)
+    gen.add_argument("--months", type=_count, default=3)
     gen.set_defaults(func=cmd_generate)
 
     demo = sub.add_parser("demo", help="generate CDRs into landing/ and ingest them")
-    demo.add_argument("--records", type=int, default=20_000)
+    demo.add_argument("--records", type=_count, default=20_000)
     demo.add_argument("--as-of", type=_date, default=_today())
     demo.add_argument("--default-region", type=_region, help=REGION_HELP)
     demo.add_argument("--landing-only", action="store_true", help="only fill landing/")
@@ -662,6 +758,7 @@ def parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="say what would be purged, change nothing"
     )
     ret.add_argument("--policy", help="a retention policy file (default: the shipped one)")
+    ret.add_argument("--json", action="store_true", help=JSON_HELP)
     ret.set_defaults(func=cmd_retention)
 
     hold = sub.add_parser("hold", help="place, release or list legal holds")
@@ -675,6 +772,7 @@ def parser() -> argparse.ArgumentParser:
     hold.add_argument("--until", type=_date, help="the hold ends on this date")
     hold.add_argument("--default-region", type=_region, help=REGION_HELP)
     hold.add_argument("--as-of", type=_date, default=_today())
+    hold.add_argument("--json", action="store_true", help=JSON_HELP)
     hold.set_defaults(func=cmd_hold)
 
     aud = sub.add_parser("audit", help="verify the audit log")
@@ -689,7 +787,16 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also re-read each original from bronze with an independent reader and compare",
     )
+    ver.add_argument("--json", action="store_true", help=JSON_HELP)
     ver.set_defaults(func=cmd_verify)
+
+    rep = sub.add_parser("replay", help="re-read quarantined rows from bronze after a fix")
+    rep.add_argument("--reason", required=True, choices=["unparseable_number"])
+    rep.add_argument("--default-region", type=_region, required=True, help=REGION_HELP)
+    rep.add_argument("--file", help="only this file (sha256 prefix, file name or object key)")
+    rep.add_argument("--as-of", type=_date, default=_today(), help="date deciding expired months")
+    rep.add_argument("--json", action="store_true", help=JSON_HELP)
+    rep.set_defaults(func=cmd_replay)
 
     exp = sub.add_parser("export", help="law-enforcement export: a signed, encrypted package")
     _person_request_flags(exp, "", "the authority's public key: a PEM file")
@@ -700,8 +807,12 @@ def parser() -> argparse.ArgumentParser:
     exp.set_defaults(func=cmd_export)
 
     vex = sub.add_parser("verify-export", help="decrypt and verify a disclosure package")
-    vex.add_argument("package", help="the .cdrx file")
+    vex.add_argument("package", help="the .cdrx file, or the folder `export --out` wrote")
     vex.add_argument("--private-key", required=True, help="the recipient's private key (PEM)")
+    vex.add_argument(
+        "--passphrase-file",
+        help="the private key's passphrase, in this file (else asked for on the terminal)",
+    )
     vex.add_argument("--seal-public-key", required=True, help="the operator's seal key (PEM)")
     vex.add_argument("--extract", help="write the decrypted records and manifest here")
     vex.set_defaults(func=cmd_verify_export)
@@ -739,6 +850,7 @@ def parser() -> argparse.ArgumentParser:
     vac.set_defaults(func=cmd_verify_access)
 
     summ = sub.add_parser("summary", help="what the store holds, per tier")
+    summ.add_argument("--json", action="store_true", help=JSON_HELP)
     summ.set_defaults(func=cmd_summary)
 
     keys = sub.add_parser("keys", help="the seal public key; key-encryption key rotation")
@@ -752,16 +864,62 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run one command; any failure ends as one line on stderr and an exit status (README,
+    "Exit statuses"), a traceback only with --verbose."""
+    args = parser(prog or _prog()).parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
         settings = Settings.from_env()
-    except ValueError as exc:
+    except ValueError as exc:  # the settings' own messages: which variable, what it must be
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    code: int = args.func(args, settings)
+    try:
+        code: int = args.func(args, settings)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the boundary: every failure becomes one line and a status
+        if args.verbose:
+            log.exception("the command failed")
+        message, code = failure(exc)
+        print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def _prog() -> str:
+    """The name the usage line shows: how the command was started."""
+    name = Path(sys.argv[0]).name
+    return name if name and not name.endswith(".py") else "python -m pipeline"
+
+
+def failure(exc: BaseException) -> tuple[str, int]:
+    """One line for a failure and its exit status: 2 when what was given cannot be used (a
+    path, a setting, missing credentials), 1 when the run failed (the store cannot be reached,
+    a step failed); the pipeline's own errors carry their status. Never a record's content."""
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError, ProfileNotFound
+
+    from pipeline.core.errors import FAILED, USAGE, PipelineError, one_line
+    from pipeline.core.store import store_errors
+
+    if isinstance(exc, PipelineError):
+        return one_line(exc), exc.exit_status
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError | ProfileNotFound):
+        return f'no usable AWS credentials ({one_line(exc)}); see README, "Configuration"', USAGE
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or type(exc).__name__}: {_shown(exc.filename)}", USAGE
+    if isinstance(exc, store_errors()):
+        return f"the store cannot be reached or answered with an error: {one_line(exc)}", FAILED
+    return f"unexpected {type(exc).__name__} (rerun with --verbose for the details)", FAILED
+
+
+def _shown(path: object) -> str:
+    """A path as an error shows it: its file name as `layout.file_label` gives it, so a name
+    holding a number or an address is not repeated."""
+    from pipeline.core.layout import file_label
+
+    p = Path(str(path))
+    return str(p.with_name(file_label(p.name))) if p.name else str(p)

@@ -87,6 +87,10 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
             [*rows, total],
         )
     ]
+    if reports and all(r["status"] == "already_ingested" for r in reports):
+        out.insert(
+            0, f"Nothing new was ingested: all {len(reports)} files had been ingested before.\n"
+        )
     reasons: Counter[str] = Counter()
     for r in reports:
         reasons.update(r.get("reasons") or {})
@@ -112,6 +116,52 @@ def ingested_files(store: ObjectStore) -> list[dict[str, Any]]:
     sealed without a parse entry is listed as `sealed`."""
     reports = [{k: body.get(k) or 0 for k in COUNTS} | body for body in layout.sealed_files(store)]
     return sorted(reports, key=lambda r: (r.get("source") or "", r.get("file") or ""))
+
+
+#: what a machine-readable file entry carries: counts, states and reasons, never a value
+FILE_FIELDS = (
+    "file", "sha256", "source", "format", "status", "arrived_at", *COUNTS, "invalid_number",
+    "reasons", "months", "reason", "replays",
+)  # fmt: skip
+
+
+def store_data(store: ObjectStore, docs: Any = None) -> dict[str, Any]:
+    """`store_summary` as data (`summary --json`): tiers, totals and one entry per file."""
+    files = [{k: r[k] for k in FILE_FIELDS if k in r} for r in ingested_files(store)]
+    tiers = {}
+    for tier, prefix in layout.TIERS.items():
+        objects = list(store.list(prefix))
+        tiers[tier] = {
+            "objects": len(objects),
+            "bytes": sum(o.size for o in objects),
+            "location": store.uri(prefix),
+        }
+    return {
+        "files": files,
+        "totals": totals(files),
+        "tiers": tiers,
+        "data_docs": None if docs is None else str(docs),
+    }
+
+
+def holds_data(holds: Iterable[Any], as_of: Any) -> list[dict[str, Any]]:
+    """`holds_table` as data (`hold list --json`): identifiers as a count, never tokens."""
+    return [
+        {
+            "case": h.case,
+            "state": "active" if h.active(as_of) else ("released" if h.released_at else "expired"),
+            "identifiers": h.identifiers(),
+            "customer": h.customer,
+            "period_from": h.period_from,
+            "period_to": h.period_to,
+            "until": h.until,
+            "statutory": h.statutory,
+            "placed_at": h.placed_at,
+            "released_at": h.released_at,
+            "reason": h.reason,
+        }
+        for h in holds
+    ]
 
 
 def store_summary(store: ObjectStore, docs: Any = None) -> str:

@@ -108,3 +108,31 @@ def test_the_example_env_holds_no_real_secret() -> None:
     for key in ("POSTGRES_PASSWORD", "MINIO_ROOT_PASSWORD"):
         assert "change-me" in values[key]
     assert not (ROOT / "docker" / ".env").exists() or ".env" in (ROOT / ".gitignore").read_text()
+
+
+LONG_RUNNING = ("postgres", "redis", "minio", "airflow-apiserver", "airflow-scheduler",
+                "airflow-dag-processor", "airflow-triggerer", "airflow-worker")  # fmt: skip
+
+
+def test_services_report_health_and_airflow_waits_for_a_completed_init(tool: None) -> None:
+    raw = yaml.safe_load(COMPOSE.read_text())
+    assert "version" not in raw  # obsolete in the Compose Specification
+    services = resolved(COMPOSE)["services"]
+    for name in LONG_RUNNING:
+        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+    for name in LONG_RUNNING[3:]:
+        needs = services[name]["depends_on"]
+        assert needs["airflow-init"] == {"condition": "service_completed_successfully"}, name
+        for base in ("postgres", "redis", "minio"):
+            assert needs[base] == {"condition": "service_healthy"}, (name, base)
+    init = services["airflow-init"]["depends_on"]
+    assert init["minio-init"] == {"condition": "service_completed_successfully"}
+    assert services["minio-init"]["depends_on"]["minio"] == {"condition": "service_healthy"}
+
+
+def test_the_docs_use_docker_compose_v2() -> None:
+    for doc in (ROOT / "README.md", ROOT / "docker" / "README.md", COMPOSE):
+        old = [
+            line for line in doc.read_text().splitlines() if re.search(r"docker-compose -f", line)
+        ]
+        assert old == [], doc.name

@@ -352,8 +352,8 @@ def test_cli_reports_bad_arguments_and_missing_files(capsys: pytest.CaptureFixtu
         cli(["ingest", "--as-of", "2025-02-30", "x"])
     assert exit_.value.code == 2
     assert "not a date" in capsys.readouterr().err
-    with pytest.raises(FileNotFoundError):
-        cli(["ingest", "/nonexistent/file.csv"])
+    assert cli(["ingest", "/nonexistent/file.csv"]) == 2
+    assert capsys.readouterr().err == "error: no such file or folder: /nonexistent/file.csv\n"
 
 
 @pytest.mark.parametrize("lost", ["seal", "ingest"])

@@ -58,6 +58,8 @@ class Settings:
     aws_secret_access_key: str | None = None
     aws_region: str | None = None
     retention_policy: str = ""
+    #: how often long work on a file logs its progress (bytes read, rate, records)
+    progress_seconds: float = 30.0
 
     @classmethod
     def from_env(
@@ -90,6 +92,7 @@ class Settings:
             aws_secret_access_key=conn.get("password") or None,
             aws_region=extra.get("region_name") or None,
             retention_policy=e.get("CDR_RETENTION_POLICY") or "",
+            progress_seconds=float(e.get("CDR_PROGRESS_SECONDS") or 30),
         )
         settings.check()
         return settings
@@ -98,6 +101,8 @@ class Settings:
         """Refuse settings that would defeat crypto-shredding or cannot work."""
         if self.batch_rows < 1:
             raise ValueError("CDR_BATCH_ROWS must be a positive whole number")
+        if not self.progress_seconds > 0:
+            raise ValueError("CDR_PROGRESS_SECONDS must be a positive number of seconds")
         if self.bronze_lock and not self.bronze_store.startswith("s3://"):
             raise ValueError("CDR_BRONZE_LOCK needs an S3 bronze store: a folder cannot lock")
         if self.keyring.startswith("kms://") and len(self.keyring) <= len("kms://"):

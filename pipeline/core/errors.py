@@ -42,3 +42,9 @@ def one_line(exc: BaseException) -> str:
     if isinstance(exc, PipelineError):
         return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class UsageError(PipelineError):
+    """What was given cannot be used as given (a path, an option): nothing was done."""
+
+    exit_status = USAGE

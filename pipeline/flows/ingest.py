@@ -35,13 +35,21 @@ from pipeline import __version__
 from pipeline.core import layout, staging
 from pipeline.core.errors import PipelineError
 from pipeline.core.keys import TOKEN_KEY_VERSION
+from pipeline.core.progress import watch
 from pipeline.core.resources import Resources
 from pipeline.core.store import LocalStore, ObjectStore, store_errors
 from pipeline.proof import audit
 from pipeline.proof.commitments import ENCODING, block_roots, file_root
 from pipeline.proof.integrity import read_entry, record_parse, seal_original, sha256_file
 from pipeline.records import quality
-from pipeline.records.bronze import LockError, hold_until, lock_date, require_lock, store_original
+from pipeline.records.bronze import (
+    LockError,
+    hold_until,
+    lock_date,
+    read_original,
+    require_lock,
+    store_original,
+)
 from pipeline.records.fingerprints import Fingerprints
 from pipeline.records.lookup import default_region as resolve_region
 from pipeline.records.redelivery import IndexSpool, PriorIds
@@ -274,9 +282,10 @@ def ingest_file(
         existing = read_entry(res.store, layout.parse_key(sha256))
         if existing is not None and existing["body"].get("status") != "failed":
             return _already_ingested(res, name, sha256, existing)
-        return _ingest_leased(
-            res, path, name, sha256, size, source, arrived_at, fmt, region, as_of, progress
-        )
+        with watch(name, path, settings.progress_seconds, progress) as counter:
+            return _ingest_leased(
+                res, path, name, sha256, size, source, arrived_at, fmt, region, as_of, counter
+            )
 
 
 @contextmanager
@@ -735,6 +744,73 @@ def _quarantine_file(
     record_parse(res.store, res.keyring.signing_key(), seal, report.parse_entry(seal, as_of))
     log.warning("%s QUARANTINED whole: %s (see %s)", name, error, key)
     return report
+
+
+def reparse_original(
+    res: Resources,
+    sha256: str,
+    wanted: Callable[[dict[str, Any]], bool],
+    *,
+    default_region: str | None,
+    as_of: dt.date,
+    note: dict[str, Any],
+    progress: Callable[[int], None] | None = None,
+) -> tuple[dict[str, Any], FileReport | None]:
+    """Parse an ingested file again from its sealed original in bronze (a replay, README
+    "Replaying quarantined rows"): (the parse entry's body before, the new report), or None
+    for the report when `wanted` declines the file as it now stands.
+
+    Under the file's lease, as an ingest: the outputs keyed by its digest are overwritten,
+    those the new parse no longer has are removed, and a new signed parse entry completes the
+    same seal, its `replays` listing `note` and the counts before. Until that entry is written the old one stands,
+    so a run killed mid-way is redone whole by the next.
+    """
+    with lease(res.store, sha256) as held:
+        if not held:
+            raise IngestError(f"{sha256[:12]}…: another run is ingesting or replaying this file")
+        seal = read_entry(res.store, layout.seal_key(sha256))
+        entry = read_entry(res.store, layout.parse_key(sha256))
+        if seal is None or entry is None:
+            raise IngestError(f"{sha256[:12]}…: not ingested, nothing to replay")
+        before = entry["body"]
+        if not wanted(before):
+            return before, None
+        b_key = next((k for k in before.get("outputs", []) if layout.is_bronze(k)), "")
+        with tempfile.TemporaryDirectory(prefix=staging.prefix("stage")) as tmp:
+            path, file_key = Path(tmp) / "original", _restore(res, before, b_key, sha256)
+            with open(path, "wb") as out:
+                for chunk in read_original(res.bronze, b_key, sha256, file_key):
+                    out.write(chunk)
+            if sha256_file(path)[0] != sha256:
+                raise IngestError(f"{before.get('file')}: the original does not match its seal")
+            parser = detect(path, before.get("format"))
+            with watch(before["file"], path, res.settings.progress_seconds, progress) as counter:
+                report = _parse_into_tiers(
+                    res, parser, path, before["file"], before["source"], sha256,
+                    default_region, as_of, file_key, counter,
+                )  # fmt: skip
+        if report.refused or report.records != before.get("records"):
+            raise IngestError(report.detail or f"{report.file}: the replay does not reconcile")
+        for key in set(before.get("outputs", [])) - {*report.outputs, b_key}:
+            res.store.purge(key)  # a part the new parse no longer has (a month now gold only)
+        _hold(res, b_key, report.months, seal)
+        report.outputs = sorted({*report.outputs, b_key})
+        counts = {k: int(before.get(k) or 0) for k in ("records", "silver", "gold", "quarantined")}
+        done = {**note, "before": counts}
+        body = report.parse_entry(seal, as_of) | {"replays": [*before.get("replays", []), done]}
+        record_parse(res.store, res.keyring.signing_key(), seal, body)
+        return before, report
+
+
+def _restore(res: Resources, body: dict[str, Any], b_key: str, sha256: str) -> bytes:
+    """The file key of an original still in bronze; refused once retention purged it."""
+    key_name = layout.file_key_name(sha256)
+    if not (b_key and res.keyring.has_data_key(key_name) and res.bronze.exists(b_key)):
+        raise IngestError(
+            f"{body.get('file')}: its original was purged (retention): "
+            "its quarantined rows are gone with it and cannot be replayed"
+        )
+    return res.keyring.data_key(key_name, create=False)
 
 
 def copy_into_landing(store: ObjectStore, path: Path, source: str) -> str:

@@ -544,6 +544,27 @@ def original_form_frame(report: VerifyReport) -> Any:
     return pd.DataFrame(rows, columns=columns)
 
 
+def verify_data(report: VerifyReport) -> dict[str, Any]:
+    """The verdict as data (`verify --json`): per file its checks and problems, named by key,
+    record ID and count, never by value."""
+    return {
+        "ok": report.ok,
+        "files": [
+            {
+                "file": f.file,
+                "sha256": f.sha256,
+                "ok": not f.problems,
+                "checks": f.checks,
+                "problems": f.problems,
+            }
+            for f in report.files
+        ],
+        "audit": {"entries": report.audit, "problem": report.audit_problem},
+        "expectations_failed": report.expectations_failed,
+        "data_docs": report.data_docs,
+    }
+
+
 def verify_summary(report: VerifyReport) -> str:
     lines = []
     for f in report.files:

@@ -117,11 +117,23 @@ def unframe(magic: bytes, blob: bytes, not_one: str) -> tuple[Any, bytes, bytes]
     return header, head, blob[len(magic) + 4 + size :]
 
 
-def load_private_key(pem: bytes) -> X25519PrivateKey | RSAPrivateKey:
+def key_is_protected(pem: bytes) -> bool:
+    """Whether a PEM private key is encrypted under a passphrase (PKCS#8 or the older form)."""
+    return b"ENCRYPTED" in pem[:200]
+
+
+def load_private_key(
+    pem: bytes, passphrase: bytes | None = None
+) -> X25519PrivateKey | RSAPrivateKey:
+    """A recipient's private key, decrypted with its passphrase when it has one."""
+    if key_is_protected(pem) and not passphrase:
+        raise PackageError("the private key is protected by a passphrase and none was given")
     try:
-        key = serialization.load_pem_private_key(pem, password=None)
+        key = serialization.load_pem_private_key(pem, password=passphrase or None)
     except (ValueError, TypeError):
-        raise PackageError("the private key is not an unencrypted PEM private key") from None
+        if passphrase:
+            raise PackageError("the private key cannot be opened: wrong passphrase?") from None
+        raise PackageError("the private key is not a PEM private key") from None
     if not isinstance(key, X25519PrivateKey | RSAPrivateKey):
         raise PackageError("the private key is neither X25519 nor RSA")
     return key

@@ -43,10 +43,13 @@ class ExportVerdict:
         return not self.problems and bool(self.checks)
 
 
-def verify_package(blob: bytes, private_pem: bytes, seal_public_pem: bytes) -> ExportVerdict:
-    """Open a package with the recipient's private key and check everything it claims."""
+def verify_package(
+    blob: bytes, private_pem: bytes, seal_public_pem: bytes, passphrase: bytes | None = None
+) -> ExportVerdict:
+    """Open a package with the recipient's private key (and its passphrase, if it has one) and
+    check everything it claims."""
     try:
-        _, payload = decrypt_with(load_private_key(private_pem), blob)
+        _, payload = decrypt_with(load_private_key(private_pem, passphrase), blob)
     except PackageError as exc:
         return ExportVerdict(problems=[str(exc)])
     return verify_payload(payload, seal_public_pem, "the recipient key")

@@ -1,6 +1,6 @@
 """The expectation suites evaluated by polars, batch by batch, with Great Expectations' results.
 
-The JSON suites in `expectations/` stay the one definition of the rules. `compile_suite` turns each
+The JSON suites in `pipeline/expectations/` stay the one definition of the rules. `compile_suite` turns each
 expectation configuration into polars expressions; `SuiteTally.add` evaluates them on every batch
 as the ingest transforms it, and `SuiteTally.results` merges the batches into the result fields
 GX's own engine reports for the whole file (element, unexpected and missing counts and percents,

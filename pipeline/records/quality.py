@@ -1,6 +1,6 @@
 """Great Expectations suites on every row, before anything is published; Data Docs in one place.
 
-The suites are JSON files in `expectations/` (`silver`, `silver_identifiers`, `gold`,
+The suites are JSON files in `pipeline/expectations/` (`silver`, `silver_identifiers`, `gold`,
 `original_form`), loaded as they are, so a reviewer reads the rules where they live.
 
 Who evaluates them:
@@ -57,7 +57,8 @@ warnings.filterwarnings(
 GX_ROWS = 50_000
 #: where, under the site's root, GX's validation results store keeps the results (JSON)
 RESULTS_PREFIX = "results"
-EXPECTATIONS = Path(__file__).resolve().parents[2] / "expectations"
+#: the suites, shipped inside the package (the wheel carries them as package data)
+EXPECTATIONS = Path(__file__).resolve().parents[1] / "expectations"
 #: the counts GX and the evaluator must agree on for a file GX validates too
 AGREED = ("element_count", "unexpected_count", "missing_count")
 

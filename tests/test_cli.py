@@ -1,0 +1,176 @@
+"""The command line as a shell user meets it: one line and an exit status for every failure
+(2: what was given cannot be used; 1: the run failed), never a traceback; `--json` output a
+program can parse; folders ingested without the keyring or hidden files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+NUMBER = "+923001234567"
+
+
+def cli(
+    env: dict[str, str], *args: str, argv0: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m pipeline ...` in a child process, as typed in a shell."""
+    if argv0 is None:
+        command = [sys.executable, "-m", "pipeline", *args]
+    else:  # the console script: argv[0] is its path
+        boot = f"import sys; sys.argv[0] = {argv0!r}; from pipeline.cli import main; raise SystemExit(main())"
+        command = [sys.executable, "-c", boot, *args]
+    full = {**os.environ, **env}
+    return subprocess.run(command, cwd=ROOT, env=full, capture_output=True, text=True, timeout=300)
+
+
+def one_line_failure(done: subprocess.CompletedProcess[str], status: int) -> str:
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == status, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "CDR_STORE": str(tmp_path / "store"),
+        "CDR_KEYRING": str(tmp_path / "keys"),
+        "CDR_DATA_DOCS": str(tmp_path / "docs"),
+        "CDR_DEFAULT_REGION": "",
+    }
+
+
+def test_a_missing_file_is_one_line_and_usage_status(env: dict[str, str], tmp_path: Path) -> None:
+    line = one_line_failure(cli(env, "ingest", str(tmp_path / "nope.csv")), 2)
+    assert "no such file or folder" in line
+    assert not (tmp_path / "store").exists()  # refused before the store was touched
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["generate", "--format", "canonical_csv", "--rows", "5", "--out", "{dir}"],
+        ["verify-export", "{dir}/x.cdrx", "--private-key", "{dir}", "--seal-public-key", "{dir}"],
+        ["retention", "--dry-run", "--policy", "{dir}"],
+        ["ingest", "--report-json", "{dir}", "{dir}"],
+    ],
+)
+def test_a_folder_given_where_a_file_is_needed_is_a_usage_error(
+    env: dict[str, str], tmp_path: Path, args: list[str]
+) -> None:
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    one_line_failure(cli(env, *[a.format(dir=folder) for a in args]), 2)
+
+
+def test_an_unreachable_endpoint_is_one_line_and_a_failed_run(env: dict[str, str]) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    s3 = env | {"CDR_STORE": "s3://cdr-data/cdr", "CDR_S3_ENDPOINT_URL": closed}
+    line = one_line_failure(cli(s3, "summary"), 1)
+    assert "cannot be reached" in line and "EndpointConnectionError" in line
+
+
+def test_missing_credentials_are_one_line_and_a_usage_error(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    bare |= env | {
+        "CDR_STORE": "s3://cdr-data/cdr",
+        "CDR_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}",
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "summary"],
+        cwd=ROOT,
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "no usable AWS credentials" in one_line_failure(done, 2)
+
+
+def test_negative_rows_are_refused(env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "x.csv"
+    done = cli(env, "generate", "--format", "canonical_csv", "--rows", "-5", "--out", str(out))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--rows: must be at least 1" in done.stderr
+    assert not out.exists()
+
+
+def test_the_console_script_names_itself_in_its_usage_line(env: dict[str, str]) -> None:
+    done = cli(env, "--help", argv0="/usr/local/bin/cdr-pipeline")
+    assert done.stdout.startswith("usage: cdr-pipeline ")
+    assert cli(env, "--help").stdout.startswith("usage: python -m pipeline ")
+
+
+def test_a_folder_is_ingested_without_its_keyring_or_hidden_files(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "incoming"
+    keys = folder / "keys"
+    env = env | {"CDR_KEYRING": str(keys)}
+    gen = ["generate", "--format", "canonical_csv", "--rows", "200"]
+    assert cli(env, *gen, "--out", str(folder / "a.csv")).returncode == 0
+    assert cli(env, *gen, "--seed", "2", "--out", str(folder / ".hidden" / "b.csv")).returncode == 0
+    assert cli(env, *gen, "--seed", "3", "--out", str(folder / ".c.csv")).returncode == 0
+    assert cli(env, "keys", "public").returncode == 0  # the keyring now holds its files
+    assert any(p.is_file() for p in keys.rglob("*"))
+
+    done = cli(env, "ingest", str(folder))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(cli(env, "summary", "--json").stdout)
+    assert [f["file"] for f in summary["files"]] == ["a.csv"]
+    assert summary["totals"]["records"] == 200
+
+    again = cli(env, "ingest", str(folder))
+    assert again.returncode == 0
+    assert again.stdout.startswith(
+        "Nothing new was ingested: all 1 files had been ingested before."
+    )
+    line = one_line_failure(cli(env, "ingest", str(keys)), 2)
+    assert "keyring" in line
+
+
+def test_json_output_parses_and_holds_no_identifier(env: dict[str, str], tmp_path: Path) -> None:
+    data = tmp_path / "a.csv"
+    env = env | {"CDR_DEFAULT_REGION": "PK"}
+    cli(env, "generate", "--format", "canonical_csv", "--rows", "150", "--out", str(data))
+    assert cli(env, "ingest", str(data)).returncode == 0
+    placed = cli(
+        env, "hold", "place", "--case", "C-1", "--reason", "order 7", "--identifier", NUMBER
+    )
+    assert placed.returncode == 0, placed.stderr
+
+    summary = json.loads(cli(env, "summary", "--json").stdout)
+    assert summary["totals"]["records"] == 150 and summary["files"][0]["status"] == "ingested"
+    verify = json.loads(cli(env, "verify", "--json").stdout)
+    assert verify["ok"] is True and verify["files"][0]["checks"]["seal"] == "ok"
+    holds = json.loads(cli(env, "hold", "list", "--json").stdout)
+    assert holds[0]["case"] == "C-1" and holds[0]["identifiers"] == 1
+    retention = json.loads(
+        cli(env, "retention", "--dry-run", "--json", "--as-of", "2025-06-15").stdout
+    )
+    assert retention["dry_run"] is True and retention["as_of"] == "2025-06-15"
+    for args in (["summary"], ["verify"], ["hold", "list"], ["retention", "--dry-run"]):
+        out = cli(env, *args, "--json").stdout
+        assert NUMBER not in out and NUMBER[1:] not in out and NUMBER[3:] not in out
+
+
+def test_a_second_demo_says_nothing_new_was_ingested(env: dict[str, str]) -> None:
+    first = cli(env, "demo", "--records", "400")
+    assert first.returncode == 0, first.stderr
+    assert "Nothing new was ingested" not in first.stdout
+    again = cli(env, "demo", "--records", "400")
+    assert again.returncode == 0, again.stderr
+    assert "Nothing new was ingested: all 7 files had been ingested before." in again.stdout
