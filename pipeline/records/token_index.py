@@ -15,6 +15,7 @@ with its month and checked by `verify` against the part it describes (`disagreem
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -124,10 +125,9 @@ def disagreement(store: ObjectStore, silver_key: str) -> str | None:
     key = layout.token_index_key(silver_key)
     if not store.exists(key):
         return None
-    with store.open_seekable(silver_key) as src:
-        expected = build(pq.ParquetFile(src))
-    with store.open_seekable(key) as src:
-        stored = pq.read_table(src)
+    # Whole objects, each fetched (and retried) at once: both are read through anyway.
+    expected = build(pq.ParquetFile(io.BytesIO(store.get_bytes(silver_key))))
+    stored = pq.read_table(io.BytesIO(store.get_bytes(key)))
     if _shape(stored.schema) != _shape(expected.schema):
         return f"{key} describes another shape of the part (row groups or rows)"
     exp, got = _frame(expected), _frame(stored)
