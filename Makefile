@@ -63,6 +63,7 @@ format: install
 
 bench: install system
 	$(PY) bench/run.py
+	$(PY) bench/stages.py
 	$(PY) bench/export.py
 	$(PY) bench/workers.py
 
