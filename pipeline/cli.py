@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.core.config import Settings
 from pipeline.core.dates import add_months, parse_date
+from pipeline.core.errors import RefusedError
 
 if TYPE_CHECKING:
     from pipeline.core.resources import Resources
@@ -470,10 +471,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
             refuse(res, request, unreadable)
         result = run_export(res, request)
     except RequestError as exc:
-        print("request refused (recorded in the audit log):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return 2
+        return _refused(exc)
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
@@ -566,6 +564,14 @@ def _extract(verdict: ExportVerdict, target: str | None) -> None:
             print(f"wrote {path}")
 
 
+def _refused(exc: RefusedError) -> int:
+    """Print every reason a request was refused (each already audited); the usage status."""
+    print("request refused (recorded in the audit log):", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  - {problem}", file=sys.stderr)
+    return exc.exit_status
+
+
 def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
     """Record an export or hold request (sealed), or show one or all, never an identifier."""
     from pipeline.flows import case_request
@@ -589,10 +595,7 @@ def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
             raise case_request.CaseRequestError(unreadable)
         summary = case_request.create_request(res, args.type, fields)
     except case_request.CaseRequestError as exc:
-        print("request refused (recorded in the audit log):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return 2
+        return _refused(exc)
     dag = "cdr_le_export" if summary["kind"] == "export" else "cdr_legal_hold"
     print(f"request {summary['case']} ({summary['kind']}, {summary['identifiers']} identifiers) "
           f"recorded, encrypted; trigger {dag} with case {summary['case']}: a second person "
@@ -661,10 +664,7 @@ def cmd_subject_request(args: argparse.Namespace, settings: Settings) -> int:
             print(res.store.get_bytes(_response_key(args.case, "txt")).decode(), end="")
         return 0
     except subject.SubjectRequestError as exc:
-        print("request refused (recorded in the audit log):", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
-        return 2
+        return _refused(exc)
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
