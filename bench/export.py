@@ -4,9 +4,9 @@ on a store of 10 M and 50 M rows spread over 12 months.
     make bench                              # ingest bench, then this one
     BENCH_EXPORT_SIZES=200000 python bench/export.py   # a quick run
 
-Silver parts are written as the ingest writes them for search: row groups of
-`token_index.ROW_GROUP` rows and each part's token index, by the same function
-(`pipeline.records.token_index.write`). The storage and write time of the index are reported,
+Silver parts are written as the ingest writes them for search, by the same functions: batch by
+batch, clustered by end user (`pipeline.records.clustering`), in row groups of
+`token_index.ROW_GROUP` rows, with each part's token index (`pipeline.records.token_index.write`). The storage and write time of the index are reported,
 and the 12-month search for 10 people is repeated with the indexes moved away (the full scan a
 store written without them gets).
 
@@ -27,6 +27,7 @@ import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,8 +61,10 @@ from pipeline.proof.commitments import (  # noqa: E402
 from pipeline.proof.crypto import encrypt_values  # noqa: E402
 from pipeline.proof.integrity import record_parse, seal_original  # noqa: E402
 from pipeline.records import token_index  # noqa: E402
+from pipeline.records.clustering import Clusterer  # noqa: E402
 from pipeline.records.schema import SILVER, VAULT, conform  # noqa: E402
 from pipeline.records.synth import population  # noqa: E402
+from pipeline.records.tiers import part_writer  # noqa: E402
 from pipeline.records.tokenise import token_expr  # noqa: E402
 
 SIZES = [int(s) for s in os.environ.get("BENCH_EXPORT_SIZES", "10000000,50000000").split(",")]
@@ -160,6 +163,16 @@ def _commit(res: Resources, silver: pl.DataFrame, sha: str, y: int, m: int) -> N
     })  # fmt: skip
 
 
+def _write_silver(silver: pl.DataFrame, key: str, target: Path) -> None:
+    """A silver part as the ingest writes it: batch by batch, clustered by end user."""
+    table = silver.to_arrow()
+    with tempfile.TemporaryDirectory() as work, part_writer(target, table.schema) as writer:
+        clusterer = Clusterer(Path(work))
+        for start in range(0, len(silver), BATCH):
+            clusterer.add(key, table.slice(start, BATCH))
+        clusterer.write(key, writer, token_index.ROW_GROUP)
+
+
 def build(rows: int, root: Path) -> tuple[list[str], dict[str, float]]:
     """The store: `rows` over 12 months; returns the searched people's numbers and what the
     token index cost (bytes and write seconds, against silver's)."""
@@ -186,10 +199,7 @@ def build(rows: int, root: Path) -> tuple[list[str], dict[str, float]]:
             target = res.store.root / key  # type: ignore[attr-defined]
             target.parent.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
-            silver.write_parquet(
-                target, row_group_size=token_index.ROW_GROUP, compression="zstd",
-                compression_level=1,
-            )  # fmt: skip
+            _write_silver(silver, key, target)
             index = res.store.root / layout.token_index_key(key)  # type: ignore[attr-defined]
             index.parent.mkdir(parents=True, exist_ok=True)
             written = time.perf_counter()
@@ -278,7 +288,8 @@ def write(
         f"{platform.machine()}, Python {platform.python_version()} (`python bench/export.py`).",
         "A law-enforcement export for 10 or 100 end users (numbers), over the first 1, 3 or 12 "
         "months of a store holding 12 months of records, generated straight into partitions "
-        f"(silver in row groups of {token_index.ROW_GROUP:,} rows with each part's token index, "
+        f"(silver clustered by end user in row groups of {token_index.ROW_GROUP:,} rows with each "
+        "part's token index, "
         f"vault, proofs and signed entries; parts of {PART_ROWS:,} rows, {PEOPLE:,} people). "
         "Each export runs in a fresh process (`python -m pipeline export --request`): it "
         "searches, re-identifies, checks identities, builds the proofs, signs and encrypts the "

@@ -119,16 +119,27 @@ class RecordSearch:
         for obj in self.store.list(layout.month_prefix("silver", (y, m))):
             with self.store.open_seekable(obj.key) as src:
                 part = pq.ParquetFile(src)
-                for group in token_index.row_groups(self.store, obj.key, part, self.tokens):
-                    probe = part.read_row_group(group, columns=_SCAN)
-                    mask = self._mask(probe)
-                    if not pc.any(mask).as_py():
-                        continue
-                    rows = part.read_row_group(group).filter(mask)
+                for rows in self._candidates(obj.key, part):
                     frame = pl.from_arrow(rows)
                     assert isinstance(frame, pl.DataFrame)
                     frames.append(frame.with_columns(pl.lit("silver").alias("found_in")))
         return pl.concat(frames, how="vertical_relaxed") if frames else pl.DataFrame()
+
+    def _candidates(self, key: str, part: pq.ParquetFile) -> Iterator[pa.Table]:
+        """The part's matching rows, row group by row group. The row groups its token index
+        names hold a wanted token and are read whole; without an index, each row group's token
+        and time columns are read first, and full rows only where a wanted token occurs."""
+        groups = token_index.indexed_row_groups(self.store, key, part, self.tokens)
+        for group in range(part.num_row_groups) if groups is None else groups:
+            if groups is None:
+                mask = self._mask(part.read_row_group(group, columns=_SCAN))
+                if not pc.any(mask).as_py():
+                    continue
+                rows = part.read_row_group(group)
+            else:
+                rows = part.read_row_group(group)
+                mask = self._mask(rows)
+            yield rows.filter(mask)
 
     def _mask(self, table: pa.Table) -> pa.ChunkedArray:
         hit = pc.or_(
@@ -211,7 +222,8 @@ def candidate_rows(store: ObjectStore, silver_key: str, tokens: list[str]) -> pl
     with store.open_seekable(silver_key) as src:
         part = pq.ParquetFile(src)
         wanted = pa.array(sorted(set(tokens)), pa.string())
-        table = part.read_row_groups(token_index.row_groups(store, silver_key, part, wanted))
+        groups = token_index.indexed_row_groups(store, silver_key, part, wanted)
+        table = part.read_row_groups(range(part.num_row_groups) if groups is None else groups)
     frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
     return frame

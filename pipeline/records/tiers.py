@@ -27,6 +27,7 @@ from pipeline.core.store import ObjectStore, private_file
 from pipeline.proof.commitments import COMMIT_BLOCK
 from pipeline.proof.crypto import decrypt_value, encrypt_values
 from pipeline.records import token_index
+from pipeline.records.clustering import Clusterer
 from pipeline.records.fingerprints import Fingerprints
 from pipeline.records.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT, VAULT_ENTRY
 
@@ -52,6 +53,19 @@ def _row_group(key: str) -> int | None:
     if key.startswith(layout.PROOFS):
         return COMMIT_BLOCK
     return None
+
+
+def part_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+    """A Parquet writer with the tiers' encoding: zstd, statistics and dictionaries only where
+    they pay."""
+    return pq.ParquetWriter(
+        path,
+        schema,
+        compression="zstd",
+        compression_level=1,
+        write_statistics=[c for c in STATISTICS if c in schema.names],
+        use_dictionary=[c for c in DICTIONARY if c in schema.names],
+    )
 
 
 def _arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
@@ -80,6 +94,8 @@ class TierWriter:
         self._source_file = source_file
         self._tmp = tempfile.TemporaryDirectory(prefix=staging.prefix("ingest"))
         self._writers: dict[str, pq.ParquetWriter] = {}
+        self._silver = Clusterer(Path(self._tmp.name))
+        self._schemas: dict[str, pa.Schema] = {}
         self._paths: dict[str, Path] = {}
         self._seen_tokens: dict[tuple[int, int], Fingerprints] = {}
         self.rows: dict[str, int] = {}
@@ -87,20 +103,22 @@ class TierWriter:
         self._pending: list[Future[None]] = []
         self._lock = threading.Lock()
 
+    def _open(self, key: str, schema: pa.Schema) -> pq.ParquetWriter:
+        """A local Parquet file for the part `key`, registered to be published under it."""
+        with self._lock:
+            path = private_file(Path(self._tmp.name) / f"{len(self._paths)}.parquet")
+            self._paths[key] = path
+        return part_writer(path, schema)
+
     def _append(self, key: str, table: pa.Table, schema: pa.Schema) -> None:
-        if key not in self._writers:
-            with self._lock:
-                path = private_file(Path(self._tmp.name) / f"{len(self._paths)}.parquet")
-                self._paths[key] = path
-            self._writers[key] = pq.ParquetWriter(
-                path,
-                schema,
-                compression="zstd",
-                compression_level=1,
-                write_statistics=[c for c in STATISTICS if c in schema.names],
-                use_dictionary=[c for c in DICTIONARY if c in schema.names],
-            )
-        self._writers[key].write_table(table.cast(schema), row_group_size=_row_group(key))
+        table = table.cast(schema)
+        if key.startswith(layout.SILVER):  # written clustered by end user once the file is read
+            self._silver.add(key, table)
+            self._schemas[key] = schema
+        else:
+            if key not in self._writers:
+                self._writers[key] = self._open(key, schema)
+            self._writers[key].write_table(table, row_group_size=_row_group(key))
         self.rows[key] = self.rows.get(key, 0) + table.num_rows
 
     def _by_month(self, tier: str, df: pl.DataFrame, schema: dict[str, pl.DataType]) -> None:
@@ -200,6 +218,9 @@ class TierWriter:
     def staged(self) -> dict[str, Path]:
         """Finish writing; the local file of every part, by the key it will be published under."""
         self._wait()
+        for key in self._silver.pending():
+            with self._open(key, self._schemas[key]) as writer:
+                self._silver.write(key, writer, token_index.ROW_GROUP)
         for writer in self._writers.values():
             writer.close()
         self._seen_tokens.clear()  # nothing more will be written

@@ -78,20 +78,19 @@ def stage(paths: dict[str, Path], folder: Path) -> dict[str, Path]:
     return out
 
 
-def row_groups(
+def indexed_row_groups(
     store: ObjectStore, silver_key: str, part: pq.ParquetFile, tokens: pa.Array
-) -> list[int]:
-    """The row groups of `part` that can hold any of `tokens`: from its index where it has one
-    that describes it, else all of them (a store written without the index)."""
-    everything = list(range(part.num_row_groups))
+) -> list[int] | None:
+    """The row groups of `part` that hold any of `tokens`, from its index; None where it has
+    no index that describes it (a store written without the index): every row group can."""
     key = layout.token_index_key(silver_key)
     if not store.exists(key):
-        return everything
+        return None
     with store.open_seekable(key) as src:
         index = pq.ParquetFile(src)
         shape = (part.metadata.num_row_groups, part.metadata.num_rows)
         if _shape(index.schema_arrow) != tuple(str(n).encode() for n in shape):
-            return everything  # written for another version of the part: scan it
+            return None  # written for another version of the part: scan it
         wanted = sorted(tokens.to_pylist())
         found: set[int] = set()
         for group in _covering(index, wanted):

@@ -1,0 +1,202 @@
+"""Silver parts clustered by end user: a person's records in a part lie side by side.
+
+A person search (`pipeline.records.search`) reads, of each silver part, the row groups its token
+index names. Written in file order, a person's few records of a part fall in as many row groups
+as records, and every one is read whole for one row. Clustered, they share one row group: a
+search reads a row group per person and part instead of one per record.
+
+Rows are ordered by a hash of their first end-user party (`cluster_key`: the origin where it is
+an end user, else the destination), stably, so one person's records keep their file order. The
+order is only a layout: every record keeps its `leaf_index`, which is what the proofs use.
+
+Memory stays bounded by `BUFFER_ROWS` however big the file: the parts of a file are held in
+memory together up to that many rows; beyond it the biggest part is spilled to local spool files
+(Arrow IPC, one per range of the hash), and a spool bigger than `SORT_ROWS` is split again by the
+next bits of the hash before it is sorted. A range holding more rows than that alone (one party
+in very many records) is sorted `SORT_ROWS` rows at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.core.store import private_file
+from pipeline.records.normalise import PERSONAL_KINDS
+
+#: Rows of all of a file's parts held in memory before the biggest is spilled to disk.
+BUFFER_ROWS = 131_072
+#: Rows sorted in memory at once: a spool bigger than this is split by the next bits first.
+SORT_ROWS = 131_072
+#: Spools per split (the hash's next 4 bits), and how deep splits go.
+_BITS, _LEVELS = 4, 4
+_HASH = "__cluster"
+_SEED = 0x5EED
+
+
+def cluster_key() -> pl.Expr:
+    """The party a record is clustered by: the origin where it is an end user, else the
+    destination."""
+    personal = pl.col("origin_kind").is_in(PERSONAL_KINDS).fill_null(False)
+    return pl.when(personal).then(pl.col("origin")).otherwise(pl.col("destination"))
+
+
+def _with_hash(table: pa.Table) -> pa.Table:
+    keys = pl.from_arrow(table.select(["origin", "origin_kind", "destination"]))
+    assert isinstance(keys, pl.DataFrame)
+    hashed = keys.select(cluster_key().hash(seed=_SEED)).to_series().to_arrow()
+    return table.append_column(_HASH, hashed)
+
+
+def _sorted(table: pa.Table) -> pa.Table:
+    """Stable sort by the cluster hash: a party's records side by side, in file order."""
+    return table.sort_by([(_HASH, "ascending")])
+
+
+def _spool_of(table: pa.Table, level: int) -> pa.Array:
+    """Which spool of a split at `level` each row goes to: the hash's bits after the first."""
+    shift = pa.scalar(64 - _BITS * (level + 1), pa.uint64())
+    mask = pa.scalar((1 << _BITS) - 1, pa.uint64())
+    return pc.bit_wise_and(pc.shift_right(table.column(_HASH), shift), mask)
+
+
+def _append_stream(path: Path, table: pa.Table) -> None:
+    """Append `table` to a spool as one complete IPC stream (the file is not kept open)."""
+    if not path.exists():
+        private_file(path)
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    with (
+        pa.OSFile(str(path), "ab") as sink,
+        pa.ipc.new_stream(sink, table.schema, options=options) as out,
+    ):
+        out.write_table(table)
+
+
+def _read_streams(path: Path) -> Iterator[pa.Table]:
+    """The tables appended to a spool, in order."""
+    size = path.stat().st_size
+    with pa.OSFile(str(path), "rb") as source:
+        while source.tell() < size:
+            yield pa.ipc.open_stream(source).read_all()
+
+
+class _Part:
+    """One silver part: rows buffered in memory, and spool files once spilled."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.buffer: list[pa.Table] = []
+        self.buffered = 0
+        self.spilled = False
+        #: rows in each spool, by its hash prefix
+        self.spools: dict[tuple[int, ...], int] = {}
+
+    def spool(self, prefix: tuple[int, ...]) -> Path:
+        return self.folder / ("spool-" + "-".join(f"{i:x}" for i in prefix) + ".arrows")
+
+    def spill(self) -> None:
+        """Move the buffered rows to the part's spools, by the first bits of their hash."""
+        if not self.buffer:
+            return
+        table = pa.concat_tables(self.buffer)
+        self.buffer, self.buffered, self.spilled = [], 0, True
+        self.split(table, ())
+
+    def split(self, table: pa.Table, prefix: tuple[int, ...]) -> None:
+        """Append `table`'s rows to the spools under `prefix`, by the hash's next bits."""
+        which = _spool_of(table, len(prefix))
+        for index in range(1 << _BITS):
+            rows = table.filter(pc.equal(which, index))
+            if rows.num_rows:
+                spool = (*prefix, index)
+                _append_stream(self.spool(spool), rows)
+                self.spools[spool] = self.spools.get(spool, 0) + rows.num_rows
+
+
+class Clusterer:
+    """The silver parts of one file, gathered as its batches arrive and written out clustered
+    (`write`), with at most `budget` rows of them in memory."""
+
+    def __init__(self, folder: Path, budget: int | None = None) -> None:
+        self.folder = folder
+        self.budget = budget or BUFFER_ROWS
+        self._parts: dict[str, _Part] = {}
+
+    def add(self, key: str, table: pa.Table) -> None:
+        """Gather rows of the part `key`; spill the biggest buffered part when over budget."""
+        if key not in self._parts:
+            folder = self.folder / f"cluster-{len(self._parts)}"
+            folder.mkdir(mode=0o700)
+            self._parts[key] = _Part(folder)
+        part = self._parts[key]
+        part.buffer.append(_with_hash(table))
+        part.buffered += table.num_rows
+        while sum(p.buffered for p in self._parts.values()) > self.budget:
+            max(self._parts.values(), key=lambda p: p.buffered).spill()
+
+    def pending(self) -> list[str]:
+        """The parts not written yet."""
+        return list(self._parts)
+
+    def write(self, key: str, writer: pq.ParquetWriter, row_group: int) -> None:
+        """Every row of the part `key`, clustered, in row groups of `row_group` rows."""
+        part = self._parts.pop(key)
+        out = _Rebatcher(writer, row_group)
+        if not part.spilled:
+            if part.buffer:
+                out.write(_sorted(pa.concat_tables(part.buffer)))
+        else:
+            part.spill()
+            for index in range(1 << _BITS):
+                self._drain(part, (index,), out)
+        out.close()
+
+    def _drain(self, part: _Part, prefix: tuple[int, ...], out: _Rebatcher) -> None:
+        """A spool's rows, sorted: split again by the next bits while it is too big to sort."""
+        rows = part.spools.pop(prefix, 0)
+        if not rows:
+            return
+        path = part.spool(prefix)
+        if len(prefix) < _LEVELS and rows > SORT_ROWS:
+            for table in _read_streams(path):
+                part.split(table, prefix)
+            path.unlink()
+            for index in range(1 << _BITS):
+                self._drain(part, (*prefix, index), out)
+            return
+        pending: list[pa.Table] = []
+        for table in _read_streams(path):  # one range: sorted SORT_ROWS rows at a time
+            pending.append(table)
+            if sum(t.num_rows for t in pending) >= SORT_ROWS:
+                out.write(_sorted(pa.concat_tables(pending)))
+                pending = []
+        if pending:
+            out.write(_sorted(pa.concat_tables(pending)))
+        path.unlink()
+
+
+class _Rebatcher:
+    """Writes sorted tables as full row groups, carrying the rest over to the next table."""
+
+    def __init__(self, writer: pq.ParquetWriter, row_group: int) -> None:
+        self.writer, self.row_group = writer, row_group
+        self.carry: pa.Table | None = None
+
+    def write(self, table: pa.Table) -> None:
+        table = table.drop_columns([_HASH])
+        if self.carry is not None:
+            table = pa.concat_tables([self.carry, table])
+        full = table.num_rows - table.num_rows % self.row_group
+        if full:
+            self.writer.write_table(table.slice(0, full), row_group_size=self.row_group)
+        self.carry = table.slice(full) if full < table.num_rows else None
+
+    def close(self) -> None:
+        if self.carry is not None:
+            self.writer.write_table(self.carry, row_group_size=self.row_group)
+            self.carry = None

@@ -1,0 +1,119 @@
+"""Silver parts clustered by end user: every row written once, each party's records side by
+side in file order, memory bounded by spilling to spools that are gone afterwards."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.core import layout
+from pipeline.core.resources import Resources
+from pipeline.core.store import read_parquet
+from pipeline.flows.ingest import ingest_file
+from pipeline.records import clustering, token_index
+from pipeline.records.clustering import Clusterer, cluster_key
+from pipeline.records.synth import generate
+
+
+def _rows(seed: int, n: int, start: int, people: int) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    who = rng.integers(0, people, size=n)
+    heavy = rng.random(n) < 0.3  # one party in many records: a range bigger than a sort
+    who = np.where(heavy, 0, who)
+    inbound = rng.random(n) < 0.5
+    person = pl.Series([f"msisdn.1.p{w:04d}" for w in who])
+    return pl.DataFrame(
+        {
+            "leaf_index": np.arange(start, start + n, dtype=np.int64),
+            "origin": pl.select(pl.when(pl.Series(inbound)).then(person).otherwise(pl.lit("Bank"))).to_series(),
+            "origin_kind": ["msisdn" if i else "alphanumeric" for i in inbound],
+            "destination": pl.select(pl.when(pl.Series(inbound)).then(pl.lit("Bank")).otherwise(person)).to_series(),
+        }
+    )  # fmt: skip
+
+
+def _write(
+    tmp_path: Path, batches: list[tuple[str, pl.DataFrame]], row_group: int
+) -> dict[str, Path]:
+    work = tmp_path / "work"
+    work.mkdir()
+    clusterer = Clusterer(work, budget=60)
+    for key, frame in batches:
+        clusterer.add(key, frame.to_arrow())
+    out = {}
+    for key in clusterer.pending():
+        out[key] = tmp_path / f"{key}.parquet"
+        schema = batches[0][1].to_arrow().schema
+        with pq.ParquetWriter(out[key], schema) as writer:
+            clusterer.write(key, writer, row_group)
+    assert not list(work.rglob("*.arrows")), "spools left behind"
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    sizes=st.lists(st.tuples(st.sampled_from("ab"), st.integers(1, 90)), min_size=1, max_size=8),
+    people=st.integers(1, 30),
+    seed=st.integers(0, 2**16),
+)
+def test_every_row_once_each_party_side_by_side_in_file_order(
+    tmp_path_factory: pytest.TempPathFactory,
+    sizes: list[tuple[str, int]],
+    people: int,
+    seed: int,
+) -> None:
+    clustering_sort = clustering.SORT_ROWS
+    clustering.SORT_ROWS = 40  # small spools and sorts, so that splits and chunks happen
+    try:
+        tmp_path = tmp_path_factory.mktemp("cluster")
+        batches, start = [], 0
+        for i, (key, n) in enumerate(sizes):
+            batches.append((key, _rows(seed + i, n, start, people)))
+            start += n
+        written = _write(tmp_path, batches, row_group=16)
+    finally:
+        clustering.SORT_ROWS = clustering_sort
+    for key, path in written.items():
+        expected = pl.concat([f for k, f in batches if k == key])
+        got = pl.read_parquet(path)
+        assert got.sort("leaf_index").equals(expected.sort("leaf_index"))  # once each, unchanged
+        groups = [pq.ParquetFile(path).metadata.row_group(g).num_rows for g in range(pq.ParquetFile(path).num_row_groups)]  # fmt: skip
+        assert all(g == 16 for g in groups[:-1]) and 0 < groups[-1] <= 16
+        runs = got.with_row_index("pos").with_columns(cluster_key().alias("key"))
+        spans = runs.group_by("key").agg(
+            (pl.col("pos").max() - pl.col("pos").min() + 1).alias("span"),
+            pl.len().alias("n"),
+            (pl.col("leaf_index").diff().drop_nulls() > 0).all().alias("in_order"),
+        )
+        assert spans.filter(pl.col("span") != pl.col("n")).is_empty(), "a party's records apart"
+        assert spans.get_column("in_order").all(), "a party's records out of file order"
+
+
+def test_an_ingested_persons_records_share_a_row_group(
+    res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(token_index, "ROW_GROUP", 100)
+    monkeypatch.setattr(clustering, "BUFFER_ROWS", 500)  # spilled, as a big file is
+    g = generate(
+        "canonical_csv", tmp_path / "cdr.csv", 4000, start=dt.date(2025, 3, 1), months=1,
+        bad_share=0.0, people=300,
+    )  # fmt: skip
+    ingest_file(res, g.path, as_of=dt.date(2025, 6, 1))
+    (key,) = [o.key for o in res.store.list(layout.SILVER)]
+    rows = read_parquet(res.store, key).with_row_index("pos")
+    assert len(rows) == g.rows - g.bad_rows
+    per_person = rows.group_by(cluster_key().alias("key")).agg(
+        pl.len().alias("n"), (pl.col("pos") // 100).n_unique().alias("groups")
+    )
+    many = per_person.filter(pl.col("n") >= 5)
+    assert len(many) > 20
+    # Side by side: the row groups their number fills, and one more where a run crosses a
+    # boundary; in file order it would be about one row group per record.
+    assert many.filter(pl.col("groups") > pl.col("n") // 100 + 2).is_empty()
