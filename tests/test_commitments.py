@@ -33,6 +33,7 @@ from pipeline.flows.ingest import ingest_file
 from pipeline.flows.retention import RetentionRequest, run_retention
 from pipeline.flows.verify import VerifyRequest, run_verify
 from pipeline.proof.commitments import (
+    COMMIT_BLOCK,
     ENCODING,
     block_roots,
     file_root,
@@ -279,7 +280,8 @@ def test_a_damaged_proofs_object_is_named_by_the_standalone_verifier(
     assert code == 2 and "nothing to verify" in out
 
 
-# Commit blocks: a record's proof reads and hashes its block of 1,024 leaves, not its batch.
+# Commit blocks: a record's proof reads and hashes its block of COMMIT_BLOCK leaves, not its batch.
+B = COMMIT_BLOCK
 
 
 @pytest.fixture
@@ -327,25 +329,26 @@ def _export(res: Resources, person: str) -> tuple[bytes, dict[str, Any], bytes]:
     return blob, verdict.manifest, secret
 
 
-def test_a_3000_record_file_is_sealed_in_three_blocks_and_its_proofs_a_row_group_each(
+def test_a_3000_record_file_is_sealed_in_blocks_and_its_proofs_a_row_group_each(
     one_batch: Resources, tmp_path: Path
 ) -> None:
     sha, _ = _three_thousand(one_batch, tmp_path)
     body = json.loads(one_batch.store.get_bytes(parse_key(sha)))["body"]
-    assert body["batch_leaves"] == [1024, 1024, 952]
+    sizes = [B] * (3000 // B) + [3000 % B]
+    assert body["batch_leaves"] == sizes
     proofs = pq.ParquetFile(io.BytesIO(one_batch.store.get_bytes(proof_key(sha))))
     groups = [proofs.metadata.row_group(g).num_rows for g in range(proofs.num_row_groups)]
-    assert groups == [1024, 1024, 952]
+    assert groups == sizes
     leaves = proofs.read().column("leaf").to_pylist()
     roots = [merkle_root(pl.Series([v.hex() for v in leaves[s : s + n]])) for s, n in
-             ((0, 1024), (1024, 1024), (2048, 952))]  # fmt: skip
+             zip(range(0, 3000, B), sizes, strict=True)]  # fmt: skip
     assert body["batch_roots"] == roots and body["merkle_root"] == file_root(roots)
 
 
-@pytest.mark.parametrize("n", [1, 2, 1023, 1024, 1025, 2500, 4096])
-def test_block_roots_are_the_merkle_roots_of_each_1024_leaves_the_last_shorter(n: int) -> None:
+@pytest.mark.parametrize("n", [1, 2, B - 1, B, B + 1, 2 * B + 1, 2500, 4096])
+def test_block_roots_are_the_merkle_roots_of_each_block_the_last_shorter(n: int) -> None:
     leaves = pl.Series([hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)])
-    expected = [(min(1024, n - s), merkle_root(leaves.slice(s, 1024))) for s in range(0, n, 1024)]
+    expected = [(min(B, n - s), merkle_root(leaves.slice(s, B))) for s in range(0, n, B)]
     assert block_roots(leaves) == expected
 
 
@@ -359,9 +362,11 @@ def test_an_export_of_records_in_several_blocks_verifies_and_a_tampered_leaf_is_
     verdict = verify_package(blob, secret, seal_pem)
     assert verdict.ok, verdict.problems
     blocks = {p["batch"] for p in manifest["proofs"]}
-    assert blocks == {0, 1, 2}, blocks  # the person's records are in every block
+    count = -(-3000 // B)
+    assert len(blocks) > 1 and blocks <= set(range(count)), blocks  # in several blocks
+    depth = (B - 1).bit_length()  # a path up a block, then up the tree of block roots
     assert all(
-        len(p["batch_path"]) <= 10 and len(p["file_path"]) == (1 if p["batch"] == 2 else 2)
+        len(p["batch_path"]) <= depth and 0 < len(p["file_path"]) <= (count - 1).bit_length()
         for p in manifest["proofs"]
     )
     folder = tmp_path / "package"
@@ -373,15 +378,16 @@ def test_an_export_of_records_in_several_blocks_verifies_and_a_tampered_leaf_is_
     assert code == 0 and "6,000 records" in out, out  # gold and silver
 
     # One stored leaf changed, in the block of an exported record (not that record's own leaf).
-    exported = {p["leaf_index"] for p in manifest["proofs"] if p["batch"] == 1}
-    victim = next(i for i in range(1024, 2048) if i not in exported)
+    block = min(b for b in blocks if b < 3000 // B)  # a full block with an exported record
+    exported = {p["leaf_index"] for p in manifest["proofs"] if p["batch"] == block}
+    victim = next(i for i in range(block * B, (block + 1) * B) if i not in exported)
     key = proof_key(sha)
     table = pq.read_table(io.BytesIO(res.store.get_bytes(key)))
     leaves = table.column("leaf").to_pylist()
     leaves[victim] = bytes(32)
     buf = io.BytesIO()
     pq.write_table(pa.table({"leaf": pa.array(leaves, table.schema.field("leaf").type)}), buf,
-                   row_group_size=1024)  # fmt: skip
+                   row_group_size=B)  # fmt: skip
     res.store.put_bytes(key, buf.getvalue())
     report = run_verify(res, VerifyRequest(expectations=False))
     assert any("do not reach the sealed Merkle root" in p for p in report.problems())
@@ -426,7 +432,7 @@ def test_a_file_sealed_in_batches_before_blocks_still_verifies_and_exports(
 
 
 def test_one_batch_cut_into_blocks_keeps_the_batch_root() -> None:
-    """1,024 being a power of two, the root over a batch's block roots is the batch's own root:
+    """COMMIT_BLOCK being a power of two, the root over a batch's block roots is the batch's root:
     a file ingested in one batch has the same root in blocks as it had before."""
     leaves = pl.Series([hashlib.sha256(str(i).encode()).hexdigest() for i in range(3000)])
     assert file_root(r for _, r in block_roots(leaves)) == merkle_root(leaves)
@@ -434,7 +440,7 @@ def test_one_batch_cut_into_blocks_keeps_the_batch_root() -> None:
 
 @pytest.mark.parametrize(
     "sizes",
-    [[1024, 1024, 452], [1024, 476, 1024, 1024, 452], [2000, 1000], [700, 700, 100], [3000]],
+    [[B, B, B // 2], [B, B - 3, B, B, 5], [1024, 452], [2000, 1000], [700, 100], [3000]],
 )
 def test_subtree_roots_are_the_roots_of_the_sizes_an_entry_states(sizes: list[int]) -> None:
     """Blocks of several batches, batches before blocks: each stated subtree's own root."""

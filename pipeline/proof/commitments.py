@@ -10,7 +10,7 @@ For every kept record, at ingestion:
 - `leaf` = SHA-256("L" + record digest + identity commitment), hex text.
 
 Leaves are numbered in file order (`leaf_index`, kept in silver and gold with the identity
-commitment). Each ingest batch's leaves are cut into blocks of `COMMIT_BLOCK` (1,024)
+commitment). Each ingest batch's leaves are cut into blocks of `COMMIT_BLOCK` (256)
 consecutive leaves, the last one shorter; each block's leaves form a Merkle subtree, and the
 file's root is the Merkle root of the block roots. The parse entry states every block's size and
 root (`batch_leaves`, `batch_roots`) and the file root; entries written before blocks state one
@@ -58,7 +58,7 @@ ENCODINGS = (1, 2, 3)
 #: fields set by the name and folder a file arrived under: in the seal, not in the leaf (v2)
 NAME_FIELDS = ("source", "source_file")
 #: leaves per committed block: a record's proof reads and hashes one block, not its batch
-COMMIT_BLOCK = 1024
+COMMIT_BLOCK = 256
 
 
 def retained_fields(version: int = ENCODING) -> list[str]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -108,14 +109,17 @@ class _Part:
         self.split(table, ())
 
     def split(self, table: pa.Table, prefix: tuple[int, ...]) -> None:
-        """Append `table`'s rows to the spools under `prefix`, by the hash's next bits."""
-        which = _spool_of(table, len(prefix))
+        """Append `table`'s rows to the spools under `prefix`, by the hash's next bits: sorted
+        by the hash once, each spool's rows are one slice."""
+        table = _sorted(table)
+        which = _spool_of(table, len(prefix)).to_numpy()
+        bounds = np.searchsorted(which, np.arange((1 << _BITS) + 1))
         for index in range(1 << _BITS):
-            rows = table.filter(pc.equal(which, index))
-            if rows.num_rows:
+            lo, hi = int(bounds[index]), int(bounds[index + 1])
+            if hi > lo:
                 spool = (*prefix, index)
-                _append_stream(self.spool(spool), rows)
-                self.spools[spool] = self.spools.get(spool, 0) + rows.num_rows
+                _append_stream(self.spool(spool), table.slice(lo, hi - lo))
+                self.spools[spool] = self.spools.get(spool, 0) + hi - lo
 
 
 class Clusterer:
