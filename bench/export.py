@@ -4,9 +4,10 @@ on a store of 10 M and 50 M rows spread over 12 months.
     make bench                              # ingest bench, then this one
     BENCH_EXPORT_SIZES=200000 python bench/export.py   # a quick run
 
-Silver parts are written as the ingest writes them for search, by the same functions: batch by
-batch, clustered by end user (`pipeline.records.clustering`), in row groups of
-`token_index.ROW_GROUP` rows, with each part's token index (`pipeline.records.token_index.write`). The storage and write time of the index are reported,
+Silver and vault parts are written as the ingest writes them for search, by the same functions:
+batch by batch, silver clustered by end user and the vault in token order
+(`pipeline.records.clustering`), silver in row groups of `token_index.ROW_GROUP` rows, with each
+part's token index (`pipeline.records.token_index.write`). The storage and write time of the index are reported,
 and the 12-month search for 10 people is repeated with the indexes moved away (the full scan a
 store written without them gets).
 
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -61,10 +63,10 @@ from pipeline.proof.commitments import (  # noqa: E402
 from pipeline.proof.crypto import encrypt_values  # noqa: E402
 from pipeline.proof.integrity import record_parse, seal_original  # noqa: E402
 from pipeline.records import token_index  # noqa: E402
-from pipeline.records.clustering import Clusterer  # noqa: E402
+from pipeline.records.clustering import BY_PARTY, BY_TOKEN, Clusterer, Order  # noqa: E402
 from pipeline.records.schema import SILVER, VAULT, conform  # noqa: E402
 from pipeline.records.synth import population  # noqa: E402
-from pipeline.records.tiers import part_writer  # noqa: E402
+from pipeline.records.tiers import VAULT_GROUP, part_writer  # noqa: E402
 from pipeline.records.tokenise import token_expr  # noqa: E402
 
 SIZES = [int(s) for s in os.environ.get("BENCH_EXPORT_SIZES", "10000000,50000000").split(",")]
@@ -163,14 +165,15 @@ def _commit(res: Resources, silver: pl.DataFrame, sha: str, y: int, m: int) -> N
     })  # fmt: skip
 
 
-def _write_silver(silver: pl.DataFrame, key: str, target: Path) -> None:
-    """A silver part as the ingest writes it: batch by batch, clustered by end user."""
-    table = silver.to_arrow()
+def _write_ordered(table: pa.Table, key: str, target: Path, order: Order, rows: int) -> None:
+    """A part as the ingest writes it: batch by batch, in its tier's order (silver clustered by
+    end user, the vault in token order), with the tiers' encoding."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work, part_writer(target, table.schema) as writer:
-        clusterer = Clusterer(Path(work))
-        for start in range(0, len(silver), BATCH):
+        clusterer = Clusterer(Path(work), order)
+        for start in range(0, table.num_rows, BATCH):
             clusterer.add(key, table.slice(start, BATCH))
-        clusterer.write(key, writer, token_index.ROW_GROUP)
+        clusterer.write(key, writer, rows)
 
 
 def build(rows: int, root: Path) -> tuple[list[str], dict[str, float]]:
@@ -197,9 +200,8 @@ def build(rows: int, root: Path) -> tuple[list[str], dict[str, float]]:
             seq += 1
             key = layout.partition("silver", (y, m), sha)
             target = res.store.root / key  # type: ignore[attr-defined]
-            target.parent.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
-            _write_silver(silver, key, target)
+            _write_ordered(silver.to_arrow(), key, target, BY_PARTY, token_index.ROW_GROUP)
             index = res.store.root / layout.token_index_key(key)  # type: ignore[attr-defined]
             index.parent.mkdir(parents=True, exist_ok=True)
             written = time.perf_counter()
@@ -223,11 +225,10 @@ def build(rows: int, root: Path) -> tuple[list[str], dict[str, float]]:
             entries = vault.select("token", pl.lit("msisdn").alias("kind")).with_columns(
                 pl.Series("identifier_encrypted", encrypted, dtype=pl.Binary)
             )
-            vpath = res.store.root / f"vault/year={y:04d}/month={m:02d}/part-{sha}.parquet"  # type: ignore[attr-defined]
-            vpath.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(
-                entries.to_arrow().cast(pl.DataFrame(schema=VAULT).to_arrow().schema), vpath
-            )
+            vkey = layout.partition("vault", (y, m), sha)
+            vault_table = entries.to_arrow().cast(pl.DataFrame(schema=VAULT).to_arrow().schema)
+            vpath = res.store.root / vkey  # type: ignore[attr-defined]
+            _write_ordered(vault_table, vkey, vpath, BY_TOKEN, VAULT_GROUP)
         print(f"  {y}-{m:02d}: {per_month:,} rows", flush=True)
     return people.head(max(SEARCHED)).get_column("e164").to_list(), cost
 

@@ -1,4 +1,5 @@
-"""Silver parts clustered by end user: a person's records in a part lie side by side.
+"""Silver parts clustered by end user, vault parts sorted by token: what a person search reads
+of a part lies side by side.
 
 A person search (`pipeline.records.search`) reads, of each silver part, the row groups its token
 index names. Written in file order, a person's few records of a part fall in as many row groups
@@ -14,11 +15,16 @@ memory together up to that many rows; beyond it the biggest part is spilled to l
 (Arrow IPC, one per range of the hash), and a spool bigger than `SORT_ROWS` is split again by the
 next bits of the hash before it is sorted. A range holding more rows than that alone (one party
 in very many records) is sorted `SORT_ROWS` rows at a time.
+
+Vault parts go the same way in token order (`BY_TOKEN`), written with min/max statistics on
+`token`: re-identifying a found record reads the vault row groups whose range holds its parties'
+tokens, not the whole vault of its month.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +53,50 @@ def cluster_key() -> pl.Expr:
     return pl.when(personal).then(pl.col("origin")).otherwise(pl.col("destination"))
 
 
-def _with_hash(table: pa.Table) -> pa.Table:
+def _party_hash(table: pa.Table) -> pa.Array:
     keys = pl.from_arrow(table.select(["origin", "origin_kind", "destination"]))
     assert isinstance(keys, pl.DataFrame)
-    hashed = keys.select(cluster_key().hash(seed=_SEED)).to_series().to_arrow()
-    return table.append_column(_HASH, hashed)
+    return keys.select(cluster_key().hash(seed=_SEED)).to_series().to_arrow()
 
 
-def _sorted(table: pa.Table) -> pa.Table:
-    """Stable sort by the cluster hash: a party's records side by side, in file order."""
-    return table.sort_by([(_HASH, "ascending")])
+#: base64url in the order strings compare, so that a token's digits keep its order
+_ALPHABET = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+_RANK = np.zeros(256, np.uint64)
+_RANK[[ord(c) for c in _ALPHABET]] = np.arange(64, dtype=np.uint64)
+_DIGITS = 10  # 60 bits of a token's 22 random characters (`tokenise.TOKEN_PATTERN`)
+
+
+def _token_rank(table: pa.Table) -> pa.Array:
+    """The first digits of each token's random part, as a number in their order (tokens are
+    uniform there, so the spools' ranges are even). A value not shaped like a token ranks 0:
+    it is still written, only not in range order."""
+    tail = pc.utf8_slice_codeunits(table.column("token").combine_chunks(), -22, -22 + _DIGITS)
+    tail = pc.utf8_rpad(pc.fill_null(tail, ""), _DIGITS, "-")
+    offsets = np.frombuffer(tail.buffers()[1], np.int32)[tail.offset : tail.offset + len(tail) + 1]
+    if len(tail) == 0 or not np.all(np.diff(offsets) == _DIGITS):
+        return pa.array(np.zeros(len(tail), np.uint64))
+    data = np.frombuffer(tail.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    ranks = _RANK[data.reshape(-1, _DIGITS)]
+    shifts = np.arange(64 - 6, 64 - 6 * (_DIGITS + 1), -6, dtype=np.uint64)
+    return pa.array(np.bitwise_or.reduce(ranks << shifts, axis=1))
+
+
+@dataclass(frozen=True)
+class Order:
+    """A layout: rows ordered by `key` (a uint64 per row, spooled by its top bits), then by the
+    columns `then`; stable, so rows equal in both keep their file order."""
+
+    key: Callable[[pa.Table], pa.Array]
+    then: tuple[str, ...] = ()
+
+    def sort(self, table: pa.Table) -> pa.Table:
+        return table.sort_by([(_HASH, "ascending"), *((c, "ascending") for c in self.then)])
+
+
+#: silver: a party's records side by side, in file order
+BY_PARTY = Order(_party_hash)
+#: the vault: in token order
+BY_TOKEN = Order(_token_rank, ("token",))
 
 
 def _spool_of(table: pa.Table, level: int) -> pa.Array:
@@ -87,10 +127,10 @@ def _read_streams(path: Path) -> Iterator[pa.Table]:
 
 
 class _Part:
-    """One silver part: rows buffered in memory, and spool files once spilled."""
+    """One part: rows buffered in memory, and spool files once spilled."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, order: Order) -> None:
+        self.folder, self.order = folder, order
         self.buffer: list[pa.Table] = []
         self.buffered = 0
         self.spilled = False
@@ -111,7 +151,7 @@ class _Part:
     def split(self, table: pa.Table, prefix: tuple[int, ...]) -> None:
         """Append `table`'s rows to the spools under `prefix`, by the hash's next bits: sorted
         by the hash once, each spool's rows are one slice."""
-        table = _sorted(table)
+        table = self.order.sort(table)
         which = _spool_of(table, len(prefix)).to_numpy()
         bounds = np.searchsorted(which, np.arange((1 << _BITS) + 1))
         for index in range(1 << _BITS):
@@ -123,11 +163,11 @@ class _Part:
 
 
 class Clusterer:
-    """The silver parts of one file, gathered as its batches arrive and written out clustered
+    """The parts of one file's tier, gathered as its batches arrive and written out in `order`
     (`write`), with at most `budget` rows of them in memory."""
 
-    def __init__(self, folder: Path, budget: int | None = None) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, order: Order = BY_PARTY, budget: int | None = None) -> None:
+        self.folder, self.order = folder, order
         self.budget = budget or BUFFER_ROWS
         self._parts: dict[str, _Part] = {}
 
@@ -135,10 +175,10 @@ class Clusterer:
         """Gather rows of the part `key`; spill the biggest buffered part when over budget."""
         if key not in self._parts:
             folder = self.folder / f"cluster-{len(self._parts)}"
-            folder.mkdir(mode=0o700)
-            self._parts[key] = _Part(folder)
+            folder.mkdir(mode=0o700, parents=True)
+            self._parts[key] = _Part(folder, self.order)
         part = self._parts[key]
-        part.buffer.append(_with_hash(table))
+        part.buffer.append(table.append_column(_HASH, self.order.key(table)))
         part.buffered += table.num_rows
         while sum(p.buffered for p in self._parts.values()) > self.budget:
             max(self._parts.values(), key=lambda p: p.buffered).spill()
@@ -153,7 +193,7 @@ class Clusterer:
         out = _Rebatcher(writer, row_group)
         if not part.spilled:
             if part.buffer:
-                out.write(_sorted(pa.concat_tables(part.buffer)))
+                out.write(self.order.sort(pa.concat_tables(part.buffer)))
         else:
             part.spill()
             for index in range(1 << _BITS):
@@ -177,10 +217,10 @@ class Clusterer:
         for table in _read_streams(path):  # one range: sorted SORT_ROWS rows at a time
             pending.append(table)
             if sum(t.num_rows for t in pending) >= SORT_ROWS:
-                out.write(_sorted(pa.concat_tables(pending)))
+                out.write(part.order.sort(pa.concat_tables(pending)))
                 pending = []
         if pending:
-            out.write(_sorted(pa.concat_tables(pending)))
+            out.write(part.order.sort(pa.concat_tables(pending)))
         path.unlink()
 
 

@@ -186,11 +186,22 @@ class RecordSearch:
             raise SearchError(f"{y:04d}-{m:02d}: the month's key is gone but no purge is recorded")
         gcm = AESGCM(self.res.keyring.data_key(name, create=False))
         wanted = needed.to_arrow()
+        ordered = sorted(needed.to_list())
 
         def entries(key: str) -> pl.DataFrame:
+            """The part's entries of the needed tokens: of a vault in token order, only the row
+            groups whose range holds one (every row group of an older vault)."""
             with self.store.open_seekable(key) as src:
-                table = pq.read_table(src, filters=pc.field("token").isin(wanted))
-            frame = pl.from_arrow(table.select(["token", "identifier_encrypted"]))
+                vault = pq.ParquetFile(src)
+                groups = token_index.covering(vault, "token", ordered)
+                tables = [
+                    vault.read_row_group(g, columns=["token", "identifier_encrypted"])
+                    for g in groups
+                ]
+            if not tables:
+                return pl.DataFrame(schema={"token": pl.String, "identifier_encrypted": pl.Binary})
+            table = pa.concat_tables(tables)
+            frame = pl.from_arrow(table.filter(pc.is_in(table["token"], value_set=wanted)))
             assert isinstance(frame, pl.DataFrame)
             return frame
 

@@ -27,13 +27,18 @@ from pipeline.core.store import ObjectStore, private_file
 from pipeline.proof.commitments import COMMIT_BLOCK
 from pipeline.proof.crypto import decrypt_value, encrypt_values
 from pipeline.records import token_index
-from pipeline.records.clustering import Clusterer
+from pipeline.records.clustering import BY_PARTY, BY_TOKEN, Clusterer
 from pipeline.records.fingerprints import Fingerprints
 from pipeline.records.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT, VAULT_ENTRY
 
-# Min/max statistics where they let readers skip row groups (time ranges, ids, files); none on
-# tokens or encrypted values, whose min/max prune nothing and cost a pass over every value.
-STATISTICS = ("event_time", "end_time", "record_id", "source_sha256", "source_line", "duration_s")
+# Min/max statistics where they let readers skip row groups (time ranges, ids, files, the vault's
+# tokens, which it holds in order); none on silver's tokens or on encrypted values, whose min/max
+# prune nothing and cost a pass over every value.
+STATISTICS = (
+    "event_time", "end_time", "record_id", "source_sha256", "source_line", "duration_s", "token",
+)  # fmt: skip
+#: Vault entries per row group: what re-identifying a party reads of its month's vault.
+VAULT_GROUP = 4096
 
 # Dictionary encoding where values repeat (kinds, countries, statuses), not on unique values.
 DICTIONARY = (
@@ -46,10 +51,13 @@ DICTIONARY = (
 
 def _row_group(key: str) -> int | None:
     """Rows per row group where readers pick row groups out: silver for a person search
-    (pipeline.records.token_index), proofs one committed block each, so a record's proof reads
-    its block's leaves alone. Elsewhere the writer's default."""
+    (pipeline.records.token_index) and the vault to re-identify its results, proofs one
+    committed block each, so a record's proof reads its block's leaves alone. Elsewhere the
+    writer's default."""
     if key.startswith(layout.SILVER):
         return token_index.ROW_GROUP
+    if key.startswith(layout.VAULT):
+        return VAULT_GROUP
     if key.startswith(layout.PROOFS):
         return COMMIT_BLOCK
     return None
@@ -94,7 +102,11 @@ class TierWriter:
         self._source_file = source_file
         self._tmp = tempfile.TemporaryDirectory(prefix=staging.prefix("ingest"))
         self._writers: dict[str, pq.ParquetWriter] = {}
-        self._silver = Clusterer(Path(self._tmp.name))
+        #: silver clustered by end user, the vault in token order (`clustering`)
+        self._ordered = {
+            layout.SILVER: Clusterer(Path(self._tmp.name) / "silver", BY_PARTY),
+            layout.VAULT: Clusterer(Path(self._tmp.name) / "vault", BY_TOKEN),
+        }
         self._schemas: dict[str, pa.Schema] = {}
         self._paths: dict[str, Path] = {}
         self._seen_tokens: dict[tuple[int, int], Fingerprints] = {}
@@ -112,8 +124,9 @@ class TierWriter:
 
     def _append(self, key: str, table: pa.Table, schema: pa.Schema) -> None:
         table = table.cast(schema)
-        if key.startswith(layout.SILVER):  # written clustered by end user once the file is read
-            self._silver.add(key, table)
+        ordered = next((c for tier, c in self._ordered.items() if key.startswith(tier)), None)
+        if ordered is not None:  # written in its order once the whole file is read
+            ordered.add(key, table)
             self._schemas[key] = schema
         else:
             if key not in self._writers:
@@ -218,9 +231,12 @@ class TierWriter:
     def staged(self) -> dict[str, Path]:
         """Finish writing; the local file of every part, by the key it will be published under."""
         self._wait()
-        for key in self._silver.pending():
-            with self._open(key, self._schemas[key]) as writer:
-                self._silver.write(key, writer, token_index.ROW_GROUP)
+        for ordered in self._ordered.values():
+            for key in ordered.pending():
+                rows = _row_group(key)
+                assert rows is not None  # every ordered tier has its row group size
+                with self._open(key, self._schemas[key]) as writer:
+                    ordered.write(key, writer, rows)
         for writer in self._writers.values():
             writer.close()
         self._seen_tokens.clear()  # nothing more will be written

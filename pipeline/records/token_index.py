@@ -15,8 +15,9 @@ with its month and checked by `verify` against the part it describes (`disagreem
 
 from __future__ import annotations
 
+import bisect
 import io
-from collections.abc import Iterable
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -28,9 +29,9 @@ from pipeline.core import layout
 from pipeline.core.store import ObjectStore
 
 #: Silver rows per row group: the unit a search reads once the index has pruned.
-ROW_GROUP = 8192
+ROW_GROUP = 4096
 #: Index entries per index row group: the unit a lookup reads.
-INDEX_GROUP = 32768
+INDEX_GROUP = 2048
 SCHEMA = pa.schema([("token", pa.string()), ("row_group", pa.int32())])
 #: The silver part's shape, recorded in the index so a stale index is never trusted.
 _GROUPS, _ROWS = b"silver_row_groups", b"silver_rows"
@@ -93,7 +94,7 @@ def indexed_row_groups(
             return None  # written for another version of the part: scan it
         wanted = sorted(tokens.to_pylist())
         found: set[int] = set()
-        for group in _covering(index, wanted):
+        for group in covering(index, "token", wanted):
             entries = index.read_row_group(group)
             hit = pc.is_in(entries["token"], value_set=tokens)
             found.update(entries["row_group"].filter(hit).to_pylist())
@@ -105,16 +106,18 @@ def _shape(schema: pa.Schema) -> tuple[bytes | None, bytes | None]:
     return meta.get(_GROUPS), meta.get(_ROWS)
 
 
-def _covering(index: pq.ParquetFile, wanted: list[str]) -> Iterable[int]:
-    """Index row groups whose token range holds one of `wanted` (all, without statistics)."""
-    position = index.schema_arrow.get_field_index("token")
-    for group in range(index.num_row_groups):
-        stats = index.metadata.row_group(group).column(position).statistics
-        if (
-            stats is None
-            or not stats.has_min_max
-            or any(stats.min <= t <= stats.max for t in wanted)
-        ):
+def covering(file: pq.ParquetFile, column: str, wanted: list[str]) -> Iterator[int]:
+    """Row groups of `file` whose min/max of `column` hold one of `wanted` (sorted); every row
+    group without statistics."""
+    position = file.schema_arrow.get_field_index(column)
+    meta = file.metadata
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(position).statistics
+        if stats is None or not stats.has_min_max:
+            yield group
+            continue
+        first = bisect.bisect_left(wanted, stats.min)
+        if first < len(wanted) and wanted[first] <= stats.max:
             yield group
 
 
