@@ -51,7 +51,6 @@ from pipeline.core.keys import TOKEN_KEY_VERSION  # noqa: E402
 from pipeline.core.layout import proof_key  # noqa: E402
 from pipeline.core.resources import Resources  # noqa: E402
 from pipeline.proof.commitments import (  # noqa: E402
-    COMMIT_BLOCK,
     ENCODING,
     block_roots,
     file_root,
@@ -66,7 +65,7 @@ from pipeline.records import token_index  # noqa: E402
 from pipeline.records.clustering import BY_PARTY, BY_TOKEN, Clusterer, Order  # noqa: E402
 from pipeline.records.schema import SILVER, VAULT, conform  # noqa: E402
 from pipeline.records.synth import population  # noqa: E402
-from pipeline.records.tiers import VAULT_GROUP, part_writer  # noqa: E402
+from pipeline.records.tiers import PROOF_GROUP, VAULT_GROUP, part_writer  # noqa: E402
 from pipeline.records.tokenise import token_expr  # noqa: E402
 
 SIZES = [int(s) for s in os.environ.get("BENCH_EXPORT_SIZES", "10000000,50000000").split(",")]
@@ -149,7 +148,7 @@ def _commit(res: Resources, silver: pl.DataFrame, sha: str, y: int, m: int) -> N
     with pq.ParquetWriter(path, table.schema) as proofs:
         for start in range(0, len(leaves), BATCH):  # each batch cut into blocks, as ingested
             blocks += block_roots(leaves.slice(start, BATCH))
-            proofs.write_table(table.slice(start, BATCH), row_group_size=COMMIT_BLOCK)
+            proofs.write_table(table.slice(start, BATCH), row_group_size=PROOF_GROUP)
     sizes, roots = [n for n, _ in blocks], [r for _, r in blocks]
     now = dt.datetime.now(dt.UTC)
     signer = res.keyring.signing_key()

@@ -47,6 +47,7 @@ from pipeline.proof.integrity import parse_key, sign
 from pipeline.proof.verify_export import extract, verify_package
 from pipeline.records.schema import CANONICAL
 from pipeline.records.synth import generate
+from pipeline.records.tiers import PROOF_GROUP
 from tests.conftest import ROOT
 from tests.helpers import read_tier
 
@@ -329,7 +330,7 @@ def _export(res: Resources, person: str) -> tuple[bytes, dict[str, Any], bytes]:
     return blob, verdict.manifest, secret
 
 
-def test_a_3000_record_file_is_sealed_in_blocks_and_its_proofs_a_row_group_each(
+def test_a_3000_record_file_is_sealed_in_blocks_and_its_proofs_in_row_groups_of_blocks(
     one_batch: Resources, tmp_path: Path
 ) -> None:
     sha, _ = _three_thousand(one_batch, tmp_path)
@@ -338,7 +339,8 @@ def test_a_3000_record_file_is_sealed_in_blocks_and_its_proofs_a_row_group_each(
     assert body["batch_leaves"] == sizes
     proofs = pq.ParquetFile(io.BytesIO(one_batch.store.get_bytes(proof_key(sha))))
     groups = [proofs.metadata.row_group(g).num_rows for g in range(proofs.num_row_groups)]
-    assert groups == sizes
+    assert groups == [min(PROOF_GROUP, 3000 - s) for s in range(0, 3000, PROOF_GROUP)]
+    assert PROOF_GROUP % B == 0  # whole blocks: a record's proof reads one row group
     leaves = proofs.read().column("leaf").to_pylist()
     roots = [merkle_root(pl.Series([v.hex() for v in leaves[s : s + n]])) for s, n in
              zip(range(0, 3000, B), sizes, strict=True)]  # fmt: skip

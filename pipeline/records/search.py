@@ -432,13 +432,21 @@ def _file_proofs(
 
 class _LeafReader:
     """Leaves of a file's proofs object by range, reading only the row groups that hold them
-    (one committed block each where the ingest wrote blocks)."""
+    (a few committed blocks each where the ingest wrote blocks), the last one kept: blocks are
+    asked for in order."""
 
     def __init__(self, leaves_file: pq.ParquetFile) -> None:
         self.file = leaves_file
         meta = leaves_file.metadata
         sizes = (meta.row_group(g).num_rows for g in range(leaves_file.num_row_groups))
         self.starts = list(itertools.accumulate(sizes, initial=0))
+        self._last: tuple[int, pa.ChunkedArray] | None = None
+
+    def _group(self, group: int) -> pa.ChunkedArray:
+        if self._last is None or self._last[0] != group:
+            table = self.file.read_row_group(group, columns=["leaf"], use_threads=False)
+            self._last = (group, table.column("leaf"))
+        return self._last[1]
 
     def read(self, lo: int, hi: int) -> pl.Series:
         """Leaves [lo, hi), hex."""
@@ -448,8 +456,7 @@ class _LeafReader:
             start, end = self.starts[group], self.starts[group + 1]
             if start >= hi:
                 break
-            column = self.file.read_row_group(group, columns=["leaf"]).column("leaf")
-            taken = column.slice(max(lo - start, 0), min(hi, end) - max(lo, start))
+            taken = self._group(group).slice(max(lo - start, 0), min(hi, end) - max(lo, start))
             chunks += [c.cast(pa.binary()) for c in taken.chunks]
         binary = pa.chunked_array(chunks, pa.binary()) if chunks else []
         return pl.Series("leaf", binary, pl.Binary).bin.encode("hex")

@@ -39,6 +39,10 @@ STATISTICS = (
 )  # fmt: skip
 #: Vault entries per row group: what re-identifying a party reads of its month's vault.
 VAULT_GROUP = 4096
+#: Leaves per row group of the proofs: whole committed blocks (each batch's blocks and row
+#: groups both start at the batch's first leaf), so a record's proof reads one row group, and
+#: the footer stays small however many blocks the file has.
+PROOF_GROUP = 4 * COMMIT_BLOCK
 
 # Dictionary encoding where values repeat (kinds, countries, statuses), not on unique values.
 DICTIONARY = (
@@ -51,15 +55,15 @@ DICTIONARY = (
 
 def _row_group(key: str) -> int | None:
     """Rows per row group where readers pick row groups out: silver for a person search
-    (pipeline.records.token_index) and the vault to re-identify its results, proofs one
-    committed block each, so a record's proof reads its block's leaves alone. Elsewhere the
+    (pipeline.records.token_index) and the vault to re-identify its results, proofs a few
+    committed blocks each, so a record's proof reads its block's row group alone. Elsewhere the
     writer's default."""
     if key.startswith(layout.SILVER):
         return token_index.ROW_GROUP
     if key.startswith(layout.VAULT):
         return VAULT_GROUP
     if key.startswith(layout.PROOFS):
-        return COMMIT_BLOCK
+        return PROOF_GROUP
     return None
 
 
@@ -180,7 +184,7 @@ class TierWriter:
 
     def add_leaves(self, leaves: pl.Series) -> None:
         """Append a batch's Merkle leaves (hex) to the file's proofs object, as 32-byte values,
-        a row group per committed block (the batch's leaves cut as `block_roots` cuts them)."""
+        in row groups of whole committed blocks (`PROOF_GROUP`)."""
         table = leaves.str.decode("hex").alias("leaf").to_frame().to_arrow()
         self._append(layout.proof_key(self.sha256), table, _arrow_schema(PROOFS))
 
