@@ -137,8 +137,9 @@ def run_export(
         excluded=frozenset() if order else restricted,
     )
     frames, months = [], {}
-    for y, m in months_between(request.date_from, request.date_to):
-        found, months[f"{y:04d}-{m:02d}"] = search.month(y, m)
+    period = list(months_between(request.date_from, request.date_to))
+    for (y, m), (found, info) in zip(period, search.months(period), strict=True):
+        months[f"{y:04d}-{m:02d}"] = info
         if len(found):
             frames.append(found)
     # Records of persons who restricted processing reach only a law-enforcement order.

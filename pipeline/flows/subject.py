@@ -425,10 +425,9 @@ def _search(
     wanted = set(person)
     search = _searcher(res, wanted, start, end)
     frames, months = [], {}
-    for y, m in months_between(start_day, end_day):
-        if (y, m) not in known:
-            continue
-        found, months[layout.month_name((y, m))] = search.month(y, m)
+    period = [ym for ym in months_between(start_day, end_day) if ym in known]
+    for (y, m), (found, info) in zip(period, search.months(period), strict=True):
+        months[layout.month_name((y, m))] = info
         if len(found):
             own = pl.when(pl.col("origin").is_in(list(wanted))).then("origin")
             frames.append(found.with_columns(own.otherwise("destination").alias("_own")))

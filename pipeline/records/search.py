@@ -110,6 +110,10 @@ class RecordSearch:
             keep &= pl.col("channel").is_in(self.channels)
         return frame.filter(keep)
 
+    def months(self, months: list[tuple[int, int]]) -> list[tuple[pl.DataFrame, dict[str, Any]]]:
+        """`month` of each month, several months at once, in the months' order."""
+        return in_parallel(lambda ym: self.month(*ym), months)
+
     def month(self, y: int, m: int) -> tuple[pl.DataFrame, dict[str, Any]]:
         marker = layout.purge_marker((y, m))
         if not self.store.exists(marker):
