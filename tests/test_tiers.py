@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.flows.ingest import prefetch
+from pipeline.core.prefetch import prefetch
 from pipeline.records.fingerprints import Fingerprints
 from pipeline.records.tokenise import token
 

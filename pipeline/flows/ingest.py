@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import logging
 import tempfile
-import threading
 import time
 import uuid
 from collections import Counter
@@ -24,8 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
-from queue import Full, Queue
-from typing import Any, TypeVar
+from typing import Any
 
 import polars as pl
 import pyarrow as pa
@@ -35,6 +33,7 @@ from pipeline import __version__
 from pipeline.core import layout, staging
 from pipeline.core.errors import PipelineError
 from pipeline.core.keys import TOKEN_KEY_VERSION
+from pipeline.core.prefetch import prefetch
 from pipeline.core.progress import watch
 from pipeline.core.resources import Resources
 from pipeline.core.store import LocalStore, ObjectStore, store_errors
@@ -58,7 +57,6 @@ from pipeline.records.tiers import TierWriter
 from pipeline.records.transform import AddressBook, FileContext, finish, prepare
 
 log = logging.getLogger("pipeline.flows.ingest")
-T = TypeVar("T")
 #: How long an ingest's lease lasts: longer than the longest ingest, so only a dead run's lapses.
 LEASE_SECONDS = 6 * 3600
 
@@ -474,45 +472,6 @@ def _already_ingested(res: Resources, name: str, sha256: str, parsed: dict[str, 
         _audit_ingest(res, {"sha256": sha256, "file": body.get("file") or name, **body})
     log.info("%s (sha256 %s…) was ingested before: nothing to do", name, sha256[:12])
     return FileReport(name, sha256, "already_ingested", body.get("source", ""), body.get("format"))
-
-
-def prefetch(batches: Iterator[T], depth: int = 1) -> Iterator[T]:
-    """Produce the next batch in a background thread while the caller works on this one.
-
-    Parsing (polars, releasing the GIL) then overlaps with transforming; `depth` bounds how
-    many batches wait, so memory stays bounded. An error in the producer is raised here.
-    """
-    queue: Queue[tuple[str, Any]] = Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in batches:
-                while not stop.is_set():
-                    try:
-                        queue.put(("item", item), timeout=0.1)
-                        break
-                    except Full:
-                        continue
-                if stop.is_set():
-                    return
-            queue.put(("done", None))
-        except BaseException as exc:  # handed to the consumer, never lost
-            queue.put(("error", exc))
-
-    worker = threading.Thread(target=produce, name="batch-reader", daemon=True)
-    worker.start()
-    try:
-        while True:
-            kind, item = queue.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
-        worker.join(timeout=5)
 
 
 #: the suite that judges each tier's batches, and the column naming a failing row

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.core.prefetch import prefetch
 from pipeline.core.store import private_file
 from pipeline.records.normalise import PERSONAL_KINDS
 
@@ -188,19 +189,24 @@ class Clusterer:
         return list(self._parts)
 
     def write(self, key: str, writer: pq.ParquetWriter, row_group: int) -> None:
-        """Every row of the part `key`, clustered, in row groups of `row_group` rows."""
-        part = self._parts.pop(key)
+        """Every row of the part `key`, in order, in row groups of `row_group` rows. The next
+        range is read and sorted in the background while this one is encoded."""
         out = _Rebatcher(writer, row_group)
-        if not part.spilled:
-            if part.buffer:
-                out.write(self.order.sort(pa.concat_tables(part.buffer)))
-        else:
-            part.spill()
-            for index in range(1 << _BITS):
-                self._drain(part, (index,), out)
+        for table in prefetch(self._ordered(self._parts.pop(key))):
+            out.write(table)
         out.close()
 
-    def _drain(self, part: _Part, prefix: tuple[int, ...], out: _Rebatcher) -> None:
+    def _ordered(self, part: _Part) -> Iterator[pa.Table]:
+        """The part's rows in order, a sorted range at a time."""
+        if not part.spilled:
+            if part.buffer:
+                yield self.order.sort(pa.concat_tables(part.buffer))
+            return
+        part.spill()
+        for index in range(1 << _BITS):
+            yield from self._drain(part, (index,))
+
+    def _drain(self, part: _Part, prefix: tuple[int, ...]) -> Iterator[pa.Table]:
         """A spool's rows, sorted: split again by the next bits while it is too big to sort."""
         rows = part.spools.pop(prefix, 0)
         if not rows:
@@ -211,16 +217,16 @@ class Clusterer:
                 part.split(table, prefix)
             path.unlink()
             for index in range(1 << _BITS):
-                self._drain(part, (*prefix, index), out)
+                yield from self._drain(part, (*prefix, index))
             return
         pending: list[pa.Table] = []
         for table in _read_streams(path):  # one range: sorted SORT_ROWS rows at a time
             pending.append(table)
             if sum(t.num_rows for t in pending) >= SORT_ROWS:
-                out.write(part.order.sort(pa.concat_tables(pending)))
+                yield part.order.sort(pa.concat_tables(pending))
                 pending = []
         if pending:
-            out.write(part.order.sort(pa.concat_tables(pending)))
+            yield part.order.sort(pa.concat_tables(pending))
         path.unlink()
 
 
