@@ -58,6 +58,7 @@ from pipeline.records.search import (
     months_between,
     record_proofs,
 )
+from pipeline.records.tiers import VAULT_GROUP, part_writer
 from pipeline.records.tokenise import token
 
 log = logging.getLogger("pipeline.flows.subject")
@@ -636,7 +637,8 @@ def _delete_vault_entries(res: Resources, case: str, tokens: set[str], held: pl.
             continue
         kept = table.filter([not hit for hit in mask])
         buf = io.BytesIO()
-        pq.write_table(kept, buf, compression="zstd")
+        with part_writer(buf, kept.schema) as writer:  # still in token order: row groups prune
+            writer.write_table(kept, row_group_size=VAULT_GROUP)
         staging = layout.request_staging_key(case, key)
         store.put_bytes(staging, buf.getvalue())
         _replace(store, key, buf.getvalue(), staging)

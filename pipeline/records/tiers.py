@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import IO
 
 import polars as pl
 import pyarrow as pa
@@ -67,7 +68,7 @@ def _row_group(key: str) -> int | None:
     return None
 
 
-def part_writer(path: Path, schema: pa.Schema) -> pq.ParquetWriter:
+def part_writer(path: Path | IO[bytes], schema: pa.Schema) -> pq.ParquetWriter:
     """A Parquet writer with the tiers' encoding: zstd, statistics and dictionaries only where
     they pay."""
     return pq.ParquetWriter(
