@@ -44,7 +44,7 @@ from pipeline.records.schema import GOLD
 
 _SCAN = ["origin", "destination", "event_time", "channel"]
 #: Parts and files read at once: the object store's latency overlaps, and both cores decode.
-READERS = 4
+READERS = 3
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -61,6 +61,18 @@ def in_parallel(work: Callable[[T], R], items: list[T]) -> list[R]:
 
 class SearchError(PipelineError, RuntimeError):
     """A search that cannot be completed truthfully (named, never with identifier values)."""
+
+
+def _strings(values: list[str]) -> pa.Array:
+    """Python strings as an Arrow array, built by polars: pyarrow's own conversion of Python
+    objects imports pandas (a quarter of a second) on first use."""
+    return pl.Series(values, dtype=pl.String).to_arrow().cast(pa.string())
+
+
+def _instants(*moments: dt.datetime) -> list[pa.Scalar]:
+    """UTC datetimes as Arrow microsecond timestamps (built by polars, as `_strings`)."""
+    series = pl.Series(moments, dtype=pl.Datetime("us", "UTC")).to_arrow()
+    return [series[i] for i in range(len(moments))]
 
 
 def months_between(start: dt.date, end: dt.date) -> Iterator[tuple[int, int]]:
@@ -88,7 +100,7 @@ class RecordSearch:
         excluded: frozenset[str] = frozenset(),
     ) -> None:
         self.res, self.store = res, res.store
-        self.tokens = pa.array(sorted(wanted), pa.string())
+        self.tokens = _strings(sorted(wanted))
         self.start, self.end, self.channels = start, end, channels
         self.suppressed, self.excluded = suppressed, excluded
 
@@ -111,17 +123,33 @@ class RecordSearch:
         return frame.filter(keep)
 
     def months(self, months: list[tuple[int, int]]) -> list[tuple[pl.DataFrame, dict[str, Any]]]:
-        """`month` of each month, several months at once, in the months' order."""
-        return in_parallel(lambda ym: self.month(*ym), months)
+        """`month` of each month, in the months' order: every live month's silver parts are
+        read `READERS` at a time, then the months' records re-identified, months at once."""
+        live = [ym for ym in months if not self.store.exists(layout.purge_marker(ym))]
+        keys = [
+            (ym, obj.key)
+            for ym in live
+            for obj in self.store.list(layout.month_prefix("silver", ym))
+        ]
+        found: dict[tuple[int, int], list[pl.DataFrame]] = {ym: [] for ym in live}
+        for (ym, _), frames in zip(keys, in_parallel(lambda k: self._part_rows(k[1]), keys), strict=True):  # fmt: skip
+            found[ym] += frames
+        return in_parallel(lambda ym: self._month(ym, found.get(ym)), months)
 
     def month(self, y: int, m: int) -> tuple[pl.DataFrame, dict[str, Any]]:
-        marker = layout.purge_marker((y, m))
-        if not self.store.exists(marker):
-            found = self.live_rows(y, m)
-            found = self._reidentify(found, y, m)
-            info: dict[str, Any] = {"identifiers": "live", "records": len(found)}
-            return self._exclude(found, info), info
-        purged_on = json.loads(self.store.get_bytes(marker))["purged_as_of"]
+        return self.months([(y, m)])[0]
+
+    def _month(
+        self, ym: tuple[int, int], live: list[pl.DataFrame] | None
+    ) -> tuple[pl.DataFrame, dict[str, Any]]:
+        """A live month's found rows re-identified, or a purged month's held records."""
+        y, m = ym
+        if live is not None:
+            rows = pl.concat(live, how="vertical_relaxed") if live else pl.DataFrame()
+            rows = self._reidentify(rows, y, m)
+            info: dict[str, Any] = {"identifiers": "live", "records": len(rows)}
+            return self._exclude(rows, info), info
+        purged_on = json.loads(self.store.get_bytes(layout.purge_marker(ym)))["purged_as_of"]
         held = self._holds(y, m)
         info = {
             "identifiers": "purged",
@@ -141,42 +169,38 @@ class RecordSearch:
     def _part_rows(self, key: str) -> list[pl.DataFrame]:
         with self.store.open_seekable(key) as src:
             part = pq.ParquetFile(src)
-            frames = []
-            for rows in self._candidates(key, part):
-                frame = pl.from_arrow(rows)
-                assert isinstance(frame, pl.DataFrame)
-                frames.append(frame.with_columns(pl.lit("silver").alias("found_in")))
-        return frames
+            tables = list(self._candidates(key, part))
+        if not tables:
+            return []
+        rows = pa.concat_tables(tables)  # filtered and converted once for the part
+        frame = pl.from_arrow(rows.filter(self._mask(rows)))
+        assert isinstance(frame, pl.DataFrame)
+        return [frame.with_columns(pl.lit("silver").alias("found_in"))] if len(frame) else []
 
     def _candidates(self, key: str, part: pq.ParquetFile) -> Iterator[pa.Table]:
-        """The part's matching rows, row group by row group. The row groups its token index
-        names hold a wanted token and are read whole; without an index, each row group's token
-        and time columns are read first, and full rows only where a wanted token occurs."""
+        """The part's row groups that can hold a match, whole. Those its token index names
+        hold a wanted token; without an index, each row group's token and time columns are read
+        first, and full rows only where a wanted token occurs."""
         groups = token_index.indexed_row_groups(self.store, key, part, self.tokens)
-        for group in range(part.num_row_groups) if groups is None else groups:
-            if groups is None:
-                mask = self._mask(part.read_row_group(group, columns=_SCAN))
-                if not pc.any(mask).as_py():
-                    continue
-                rows = part.read_row_group(group)
-            else:
-                rows = part.read_row_group(group)
-                mask = self._mask(rows)
-            yield rows.filter(mask)
+        if groups is not None:
+            yield from (part.read_row_group(group, use_threads=False) for group in groups)
+            return
+        for group in range(part.num_row_groups):
+            if pc.any(self._mask(part.read_row_group(group, columns=_SCAN))).as_py():
+                yield part.read_row_group(group)
 
     def _mask(self, table: pa.Table) -> pa.ChunkedArray:
         hit = pc.or_(
             pc.is_in(table["origin"], value_set=self.tokens),
             pc.is_in(table["destination"], value_set=self.tokens),
         )
-        start = pa.scalar(self.start, pa.timestamp("us", "UTC"))
-        end = pa.scalar(self.end, pa.timestamp("us", "UTC"))
+        start, end = _instants(self.start, self.end)
         when = pc.and_(
             pc.greater_equal(table["event_time"], start), pc.less(table["event_time"], end)
         )
         mask = pc.and_(hit, when)
         if self.channels:
-            mask = pc.and_(mask, pc.is_in(table["channel"], value_set=pa.array(self.channels)))
+            mask = pc.and_(mask, pc.is_in(table["channel"], value_set=_strings(self.channels)))
         return pc.fill_null(mask, False)
 
     def _reidentify(self, found: pl.DataFrame, y: int, m: int) -> pl.DataFrame:
@@ -199,7 +223,9 @@ class RecordSearch:
                 vault = pq.ParquetFile(src)
                 groups = token_index.covering(vault, "token", ordered)
                 tables = [
-                    vault.read_row_group(g, columns=["token", "identifier_encrypted"])
+                    vault.read_row_group(
+                        g, columns=["token", "identifier_encrypted"], use_threads=False
+                    )
                     for g in groups
                 ]
             if not tables:
@@ -210,9 +236,8 @@ class RecordSearch:
             return frame
 
         clear: dict[str, str] = {}
-        keys = [obj.key for obj in self.store.list(layout.month_prefix("vault", (y, m)))]
-        for found_entries in in_parallel(entries, keys):
-            for tok, blob in found_entries.iter_rows():
+        for obj in self.store.list(layout.month_prefix("vault", (y, m))):  # months run at once
+            for tok, blob in entries(obj.key).iter_rows():
                 clear.setdefault(tok, decrypt_value(gcm, blob, tok.encode()).decode())
         return with_identifiers(found, clear, self.suppressed)
 
@@ -260,7 +285,7 @@ def candidate_rows(store: ObjectStore, silver_key: str, tokens: list[str]) -> pl
     names (all of them without an index); callers filter the rows exactly."""
     with store.open_seekable(silver_key) as src:
         part = pq.ParquetFile(src)
-        wanted = pa.array(sorted(set(tokens)), pa.string())
+        wanted = _strings(sorted(set(tokens)))
         groups = token_index.indexed_row_groups(store, silver_key, part, wanted)
         table = part.read_row_groups(range(part.num_row_groups) if groups is None else groups)
     frame = pl.from_arrow(table)
@@ -452,15 +477,14 @@ class _LeafReader:
             self._last = (group, table.column("leaf"))
         return self._last[1]
 
-    def read(self, lo: int, hi: int) -> pl.Series:
+    def read(self, lo: int, hi: int) -> list[str]:
         """Leaves [lo, hi), hex."""
         first = bisect.bisect_right(self.starts, lo) - 1
-        chunks: list[pa.Array] = []
+        leaves: list[str] = []
         for group in range(first, len(self.starts) - 1):
             start, end = self.starts[group], self.starts[group + 1]
             if start >= hi:
                 break
             taken = self._group(group).slice(max(lo - start, 0), min(hi, end) - max(lo, start))
-            chunks += [c.cast(pa.binary()) for c in taken.chunks]
-        binary = pa.chunked_array(chunks, pa.binary()) if chunks else []
-        return pl.Series("leaf", binary, pl.Binary).bin.encode("hex")
+            leaves += [value.hex() for value in taken.to_pylist()]
+        return leaves

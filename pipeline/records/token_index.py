@@ -95,7 +95,7 @@ def indexed_row_groups(
         wanted = sorted(tokens.to_pylist())
         found: set[int] = set()
         for group in covering(index, "token", wanted):
-            entries = index.read_row_group(group)
+            entries = index.read_row_group(group, use_threads=False)
             hit = pc.is_in(entries["token"], value_set=tokens)
             found.update(entries["row_group"].filter(hit).to_pylist())
     return sorted(found)
