@@ -63,6 +63,16 @@ class SearchError(PipelineError, RuntimeError):
     """A search that cannot be completed truthfully (named, never with identifier values)."""
 
 
+#: Row groups of a part filtered together (fewer calls; memory bounded by this many)
+_FILTER_GROUPS = 16
+
+
+def _chunks(tables: Iterator[pa.Table], size: int) -> Iterator[pa.Table]:
+    """`tables` concatenated `size` at a time."""
+    while batch := list(itertools.islice(tables, size)):
+        yield pa.concat_tables(batch)
+
+
 def _strings(values: list[str]) -> pa.Array:
     """Python strings as an Arrow array, built by polars: pyarrow's own conversion of Python
     objects imports pandas (a quarter of a second) on first use."""
@@ -169,11 +179,13 @@ class RecordSearch:
     def _part_rows(self, key: str) -> list[pl.DataFrame]:
         with self.store.open_seekable(key) as src:
             part = pq.ParquetFile(src)
-            tables = list(self._candidates(key, part))
+            tables = [
+                chunk.filter(self._mask(chunk))  # a few row groups at once: bounded memory
+                for chunk in _chunks(self._candidates(key, part), _FILTER_GROUPS)
+            ]
         if not tables:
             return []
-        rows = pa.concat_tables(tables)  # filtered and converted once for the part
-        frame = pl.from_arrow(rows.filter(self._mask(rows)))
+        frame = pl.from_arrow(pa.concat_tables(tables))  # converted once for the part
         assert isinstance(frame, pl.DataFrame)
         return [frame.with_columns(pl.lit("silver").alias("found_in"))] if len(frame) else []
 
