@@ -46,6 +46,7 @@ from pipeline.proof.commitments import (
 from pipeline.proof.integrity import parse_key, sign
 from pipeline.proof.verify_export import extract, verify_package
 from pipeline.records.schema import CANONICAL
+from pipeline.records.search import prove, record_proofs
 from pipeline.records.synth import generate
 from pipeline.records.tiers import PROOF_GROUP
 from tests.conftest import ROOT
@@ -450,3 +451,17 @@ def test_subtree_roots_are_the_roots_of_the_sizes_an_entry_states(sizes: list[in
     starts = [sum(sizes[:i]) for i in range(len(sizes))]
     expected = [merkle_root(leaves.slice(s, n)) for s, n in zip(starts, sizes, strict=True)]
     assert subtree_roots(leaves, sizes) == expected
+
+
+def test_proofs_started_on_some_records_finish_the_same_for_all(
+    one_batch: Resources, tmp_path: Path
+) -> None:
+    """An export proves the records found while it re-identifies them: what was proved early is
+    reused, what was not is proved after, and the answer is the one proved at once."""
+    sha, _ = _three_thousand(one_batch, tmp_path)
+    records = read_tier(one_batch.store, "silver/").sample(300, seed=5)
+    at_once = record_proofs(one_batch.store, records)
+    early = prove(one_batch.store, records.head(100))
+    assert len(early.paths) == 100
+    assert record_proofs(one_batch.store, records, early) == at_once
+    assert len(early.paths) == 300 and set(at_once[1]) == {sha}

@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import tarfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn
 
@@ -41,10 +42,12 @@ from pipeline.proof import audit
 from pipeline.proof.integrity import key_id
 from pipeline.proof.package import encrypt_for, fingerprint, load_recipient_key
 from pipeline.records.search import (
+    Proofs,
     RecordSearch,
     check_identities,
     found_records,
     months_between,
+    prove,
     record_proofs,
 )
 from pipeline.records.search import SearchError as ExportError
@@ -138,15 +141,24 @@ def run_export(
     )
     frames, months = [], {}
     period = list(months_between(request.date_from, request.date_to))
-    for (y, m), (found, info) in zip(period, search.months(period), strict=True):
-        months[f"{y:04d}-{m:02d}"] = info
-        if len(found):
-            frames.append(found)
+    with ThreadPoolExecutor(1, thread_name_prefix="proofs") as early:
+        proving: list[Future[Proofs]] = []  # the found records' proofs, while re-identified
+
+        def found(rows: pl.DataFrame) -> None:
+            proving.append(early.submit(prove, res.store, rows))
+
+        for (y, m), (rows, info) in zip(period, search.months(period, found), strict=True):
+            months[f"{y:04d}-{m:02d}"] = info
+            if len(rows):
+                frames.append(rows)
+        known = proving[0].result() if proving else None
     # Records of persons who restricted processing reach only a law-enforcement order.
     restricted_included = sum(_touching(f, restricted) for f in frames) if order else 0
     records = found_records(frames, wanted)
     checked = check_identities(res, records)
-    manifest = _manifest(res, request, identifiers, records, months, checked, start, end, now)
+    manifest = _manifest(
+        res, request, identifiers, records, months, checked, start, end, now, known
+    )
     blob = _package(res, request, records, manifest)
     stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
     target = layout.export_key(request.case, stamp)
@@ -201,8 +213,9 @@ def _manifest(
     start: dt.datetime,
     end: dt.datetime,
     now: dt.datetime,
+    known: Proofs | None,
 ) -> dict[str, Any]:
-    proofs, sources = record_proofs(res.store, records)
+    proofs, sources = record_proofs(res.store, records, known)
     return {
         "format": FORMAT,
         "created_at": now.isoformat(),

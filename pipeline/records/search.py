@@ -22,6 +22,7 @@ import itertools
 import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import polars as pl
@@ -132,9 +133,15 @@ class RecordSearch:
             keep &= pl.col("channel").is_in(self.channels)
         return frame.filter(keep)
 
-    def months(self, months: list[tuple[int, int]]) -> list[tuple[pl.DataFrame, dict[str, Any]]]:
+    def months(
+        self,
+        months: list[tuple[int, int]],
+        on_found: Callable[[pl.DataFrame], None] | None = None,
+    ) -> list[tuple[pl.DataFrame, dict[str, Any]]]:
         """`month` of each month, in the months' order: every live month's silver parts are
-        read `READERS` at a time, then the months' records re-identified, months at once."""
+        read `READERS` at a time, then the months' records re-identified, months at once.
+        `on_found` is given the live months' rows as soon as they are found (an export proves
+        them while they are re-identified)."""
         live = [ym for ym in months if not self.store.exists(layout.purge_marker(ym))]
         keys = [
             (ym, obj.key)
@@ -144,6 +151,9 @@ class RecordSearch:
         found: dict[tuple[int, int], list[pl.DataFrame]] = {ym: [] for ym in live}
         for (ym, _), frames in zip(keys, in_parallel(lambda k: self._part_rows(k[1]), keys), strict=True):  # fmt: skip
             found[ym] += frames
+        rows = [frame for frames in found.values() for frame in frames]
+        if on_found is not None and rows:
+            on_found(pl.concat(rows, how="vertical_relaxed"))
         return in_parallel(lambda ym: self._month(ym, found.get(ym)), months)
 
     def month(self, y: int, m: int) -> tuple[pl.DataFrame, dict[str, Any]]:
@@ -409,10 +419,18 @@ def check_identities(res: Resources, records: pl.DataFrame) -> dict[str, int]:
     return {"checked": checked, "unchecked": unchecked}
 
 
-def record_proofs(
-    store: ObjectStore, records: pl.DataFrame
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Each record's path to its file's sealed Merkle root, and the files' signed entries."""
+@dataclass
+class Proofs:
+    """Records' Merkle paths by (file, leaf index), and their files' signed entries."""
+
+    paths: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    sources: dict[str, Any] = field(default_factory=dict)
+
+
+def prove(store: ObjectStore, records: pl.DataFrame, known: Proofs | None = None) -> Proofs:
+    """The paths of `records` (their `source_sha256` and `leaf_index`) not known yet, added to
+    `known`: a caller may start proving the records found before it has finished with them."""
+    known = known or Proofs()
 
     def one_file(sha: str, indices: list[int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         seal, parse = (
@@ -423,18 +441,29 @@ def record_proofs(
             raise SearchError(f"file {sha[:12]}…: its seal entries are missing")
         return {"seal": seal, "parse": parse}, _file_proofs(store, sha, parse["body"], indices)
 
-    files = [
-        (str(sha), rows.get_column("leaf_index").to_list())
-        for (sha,), rows in records.group_by("source_sha256", maintain_order=True)
-    ]
-    proofs: list[dict[str, Any]] = []
-    sources: dict[str, Any] = {}
+    files = []
+    for (sha,), rows in records.group_by("source_sha256", maintain_order=True):
+        leaves = rows.get_column("leaf_index").to_list()
+        missing = [i for i in leaves if (sha, i) not in known.paths]
+        if missing:
+            files.append((str(sha), missing))
     for (sha, _), (entries, paths) in zip(
         files, in_parallel(lambda f: one_file(*f), files), strict=True
     ):
-        sources[sha] = entries
-        proofs += paths
-    return proofs, sources
+        known.sources[sha] = entries
+        known.paths.update({(sha, p["leaf_index"]): p for p in paths})
+    return known
+
+
+def record_proofs(
+    store: ObjectStore, records: pl.DataFrame, known: Proofs | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each record's path to its file's sealed Merkle root (in the records' order), and the
+    files' signed entries; paths already `known` are not computed again."""
+    known = prove(store, records, known)
+    keys = list(records.select("source_sha256", "leaf_index").iter_rows())
+    sources = {sha: known.sources[sha] for sha, _ in keys}
+    return [known.paths[key] for key in keys], sources
 
 
 def _file_proofs(
