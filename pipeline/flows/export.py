@@ -141,17 +141,19 @@ def run_export(
     )
     frames, months = [], {}
     period = list(months_between(request.date_from, request.date_to))
+    known = Proofs()  # the found records' proofs, made while the search goes on
     with ThreadPoolExecutor(1, thread_name_prefix="proofs") as early:
-        proving: list[Future[Proofs]] = []  # the found records' proofs, while re-identified
+        proving: list[Future[Proofs]] = []
 
-        def found(rows: pl.DataFrame) -> None:
-            proving.append(early.submit(prove, res.store, rows))
+        def found(rows: pl.DataFrame) -> None:  # one thread proves, so `known` grows in turn
+            proving.append(early.submit(prove, res.store, rows, known))
 
         for (y, m), (rows, info) in zip(period, search.months(period, found), strict=True):
             months[f"{y:04d}-{m:02d}"] = info
             if len(rows):
                 frames.append(rows)
-        known = proving[0].result() if proving else None
+        for future in proving:
+            future.result()  # raises a proving error here
     # Records of persons who restricted processing reach only a law-enforcement order.
     restricted_included = sum(_touching(f, restricted) for f in frames) if order else 0
     records = found_records(frames, wanted)
@@ -213,7 +215,7 @@ def _manifest(
     start: dt.datetime,
     end: dt.datetime,
     now: dt.datetime,
-    known: Proofs | None,
+    known: Proofs,
 ) -> dict[str, Any]:
     proofs, sources = record_proofs(res.store, records, known)
     return {

@@ -140,8 +140,8 @@ class RecordSearch:
     ) -> list[tuple[pl.DataFrame, dict[str, Any]]]:
         """`month` of each month, in the months' order: every live month's silver parts are
         read `READERS` at a time, then the months' records re-identified, months at once.
-        `on_found` is given the live months' rows as soon as they are found (an export proves
-        them while they are re-identified)."""
+        `on_found` is given each silver part's found rows as soon as they are found (from the
+        reading threads: an export proves them while the rest is read and re-identified)."""
         live = [ym for ym in months if not self.store.exists(layout.purge_marker(ym))]
         keys = [
             (ym, obj.key)
@@ -149,11 +149,15 @@ class RecordSearch:
             for obj in self.store.list(layout.month_prefix("silver", ym))
         ]
         found: dict[tuple[int, int], list[pl.DataFrame]] = {ym: [] for ym in live}
-        for (ym, _), frames in zip(keys, in_parallel(lambda k: self._part_rows(k[1]), keys), strict=True):  # fmt: skip
+
+        def read(key: str) -> list[pl.DataFrame]:
+            frames = self._part_rows(key)
+            if on_found is not None and frames:
+                on_found(pl.concat(frames, how="vertical_relaxed"))
+            return frames
+
+        for (ym, _), frames in zip(keys, in_parallel(lambda k: read(k[1]), keys), strict=True):
             found[ym] += frames
-        rows = [frame for frames in found.values() for frame in frames]
-        if on_found is not None and rows:
-            on_found(pl.concat(rows, how="vertical_relaxed"))
         return in_parallel(lambda ym: self._month(ym, found.get(ym)), months)
 
     def month(self, y: int, m: int) -> tuple[pl.DataFrame, dict[str, Any]]:
