@@ -38,11 +38,12 @@ from pipeline.core.store import private_file
 from pipeline.records.normalise import PERSONAL_KINDS
 
 #: Rows of all of a file's parts held in memory before the biggest is spilled to disk.
-BUFFER_ROWS = 131_072
+BUFFER_ROWS = 65_536
 #: Rows sorted in memory at once: a spool bigger than this is split by the next bits first.
-SORT_ROWS = 131_072
-#: Spools per split (the hash's next 4 bits), and how deep splits go.
-_BITS, _LEVELS = 4, 4
+SORT_ROWS = 65_536
+#: Spools per split (the hash's next 6 bits), and how deep splits go: a part of up to 64 times
+#: SORT_ROWS rows is sorted after one split.
+_BITS, _LEVELS = 6, 3
 _HASH = "__cluster"
 _SEED = 0x5EED
 
@@ -108,7 +109,8 @@ def _spool_of(table: pa.Table, level: int) -> pa.Array:
 
 
 def _append_stream(path: Path, table: pa.Table) -> None:
-    """Append `table` to a spool as one complete IPC stream (the file is not kept open)."""
+    """Append `table` to a spool as one complete IPC stream (no file is kept open, however many
+    parts and spools a file has)."""
     if not path.exists():
         private_file(path)
     options = pa.ipc.IpcWriteOptions(compression="lz4")
@@ -117,6 +119,18 @@ def _append_stream(path: Path, table: pa.Table) -> None:
         pa.ipc.new_stream(sink, table.schema, options=options) as out,
     ):
         out.write_table(table)
+
+
+def _sized(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
+    """`tables` gathered into tables of at least `rows` rows (the last one may be smaller)."""
+    pending: list[pa.Table] = []
+    for table in tables:
+        pending.append(table)
+        if sum(t.num_rows for t in pending) >= rows:
+            yield pa.concat_tables(pending)
+            pending = []
+    if pending:
+        yield pa.concat_tables(pending)
 
 
 def _read_streams(path: Path) -> Iterator[pa.Table]:
@@ -191,8 +205,9 @@ class Clusterer:
     def write(self, key: str, writer: pq.ParquetWriter, row_group: int) -> None:
         """Every row of the part `key`, in order, in row groups of `row_group` rows. The next
         range is read and sorted in the background while this one is encoded."""
+        part = self._parts.pop(key)
         out = _Rebatcher(writer, row_group)
-        for table in prefetch(self._ordered(self._parts.pop(key))):
+        for table in prefetch(self._ordered(part)):
             out.write(table)
         out.close()
 
@@ -213,20 +228,14 @@ class Clusterer:
             return
         path = part.spool(prefix)
         if len(prefix) < _LEVELS and rows > SORT_ROWS:
-            for table in _read_streams(path):
-                part.split(table, prefix)
+            for chunk in _sized(_read_streams(path), SORT_ROWS):
+                part.split(chunk, prefix)
             path.unlink()
             for index in range(1 << _BITS):
                 yield from self._drain(part, (*prefix, index))
             return
-        pending: list[pa.Table] = []
-        for table in _read_streams(path):  # one range: sorted SORT_ROWS rows at a time
-            pending.append(table)
-            if sum(t.num_rows for t in pending) >= SORT_ROWS:
-                yield part.order.sort(pa.concat_tables(pending))
-                pending = []
-        if pending:
-            yield part.order.sort(pa.concat_tables(pending))
+        for chunk in _sized(_read_streams(path), SORT_ROWS):  # one range: SORT_ROWS at a time
+            yield part.order.sort(chunk)
         path.unlink()
 
 
