@@ -20,7 +20,7 @@ from pipeline.flows.ingest import ingest_file
 from pipeline.records import clustering, tiers, token_index
 from pipeline.records.clustering import Clusterer, cluster_key
 from pipeline.records.search import RecordSearch
-from pipeline.records.synth import generate
+from pipeline.records.synth import Generated, generate
 
 
 def _rows(seed: int, n: int, start: int, people: int) -> pl.DataFrame:
@@ -97,16 +97,22 @@ def test_every_row_once_each_party_side_by_side_in_file_order(
         assert spans.get_column("in_order").all(), "a party's records out of file order"
 
 
+def _ingest_march(res: Resources, tmp_path: Path, rows: int, people: int) -> Generated:
+    """A one-month file of `rows` records between `people` end users, ingested."""
+    g = generate(
+        "canonical_csv", tmp_path / "cdr.csv", rows, start=dt.date(2025, 3, 1), months=1,
+        bad_share=0.0, people=people,
+    )  # fmt: skip
+    ingest_file(res, g.path, as_of=dt.date(2025, 6, 1))
+    return g
+
+
 def test_an_ingested_persons_records_share_a_row_group(
     res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(token_index, "ROW_GROUP", 100)
     monkeypatch.setattr(clustering, "BUFFER_ROWS", 500)  # spilled, as a big file is
-    g = generate(
-        "canonical_csv", tmp_path / "cdr.csv", 4000, start=dt.date(2025, 3, 1), months=1,
-        bad_share=0.0, people=300,
-    )  # fmt: skip
-    ingest_file(res, g.path, as_of=dt.date(2025, 6, 1))
+    g = _ingest_march(res, tmp_path, 4000, people=300)
     (key,) = [o.key for o in res.store.list(layout.SILVER)]
     rows = read_parquet(res.store, key).with_row_index("pos")
     assert len(rows) == g.rows - g.bad_rows
@@ -131,11 +137,7 @@ def test_the_vault_is_in_token_order_and_a_lookup_reads_the_row_groups_of_its_to
 ) -> None:
     monkeypatch.setattr(tiers, "VAULT_GROUP", 20)
     monkeypatch.setattr(clustering, "BUFFER_ROWS", 300)  # the vault spilled too
-    g = generate(
-        "canonical_csv", tmp_path / "cdr.csv", 3000, start=dt.date(2025, 3, 1), months=1,
-        bad_share=0.0, people=400,
-    )  # fmt: skip
-    ingest_file(res, g.path, as_of=dt.date(2025, 6, 1))
+    _ingest_march(res, tmp_path, 3000, people=400)
     (key,) = [o.key for o in res.store.list(layout.VAULT)]
     with res.store.open_seekable(key) as src:
         vault = pq.ParquetFile(src)
