@@ -154,3 +154,19 @@ def test_the_vault_is_in_token_order_and_a_lookup_reads_the_row_groups_of_its_to
     shuffled = pl.read_parquet(res.store.root / key).sample(fraction=1.0, shuffle=True, seed=1)
     shuffled.write_parquet(res.store.root / key, statistics=False)
     assert found.equals(_search(res, wanted))
+
+
+def test_a_part_gathered_after_another_was_written_keeps_its_own_spools(tmp_path: Path) -> None:
+    clusterer = Clusterer(tmp_path, budget=10)
+    first, second, third = (_rows(i, 30, 30 * i, 5) for i in range(3))
+    clusterer.add("a", first.to_arrow())
+    clusterer.add("b", second.to_arrow())
+    schema = first.to_arrow().schema
+    with pq.ParquetWriter(tmp_path / "a.parquet", schema) as writer:
+        clusterer.write("a", writer, 16)
+    clusterer.add("c", third.to_arrow())  # spilled beside b's spools, not into them
+    for key, frame in (("b", second), ("c", third)):
+        with pq.ParquetWriter(tmp_path / f"{key}.parquet", schema) as writer:
+            clusterer.write(key, writer, 16)
+        got = pl.read_parquet(tmp_path / f"{key}.parquet").sort("leaf_index")
+        assert got.equals(frame.sort("leaf_index"))

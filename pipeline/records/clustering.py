@@ -23,6 +23,7 @@ tokens, not the whole vault of its month.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,11 +186,12 @@ class Clusterer:
         self.folder, self.order = folder, order
         self.budget = budget or BUFFER_ROWS
         self._parts: dict[str, _Part] = {}
+        self._folders = itertools.count()  # a written part's folder name is never reused
 
     def add(self, key: str, table: pa.Table) -> None:
         """Gather rows of the part `key`; spill the biggest buffered part when over budget."""
         if key not in self._parts:
-            folder = self.folder / f"cluster-{len(self._parts)}"
+            folder = self.folder / f"cluster-{next(self._folders)}"
             folder.mkdir(mode=0o700, parents=True)
             self._parts[key] = _Part(folder, self.order)
         part = self._parts[key]
