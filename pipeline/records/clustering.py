@@ -13,7 +13,9 @@ order is only a layout: every record keeps its `leaf_index`, which is what the p
 Memory stays bounded by `BUFFER_ROWS` however big the file: the parts of a file are held in
 memory together up to that many rows; beyond it the biggest part is spilled to local spool files
 (Arrow IPC, one per range of the hash), and a spool bigger than `SORT_ROWS` is split again by the
-next bits of the hash before it is sorted. A range holding more rows than that alone (one party
+next bits of the hash before it is sorted. Spools are not compressed: lz4 cost about 5 CPU-seconds
+per million rows, and a spool lives only until its part is written. The price is local scratch
+space: about 500 bytes a row of silver, while the file is being ingested. A range holding more rows than that alone (one party
 in very many records) is sorted `SORT_ROWS` rows at a time.
 
 Vault parts go the same way in token order (`BY_TOKEN`), written with min/max statistics on
@@ -114,7 +116,7 @@ def _append_stream(path: Path, table: pa.Table) -> None:
     parts and spools a file has)."""
     if not path.exists():
         private_file(path)
-    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    options = pa.ipc.IpcWriteOptions(compression=None)  # see the module's docstring
     with (
         pa.OSFile(str(path), "ab") as sink,
         pa.ipc.new_stream(sink, table.schema, options=options) as out,

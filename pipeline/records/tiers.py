@@ -236,17 +236,22 @@ class TierWriter:
     def staged(self) -> dict[str, Path]:
         """Finish writing; the local file of every part, by the key it will be published under."""
         self._wait()
-        for ordered in self._ordered.values():
-            for key in ordered.pending():
-                rows = _row_group(key)
-                assert rows is not None  # every ordered tier has its row group size
-                with self._open(key, self._schemas[key]) as writer:
-                    ordered.write(key, writer, rows)
+        # The ordered parts are written two at a time, biggest first, on the writer threads:
+        # sorting and encoding one part does not wait for another.
+        parts = [(key, ordered) for ordered in self._ordered.values() for key in ordered.pending()]
+        parts.sort(key=lambda part: -self.rows[part[0]])
+        list(self._pool.map(lambda part: self._write_ordered(*part), parts))
         for writer in self._writers.values():
             writer.close()
         self._seen_tokens.clear()  # nothing more will be written
         self._paths |= token_index.stage(self._paths, Path(self._tmp.name))
         return dict(self._paths)
+
+    def _write_ordered(self, key: str, ordered: Clusterer) -> None:
+        rows = _row_group(key)
+        assert rows is not None  # every ordered tier has its row group size
+        with self._open(key, self._schemas[key]) as writer:
+            ordered.write(key, writer, rows)
 
     def vault_entries(self, rows: int) -> Iterator[pa.Table]:
         """The staged vault read back and decrypted, `rows` entries at a time, in memory only:
