@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from functools import cache
 
+import numpy as np
 import phonenumbers
 import polars as pl
 from phonenumbers import PhoneMetadata
@@ -80,10 +81,12 @@ def _shaped_values(df: pl.DataFrame, name: str) -> pl.Expr:
     return pl.col(name).is_in(found.implode()).fill_null(False)
 
 
-def _party_patterns(prefix: str) -> list[pl.Expr]:
-    """What of end user `prefix` (o or d) a text may hold, computed once per batch: the last
-    digits of a number, the whole e-mail or SIP address, and its user part (null when the
-    party is not such an end user, or the part too short to recognise)."""
+def party_patterns(prefix: str) -> list[pl.Expr]:
+    """What of an end user a free text may hold, computed once per distinct address
+    (`transform.AddressBook`): the last digits of a number (`tail`), and of an e-mail or SIP
+    address its user part, or the whole address where the user part is too short to recognise
+    (`name`: a text holding the address holds its user part). Null for anyone else. Reads
+    and writes `{prefix}_value`, `_kind`, `_tail`, `_name`."""
     value, kind = pl.col(f"{prefix}_value"), pl.col(f"{prefix}_kind")
     tail = value.str.replace_all(r"[^0-9]", "").str.slice(-TAIL_DIGITS)
     user = value.str.replace(r"@.*$", "")
@@ -91,30 +94,59 @@ def _party_patterns(prefix: str) -> list[pl.Expr]:
     return [
         pl.when((kind == "msisdn") & (tail.str.len_chars() >= 7))
         .then(tail)
-        .alias(f"_{prefix}_tail"),
-        pl.when(address).then(value).alias(f"_{prefix}_address"),
-        pl.when(address & (user.str.len_chars() >= 5)).then(user).alias(f"_{prefix}_user"),
+        .alias(f"{prefix}_tail"),
+        pl.when(address)
+        .then(pl.when(user.str.len_chars() >= 5).then(user).otherwise(value))
+        .alias(f"{prefix}_name"),
     ]
 
 
+#: a text with at least as many digits as the shortest `tail`
+_SEVEN_DIGITS = r"(?:[0-9][^0-9]*){7}"
+_PARTIES = ("o", "d")
+
+
+def _could_hold_own(field: str) -> pl.Expr:
+    """Rows whose `field` is long enough to hold one of the row's own end users: seven digits
+    where a party has a `tail`, five characters where one has a `name`. Only these are
+    searched (`_own`): a shorter text cannot hold them."""
+    col = pl.col(field)
+    tail = pl.any_horizontal(pl.col(f"{p}_tail").is_not_null() for p in _PARTIES)
+    name = pl.any_horizontal(pl.col(f"{p}_name").is_not_null() for p in _PARTIES)
+    digits = col.str.contains(_SEVEN_DIGITS) & tail
+    return (digits | ((col.str.len_chars() >= 5) & name)).fill_null(False)
+
+
 def _own(col: pl.Expr) -> pl.Expr:
-    """Whether a text holds the record's own end users in any written form (the columns of
-    `_party_patterns` present)."""
+    """Whether a text holds the record's own end users in any written form (`party_patterns`
+    of both parties, as columns `{o,d}_tail` and `{o,d}_name`)."""
     digits = col.str.replace_all(r"[^0-9]", "")
     low = col.str.to_lowercase()
     hit = pl.lit(False)
-    for p in ("o", "d"):
+    for p in _PARTIES:
         hit = (
             hit
-            | digits.str.contains(pl.col(f"_{p}_tail"), literal=True)
-            | low.str.contains(pl.col(f"_{p}_address"), literal=True)
-            | low.str.contains(pl.col(f"_{p}_user"), literal=True)
+            | digits.str.contains(pl.col(f"{p}_tail"), literal=True)
+            | low.str.contains(pl.col(f"{p}_name"), literal=True)
         ).fill_null(False)
     return hit
 
 
+def _own_values(df: pl.DataFrame, field: str) -> pl.Series:
+    """`_own` of a column, searched only in the rows that could hold it (`_could_hold_own`)."""
+    patterns = [f"{p}_{w}" for p in _PARTIES for w in ("tail", "name")]
+    frame = df.select(field, *patterns)
+    could = frame.select(_could_hold_own(field)).to_series()
+    hits = np.zeros(len(df), dtype=bool)
+    if could.any():
+        found = frame.filter(could).select(_own(pl.col(field))).to_series().to_numpy()
+        hits[np.flatnonzero(could.to_numpy())] = found
+    return pl.Series(field, hits)
+
+
 def scrub(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Clean and check the free-text fields of a classified batch (with `{o,d}_value/_kind`).
+    """Clean and check the free-text fields of a classified batch (with `{o,d}_tail/_name`,
+    the parties' `party_patterns`).
 
     Returns the batch, with `_identifier_in_id` marking rows whose record ID carries an
     identifier, and the counts of values cleaned or masked per field.
@@ -128,9 +160,8 @@ def scrub(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
             for f in fields
         ),
     ).row(0, named=True)
-    patterns = cleaned.select(*_party_patterns("o"), *_party_patterns("d"))
-    flags = pl.concat([cleaned.select(fields), patterns], how="horizontal").select(
-        (_shaped_values(cleaned, f) | _own(pl.col(f))).alias(f) for f in fields
+    flags = cleaned.select(_shaped_values(cleaned, f).alias(f) for f in fields).with_columns(
+        pl.col(f) | _own_values(cleaned, f) for f in fields
     )
     for f in fields:
         if f in QUARANTINED:
@@ -139,7 +170,7 @@ def scrub(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
         cleaned = cleaned.with_columns(
             pl.when(flags.get_column(f)).then(pl.lit(MASK)).otherwise(pl.col(f)).alias(f)
         )
-    in_id = flags.get_column("record_id") if "record_id" in fields else pl.repeat(False, len(df))
+    in_id = flags.get_column("record_id") if "record_id" in fields else np.zeros(len(df), bool)
     cleaned = cleaned.with_columns(pl.Series("_identifier_in_id", in_id, dtype=pl.Boolean))
     counts = {k: int(v) for k, v in hits.items() if v}
     return cleaned, counts

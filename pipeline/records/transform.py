@@ -19,7 +19,7 @@ import polars as pl
 
 from pipeline.proof.commitments import ENCODING, identity_commitment, leaf, record_digest
 from pipeline.records.fingerprints import Fingerprints
-from pipeline.records.freetext import scrub
+from pipeline.records.freetext import party_patterns, scrub
 from pipeline.records.normalise import (
     PERSONAL_KINDS,
     CountryResolver,
@@ -405,16 +405,18 @@ def _classified(raw: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) 
         .then(routing_domain(pl.col("a_kind"), pl.col("a_value")))
         .alias("a_domain")
     )
-    # Tokens too depend on the value alone: one HMAC per distinct identifier.
+    # Tokens too depend on the value alone: one HMAC per distinct identifier; so do the forms
+    # the free-text checks look for.
     return norm.with_columns(
         pl.when(pl.col("a_kind").is_in(PERSONAL_KINDS) & ~pl.col("a_bad"))
         .then(token_expr(pl.col("a_kind"), pl.col("a_value"), ctx.token_key, ctx.token_version))
-        .alias("a_token")
+        .alias("a_token"),
+        *party_patterns("a"),
     )
 
 
 def _classify(parsed: pl.DataFrame, ctx: FileContext, book: AddressBook) -> pl.DataFrame:
-    """Add `{o,d}_value/_kind/_country/_token/_bad`, each distinct written value classified once
+    """Add `{o,d}_value/_kind/_country/_token/_bad/_tail/_name`, each distinct written value classified once
     per file (`AddressBook`) and joined back."""
     norm = book.lookup(
         pl.concat([parsed.get_column("origin_raw"), parsed.get_column("destination_raw")]), ctx
