@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 import polars as pl
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.records.freetext import MASK, _shaped_values, party_patterns, scrub
@@ -22,7 +22,7 @@ FIELDS = ("record_id", "customer_id", "status", "route_id")
 def party(draw: st.DrawFn) -> tuple[str | None, str | None]:
     kind = draw(st.sampled_from(["msisdn", "email", "sip", "alphanumeric", None]))
     if kind == "msisdn":
-        return kind, "+" + draw(st.text(DIGITS, min_size=4, max_size=13))
+        return kind, "+" + draw(st.text(DIGITS, min_size=5, max_size=12))
     if kind in ("email", "sip"):
         user = draw(st.text("abcxy.1", min_size=1, max_size=8))
         return kind, f"{user}@host.example"
@@ -37,8 +37,9 @@ def text_about(draw: st.DrawFn, values: list[str | None]) -> str | None:
     pieces = []
     for _ in range(draw(st.integers(0, 4))):
         value = draw(st.sampled_from([v for v in values if v] or ["x"]))
-        start = draw(st.integers(0, len(value)))
-        piece = value[start : draw(st.integers(start, len(value)))]
+        start = draw(st.sampled_from([0, 1, *range(len(value) + 1)]))  # often whole
+        end = draw(st.sampled_from([len(value), *range(start, len(value) + 1)]))
+        piece = value[start:end]
         sep = draw(st.sampled_from(["", "-", " ", "."]))
         pieces.append(sep.join(piece) if draw(st.booleans()) else piece)
         pieces.append(draw(st.text("ab09-X@", max_size=4)))
@@ -74,8 +75,16 @@ def batch(draw: st.DrawFn) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={c: pl.String for c in rows[0]})
 
 
+def _edge(o: tuple[str, str], text: str) -> pl.DataFrame:
+    row = {"o_kind": o[0], "o_value": o[1], "d_kind": None, "d_value": None}
+    return pl.DataFrame([row | dict.fromkeys(FIELDS, text)], schema={c: pl.String for c in row} | dict.fromkeys(FIELDS, pl.String))  # fmt: skip
+
+
 @settings(max_examples=300, deadline=None)
 @given(batch())
+@example(_edge(("msisdn", "+1234567"), "id 12-34-567"))  # the shortest tail: seven digits
+@example(_edge(("email", "abcde@host.example"), "ABCDE"))  # the shortest user part: five
+@example(_edge(("sip", "ab@h.io"), "x ab@h.io"))  # a short user: the whole address
 def test_a_text_is_masked_exactly_when_it_holds_an_own_party_or_an_identifier(
     df: pl.DataFrame,
 ) -> None:
