@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,3 +26,22 @@ def test_new_values_are_those_no_earlier_batch_added(sequence: list[list[str]]) 
         assert len(seen) == len(reference)
     # runs stay few: about log2 of the batches
     assert len(seen._runs) <= max(1, len(sequence)).bit_length() + 1
+
+
+class _FewFirstHalves(Fingerprints):
+    """First halves from four values only: most look-ups walk pairs with equal first halves."""
+
+    @staticmethod
+    def _halves(values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+        lo = values.hash(seed=0x5EED).to_numpy()
+        return lo % np.uint64(4), lo
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches)
+def test_equal_first_halves_are_told_apart_by_the_second(sequence: list[list[str]]) -> None:
+    seen, reference = _FewFirstHalves(), set()
+    for batch in sequence:
+        fresh = seen.add_new(pl.Series(batch, dtype=pl.String))
+        assert fresh.tolist() == [v not in reference for v in batch]
+        reference |= set(batch)

@@ -645,10 +645,12 @@ def _parse_into_tiers(
                 f"{name}: counts do not reconcile ({report.records} records, "
                 f"{report.gold} kept, {report.quarantined} quarantined)"
             )
-        # What the batches shared is no longer needed: give its memory back before validating.
-        writer.staged()
-        del seen_ids, prior
+        # What the batches shared is no longer needed: give its memory back before the ordered
+        # parts are sorted and written, when memory peaks.
+        del seen_ids, prior, book, batches
+        parsed = out = None  # nor is the last batch
         pa.default_memory_pool().release_unused()
+        writer.staged()
         started = time.perf_counter()
         report.refused = _validate(res, writer, tallies, report.records, name, sha256)
         # Batch evaluation runs on the writer threads (summed over both), plus the verdict.

@@ -7,7 +7,8 @@ import polars as pl
 
 
 class _Run:
-    """One sorted run of fingerprints: first halves and second halves, in (hi, lo) order."""
+    """One sorted run of fingerprints: first halves and second halves, in order of the first
+    half (the rare pairs with equal first halves in any order: `contains` walks them)."""
 
     def __init__(self, hi: np.ndarray, lo: np.ndarray) -> None:
         self.hi, self.lo = hi, lo
@@ -32,7 +33,7 @@ class _Run:
     @staticmethod
     def merged(a: _Run, b: _Run) -> _Run:
         hi, lo = np.concatenate([a.hi, b.hi]), np.concatenate([a.lo, b.lo])
-        order = np.lexsort((lo, hi))
+        order = np.argsort(hi, kind="stable")  # timsort: two sorted runs merge in linear time
         return _Run(hi[order], lo[order])
 
 
@@ -71,8 +72,9 @@ class Fingerprints:
             return np.zeros(0, dtype=bool)
         hi, lo = self._halves(values)
         fresh = ~self._contains(hi, lo)
-        order = np.lexsort((lo[fresh], hi[fresh]))
-        run = _Run(hi[fresh][order], lo[fresh][order])
+        hi, lo = hi[fresh], lo[fresh]
+        order = np.argsort(hi, kind="stable")
+        run = _Run(hi[order], lo[order])
         while self._runs and len(self._runs[-1]) <= 2 * len(run):
             run = _Run.merged(self._runs.pop(), run)
         if len(run):
