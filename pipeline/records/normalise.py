@@ -334,28 +334,22 @@ def _valid_for(region_code: str) -> pl.Expr:
 
 @cache
 def _region_of(code: str) -> pl.Expr:
-    """The region a valid number of a calling code belongs to, or null: the first of the code's
-    regions whose leading digits start the national number, or (without leading digits) for
-    which it is valid; then the number must be valid for that region (phonenumbers'
-    `region_code_for_number` and `is_valid_number`, over whole columns)."""
+    """The region a number of a calling code belongs to, if valid (`_valid_for`): the first
+    of the code's regions whose leading digits start the national number, or (without leading
+    digits) for which it is valid; null where none (phonenumbers' `region_code_for_number`,
+    over whole columns)."""
     regions = [r for r in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[int(code)] if r != "001"]
     if not regions:
         return pl.lit(None, pl.String)
-    found: pl.Expr
     if len(regions) == 1:
-        found = pl.lit(regions[0])
-    else:
-        chain = None
-        for r in regions:
-            lead = PhoneMetadata.metadata_for_region(r).leading_digits
-            rule = pl.col("_nsn").str.contains(f"^(?:{lead})") if lead else _valid_for(r)
-            chain = (pl.when(rule) if chain is None else chain.when(rule)).then(pl.lit(r))
-        assert chain is not None
-        found = chain.otherwise(None)
-    valid = pl.coalesce(
-        pl.when(pl.col("_found") == r).then(_valid_for(r)) for r in regions
-    ).fill_null(False)
-    return pl.when(valid).then(pl.col("_found")).otherwise(None), found  # type: ignore[return-value]
+        return pl.lit(regions[0])
+    chain = None
+    for r in regions:
+        lead = PhoneMetadata.metadata_for_region(r).leading_digits
+        rule = pl.col("_nsn").str.contains(f"^(?:{lead})") if lead else _valid_for(r)
+        chain = (pl.when(rule) if chain is None else chain.when(rule)).then(pl.lit(r))
+    assert chain is not None
+    return chain.otherwise(None)
 
 
 class CountryResolver:
@@ -381,9 +375,14 @@ class CountryResolver:
         )
         resolved = [pl.DataFrame(schema={"_v": pl.String, "_c": pl.String})]
         for (code,), part in numbers.partition_by("_code", as_dict=True).items():
-            country, found = _region_of(str(code))  # type: ignore[misc]
-            part = part.with_columns(found.alias("_found"))
-            resolved.append(part.select("_v", country.cast(pl.String).alias("_c")))
+            found = part.with_columns(_region_of(str(code)).cast(pl.String).alias("_found"))
+            # Each number is then checked against its own region's plan only: a calling code
+            # shared by many regions (+1, +44, +7) does not test every number against each.
+            for (region,), same in found.partition_by("_found", as_dict=True).items():
+                if region is not None:
+                    valid = _valid_for(str(region))
+                    country = pl.when(valid).then(pl.lit(region, pl.String)).alias("_c")
+                    resolved.append(same.select("_v", country))
         mapping = pl.concat(resolved)
         number = pl.col(cc).is_not_null() & (pl.col(cc) != "")
         return (
