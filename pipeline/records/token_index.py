@@ -37,8 +37,13 @@ SCHEMA = pa.schema([("token", pa.string()), ("row_group", pa.int32())])
 _GROUPS, _ROWS = b"silver_row_groups", b"silver_rows"
 
 
-def build(part: pq.ParquetFile) -> pa.Table:
-    """Every distinct (token, row group) of a silver part, sorted by token."""
+#: Index entries taken into sorted order at a time while the index is written.
+_WRITE_SLICE = 32 * INDEX_GROUP
+_ORDER = [("token", "ascending"), ("row_group", "ascending")]
+
+
+def _entries(part: pq.ParquetFile) -> pa.Table:
+    """Every distinct (token, row group) of a silver part, in row-group order."""
     pieces = []
     for group in range(part.num_row_groups):
         sides = part.read_row_group(group, columns=["origin", "destination"])
@@ -48,24 +53,34 @@ def build(part: pq.ParquetFile) -> pa.Table:
             pa.table({"token": tokens, "row_group": pa.array([group] * len(tokens), pa.int32())})
         )
     table = pa.concat_tables(pieces) if pieces else SCHEMA.empty_table()
-    table = table.cast(SCHEMA).sort_by([("token", "ascending"), ("row_group", "ascending")])
     meta = part.metadata
-    return table.replace_schema_metadata(
+    return table.cast(SCHEMA).replace_schema_metadata(
         {_GROUPS: str(meta.num_row_groups).encode(), _ROWS: str(meta.num_rows).encode()}
     )
 
 
+def build(part: pq.ParquetFile) -> pa.Table:
+    """Every distinct (token, row group) of a silver part, sorted by token."""
+    return _entries(part).sort_by(_ORDER)
+
+
 def write(silver: Path, target: Path) -> None:
-    """Write the index of the local silver part `silver` to `target`."""
-    pq.write_table(
-        build(pq.ParquetFile(silver)),
+    """Write the index of the local silver part `silver` to `target`. The entries are put in
+    order a slice at a time, so a part's index is held once in memory, not twice."""
+    entries = _entries(pq.ParquetFile(silver))
+    order = pc.sort_indices(entries, sort_keys=_ORDER)
+    with pq.ParquetWriter(
         target,
-        row_group_size=INDEX_GROUP,
+        entries.schema,
         compression="zstd",
         compression_level=1,
         write_statistics=["token"],
         use_dictionary=["row_group"],
-    )
+    ) as out:
+        for start in range(0, len(order), _WRITE_SLICE):
+            out.write_table(
+                entries.take(order.slice(start, _WRITE_SLICE)), row_group_size=INDEX_GROUP
+            )
 
 
 def stage(paths: dict[str, Path], folder: Path) -> dict[str, Path]:
