@@ -13,10 +13,13 @@ order is only a layout: every record keeps its `leaf_index`, which is what the p
 Memory stays bounded by `BUFFER_ROWS` however big the file: the parts of a file are held in
 memory together up to that many rows; beyond it the biggest part is spilled to local spool files
 (Arrow IPC, one per range of the hash), and a spool bigger than `SORT_ROWS` is split again by the
-next bits of the hash before it is sorted. Spools are not compressed: lz4 cost about 5 CPU-seconds
-per million rows, and a spool lives only until its part is written. The price is local scratch
-space: about 500 bytes a row of silver, while the file is being ingested. A range holding more rows than that alone (one party
-in very many records) is sorted `SORT_ROWS` rows at a time.
+next bits of the hash before it is sorted. A range holding more rows than that alone (one party
+in very many records) is sorted `SORT_ROWS` rows at a time; a spool of one key alone is not
+split or sorted at all, since its rows were spooled in file order.
+
+Spools are not compressed: lz4 cost about 5 CPU-seconds per million rows, and a spool lives only
+until its part is written. The price is local scratch space: about 500 bytes a row of silver
+while the file is being ingested.
 
 Vault parts go the same way in token order (`BY_TOKEN`), written with min/max statistics on
 `token`: re-identifying a found record reads the vault row groups whose range holds its parties'
@@ -43,10 +46,12 @@ from pipeline.records.normalise import PERSONAL_KINDS
 #: Rows of all of a file's parts held in memory before the biggest is spilled to disk.
 BUFFER_ROWS = 65_536
 #: Rows sorted in memory at once: a spool bigger than this is split by the next bits first.
-SORT_ROWS = 65_536
-#: Spools per split (the hash's next 6 bits), and how deep splits go: a part of up to 64 times
-#: SORT_ROWS rows is sorted after one split.
-_BITS, _LEVELS = 6, 3
+#: Each range is copied several times on its way to Parquet (read, sorted, re-batched, queued
+#: for the writer), so this, not the file, sets the memory of writing a part.
+SORT_ROWS = 32_768
+#: Spools per split (the hash's next 7 bits), and how deep splits go: a part of up to 128 times
+#: SORT_ROWS rows (4 M) is sorted after one split.
+_BITS, _LEVELS = 7, 3
 _HASH = "__cluster"
 _SEED = 0x5EED
 
@@ -154,6 +159,8 @@ class _Part:
         self.spilled = False
         #: rows in each spool, by its hash prefix
         self.spools: dict[tuple[int, ...], int] = {}
+        #: the lowest and highest key in each spool: one key alone needs no sorting
+        self.keys: dict[tuple[int, ...], tuple[int, int]] = {}
 
     def spool(self, prefix: tuple[int, ...]) -> Path:
         return self.folder / ("spool-" + "-".join(f"{i:x}" for i in prefix) + ".arrows")
@@ -171,6 +178,7 @@ class _Part:
         by the hash once, each spool's rows are one slice."""
         table = self.order.sort(table)
         which = _spool_of(table, len(prefix)).to_numpy()
+        keys = table.column(_HASH).to_numpy()
         bounds = np.searchsorted(which, np.arange((1 << _BITS) + 1))
         for index in range(1 << _BITS):
             lo, hi = int(bounds[index]), int(bounds[index + 1])
@@ -178,6 +186,8 @@ class _Part:
                 spool = (*prefix, index)
                 _append_stream(self.spool(spool), table.slice(lo, hi - lo))
                 self.spools[spool] = self.spools.get(spool, 0) + hi - lo
+                low, high = self.keys.get(spool, (keys[lo], keys[hi - 1]))
+                self.keys[spool] = (min(low, keys[lo]), max(high, keys[hi - 1]))
 
 
 class Clusterer:
@@ -230,8 +240,11 @@ class Clusterer:
         rows = part.spools.pop(prefix, 0)
         if not rows:
             return
+        low, high = part.keys.pop(prefix)
+        # One key alone (a party in very many records): its rows are already in file order.
+        one_key = low == high and not part.order.then
         path = part.spool(prefix)
-        if len(prefix) < _LEVELS and rows > SORT_ROWS:
+        if len(prefix) < _LEVELS and rows > SORT_ROWS and not one_key:
             for chunk in _sized(_read_streams(path), SORT_ROWS):
                 part.split(chunk, prefix)
             path.unlink()
@@ -239,7 +252,7 @@ class Clusterer:
                 yield from self._drain(part, (*prefix, index))
             return
         for chunk in _sized(_read_streams(path), SORT_ROWS):  # one range: SORT_ROWS at a time
-            yield part.order.sort(chunk)
+            yield chunk if one_key else part.order.sort(chunk)
         path.unlink()
 
 
