@@ -535,9 +535,9 @@ def _validate(
 def _publish_index(res: Resources, source: str, sha256: str, index: IndexSpool) -> list[str]:
     """The file's record-ID index, per month (pipeline.records.redelivery): the keys written."""
     keys = []
-    for month, data in index.parts():
+    for month, path in index.parts():
         key = layout.record_id_index_key(source, month, sha256)
-        res.store.put_bytes(key, data)
+        res.store.put_file(key, path)
         keys.append(key)
     return keys
 
@@ -554,6 +554,10 @@ def _refusal_note(res: Resources, report: FileReport) -> str:
     }
     res.store.put_bytes(key, json.dumps(note, indent=1).encode())
     return key
+
+
+#: Files up to this size load GX while their batches are read (`_parse_into_tiers`).
+GX_EARLY_BYTES = 64 << 20
 
 
 def _parse_into_tiers(
@@ -588,7 +592,11 @@ def _parse_into_tiers(
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     book = AddressBook()
     tallies = _suite_tallies(res)
-    res.quality.warm_up(tallies)
+    # GX (about 200 MB once imported) loads beside the batches of a small file; for a big one
+    # only after its parts are written, so that it never adds to the memory of either.
+    early = path.stat().st_size <= GX_EARLY_BYTES
+    if early:
+        res.quality.warm_up(tallies)
     validating = [0.0]
 
     def check(tier: str, frame: pl.DataFrame) -> None:
@@ -651,6 +659,8 @@ def _parse_into_tiers(
         parsed = out = None  # nor is the last batch
         pa.default_memory_pool().release_unused()
         writer.staged()
+        if not early:
+            res.quality.warm_up(tallies)
         started = time.perf_counter()
         report.refused = _validate(res, writer, tallies, report.records, name, sha256)
         # Batch evaluation runs on the writer threads (summed over both), plus the verdict.

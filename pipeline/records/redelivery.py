@@ -152,13 +152,14 @@ class IndexSpool:
                 self._writers[ym] = pq.ParquetWriter(private_file(self._path(ym)), table.schema)
             self._writers[ym].write_table(table)
 
-    def parts(self) -> Iterator[tuple[tuple[int, int], bytes]]:
-        """((year, month), Parquet bytes of the month's sorted fingerprints), month by month."""
+    def parts(self) -> Iterator[tuple[tuple[int, int], Path]]:
+        """((year, month), a local Parquet file of the month's sorted fingerprints), month by
+        month; each file is written to disk, not held in memory, and removed with the spool."""
         for ym in sorted(self._writers):
             self._writers[ym].close()
-            buf = io.BytesIO()
-            pl.read_parquet(self._path(ym)).sort("h1", "h2").write_parquet(buf, compression="zstd")
-            yield ym, buf.getvalue()
+            path = private_file(self._path(ym).with_suffix(".sorted.parquet"))
+            pl.read_parquet(self._path(ym)).sort("h1", "h2").write_parquet(path, compression="zstd")
+            yield ym, path
 
     def close(self) -> None:
         for writer in self._writers.values():
