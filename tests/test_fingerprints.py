@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.records import fingerprints
 from pipeline.records.fingerprints import Fingerprints
 
 batches = st.lists(
@@ -26,6 +28,18 @@ def test_new_values_are_those_no_earlier_batch_added(sequence: list[list[str]]) 
         assert len(seen) == len(reference)
     # runs stay few: about log2 of the batches
     assert len(seen._runs) <= max(1, len(sequence)).bit_length() + 1
+
+
+def test_runs_stop_growing_at_max_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory: no run (and so no merge) grows past MAX_RUN; every value is still found."""
+    monkeypatch.setattr(fingerprints, "MAX_RUN", 64)
+    seen = Fingerprints()
+    values = [f"id-{n}" for n in range(1000)]
+    for start in range(0, 1000, 10):
+        assert seen.add_new(pl.Series(values[start : start + 10])).all()
+    assert max(len(r) for r in seen._runs) <= 64
+    assert len(seen._runs) >= 1000 // 64
+    assert not seen.add_new(pl.Series(values[::7])).any()
 
 
 class _FewFirstHalves(Fingerprints):

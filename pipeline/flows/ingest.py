@@ -659,6 +659,7 @@ def _parse_into_tiers(
         parsed = out = None  # nor is the last batch
         pa.default_memory_pool().release_unused()
         writer.staged()
+        index.sort()
         if not early:
             res.quality.warm_up(tallies)
         started = time.perf_counter()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+#: Values in one run at most (see `Fingerprints`): 32 MB of fingerprints.
+MAX_RUN = 1 << 21
+
 
 class _Run:
     """One sorted run of fingerprints: first halves and second halves, in order of the first
@@ -48,6 +51,8 @@ class Fingerprints:
     Each batch's new values form a run; runs of similar size are merged (as a binary counter
     carries), so adding costs O(n log n) in all and at most log2(batches) runs are searched,
     where inserting into one sorted array would copy the whole file's set on every batch.
+    Runs stop growing at `MAX_RUN` values: merging two runs briefly takes about 40 bytes a
+    value, so merging two halves of a 10 M-row file's set at once would cost 400 MB.
     """
 
     def __init__(self) -> None:
@@ -75,7 +80,11 @@ class Fingerprints:
         hi, lo = hi[fresh], lo[fresh]
         order = np.argsort(hi, kind="stable")
         run = _Run(hi[order], lo[order])
-        while self._runs and len(self._runs[-1]) <= 2 * len(run):
+        while (
+            self._runs
+            and len(self._runs[-1]) <= 2 * len(run)
+            and len(self._runs[-1]) + len(run) <= MAX_RUN
+        ):
             run = _Run.merged(self._runs.pop(), run)
         if len(run):
             self._runs.append(run)

@@ -139,6 +139,7 @@ class IndexSpool:
     def __init__(self) -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix=staging.prefix("ingest"))
         self._writers: dict[tuple[int, int], pq.ParquetWriter] = {}
+        self._sorted: dict[tuple[int, int], Path] = {}
 
     def _path(self, ym: tuple[int, int]) -> Path:
         return Path(self._tmp.name) / f"{ym[0]:04d}-{ym[1]:02d}.parquet"
@@ -152,14 +153,21 @@ class IndexSpool:
                 self._writers[ym] = pq.ParquetWriter(private_file(self._path(ym)), table.schema)
             self._writers[ym].write_table(table)
 
-    def parts(self) -> Iterator[tuple[tuple[int, int], Path]]:
-        """((year, month), a local Parquet file of the month's sorted fingerprints), month by
-        month; each file is written to disk, not held in memory, and removed with the spool."""
+    def sort(self) -> dict[tuple[int, int], Path]:
+        """Sort each month's fingerprints into a local Parquet file (once; removed with the
+        spool), a month at a time, so the index is never held in memory whole."""
         for ym in sorted(self._writers):
-            self._writers[ym].close()
-            path = private_file(self._path(ym).with_suffix(".sorted.parquet"))
-            pl.read_parquet(self._path(ym)).sort("h1", "h2").write_parquet(path, compression="zstd")
-            yield ym, path
+            if ym not in self._sorted:
+                self._writers[ym].close()
+                path = private_file(self._path(ym).with_suffix(".sorted.parquet"))
+                frame = pl.read_parquet(self._path(ym)).sort("h1", "h2")
+                frame.write_parquet(path, compression="zstd")
+                self._sorted[ym] = path
+        return self._sorted
+
+    def parts(self) -> Iterator[tuple[tuple[int, int], Path]]:
+        """((year, month), the local file of the month's sorted fingerprints), month by month."""
+        yield from sorted(self.sort().items())
 
     def close(self) -> None:
         for writer in self._writers.values():
