@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -52,10 +54,22 @@ class _FewFirstHalves(Fingerprints):
 
 
 @settings(max_examples=100, deadline=None)
-@given(batches)
-def test_equal_first_halves_are_told_apart_by_the_second(sequence: list[list[str]]) -> None:
-    seen, reference = _FewFirstHalves(), set()
-    for batch in sequence:
-        fresh = seen.add_new(pl.Series(batch, dtype=pl.String))
-        assert fresh.tolist() == [v not in reference for v in batch]
-        reference |= set(batch)
+@given(batches, st.sampled_from([1 << 30, 16]))
+def test_equal_first_halves_are_told_apart_by_the_second(
+    sequence: list[list[str]], spill_run: int
+) -> None:
+    """Also with second halves read from their files (runs of 16 values spilled)."""
+    kept = fingerprints.SPILL_RUN
+    fingerprints.SPILL_RUN = spill_run
+    try:
+        seen, reference = _FewFirstHalves(), set()
+        for batch in sequence:
+            fresh = seen.add_new(pl.Series(batch, dtype=pl.String))
+            assert fresh.tolist() == [v not in reference for v in batch]
+            reference |= set(batch)
+        spilled = [r for r in seen._runs if r.spool is not None]
+        assert spill_run > 16 or all(len(r) >= 16 for r in spilled)
+        files = sorted(Path(seen._folder.name).iterdir()) if seen._folder else []
+        assert files == sorted(r.spool for r in spilled), "a merged run's file left behind"
+    finally:
+        fingerprints.SPILL_RUN = kept
