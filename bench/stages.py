@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT.parent))
 
 from measure import write_section  # noqa: E402
 
+from pipeline.core.config import BATCH_ROWS  # noqa: E402
 from pipeline.records import quality, transform  # noqa: E402
 from pipeline.records.fingerprints import Fingerprints  # noqa: E402
 from pipeline.records.sources import ParseOptions, detect  # noqa: E402
@@ -48,7 +49,7 @@ def profile(path: Path) -> tuple[int, dict[str, float]]:
     clock: dict[str, float] = {}
     source = detect(path)
     batches = _timed(
-        clock, "parse", lambda: list(source.parse(path, ParseOptions("PK", "UTC", 50_000)))
+        clock, "parse", lambda: list(source.parse(path, ParseOptions("PK", "UTC", BATCH_ROWS)))
     )
     ctx = FileContext(
         source="bench", source_file=path.name, sha256="ab" * 32, as_of=dt.date(2025, 6, 1),

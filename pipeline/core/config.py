@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_HOME = Path(os.environ.get("CDR_HOME", "var")).resolve()
+#: Rows per ingest batch (`CDR_BATCH_ROWS`): what an ingest holds in memory at once.
+BATCH_ROWS = 40_000
 
 #: Extras of the `cdr_store` Airflow connection (type aws) and the variable each replaces.
 CONNECTION_EXTRAS = {
@@ -83,7 +85,7 @@ class Settings:
             s3_endpoint_url=e.get("CDR_S3_ENDPOINT_URL") or None,
             default_region=(e.get("CDR_DEFAULT_REGION") or "").upper() or None,
             source_timezone=e.get("CDR_SOURCE_TIMEZONE") or "UTC",
-            batch_rows=int(e.get("CDR_BATCH_ROWS") or 50_000),
+            batch_rows=int(e.get("CDR_BATCH_ROWS") or BATCH_ROWS),
             data_docs=e.get("CDR_DATA_DOCS") or str(DEFAULT_HOME / "data_docs"),
             keyring_dir=e.get("CDR_KEYRING_DIR") or str(DEFAULT_HOME / "keyring"),
             bronze_lock=_flag("CDR_BRONZE_LOCK", e.get("CDR_BRONZE_LOCK") or ""),
