@@ -656,7 +656,7 @@ def _parse_into_tiers(
         # What the batches shared is no longer needed: give its memory back before the ordered
         # parts are sorted and written, when memory peaks.
         del seen_ids, prior, book, batches
-        parsed = out = None  # nor is the last batch
+        parsed = out = frame = None  # nor is the last batch
         pa.default_memory_pool().release_unused()
         writer.staged()
         index.sort()
