@@ -35,6 +35,8 @@ from pipeline.records.transform import AddressBook, FileContext, finish, prepare
 
 DEFAULT = ROOT / "data" / "canonical_csv-1000000.csv"
 SUITES = {"silver": "silver", "gold": "gold", "vault": "silver_identifiers"}
+PARSE, PREPARE = "parse", "prepare: classify, free text, checks"
+FINISH, COMMITS = "finish: repeats, routing, commitments, vault", "of which commitments"
 
 
 def _timed(clock: dict[str, float], stage: str, step: Callable[[], Any]) -> Any:
@@ -47,12 +49,10 @@ def _timed(clock: dict[str, float], stage: str, step: Callable[[], Any]) -> Any:
 def profile(path: Path) -> tuple[int, dict[str, float]]:
     """Rows of `path` and the CPU seconds of each stage over all its batches."""
     # the table's order: commitments are timed inside `finish`, and listed under it
-    stages = ["parse", "prepare: classify, free text, checks",
-              "finish: repeats, routing, commitments, vault", "of which commitments"]  # fmt: skip
-    clock: dict[str, float] = dict.fromkeys(stages, 0.0)
+    clock: dict[str, float] = dict.fromkeys([PARSE, PREPARE, FINISH, COMMITS], 0.0)
     source = detect(path)
     batches = _timed(
-        clock, "parse", lambda: list(source.parse(path, ParseOptions("PK", "UTC", BATCH_ROWS)))
+        clock, PARSE, lambda: list(source.parse(path, ParseOptions("PK", "UTC", BATCH_ROWS)))
     )
     ctx = FileContext(
         source="bench", source_file=path.name, sha256="ab" * 32, as_of=dt.date(2025, 6, 1),
@@ -62,11 +62,11 @@ def profile(path: Path) -> tuple[int, dict[str, float]]:
         commit_key=b"c" * 32,
     )  # fmt: skip
     commitments = transform._commitments  # timed where it runs, inside `finish`
-    transform._commitments = lambda *a: _timed(clock, "of which commitments", lambda: commitments(*a))  # fmt: skip
+    transform._commitments = lambda *a: _timed(clock, COMMITS, lambda: commitments(*a))  # fmt: skip
     book, seen, offset, outs = AddressBook(), Fingerprints(), 0, []
     for batch in batches:
-        ready = _timed(clock, "prepare: classify, free text, checks", lambda b=batch: prepare(b, ctx, book))  # fmt: skip
-        out = _timed(clock, "finish: repeats, routing, commitments, vault", lambda r=ready, o=offset: finish(r, ctx, o, seen))  # fmt: skip
+        ready = _timed(clock, PREPARE, lambda b=batch: prepare(b, ctx, book))  # fmt: skip
+        out = _timed(clock, FINISH, lambda r=ready, o=offset: finish(r, ctx, o, seen))  # fmt: skip
         offset += len(out.gold)
         outs.append(out)
     transform._commitments = commitments
@@ -101,7 +101,7 @@ def main() -> int:
     if not path.exists():
         raise SystemExit(f"{path} is missing: `make bench` (bench/run.py) generates it")
     rows, clock = profile(path)
-    total = sum(v for k, v in clock.items() if not k.startswith("of which"))
+    total = sum(v for k, v in clock.items() if k != COMMITS)
     cores = os.cpu_count() or 1
     lines = [
         "## Where the ingest's CPU goes",
@@ -114,7 +114,7 @@ def main() -> int:
         "|---|---:|---:|---:|",
     ]
     for stage, cpu in clock.items():
-        share = "" if stage.startswith("of which") else f"{cpu / total:.0%}"
+        share = "" if stage == COMMITS else f"{cpu / total:.0%}"
         lines.append(f"| {stage} | {cpu:.2f} | {share} | {cpu / rows * 1e6:.1f} |")
     lines += [
         f"| **total** | **{total:.2f}** | | **{total / rows * 1e6:.1f}** |",
