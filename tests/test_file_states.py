@@ -4,6 +4,7 @@ spanning months."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from pathlib import Path
@@ -159,3 +160,32 @@ def test_a_file_spanning_two_months_loses_its_original_at_the_first_months_purge
     assert "VERIFIED" in out and "bronze           skipped: purged" in out
     body = json.loads(res.store.get_bytes(f"seals/{sha}.parse.json"))["body"]
     assert body["months"] == ["2025-06", "2025-07"]
+
+
+def test_verify_does_not_count_a_sealed_but_unparsed_file_as_verified(
+    res: Resources,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An ingest killed after sealing leaves a seal and no parse entry: verify names the file as
+    not ingested yet and its verdict counts only the files it checked."""
+    header = "record_id,event_time,channel,direction,origin,destination\n"
+    done, cut = tmp_path / "done.csv", tmp_path / "cut.csv"
+    done.write_text(header + "d1,2025-05-02T10:00:00Z,sms,outbound,InfoSMS,+923001234567\n")
+    cut.write_text(header + "c1,2025-05-02T10:00:00Z,sms,outbound,InfoSMS,+923001234568\n")
+    assert run("ingest", "--as-of", "2025-06-01", "--default-region", "PK", str(done)) == 0
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # as far as the store can tell, the process died here
+
+    monkeypatch.setattr(ingest, "_parse_into_tiers", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ingest.ingest_file(res, cut, as_of=dt.date(2025, 6, 1))
+    assert res.store.exists(f"seals/{hashlib.sha256(cut.read_bytes()).hexdigest()}.seal.json")
+    capsys.readouterr()
+    run("verify")
+    out = capsys.readouterr().out
+    assert "sealed, not parsed" in out
+    assert "VERIFIED: 1 files" in out and "VERIFIED: 2 files" not in out
+    assert "NOT VERIFIED: 1 sealed file not ingested yet" in out

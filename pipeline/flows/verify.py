@@ -267,6 +267,10 @@ def _differs(kept: pl.DataFrame, original: pl.DataFrame) -> str | None:
     return None
 
 
+#: the state of a file sealed without a parse entry: nothing of it was checked
+UNPARSED = "skipped: sealed, not parsed"
+
+
 def _unparsed(store: ObjectStore, file: str | None) -> list[FileCheck]:
     """Files sealed without a parse entry (an ingest interrupted): listed, for a rerun."""
     out = []
@@ -279,7 +283,7 @@ def _unparsed(store: ObjectStore, file: str | None) -> list[FileCheck]:
         if file and not (digest.startswith(file) or body.get("file") == file):
             continue
         check = FileCheck(digest, body.get("file") or "?")
-        check.checks["state"] = "skipped: sealed, not parsed (ingest interrupted: rerun ingest)"
+        check.checks["state"] = f"{UNPARSED} (ingest interrupted: rerun ingest)"
         out.append(check)
     return out
 
@@ -579,13 +583,18 @@ def verify_summary(report: VerifyReport) -> str:
         lines.append("original_form suite failed: " + ", ".join(report.expectations_failed))
     if report.data_docs:
         lines.append(f"Data Docs: {report.data_docs}")
-    if report.ok and not report.files:
+    unparsed = [f for f in report.files if f.checks.get("state", "").startswith(UNPARSED)]
+    checked = len(report.files) - len(unparsed)
+    if report.ok and not checked:
         lines.append("\nNo file has been ingested yet: only the audit log was verified.")
     elif report.ok:
-        lines.append(
-            f"\nVERIFIED: {len(report.files)} files, every record matches its sealed original."
-        )
+        lines.append(f"\nVERIFIED: {checked} files, every record matches its sealed original.")
     else:
         lines.append("\nMISMATCHES:")
         lines += [f"  - {p}" for p in report.problems()]
+    if unparsed:  # an ingest interrupted (or still running): its records were not checked
+        lines.append(
+            f"NOT VERIFIED: {len(unparsed)} sealed file{'s' if len(unparsed) > 1 else ''} not "
+            "ingested yet (an ingest interrupted or still running): rerun ingest, then verify."
+        )
     return "\n".join(lines)
