@@ -1,8 +1,9 @@
 """The free-text check searches only the texts long enough to hold a record's own end users
 (`freetext._could_hold_own`). A hypothesis property holds it to the rule it must not weaken,
-written here row by row in plain Python: a text is masked (a record ID: its row quarantined) when it holds the record's own
-number (its last nine digits, whatever separators surround them) or its e-mail or SIP address
-or that address's user part, or anything shaped like an identifier."""
+written here row by row in plain Python: a text is masked (a record ID: its row quarantined)
+when it holds the record's own number (its last nine digits, whatever separators surround
+them) or its e-mail or SIP address or that address's user part, or anything shaped like an
+identifier."""
 
 from __future__ import annotations
 

@@ -416,8 +416,8 @@ def _classified(raw: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) 
 
 
 def _classify(parsed: pl.DataFrame, ctx: FileContext, book: AddressBook) -> pl.DataFrame:
-    """Add `{o,d}_value/_kind/_country/_token/_bad/_tail/_name`, each distinct written value classified once
-    per file (`AddressBook`) and joined back."""
+    """Add `{o,d}_value/_kind/_country/_token/_bad/_tail/_name`, each distinct written value
+    classified once per file (`AddressBook`) and joined back."""
     norm = book.lookup(
         pl.concat([parsed.get_column("origin_raw"), parsed.get_column("destination_raw")]), ctx
     )
