@@ -33,6 +33,7 @@ def _rows(seed: int, n: int, start: int, people: int) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "leaf_index": np.arange(start, start + n, dtype=np.int64),
+            "source": ["operator-a"] * n,  # one value in every row: kept once, not spooled
             "origin": pl.select(pl.when(pl.Series(inbound)).then(person).otherwise(pl.lit("Bank"))).to_series(),
             "origin_kind": ["msisdn" if i else "alphanumeric" for i in inbound],
             "destination": pl.select(pl.when(pl.Series(inbound)).then(pl.lit("Bank")).otherwise(person)).to_series(),
@@ -45,7 +46,7 @@ def _write(
 ) -> dict[str, Path]:
     work = tmp_path / "work"
     work.mkdir()
-    clusterer = Clusterer(work, budget=60)
+    clusterer = Clusterer(work, budget=60, constant=("source", "not_in_the_data"))
     for key, frame in batches:
         clusterer.add(key, frame.to_arrow())
     out = {}
@@ -154,6 +155,25 @@ def test_the_vault_is_in_token_order_and_a_lookup_reads_the_row_groups_of_its_to
     shuffled = pl.read_parquet(res.store.root / key).sample(fraction=1.0, shuffle=True, seed=1)
     shuffled.write_parquet(res.store.root / key, statistics=False)
     assert found.equals(_search(res, wanted))
+
+
+def test_a_column_said_to_hold_one_value_is_written_back_or_refused(tmp_path: Path) -> None:
+    frame = _rows(1, 50, 0, 5).with_columns(pl.lit(None, pl.String).alias("note"))
+    clusterer = Clusterer(tmp_path, budget=10, constant=("source", "note"))
+    clusterer.add("a", frame.slice(0, 25).to_arrow())
+    clusterer.add("a", frame.slice(25).to_arrow())
+    with pq.ParquetWriter(tmp_path / "a.parquet", frame.to_arrow().schema) as writer:
+        clusterer.write("a", writer, 16)
+    got = pl.read_parquet(tmp_path / "a.parquet")
+    assert got.columns == frame.columns  # back in its place
+    assert got.sort("leaf_index").equals(frame)
+    # A batch whose "constant" column holds another value (or a null) is refused, not rewritten.
+    for other in ("operator-b", None):
+        bad = frame.slice(0, 5).with_columns(pl.lit(other, pl.String).alias("source"))
+        with pytest.raises(ValueError, match="column source does not hold one value"):
+            clusterer.add("b", frame.slice(0, 5).to_arrow())
+            clusterer.add("b", bad.to_arrow())
+        clusterer = Clusterer(tmp_path / str(other), budget=10, constant=("source",))
 
 
 def test_a_part_gathered_after_another_was_written_keeps_its_own_spools(tmp_path: Path) -> None:

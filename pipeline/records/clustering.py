@@ -18,8 +18,10 @@ in very many records) is sorted `SORT_ROWS` rows at a time; a spool of one key a
 split or sorted at all, since its rows were spooled in file order.
 
 Spools are not compressed: lz4 cost about 5 CPU-seconds per million rows, and a spool lives only
-until its part is written. The price is local scratch space: about 500 bytes a row of silver
-while the file is being ingested.
+until its part is written. The price is local scratch space: about 400 bytes a row of silver
+while the file is being ingested. Columns that hold one value on every row of a file (its
+source, name and digest: `constant`) are not spooled or sorted at all: each part keeps the value
+once and writes it back into every row group, after checking every batch really holds it alone.
 
 Vault parts go the same way in token order (`BY_TOKEN`), written with min/max statistics on
 `token`: re-identifying a found record reads the vault row groups whose range holds its parties'
@@ -161,6 +163,7 @@ class _Part:
         self.spools: dict[tuple[int, ...], int] = {}
         #: the lowest and highest key in each spool: one key alone needs no sorting
         self.keys: dict[tuple[int, ...], tuple[int, int]] = {}
+        self.constants = _Constants()
 
     def spool(self, prefix: tuple[int, ...]) -> Path:
         return self.folder / ("spool-" + "-".join(f"{i:x}" for i in prefix) + ".arrows")
@@ -192,11 +195,19 @@ class _Part:
 
 class Clusterer:
     """The parts of one file's tier, gathered as its batches arrive and written out in `order`
-    (`write`), with at most `budget` rows of them in memory."""
+    (`write`), with at most `budget` rows of them in memory. The columns named in `constant`
+    must hold one value on every row of a part: they are kept once, not spooled."""
 
-    def __init__(self, folder: Path, order: Order = BY_PARTY, budget: int | None = None) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        order: Order = BY_PARTY,
+        budget: int | None = None,
+        constant: tuple[str, ...] = (),
+    ) -> None:
         self.folder, self.order = folder, order
         self.budget = budget or BUFFER_ROWS
+        self.constant = constant
         self._parts: dict[str, _Part] = {}
         self._folders = itertools.count()  # a written part's folder name is never reused
 
@@ -207,6 +218,7 @@ class Clusterer:
             folder.mkdir(mode=0o700, parents=True)
             self._parts[key] = _Part(folder, self.order)
         part = self._parts[key]
+        table = part.constants.take_from(table, self.constant)
         part.buffer.append(table.append_column(_HASH, self.order.key(table)))
         part.buffered += table.num_rows
         while sum(p.buffered for p in self._parts.values()) > self.budget:
@@ -220,7 +232,7 @@ class Clusterer:
         """Every row of the part `key`, in order, in row groups of `row_group` rows. The next
         range is read and sorted in the background while this one is encoded."""
         part = self._parts.pop(key)
-        out = _Rebatcher(writer, row_group)
+        out = _Rebatcher(writer, row_group, part.constants)
         for table in prefetch(self._ordered(part)):
             out.write(table)
         out.close()
@@ -256,11 +268,54 @@ class Clusterer:
         path.unlink()
 
 
+class _Constants:
+    """The columns of a part that hold one value on every row: where each sits in the part's
+    schema and its value, taken from the first batch and checked on every later one."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, tuple[int, pa.Field, pa.Array]] = {}  # name → index, field, value
+        self._filled: dict[str, pa.Array] = {}  # the value repeated, sliced for each write
+
+    def take_from(self, table: pa.Table, names: tuple[str, ...]) -> pa.Table:
+        """`table` without the constant columns, once checked that each holds its one value."""
+        present = [n for n in names if n in table.column_names]
+        for name in present:
+            column = table.column(name)
+            if name not in self.columns:
+                index = table.schema.get_field_index(name)
+                field = table.schema.field(name)
+                value = pa.array([column[0].as_py()], field.type)  # a copy: no batch kept
+                self.columns[name] = (index, field, value)
+            value = self.columns[name][2]
+            if not _holds_only(column, value):
+                raise ValueError(f"column {name} does not hold one value in every row of a part")
+        return table.drop_columns(present) if present else table
+
+    def put_back(self, table: pa.Table) -> pa.Table:
+        """`table` with the constant columns in their places again."""
+        for name, (index, field, value) in sorted(self.columns.items(), key=lambda c: c[1][0]):
+            filled = self._filled.get(name)
+            if filled is None or len(filled) < table.num_rows:
+                filled = self._filled[name] = value.take(np.zeros(table.num_rows, np.int32))
+            table = table.add_column(index, field, filled.slice(0, table.num_rows))
+        return table
+
+
+def _holds_only(column: pa.ChunkedArray, value: pa.Array) -> bool:
+    """Whether every row of `column` is `value` (null on every row where `value` is null)."""
+    if value.null_count:
+        return column.null_count == len(column)
+    return column.null_count == 0 and pc.all(pc.equal(column, value[0])).as_py() is not False
+
+
 class _Rebatcher:
     """Writes sorted tables as full row groups, carrying the rest over to the next table."""
 
-    def __init__(self, writer: pq.ParquetWriter, row_group: int) -> None:
+    def __init__(
+        self, writer: pq.ParquetWriter, row_group: int, constants: _Constants | None = None
+    ) -> None:
         self.writer, self.row_group = writer, row_group
+        self.constants = constants or _Constants()
         self.carry: pa.Table | None = None
 
     def write(self, table: pa.Table) -> None:
@@ -269,10 +324,13 @@ class _Rebatcher:
             table = pa.concat_tables([self.carry, table])
         full = table.num_rows - table.num_rows % self.row_group
         if full:
-            self.writer.write_table(table.slice(0, full), row_group_size=self.row_group)
+            self._write(table.slice(0, full))
         self.carry = table.slice(full) if full < table.num_rows else None
+
+    def _write(self, table: pa.Table) -> None:
+        self.writer.write_table(self.constants.put_back(table), row_group_size=self.row_group)
 
     def close(self) -> None:
         if self.carry is not None:
-            self.writer.write_table(self.carry, row_group_size=self.row_group)
+            self._write(self.carry)
             self.carry = None

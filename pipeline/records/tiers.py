@@ -54,6 +54,10 @@ DICTIONARY = (
 )  # fmt: skip
 
 
+#: silver's columns that hold one value in every row of a file: not spooled (`Clusterer`)
+_ONE_VALUE = ("source", "source_file", "source_sha256")
+
+
 def _row_group(key: str) -> int | None:
     """Rows per row group where readers pick row groups out: silver for a person search
     (pipeline.records.token_index) and the vault to re-identify its results, proofs a few
@@ -109,7 +113,9 @@ class TierWriter:
         self._writers: dict[str, pq.ParquetWriter] = {}
         #: silver clustered by end user, the vault in token order (`clustering`)
         self._ordered = {
-            layout.SILVER: Clusterer(Path(self._tmp.name) / "silver", BY_PARTY),
+            layout.SILVER: Clusterer(
+                Path(self._tmp.name) / "silver", BY_PARTY, constant=_ONE_VALUE
+            ),
             layout.VAULT: Clusterer(Path(self._tmp.name) / "vault", BY_TOKEN),
         }
         self._schemas: dict[str, pa.Schema] = {}
