@@ -228,11 +228,18 @@ class Clusterer:
         """The parts not written yet."""
         return list(self._parts)
 
-    def write(self, key: str, writer: pq.ParquetWriter, row_group: int) -> None:
-        """Every row of the part `key`, in order, in row groups of `row_group` rows. The next
-        range is read and sorted in the background while this one is encoded."""
+    def write(
+        self,
+        key: str,
+        writer: pq.ParquetWriter,
+        row_group: int,
+        on_group: Callable[[pa.Table], None] | None = None,
+    ) -> None:
+        """Every row of the part `key`, in order, in row groups of `row_group` rows; each row
+        group is also given to `on_group` as it is written. The next range is read and sorted
+        in the background while this one is encoded."""
         part = self._parts.pop(key)
-        out = _Rebatcher(writer, row_group, part.constants)
+        out = _Rebatcher(writer, row_group, part.constants, on_group)
         for table in prefetch(self._ordered(part)):
             out.write(table)
         out.close()
@@ -312,10 +319,14 @@ class _Rebatcher:
     """Writes sorted tables as full row groups, carrying the rest over to the next table."""
 
     def __init__(
-        self, writer: pq.ParquetWriter, row_group: int, constants: _Constants | None = None
+        self,
+        writer: pq.ParquetWriter,
+        row_group: int,
+        constants: _Constants,
+        on_group: Callable[[pa.Table], None] | None,
     ) -> None:
         self.writer, self.row_group = writer, row_group
-        self.constants = constants or _Constants()
+        self.constants, self.on_group = constants, on_group
         self.carry: pa.Table | None = None
 
     def write(self, table: pa.Table) -> None:
@@ -328,7 +339,12 @@ class _Rebatcher:
         self.carry = table.slice(full) if full < table.num_rows else None
 
     def _write(self, table: pa.Table) -> None:
-        self.writer.write_table(self.constants.put_back(table), row_group_size=self.row_group)
+        """Write `table` as row groups of `row_group` rows (the last one may be shorter)."""
+        table = self.constants.put_back(table)
+        if self.on_group is not None:
+            for start in range(0, table.num_rows, self.row_group):
+                self.on_group(table.slice(start, self.row_group))
+        self.writer.write_table(table, row_group_size=self.row_group)
 
     def close(self) -> None:
         if self.carry is not None:

@@ -250,14 +250,20 @@ class TierWriter:
         for writer in self._writers.values():
             writer.close()
         self._seen_tokens.clear()  # nothing more will be written
-        self._paths |= token_index.stage(self._paths, Path(self._tmp.name))
         return dict(self._paths)
 
     def _write_ordered(self, key: str, ordered: Clusterer) -> None:
+        """Write an ordered part; a silver part's token index is gathered as it is written."""
         rows = _row_group(key)
         assert rows is not None  # every ordered tier has its row group size
+        index = token_index.Builder() if key.startswith(layout.SILVER) else None
         with self._open(key, self._schemas[key]) as writer:
-            ordered.write(key, writer, rows)
+            ordered.write(key, writer, rows, index.add if index else None)
+        if index is not None:
+            with self._lock:
+                path = token_index.staged_path(self._paths[key])
+                self._paths[layout.token_index_key(key)] = path
+            index.write(path)
 
     def vault_entries(self, rows: int) -> Iterator[pa.Table]:
         """The staged vault read back and decrypted, `rows` entries at a time, in memory only:
