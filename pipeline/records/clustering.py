@@ -76,21 +76,37 @@ _ALPHABET = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
 _RANK = np.zeros(256, np.uint64)
 _RANK[[ord(c) for c in _ALPHABET]] = np.arange(64, dtype=np.uint64)
 _DIGITS = 10  # 60 bits of a token's 22 random characters (`tokenise.TOKEN_PATTERN`)
+#: a token's kind by its first letter, in the order strings compare (email < msisdn < sip)
+_KIND = np.full(256, 3, np.uint64)
+_KIND[[ord("e"), ord("m"), ord("s")]] = [0, 1, 2]
 
 
 def _token_rank(table: pa.Table) -> pa.Array:
-    """The first digits of each token's random part, as a number in their order (tokens are
-    uniform there, so the spools' ranges are even). A value not shaped like a token ranks 0:
-    it is still written, only not in range order."""
-    tail = pc.utf8_slice_codeunits(table.column("token").combine_chunks(), -22, -22 + _DIGITS)
-    tail = pc.utf8_rpad(pc.fill_null(tail, ""), _DIGITS, "-")
-    offsets = np.frombuffer(tail.buffers()[1], np.int32)[tail.offset : tail.offset + len(tail) + 1]
-    if len(tail) == 0 or not np.all(np.diff(offsets) == _DIGITS):
-        return pa.array(np.zeros(len(tail), np.uint64))
-    data = np.frombuffer(tail.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
-    ranks = _RANK[data.reshape(-1, _DIGITS)]
-    shifts = np.arange(64 - 6, 64 - 6 * (_DIGITS + 1), -6, dtype=np.uint64)
-    return pa.array(np.bitwise_or.reduce(ranks << shifts, axis=1))
+    """Each token's kind (2 bits), then the first digits of its random part, as a number in
+    the order the tokens compare as text (tokens are uniform in their digits, so the spools'
+    ranges are even). A value not shaped like a token ranks 0: it is still written, only not
+    in range order. Tokens of one kind but two key versions interleave (`then` orders each
+    range by the whole token)."""
+    tokens = pc.fill_null(table.column("token").combine_chunks(), "").cast(pa.string())
+    tail = pc.utf8_rpad(pc.utf8_slice_codeunits(tokens, -22, -22 + _DIGITS), _DIGITS, "-")
+    digits = _fixed_width(tail, _DIGITS)
+    first = _fixed_width(pc.utf8_rpad(pc.utf8_slice_codeunits(tokens, 0, 1), 1, "-"), 1)
+    if digits is None or first is None:
+        return pa.array(np.zeros(len(tokens), np.uint64))
+    shifts = np.arange(64 - 8, 64 - 8 - 6 * _DIGITS, -6, dtype=np.uint64)
+    ranks = np.bitwise_or.reduce(_RANK[digits] << shifts, axis=1)
+    return pa.array((_KIND[first[:, 0]] << np.uint64(62)) | ranks)
+
+
+def _fixed_width(strings: pa.Array, width: int) -> np.ndarray | None:
+    """The bytes of strings that are all `width` bytes long, one row each; None otherwise."""
+    offsets = np.frombuffer(strings.buffers()[1], np.int32)[
+        strings.offset : strings.offset + len(strings) + 1
+    ]
+    if len(strings) == 0 or not np.all(np.diff(offsets) == width):
+        return None
+    data = np.frombuffer(strings.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    return data.reshape(-1, width)
 
 
 @dataclass(frozen=True)
