@@ -37,12 +37,16 @@ class _Run:
         return len(self.hi)
 
     def contains(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """Which of the values (`hi` best in ascending order: each search then starts where
+        the one before ended) are in the run."""
         pos = np.searchsorted(self.hi, hi, side="left")
         found = np.zeros(len(hi), dtype=bool)
         inside = np.flatnonzero(pos < len(self.hi))
         same_hi = inside[self.hi[pos[inside]] == hi[inside]]
-        for i in same_hi:  # almost always one candidate; walk the rare run of equal halves
-            j = pos[i]
+        first = self.lo[pos[same_hi]] == lo[same_hi]  # almost always the one candidate
+        found[same_hi[first]] = True
+        for i in same_hi[~first]:  # equal first halves, another second: walk the equal ones
+            j = pos[i] + 1
             while j < len(self.hi) and self.hi[j] == hi[i]:
                 if self.lo[j] == lo[i]:
                     found[i] = True
@@ -112,10 +116,14 @@ class Fingerprints:
         if not len(values):
             return np.zeros(0, dtype=bool)
         hi, lo = self._halves(values)
-        fresh = ~self._contains(hi, lo)
-        hi, lo = hi[fresh], lo[fresh]
+        # In order of the first half: the runs are searched with ascending keys (several
+        # times faster than in file order), and the new run is already sorted.
         order = np.argsort(hi, kind="stable")
-        run = _Run(hi[order], lo[order])
+        hi, lo = hi[order], lo[order]
+        new = ~self._contains(hi, lo)
+        fresh = np.empty(len(new), dtype=bool)
+        fresh[order] = new
+        run = _Run(hi[new], lo[new])
         while (
             self._runs
             and len(self._runs[-1]) <= 2 * len(run)
