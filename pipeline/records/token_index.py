@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,9 +44,10 @@ _ORDER = [("token", "ascending"), ("row_group", "ascending")]
 
 
 def _group_entries(sides: pa.Table, group: int) -> pa.Table:
-    """The distinct tokens of one silver row group (its `origin` and `destination`)."""
+    """The distinct tokens of one silver row group (its `origin` and `destination`), in the
+    index's schema."""
     values = pa.chunked_array(sides["origin"].chunks + sides["destination"].chunks)
-    tokens = pc.unique(values.drop_null())
+    tokens = pc.unique(values.drop_null()).cast(pa.string())
     return pa.table({"token": tokens, "row_group": pa.array([group] * len(tokens), pa.int32())})
 
 
@@ -72,7 +74,11 @@ def build(part: pq.ParquetFile) -> pa.Table:
 
 class Builder:
     """The index of a silver part gathered while the part is written, row group by row group
-    (`add`), so the part is not read back to be indexed."""
+    (`add`), so the part is not read back to be indexed. Parts written side by side gather
+    their indexes side by side, but put them in order one at a time (`_ORDERING`): that step
+    briefly holds a part's index twice over."""
+
+    _ORDERING = threading.Lock()
 
     def __init__(self) -> None:
         self._pieces: list[pa.Table] = []
@@ -86,7 +92,8 @@ class Builder:
     def write(self, target: Path) -> None:
         entries = _with_shape(self._pieces, len(self._pieces), self._rows)
         self._pieces = []
-        _write_entries(entries, target)
+        with self._ORDERING:
+            _write_entries(entries, target)
 
 
 def write(silver: Path, target: Path) -> None:
