@@ -267,8 +267,8 @@ class Repeats:
             pl.struct(pl.all()).hash(seed=0x5EED).alias("lo"),
         )
         hi, lo = hashed.get_column("hi").to_numpy(), hashed.get_column("lo").to_numpy()
-        bucket = (hi >> np.uint64(59)).astype(np.intp) % BUCKETS
-        order = np.argsort(bucket, kind="stable")
+        bucket = ((hi >> np.uint64(59)) % np.uint64(BUCKETS)).astype(np.uint8)
+        order = np.argsort(bucket, kind="stable")  # a radix sort: one byte a key
         bounds = np.searchsorted(bucket[order], np.arange(BUCKETS + 1))
         pairs = np.stack([hi[order], lo[order]], axis=1)
         for b in range(BUCKETS):
