@@ -84,9 +84,9 @@ _KIND[[ord("e"), ord("m"), ord("s")]] = [0, 1, 2]
 def _token_rank(table: pa.Table) -> pa.Array:
     """Each token's kind (2 bits), then the first digits of its random part, as a number in
     the order the tokens compare as text (tokens are uniform in their digits, so the spools'
-    ranges are even). A value not shaped like a token ranks 0: it is still written, only not
-    in range order. Tokens of one kind but two key versions interleave (`then` orders each
-    range by the whole token)."""
+    ranges are even). A value not shaped like a token is still written, only not in range
+    order. Tokens of one kind but two key versions interleave (`then` orders each range by the
+    whole token)."""
     tokens = pc.fill_null(table.column("token").combine_chunks(), "").cast(pa.string())
     tail = pc.utf8_rpad(pc.utf8_slice_codeunits(tokens, -22, -22 + _DIGITS), _DIGITS, "-")
     digits = _fixed_width(tail, _DIGITS)
