@@ -304,6 +304,8 @@ class _Constants:
         present = [n for n in names if n in table.column_names]
         for name in present:
             column = table.column(name)
+            if not len(column):  # nothing to take its value from, nothing to check
+                continue
             if name not in self.columns:
                 index = table.schema.get_field_index(name)
                 field = table.schema.field(name)
