@@ -58,8 +58,7 @@ from pipeline.proof.commitments import (  # noqa: E402
     file_root,
     gold_form,
     identity_commitment,
-    leaf,
-    record_digest,
+    leaves_of,
 )
 from pipeline.proof.crypto import encrypt_values  # noqa: E402
 from pipeline.proof.integrity import record_parse, seal_original  # noqa: E402
@@ -141,9 +140,7 @@ def _part(
 
 def _commit(res: Resources, silver: pl.DataFrame, sha: str, y: int, m: int) -> None:
     """Proofs, seal and parse entries for one part, as an ingest of it would have left them."""
-    leaves = (
-        gold_form(silver).select(leaf(record_digest(), pl.col("identity_commitment"))).to_series()
-    )
+    leaves = leaves_of(gold_form(silver))
     path = res.store.root / proof_key(sha)  # type: ignore[attr-defined]
     path.parent.mkdir(parents=True, exist_ok=True)
     table = leaves.str.decode("hex").alias("leaf").to_frame().to_arrow()

@@ -37,7 +37,7 @@ from pipeline.proof.commitments import (
     ENCODING,
     block_roots,
     file_root,
-    leaf,
+    leaves_of,
     merkle_root,
     record_digest,
     retained_fields,
@@ -98,7 +98,9 @@ def test_standalone_verifier_agrees_with_verify_on_the_demo_store_before_and_aft
     assert run_verify(res, VerifyRequest(expectations=False)).ok
     code, out = _standalone("store", store, tmp_path, "--public-key", str(seal_pem))
     assert code == 0, out
-    assert "VERIFIED" in out and out.count("encoding 3") == 6  # six demo files with records
+    assert (
+        "VERIFIED" in out and out.count(f"encoding {ENCODING}") == 6
+    )  # six demo files with records
 
     run_retention(res, RetentionRequest(dt.date(2026, 9, 1)))
     assert not list(res.store.list("silver/"))
@@ -177,7 +179,9 @@ def test_a_record_leaf_does_not_depend_on_the_name_the_file_arrived_under(
         roots.append(report.merkle_root)
         gold = read_tier(res.store, "gold/")
         assert set(gold.get_column("source_file")) == {path.name}  # the name is still kept
-        leaves.append(gold.sort("leaf_index").select(leaf(record_digest(), pl.lit("x"))))
+        # Each store has its own file key: the identity commitments differ, the fields do not.
+        same_key = gold.sort("leaf_index").with_columns(pl.lit("x").alias("identity_commitment"))
+        leaves.append(leaves_of(same_key))
     assert leaves[0].equals(leaves[1])
     assert "source_file" not in retained_fields() and "source" not in retained_fields()
 
@@ -198,17 +202,86 @@ def test_floats_are_hashed_as_documented() -> None:
     """The documented encoding, computed by hand, is what the pipeline hashes."""
     row = {name: None for name in CANONICAL}
     row |= {"record_id": "r1", "duration_s": 1e-7, "price": 0.0125, "units": 1}
-    frame = pl.DataFrame([row], schema=CANONICAL)
+    frame = pl.DataFrame([row], schema=CANONICAL).with_columns(
+        pl.lit("c" * 64).alias("identity_commitment")
+    )
     bits = [struct.unpack(">q", struct.pack(">d", v))[0] for v in (1e-7, 0.0125)]
+    known = {"record_id": 2, "duration_s": bits[0], "price": bits[1], "units": 1}
+    fields = retained_fields(ENCODING)
+    flags = bytes(int(name in known) for name in fields)
+    values = struct.pack(f">{len(fields)}q", *(known.get(name, 0) for name in fields))
+    data = b"L" + flags + values + b"r1" + b"c" * 64
+    expected = hashlib.sha256(data).hexdigest()
+    assert leaves_of(frame).to_list() == [expected]
+    assert standalone.record_leaves(frame.to_arrow(), ENCODING) == [expected]
+    # Under encoding 3, the text form of the same bits.
     parts = []
-    for name in retained_fields(ENCODING):
-        value = {"record_id": "r1", "duration_s": bits[0], "price": bits[1], "units": 1}.get(name)
+    for name in retained_fields(3):
+        value = {**known, "record_id": "r1"}.get(name)
         parts.append("-" if value is None else f"{len(str(value))}:{value}")
-    import hashlib
+    digest = hashlib.sha256("|".join(parts).encode()).hexdigest()
+    assert frame.select(record_digest(3)).item() == digest
+    assert standalone.record_digests(frame.to_arrow(), 3) == [digest]
 
-    expected = hashlib.sha256("|".join(parts).encode()).hexdigest()
-    assert frame.select(record_digest()).item() == expected
-    assert standalone.record_digests(frame.to_arrow(), ENCODING) == [expected]
+
+_TEXT = st.one_of(
+    st.none(), st.text(max_size=12), st.sampled_from(["", "-", "|", "1:a", "é", "\x00"])
+)
+_INT = st.one_of(st.none(), st.integers(min_value=-(2**63), max_value=2**63 - 1))
+_FLOAT = st.one_of(st.none(), st.floats(allow_nan=False), st.sampled_from([-0.0, 0.0]))
+_TIME = st.one_of(
+    st.none(),
+    st.datetimes(dt.datetime(1900, 1, 1), dt.datetime(2200, 1, 1), timezones=st.just(dt.UTC)),
+)
+
+
+def _strategy(dtype: pl.DataType) -> st.SearchStrategy[object]:
+    if dtype == pl.Float64:
+        return _FLOAT
+    if isinstance(dtype, pl.Datetime):
+        return _TIME
+    return _INT if dtype.is_integer() else _TEXT
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.fixed_dictionaries({n: _strategy(CANONICAL[n]) for n in retained_fields(ENCODING)}),
+        min_size=1,
+        max_size=8,
+    ),
+    st.one_of(st.none(), st.sampled_from(["a" * 64, "0f" * 32])),
+)
+def test_the_pipeline_and_the_standalone_verifier_compute_the_same_leaves(
+    rows: list[dict[str, object]], commitment: str | None
+) -> None:
+    """Every encoding, on values at their edges: nulls, empty texts, separators, extremes,
+    dates before 1970, -0.0. A row without an identity commitment has no leaf."""
+    frame = pl.DataFrame(
+        [{n: row.get(n) for n in CANONICAL} for row in rows], schema=CANONICAL
+    ).with_columns(pl.lit(commitment, pl.String).alias("identity_commitment"))
+    for version in (2, 3, ENCODING):
+        ours = leaves_of(frame, version).to_list()
+        assert ours == standalone.record_leaves(frame.to_arrow(), version)
+        assert (ours == [None] * len(rows)) == (commitment is None)
+
+
+def test_encoding_4_tells_apart_what_text_forms_could_confuse() -> None:
+    """Bytes moved between neighbouring texts, an empty text against a null one, and a number
+    against a text of its digits all change the leaf."""
+    base = {n: None for n in CANONICAL} | {"record_id": "r1", "identity_commitment": "c" * 64}
+    variants = [
+        {"status": "ab", "error_code": "c"},
+        {"status": "a", "error_code": "bc"},
+        {"status": "", "error_code": "abc"},
+        {"status": None, "error_code": "abc"},
+        {"units": 12},
+        {"units": 12, "status": "12"},
+        {"units": 0},
+    ]
+    schema = {**CANONICAL, "identity_commitment": pl.String}
+    frame = pl.DataFrame([base | v for v in variants], schema=schema)
+    assert leaves_of(frame).n_unique() == len(variants)
 
 
 @settings(max_examples=300, deadline=None)
@@ -244,27 +317,32 @@ def _row(fields: dict[str, object]) -> pl.DataFrame:
 
 
 def test_the_worked_examples_in_the_documentation_are_what_the_pipeline_computes() -> None:
+    """Each example: the row, the bytes it is hashed as (text up to encoding 3, hex from 4),
+    the digest (up to 3) and the leaf, recomputed by the pipeline and the standalone verifier."""
     doc = (ROOT / "docs" / "commitments.md").read_text()
-    seen = 0
-    for example in re.finditer(
-        r"```json example\n(.*?)```.*?canonical bytes.*?```\n(.*?)\n```.*?digest `([0-9a-f]{64})`"
-        r".*?leaf `([0-9a-f]{64})`",
-        doc,
-        re.S,
-    ):
-        row, text, digest, leaf_hex = example.groups()
+    sections = doc.split("```json example\n")[1:]
+    versions = set()
+    for section in sections:
+        row, rest = section.split("```", 1)
+        data = re.search(r"```\n(.*?)\n```", rest, re.S)
+        leaf_hex = re.search(r"leaf `([0-9a-f]{64})`", rest)
+        assert data and leaf_hex, section[:200]
         fields = json.loads(row)
         version = fields.pop("_encoding")
         commitment = fields.pop("identity_commitment")
-        frame = _row(fields)
-        assert standalone.record_digests(frame.to_arrow(), version) == [digest]
-        assert frame.select(record_digest(version)).item() == digest
-        import hashlib
-
-        assert hashlib.sha256(text.encode()).hexdigest() == digest
-        assert standalone.leaf(digest, commitment) == leaf_hex
-        seen += 1
-    assert seen == len(re.findall(r"```json example", doc)) == 3
+        frame = _row(fields).with_columns(pl.lit(commitment).alias("identity_commitment"))
+        assert leaves_of(frame, version).to_list() == [leaf_hex.group(1)]
+        assert standalone.record_leaves(frame.to_arrow(), version) == [leaf_hex.group(1)]
+        if version >= 4:
+            raw = bytes.fromhex("".join(data.group(1).split()))
+            assert hashlib.sha256(raw).hexdigest() == leaf_hex.group(1)
+            assert raw.endswith(commitment.encode())
+        else:
+            digest = re.search(r"digest `([0-9a-f]{64})`", rest)
+            assert digest and hashlib.sha256(data.group(1).encode()).hexdigest() == digest[1]
+            assert frame.select(record_digest(version)).item() == digest[1]
+        versions.add(version)
+    assert versions == {1, 2, 3, 4} and len(sections) == 4
 
 
 def test_a_damaged_proofs_object_is_named_by_the_standalone_verifier(
@@ -465,3 +543,67 @@ def test_proofs_started_on_some_records_finish_the_same_for_all(
     assert len(early.paths) == 100
     assert record_proofs(one_batch.store, records, early) == at_once
     assert len(early.paths) == 300 and set(at_once[1]) == {sha}
+
+
+def test_a_record_without_its_identity_commitment_is_named_not_passed(
+    res: Resources, tmp_path: Path
+) -> None:
+    """A record whose commitment is emptied gets no leaf: an edit beside it cannot hide as an
+    unknown comparison."""
+    g = generate("canonical_csv", tmp_path / "a.csv", 300, start=dt.date(2025, 3, 1), months=1)
+    sha = ingest_file(res, g.path, as_of=dt.date(2025, 6, 1)).sha256
+    key = f"gold/cdr/year=2025/month=03/part-{sha}.parquet"
+    gold = pl.read_parquet(io.BytesIO(res.store.get_bytes(key)))
+    target = gold.get_column("record_id")[5]
+    hit = pl.col("record_id") == target
+    edited = gold.with_columns(
+        pl.when(hit)
+        .then(None)
+        .otherwise(pl.col("identity_commitment"))
+        .alias("identity_commitment"),
+        pl.when(hit).then(pl.lit("FORGED")).otherwise(pl.col("status")).alias("status"),
+    )
+    buf = io.BytesIO()
+    edited.write_parquet(buf)
+    res.store.put_bytes(key, buf.getvalue())
+    report = run_verify(res, VerifyRequest(expectations=False))
+    assert not report.ok and any(f"record {target} " in p for p in report.problems())
+    code, out = _standalone("store", Path(res.settings.store), tmp_path)
+    assert code == 1 and f"record {target} " in out, out
+
+
+def test_an_export_over_files_of_two_encodings_verifies_and_catches_an_edit_in_either(
+    res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file committed before encoding 4 keeps its version; one package holds both kinds of
+    leaf, and each is recomputed under its own file's version."""
+    old = generate("canonical_csv", tmp_path / "old.csv", 600, start=dt.date(2025, 3, 1), months=2, people=12)  # fmt: skip
+    new = generate("canonical_csv", tmp_path / "new.csv", 700, start=dt.date(2025, 3, 1), months=2, people=12)  # fmt: skip
+    monkeypatch.setattr(ingest_module, "ENCODING", 3)
+    old_sha = ingest_file(res, old.path, source="pbx-old", as_of=dt.date(2025, 6, 1)).sha256
+    monkeypatch.setattr(ingest_module, "ENCODING", ENCODING)
+    new_sha = ingest_file(res, new.path, source="pbx-new", as_of=dt.date(2025, 6, 1)).sha256
+    for sha, version in ((old_sha, 3), (new_sha, ENCODING)):
+        body = json.loads(res.store.get_bytes(parse_key(sha)))["body"]
+        assert body["commitment_encoding"] == version
+    assert run_verify(res, VerifyRequest(expectations=False)).ok
+    assert old.truth is not None
+    person = old.truth.filter(pl.col("e164").str.starts_with("+92")).get_column("e164")[0]
+    blob, _, secret = _export(res, person)
+    seal_pem = res.keyring.public_key_pem().encode()
+    verdict = verify_package(blob, secret, seal_pem)
+    assert verdict.ok, verdict.problems
+    folder = tmp_path / "package"
+    extract(verdict, folder)
+    records = pl.read_parquet(folder / "records.parquet")
+    assert set(records.get_column("source_sha256")) == {old_sha, new_sha}
+    code, out = _standalone("package", folder, tmp_path)
+    assert code == 0, out
+    for sha in (old_sha, new_sha):
+        target = records.filter(pl.col("source_sha256") == sha).get_column("record_id")[0]
+        hit = (pl.col("record_id") == target) & (pl.col("source_sha256") == sha)
+        records.with_columns(
+            pl.when(hit).then(pl.lit("FORGED")).otherwise(pl.col("status")).alias("status")
+        ).write_parquet(folder / "records.parquet")
+        code, out = _standalone("package", folder, tmp_path)
+        assert code == 1 and f"record {target}: its fields do not reach the sealed root" in out

@@ -1,5 +1,5 @@
 """Gold says where an e-mail or SIP party is routed: its domain, never its local part, kept after
-the identifiers are purged and covered by the record's commitment (encoding 3)."""
+the identifiers are purged and covered by the record's commitment (from encoding 3)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pipeline.flows import ingest as ingest_module
 from pipeline.flows.ingest import ingest_file
 from pipeline.flows.retention import RetentionRequest, run_retention
 from pipeline.flows.verify import VerifyRequest, run_verify
+from pipeline.proof.commitments import ENCODING
 from pipeline.proof.integrity import parse_key
 from pipeline.records.quality import failures
 from tests.conftest import ROOT
@@ -89,7 +90,7 @@ def test_gold_keeps_the_domain_of_every_mail_and_sip_party_after_the_purge(
     verdict = run_verify(res, VerifyRequest(expectations=False))
     assert verdict.ok, verdict.problems()
     code, out = _standalone(Path(res.settings.store), tmp_path)
-    assert code == 0 and "encoding 3" in out, out
+    assert code == 0 and f"encoding {ENCODING}" in out, out
 
     # The domain is committed: an edited one is named by both verifiers.
     [key] = [o.key for o in res.store.list("gold/") if o.key.endswith(".parquet")]
@@ -140,14 +141,17 @@ def test_an_email_destination_without_its_domain_fails_the_gold_suite(
     assert any("destination_domain" in f for f in failures), failures
 
 
-def test_a_file_committed_under_encoding_2_still_verifies(
-    res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_file_committed_under_an_earlier_encoding_still_verifies(
+    res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
 ) -> None:
-    """Files ingested before the domains were committed keep their encoding and verify."""
-    monkeypatch.setattr(ingest_module, "ENCODING", 2)
+    """Files ingested before the domains were committed (2), or before the fixed-width
+    encoding (3), keep their encoding and verify."""
+    monkeypatch.setattr(ingest_module, "ENCODING", version)
     sha = ingest_file(res, _mail_and_sip(tmp_path), as_of=dt.date(2025, 6, 15)).sha256
-    assert b'"commitment_encoding":2' in res.store.get_bytes(parse_key(sha)).replace(b" ", b"")
+    entry = res.store.get_bytes(parse_key(sha)).replace(b" ", b"")
+    assert f'"commitment_encoding":{version}'.encode() in entry
     verdict = run_verify(res, VerifyRequest(expectations=False))
     assert verdict.ok, verdict.problems()
     code, out = _standalone(Path(res.settings.store), tmp_path)
-    assert code == 0 and "encoding 2" in out, out
+    assert code == 0 and f"encoding {version}" in out, out

@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 
 # The canonical fields, in order (docs/commitments.md). Encoding 2 leaves out `source` and
 # `source_file`, which name where the bytes arrived, not what they hold, and adds
-# `channel_detail`; encoding 3 adds the domains of e-mail and SIP parties.
+# `channel_detail`; encoding 3 adds the domains of e-mail and SIP parties; encoding 4 covers the
+# fields of 3 in a fixed-width form.
 ALL_FIELDS = [
     "record_id", "source", "source_file", "source_sha256", "source_line", "event_time",
     "end_time", "channel", "channel_detail", "direction", "customer_id", "origin", "origin_kind",
@@ -49,6 +50,7 @@ FIELDS = {
     2: [f for f in ALL_FIELDS if f not in ("source", "source_file", *DOMAINS)],
     3: [f for f in ALL_FIELDS if f not in ("source", "source_file")],
 }
+FIELDS[4] = FIELDS[3]
 PERSONAL_KINDS = {"msisdn", "email", "sip"}
 
 
@@ -88,9 +90,10 @@ def column_texts(table: pa.Table, name: str, version: int) -> list[str | None]:
 
 
 def record_digests(table: pa.Table, version: int) -> list[str]:
-    """SHA-256 (hex) of each row's canonical encoding: `<bytes>:<text>` or `-`, joined by `|`."""
-    if version not in FIELDS:
-        raise ValueError(f"unknown commitment encoding {version!r}")
+    """Encodings 1 to 3: SHA-256 (hex) of each row's canonical text, `<bytes>:<text>` or `-`,
+    joined by `|`."""
+    if version not in FIELDS or version > 3:
+        raise ValueError(f"encoding {version!r} has no record digest")
     fields = FIELDS[version]
     columns = [column_texts(table, name, version) for name in fields]
     out = []
@@ -101,7 +104,54 @@ def record_digests(table: pa.Table, version: int) -> list[str]:
 
 
 def leaf(digest: str, identity_commitment: str) -> str:
+    """Encodings 1 to 3: the leaf of a record digest and its identity commitment."""
     return hashlib.sha256(f"L{digest}{identity_commitment}".encode()).hexdigest()
+
+
+def fixed_values(table: pa.Table, name: str) -> list[tuple[int, bytes] | None]:
+    """Encoding 4: each row's (64-bit value, text bytes) of one field, None for null. A text's
+    value is its length in bytes; an integer is itself; a timestamp its microseconds since the
+    epoch; a float the signed integer with its IEEE-754 binary64 bits."""
+    column = table.column(name)
+    kind = column.type
+    if pa.types.is_timestamp(kind):
+        values = column.cast(pa.timestamp("us", kind.tz)).cast(pa.int64()).to_pylist()
+        return [None if v is None else (v, b"") for v in values]
+    if pa.types.is_floating(kind):
+        return [
+            None if v is None else (struct.unpack(">q", struct.pack(">d", v))[0], b"")
+            for v in column.to_pylist()
+        ]
+    if pa.types.is_integer(kind):
+        return [None if v is None else (v, b"") for v in column.to_pylist()]
+    texts = [None if v is None else str(v).encode() for v in column.to_pylist()]
+    return [None if t is None else (len(t), t) for t in texts]
+
+
+def leaf_input_v4(row: list[tuple[int, bytes] | None], identity_commitment: str) -> bytes:
+    """Encoding 4: `L`, a byte per field (1 present, 0 null), a signed 64-bit big-endian value
+    per field (0 for null), the present texts' bytes, then the identity commitment (hex)."""
+    flags = bytes(0 if v is None else 1 for v in row)
+    values = struct.pack(f">{len(row)}q", *(0 if v is None else v[0] for v in row))
+    texts = b"".join(v[1] for v in row if v is not None)
+    return b"L" + flags + values + texts + identity_commitment.encode()
+
+
+def record_leaves(table: pa.Table, version: int) -> list[str | None]:
+    """Each row's leaf (hex) under an encoding; None where it has no identity commitment."""
+    if version not in FIELDS:
+        raise ValueError(f"unknown commitment encoding {version!r}")
+    commitments = table.column("identity_commitment").to_pylist()
+    if version <= 3:
+        digests = record_digests(table, version)
+        return [
+            None if c is None else leaf(d, c) for d, c in zip(digests, commitments, strict=True)
+        ]
+    columns = [fixed_values(table, name) for name in FIELDS[version]]
+    return [
+        None if c is None else hashlib.sha256(leaf_input_v4(list(row), c)).hexdigest()
+        for row, c in zip(zip(*columns, strict=True), commitments, strict=True)
+    ]
 
 
 def node(left: str, right: str) -> str:
@@ -305,12 +355,11 @@ def _check_rows(table: pa.Table, leaves: list[str], version: int, label: str) ->
     indices = table.column("leaf_index").to_pylist()
     if len(set(indices)) != len(indices):
         raise ValueError(f"{label}: a leaf index appears more than once")
-    commitments = table.column("identity_commitment").to_pylist()
-    digests = record_digests(table, version)
-    for rid, index, digest, commitment in zip(ids, indices, digests, commitments, strict=True):
+    computed = record_leaves(table, version)
+    for rid, index, leaf_hex in zip(ids, indices, computed, strict=True):
         if index is None or not 0 <= index < len(leaves):
             raise ValueError(f"{label}: record {rid} is not in the sealed tree")
-        if leaf(digest, commitment) != leaves[index]:
+        if leaf_hex != leaves[index]:
             raise ValueError(f"{label}: record {rid} (leaf {index}) differs from its seal")
 
 
@@ -339,20 +388,20 @@ def verify_package(folder: Path, public: bytes | None) -> tuple[int, list[str], 
     shas = records.column("source_sha256").to_pylist()
     ids = records.column("record_id").to_pylist()
     indices = records.column("leaf_index").to_pylist()
-    commitments = records.column("identity_commitment").to_pylist()
     by_version = {
-        v: record_digests(records, v)
+        v: record_leaves(records, v)
         for v in {parses.get(s, {}).get("commitment_encoding", 1) for s in shas}
     }
-    for row, (sha, rid, index, commitment) in enumerate(
-        zip(shas, ids, indices, commitments, strict=True)
-    ):
+    for row, (sha, rid, index) in enumerate(zip(shas, ids, indices, strict=True)):
         parse, proof = parses.get(sha), proofs.pop((sha, index), None)
+        leaf_hex = None if parse is None else by_version[parse.get("commitment_encoding", 1)][row]
         if parse is None or proof is None:
             problems.append(f"record {rid}: no proof against a sealed file")
             continue
-        digest = by_version[parse.get("commitment_encoding", 1)][row]
-        batch_root = root_from_path(leaf(digest, commitment), proof["batch_path"])
+        if leaf_hex is None:
+            problems.append(f"record {rid}: it has no identity commitment")
+            continue
+        batch_root = root_from_path(leaf_hex, proof["batch_path"])
         if batch_root != parse["batch_roots"][proof["batch"]]:
             problems.append(f"record {rid}: its fields do not reach the sealed root")
         elif root_from_path(batch_root, proof["file_path"]) != parse["merkle_root"]:

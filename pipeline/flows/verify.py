@@ -30,8 +30,7 @@ from pipeline.proof.commitments import (
     encoding_of,
     file_root,
     gold_form,
-    leaf,
-    record_digest,
+    leaves_of,
     subtree_roots,
 )
 from pipeline.proof.crypto import DecryptionError
@@ -507,12 +506,11 @@ def _record_problem(
     outside = rows.filter((idx < 0) | (idx >= len(leaves)) | idx.is_null())
     if len(outside):
         return f"record {outside.get_column('record_id')[0]} is not in the sealed tree (added)"
-    computed = rows.select(
-        "record_id",
-        "leaf_index",
-        leaf(record_digest(encoding), pl.col("identity_commitment")).alias("_leaf"),
-    ).with_columns(pl.Series("_sealed", leaves.gather(idx)))
-    bad = computed.filter(pl.col("_leaf") != pl.col("_sealed"))
+    computed = rows.select("record_id", "leaf_index").with_columns(
+        leaves_of(rows, encoding).alias("_leaf"), pl.Series("_sealed", leaves.gather(idx))
+    )
+    # A missing identity commitment gives no leaf: it differs, never passes as unknown.
+    bad = computed.filter(pl.col("_leaf").ne_missing(pl.col("_sealed")))
     if len(bad):
         return (
             f"record {bad.get_column('record_id')[0]} (leaf {bad.get_column('leaf_index')[0]}) "

@@ -2,12 +2,12 @@
 even after its identifiers are deleted.
 
 For every kept record, at ingestion:
-- `record digest` = SHA-256 of the canonical encoding of its retained (gold) fields;
 - `identity commitment` = HMAC-SHA256 under the file's data key of the record's leaf index and
   its end users' normalised identifiers; it binds them to the record and, once the key is
   destroyed at the 12-month purge, reveals nothing about them. The leaf index makes every
   record's commitment different, so equal parties cannot be linked across gold records by it;
-- `leaf` = SHA-256("L" + record digest + identity commitment), hex text.
+- `leaf` = SHA-256 of the record's retained (gold) fields in a canonical encoding and its
+  identity commitment, hex text.
 
 Leaves are numbered in file order (`leaf_index`, kept in silver and gold with the identity
 commitment). Each ingest batch's leaves are cut into blocks of `COMMIT_BLOCK` (256)
@@ -21,23 +21,30 @@ SHA-256("N" + left + right) over hex text; a level with an odd count promotes it
 The leaves themselves are stored at `proofs/<sha256>.parquet`: a verifier recomputes a record's
 leaf from the record, finds it at its index, and recomputes the roots, with nothing but SHA-256.
 
-Canonical encoding of a record (docs/commitments.md spells it out with worked examples; a
-verifier needs nothing but SHA-256): the fields of `retained_fields(version)`, in order, each
-written as `<byte length>:<text>` or `-` for null, joined with `|`; text is UTF-8, integers in
-decimal, timestamps as integer microseconds since the Unix epoch (UTC).
-
-The encoding is versioned; the parse entry states the one its file was committed with
-(`commitment_encoding`; absent means 1), and verifiers support every version:
-- 3 (current): as 2, and it covers `origin_domain` and `destination_domain` (after
-  `destination_country`), the routing value gold keeps for an e-mail or SIP party, so a domain
-  can be shown to be the sealed one after the identifiers (and the key of the identity
-  commitment) are gone.
-- 2: floats as the decimal signed 64-bit integer whose bits are the value's IEEE-754
-  binary64 form (`struct.unpack(">q", struct.pack(">d", x))[0]`); `source` and `source_file`
-  are not covered, so a record's leaf does not depend on the name or folder the bytes arrived
-  under (both stay in the signed seal entry, and `source_sha256` ties the record to the bytes);
-  it covers `channel_detail` (a channel outside the known set, as the source wrote it).
-- 1: every canonical field, floats as polars writes them as text (`1e-7`, `3600.0`).
+Canonical encodings (docs/commitments.md spells them out with worked examples; a verifier
+needs nothing but SHA-256) are versioned; the parse entry states the one its file was committed
+with (`commitment_encoding`; absent means 1), and verifiers support every version:
+- 4 (current): leaf = SHA-256 of `L`, one byte per field (1 present, 0 null), one signed
+  64-bit big-endian integer per field (a text's length in UTF-8 bytes, an integer, a
+  timestamp's microseconds since the Unix epoch, a float's IEEE-754 binary64 bits; 0 for null),
+  the present texts' UTF-8 bytes one after another, and the identity commitment (hex). Fixed
+  width where the others format text, so it is computed in a few vector passes and one hash.
+  The fields are those of version 3.
+- 1 to 3: `record digest` = SHA-256 of the fields of `retained_fields(version)`, in order, each
+  written as `<byte length>:<text>` or `-` for null, joined with `|`; text is UTF-8, integers
+  in decimal, timestamps as integer microseconds since the Unix epoch (UTC);
+  leaf = SHA-256("L" + record digest + identity commitment), hex text. By version:
+  - 3: as 2, and it covers `origin_domain` and `destination_domain` (after
+    `destination_country`), the routing value gold keeps for an e-mail or SIP party, so a
+    domain can be shown to be the sealed one after the identifiers (and the key of the identity
+    commitment) are gone.
+  - 2: floats as the decimal signed 64-bit integer whose bits are the value's IEEE-754
+    binary64 form (`struct.unpack(">q", struct.pack(">d", x))[0]`); `source` and
+    `source_file` are not covered, so a record's leaf does not depend on the name or folder the
+    bytes arrived under (both stay in the signed seal entry, and `source_sha256` ties the
+    record to the bytes); it covers `channel_detail` (a channel outside the known set, as the
+    source wrote it).
+  - 1: every canonical field, floats as polars writes them as text (`1e-7`, `3600.0`).
 """
 
 from __future__ import annotations
@@ -49,12 +56,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 import polars_hash  # noqa: F401  (registers the .chash namespace)
+import pyarrow as pa
 
 from pipeline.records.schema import CANONICAL, DERIVED_DOMAINS, RETAINED
 
 #: the encoding new files are committed with
-ENCODING = 3
-ENCODINGS = (1, 2, 3)
+ENCODING = 4
+ENCODINGS = (1, 2, 3, 4)
 #: fields set by the name and folder a file arrived under: in the seal, not in the leaf (v2)
 NAME_FIELDS = ("source", "source_file")
 #: leaves per committed block: a record's proof reads and hashes one block, not its batch
@@ -69,7 +77,7 @@ def retained_fields(version: int = ENCODING) -> list[str]:
         return [f for f in RETAINED if f not in ("channel_detail", *DERIVED_DOMAINS)]
     if version == 2:  # before the domains existed
         return [f for f in RETAINED if f not in (*NAME_FIELDS, *DERIVED_DOMAINS)]
-    return [f for f in RETAINED if f not in NAME_FIELDS]
+    return [f for f in RETAINED if f not in NAME_FIELDS]  # 3 and 4
 
 
 def encoding_of(parse_body: dict[str, Any]) -> int:
@@ -100,8 +108,10 @@ def _field(name: str, dtype: pl.DataType, version: int) -> pl.Expr:
     )
 
 
-def record_digest(version: int = ENCODING) -> pl.Expr:
-    """SHA-256 (hex) of the canonical encoding of a row's retained fields."""
+def record_digest(version: int) -> pl.Expr:
+    """SHA-256 (hex) of the canonical encoding of a row's retained fields (versions 1 to 3)."""
+    if version > 3:
+        raise ValueError(f"encoding {version} has no record digest: its leaf hashes the fields")
     parts = [_field(name, CANONICAL[name], version) for name in retained_fields(version)]
     return pl.concat_str(parts, separator="|").chash.sha2_256()  # type: ignore[attr-defined]
 
@@ -119,7 +129,72 @@ def identity_commitment(
 
 
 def leaf(digest: pl.Expr, commitment: pl.Expr) -> pl.Expr:
+    """A leaf of encodings 1 to 3: its record digest bound to its identity commitment."""
     return (pl.lit("L") + digest + commitment).chash.sha2_256()  # type: ignore[attr-defined]
+
+
+def leaves_of(
+    rows: pl.DataFrame, version: int = ENCODING, commitment: str = "identity_commitment"
+) -> pl.Series:
+    """Each row's Merkle leaf (hex) from its retained fields, as gold holds them, and its
+    identity commitment (the `commitment` column), under one encoding version. A row without
+    an identity commitment gets no leaf (null), so it never matches a sealed one."""
+    if version <= 3:
+        return rows.select(leaf(record_digest(version), pl.col(commitment))).to_series()
+    head = pl.Series(_fixed_part(rows, retained_fields(version)))
+    texts = [pl.col(n) for n in retained_fields(version) if _is_text(CANONICAL[n])]
+    tail = rows.select(
+        pl.concat_str([*texts, pl.col(commitment)], ignore_nulls=True)
+        .cast(pl.Binary)
+        .alias("tail"),
+        pl.col(commitment).is_null().alias("none"),
+    )
+    return (
+        tail.with_columns(head.alias("head"))
+        .select(
+            pl.when(pl.col("none"))
+            .then(None)
+            .otherwise((pl.col("head") + pl.col("tail")).chash.sha2_256())  # type: ignore[attr-defined]
+        )
+        .to_series()
+    )
+
+
+def _is_text(dtype: pl.DataType) -> bool:
+    return not (dtype.is_numeric() or isinstance(dtype, pl.Datetime))
+
+
+def _fixed_part(rows: pl.DataFrame, fields: list[str]) -> pa.FixedSizeBinaryArray:
+    """Encoding 4's fixed-width start of every row: `L`, a presence byte per field, then a
+    big-endian signed 64-bit value per field (text length, integer, microseconds, float bits;
+    0 for null). Built as one byte matrix, with no text formatted."""
+    n, width = len(rows), len(fields)
+    values = rows.select(_fixed_value(name, CANONICAL[name]) for name in fields)
+    present = rows.select(pl.col(name).is_not_null() for name in fields).to_numpy()
+    big = np.empty((width, n), dtype=">i8")  # a field a row: each column copied in one pass
+    for i, name in enumerate(fields):
+        column = values.get_column(name).to_numpy()
+        big[i] = column.view(np.int64) if column.dtype == np.float64 else column
+    head = np.empty((n, 1 + 9 * width), dtype=np.uint8)
+    head[:, 0] = ord("L")
+    head[:, 1 : 1 + width] = present
+    head[:, 1 + width :] = np.ascontiguousarray(big.T).view(np.uint8).reshape(n, 8 * width)
+    return pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(head.shape[1]), n, [None, pa.py_buffer(head)]
+    )
+
+
+def _fixed_value(name: str, dtype: pl.DataType) -> pl.Expr:
+    col = pl.col(name)
+    if dtype == pl.Float64:
+        value = col.cast(pl.Float64).fill_null(0.0)  # its bits are taken by numpy
+    elif isinstance(dtype, pl.Datetime):
+        value = col.dt.epoch("us").fill_null(0)
+    elif _is_text(dtype):
+        value = col.str.len_bytes().cast(pl.Int64).fill_null(0)
+    else:
+        value = col.cast(pl.Int64).fill_null(0)
+    return value.alias(name)
 
 
 def record_leaves(records: pl.DataFrame, encodings: dict[str, int] | None = None) -> pl.Series:
@@ -127,16 +202,18 @@ def record_leaves(records: pl.DataFrame, encodings: dict[str, int] | None = None
     under the encoding its source file was committed with (`encodings`: SHA-256 → version;
     the current one where not given)."""
     encodings = encodings or {}
-    version = pl.col("source_sha256").replace_strict(encodings, default=ENCODING)
-    shas = records.get_column("source_sha256").unique().to_list()
-    used = sorted({encodings.get(sha, ENCODING) for sha in shas}) or [ENCODING]
-    # Only the versions present: records of older files may lack fields a later one covers.
-    return records.select(
-        pl.coalesce(
-            pl.when(version == v).then(leaf(record_digest(v), pl.col("identity_commitment")))
-            for v in used
-        )
+    version = records.select(
+        pl.col("source_sha256").replace_strict(encodings, default=ENCODING, return_dtype=pl.Int64)
     ).to_series()
+    used = version.unique().to_list()
+    if len(used) <= 1:
+        return leaves_of(records, used[0] if used else ENCODING).alias("leaf")
+    # Only each version's rows: records of older files may lack fields a later one covers.
+    out = pl.Series("leaf", [None] * len(records), dtype=pl.String)
+    for v in used:
+        at = (version == v).arg_true()
+        out = out.scatter(at, leaves_of(records[at], v))
+    return out
 
 
 def merkle_root(leaves: pl.Series) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline.proof.commitments import ENCODING, identity_commitment, leaf, record_digest
+from pipeline.proof.commitments import ENCODING, identity_commitment, leaves_of
 from pipeline.records.fingerprints import Fingerprints
 from pipeline.records.freetext import party_patterns, scrub
 from pipeline.records.normalise import (
@@ -282,7 +282,6 @@ def _commitments(
     leaf: its retained fields as gold holds them, bound to its end users' identifiers."""
     index = pl.int_range(leaf_offset, leaf_offset + pl.len(), dtype=pl.Int64)
     committed = gold_rows.select(
-        record_digest(ctx.commitment_encoding).alias("_digest"),
         identity_commitment(
             index,
             pl.when(_PERSONAL_O).then(pl.col("o_kind") + pl.lit(":") + pl.col("o_value")),
@@ -291,8 +290,11 @@ def _commitments(
         ).alias("identity_commitment"),
         index.alias("leaf_index"),
     )
-    leaves = committed.select(leaf(pl.col("_digest"), pl.col("identity_commitment"))).to_series()
-    return committed.drop("_digest"), leaves
+    leaves = leaves_of(
+        gold_rows.with_columns(committed.get_column("identity_commitment")),
+        ctx.commitment_encoding,
+    )
+    return committed, leaves
 
 
 def _vault(live: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
