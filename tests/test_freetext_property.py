@@ -104,3 +104,35 @@ def test_a_text_is_masked_exactly_when_it_holds_an_own_party_or_an_identifier(
             continue
         masked = sum(v == MASK for v in out[field]) - sum(v == MASK for v in df[field])
         assert counts.get(f"masked:{field}", 0) == masked
+
+
+def test_identifiers_typed_in_look_alike_characters_are_masked_in_free_text(res, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A number in full-width or Arabic-Indic digits, or an address in full-width letters, is
+    read as what it is: masked in a status or error code, its row quarantined in a record ID.
+    Searched only as ASCII, each was kept in gold for ten years."""
+    import datetime as dt
+
+    from pipeline.flows.ingest import ingest_file
+    from tests.helpers import all_text_outputs, find_identifiers, read_tier
+
+    wide = "＋９２ ３００ １２３４５６７"
+    arabic = "٠٣٠٠١٢٣٤٥٦٧"
+    address = "ａｌｉ＠ｅｘａｍｐｌｅ．ｃｏｍ"
+    path = tmp_path / "sms.csv"
+    path.write_text(
+        "record_id,event_time,channel,direction,origin,destination,status,error_code\n"
+        f"b1,2025-05-02T10:00:00Z,sms,outbound,InfoSMS,+923001234567,DELIVERED to {wide},\n"
+        f"b2,2025-05-02T10:01:00Z,sms,outbound,InfoSMS,+447797712345,ok,call {arabic}\n"
+        f"b3,2025-05-02T10:02:00Z,sms,outbound,InfoSMS,+447797712345,ok,fwd {address}\n"
+        "b4,2025-05-02T10:03:00Z,sms,outbound,InfoSMS,+447797712345,ok,E42\n"
+        f"id-{arabic},2025-05-02T10:04:00Z,sms,outbound,InfoSMS,+447797712345,ok,\n"
+    )
+    report = ingest_file(res, path, as_of=dt.date(2025, 6, 1))
+    assert (report.gold, report.quarantined) == (4, 1)
+    assert report.reasons == {"identifier_in:record_id": 1}
+    assert report.scrubbed == {"masked:status": 1, "masked:error_code": 2}
+    gold = read_tier(res.store, "gold/").sort("record_id")
+    assert gold.get_column("status").to_list() == [MASK, "ok", "ok", "ok"]
+    assert gold.get_column("error_code").to_list() == [None, MASK, MASK, "E42"]
+    needles = [wide, arabic, address, wide.replace(" ", ""), "3001234567", "ali@example.com"]
+    assert not find_identifiers(all_text_outputs(res.store), needles)

@@ -5,7 +5,8 @@ years, so before a record is kept each free-text field is:
 
 1. cleaned of control and invisible format characters (NUL, zero-width spaces ...), counted as
    `control:<field>`;
-2. searched for the record's own end users in any written form (the last nine digits of the
+2. read as a person would (`fold_lookalikes`: full-width and other scripts' digits as digits,
+   a full-width `＠` as `@`) and searched for the record's own end users in any written form (the last nine digits of the
    number, whatever separators surround them; the e-mail or SIP address, or its user part) and
    for anything shaped like an identifier (a number written with `+`, `00` or a trunk `0`; a bare
    international number, i.e. 8 to 15 digits a calling code and its lengths allow; an e-mail
@@ -24,6 +25,8 @@ import numpy as np
 import phonenumbers
 import polars as pl
 from phonenumbers import PhoneMetadata
+
+from pipeline.records.normalise import fold_lookalikes
 
 #: Fields a source fills with text of its own and the tiers keep as written.
 FREE_TEXT = (
@@ -160,8 +163,12 @@ def scrub(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
             for f in fields
         ),
     ).row(0, named=True)
-    flags = cleaned.select(_shaped_values(cleaned, f).alias(f) for f in fields).with_columns(
-        pl.col(f) | _own_values(cleaned, f) for f in fields
+    # Searched as a reader sees them: a number in full-width or Arabic-Indic digits is a number.
+    seen = cleaned.with_columns(
+        pl.col(f).map_batches(fold_lookalikes, return_dtype=pl.String) for f in fields
+    )
+    flags = seen.select(_shaped_values(seen, f).alias(f) for f in fields).with_columns(
+        pl.col(f) | _own_values(seen, f) for f in fields
     )
     for f in fields:
         if f in QUARANTINED:

@@ -15,6 +15,7 @@ flagged `_ambiguous` (and `_bad`), never kept as a literal sender ID.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from functools import cache
 
@@ -141,6 +142,27 @@ def normalise_addresses(
     return df.drop([name for _, temps in plans for name in temps])
 
 
+def fold_lookalikes(values: pl.Series) -> pl.Series:
+    """Values as a reader sees them: NFKC (a full-width `３` is `3`, `＠` is `@`, `²` is `2`),
+    every other script's decimal digit as its ASCII digit (`٣` is `3`), and invisible format
+    characters (zero-width spaces and joiners, direction marks) dropped. Only values with a
+    character outside ASCII are touched: they are rare, so they are folded one by one."""
+    wide = (values.str.len_bytes() != values.str.len_chars()).fill_null(False)
+    if not wide.any():
+        return values
+    at = wide.arg_true()
+    return values.clone().scatter(at, [_folded(v) for v in values.gather(at).to_list()])
+
+
+def _folded(value: str) -> str:
+    text = unicodedata.normalize("NFKC", value)
+    return "".join(
+        str(unicodedata.decimal(ch)) if ch.isdecimal() and not ch.isascii() else ch
+        for ch in text
+        if unicodedata.category(ch) != "Cf"
+    )
+
+
 def _stages(
     col: str, prefix: str, reg: Region | None, international: bool, alphanumeric: bool
 ) -> tuple[list[list[pl.Expr]], list[str]]:
@@ -156,7 +178,9 @@ def _stages(
                                         "ambiguous")}  # fmt: skip
     c = {k: pl.col(v) for k, v in t.items()}
     stages = [
-        _unwrapped(pl.col(col).str.strip_chars(), t),
+        _unwrapped(
+            pl.col(col).map_batches(fold_lookalikes, return_dtype=pl.String).str.strip_chars(), t
+        ),
         _scheme(c, t),
         _body(c, t),
         _user(c, t),
@@ -316,11 +340,18 @@ def _matches(nsn: pl.Expr, desc: object) -> pl.Expr | None:
     if not pattern:
         return None
     lengths = [n for n in getattr(desc, "possible_length", ()) if n > 0]
-    full = nsn.str.contains(f"^(?:{pattern})$")
+    full = nsn.str.contains(f"^(?:{_ascii(pattern)})$")
     return full & nsn.str.len_chars().is_in(lengths) if lengths else full
 
 
 @cache
+def _ascii(pattern: str) -> str:
+    """A metadata pattern with `\\d` as `[0-9]`: national numbers hold ASCII digits only (other
+    scripts' digits are folded first), and the Unicode class makes every batch's compile of the
+    pattern several times dearer."""
+    return pattern.replace("\\d", "[0-9]")
+
+
 def _valid_for(region_code: str) -> pl.Expr:
     """Whether `_nsn` is a valid number of a region: it matches the region's general description
     and one of its number types (phonenumbers' `is_valid_number_for_region`)."""
@@ -346,7 +377,7 @@ def _region_of(code: str) -> pl.Expr:
     chain = None
     for r in regions:
         lead = PhoneMetadata.metadata_for_region(r).leading_digits
-        rule = pl.col("_nsn").str.contains(f"^(?:{lead})") if lead else _valid_for(r)
+        rule = pl.col("_nsn").str.contains(f"^(?:{_ascii(lead)})") if lead else _valid_for(r)
         chain = (pl.when(rule) if chain is None else chain.when(rule)).then(pl.lit(r))
     assert chain is not None
     return chain.otherwise(None)
