@@ -607,3 +607,70 @@ def test_an_export_over_files_of_two_encodings_verifies_and_catches_an_edit_in_e
         ).write_parquet(folder / "records.parquet")
         code, out = _standalone("package", folder, tmp_path)
         assert code == 1 and f"record {target}: its fields do not reach the sealed root" in out
+
+
+def _forgery() -> tuple[pa.Table, pa.Table]:
+    """A record, and a forgery of it that encoding 4 would hash alike if it read each column as
+    the type it claims: `units` as the 5-byte text `ANSWE` (the header value of `units=5`), the
+    texts after it shifted left, five characters taken off the commitment."""
+    c = "5b1f0c3a2e4d6f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708"
+    row: dict[str, object] = {f: None for f in retained_fields(ENCODING)}
+    row |= {"record_id": "call-1", "source_sha256": "a" * 64, "source_line": 17, "units": 5,
+            "event_time": dt.datetime(2025, 3, 15, 9, 30, tzinfo=dt.UTC), "channel": "voice",
+            "status": "ANSWERED", "currency": "USD", "duration_s": 65.5}  # fmt: skip
+    forged = row | {"units": "ANSWE", "status": "REDUSD" + c[:2], "currency": c[2:5]}
+    times = {"event_time": pa.timestamp("us", "UTC"), "end_time": pa.timestamp("us", "UTC")}
+
+    def table(
+        values: dict[str, object], commitment: str, types: dict[str, pa.DataType]
+    ) -> pa.Table:
+        columns = {f: pa.array([values[f]], types.get(f)) for f in retained_fields(ENCODING)}
+        return pa.table(columns | {"identity_commitment": pa.array([commitment])})
+
+    return table(row, c, times), table(forged, c[5:], times | {"units": pa.string()})
+
+
+def test_encoding_4_reads_each_field_as_its_kind_so_bytes_cannot_move_between_fields(
+    tmp_path: Path,
+) -> None:
+    original, forged = _forgery()
+    sealed = standalone.record_leaves(original, ENCODING)[0]
+    assert sealed == leaves_of(pl.from_arrow(original), ENCODING).item()  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="units is stored as string"):
+        standalone.record_leaves(forged, ENCODING)
+    with pytest.raises(pl.exceptions.InvalidOperationError):
+        leaves_of(pl.from_arrow(forged), ENCODING)  # type: ignore[arg-type]
+    # A float stored as the integer of its bits is refused too.
+    bits = struct.unpack(">q", struct.pack(">d", 65.5))[0]
+    as_int = original.set_column(
+        original.schema.get_field_index("duration_s"), "duration_s", pa.array([bits])
+    )
+    with pytest.raises(ValueError, match="duration_s is stored as int64"):
+        standalone.record_leaves(as_int, ENCODING)
+    assert leaves_of(pl.from_arrow(as_int), ENCODING).item() != sealed  # type: ignore[arg-type]
+    # A commitment that is not 64 hex characters gives no leaf.
+    short = original.set_column(
+        original.schema.get_field_index("identity_commitment"), "identity_commitment",
+        pa.array(["5b1f0c"]),
+    )  # fmt: skip
+    assert standalone.record_leaves(short, ENCODING) == [None]
+    assert leaves_of(pl.from_arrow(short), ENCODING).to_list() == [None]  # type: ignore[arg-type]
+
+
+def test_encoding_4_gives_one_leaf_whatever_type_parquet_reads_a_column_back_as() -> None:
+    """Timestamps in other units and zones, narrower integers, dictionary texts and columns
+    with no type (all null) are the same values: the same leaf, in both implementations."""
+    original, _ = _forgery()
+    frame = pl.from_arrow(original)
+    assert isinstance(frame, pl.DataFrame)
+    sealed = leaves_of(frame, ENCODING).item()
+    variants = [
+        frame.with_columns(
+            pl.col("event_time").dt.convert_time_zone("Asia/Karachi").dt.cast_time_unit("ns")
+        ),
+        frame.with_columns(pl.col("units").cast(pl.Int32), pl.col("status").cast(pl.Categorical)),
+        frame.with_columns(pl.lit(None).alias("end_time"), pl.lit(None).alias("error_code")),
+    ]
+    for variant in variants:
+        assert leaves_of(variant, ENCODING).item() == sealed
+        assert standalone.record_leaves(variant.to_arrow(), ENCODING) == [sealed]

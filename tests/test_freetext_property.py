@@ -126,13 +126,14 @@ def test_identifiers_typed_in_look_alike_characters_are_masked_in_free_text(res,
         f"b3,2025-05-02T10:02:00Z,sms,outbound,InfoSMS,+447797712345,ok,fwd {address}\n"
         "b4,2025-05-02T10:03:00Z,sms,outbound,InfoSMS,+447797712345,ok,E42\n"
         f"id-{arabic},2025-05-02T10:04:00Z,sms,outbound,InfoSMS,+447797712345,ok,\n"
+        "b5,2025-05-02T10:05:00Z,sms,outbound,InfoSMS,+447797712345,ok,to +92\u2013300\u20131234567\n"
     )
     report = ingest_file(res, path, as_of=dt.date(2025, 6, 1))
-    assert (report.gold, report.quarantined) == (4, 1)
+    assert (report.gold, report.quarantined) == (5, 1)
     assert report.reasons == {"identifier_in:record_id": 1}
-    assert report.scrubbed == {"masked:status": 1, "masked:error_code": 2}
+    assert report.scrubbed == {"masked:status": 1, "masked:error_code": 3}
     gold = read_tier(res.store, "gold/").sort("record_id")
-    assert gold.get_column("status").to_list() == [MASK, "ok", "ok", "ok"]
-    assert gold.get_column("error_code").to_list() == [None, MASK, MASK, "E42"]
+    assert gold.get_column("status").to_list() == [MASK, "ok", "ok", "ok", "ok"]
+    assert gold.get_column("error_code").to_list() == [None, MASK, MASK, "E42", MASK]
     needles = [wide, arabic, address, wide.replace(" ", ""), "3001234567", "ali@example.com"]
     assert not find_identifiers(all_text_outputs(res.store), needles)

@@ -7,6 +7,8 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
+import time
 from pathlib import Path
 
 import polars as pl
@@ -431,3 +433,34 @@ def test_an_expired_lease_is_taken_over(res: Resources, tmp_path: Path) -> None:
     assert ingest_file(res, g.path, as_of=AS_OF).status == "ingested"
     with lease(res.store, sha) as held, lease(res.store, sha) as second:
         assert held and not second  # a live lease keeps others out
+
+
+def test_the_lease_of_a_killed_run_not_yet_reaped_is_taken_over(
+    res: Resources, tmp_path: Path
+) -> None:
+    """Right after `kill -9` the run's PID still answers a signal until its parent reaps it (a
+    zombie); a rerun then must not wait out the lease as if the run were still ingesting."""
+    import signal
+    import subprocess
+    import sys
+
+    from pipeline.core import layout, staging
+
+    g = generate("canonical_csv", tmp_path / "cdr.csv", 200, start=dt.date(2025, 3, 1))
+    sha = hashlib.sha256(g.path.read_bytes()).hexdigest()
+    victim = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        os.kill(victim.pid, signal.SIGKILL)
+        for _ in range(100):  # killed, not reaped: its state turns to Z
+            if Path(f"/proc/{victim.pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
+                break
+            time.sleep(0.05)
+        tag = f"{staging.owner_tag().split('-')[0]}-{victim.pid}-"
+        assert staging.dead_here(tag + "x")
+        expires = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+        held = {"owner": f"someone/{tag}abc", "expires": expires}
+        res.store.put_bytes(layout.lease_key(sha), json.dumps(held).encode())
+        assert ingest_file(res, g.path, as_of=AS_OF).status == "ingested"
+    finally:
+        victim.wait(10)
+    assert not staging.dead_here(f"{staging.owner_tag()}x")  # this process is alive

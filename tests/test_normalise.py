@@ -220,6 +220,8 @@ LOOKALIKES = [
     "＋92 300 1234567",  # full-width plus
     "tel:+９２-３００-１２３４５６７",
     "+92\u00b3001234567",  # a superscript three
+    "0300\u20131234567",  # en dash
+    "+92\u2212300\u22121234567",  # minus signs
 ]
 
 
@@ -283,3 +285,32 @@ def test_a_file_with_a_number_in_look_alike_forms_is_ingested_as_one_person(res,
     assert silver.get_column("destination").n_unique() == 1
     assert set(silver.get_column("destination_country")) == {"PK"}
     assert not find_identifiers(all_text_outputs(res.store), [*forms, "3001234567"])
+
+
+def test_records_ingested_before_folding_are_found_by_the_form_they_were_typed_in(
+    res, tmp_path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """A PBX user name in full-width letters was tokenised as written before look-alikes were
+    folded; a request naming it that way still finds (and so erases) those records."""
+    import datetime as dt
+
+    from pipeline.flows.ingest import ingest_file
+    from pipeline.records import normalise as module
+    from pipeline.records.lookup import identifier_tokens, normalised_identifiers
+    from tests.helpers import read_tier
+
+    typed = "sip:ｊｏｈｎ@pbx.example.com"
+    assert normalised_identifiers([typed], "PK") == [
+        ("sip", "john@pbx.example.com"), ("sip", "ｊｏｈｎ@pbx.example.com"),
+    ]  # fmt: skip
+    path = tmp_path / "calls.csv"
+    path.write_text(
+        "record_id,event_time,channel,direction,origin,destination,status\n"
+        f"c1,2025-05-02T10:00:00Z,voice,outbound,+923001234567,{typed},ANSWERED\n"
+    )
+    with monkeypatch.context() as before:
+        before.setattr(module, "fold_lookalikes", lambda values: values)
+        assert ingest_file(res, path, as_of=dt.date(2025, 6, 1)).status == "ingested"
+    stored = read_tier(res.store, "silver/").get_column("destination").item()
+    assert stored in identifier_tokens(res.keyring, [typed], "PK")
+    assert stored not in identifier_tokens(res.keyring, ["sip:john@pbx.example.com"], "PK")

@@ -24,6 +24,7 @@ import argparse
 import base64
 import hashlib
 import json
+import re
 import struct
 import sys
 from decimal import Decimal
@@ -108,12 +109,32 @@ def leaf(digest: str, identity_commitment: str) -> str:
     return hashlib.sha256(f"L{digest}{identity_commitment}".encode()).hexdigest()
 
 
+# Encoding 4 reads every field as its own kind, whatever type a Parquet column claims: a text
+# stored where a number belongs (or a float as an integer) is refused, never hashed as if it
+# were one, since the fixed-width form would then let bytes move between fields.
+INTEGERS = ("source_line", "units")
+TIMESTAMPS = ("event_time", "end_time")
+FLOATS = ("duration_s", "price")
+COMMITMENT = re.compile("[0-9a-f]{64}")
+
+
 def fixed_values(table: pa.Table, name: str) -> list[tuple[int, bytes] | None]:
     """Encoding 4: each row's (64-bit value, text bytes) of one field, None for null. A text's
     value is its length in bytes; an integer is itself; a timestamp its microseconds since the
     epoch; a float the signed integer with its IEEE-754 binary64 bits."""
     column = table.column(name)
     kind = column.type
+    if pa.types.is_dictionary(kind):
+        column, kind = column.cast(kind.value_type), kind.value_type
+    if pa.types.is_null(kind):
+        return [None] * len(column)
+    expected = {
+        **dict.fromkeys(INTEGERS, pa.types.is_integer),
+        **dict.fromkeys(TIMESTAMPS, pa.types.is_timestamp),
+        **dict.fromkeys(FLOATS, pa.types.is_floating),
+    }.get(name, lambda t: pa.types.is_string(t) or pa.types.is_large_string(t))
+    if not expected(kind):
+        raise ValueError(f"{name} is stored as {kind}, not as the kind encoding 4 commits")
     if pa.types.is_timestamp(kind):
         values = column.cast(pa.timestamp("us", kind.tz)).cast(pa.int64()).to_pylist()
         return [None if v is None else (v, b"") for v in values]
@@ -124,7 +145,7 @@ def fixed_values(table: pa.Table, name: str) -> list[tuple[int, bytes] | None]:
         ]
     if pa.types.is_integer(kind):
         return [None if v is None else (v, b"") for v in column.to_pylist()]
-    texts = [None if v is None else str(v).encode() for v in column.to_pylist()]
+    texts = [None if v is None else v.encode() for v in column.to_pylist()]
     return [None if t is None else (len(t), t) for t in texts]
 
 
@@ -138,7 +159,8 @@ def leaf_input_v4(row: list[tuple[int, bytes] | None], identity_commitment: str)
 
 
 def record_leaves(table: pa.Table, version: int) -> list[str | None]:
-    """Each row's leaf (hex) under an encoding; None where it has no identity commitment."""
+    """Each row's leaf (hex) under an encoding; None where it has no identity commitment (or,
+    from encoding 4, one that is not 64 lowercase hex characters)."""
     if version not in FIELDS:
         raise ValueError(f"unknown commitment encoding {version!r}")
     commitments = table.column("identity_commitment").to_pylist()
@@ -149,7 +171,9 @@ def record_leaves(table: pa.Table, version: int) -> list[str | None]:
         ]
     columns = [fixed_values(table, name) for name in FIELDS[version]]
     return [
-        None if c is None else hashlib.sha256(leaf_input_v4(list(row), c)).hexdigest()
+        hashlib.sha256(leaf_input_v4(list(row), c)).hexdigest()
+        if c is not None and COMMITMENT.fullmatch(c)
+        else None
         for row, c in zip(zip(*columns, strict=True), commitments, strict=True)
     ]
 

@@ -44,7 +44,18 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process killed (`kill -9`) that its parent has not reaped yet: it is gone, though
+    its PID still answers a signal. Read from `/proc`; elsewhere it counts as alive."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rpartition(")")[2].split()
+    return bool(fields) and fields[0] == "Z"
 
 
 def dead_here(tag: str) -> bool:

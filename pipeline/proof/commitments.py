@@ -142,12 +142,13 @@ def leaves_of(
     if version <= 3:
         return rows.select(leaf(record_digest(version), pl.col(commitment))).to_series()
     head = pl.Series(_fixed_part(rows, retained_fields(version)))
-    texts = [pl.col(n) for n in retained_fields(version) if _is_text(CANONICAL[n])]
+    texts = [pl.col(n).cast(pl.String) for n in retained_fields(version) if _is_text(CANONICAL[n])]
     tail = rows.select(
         pl.concat_str([*texts, pl.col(commitment)], ignore_nulls=True)
         .cast(pl.Binary)
         .alias("tail"),
-        pl.col(commitment).is_null().alias("none"),
+        # Fixed width: a commitment of another length could take bytes from the texts.
+        (pl.col(commitment).str.len_bytes() != 64).fill_null(True).alias("none"),
     )
     return (
         tail.with_columns(head.alias("head"))
@@ -185,13 +186,17 @@ def _fixed_part(rows: pl.DataFrame, fields: list[str]) -> pa.FixedSizeBinaryArra
 
 
 def _fixed_value(name: str, dtype: pl.DataType) -> pl.Expr:
+    """Every field read as its canonical kind: a column stored as another type is cast to it
+    (or refused), never hashed as the kind it happens to have."""
     col = pl.col(name)
+    if isinstance(dtype, pl.Datetime):
+        col = col.cast(dtype)  # an all-null column read back without a type, too
     if dtype == pl.Float64:
         value = col.cast(pl.Float64).fill_null(0.0)  # its bits are taken by numpy
     elif isinstance(dtype, pl.Datetime):
         value = col.dt.epoch("us").fill_null(0)
     elif _is_text(dtype):
-        value = col.str.len_bytes().cast(pl.Int64).fill_null(0)
+        value = col.cast(pl.String).str.len_bytes().cast(pl.Int64).fill_null(0)
     else:
         value = col.cast(pl.Int64).fill_null(0)
     return value.alias(name)

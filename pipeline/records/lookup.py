@@ -44,15 +44,13 @@ def default_region(given: str | None, configured: str | None) -> str | None:
 def normalised_identifiers(
     identifiers: list[str], default_region: str | None
 ) -> list[tuple[str, str]]:
-    """(kind, normalised value) for each identifier, in order."""
+    """(kind, normalised value) for each identifier, in order; then, for one typed with
+    look-alike characters (`fold_lookalikes`), also the value ingestion gave that form before it
+    folded them, so records ingested then are found (and erased) too."""
     if not identifiers:
         return []
-    df = normalise_addresses(
-        pl.DataFrame({"raw": identifiers}, schema={"raw": pl.String}),
-        {"raw": "a"},
-        default_region,
-        international=False,
-    )
+    raw = pl.DataFrame({"raw": identifiers}, schema={"raw": pl.String})
+    df = normalise_addresses(raw, {"raw": "a"}, default_region, international=False)
     out = []
     for i, (kind, value, bad) in enumerate(df.select("a_kind", "a_value", "a_bad").iter_rows(), 1):
         if bad or kind not in PERSONAL_KINDS:
@@ -61,6 +59,10 @@ def normalised_identifiers(
                 + ("" if default_region else f" ({HOW_TO_GIVE_REGION})")
             )
         out.append((kind, value))
+    as_before = normalise_addresses(raw, {"raw": "a"}, default_region, False, fold=False)
+    for kind, value, bad in as_before.select("a_kind", "a_value", "a_bad").iter_rows():
+        if not bad and kind in PERSONAL_KINDS and (kind, value) not in out:
+            out.append((kind, value))
     return out
 
 

@@ -121,8 +121,12 @@ def normalise_addresses(
     default_region: str | None,
     international: bool,
     alphanumeric: bool = True,
+    fold: bool = True,
 ) -> pl.DataFrame:
     """For each `column: prefix`, add `{prefix}_value`, `_kind`, `_cc`, `_bad` and `_ambiguous`.
+
+    `fold=False` reads values without `fold_lookalikes`, as ingestion did before it folded (only
+    to find the tokens of records ingested then).
 
     `international` says the source writes numbers in international form without `+`
     (messaging APIs); otherwise digits without `+`/`00` are read as national numbers of
@@ -135,7 +139,8 @@ def normalise_addresses(
     """
     reg = region(default_region) if default_region else None
     plans = [
-        _stages(col, prefix, reg, international, alphanumeric) for col, prefix in columns.items()
+        _stages(col, prefix, reg, international, alphanumeric, fold)
+        for col, prefix in columns.items()
     ]
     for stage in zip(*(stages for stages, _ in plans), strict=True):
         df = df.with_columns([e for exprs in stage for e in exprs])
@@ -144,8 +149,8 @@ def normalise_addresses(
 
 def fold_lookalikes(values: pl.Series) -> pl.Series:
     """Values as a reader sees them: NFKC (a full-width `３` is `3`, `＠` is `@`, `²` is `2`),
-    every other script's decimal digit as its ASCII digit (`٣` is `3`), and invisible format
-    characters (zero-width spaces and joiners, direction marks) dropped. Only values with a
+    every other script's decimal digit as its ASCII digit (`٣` is `3`), dashes as `-`, and
+    invisible format characters (zero-width spaces and joiners, direction marks) dropped. Only values with a
     character outside ASCII are touched: they are rare, so they are folded one by one."""
     wide = (values.str.len_bytes() != values.str.len_chars()).fill_null(False)
     if not wide.any():
@@ -155,16 +160,24 @@ def fold_lookalikes(values: pl.Series) -> pl.Series:
 
 
 def _folded(value: str) -> str:
-    text = unicodedata.normalize("NFKC", value)
     return "".join(
-        str(unicodedata.decimal(ch)) if ch.isdecimal() and not ch.isascii() else ch
-        for ch in text
+        _READ_AS.get(ch)
+        or (str(unicodedata.decimal(ch)) if ch.isdecimal() and not ch.isascii() else ch)
+        for ch in unicodedata.normalize("NFKC", value)
         if unicodedata.category(ch) != "Cf"
     )
 
 
+#: Dashes a number is written with (en dash, minus sign ...) read as the ASCII hyphen.
+_READ_AS = {chr(c): "-" for c in (0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212)}
+
+
+def _read(col: pl.Expr, fold: bool) -> pl.Expr:
+    return col.map_batches(fold_lookalikes, return_dtype=pl.String) if fold else col
+
+
 def _stages(
-    col: str, prefix: str, reg: Region | None, international: bool, alphanumeric: bool
+    col: str, prefix: str, reg: Region | None, international: bool, alphanumeric: bool, fold: bool
 ) -> tuple[list[list[pl.Expr]], list[str]]:
     """The expression stages for one address column, and the temporary columns they add.
 
@@ -178,9 +191,7 @@ def _stages(
                                         "ambiguous")}  # fmt: skip
     c = {k: pl.col(v) for k, v in t.items()}
     stages = [
-        _unwrapped(
-            pl.col(col).map_batches(fold_lookalikes, return_dtype=pl.String).str.strip_chars(), t
-        ),
+        _unwrapped(_read(pl.col(col), fold).str.strip_chars(), t),
         _scheme(c, t),
         _body(c, t),
         _user(c, t),
@@ -344,7 +355,6 @@ def _matches(nsn: pl.Expr, desc: object) -> pl.Expr | None:
     return full & nsn.str.len_chars().is_in(lengths) if lengths else full
 
 
-@cache
 def _ascii(pattern: str) -> str:
     """A metadata pattern with `\\d` as `[0-9]`: national numbers hold ASCII digits only (other
     scripts' digits are folded first), and the Unicode class makes every batch's compile of the
@@ -352,6 +362,7 @@ def _ascii(pattern: str) -> str:
     return pattern.replace("\\d", "[0-9]")
 
 
+@cache
 def _valid_for(region_code: str) -> pl.Expr:
     """Whether `_nsn` is a valid number of a region: it matches the region's general description
     and one of its number types (phonenumbers' `is_valid_number_for_region`)."""
