@@ -131,6 +131,22 @@ def test_standalone_verifier_agrees_with_verify_on_the_demo_store_before_and_aft
     assert code == 1 and f"record {target} " in out
 
 
+def _extracted_export(
+    res: Resources, truth: pl.DataFrame | None, tmp_path: Path
+) -> tuple[Path, bytes]:
+    """An export of a Pakistani end user of `truth`, verified and extracted: the folder and the
+    seal public key."""
+    assert truth is not None
+    person = truth.filter(pl.col("e164").str.starts_with("+92")).get_column("e164")[0]
+    blob, _, secret = _export(res, person)
+    seal_pem = res.keyring.public_key_pem().encode()
+    verdict = verify_package(blob, secret, seal_pem)
+    assert verdict.ok, verdict.problems
+    folder = tmp_path / "package"
+    extract(verdict, folder)
+    return folder, seal_pem
+
+
 def test_standalone_verifier_agrees_with_verify_export_on_an_extracted_package(
     res: Resources, tmp_path: Path
 ) -> None:
@@ -138,14 +154,7 @@ def test_standalone_verifier_agrees_with_verify_export_on_an_extracted_package(
         "canonical_csv", tmp_path / "cdr.csv", 1500, start=dt.date(2025, 3, 1), months=2, people=30
     )
     ingest_file(res, g.path, as_of=dt.date(2025, 6, 1))
-    assert g.truth is not None
-    person = g.truth.filter(pl.col("e164").str.starts_with("+92")).get_column("e164")[0]
-    blob, _, secret = _export(res, person)
-    seal_pem = res.keyring.public_key_pem().encode()
-    verdict = verify_package(blob, secret, seal_pem)
-    assert verdict.ok, verdict.problems
-    folder = tmp_path / "package"
-    extract(verdict, folder)
+    folder, seal_pem = _extracted_export(res, g.truth, tmp_path)
     (tmp_path / "seal.pem").write_bytes(seal_pem)
     code, out = _standalone("package", folder, tmp_path, "--public-key", str(tmp_path / "seal.pem"))
     assert code == 0, out
@@ -587,14 +596,7 @@ def test_an_export_over_files_of_two_encodings_verifies_and_catches_an_edit_in_e
         body = json.loads(res.store.get_bytes(parse_key(sha)))["body"]
         assert body["commitment_encoding"] == version
     assert run_verify(res, VerifyRequest(expectations=False)).ok
-    assert old.truth is not None
-    person = old.truth.filter(pl.col("e164").str.starts_with("+92")).get_column("e164")[0]
-    blob, _, secret = _export(res, person)
-    seal_pem = res.keyring.public_key_pem().encode()
-    verdict = verify_package(blob, secret, seal_pem)
-    assert verdict.ok, verdict.problems
-    folder = tmp_path / "package"
-    extract(verdict, folder)
+    folder, _ = _extracted_export(res, old.truth, tmp_path)
     records = pl.read_parquet(folder / "records.parquet")
     assert set(records.get_column("source_sha256")) == {old_sha, new_sha}
     code, out = _standalone("package", folder, tmp_path)
