@@ -6,11 +6,11 @@ years, so before a record is kept each free-text field is:
 1. cleaned of control and invisible format characters (NUL, zero-width spaces ...), counted as
    `control:<field>`;
 2. read as a person would (`fold_lookalikes`: full-width and other scripts' digits as digits,
-   a full-width `＠` as `@`) and searched for the record's own end users in any written form (the last nine digits of the
-   number, whatever separators surround them; the e-mail or SIP address, or its user part) and
-   for anything shaped like an identifier (a number written with `+`, `00` or a trunk `0`; a bare
-   international number, i.e. 8 to 15 digits a calling code and its lengths allow; an e-mail
-   address).
+   a full-width `＠` as `@`) and searched for the record's own end users in any written form
+   (the last nine digits of the number, whatever separators surround them; the e-mail or SIP
+   address, or its user part) and for anything shaped like an identifier (a number written
+   with `+`, `00` or a trunk `0`; a bare international number, i.e. 8 to 15 digits a calling
+   code and its lengths allow; an e-mail address).
 
 A hit in `record_id` quarantines the row (`identifier_in:record_id`): an ID cannot be kept with a
 part blanked (two IDs would become one) nor replaced (it would no longer be the platform's ID).

@@ -150,8 +150,9 @@ def normalise_addresses(
 def fold_lookalikes(values: pl.Series) -> pl.Series:
     """Values as a reader sees them: NFKC (a full-width `３` is `3`, `＠` is `@`, `²` is `2`),
     every other script's decimal digit as its ASCII digit (`٣` is `3`), dashes as `-`, and
-    invisible format characters (zero-width spaces and joiners, direction marks) dropped. Only values with a
-    character outside ASCII are touched: they are rare, so they are folded one by one."""
+    invisible format characters (zero-width spaces and joiners, direction marks) dropped. Only
+    values with a character outside ASCII are touched: they are rare, so they are folded one by
+    one."""
     wide = (values.str.len_bytes() != values.str.len_chars()).fill_null(False)
     if not wide.any():
         return values
