@@ -189,12 +189,10 @@ def _fixed_value(name: str, dtype: pl.DataType) -> pl.Expr:
     """Every field read as its canonical kind: a column stored as another type is cast to it
     (or refused), never hashed as the kind it happens to have."""
     col = pl.col(name)
-    if isinstance(dtype, pl.Datetime):
-        col = col.cast(dtype)  # an all-null column read back without a type, too
     if dtype == pl.Float64:
         value = col.cast(pl.Float64).fill_null(0.0)  # its bits are taken by numpy
-    elif isinstance(dtype, pl.Datetime):
-        value = col.dt.epoch("us").fill_null(0)
+    elif isinstance(dtype, pl.Datetime):  # the cast: an all-null column read back untyped, too
+        value = col.cast(dtype).dt.epoch("us").fill_null(0)
     elif _is_text(dtype):
         value = col.cast(pl.String).str.len_bytes().cast(pl.Int64).fill_null(0)
     else:

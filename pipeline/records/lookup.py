@@ -11,7 +11,12 @@ import polars as pl
 
 from pipeline.core.errors import USAGE, PipelineError
 from pipeline.core.keys import TOKEN_KEY_VERSION, LocalKeyring
-from pipeline.records.normalise import PERSONAL_KINDS, normalise_addresses, region
+from pipeline.records.normalise import (
+    PERSONAL_KINDS,
+    fold_lookalikes,
+    normalise_addresses,
+    region,
+)
 from pipeline.records.tokenise import token
 
 
@@ -59,6 +64,8 @@ def normalised_identifiers(
                 + ("" if default_region else f" ({HOW_TO_GIVE_REGION})")
             )
         out.append((kind, value))
+    if fold_lookalikes(raw.get_column("raw")).equals(raw.get_column("raw")):
+        return out  # nothing typed in look-alike characters: no earlier form to look up
     as_before = normalise_addresses(raw, {"raw": "a"}, default_region, False, fold=False)
     for kind, value, bad in as_before.select("a_kind", "a_value", "a_bad").iter_rows():
         if not bad and kind in PERSONAL_KINDS and (kind, value) not in out:
