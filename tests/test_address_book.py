@@ -45,3 +45,17 @@ def test_a_full_book_gives_every_batch_the_same_parties_as_an_empty_one(
     # the small book really started afresh, and stayed near its limit
     assert len(small._known) < len(roomy._known)  # type: ignore[arg-type]
     assert pl.concat([b.get_column("origin_raw") for b in batches]).n_unique() > 150
+
+
+def test_an_empty_batch_first_or_later_has_every_column(tmp_path: Path) -> None:
+    path = tmp_path / "cdr.csv"
+    generate("canonical_csv", path, 100, seed=1, people=10)
+    ctx = _context(path)
+    batch = next(iter(detect(path).parse(path, ParseOptions("PK", "UTC", 500))))
+    book = AddressBook()
+    first = prepare(batch.clear(), ctx, book).frame
+    full = prepare(batch, ctx, book).frame
+    later = prepare(batch.clear(), ctx, book).frame
+    assert (len(first), len(full), len(later)) == (0, 100, 0)
+    assert first.schema == full.schema == later.schema
+    assert full.get_column("o_kind").null_count() == 0

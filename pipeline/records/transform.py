@@ -378,21 +378,29 @@ class AddressBook:
         self.limit = limit
         self._known: pl.DataFrame | None = None
 
-    def lookup(self, raw: pl.Series, ctx: FileContext) -> pl.DataFrame:
-        """The classified entries (`raw`, `a_*`) of every distinct value in `raw`, and more."""
+    def entries(self, raw: pl.Series, ctx: FileContext) -> pl.DataFrame:
+        """The classified entry (`raw`, `a_*`) of each value of `raw`, row for row.
+
+        Only the batch's own distinct values are looked up in the book and joined back, so a
+        batch costs what it holds, not what the book holds."""
         wanted = raw.unique().to_frame("raw")
         known = self._known
         if known is None:
-            known = self._known = _classified(wanted, ctx, self.resolver)
-            return known
-        new = wanted.join(known.select("raw"), on="raw", how="anti", nulls_equal=True)
-        if not len(new):
-            return known
-        fresh = _classified(new, ctx, self.resolver)
-        if len(known) + len(fresh) > self.limit:  # start afresh, with what this batch needs
-            known = known.join(wanted, on="raw", how="semi", nulls_equal=True)
-        self._known = pl.concat([known, fresh], rechunk=False)
-        return self._known
+            hits, new = wanted.clear(), wanted
+        else:
+            hits = known.join(wanted, on="raw", how="semi", nulls_equal=True)
+            new = wanted.join(hits.select("raw"), on="raw", how="anti", nulls_equal=True)
+        here = hits
+        if len(new) or known is None:  # the first batch gives the book its columns
+            fresh = _classified(new, ctx, self.resolver)
+            here = pl.concat([hits, fresh]) if len(hits) else fresh
+            if known is None or len(known) + len(fresh) > self.limit:
+                self._known = here  # start afresh, with what this batch needs
+            else:
+                self._known = pl.concat([known, fresh], rechunk=False)
+        return raw.to_frame("raw").join(
+            here, on="raw", how="left", nulls_equal=True, maintain_order="left"
+        )
 
 
 def _classified(raw: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> pl.DataFrame:
@@ -419,17 +427,16 @@ def _classified(raw: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) 
 
 def _classify(parsed: pl.DataFrame, ctx: FileContext, book: AddressBook) -> pl.DataFrame:
     """Add `{o,d}_value/_kind/_country/_token/_bad/_tail/_name`, each distinct written value
-    classified once per file (`AddressBook`) and joined back."""
-    norm = book.lookup(
+    classified once per file (`AddressBook`): the origins' entries, then the destinations'."""
+    entries = book.entries(
         pl.concat([parsed.get_column("origin_raw"), parsed.get_column("destination_raw")]), ctx
+    ).drop("raw")
+    n = len(parsed)
+    return pl.concat(
+        [
+            parsed,
+            entries.slice(0, n).rename(lambda c: c.replace("a_", "o_", 1)),
+            entries.slice(n).rename(lambda c: c.replace("a_", "d_", 1)),
+        ],
+        how="horizontal",
     )
-    for p in ("o", "d"):
-        parsed = parsed.join(
-            norm.rename(lambda c, p=p: c.replace("a_", f"{p}_", 1) if c != "raw" else c),
-            left_on=f"{'origin' if p == 'o' else 'destination'}_raw",
-            right_on="raw",
-            how="left",
-            nulls_equal=True,
-            maintain_order="left",
-        )
-    return parsed
