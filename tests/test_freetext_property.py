@@ -13,7 +13,7 @@ import polars as pl
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.records.freetext import MASK, _shaped_values, party_patterns, scrub
+from pipeline.records.freetext import MASK, _shaped, party_patterns, scrub
 
 DIGITS = "0123456789"
 FIELDS = ("record_id", "customer_id", "status", "route_id")
@@ -92,7 +92,7 @@ def test_a_text_is_masked_exactly_when_it_holds_an_own_party_or_an_identifier(
     df = df.with_columns(*party_patterns("o"), *party_patterns("d"))
     out, counts = scrub(df)
     for field in FIELDS:
-        shaped = df.select(_shaped_values(df, field)).to_series().to_list()
+        shaped = df.select(_shaped(pl.col(field))).to_series().to_list()
         for n, row in enumerate(df.iter_rows(named=True)):
             parties = [(row["o_kind"], row["o_value"]), (row["d_kind"], row["d_value"])]
             expected = shaped[n] or holds_own(row[field], parties)

@@ -76,12 +76,15 @@ def _shaped(col: pl.Expr) -> pl.Expr:
     return (shaped | bare).fill_null(False)
 
 
-def _shaped_values(df: pl.DataFrame, name: str) -> pl.Expr:
-    """`_shaped` of a column, decided once per distinct value (statuses, customers and networks
-    repeat through a batch)."""
-    distinct = df.get_column(name).drop_nulls().unique()
-    found = distinct.filter(distinct.to_frame().select(_shaped(pl.col(name))).to_series())
-    return pl.col(name).is_in(found.implode()).fill_null(False)
+def _shaped_values(df: pl.DataFrame, fields: list[str]) -> pl.Series:
+    """The distinct values of `fields` that are `_shaped`, each decided once however many rows
+    and fields hold it (statuses, customers and networks repeat), and the patterns compiled
+    once a batch rather than once a field."""
+    distinct = pl.concat(
+        [pl.Series("v", [], pl.String)]
+        + [df.get_column(f).drop_nulls().unique().alias("v") for f in fields]
+    ).unique()
+    return distinct.filter(distinct.to_frame().select(_shaped(pl.col("v"))).to_series())
 
 
 def party_patterns(prefix: str) -> list[pl.Expr]:
@@ -167,7 +170,8 @@ def scrub(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
     seen = cleaned.with_columns(
         pl.col(f).map_batches(fold_lookalikes, return_dtype=pl.String) for f in fields
     )
-    flags = seen.select(_shaped_values(seen, f).alias(f) for f in fields).with_columns(
+    shaped = _shaped_values(seen, fields).implode()
+    flags = seen.select(pl.col(f).is_in(shaped).fill_null(False) for f in fields).with_columns(
         pl.col(f) | _own_values(seen, f) for f in fields
     )
     for f in fields:
