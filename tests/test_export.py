@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import io
 import json
 import logging
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -247,22 +249,55 @@ def test_tampered_packages_fail_with_a_clear_message(res: Resources, tmp_path: P
     assert "signed by another key" in problems(_repack(blob, secret, public, _resign))
     assert "not encrypted for this private key" in problems(blob, _pem_pair()[1])
 
-    # Even with the digests and signature redone by a forger with a key of their own, a changed
-    # record does not reach the original seal.
-    def forge(files: dict[str, bytes]) -> None:
-        _change_duration(files)
-        manifest = json.loads(files["manifest.json"])
-        manifest["files"]["records.parquet"] = {
-            "sha256": __import__("hashlib").sha256(files["records.parquet"]).hexdigest(),
-            "size": len(files["records.parquet"]),
-        }
-        files["manifest.json"] = json.dumps(manifest).encode()
-        files["manifest.json.sig"] = base64.b64encode(
-            res.keyring.signing_key().sign(files["manifest.json"])
-        )
+    # Even with the digests and signature redone by a forger holding the seal key, a changed
+    # record does not reach the original seal, and records or a manifest of the wrong shape are
+    # named as such, never a crash of the verifier (nor a value quoted).
+    def forged(change: Callable[[dict[str, bytes]], None], manifest_change=None) -> bytes:  # type: ignore[no-untyped-def]
+        def forge(files: dict[str, bytes]) -> None:
+            change(files)
+            manifest = json.loads(files["manifest.json"])
+            manifest["files"]["records.parquet"] = {
+                "sha256": hashlib.sha256(files["records.parquet"]).hexdigest(),
+                "size": len(files["records.parquet"]),
+            }
+            if manifest_change:
+                manifest_change(manifest)
+            files["manifest.json"] = json.dumps(manifest).encode()
+            files["manifest.json.sig"] = base64.b64encode(
+                res.keyring.signing_key().sign(files["manifest.json"])
+            )
 
-    assert "do not reach the sealed root (changed)" in problems(
-        _repack(blob, secret, public, forge)
+        return _repack(blob, secret, public, forge)
+
+    assert "do not reach the sealed root (changed)" in problems(forged(_change_duration))
+
+    def records(edit: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable[[dict[str, bytes]], None]:
+        def change(files: dict[str, bytes]) -> None:
+            buf = io.BytesIO()
+            edit(pl.read_parquet(io.BytesIO(files["records.parquet"]))).write_parquet(buf)
+            files["records.parquet"] = buf.getvalue()
+
+        return change
+
+    wrong_shape = "the records do not have the record schema"
+    no_duration = records(lambda r: r.drop("duration_s"))
+    assert wrong_shape in problems(forged(no_duration))
+    as_words = records(lambda r: r.with_columns(pl.lit("sixty seconds").alias("duration_s")))
+    words = problems(forged(as_words))
+    assert wrong_shape in words and "sixty" not in words
+
+    def not_parquet(files: dict[str, bytes]) -> None:
+        files["records.parquet"] = b"PAR1 this is not parquet PAR1"
+
+    assert wrong_shape in problems(forged(not_parquet))
+    assert "the manifest lacks 'counts'" in problems(
+        forged(lambda files: None, lambda m: m.pop("counts"))
+    )
+    assert "records.csv is not listed in the manifest" in problems(
+        forged(lambda files: None, lambda m: m["files"].pop("records.csv"))
+    )
+    assert "does not list the package's files" in problems(
+        forged(lambda files: None, lambda m: m.update(files=["records.csv"]))
     )
 
 

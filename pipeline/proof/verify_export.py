@@ -29,6 +29,8 @@ from pipeline.proof.integrity import SealError, verify_pair
 from pipeline.proof.package import PackageError, decrypt_with, load_private_key
 
 FILES = ("manifest.json", "manifest.json.sig", "records.csv", "records.parquet")
+#: the files that vouch for the others, not listed among them
+SIGNING = ("manifest.json", "manifest.json.sig")
 
 
 @dataclass
@@ -91,19 +93,39 @@ def verify_payload(
         )
         return verdict
     verdict.checks.append("manifest signature verifies with the seal public key")
-    manifest = verdict.manifest = json.loads(body)
-    for name, expected in manifest["files"].items():
+    try:
+        manifest = verdict.manifest = json.loads(body)
+        listed = {name: (e["sha256"], e["size"]) for name, e in manifest["files"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
+        verdict.problems.append("the manifest does not list the package's files and digests")
+        return verdict
+    # Every file read below is covered by a digest the signature vouches for.
+    for name in files:
+        if name not in SIGNING and name not in listed:
+            verdict.problems.append(f"{name} is not listed in the manifest")
+    for name, (sha256, size) in listed.items():
         data = verdict.files.get(name, b"")
-        if hashlib.sha256(data).hexdigest() != expected["sha256"] or len(data) != expected["size"]:
+        if hashlib.sha256(data).hexdigest() != sha256 or len(data) != size:
             verdict.problems.append(f"{name} does not match its digest in the manifest")
     if verdict.problems:
         return verdict
     verdict.checks.append("file digests match the manifest")
-    _check_records(verdict, public)
+    try:
+        _check_records(verdict, public)
+    except KeyError as exc:
+        verdict.problems.append(f"the manifest lacks {exc.args[0]!r}")
+    except (pl.exceptions.PolarsError, OSError, TypeError, ValueError) as exc:
+        # Named by kind only: an engine's message can quote the values it could not read.
+        verdict.problems.append(
+            f"the records do not have the record schema, or the manifest is malformed "
+            f"({type(exc).__name__})"
+        )
     return verdict
 
 
 def _check_records(verdict: ExportVerdict, public: Ed25519PublicKey) -> None:
+    """Counts, then every record's leaf up its Merkle path to its source file's sealed root.
+    A file or manifest of the wrong shape raises: `verify_payload` names it."""
     manifest = verdict.manifest
     records = pl.read_parquet(io.BytesIO(verdict.files["records.parquet"]))
     table = pl.read_csv(io.BytesIO(verdict.files["records.csv"]), infer_schema=False)
