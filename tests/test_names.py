@@ -89,7 +89,7 @@ def test_a_landing_folder_named_as_a_number_is_refused_and_never_named(
 
 @pytest.mark.parametrize(
     "name", ["cdr-923001234567.csv", "+92 300 1234567.csv", "alice.secret@example.com.csv",
-             "cdr-٩٢٣٠٠١٢٣٤٥٦٧.csv", "0300\u200b1234567.csv"],
+             "cdr-٩٢٣٠٠١٢٣٤٥٦٧.csv", "0300\u200b1234567.csv", "cdr 0300\u2014123\u20144567.csv"],
 )  # fmt: skip
 def test_a_file_name_holding_an_identifier_is_replaced_by_its_digest_everywhere(
     cli_env: dict[str, str], tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str],

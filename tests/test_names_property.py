@@ -88,6 +88,23 @@ CSV = (
     "r-1,2025-03-02T10:00:00Z,sms,outbound,cust-1,InfoSMS,{number}\n"
     "r-2,2025-03-03T10:00:00Z,sms,outbound,cust-1,InfoSMS,+923339876544\n"
 )
+#: what may stand between a number's digits in a name: any run of characters that are neither
+#: letters nor digits (spaces, dots, every dash and bracket, commas, middle dots, underscores)
+separators = st.text(
+    st.characters(categories=["Pd", "Ps", "Pe", "Po", "Zs", "Sm", "Pc"]), max_size=3
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text("0123456789", min_size=7, max_size=15), st.data())
+def test_a_number_split_by_any_separators_is_identifier_shaped(digits: str, data) -> None:  # type: ignore[no-untyped-def]
+    gaps = data.draw(st.lists(separators, min_size=len(digits) - 1, max_size=len(digits) - 1))
+    written = digits[0] + "".join(g + d for g, d in zip(gaps, digits[1:], strict=True))
+    name = f"cdr {written}.csv"
+    assert layout.identifier_shaped(name), ascii(name)
+    assert layout.file_label(name).startswith(layout.FILE_LABEL_PREFIX)
+
+
 file_names = st.builds(
     lambda pre, number, post: f"{pre}{number}{post}.csv",
     st.text(ALPHABET.replace("/", "").replace("\x00", ""), max_size=8),

@@ -102,8 +102,9 @@ _CASE = re.compile(CASE_PATTERN)
 #: Source systems: a slug, the name of their landing folder and of their bronze folder.
 SOURCE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _SOURCE = re.compile(SOURCE_PATTERN)
-#: What makes a name possibly personal: 7 or more digits however separated, or an e-mail's `@`.
-_IDENTIFIER_SHAPE = re.compile(r"\d(?:[\s\-.()/_~]*\d){6,}|@")
+#: What makes a name possibly personal: 7 or more digits however they are separated (by anything
+#: but letters: spaces, dots, brackets, every dash, colons), or an e-mail's `@`.
+_IDENTIFIER_SHAPE = re.compile(r"\d(?:[\W_]*\d){6,}|@")
 #: Characters a shown name never carries: control, format (invisible), private use, separators.
 _HIDDEN = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}
 FILE_LABEL_PREFIX = "file-"
@@ -137,7 +138,8 @@ def case(value: str) -> str:
 
 def identifier_shaped(value: str) -> bool:
     """Whether a name could hold a phone number or an e-mail address (in any digits: the
-    value is NFKC-normalised first, so full-width and other scripts' digits count too)."""
+    value is NFKC-normalised first, so full-width and other scripts' digits count too, and
+    digits separated by any marks, an em dash or a middle dot as much as a hyphen)."""
     return bool(_IDENTIFIER_SHAPE.search(unicodedata.normalize("NFKC", value)))
 
 
