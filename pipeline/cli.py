@@ -495,7 +495,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_verify_export(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.proof.verify_export import verify_package
+    from pipeline.proof.verify_export import case_of, verify_package
 
     try:
         blob = _package_file(Path(args.package)).read_bytes()
@@ -507,7 +507,7 @@ def cmd_verify_export(args: argparse.Namespace, settings: Settings) -> int:
     verdict = verify_package(blob, private, public, _key_passphrase(private, args.passphrase_file))
     if not _report_verdict(verdict):
         return 1
-    print(f"VERDICT: VERIFIED (case {verdict.manifest['request']['case']})")
+    print(f"VERDICT: VERIFIED (case {case_of(verdict.manifest)})")
     _extract(verdict, args.extract)
     return 0
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
-from collections.abc import Iterable, Iterator
+import json
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import polars as pl
 import pyarrow.parquet as pq
 
 from pipeline.core.store import ObjectStore
+from pipeline.proof.package import decrypt_with, encrypt_for, load_private_key, load_recipient_key
 
 
 def read_tier(store: ObjectStore, prefix: str) -> pl.DataFrame:
@@ -85,3 +90,44 @@ def load_dag(dag_id: str):  # type: ignore[no-untyped-def]
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert bag.import_errors == {}
     return bag.dags[dag_id]
+
+
+Files = dict[str, bytes]
+
+
+def repacked(blob: bytes, secret: bytes, public: str, change: Callable[[Files], None]) -> bytes:
+    """A package decrypted, its files changed, and encrypted again for the same recipient (as
+    anyone holding the recipient's key could)."""
+    _, payload = decrypt_with(load_private_key(secret), blob)
+    with tarfile.open(fileobj=io.BytesIO(payload)) as archive:
+        files = {m.name: archive.extractfile(m).read() for m in archive.getmembers()}  # type: ignore[union-attr]
+    change(files)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return encrypt_for(load_recipient_key(public), out.getvalue())
+
+
+def resigned(
+    change: Callable[[Files], None],
+    signer: Any,
+    manifest_change: Callable[[dict[str, Any]], None] | None = None,
+) -> Callable[[Files], None]:
+    """A change of a package's files made by a forger holding `signer` (an Ed25519 private
+    key): every listed file's digest redone, the manifest changed, then signed again."""
+
+    def forge(files: Files) -> None:
+        change(files)
+        manifest = json.loads(files["manifest.json"])
+        for name in manifest["files"]:
+            data = files[name]
+            manifest["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}  # fmt: skip
+        if manifest_change:
+            manifest_change(manifest)
+        files["manifest.json"] = json.dumps(manifest).encode()
+        files["manifest.json.sig"] = base64.b64encode(signer.sign(files["manifest.json"]))
+
+    return forge

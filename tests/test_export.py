@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import io
 import json
 import logging
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
@@ -31,10 +29,15 @@ from pipeline.flows.export_request import ExportRequest, RequestError
 from pipeline.flows.ingest import ingest_file
 from pipeline.flows.retention import RetentionRequest, run_retention
 from pipeline.proof.audit import read_log, verify_log
-from pipeline.proof.package import decrypt_with, encrypt_for, load_private_key, load_recipient_key
-from pipeline.proof.verify_export import verify_package
+from pipeline.proof.verify_export import case_of, verify_package
 from pipeline.records.synth import Generated, generate
-from tests.helpers import all_text_outputs, assert_no_identifiers, needles_for
+from tests.helpers import (
+    all_text_outputs,
+    assert_no_identifiers,
+    needles_for,
+    repacked,
+    resigned,
+)
 
 PERIOD = ("2025-03-01", "2025-04-30")
 PURGE_DAY = dt.date(2026, 4, 1)  # March 2025's identifiers go; April's stay until 2026-05-01
@@ -188,21 +191,6 @@ def test_a_purged_month_is_searched_in_the_legal_hold_store(res: Resources, tmp_
     assert result.months["2025-03"]["records"] == len(march)
 
 
-def _repack(blob: bytes, secret: bytes, public: str, change) -> bytes:  # type: ignore[no-untyped-def]
-    """Decrypt, change the files, re-encrypt for the same recipient (as a forger could)."""
-    _, payload = decrypt_with(load_private_key(secret), blob)
-    with tarfile.open(fileobj=io.BytesIO(payload)) as archive:
-        files = {m.name: archive.extractfile(m).read() for m in archive.getmembers()}  # type: ignore[union-attr]
-    change(files)
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as archive:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return encrypt_for(load_recipient_key(public), out.getvalue())
-
-
 def _drop_first_record(files: dict[str, bytes]) -> None:
     records = pl.read_parquet(io.BytesIO(files["records.parquet"]))
     buf = io.BytesIO()
@@ -244,30 +232,17 @@ def test_tampered_packages_fail_with_a_clear_message(res: Resources, tmp_path: P
     flipped[len(blob) // 2] ^= 1
     assert "modified" in problems(bytes(flipped))
     assert "records.parquet does not match its digest" in problems(
-        _repack(blob, secret, public, _drop_first_record)
+        repacked(blob, secret, public, _drop_first_record)
     )
-    assert "signed by another key" in problems(_repack(blob, secret, public, _resign))
+    assert "signed by another key" in problems(repacked(blob, secret, public, _resign))
     assert "not encrypted for this private key" in problems(blob, _pem_pair()[1])
 
     # Even with the digests and signature redone by a forger holding the seal key, a changed
     # record does not reach the original seal, and records or a manifest of the wrong shape are
     # named as such, never a crash of the verifier (nor a value quoted).
     def forged(change: Callable[[dict[str, bytes]], None], manifest_change=None) -> bytes:  # type: ignore[no-untyped-def]
-        def forge(files: dict[str, bytes]) -> None:
-            change(files)
-            manifest = json.loads(files["manifest.json"])
-            manifest["files"]["records.parquet"] = {
-                "sha256": hashlib.sha256(files["records.parquet"]).hexdigest(),
-                "size": len(files["records.parquet"]),
-            }
-            if manifest_change:
-                manifest_change(manifest)
-            files["manifest.json"] = json.dumps(manifest).encode()
-            files["manifest.json.sig"] = base64.b64encode(
-                res.keyring.signing_key().sign(files["manifest.json"])
-            )
-
-        return _repack(blob, secret, public, forge)
+        signer = res.keyring.signing_key()
+        return repacked(blob, secret, public, resigned(change, signer, manifest_change))
 
     assert "do not reach the sealed root (changed)" in problems(forged(_change_duration))
 
@@ -299,6 +274,21 @@ def test_tampered_packages_fail_with_a_clear_message(res: Resources, tmp_path: P
     assert "does not list the package's files" in problems(
         forged(lambda files: None, lambda m: m.update(files=["records.csv"]))
     )
+    # What a forger wrote in the manifest is never quoted back, whatever its shape.
+    hostile = "+923001234567"
+    assert "the manifest is malformed (AttributeError)" in problems(
+        forged(lambda files: None, lambda m: m.update(sources=[]))
+    )
+    said = problems(forged(lambda files: None, lambda m: m["counts"].update(records=hostile)))
+    assert "counts something else" in said and hostile not in said
+    said = problems(
+        forged(lambda files: None, lambda m: [p.update(batch=hostile) for p in m["proofs"]])
+    )
+    assert "malformed" in said and hostile not in said
+    # A manifest that states no case still verifies; the verdict says so instead of failing.
+    no_case = verify_package(forged(lambda files: None, lambda m: m.pop("request")), secret, seal)
+    assert no_case.ok and case_of(no_case.manifest) == "not stated as a case reference"
+    assert case_of(verify_package(blob, secret, seal).manifest) == "FIA-2026-044"
 
 
 class SpyStore(LocalStore):

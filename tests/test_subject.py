@@ -32,7 +32,14 @@ from pipeline.flows.subject import (
 from pipeline.proof.access_package import verify_access
 from pipeline.proof.audit import read_log, verify_log
 from pipeline.records.synth import Generated, generate
-from tests.helpers import all_text_outputs, assert_no_identifiers, needles_for, read_tier
+from tests.helpers import (
+    all_text_outputs,
+    assert_no_identifiers,
+    needles_for,
+    read_tier,
+    repacked,
+    resigned,
+)
 from tests.test_export import _pem_pair
 
 INGEST_DAY = dt.date(2025, 6, 1)
@@ -179,6 +186,17 @@ def test_access_package_to_a_recipient_key(res: Resources, tmp_path: Path) -> No
     got = {r["record_id"] for r in json.loads(verdict.files["records.json"])["records"]}
     sms = _truth(g, person, {3, 4}) - _truth(g, {**person, "e164": ""}, {3, 4})
     assert got == sms != set()
+
+    # records.json of another shape, even signed again with the seal key, is named, not a crash.
+    blob, seal = res.store.get_bytes(answer.done["package"]), res.keyring.public_key_pem().encode()
+    for body in (b"nope", b"{}", b'{"records": {"a": 1}}', b'{"records": [{}]}'):
+
+        def put(files: dict[str, bytes], body: bytes = body) -> None:
+            files["records.json"] = body
+
+        forged = repacked(blob, secret, public, resigned(put, res.keyring.signing_key()))
+        verdict = verify_access(forged, seal, private_pem=secret)
+        assert verdict.problems == ["records.json is not a list of records"], body
 
 
 def test_erasure_is_refused_under_a_retention_law_with_the_deletion_date(

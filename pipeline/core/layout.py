@@ -137,10 +137,28 @@ def case(value: str) -> str:
 
 
 def identifier_shaped(value: str) -> bool:
-    """Whether a name could hold a phone number or an e-mail address (in any digits: the
-    value is NFKC-normalised first, so full-width and other scripts' digits count too, and
-    digits separated by any marks, an em dash or a middle dot as much as a hyphen)."""
-    return bool(_IDENTIFIER_SHAPE.search(unicodedata.normalize("NFKC", value)))
+    """Whether a name could hold a phone number or an e-mail address, read as a person reads
+    it (`_as_read`): in any digits, separated by any marks, an em dash or a middle dot as much
+    as a hyphen."""
+    return bool(_IDENTIFIER_SHAPE.search(_as_read(value)))
+
+
+#: Letters that show as nothing (Hangul fillers): between digits they hide a separator.
+_FILLERS = frozenset("\u115f\u1160\u3164\uffa0")
+
+
+def _as_read(value: str) -> str:
+    """NFKC (full-width and superscript digits, `＠`), then every character with a digit value
+    (circled, dingbat and other scripts' digits) as that digit, and fillers and modifier
+    letters (a lengthening mark, a tatweel) as a separator."""
+    return "".join(
+        str(d)
+        if (d := unicodedata.digit(ch, None)) is not None
+        else "-"
+        if ch in _FILLERS or unicodedata.category(ch) == "Lm"
+        else ch
+        for ch in unicodedata.normalize("NFKC", value)
+    )
 
 
 def source(value: str) -> str:
@@ -163,7 +181,7 @@ def file_label(name: str) -> str:
     """How a file is named everywhere outside its encrypted original: its own name, or
     `file-<sha256 of the name, 16 hex>` when the name could hold an identifier (7 or more
     digits, an e-mail address) or holds hidden characters or a path separator."""
-    hidden = any(unicodedata.category(ch) in _HIDDEN for ch in name)
+    hidden = any(unicodedata.category(ch) in _HIDDEN or ch in _FILLERS for ch in name)
     if name and not hidden and not identifier_shaped(name) and not {"/", "\\"} & set(name):
         return name
     return f"{FILE_LABEL_PREFIX}{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"

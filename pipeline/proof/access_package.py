@@ -140,7 +140,13 @@ def verify_access(
         .get_column("record_id")
         .to_list()
     )
-    listed = sorted(r["record_id"] for r in json.loads(verdict.files["records.json"])["records"])
+    try:
+        listed = sorted(
+            r["record_id"] for r in json.loads(verdict.files["records.json"])["records"]
+        )
+    except (ValueError, KeyError, TypeError, RecursionError):
+        verdict.problems.append("records.json is not a list of records")
+        return verdict
     if listed != proven:
         verdict.problems.append("records.json does not hold exactly the proven records")
     else:

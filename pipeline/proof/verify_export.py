@@ -24,11 +24,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from pipeline.core import layout
 from pipeline.proof.commitments import encoding_of, record_leaves, root_from_path
 from pipeline.proof.integrity import SealError, verify_pair
 from pipeline.proof.package import PackageError, decrypt_with, load_private_key
 
 FILES = ("manifest.json", "manifest.json.sig", "records.csv", "records.parquet")
+#: the manifest's own field names: a missing one is named, any other key is not quoted
+MANIFEST_FIELDS = frozenset(
+    {"counts", "records", "sources", "seal", "parse", "proofs", "source_sha256", "leaf_index",
+     "batch", "batch_path", "file_path", "batch_roots", "merkle_root", "request", "case"}
+)  # fmt: skip
 #: the files that vouch for the others, not listed among them
 SIGNING = ("manifest.json", "manifest.json.sig")
 
@@ -96,7 +102,7 @@ def verify_payload(
     try:
         manifest = verdict.manifest = json.loads(body)
         listed = {name: (e["sha256"], e["size"]) for name, e in manifest["files"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         verdict.problems.append("the manifest does not list the package's files and digests")
         return verdict
     # Every file read below is covered by a digest the signature vouches for.
@@ -106,16 +112,18 @@ def verify_payload(
     for name, (sha256, size) in listed.items():
         data = verdict.files.get(name, b"")
         if hashlib.sha256(data).hexdigest() != sha256 or len(data) != size:
-            verdict.problems.append(f"{name} does not match its digest in the manifest")
+            shown = name if name in files else "a file the manifest lists"
+            verdict.problems.append(f"{shown} does not match its digest in the manifest")
     if verdict.problems:
         return verdict
     verdict.checks.append("file digests match the manifest")
     try:
         _check_records(verdict, public)
-    except KeyError as exc:
-        verdict.problems.append(f"the manifest lacks {exc.args[0]!r}")
-    except (pl.exceptions.PolarsError, OSError, TypeError, ValueError) as exc:
-        # Named by kind only: an engine's message can quote the values it could not read.
+    except KeyError as exc:  # a key the manifest's signer left out, or a value used as one
+        missing = exc.args[0] if exc.args and exc.args[0] in MANIFEST_FIELDS else "a field"
+        verdict.problems.append(f"the manifest lacks {missing!r} where a check needs it")
+    except (Exception, pl.exceptions.PanicException) as exc:  # whatever the shape, named
+        # By kind only: an engine's message can quote the values it could not read.
         verdict.problems.append(
             f"the records do not have the record schema, or the manifest is malformed "
             f"({type(exc).__name__})"
@@ -131,8 +139,10 @@ def _check_records(verdict: ExportVerdict, public: Ed25519PublicKey) -> None:
     table = pl.read_csv(io.BytesIO(verdict.files["records.csv"]), infer_schema=False)
     count = manifest["counts"]["records"]
     if not len(records) == len(table) == count:
+        counted = count if isinstance(count, int) else "something else"
         verdict.problems.append(
-            f"{len(records)} Parquet and {len(table)} CSV records where the manifest counts {count}"
+            f"{len(records)} Parquet and {len(table)} CSV records where the manifest counts "
+            f"{counted}"
         )
         return
     if sorted(records.get_column("record_id")) != sorted(table.get_column("record_id")):
@@ -143,7 +153,7 @@ def _check_records(verdict: ExportVerdict, public: Ed25519PublicKey) -> None:
         try:
             _, roots[sha] = verify_pair(entries["seal"], entries["parse"], public, sha)
         except SealError as exc:
-            verdict.problems.append(f"source {sha[:12]}…: {exc}")
+            verdict.problems.append(f"source {_digest_label(sha)}: {exc}")
     proofs = {(p["source_sha256"], p["leaf_index"]): p for p in manifest["proofs"]}
     encodings = {sha: encoding_of(parse) for sha, parse in roots.items()}
     leaves = record_leaves(records, encodings).to_list()
@@ -167,6 +177,25 @@ def _check_records(verdict: ExportVerdict, public: Ed25519PublicKey) -> None:
             f"{len(records)} records match their original seals "
             f"({len(roots)} source files, Merkle paths to the signed roots)"
         )
+
+
+def case_of(manifest: dict[str, Any]) -> str:
+    """The case a verified package was exported for, as its manifest states it (a case
+    reference, or a note that it states none)."""
+    request = manifest.get("request")
+    case = request.get("case") if isinstance(request, dict) else None
+    try:
+        return layout.case(case)  # type: ignore[arg-type]
+    except layout.LayoutError:
+        return "not stated as a case reference"
+
+
+def _digest_label(sha: object) -> str:
+    """A source file named by its digest's start, when it is a digest at all."""
+    try:
+        return f"{layout.sha(sha)[:12]}…"  # type: ignore[arg-type]
+    except layout.LayoutError:
+        return "(a key that is not a SHA-256 digest)"
 
 
 def extract(verdict: ExportVerdict, target: Path) -> list[Path]:
