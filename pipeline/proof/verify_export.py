@@ -120,8 +120,9 @@ def verify_payload(
     try:
         _check_records(verdict, public)
     except KeyError as exc:  # a key the manifest's signer left out, or a value used as one
-        missing = exc.args[0] if exc.args and exc.args[0] in MANIFEST_FIELDS else "a field"
-        verdict.problems.append(f"the manifest lacks {missing!r} where a check needs it")
+        key = exc.args[0] if exc.args else None
+        named = repr(key) if isinstance(key, str) and key in MANIFEST_FIELDS else "a field"
+        verdict.problems.append(f"the manifest lacks {named} where a check needs it")
     except (Exception, pl.exceptions.PanicException) as exc:  # whatever the shape, named
         # By kind only: an engine's message can quote the values it could not read.
         verdict.problems.append(

@@ -432,6 +432,8 @@ def _classify(parsed: pl.DataFrame, ctx: FileContext, book: AddressBook) -> pl.D
         pl.concat([parsed.get_column("origin_raw"), parsed.get_column("destination_raw")]), ctx
     ).drop("raw")
     n = len(parsed)
+    if len(entries) != 2 * n:  # an entry held twice would shift every party after it
+        raise RuntimeError("the address book holds an address twice")
     return pl.concat(
         [
             parsed,
