@@ -206,12 +206,18 @@ def _resign(files: dict[str, bytes]) -> None:
     )
 
 
-def _change_duration(files: dict[str, bytes]) -> None:
-    records = pl.read_parquet(io.BytesIO(files["records.parquet"]))
-    records = records.with_columns(pl.col("duration_s").fill_null(0) + 60)
-    buf = io.BytesIO()
-    records.write_parquet(buf)
-    files["records.parquet"] = buf.getvalue()
+def _edited(edit: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable[[dict[str, bytes]], None]:
+    """A change of a package's Parquet records (the CSV left as it was)."""
+
+    def change(files: dict[str, bytes]) -> None:
+        buf = io.BytesIO()
+        edit(pl.read_parquet(io.BytesIO(files["records.parquet"]))).write_parquet(buf)
+        files["records.parquet"] = buf.getvalue()
+
+    return change
+
+
+_change_duration = _edited(lambda r: r.with_columns(pl.col("duration_s").fill_null(0) + 60))
 
 
 def test_tampered_packages_fail_with_a_clear_message(res: Resources, tmp_path: Path) -> None:
@@ -246,18 +252,10 @@ def test_tampered_packages_fail_with_a_clear_message(res: Resources, tmp_path: P
 
     assert "do not reach the sealed root (changed)" in problems(forged(_change_duration))
 
-    def records(edit: Callable[[pl.DataFrame], pl.DataFrame]) -> Callable[[dict[str, bytes]], None]:
-        def change(files: dict[str, bytes]) -> None:
-            buf = io.BytesIO()
-            edit(pl.read_parquet(io.BytesIO(files["records.parquet"]))).write_parquet(buf)
-            files["records.parquet"] = buf.getvalue()
-
-        return change
-
     wrong_shape = "the records do not have the record schema"
-    no_duration = records(lambda r: r.drop("duration_s"))
+    no_duration = _edited(lambda r: r.drop("duration_s"))
     assert wrong_shape in problems(forged(no_duration))
-    as_words = records(lambda r: r.with_columns(pl.lit("sixty seconds").alias("duration_s")))
+    as_words = _edited(lambda r: r.with_columns(pl.lit("sixty seconds").alias("duration_s")))
     words = problems(forged(as_words))
     assert wrong_shape in words and "sixty" not in words
 
