@@ -9,6 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -189,3 +190,39 @@ def test_verify_does_not_count_a_sealed_but_unparsed_file_as_verified(
     assert "sealed, not parsed" in out
     assert "VERIFIED: 1 files" in out and "VERIFIED: 2 files" not in out
     assert "NOT VERIFIED: 1 sealed file not ingested yet" in out
+
+
+def test_an_engine_panic_on_a_file_fails_that_file_not_the_run(
+    res: Resources, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """A polars panic is a `BaseException`: on a hostile file it must end the file as failed
+    (signed, kept in bronze, nothing published), not escape past every handler."""
+    hostile, fine = smuggled(tmp_path), tmp_path / "fine.csv"
+    fine.write_text(
+        "record_id,event_time,channel,direction,origin,destination\n"
+        "k1,2025-05-02T10:00:00Z,sms,outbound,InfoSMS,+923001234567\n"
+    )
+    real = ingest.prepare
+
+    def prepare(parsed, ctx, book):  # type: ignore[no-untyped-def]
+        if ctx.source_file == hostile.name:
+            raise pl.exceptions.PanicException("index out of bounds: +923001234567")
+        return real(parsed, ctx, book)
+
+    monkeypatch.setattr(ingest, "prepare", prepare)
+    for p in (hostile, fine):
+        copy_into_landing(res.store, p, "operator-a")
+    assert run("ingest", "--landing", "--as-of", "2025-06-15", "--default-region", "PK") == 1
+    out = capsys.readouterr()
+    said = out.out + out.err + caplog.text
+    assert "FAILED (PanicException)" in said and "923001234567" not in said
+    assert list(res.store.list("landing/")) == []  # neither file is left to be retried
+    sha = hashlib.sha256(hostile.read_bytes()).hexdigest()
+    entry = read_entry(res.store, parse_key(sha))
+    assert entry is not None and entry["body"]["status"] == "failed"
+    assert res.store.exists(f"bronze/operator-a/{sha}.enc")
+    assert not any(sha in o.key for o in res.store.list("silver/"))
+    assert read_tier(res.store, "silver/").get_column("record_id").to_list() == ["k1"]
+    assert run("verify") == 0
+    assert "failed: PanicException" in capsys.readouterr().out
