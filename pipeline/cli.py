@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.core.config import Settings
 from pipeline.core.dates import add_months, parse_date
-from pipeline.core.errors import FAILURES, RefusedError
+from pipeline.core.errors import RefusedError, failures
 
 if TYPE_CHECKING:
     from pipeline.core.resources import Resources
@@ -882,7 +882,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except FAILURES as exc:  # the boundary: every failure becomes one line and a status
+    except failures() as exc:  # the boundary: every failure becomes one line and a status
         if args.verbose:
             log.exception("the command failed")
         message, code = failure(exc)

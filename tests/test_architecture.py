@@ -140,3 +140,20 @@ def test_the_literal_check_can_fail(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text('"""Docstrings may name silver/cdr/."""\nKEY = f"file-{1}"\n')
     assert [h.split(": ", 1)[1] for h in _reserved_literals(sample, tmp_path)] == ["'file-'"]
+
+
+def test_parsing_the_dag_files_loads_neither_polars_nor_great_expectations() -> None:
+    """The dag-processor parses every DAG file again and again: the engines load in the tasks
+    that use them, never at parse time."""
+    dags = sorted(p.stem for p in (ROOT / "dags").glob("*.py") if not p.stem.startswith("_"))
+    code = (
+        "import json, sys; sys.path.insert(0, 'dags'); "
+        + "; ".join(f"import {d}" for d in dags)
+        + "; print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    loaded = set(json.loads(out.stdout.splitlines()[-1]))
+    assert {"cdr_ingest", "airflow"} <= loaded  # the DAG files really were imported
+    assert not loaded & {"polars", "great_expectations", "pyarrow"}

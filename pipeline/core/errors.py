@@ -8,13 +8,17 @@ given (usage), 1 for a run that failed.
 
 from __future__ import annotations
 
-import polars as pl
-
 USAGE = 2
 FAILED = 1
-#: Every way a step can fail on what it reads: exceptions, and a panic of the polars engine on
-#: input it cannot handle (a `BaseException`, which `except Exception` alone lets through).
-FAILURES: tuple[type[BaseException], ...] = (Exception, pl.exceptions.PanicException)
+
+
+def failures() -> tuple[type[BaseException], ...]:
+    """Every way a step can fail on what it reads: exceptions, and a panic of the polars engine
+    on input it cannot handle (a `BaseException`, which `except Exception` alone lets through).
+    A function (`except failures()`), so that importing this module does not load polars."""
+    import polars as pl
+
+    return (Exception, pl.exceptions.PanicException)
 
 
 class PipelineError(Exception):

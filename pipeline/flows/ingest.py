@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from pipeline import __version__
 from pipeline.core import layout, staging
-from pipeline.core.errors import FAILURES, PipelineError
+from pipeline.core.errors import PipelineError, failures
 from pipeline.core.keys import TOKEN_KEY_VERSION
 from pipeline.core.prefetch import prefetch
 from pipeline.core.progress import watch
@@ -362,7 +362,7 @@ def _ingest_leased(
         )
     except FileFormatError as exc:
         return _quarantine_file(res, seal, name, source, sha256, size, b_key, exc, as_of)
-    except FAILURES as exc:  # an engine panic on a hostile file too: the file failed
+    except failures() as exc:  # an engine panic on a hostile file too: the file failed
         if _transient(exc):
             raise  # the store or network: nothing was committed, a rerun retries the file
         # Engine messages can quote values from the file: say only what failed.

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from pipeline.core import layout
-from pipeline.core.errors import FAILURES, USAGE, PipelineError, one_line
+from pipeline.core.errors import USAGE, PipelineError, failures, one_line
 from pipeline.core.keys import KeyDestroyed, LocalKeyring
 from pipeline.core.policy import RetentionPolicy
 from pipeline.core.store import ObjectStore, read_parquet, store_errors
@@ -96,7 +96,7 @@ def _parquet(store: ObjectStore, key: str) -> pl.DataFrame:
     """A Parquet object read whole, or DamagedObject naming it (a flipped byte, a short file)."""
     try:
         return read_parquet(store, key)
-    except FAILURES as exc:  # any reader or store failure is a finding about this object
+    except failures() as exc:  # any reader or store failure is a finding about this object
         raise DamagedObject(key, exc) from exc
 
 
@@ -105,7 +105,7 @@ def _json(store: ObjectStore, key: str) -> dict[str, Any]:
         entry = json.loads(store.get_bytes(key))
         if not isinstance(entry, dict):
             raise ValueError("not a JSON object")
-    except FAILURES as exc:  # see _parquet
+    except failures() as exc:  # see _parquet
         raise DamagedObject(key, exc) from exc
     return entry
 
@@ -166,7 +166,7 @@ def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
         except store_errors() as exc:  # an unreadable object fails this file, not the run
             checked = FileCheck(sha, body.get("file") or "?")
             checked.fail("read", one_line(exc))
-        except FAILURES as exc:  # whatever else breaks is this file's failure, not the run's
+        except failures() as exc:  # whatever else breaks is this file's failure, not the run's
             checked = _damaged(sha, "verify", DamagedObject(obj.key, exc))
         report.files.append(checked)
     if not month:
@@ -276,7 +276,7 @@ def _unparsed(store: ObjectStore, file: str | None) -> list[FileCheck]:
     for digest in layout.unparsed_seals(store):
         try:
             body = layout.unparsed_file(store, digest)
-        except FAILURES as exc:  # a damaged seal is this file's finding, not the run's
+        except failures() as exc:  # a damaged seal is this file's finding, not the run's
             out.append(_damaged(digest, "seal", DamagedObject(layout.seal_key(digest), exc)))
             continue
         if file and not (digest.startswith(file) or body.get("file") == file):
@@ -373,7 +373,7 @@ def _check_bronze(
         ):
             h.update(part)
             size += len(part)
-    except FAILURES as exc:  # a destroyed key, a failed tag, a short or unreadable object
+    except failures() as exc:  # a destroyed key, a failed tag, a short or unreadable object
         check.fail("bronze", str(DamagedObject(key, exc)))
         return
     if h.hexdigest() != seal["sha256"] or size != seal["size"]:

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from pipeline.core import layout
-from pipeline.core.errors import FAILURES
+from pipeline.core.errors import failures
 from pipeline.proof.commitments import encoding_of, record_leaves, root_from_path
 from pipeline.proof.integrity import SealError, verify_pair
 from pipeline.proof.package import PackageError, decrypt_with, load_private_key
@@ -124,7 +124,7 @@ def verify_payload(
         key = exc.args[0] if exc.args else None
         named = repr(key) if isinstance(key, str) and key in MANIFEST_FIELDS else "a field"
         verdict.problems.append(f"the manifest lacks {named} where a check needs it")
-    except FAILURES as exc:  # whatever the shape, named
+    except failures() as exc:  # whatever the shape, named
         # By kind only: an engine's message can quote the values it could not read.
         verdict.problems.append(
             f"the records do not have the record schema, or the manifest is malformed "
