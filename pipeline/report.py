@@ -97,6 +97,13 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
     if reasons:
         out.append("\nQuarantined rows by reason:")
         out.append(_table(["reason", "rows"], [[k, v] for k, v in sorted(reasons.items())]))
+    scrubbed: Counter[str] = Counter()
+    for r in reports:
+        scrubbed.update(r.get("scrubbed") or {})
+    if scrubbed:
+        out.append("\nValues changed in kept rows (masked: held an identifier; control: hidden")
+        out.append("characters removed; other: outside the column's vocabulary):")
+        out.append(_table(["change", "values"], [[k, v] for k, v in sorted(scrubbed.items())]))
     for r in reports:
         if r["status"] in STATES and r["status"] != "ingested":
             label, action = STATES[r["status"]]
@@ -120,8 +127,8 @@ def ingested_files(store: ObjectStore) -> list[dict[str, Any]]:
 
 #: what a machine-readable file entry carries: counts, states and reasons, never a value
 FILE_FIELDS = (
-    "file", "sha256", "source", "format", "status", "arrived_at", *COUNTS, "invalid_number",
-    "reasons", "months", "reason", "replays",
+    "file", "sha256", "source", "format", "status", "arrived_at", *COUNTS, "reasons",
+    "scrubbed", "months", "reason", "replays",
 )  # fmt: skip
 
 

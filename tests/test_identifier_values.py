@@ -56,7 +56,7 @@ def test_identifier_shaped_senders_are_quarantined_not_kept_in_gold(
     assert_no_identifiers(outside, ["3001234567", "9230012345"])
 
 
-def test_bare_international_numbers_in_free_text_are_masked_or_quarantined(
+def test_bare_international_numbers_in_free_text_are_masked(
     res: Resources, tmp_path: Path
 ) -> None:
     other = "923001234567"  # somebody's number, bare international, in the business's fields
@@ -74,14 +74,16 @@ def test_bare_international_numbers_in_free_text_are_masked_or_quarantined(
             _row("r-8"),
         ],
     )
-    assert report.reasons == {"identifier_in:record_id": 1}
+    assert report.reasons == {}  # masked, never quarantined: every record is kept
     assert report.scrubbed == {
         "masked:customer_id": 2, "masked:error_code": 1, "masked:origin_network": 1,
-        "masked:route_id": 1, "masked:status": 1,
+        "masked:record_id": 1, "masked:route_id": 1, "masked:status": 1,
     }  # fmt: skip
     gold = read_tier(res.store, "gold/").sort("record_id")
-    assert gold.get_column("record_id").to_list() == [f"r-{i}" for i in range(2, 9)]
-    assert gold.row(6, named=True)["customer_id"] == "cust-1"  # untouched where nothing was found
+    ids = gold.get_column("record_id").to_list()
+    assert ids[1:] == [f"r-{i}" for i in range(2, 9)]
+    assert ids[0].startswith("masked-") and not any(ch.isdigit() for ch in ids[0])
+    assert gold.row(7, named=True)["customer_id"] == "cust-1"  # untouched where nothing was found
     outside = [(k, t) for k, t in all_text_outputs(res.store) if not k.startswith("bronze/")]
     assert_no_identifiers(outside, ["3001234567", "2079460000", "bob@example.org"])
 

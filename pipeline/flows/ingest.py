@@ -92,7 +92,6 @@ class FileReport:
     gold: int = 0
     gold_only: int = 0
     quarantined: int = 0
-    invalid_number: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
     #: free-text values cleaned of control characters (`control:<field>`) or masked because they
     #: held an identifier (`masked:<field>`)
@@ -639,7 +638,6 @@ def _parse_into_tiers(
             report.silver += len(out.silver)
             report.gold += len(out.gold)
             report.quarantined += len(out.quarantine)
-            report.invalid_number += out.invalid_numbers
             reasons.update(out.quarantine.get_column("reason").to_list())
             scrubbed.update(out.scrubbed)
             for tier, frame in (("gold", out.gold), ("silver", out.silver)):

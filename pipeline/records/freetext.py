@@ -1,90 +1,61 @@
 """Free-text fields kept in silver and gold checked for identifiers, row by row.
 
 Sources put what they like in IDs, statuses and network names, and gold keeps them for ten
-years, so before a record is kept each free-text field is:
+years, so before a record is kept each free-text column (every column the canonical schema
+declares `free_text`: `schema.FREE_TEXT_COLUMNS`) is:
 
 1. cleaned of control and invisible format characters (NUL, zero-width spaces ...), counted as
    `control:<field>`;
 2. read as a person would (`fold_lookalikes`: full-width and other scripts' digits as digits,
    a full-width `＠` as `@`) and searched for the record's own end users in any written form
    (the last nine digits of the number, whatever separators surround them; the e-mail or SIP
-   address, or its user part) and for anything shaped like an identifier (a number written
-   with `+`, `00` or a trunk `0`; a bare international number, i.e. 8 to 15 digits a calling
-   code and its lengths allow; an e-mail address).
+   address, or its user part) and for anything the identifier detector
+   (`pipeline.records.detector`) reads as a possible phone number or address.
 
-A hit in `record_id` quarantines the row (`identifier_in:record_id`): an ID cannot be kept with a
-part blanked (two IDs would become one) nor replaced (it would no longer be the platform's ID).
-A hit in any other field replaces the whole value by `masked`, counted as `masked:<field>`.
+A hit replaces the whole value, counted as `masked:<field>`: by `masked` in most fields, and in
+`record_id` by `masked-` and 24 letters keyed by the file's data key (`masked_record_id`), so
+the record is kept, two IDs never become one, a repeat within the file is still found, and
+nothing links the ID to its person once that key is destroyed at the identifier purge.
 """
 
 from __future__ import annotations
 
-from functools import cache
-
 import numpy as np
-import phonenumbers
 import polars as pl
-from phonenumbers import PhoneMetadata
+import polars_hash  # noqa: F401  (registers the .chash namespace)
 
+from pipeline.records.detector import identifying
 from pipeline.records.normalise import fold_lookalikes
+from pipeline.records.schema import FREE_TEXT_COLUMNS
 
-#: Fields a source fills with text of its own and the tiers keep as written.
-FREE_TEXT = (
-    "record_id", "customer_id", "route_id", "status", "error_code", "origin_network",
-    "destination_network",
-)  # fmt: skip
-#: Fields whose hit quarantines the row instead of masking the value.
-QUARANTINED = ("record_id",)
 MASK = "masked"
+#: how a masked record ID starts; the rest is letters only, so it never reads as a number
+MASKED_ID_PREFIX = "masked-"
 CONTROL = r"[\p{Cc}\p{Cf}]"
-SHAPES = (
-    r"(?:\+|\b00)[1-9][0-9 ()./-]{5,18}[0-9]",  # international, with + or 00
-    r"\b0[1-9][0-9]{1,4}[ -]?[0-9]{6,8}\b",  # national, with a trunk 0
-    r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)*\.[A-Za-z]{2,}",  # e-mail address
-)
 #: How much of a number is enough to recognise it in any written form.
 TAIL_DIGITS = 9
 
 
-@cache
-def bare_number() -> str:
-    """A regex matching a digit run that is a possible international number without `+`:
-    a calling code followed by a national number of one of its region's lengths."""
-    alternatives = set()
-    for cc, regions in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.items():
-        for code in regions:
-            meta = (
-                PhoneMetadata.metadata_for_nongeo_region(cc)
-                if code == "001"
-                else PhoneMetadata.metadata_for_region(code)
-            )
-            if meta is None or meta.general_desc is None:
-                continue
-            for n in meta.general_desc.possible_length:
-                if 8 <= len(str(cc)) + n <= 15:
-                    alternatives.add(f"{cc}[0-9]{{{n}}}")
-    return "^(?:" + "|".join(sorted(alternatives)) + ")$"
+def letters_only(hex_digits: pl.Expr) -> pl.Expr:
+    """Hex digits written as letters (`0-9` as `g-p`): a digest that never holds a digit run."""
+    return hex_digits.str.replace_many(list("0123456789"), list("ghijklmnop"))
 
 
-def _shaped(col: pl.Expr) -> pl.Expr:
-    """Whether a text holds anything shaped like a phone number or an e-mail address."""
-    shaped = pl.lit(False)
-    for pattern in SHAPES:
-        shaped = shaped | col.str.contains(pattern)
-    runs = col.str.extract_all(r"[0-9]+")
-    bare = runs.list.eval(pl.element().str.contains(bare_number())).list.any()
-    return (shaped | bare).fill_null(False)
+def masked_record_id(record_id: pl.Expr, file_key: bytes) -> pl.Expr:
+    """The stand-in for a record ID that holds an identifier: unique per ID within the file,
+    and meaningless without the file's data key."""
+    mac = record_id.chash.hmac_sha256(key=file_key.hex())  # type: ignore[attr-defined]
+    return pl.lit(MASKED_ID_PREFIX) + letters_only(mac.str.slice(0, 24))
 
 
-def _shaped_values(df: pl.DataFrame, fields: list[str]) -> pl.Series:
-    """The distinct values of `fields` that are `_shaped`, each decided once however many rows
-    and fields hold it (statuses, customers and networks repeat), and the patterns compiled
-    once a batch rather than once a field."""
+def _identifying_values(df: pl.DataFrame, fields: list[str]) -> pl.Series:
+    """The distinct values of `fields` the detector flags, each decided once however many rows
+    and fields hold it (statuses, customers and networks repeat)."""
     distinct = pl.concat(
         [pl.Series("v", [], pl.String)]
         + [df.get_column(f).drop_nulls().unique().alias("v") for f in fields]
     ).unique()
-    return distinct.filter(distinct.to_frame().select(_shaped(pl.col("v"))).to_series())
+    return distinct.filter(distinct.to_frame().select(identifying(pl.col("v"))).to_series())
 
 
 def party_patterns(prefix: str) -> list[pl.Expr]:
@@ -150,16 +121,15 @@ def _own_values(df: pl.DataFrame, field: str) -> pl.Series:
     return pl.Series(field, hits)
 
 
-def scrub(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+def scrub(df: pl.DataFrame, file_key: bytes) -> tuple[pl.DataFrame, dict[str, int]]:
     """Clean and check the free-text fields of a classified batch (with `{o,d}_tail/_name`,
     the parties' `party_patterns`).
 
-    Returns the batch, with `_identifier_in_id` marking rows whose record ID carries an
-    identifier, and the counts of values cleaned or masked per field.
+    Returns the batch with every hit masked (`record_id` by `masked_record_id` under
+    `file_key`), and the counts of values cleaned or masked per field.
     """
-    fields = [f for f in FREE_TEXT if f in df.columns]
+    fields = [f for f in FREE_TEXT_COLUMNS if f in df.columns]
     cleaned = df.with_columns(pl.col(f).str.replace_all(CONTROL, "") for f in fields)
-    counts: dict[str, int] = {}
     hits = cleaned.select(
         *(
             (pl.col(f) != df.get_column(f)).fill_null(False).sum().alias(f"control:{f}")
@@ -170,18 +140,14 @@ def scrub(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
     seen = cleaned.with_columns(
         pl.col(f).map_batches(fold_lookalikes, return_dtype=pl.String) for f in fields
     )
-    shaped = _shaped_values(seen, fields).implode()
-    flags = seen.select(pl.col(f).is_in(shaped).fill_null(False) for f in fields).with_columns(
+    found = _identifying_values(seen, fields).implode()
+    flags = seen.select(pl.col(f).is_in(found).fill_null(False) for f in fields).with_columns(
         pl.col(f) | _own_values(seen, f) for f in fields
     )
     for f in fields:
-        if f in QUARANTINED:
-            continue
         hits[f"masked:{f}"] = int(flags.get_column(f).sum())
+        mask = masked_record_id(pl.col(f), file_key) if f == "record_id" else pl.lit(MASK)
         cleaned = cleaned.with_columns(
-            pl.when(flags.get_column(f)).then(pl.lit(MASK)).otherwise(pl.col(f)).alias(f)
+            pl.when(flags.get_column(f)).then(mask).otherwise(pl.col(f)).alias(f)
         )
-    in_id = flags.get_column("record_id") if "record_id" in fields else np.zeros(len(df), bool)
-    cleaned = cleaned.with_columns(pl.Series("_identifier_in_id", in_id, dtype=pl.Boolean))
-    counts = {k: int(v) for k, v in hits.items() if v}
-    return cleaned, counts
+    return cleaned, {k: int(v) for k, v in hits.items() if v}

@@ -192,7 +192,7 @@ def _stages(
                                         "ambiguous")}  # fmt: skip
     c = {k: pl.col(v) for k, v in t.items()}
     stages = [
-        _unwrapped(_read(pl.col(col), fold).str.strip_chars(), t),
+        _unwrapped(_as_a_person_reads(_read(pl.col(col), fold).str.strip_chars()), t),
         _scheme(c, t),
         _body(c, t),
         _user(c, t),
@@ -208,6 +208,16 @@ def _stages(
 
 Cols = dict[str, pl.Expr]
 Names = dict[str, str]
+
+
+def _as_a_person_reads(s: pl.Expr) -> pl.Expr:
+    """Two ways numbers are written that a person reads past: a spreadsheet's `.0`/`.00` after
+    a number stored as a float (`923001234567.0`), and a trunk `(0)` after the calling code
+    (`+92 (0) 300 1234567`, `+44 (0)20 7946 0000`), which `phonenumbers` drops too. Read as
+    written, each gave another person's number (+9230012345670, +9203001234567)."""
+    return s.str.replace(r"^(\+?[0-9]+)\.0+$", "${1}").str.replace(
+        r"^((?:\+|00)\s*[1-9][0-9]{0,2})\s*\(0\)", "${1}"
+    )
 
 
 def _unwrapped(s: pl.Expr, t: Names) -> list[pl.Expr]:

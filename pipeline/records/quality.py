@@ -36,12 +36,14 @@ from typing import Any
 import polars as pl
 
 from pipeline.core.store import LocalStore, ObjectStore, open_store
+from pipeline.records import detector
 from pipeline.records.expectations_engine import (
     INDEX_COLUMN,
     CompiledSuite,
     SuiteTally,
     compile_suite,
 )
+from pipeline.records.schema import CURRENCIES, OTHER
 
 log = logging.getLogger("pipeline.records.quality")
 logging.getLogger("great_expectations").setLevel(logging.WARNING)
@@ -76,8 +78,22 @@ def suites_dir() -> Path:
 
 
 def load_suite_json(name: str) -> dict[str, Any]:
+    """A suite as its file states it, with the placeholders the pipeline defines in one place
+    filled in: `$identifier` (the identifier detector's pattern, `pipeline.records.detector`)
+    and `$currencies` (ISO 4217 and `other`, `pipeline.records.schema`)."""
     suite: dict[str, Any] = json.loads((suites_dir() / f"{name}.json").read_text())
+    for expectation in suite.get("expectations", []):
+        kwargs = expectation.get("kwargs", {})
+        for key, value in kwargs.items():
+            if isinstance(value, str) and value in _PLACEHOLDERS:
+                kwargs[key] = _PLACEHOLDERS[value]()
     return suite
+
+
+_PLACEHOLDERS = {
+    "$identifier": detector.pattern,
+    "$currencies": lambda: [*CURRENCIES, OTHER],
+}
 
 
 def quiet_context(project_config: Any = None) -> Any:

@@ -13,6 +13,20 @@ UTC_TS = pl.Datetime("us", "UTC")
 
 CHANNELS = ("sms", "mms", "voice", "email", "whatsapp", "viber", "rcs", "telegram", "other")
 DIRECTIONS = ("outbound", "inbound")
+#: ISO 4217 alphabetic codes, current and recently withdrawn (records can be years old);
+#: anything else a source writes in `currency` is stored as `other` (counted `other:currency`)
+CURRENCIES = tuple(
+    """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD
+    BTN BWP BYN BYR BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK DJF DKK DOP
+    DZD EEK EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HRK HTG HUF IDR ILS
+    INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LTL LVL
+    LYD MAD MDL MGA MKD MMK MNT MOP MRO MRU MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD
+    OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS
+    SRD SSP STD STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW
+    UZS VED VEF VES VND VUV WST XAF XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XTS
+    XUA XXX YER ZAR ZMW ZWG ZWL""".split()
+)
+OTHER = "other"
 
 # Fields a parser fills (all optional except record_id/event_time, checked later).
 S, TS, I64, F64 = pl.String(), UTC_TS, pl.Int64(), pl.Float64()
@@ -74,6 +88,79 @@ CANONICAL_SOURCE_COLUMNS = [
     for c in CANONICAL
     if c not in {"source", "source_file", "source_sha256", "source_line", *DERIVED_DOMAINS}
 ]
+
+# --- what each stored column may hold (closed world) ------------------------------------------
+# Every column a tier stores has a declared kind, and the writer refuses a column without one
+# (`require_kinds`): nothing is kept because nobody thought to check it.
+IDENTIFIER = "identifier"  # an end user's token in silver (null in gold), or a business sender
+#                            ID or short code kept literally (checked by its shape)
+ROUTING = "routing"  # derived from an identifier before it is tokenised: country, domain
+ENUMERATED = "enumerated"  # a closed vocabulary (`VOCABULARIES`): anything else is its "other"
+TYPED = "typed"  # a timestamp, duration, count, price or position: typed, never text
+FREE_TEXT = "free_text"  # text a source writes: passes the identifier detector, masked on a hit
+PROVENANCE = "provenance"  # set by the pipeline: source slug, file label, digests, commitments
+ENCRYPTED = "encrypted"  # ciphertext under a data key (the vault, raw quarantined rows)
+
+COLUMN_KINDS: dict[str, str] = {
+    "record_id": FREE_TEXT,
+    "source": PROVENANCE,
+    "source_file": PROVENANCE,
+    "source_sha256": PROVENANCE,
+    "source_line": TYPED,
+    "event_time": TYPED,
+    "end_time": TYPED,
+    "channel": ENUMERATED,
+    "channel_detail": FREE_TEXT,
+    "direction": ENUMERATED,
+    "customer_id": FREE_TEXT,
+    "origin": IDENTIFIER,
+    "origin_kind": ENUMERATED,
+    "destination": IDENTIFIER,
+    "destination_kind": ENUMERATED,
+    "origin_country": ROUTING,
+    "destination_country": ROUTING,
+    "origin_domain": ROUTING,
+    "destination_domain": ROUTING,
+    # the network (MCC-MNC or a name) as the source gives it: routing, but written by the
+    # source, so read as free text
+    "origin_network": FREE_TEXT,
+    "destination_network": FREE_TEXT,
+    "route_id": FREE_TEXT,
+    "duration_s": TYPED,
+    "units": TYPED,
+    "status": FREE_TEXT,
+    "error_code": FREE_TEXT,
+    "price": TYPED,
+    "currency": ENUMERATED,
+    "identity_commitment": PROVENANCE,
+    "leaf_index": TYPED,
+    # quarantine, proofs and vault
+    "reason": PROVENANCE,
+    "note": PROVENANCE,
+    "raw_encrypted": ENCRYPTED,
+    "leaf": PROVENANCE,
+    "token": IDENTIFIER,
+    "kind": ENUMERATED,
+    "identifier_encrypted": ENCRYPTED,
+}
+
+#: the columns the identifier detector scrubs at ingest and the suites check (`freetext`)
+FREE_TEXT_COLUMNS = tuple(c for c, k in COLUMN_KINDS.items() if k == FREE_TEXT)
+
+
+class UndeclaredColumn(ValueError):
+    """A tier was about to store a column whose kind nobody declared."""
+
+
+def require_kinds(columns: list[str] | dict[str, pl.DataType]) -> None:
+    """Refuse to store any column without a declared kind (`COLUMN_KINDS`)."""
+    undeclared = [c for c in columns if c not in COLUMN_KINDS]
+    if undeclared:
+        raise UndeclaredColumn(
+            f"no declared kind for column(s) {', '.join(undeclared)}: declare it in "
+            "pipeline.records.schema.COLUMN_KINDS before a tier stores it"
+        )
+
 
 QUARANTINE_ROWS: dict[str, pl.DataType] = {
     "source": pl.String(),

@@ -19,14 +19,14 @@ import polars as pl
 
 from pipeline.proof.commitments import ENCODING, identity_commitment, leaves_of
 from pipeline.records.fingerprints import Fingerprints
-from pipeline.records.freetext import party_patterns, scrub
+from pipeline.records.freetext import letters_only, party_patterns, scrub
 from pipeline.records.normalise import (
     PERSONAL_KINDS,
     CountryResolver,
     normalise_addresses,
     routing_domain,
 )
-from pipeline.records.schema import CHANNELS, DIRECTIONS, GOLD, SILVER, conform
+from pipeline.records.schema import CHANNELS, CURRENCIES, DIRECTIONS, GOLD, OTHER, SILVER, conform
 from pipeline.records.sources.base import first_error
 from pipeline.records.tokenise import token_expr
 
@@ -87,8 +87,6 @@ class Transformed:
     vault: pl.DataFrame  # year, month, token, kind, identifier (clear: encrypted by the writer)
     quarantine: pl.DataFrame  # source_line, reason, raw (clear: encrypted by the writer)
     leaves: pl.Series  # the kept records' Merkle leaves (hex), in leaf_index order
-    #: kept records with a number no region's numbering plan allows (kept, without a country)
-    invalid_numbers: int = 0
     commit_seconds: float = 0.0  # time spent on the commitments (reported, never asserted)
     #: free-text values cleaned of control characters or masked, per `control:`/`masked:` field
     scrubbed: dict[str, int] = field(default_factory=dict)
@@ -119,9 +117,10 @@ def prepare(parsed: pl.DataFrame, ctx: FileContext, book: AddressBook) -> Prepar
     """Classify both parties (normalise, country, token), clean free text, derive missing
     record ids and give each row its first reason to be rejected. `book` is the file's: one
     caller at a time, batches in file order."""
-    df, scrubbed = scrub(_classify(parsed, ctx, book).with_columns(_channel_detail()))
+    df, others = _closed_vocabularies(_classify(parsed, ctx, book))
+    df, scrubbed = scrub(df, ctx.commit_key)
     df = _with_record_ids(df, ctx)
-    return Prepared(df.with_columns(_rejection(ctx).alias("_reason")), scrubbed)
+    return Prepared(df.with_columns(_rejection(ctx).alias("_reason")), scrubbed | others)
 
 
 def transform(
@@ -169,16 +168,12 @@ def finish(
     good = pl.concat([good, committed], how="horizontal")
     gold_rows = pl.concat([gold_rows, committed], how="horizontal")
     live = good.filter(~pl.col("_expired"))
-    invalid = int(
-        good.select((pl.col("o_country_invalid") | pl.col("d_country_invalid")).sum()).item()
-    )
     return Transformed(
         pl.concat([conform(live, SILVER), live.select(_PARTS)], how="horizontal"),
         pl.concat([conform(gold_rows, GOLD), gold_rows.select(_PARTS)], how="horizontal"),
         _vault(live, ctx),
         quarantine,
         leaves,
-        invalid,
         commit_seconds,
         prepared.scrubbed,
     )
@@ -193,7 +188,15 @@ def _with_record_ids(df: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
     """Sources without record ids (some PBX formats) get one derived from the file and line."""
     if not ctx.derived_ids:
         return df
-    derived = pl.format(f"{ctx.source}-{ctx.sha256[:16]}-{{}}", pl.col("source_line"))
+    digest = letters_only(pl.lit(ctx.sha256[:16]))
+    line = pl.col("source_line").cast(pl.String)
+    # The line in groups of at most six digits: a derived ID never holds a 7-digit run.
+    groups = pl.concat_str(
+        line.str.slice(0, pl.max_horizontal(line.str.len_chars() - 6, 0)),
+        pl.lit("_"),
+        line.str.slice(-6),
+    ).str.strip_chars_start("_")
+    derived = pl.concat_str(pl.lit(f"{ctx.source}-"), digest, pl.lit("-"), groups)
     return df.with_columns(pl.coalesce("record_id", derived).alias("record_id"))
 
 
@@ -205,7 +208,6 @@ def _rejection(ctx: FileContext) -> pl.Expr:
         first_error(
             [
                 (pl.col("record_id").is_null(), "missing_id"),
-                (pl.col("_identifier_in_id"), "identifier_in:record_id"),
                 (pl.col("event_time").is_null(), "missing_timestamp"),
                 (_out_of_range("event_time"), "out_of_range:event_time"),
                 (pl.col("event_time") >= ctx.future_cutoff, "future_timestamp"),
@@ -215,6 +217,8 @@ def _rejection(ctx: FileContext) -> pl.Expr:
                 (pl.col("d_ambiguous"), "ambiguous_identifier:destination"),
                 (pl.col("o_bad"), "unparseable_number:origin"),
                 (pl.col("d_bad"), "unparseable_number:destination"),
+                (pl.col("o_country_invalid"), "invalid_number:origin"),
+                (pl.col("d_country_invalid"), "invalid_number:destination"),
                 (pl.col("d_kind") == "unknown", "missing_destination"),
                 (~pl.col("channel").is_in(CHANNELS).fill_null(False), "bad_value:channel"),
                 (~pl.col("direction").is_in(DIRECTIONS).fill_null(False), "bad_value:direction"),
@@ -329,17 +333,24 @@ def _expired_months(good: pl.DataFrame, ctx: FileContext) -> list[int]:
     return sorted(set(late) | set(purged))
 
 
-def _channel_detail() -> list[pl.Expr]:
-    """A channel outside the known set becomes `other`, its lower-cased value kept in
-    `channel_detail`: nothing the source said about the channel is lost."""
+def _closed_vocabularies(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Enumerated columns keep only their vocabulary. A channel outside it becomes `other`, its
+    text kept in `channel_detail` (free text: scrubbed like any other); a currency is read as
+    its ISO 4217 code (`pkr ` is `PKR`), anything else becomes `other`, counted
+    `other:currency` (its text stays only in the sealed original)."""
     unknown = pl.col("channel").is_not_null() & ~pl.col("channel").is_in(CHANNELS)
-    return [
+    code = pl.col("currency").str.strip_chars().str.to_uppercase()
+    foreign = pl.col("currency").is_not_null() & ~code.is_in(CURRENCIES)
+    others = df.select(foreign.sum().alias(f"{OTHER}:currency")).row(0, named=True)
+    df = df.with_columns(
         pl.when(unknown)
         .then(pl.col("channel"))
         .otherwise("channel_detail")
         .alias("channel_detail"),
-        pl.when(unknown).then(pl.lit("other")).otherwise("channel").alias("channel"),
-    ]
+        pl.when(unknown).then(pl.lit(OTHER)).otherwise("channel").alias("channel"),
+        pl.when(foreign).then(pl.lit(OTHER)).otherwise(code).alias("currency"),
+    )
+    return df, {k: int(v) for k, v in others.items() if v}
 
 
 def _redelivered(df: pl.DataFrame, prior: Prior | None) -> pl.DataFrame:
