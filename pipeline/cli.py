@@ -394,7 +394,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
               f"{b['quarantined']:,} → {a['quarantined']:,} of {a['records']:,} records")  # fmt: skip
     if not report.files:
         print(f"Nothing new was replayed: no file holds {args.reason} rows not replayed "
-              f"with region {args.default_region} already.")  # fmt: skip
+              f"with this fix already.")  # fmt: skip
     return 0
 
 
@@ -791,8 +791,14 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     ver.set_defaults(func=cmd_verify)
 
     rep = sub.add_parser("replay", help="re-read quarantined rows from bronze after a fix")
-    rep.add_argument("--reason", required=True, choices=["unparseable_number"])
-    rep.add_argument("--default-region", type=_region, required=True, help=REGION_HELP)
+    rep.add_argument(
+        "--reason",
+        required=True,
+        choices=["unparseable_number", "invalid_number"],
+        help="unparseable_number: with a --default-region given now; invalid_number: with the "
+        "numbering plans this version ships (after an upgrade of phonenumbers)",
+    )
+    rep.add_argument("--default-region", type=_region, help=REGION_HELP)
     rep.add_argument("--file", help="only this file (sha256 prefix, file name or object key)")
     rep.add_argument("--as-of", type=_date, default=_today(), help="date deciding expired months")
     rep.add_argument("--json", action="store_true", help=JSON_HELP)

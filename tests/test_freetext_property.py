@@ -98,7 +98,9 @@ def test_a_text_is_masked_exactly_when_it_holds_an_own_party_or_an_identifier(
             shaped = row[field] is not None and re.search(pattern(), row[field]) is not None
             expected = shaped or holds_own(row[field], parties)
             if field == "record_id":  # a stand-in keyed by the file's key, never `masked`
-                masked_id = out[field][n] != row[field] and out[field][n].startswith(MASKED_ID_PREFIX)
+                masked_id = out[field][n] != row[field] and out[field][n].startswith(
+                    MASKED_ID_PREFIX
+                )
                 assert masked_id == expected, row
             else:
                 assert (out[field][n] == MASK and row[field] != MASK) == expected, (field, row)

@@ -56,9 +56,7 @@ def test_identifier_shaped_senders_are_quarantined_not_kept_in_gold(
     assert_no_identifiers(outside, ["3001234567", "9230012345"])
 
 
-def test_bare_international_numbers_in_free_text_are_masked(
-    res: Resources, tmp_path: Path
-) -> None:
+def test_bare_international_numbers_in_free_text_are_masked(res: Resources, tmp_path: Path) -> None:
     other = "923001234567"  # somebody's number, bare international, in the business's fields
     report = _ingest(
         res,

@@ -55,7 +55,9 @@ class Resources:
             bronze,
             keyring,
             settings,
-            Quality(settings.data_docs, client=s3(settings.data_docs)),
+            Quality(
+                settings.data_docs, client=s3(settings.data_docs), region=settings.default_region
+            ),
             policy or load_policy(settings.retention_policy or None),
         )
 

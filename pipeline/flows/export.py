@@ -63,7 +63,7 @@ FORMAT = "cdr-export/1"
 EXPORT_COLUMNS: dict[str, str] = {
     "record_id": "the platform's record ID",
     "communication_type": "sms, mms, voice, email, whatsapp, viber, rcs, telegram, other",
-    "direction": "outbound (from the platform's customer) or inbound",
+    "direction": "outbound (from the platform's customer), inbound, or other (neither)",
     "start_time_utc": "date and time the communication started (UTC, ISO 8601)",
     "end_time_utc": "date and time it ended (UTC), where known",
     "duration_s": "duration in seconds (voice), where known",

@@ -40,7 +40,7 @@ from pipeline.core.store import LocalStore, ObjectStore, store_errors
 from pipeline.proof import audit
 from pipeline.proof.commitments import ENCODING, block_roots, file_root
 from pipeline.proof.integrity import read_entry, record_parse, seal_original, sha256_file
-from pipeline.records import quality
+from pipeline.records import normalise, quality
 from pipeline.records.bronze import (
     LockError,
     hold_until,
@@ -123,6 +123,7 @@ class FileReport:
         if self.status == "ingested":
             body["token_key_version"] = TOKEN_KEY_VERSION
             body["commitment_encoding"] = ENCODING
+            body["numbering_plan"] = normalise.numbering_plan()
         return body
 
 
@@ -587,6 +588,7 @@ def _parse_into_tiers(
         commit_key=file_key,
         suppressed=frozenset(layout.listed_tokens(res.store, "suppressed")),
         commitment_encoding=ENCODING,
+        detector_region=res.quality.region,
     )
     opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
     book = AddressBook()

@@ -1,4 +1,5 @@
-"""Replay a file's quarantined rows after a fix: a missing default region, given later.
+"""Replay a file's quarantined rows after a fix: a missing default region, given later, or a
+newer numbering plan that allows numbers the plan at ingest did not (`invalid_number`).
 
 A file ingested without a region for its national-format numbers ("0300 1234567") keeps those
 records in quarantine (`unparseable_number:<side>`), encrypted, with its sealed original in
@@ -29,12 +30,16 @@ from pipeline.core.errors import PipelineError, UsageError
 from pipeline.core.resources import Resources
 from pipeline.flows.ingest import IngestError, reparse_original
 from pipeline.proof import audit
+from pipeline.records import normalise
 from pipeline.records.lookup import default_region as resolve_region
 
 log = logging.getLogger("pipeline.flows.replay")
 
 #: the reasons a replay can fix, and what fixes them
-REASONS = {"unparseable_number": "a default region for national-format numbers"}
+REASONS = {
+    "unparseable_number": "a default region for national-format numbers",
+    "invalid_number": "a newer numbering plan (phonenumbers' metadata) that allows the numbers",
+}
 COUNTS = ("records", "silver", "gold", "quarantined")
 
 
@@ -55,7 +60,7 @@ class ReplayRequest:
     def validate(self) -> None:
         if self.reason not in REASONS:
             raise UsageError(f"--reason must be one of {', '.join(REASONS)}, not {self.reason!r}")
-        if not self.default_region:
+        if not self.default_region and self.reason == "unparseable_number":
             raise UsageError(
                 f"replaying {self.reason} needs {REASONS[self.reason]} (--default-region)"
             )
@@ -75,15 +80,16 @@ class ReplayReport:
 def run_replay(res: Resources, request: ReplayRequest) -> ReplayReport:
     """Replay the request's quarantined rows (see the module docstring)."""
     request.validate()
-    region = resolve_region(request.default_region, None)
+    region = resolve_region(request.default_region, res.settings.default_region)
+    plan = normalise.numbering_plan()
     report = ReplayReport()
     for sha in _candidates(res, request):
-        note = {"reason": request.reason, "default_region": region, "as_of": request.as_of.isoformat()}  # fmt: skip
+        note = {"reason": request.reason, "default_region": region, "numbering_plan": plan, "as_of": request.as_of.isoformat()}  # fmt: skip
         try:
             before, after = reparse_original(
                 res,
                 sha,
-                lambda b: _wanted(b, request.reason, region),
+                lambda b: _wanted(b, request.reason, region, plan),
                 default_region=region,
                 as_of=request.as_of,
                 note=note,
@@ -91,7 +97,7 @@ def run_replay(res: Resources, request: ReplayRequest) -> ReplayReport:
         except IngestError as exc:
             raise ReplayError(str(exc)) from None
         if after is None:  # replayed already: its audit entry, if a crash lost it, now
-            done = [r for r in before.get("replays", []) if _same(r, request.reason, region)]
+            done = [r for r in before.get("replays", []) if _same(r, request.reason, region, plan)]
             if done:
                 _audit(res, sha, before, done[-1])
             continue
@@ -127,13 +133,17 @@ def _quarantined(body: dict[str, Any], reason: str) -> int:
     return sum(int(n) for r, n in reasons.items() if r == reason or r.startswith(f"{reason}:"))
 
 
-def _same(replay: dict[str, Any], reason: str, region: str | None) -> bool:
-    return replay.get("reason") == reason and replay.get("default_region") == region
+def _same(replay: dict[str, Any], reason: str, region: str | None, plan: str) -> bool:
+    """The same fix: the same reason and region and, for an invalid number, the same plan."""
+    same_plan = reason != "invalid_number" or replay.get("numbering_plan") == plan
+    return replay.get("reason") == reason and replay.get("default_region") == region and same_plan
 
 
-def _wanted(body: dict[str, Any], reason: str, region: str | None) -> bool:
-    """Still to replay: rows of the reason, and no replay with this reason and region yet."""
-    done = any(_same(r, reason, region) for r in body.get("replays", []))
+def _wanted(body: dict[str, Any], reason: str, region: str | None, plan: str) -> bool:
+    """Still to replay: rows of the reason, and no replay with this fix yet (for an invalid
+    number: the file was last read under another plan)."""
+    done = any(_same(r, reason, region, plan) for r in body.get("replays", []))
+    done = done or (reason == "invalid_number" and body.get("numbering_plan") == plan)
     return body.get("status") == "ingested" and bool(_quarantined(body, reason)) and not done
 
 

@@ -48,14 +48,14 @@ def masked_record_id(record_id: pl.Expr, file_key: bytes) -> pl.Expr:
     return pl.lit(MASKED_ID_PREFIX) + letters_only(mac.str.slice(0, 24))
 
 
-def _identifying_values(df: pl.DataFrame, fields: list[str]) -> pl.Series:
+def _identifying_values(df: pl.DataFrame, fields: list[str], region: str | None) -> pl.Series:
     """The distinct values of `fields` the detector flags, each decided once however many rows
     and fields hold it (statuses, customers and networks repeat)."""
     distinct = pl.concat(
         [pl.Series("v", [], pl.String)]
         + [df.get_column(f).drop_nulls().unique().alias("v") for f in fields]
     ).unique()
-    return distinct.filter(distinct.to_frame().select(identifying(pl.col("v"))).to_series())
+    return distinct.filter(distinct.to_frame().select(identifying(pl.col("v"), region)).to_series())
 
 
 def party_patterns(prefix: str) -> list[pl.Expr]:
@@ -121,12 +121,16 @@ def _own_values(df: pl.DataFrame, field: str) -> pl.Series:
     return pl.Series(field, hits)
 
 
-def scrub(df: pl.DataFrame, file_key: bytes) -> tuple[pl.DataFrame, dict[str, int]]:
+def scrub(
+    df: pl.DataFrame, file_key: bytes, region: str | None
+) -> tuple[pl.DataFrame, dict[str, int]]:
     """Clean and check the free-text fields of a classified batch (with `{o,d}_tail/_name`,
-    the parties' `party_patterns`).
+    the parties' `party_patterns`); `region` is the deployment's (whose national numbers the
+    detector reads).
 
     Returns the batch with every hit masked (`record_id` by `masked_record_id` under
-    `file_key`), and the counts of values cleaned or masked per field.
+    `file_key`) and every other value as read (`fold_lookalikes`: the suites then see what the
+    detector saw), and the counts of values cleaned or masked per field.
     """
     fields = [f for f in FREE_TEXT_COLUMNS if f in df.columns]
     cleaned = df.with_columns(pl.col(f).str.replace_all(CONTROL, "") for f in fields)
@@ -140,14 +144,14 @@ def scrub(df: pl.DataFrame, file_key: bytes) -> tuple[pl.DataFrame, dict[str, in
     seen = cleaned.with_columns(
         pl.col(f).map_batches(fold_lookalikes, return_dtype=pl.String) for f in fields
     )
-    found = _identifying_values(seen, fields).implode()
+    found = _identifying_values(seen, fields, region).implode()
     flags = seen.select(pl.col(f).is_in(found).fill_null(False) for f in fields).with_columns(
         pl.col(f) | _own_values(seen, f) for f in fields
     )
     for f in fields:
         hits[f"masked:{f}"] = int(flags.get_column(f).sum())
         mask = masked_record_id(pl.col(f), file_key) if f == "record_id" else pl.lit(MASK)
-        cleaned = cleaned.with_columns(
+        seen = seen.with_columns(
             pl.when(flags.get_column(f)).then(mask).otherwise(pl.col(f)).alias(f)
         )
-    return cleaned, {k: int(v) for k, v in hits.items() if v}
+    return seen, {k: int(v) for k, v in hits.items() if v}

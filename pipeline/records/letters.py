@@ -26,7 +26,8 @@ FIELDS: dict[str, str] = {
     "time_utc": "when it started (UTC, ISO 8601)",
     "end_time_utc": "when it ended (UTC), where known",
     "type": "sms, mms, voice, email, whatsapp, viber, rcs, telegram or other",
-    "direction": "outbound (sent by the business using the platform) or inbound (sent to it)",
+    "direction": "outbound (sent by the business using the platform), inbound (sent to it), "
+    "or other (the source wrote neither)",
     "your_role": "sender or recipient: your side of the communication",
     "duration_s": "length in seconds (calls), where known",
     "status": "delivery or call status as the network reported it",

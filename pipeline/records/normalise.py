@@ -57,6 +57,11 @@ def region(code: str) -> Region:
     return Region(code.upper(), cc, meta.national_prefix, tuple(meta.general_desc.possible_length))
 
 
+def numbering_plan() -> str:
+    """The numbering plans numbers are judged by: `phonenumbers`' version (its metadata)."""
+    return str(phonenumbers.__version__)
+
+
 @cache
 def calling_codes() -> tuple[dict[str, str], frozenset[str]]:
     """Calling code → main region, and the codes that several regions share."""

@@ -22,6 +22,7 @@ by value, so neither logs nor Data Docs can echo an identifier.
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -77,23 +78,19 @@ def suites_dir() -> Path:
     return Path(os.environ.get("CDR_EXPECTATIONS") or EXPECTATIONS)
 
 
-def load_suite_json(name: str) -> dict[str, Any]:
+def load_suite_json(name: str, region: str | None = None) -> dict[str, Any]:
     """A suite as its file states it, with the placeholders the pipeline defines in one place
-    filled in: `$identifier` (the identifier detector's pattern, `pipeline.records.detector`)
-    and `$currencies` (ISO 4217 and `other`, `pipeline.records.schema`)."""
+    filled in: `$identifier` (the identifier detector's pattern for the deployment's `region`,
+    `pipeline.records.detector`) and `$currencies` (ISO 4217 and `other`,
+    `pipeline.records.schema`)."""
     suite: dict[str, Any] = json.loads((suites_dir() / f"{name}.json").read_text())
+    filled = {"$identifier": lambda: detector.pattern(region), "$currencies": lambda: [*CURRENCIES, OTHER]}  # fmt: skip
     for expectation in suite.get("expectations", []):
         kwargs = expectation.get("kwargs", {})
         for key, value in kwargs.items():
-            if isinstance(value, str) and value in _PLACEHOLDERS:
-                kwargs[key] = _PLACEHOLDERS[value]()
+            if isinstance(value, str) and value in filled:
+                kwargs[key] = filled[value]()
     return suite
-
-
-_PLACEHOLDERS = {
-    "$identifier": detector.pattern,
-    "$currencies": lambda: [*CURRENCIES, OTHER],
-}
 
 
 def quiet_context(project_config: Any = None) -> Any:
@@ -108,9 +105,20 @@ def quiet_context(project_config: Any = None) -> Any:
     from great_expectations.execution_engine import pandas_execution_engine
 
     pandas_execution_engine.HASH_THRESHOLD = 0
+    _parse_each_regex_once()
     ctx = gx.get_context(mode="ephemeral", project_config=project_config)
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     return ctx
+
+
+def _parse_each_regex_once() -> None:
+    """pandas parses a regex with `re`'s parser on every `str.contains` to choose its engine;
+    for the identifier detector's pattern (tens of kilobytes) that cost seconds per small file.
+    The parse depends on the pattern alone, so it is kept (pandas' own function, cached)."""
+    from pandas.core.arrays._arrow_string_mixins import ArrowStringArrayMixin as Mixin
+
+    if not hasattr(Mixin._regex_nodes, "cache_info"):
+        Mixin._regex_nodes = staticmethod(functools.lru_cache(maxsize=64)(Mixin._regex_nodes))
 
 
 #: the object stores GX's store backends write to, by id (GX builds backends from plain config)
@@ -226,7 +234,10 @@ class Quality:
         endpoint_url: str | None = None,
         credentials: dict[str, str] | None = None,
         client: Any = None,
+        region: str | None = None,
     ) -> None:
+        #: the deployment's region: the national numbers the identifier detector reads
+        self.region = region
         self.location = str(docs)
         if self.location.startswith("s3://"):
             self.site: ObjectStore = open_store(
@@ -296,7 +307,7 @@ class Quality:
         """The suite compiled for the batch evaluator (refused on load if unsupported)."""
         with self._lock:
             if suite not in self._suites:
-                self._suites[suite] = compile_suite(load_suite_json(suite))
+                self._suites[suite] = compile_suite(load_suite_json(suite, self.region))
             return self._suites[suite]
 
     def tally(self, suite: str, index_column: str | None = INDEX_COLUMN) -> SuiteTally:
@@ -309,7 +320,7 @@ class Quality:
         with self._gx_lock:
             if name not in self._gx_suites:
                 self._gx_suites[name] = self._context().suites.add(
-                    gx.ExpectationSuite(**load_suite_json(name))
+                    gx.ExpectationSuite(**load_suite_json(name, self.region))
                 )
             return self._gx_suites[name]
 

@@ -30,7 +30,15 @@ from pipeline.proof.crypto import decrypt_value, encrypt_values
 from pipeline.records import token_index
 from pipeline.records.clustering import BY_PARTY, BY_TOKEN, Clusterer
 from pipeline.records.fingerprints import Fingerprints
-from pipeline.records.schema import GOLD, PROOFS, QUARANTINE_ROWS, SILVER, VAULT, VAULT_ENTRY
+from pipeline.records.schema import (
+    GOLD,
+    PROOFS,
+    QUARANTINE_ROWS,
+    SILVER,
+    VAULT,
+    VAULT_ENTRY,
+    require_kinds,
+)
 
 # Min/max statistics where they let readers skip row groups (time ranges, ids, files, the vault's
 # tokens, which it holds in order); none on silver's tokens or on encrypted values, whose min/max
@@ -86,6 +94,8 @@ def part_writer(path: Path | IO[bytes], schema: pa.Schema) -> pq.ParquetWriter:
 
 
 def _arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
+    """The Parquet schema of a tier; refused if a column has no declared kind (closed world)."""
+    require_kinds(schema)
     return pl.DataFrame(schema=schema).to_arrow().schema
 
 

@@ -76,6 +76,9 @@ class FileContext:
     commitment_encoding: int = ENCODING
     #: tokens whose identifiers were erased on request: their vault entries are never re-created
     suppressed: frozenset[str] = frozenset()
+    #: the deployment's region: whose national numbers the identifier detector reads in free
+    #: text (the suites read the same), whatever region this file's addresses are read in
+    detector_region: str | None = None
 
 
 @dataclass
@@ -118,7 +121,7 @@ def prepare(parsed: pl.DataFrame, ctx: FileContext, book: AddressBook) -> Prepar
     record ids and give each row its first reason to be rejected. `book` is the file's: one
     caller at a time, batches in file order."""
     df, others = _closed_vocabularies(_classify(parsed, ctx, book))
-    df, scrubbed = scrub(df, ctx.commit_key)
+    df, scrubbed = scrub(df, ctx.commit_key, ctx.detector_region)
     df = _with_record_ids(df, ctx)
     return Prepared(df.with_columns(_rejection(ctx).alias("_reason")), scrubbed | others)
 
@@ -220,8 +223,8 @@ def _rejection(ctx: FileContext) -> pl.Expr:
                 (pl.col("o_country_invalid"), "invalid_number:origin"),
                 (pl.col("d_country_invalid"), "invalid_number:destination"),
                 (pl.col("d_kind") == "unknown", "missing_destination"),
-                (~pl.col("channel").is_in(CHANNELS).fill_null(False), "bad_value:channel"),
-                (~pl.col("direction").is_in(DIRECTIONS).fill_null(False), "bad_value:direction"),
+                (pl.col("channel").is_null(), "bad_value:channel"),
+                (pl.col("direction").is_null(), "bad_value:direction"),
                 (
                     pl.col("duration_s").is_not_null() & (pl.col("duration_s") < 0),
                     "bad_value:duration_s",
@@ -334,21 +337,27 @@ def _expired_months(good: pl.DataFrame, ctx: FileContext) -> list[int]:
 
 
 def _closed_vocabularies(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Enumerated columns keep only their vocabulary. A channel outside it becomes `other`, its
-    text kept in `channel_detail` (free text: scrubbed like any other); a currency is read as
-    its ISO 4217 code (`pkr ` is `PKR`), anything else becomes `other`, counted
-    `other:currency` (its text stays only in the sealed original)."""
-    unknown = pl.col("channel").is_not_null() & ~pl.col("channel").is_in(CHANNELS)
+    """Enumerated columns keep only their vocabulary; anything else becomes `other`, counted
+    `other:<column>`. An unknown channel's text is kept in `channel_detail` (free text:
+    scrubbed like any other); a currency is read as its ISO 4217 code (`pkr ` is `PKR`); the
+    text of an unknown currency or direction stays only in the sealed original."""
+    channel = pl.col("channel").is_not_null() & ~pl.col("channel").is_in(CHANNELS)
     code = pl.col("currency").str.strip_chars().str.to_uppercase()
-    foreign = pl.col("currency").is_not_null() & ~code.is_in(CURRENCIES)
-    others = df.select(foreign.sum().alias(f"{OTHER}:currency")).row(0, named=True)
+    currency = pl.col("currency").is_not_null() & ~code.is_in(CURRENCIES)
+    direction = pl.col("direction").is_not_null() & ~pl.col("direction").is_in(DIRECTIONS)
+    others = df.select(
+        channel.sum().alias(f"{OTHER}:channel"),
+        currency.sum().alias(f"{OTHER}:currency"),
+        direction.sum().alias(f"{OTHER}:direction"),
+    ).row(0, named=True)
     df = df.with_columns(
-        pl.when(unknown)
+        pl.when(channel)
         .then(pl.col("channel"))
         .otherwise("channel_detail")
         .alias("channel_detail"),
-        pl.when(unknown).then(pl.lit(OTHER)).otherwise("channel").alias("channel"),
-        pl.when(foreign).then(pl.lit(OTHER)).otherwise(code).alias("currency"),
+        pl.when(channel).then(pl.lit(OTHER)).otherwise("channel").alias("channel"),
+        pl.when(currency).then(pl.lit(OTHER)).otherwise(code).alias("currency"),
+        pl.when(direction).then(pl.lit(OTHER)).otherwise("direction").alias("direction"),
     )
     return df, {k: int(v) for k, v in others.items() if v}
 
