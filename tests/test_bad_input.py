@@ -20,7 +20,7 @@ HEADER = "record_id,event_time,channel,direction,origin,destination,duration_s\n
 
 
 def row(rid: str, when: str = "2025-05-02T10:00:00Z", duration: str = "61") -> str:
-    return f"{rid},{when},voice,outbound,+922111222333,+923001234567,{duration}\n"
+    return f"{rid},{when},voice,outbound,+922134567890,+923001234567,{duration}\n"
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_a_short_first_row_does_not_truncate_the_rows_after_it(
     store: Resources, tmp_path: Path
 ) -> None:
     p = tmp_path / "export.csv"
-    short = "c1,2025-05-02T10:00:00Z,voice,outbound,+922111222333,+923001234567\n"
+    short = "c1,2025-05-02T10:00:00Z,voice,outbound,+922134567890,+923001234567\n"
     p.write_text(HEADER + short + row("c2") + row("c3", duration="5"))
     assert ingest(p) == 0
     kept = gold(store)
@@ -78,12 +78,13 @@ def test_asterisk_rows_of_18_columns_after_one_of_16_keep_their_uniqueid(
     store: Resources, tmp_path: Path
 ) -> None:
     p = tmp_path / "Master.csv"
-    p.write_text(ASTERISK_16 + asterisk_18("1746180000.1") + asterisk_18("1746180000.2"))
+    p.write_text(ASTERISK_16 + asterisk_18("1746180000.101") + asterisk_18("1746180000.102"))
     assert ingest(p) == 0
     kept = gold(store)
-    assert kept.get_column("record_id").to_list()[1:] == ["1746180000.1", "1746180000.2"]
+    assert kept.get_column("record_id").to_list()[1:] == ["1746180000.101", "1746180000.102"]
     assert kept.get_column("duration_s").to_list() == [9.0, 65.0, 65.0]
-    assert kept.get_column("record_id")[0].startswith("asterisk-")  # 16 columns: derived id
+    derived = kept.get_column("record_id")[0]  # 16 columns: derived from file and line
+    assert derived[:16].isalpha() and derived.endswith("-1") and len(derived) == 18
 
 
 def test_a_huge_unquoted_line_does_not_shift_the_next_row(store: Resources, tmp_path: Path) -> None:
@@ -128,7 +129,7 @@ def test_an_invalid_utf8_byte_quarantines_its_row_only(
     p = tmp_path / f"in.{fmt}"
     if fmt == "csv":
         lines = [HEADER, row("c1"), row("c2"), row("c3")]
-        data = "".join(lines).encode().replace(b"voice,outbound,+922111222333,+923001234567,61\nc3", b"voice,outbound,+922111222333,+92300\xff1234567,61\nc3")  # fmt: skip
+        data = "".join(lines).encode().replace(b"voice,outbound,+922134567890,+923001234567,61\nc3", b"voice,outbound,+922134567890,+92300\xff1234567,61\nc3")  # fmt: skip
         bad_line = 3
     else:
         data = (message("c1") + message("c2") + message("c3")).encode()
@@ -214,15 +215,15 @@ def test_a_quoted_newline_is_part_of_its_field(store: Resources, tmp_path: Path)
     )  # fmt: skip
     master = tmp_path / "Master.csv"
     master.write_text(
-        asterisk_18("1746180000.1")
-        + asterisk_18("1746180000.2", lastdata="PJSIP/2000,30\nsecond line")
-        + asterisk_18("1746180000.3")
+        asterisk_18("1746180000.101")
+        + asterisk_18("1746180000.102", lastdata="PJSIP/2000,30\nsecond line")
+        + asterisk_18("1746180000.103")
     )
     assert ingest(csv_file) == 0 and ingest(master) == 0
     kept = gold(store)
     assert sorted(kept.get_column("record_id").to_list()) == [
-        "1746180000.1", "1746180000.2", "1746180000.3", "c1", "c2", "c3",
+        "1746180000.101", "1746180000.102", "1746180000.103", "c1", "c2", "c3",
     ]  # fmt: skip
     assert quarantined(store) == {}
     lines = dict(kept.select("record_id", "source_line").iter_rows())
-    assert (lines["c3"], lines["1746180000.3"]) == (5, 4)  # numbered by physical line
+    assert (lines["c3"], lines["1746180000.103"]) == (5, 4)  # numbered by physical line

@@ -36,8 +36,8 @@ def test_deep_verify_names_the_file_and_record_a_reader_truncated(
     p = tmp_path / "export.csv"
     p.write_text(
         HEADER
-        + "c1,2025-05-02T10:00:00Z,voice,outbound,+922111222333,+923001234567\n"
-        + "c2,2025-05-02T10:00:00Z,voice,outbound,+922111222333,+923001234567,61\n"
+        + "c1,2025-05-02T10:00:00Z,voice,outbound,+922134567890,+923001234567\n"
+        + "c2,2025-05-02T10:00:00Z,voice,outbound,+922134567890,+923001234567,61\n"
     )
     with monkeypatch.context() as patched:
         patched.setattr(base, "_read_fields", _width_from_first_row)

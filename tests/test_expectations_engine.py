@@ -172,7 +172,7 @@ def test_failures_name_record_ids_never_values() -> None:
     frame = pl.DataFrame(
         {"record_id": ["r1", "r2", "r3"], "text": ["ok", "call 0300-7654321", "ok"]}
     )
-    phone = detector.pattern()
+    phone = detector.pattern("PK")
     suite = {"name": "p", "expectations": [{"type": "expect_column_values_to_not_match_regex", "kwargs": {"column": "text", "regex": phone}}]}  # fmt: skip
     ((_, success, result, _),) = _evaluate(suite, frame, 1)
     assert not success and result["partial_unexpected_index_list"] == [{"record_id": "r2"}]

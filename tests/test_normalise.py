@@ -184,7 +184,7 @@ def test_country_does_not_depend_on_order_or_on_invalid_numbers_in_the_file(
     assert all(got[p] is None for p in poisons)
 
 
-def test_an_invalid_number_is_kept_with_its_token_and_counted(res, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_an_invalid_number_is_quarantined_never_kept_under_a_token_of_nobody(res, tmp_path) -> None:  # type: ignore[no-untyped-def]
     import datetime as dt
 
     from pipeline.flows.ingest import ingest_file
@@ -197,10 +197,11 @@ def test_an_invalid_number_is_kept_with_its_token_and_counted(res, tmp_path) -> 
         "a2,2025-05-02T10:01:00Z,sms,outbound,InfoSMS,+447797712345,DELIVERED\n"
     )
     report = ingest_file(res, path, as_of=dt.date(2025, 6, 1))
-    assert (report.gold, report.quarantined, report.invalid_number) == (2, 0, 1)
-    gold = read_tier(res.store, "gold/").sort("record_id")
-    assert gold.get_column("destination_country").to_list() == [None, "JE"]
-    silver = read_tier(res.store, "silver/").sort("record_id")
+    assert (report.gold, report.quarantined) == (1, 1)
+    assert report.reasons == {"invalid_number:destination": 1}
+    gold = read_tier(res.store, "gold/")
+    assert gold.get_column("destination_country").to_list() == ["JE"]  # +44 7797: Jersey
+    silver = read_tier(res.store, "silver/")
     assert silver.get_column("destination").str.starts_with("msisdn.").all()
 
 

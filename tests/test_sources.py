@@ -158,7 +158,7 @@ def test_freeswitch_example_template(tmp_path: Path) -> None:
 
 CANONICAL = (
     "record_id,event_time,channel,direction,origin,destination,duration_s,units,text\n"
-    "c1,2025-03-15T10:00:00Z,voice,outbound,+922111222333,0300-1234567,61.5,1,hello there\n"
+    "c1,2025-03-15T10:00:00Z,voice,outbound,+922134567890,0300-1234567,61.5,1,hello there\n"
     "c2,2025-13-40T10:00:00Z,sms,outbound,InfoSMS,+923001234567,,1,x\n"
     "c3,2025-03-15 10:00:00,sms,outbound,InfoSMS,+923001234567,abc,1,x\n"
 )

@@ -108,6 +108,9 @@ _IDENTIFIER_SHAPE = re.compile(r"\d(?:[\W_]*\d){6,}|@")
 #: Characters a shown name never carries: control, format (invisible), private use, separators.
 _HIDDEN = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}
 FILE_LABEL_PREFIX = "file-"
+#: hex digests written in letters (`0-9` as `g-p`) where a digest must never read as a number
+HEX_DIGITS, DIGIT_LETTERS = "0123456789", "ghijklmnop"
+DIGITS_AS_LETTERS = str.maketrans(HEX_DIGITS, DIGIT_LETTERS)
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 _PART = re.compile(r"year=(\d{4})/month=(\d{2})/")
 _GOLD_YEAR = re.compile(r"^" + re.escape(GOLD) + r"year=(\d{4})/")
@@ -179,12 +182,20 @@ def source(value: str) -> str:
 
 def file_label(name: str) -> str:
     """How a file is named everywhere outside its encrypted original: its own name, or
-    `file-<sha256 of the name, 16 hex>` when the name could hold an identifier (7 or more
+    `file-<sha256 of the name, 16 hex written in letters>` when the name could hold an identifier (7 or more
     digits, an e-mail address) or holds hidden characters or a path separator."""
     hidden = any(unicodedata.category(ch) in _HIDDEN or ch in _FILLERS for ch in name)
     if name and not hidden and not identifier_shaped(name) and not {"/", "\\"} & set(name):
         return name
-    return f"{FILE_LABEL_PREFIX}{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return FILE_LABEL_PREFIX + digest.translate(DIGITS_AS_LETTERS)
+
+
+def derived_record_id(sha256: str, line: int) -> str:
+    """The ID of a record its source gave none (some PBX formats): its file (the digest's first
+    16 hex, written in letters) and line (digits grouped by `_`: `12_345_678`), so that no part
+    of it reads as a phone number to the identifier detector."""
+    return f"{sha256[:16].translate(DIGITS_AS_LETTERS)}-{line:_}"
 
 
 def month(y: int, m: int) -> Month:

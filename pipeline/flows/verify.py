@@ -38,6 +38,8 @@ from pipeline.proof.integrity import SealError, verify_pair
 from pipeline.proof.reference import READERS, RETAINED
 from pipeline.records import token_index
 from pipeline.records.bronze import lock_date, read_original
+from pipeline.records.freetext import kept_forms
+from pipeline.records.schema import FREE_TEXT_COLUMNS
 
 if TYPE_CHECKING:
     from pipeline.core.resources import Resources
@@ -221,7 +223,7 @@ def _check_original(res: Resources, check: FileCheck, body: dict[str, Any]) -> N
     if len(original) != body.get("records"):
         check.fail(label, f"{len(original):,} records in the original where {body.get('records'):,} were sealed")  # fmt: skip
         return
-    problem = _differs(_kept(res.store, check.sha256, body), original)
+    problem = _differs(_kept(res.store, check.sha256, body), original, file_key)
     if problem:
         check.fail(label, problem)
     else:
@@ -251,12 +253,16 @@ def _kept(store: ObjectStore, sha: str, body: dict[str, Any]) -> pl.DataFrame:
     return pl.concat(parts) if parts else pl.DataFrame(schema=REFERENCE_SCHEMA)
 
 
-def _differs(kept: pl.DataFrame, original: pl.DataFrame) -> str | None:
-    """The first kept record that differs from the original: its ID, line and field."""
+def _differs(kept: pl.DataFrame, original: pl.DataFrame, file_key: bytes) -> str | None:
+    """The first kept record that differs from the original, beyond the documented changes to
+    free text (`freetext.kept_forms`): its ID, line and field."""
     joined = kept.join(original, on="source_line", how="left", suffix="_o").sort("source_line")
     for name in RETAINED:
         a, b = pl.col(name), pl.col(f"{name}_o")
-        bad = joined.filter((a.is_null() != b.is_null()) | (a != b).fill_null(False))
+        differs = (a.is_null() != b.is_null()) | (a != b).fill_null(False)
+        if name in FREE_TEXT_COLUMNS:
+            differs = differs & ~kept_forms(b, a, name, file_key).fill_null(False)
+        bad = joined.filter(differs)
         if len(bad):
             rid, line = bad.get_column("record_id")[0], bad.get_column("source_line")[0]
             return (

@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 
 import pyarrow.parquet as pq
 
+from pipeline.core.layout import derived_record_id
 from pipeline.records.formats import ASTERISK, FREESWITCH
 
 #: the retained fields compared, in this order
@@ -196,7 +197,7 @@ def _asterisk_id(v: dict[str, str], width: int, line: int, ctx: dict[str, Any]) 
     uid = _str(v.get("uniqueid"))
     if uid and (width == 18 or _UNIQUEID.match(uid)):
         return uid
-    return f"{ctx['source']}-{ctx['sha256'][:16]}-{line}"
+    return derived_record_id(ctx["sha256"], line)
 
 
 READERS: dict[str, Callable[[Iterable[bytes], dict[str, Any]], Iterator[Record]]] = {

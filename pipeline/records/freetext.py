@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 import polars_hash  # noqa: F401  (registers the .chash namespace)
 
+from pipeline.core.layout import DIGIT_LETTERS, HEX_DIGITS
 from pipeline.records.detector import identifying
 from pipeline.records.normalise import fold_lookalikes
 from pipeline.records.schema import FREE_TEXT_COLUMNS
@@ -38,7 +39,7 @@ TAIL_DIGITS = 9
 
 def letters_only(hex_digits: pl.Expr) -> pl.Expr:
     """Hex digits written as letters (`0-9` as `g-p`): a digest that never holds a digit run."""
-    return hex_digits.str.replace_many(list("0123456789"), list("ghijklmnop"))
+    return hex_digits.str.replace_many(list(HEX_DIGITS), list(DIGIT_LETTERS))
 
 
 def masked_record_id(record_id: pl.Expr, file_key: bytes) -> pl.Expr:
@@ -46,6 +47,21 @@ def masked_record_id(record_id: pl.Expr, file_key: bytes) -> pl.Expr:
     and meaningless without the file's data key."""
     mac = record_id.chash.hmac_sha256(key=file_key.hex())  # type: ignore[attr-defined]
     return pl.lit(MASKED_ID_PREFIX) + letters_only(mac.str.slice(0, 24))
+
+
+def as_read(col: pl.Expr) -> pl.Expr:
+    """A source's text as the tiers keep it when nothing in it is masked: control and invisible
+    characters removed, look-alike characters read as what they look like."""
+    return col.str.replace_all(CONTROL, "").map_batches(fold_lookalikes, return_dtype=pl.String)
+
+
+def kept_forms(original: pl.Expr, kept: pl.Expr, field: str, file_key: bytes) -> pl.Expr:
+    """Whether `kept` is what ingest keeps of `original` in a free-text field: the text as
+    read, or (where the text held an identifier) its mask: `masked`, or in `record_id` the
+    stand-in keyed by the file's key. The normal-course changes `verify --deep` accepts."""
+    read = as_read(original)
+    mask = masked_record_id(read, file_key) if field == "record_id" else pl.lit(MASK)
+    return (kept == read) | (original.is_not_null() & (kept == mask))
 
 
 def _identifying_values(df: pl.DataFrame, fields: list[str], region: str | None) -> pl.Series:

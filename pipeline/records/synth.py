@@ -176,7 +176,7 @@ def _canonical_csv(df: pl.DataFrame) -> pl.DataFrame:
         pl.when(email)
         .then(pl.lit("noreply@shop.example.com"))
         .when(pl.col("channel") == "voice")
-        .then(pl.lit("+922111222333"))
+        .then(pl.lit("+922134567890"))
         .otherwise(pl.col("sender"))
     )
     bad = pl.col("bad")

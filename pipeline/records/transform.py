@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipeline.core.layout import derived_record_id
 from pipeline.proof.commitments import ENCODING, identity_commitment, leaves_of
 from pipeline.records.fingerprints import Fingerprints
-from pipeline.records.freetext import letters_only, party_patterns, scrub
+from pipeline.records.freetext import party_patterns, scrub
 from pipeline.records.normalise import (
     PERSONAL_KINDS,
     CountryResolver,
@@ -191,15 +192,10 @@ def _with_record_ids(df: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
     """Sources without record ids (some PBX formats) get one derived from the file and line."""
     if not ctx.derived_ids:
         return df
-    digest = letters_only(pl.lit(ctx.sha256[:16]))
-    line = pl.col("source_line").cast(pl.String)
-    # The line in groups of at most six digits: a derived ID never holds a 7-digit run.
-    groups = pl.concat_str(
-        line.str.slice(0, pl.max_horizontal(line.str.len_chars() - 6, 0)),
-        pl.lit("_"),
-        line.str.slice(-6),
-    ).str.strip_chars_start("_")
-    derived = pl.concat_str(pl.lit(f"{ctx.source}-"), digest, pl.lit("-"), groups)
+    derived = pl.col("source_line").map_batches(
+        lambda lines: pl.Series([derived_record_id(ctx.sha256, n) for n in lines.to_list()]),
+        return_dtype=pl.String,
+    )
     return df.with_columns(pl.coalesce("record_id", derived).alias("record_id"))
 
 
