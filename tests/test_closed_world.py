@@ -318,6 +318,22 @@ def test_what_no_plan_reads_as_a_number_is_kept(value: str) -> None:
     assert re.search(detector.pattern("PK"), value) is None
 
 
+def test_no_run_of_five_digits_reads_as_a_number_so_six_is_the_floor_of_file_labels() -> None:
+    """Every 5-digit string is kept by the detector, a 6-digit one may not be (`+43 1000`): file
+    names are labelled from 6 digits on, so the suites' check of `source_file` never refuses a
+    file for its own name, and derived record IDs group digits by at most three."""
+    from pipeline.core import layout
+
+    fives = pl.DataFrame({"v": [f"{i:05d}" for i in range(100_000)]})
+    assert not fives.select(detector.identifying(pl.col("v"), "PK").any()).item()
+    assert re.search(detector.pattern("PK"), "431000")
+    assert layout.file_label("CDR_431000.csv").startswith(layout.FILE_LABEL_PREFIX)
+    assert layout.file_label("cdr-2025.csv") == "cdr-2025.csv"
+    for name in ("0300-1234567.csv", "x" * 3):
+        assert not re.search(detector.pattern("PK"), layout.file_label(name))
+    assert not re.search(detector.pattern("PK"), layout.derived_record_id("9" * 64, 92_300_123_456))
+
+
 # --- the property: any identifier, any form, any text field, any format ----------------------
 @st.composite
 def written(draw: st.DrawFn) -> tuple[str, str]:

@@ -105,6 +105,10 @@ _SOURCE = re.compile(SOURCE_PATTERN)
 #: What makes a name possibly personal: 7 or more digits however they are separated (by anything
 #: but letters: spaces, dots, brackets, every dash, colons), or an e-mail's `@`.
 _IDENTIFIER_SHAPE = re.compile(r"\d(?:[\W_]*\d){6,}|@")
+#: A file name is shown only without a run of this many digits: the shortest number the
+#: identifier detector reads (a calling code and its shortest plan, `+43 1000`), so the suites'
+#: check of `source_file` never refuses a file for its own name.
+_LABEL_SHAPE = re.compile(r"\d(?:[\W_]*\d){5,}|@")
 #: Characters a shown name never carries: control, format (invisible), private use, separators.
 _HIDDEN = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}
 FILE_LABEL_PREFIX = "file-"
@@ -139,11 +143,11 @@ def case(value: str) -> str:
     return value
 
 
-def identifier_shaped(value: str) -> bool:
+def identifier_shaped(value: str, shape: re.Pattern[str] = _IDENTIFIER_SHAPE) -> bool:
     """Whether a name could hold a phone number or an e-mail address, read as a person reads
     it (`_as_read`): in any digits, separated by any marks, an em dash or a middle dot as much
     as a hyphen."""
-    return bool(_IDENTIFIER_SHAPE.search(_as_read(value)))
+    return bool(shape.search(_as_read(value)))
 
 
 #: Letters that show as nothing (Hangul fillers): between digits they hide a separator.
@@ -182,10 +186,11 @@ def source(value: str) -> str:
 
 def file_label(name: str) -> str:
     """How a file is named everywhere outside its encrypted original: its own name, or
-    `file-<sha256 of the name, 16 hex written in letters>` when the name could hold an identifier (7 or more
+    `file-<sha256 of the name, 16 hex written in letters>` when the name could hold an identifier (6 or more
     digits, an e-mail address) or holds hidden characters or a path separator."""
     hidden = any(unicodedata.category(ch) in _HIDDEN or ch in _FILLERS for ch in name)
-    if name and not hidden and not identifier_shaped(name) and not {"/", "\\"} & set(name):
+    shaped = identifier_shaped(name, _LABEL_SHAPE)
+    if name and not hidden and not shaped and not {"/", "\\"} & set(name):
         return name
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return FILE_LABEL_PREFIX + digest.translate(DIGITS_AS_LETTERS)
