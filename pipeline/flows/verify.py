@@ -38,6 +38,7 @@ from pipeline.proof.integrity import SealError, verify_pair
 from pipeline.proof.reference import READERS, RETAINED
 from pipeline.records import token_index
 from pipeline.records.bronze import lock_date, read_original
+from pipeline.records.detector import identifying
 from pipeline.records.freetext import kept_forms
 from pipeline.records.schema import FREE_TEXT_COLUMNS
 
@@ -161,8 +162,9 @@ def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
             continue
         try:
             checked = _verify_file(
-                store, bronze, keyring, public, sha, parsed_entry, month, lock_policy
-            )
+                store, bronze, keyring, public, sha, parsed_entry, month, lock_policy,
+                res.quality.region,
+            )  # fmt: skip
             if request.deep and body.get("status") == "ingested" and _since(store, sha, request):
                 _check_original(res, checked, body)
         except store_errors() as exc:  # an unreadable object fails this file, not the run
@@ -308,6 +310,7 @@ def _verify_file(
     parsed_entry: dict[str, Any],
     month: str | None,
     lock_policy: RetentionPolicy | None = None,
+    region: str | None = None,
 ) -> FileCheck:
     body = parsed_entry.get("body", {})
     check = FileCheck(sha, body.get("file") or "?")
@@ -329,7 +332,7 @@ def _verify_file(
     leaves = _check_tree(store, check, body)
     if leaves is None:
         return check
-    _check_records(store, check, body, leaves, month, seal_body)
+    _check_records(store, check, body, leaves, month, seal_body, region)
     _check_quarantine(store, keyring, check, body)
     return check
 
@@ -436,6 +439,7 @@ def _check_records(
     leaves: pl.Series,
     month: str | None,
     seal: dict[str, Any],
+    region: str | None = None,
 ) -> None:
     by_month = body.get("by_month") or {}
     for tier in ("gold", "silver"):
@@ -456,6 +460,7 @@ def _check_records(
             try:
                 rows = _parquet(store, key)
                 problem = _record_problem(rows, leaves, tier, encoding_of(body), seal)
+                problem = problem or _identifiers_in(rows, region)
             except DamagedObject as exc:
                 check.fail(label, str(exc))
                 continue
@@ -485,6 +490,19 @@ def _check_token_index(store: ObjectStore, check: FileCheck, silver_key: str, na
         check.fail(label, problem)
     elif store.exists(index_key):
         check.checks[label] = "ok"
+
+
+def _identifiers_in(rows: pl.DataFrame, region: str | None) -> str | None:
+    """A free-text column holding what the identifier detector reads as a phone number or an
+    address (the check ingest and the suites make, made again on what is stored): its name
+    and how many values, never a value."""
+    columns = [c for c in FREE_TEXT_COLUMNS if c in rows.columns]
+    hits = rows.select(identifying(pl.col(c), region).sum() for c in columns).row(0, named=True)
+    found = {c: int(n) for c, n in hits.items() if n}
+    if not found:
+        return None
+    named = ", ".join(f"{c} ({n:,})" for c, n in found.items())
+    return f"values the identifier detector reads as a phone number or address in {named}"
 
 
 def _record_problem(

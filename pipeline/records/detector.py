@@ -124,13 +124,6 @@ def pattern(region: str | None = None) -> str:
     return f"{number}|{ADDRESS}"
 
 
-def deployment_pattern() -> str:
-    """The pattern for the deployment's region (`CDR_DEFAULT_REGION`)."""
-    from pipeline.core.config import Settings
-
-    return pattern(Settings.from_env().default_region)
-
-
 @cache
 def _engine_pattern(region: str | None) -> str:
     return python_regex(pattern(region))

@@ -149,17 +149,11 @@ def scrub(
     detector saw), and the counts of values cleaned or masked per field.
     """
     fields = [f for f in FREE_TEXT_COLUMNS if f in df.columns]
-    cleaned = df.with_columns(pl.col(f).str.replace_all(CONTROL, "") for f in fields)
-    hits = cleaned.select(
-        *(
-            (pl.col(f) != df.get_column(f)).fill_null(False).sum().alias(f"control:{f}")
-            for f in fields
-        ),
+    hits = df.select(
+        pl.col(f).str.contains(CONTROL).fill_null(False).sum().alias(f"control:{f}") for f in fields
     ).row(0, named=True)
     # Searched as a reader sees them: a number in full-width or Arabic-Indic digits is a number.
-    seen = cleaned.with_columns(
-        pl.col(f).map_batches(fold_lookalikes, return_dtype=pl.String) for f in fields
-    )
+    seen = df.with_columns(as_read(pl.col(f)) for f in fields)
     found = _identifying_values(seen, fields, region).implode()
     flags = seen.select(pl.col(f).is_in(found).fill_null(False) for f in fields).with_columns(
         pl.col(f) | _own_values(seen, f) for f in fields
