@@ -66,6 +66,7 @@ bench: install system
 	$(PY) bench/stages.py
 	$(PY) bench/export.py
 	$(PY) bench/workers.py
+	$(PY) bench/detector.py
 
 clean:
 	rm -rf var bench/data
