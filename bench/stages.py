@@ -59,7 +59,7 @@ def profile(path: Path) -> tuple[int, dict[str, float]]:
         default_region="PK", international=source.international,
         alphanumeric=source.alphanumeric, derived_ids=source.derived_ids, token_key="k" * 43,
         token_version="v1", identifier_purge=lambda y, m: dt.date(y + 2, 1, 1),
-        commit_key=b"c" * 32,
+        commit_key=b"c" * 32, detector_region="PK",
     )  # fmt: skip
     commitments = transform._commitments  # timed where it runs, inside `finish`
     transform._commitments = lambda *a: _timed(clock, COMMITS, lambda: commitments(*a))  # fmt: skip
