@@ -102,7 +102,9 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
         scrubbed.update(r.get("scrubbed") or {})
     if scrubbed:
         out.append("\nValues changed in kept rows (masked: held an identifier; control: hidden")
-        out.append("characters removed; other: outside the column's vocabulary):")
+        out.append("characters removed; other: outside the column's vocabulary; derived: a")
+        out.append("canonical file's own value of a derived column, recomputed; contradicts: one")
+        out.append("that differed from the value recomputed):")
         out.append(_table(["change", "values"], [[k, v] for k, v in sorted(scrubbed.items())]))
     for r in reports:
         if r["status"] in STATES and r["status"] != "ingested":

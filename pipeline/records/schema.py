@@ -265,12 +265,24 @@ SILVER: dict[str, pl.DataType] = {**CANONICAL, "identity_commitment": S, "leaf_i
 # Gold has the same columns; personal origin/destination values are null there.
 GOLD = SILVER
 
+# Columns of the canonical schema the pipeline derives itself. A canonical file may carry them
+# (another deployment's gold, a partner writing the published schema): they are recomputed and
+# the file's values ignored, counted `derived:<column>` in the parse entry.
+DERIVED_COLUMNS = (
+    "source", "source_file", "source_sha256", "source_line",
+    "origin_kind", "destination_kind", "origin_country", "destination_country",
+    *DERIVED_DOMAINS, "identity_commitment", "leaf_index",
+)  # fmt: skip
+
 # The canonical CSV/Parquet source: silver's columns as a source writes them (raw addresses).
-CANONICAL_SOURCE_COLUMNS = [
-    c
-    for c in CANONICAL
-    if c not in {"source", "source_file", "source_sha256", "source_line", *DERIVED_DOMAINS}
-]
+CANONICAL_SOURCE_COLUMNS = [c for c in SILVER if c not in DERIVED_COLUMNS]
+
+
+def claimed(column: str) -> str:
+    """The parsed column holding a file's own value of a derived column (`DERIVED_COLUMNS`):
+    compared with the recomputed value, never stored."""
+    return f"claimed:{column}"
+
 
 # --- what each stored column may hold (closed world) ------------------------------------------
 # Every column a tier stores has a declared kind, and the writer refuses a column without one

@@ -27,7 +27,16 @@ from pipeline.records.normalise import (
     normalise_addresses,
     routing_domain,
 )
-from pipeline.records.schema import CHANNELS, CURRENCIES, DIRECTIONS, GOLD, OTHER, SILVER, conform
+from pipeline.records.schema import (
+    CHANNELS,
+    CURRENCIES,
+    DIRECTIONS,
+    GOLD,
+    OTHER,
+    SILVER,
+    claimed,
+    conform,
+)
 from pipeline.records.sources.base import first_error
 from pipeline.records.tokenise import token_expr
 
@@ -123,8 +132,9 @@ def prepare(parsed: pl.DataFrame, ctx: FileContext, book: AddressBook) -> Prepar
     caller at a time, batches in file order."""
     df, others = _closed_vocabularies(_classify(parsed, ctx, book))
     df, scrubbed = scrub(df, ctx.commit_key, ctx.detector_region)
-    df = _with_record_ids(df, ctx)
-    return Prepared(df.with_columns(_rejection(ctx).alias("_reason")), scrubbed | others)
+    df = _with_record_ids(df, ctx).with_columns(_rejection(ctx).alias("_reason"))
+    df, claims = _claims_checked(df)
+    return Prepared(df, scrubbed | others | claims)
 
 
 def transform(
@@ -356,6 +366,40 @@ def _closed_vocabularies(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]
         pl.when(direction).then(pl.lit(OTHER)).otherwise("direction").alias("direction"),
     )
     return df, {k: int(v) for k, v in others.items() if v}
+
+
+#: derived columns a record's own content decides, and the column each is recomputed in: a
+#: file's value that differs is a contradiction (counted, never trusted). The file, line,
+#: commitment and leaf describe the file a record was exported from, so they are only counted.
+_RECOMPUTED = {
+    "origin_kind": "o_kind",
+    "destination_kind": "d_kind",
+    "origin_country": "o_country",
+    "destination_country": "d_country",
+    "origin_domain": "o_domain",
+    "destination_domain": "d_domain",
+}
+
+
+def _claims_checked(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Count a canonical file's own values of derived columns (`claimed:<column>`) on the rows
+    kept so far: `derived:<column>` for each value given (recomputed, the file's ignored) and
+    `contradicts:<column>` where it differs from the value recomputed. Then drop them."""
+    given = [c for c in df.columns if c.startswith(claimed(""))]
+    if not given:
+        return df, {}
+    kept = df.filter(pl.col("_reason").is_null())
+    counts: list[pl.Expr] = []
+    for col in given:
+        name = col.removeprefix(claimed(""))
+        value = pl.col(col).str.strip_chars()
+        counts.append(value.is_not_null().sum().alias(f"derived:{name}"))
+        if name in _RECOMPUTED:  # compared without case: `pk` claims what `PK` does
+            derived = pl.col(_RECOMPUTED[name]).str.to_lowercase()
+            differs = value.is_not_null() & (value.str.to_lowercase() != derived).fill_null(True)
+            counts.append(differs.sum().alias(f"contradicts:{name}"))
+    found = kept.select(counts).row(0, named=True)
+    return df.drop(given), {k: int(v) for k, v in found.items() if v}
 
 
 def _redelivered(df: pl.DataFrame, prior: Prior | None) -> pl.DataFrame:

@@ -1,8 +1,10 @@
 """The canonical schema itself as a source: CSV with a header, or Parquet.
 
 Addresses in it are as the source wrote them (numbers in any form, e-mail addresses); they are
-normalised and tokenised like every other source's. Unknown columns are ignored, which is how
-content columns are kept out.
+normalised and tokenised like every other source's. Every column a file may carry has one rule
+(`as_parsed`): a canonical source column is read; a column the pipeline derives (source, line,
+kinds, countries, domains, commitment, leaf index) is the file's claim, compared with the value
+recomputed and never stored; anything else is ignored, which is how content columns stay out.
 """
 
 from __future__ import annotations
@@ -14,7 +16,13 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 
-from pipeline.records.schema import CANONICAL_SOURCE_COLUMNS, PARSED, conform
+from pipeline.records.schema import (
+    CANONICAL_SOURCE_COLUMNS,
+    DERIVED_COLUMNS,
+    PARSED,
+    claimed,
+    conform,
+)
 from pipeline.records.sources.base import (
     FileFormatError,
     ParseOptions,
@@ -36,9 +44,23 @@ def _columns(head: bytes) -> list[str]:
     return [c.strip() for c in first_record(head)]
 
 
+def as_parsed(names: list[str]) -> list[str]:
+    """A file's column names as the parser reads them: a canonical source column as it is, a
+    derived column as the file's claim (`claimed:<name>`), anything else a placeholder never
+    read, so that no name a file writes (`source_line`, `raw`) collides with one the parser
+    adds."""
+    return [
+        n if n in _READ else claimed(n) if n in DERIVED_COLUMNS else f"_ignored:{i}"
+        for i, n in enumerate(names)
+    ]
+
+
+_READ = frozenset(CANONICAL_SOURCE_COLUMNS)
+
+
 def _header(path: Path) -> list[str]:
-    """The header of a file; a file whose header names a column twice cannot be read
-    unambiguously, so it is quarantined whole."""
+    """The header of a file, as the parser reads it (`as_parsed`); a file whose header names a
+    column twice cannot be read unambiguously, so it is quarantined whole."""
     with open(path, "rb") as f:
         names = _columns(f.read(1 << 20))
     repeated = sorted({n for n in names if names.count(n) > 1})
@@ -46,11 +68,14 @@ def _header(path: Path) -> list[str]:
         raise FileFormatError(
             "duplicate_column", "the header names more than once: " + ", ".join(repeated)
         )
-    return names
+    if not set(names) >= REQUIRED:
+        raise FileFormatError("missing_columns", ", ".join(sorted(REQUIRED - set(names))))
+    return as_parsed(names)
 
 
 def _map(df: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
-    """String columns named as the canonical schema → a parsed frame."""
+    """String columns named as the canonical schema → a parsed frame, followed by the file's
+    claims of derived columns (as written: the transform compares and drops them)."""
     missing = [c for c in CANONICAL_SOURCE_COLUMNS if c not in df.columns]
     df = df.with_columns([pl.lit(None, pl.String).alias(c) for c in missing])
     df = with_timestamps(df, {"event_time": "_event", "end_time": "_end"}, ISO_TIME)
@@ -65,6 +90,7 @@ def _map(df: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
         event_time.alias("event_time"),
         end_time.alias("end_time"),
         pl.col("channel").str.to_lowercase(),
+        "channel_detail",
         pl.col("direction").str.to_lowercase(),
         "customer_id",
         pl.col("origin").alias("origin_raw"),
@@ -88,7 +114,8 @@ def _map(df: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
             ]
         ).alias("parse_error"),
     )
-    return conform(out, PARSED)
+    claims = df.select(c for c in df.columns if c.startswith(claimed("")))
+    return pl.concat([conform(out, PARSED), claims], how="horizontal")
 
 
 class CanonicalCsvSource(Source):
@@ -99,8 +126,6 @@ class CanonicalCsvSource(Source):
 
     def parse(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
         names = _header(path)
-        if not set(names) >= REQUIRED:
-            raise FileFormatError("missing_columns", ", ".join(sorted(REQUIRED - set(names))))
         yield from csv_batches(
             path, opts.batch_rows, names, {len(names)}, lambda good: _map(good, opts), True
         )
@@ -120,14 +145,14 @@ class CanonicalParquetSource(Source):
         names = set(pf.schema_arrow.names)
         if not names >= REQUIRED:
             raise FileFormatError("missing_columns", ", ".join(sorted(REQUIRED - names)))
-        wanted = [c for c in CANONICAL_SOURCE_COLUMNS if c in names]
+        wanted = [c for c in pf.schema_arrow.names if c in _READ or c in DERIVED_COLUMNS]
         line = 0
         for batch in pf.iter_batches(batch_size=opts.batch_rows, columns=wanted):
             df = pl.from_arrow(batch)
             assert isinstance(df, pl.DataFrame)
             df = df.with_columns(pl.all().cast(pl.String))
             raw = [json.dumps(r, default=str) for r in df.iter_rows(named=True)]
-            df = df.with_columns(
+            df = df.rename(dict(zip(wanted, as_parsed(wanted), strict=True))).with_columns(
                 pl.int_range(line + 1, line + 1 + len(df), dtype=pl.Int64).alias("source_line"),
                 pl.Series("raw", raw, dtype=pl.String),
             )
