@@ -125,3 +125,18 @@ def airflow_db() -> None:
     from airflow.utils import db
 
     db.initdb()
+
+
+@pytest.fixture(autouse=True)
+def _deep_verified(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """After every test, every file it ingested into a local store reads back as its sealed
+    original: `verify --deep` finds no difference beyond the documented normal-course changes.
+    Tests that change a kept record or a reader on purpose are marked `tampers`."""
+    yield
+    if request.node.get_closest_marker("tampers") is None:
+        from tests.helpers import deep_differences
+
+        problems = deep_differences(tmp_path)
+        assert not problems, f"verify --deep differences: {problems[:5]}"

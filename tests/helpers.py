@@ -8,6 +8,7 @@ import io
 import json
 import tarfile
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -131,3 +132,40 @@ def resigned(
         files["manifest.json.sig"] = base64.b64encode(signer.sign(files["manifest.json"]))
 
     return forge
+
+
+#: what `verify --deep` says when a kept record is not its original read again
+DEEP_MISMATCH = ("is not what the original holds", "records in the original where")
+
+
+def deep_differences(root: Path) -> list[str]:
+    """Every difference `verify --deep` finds between an ingested file and its sealed original,
+    for every local store under `root` (a folder holding `seals/`) with whichever local keyring
+    under `root` holds the file's key. A file that cannot be read back (purged, another
+    keyring, bronze elsewhere) is not compared: only a reading that disagrees is a finding."""
+    from pipeline.core import layout
+    from pipeline.core.config import Settings
+    from pipeline.core.resources import Resources
+    from pipeline.flows.verify import FileCheck, check_original
+
+    found = []
+    keyrings = [k.parent for k in root.rglob("kek.bin")]
+    for seals in (p for p in root.rglob("seals") if p.is_dir()):
+        for keyring in keyrings:
+            env = {"CDR_STORE": str(seals.parent), "CDR_KEYRING": str(keyring)}
+            res = Resources.from_settings(Settings.from_env(env))
+            try:
+                entries = layout.ingested_files(res.store)
+            except ValueError:  # a test damaged an entry on purpose: verify's own finding
+                continue
+            for sha, entry in entries:
+                body = entry.get("body") or {}
+                if body.get("status") != "ingested":
+                    continue
+                check = FileCheck(sha, body.get("file") or "?")
+                try:
+                    check_original(res, check, body)
+                except Exception:  # not readable here: another store's bronze, another key
+                    continue
+                found += [p for p in check.problems if any(m in p for m in DEEP_MISMATCH)]
+    return found

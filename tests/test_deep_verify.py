@@ -27,6 +27,7 @@ def _width_from_first_row(data: bytes, sep: str, columns: list[str]) -> pl.DataF
     return fields.with_columns([pl.lit(None, pl.String).alias(c) for c in columns[fields.width :]])
 
 
+@pytest.mark.tampers
 def test_deep_verify_names_the_file_and_record_a_reader_truncated(
     local_env: dict[str, str],
     tmp_path: Path,

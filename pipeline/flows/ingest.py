@@ -107,6 +107,8 @@ class FileReport:
     batch_roots: list[str] = field(default_factory=list)
     #: suite → failed expectations, when the data expectations refused the file
     refused: dict[str, list[str]] = field(default_factory=dict)
+    #: the zone naive source times were read in (`verify --deep` reads them in it again)
+    source_timezone: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The report without the per-batch roots (in the signed parse entry, not in XCom)."""
@@ -617,6 +619,7 @@ def _parse_into_tiers(
     prior = PriorIds(res.store, source, sha256)
     index = IndexSpool()
     report = FileReport(name, sha256, "ingested", source, parser.name)
+    report.source_timezone = opts.timezone
     reasons: Counter[str] = Counter()
     scrubbed: Counter[str] = Counter()
     by_month: dict[str, dict[str, int]] = {"gold": {}, "silver": {}}

@@ -36,10 +36,9 @@ from pipeline.proof.commitments import (
 from pipeline.proof.crypto import DecryptionError
 from pipeline.proof.integrity import SealError, verify_pair
 from pipeline.proof.reference import READERS, RETAINED
-from pipeline.records import token_index
+from pipeline.records import normal_course, token_index
 from pipeline.records.bronze import lock_date, read_original
 from pipeline.records.detector import identifying
-from pipeline.records.freetext import kept_forms
 from pipeline.records.schema import FREE_TEXT_COLUMNS
 
 if TYPE_CHECKING:
@@ -166,7 +165,7 @@ def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
                 res.quality.region,
             )  # fmt: skip
             if request.deep and body.get("status") == "ingested" and _since(store, sha, request):
-                _check_original(res, checked, body)
+                check_original(res, checked, body)
         except store_errors() as exc:  # an unreadable object fails this file, not the run
             checked = FileCheck(sha, body.get("file") or "?")
             checked.fail("read", one_line(exc))
@@ -199,7 +198,7 @@ def _since(store: ObjectStore, sha: str, request: VerifyRequest) -> bool:
     return info is not None and info.modified >= request.deep_since
 
 
-def _check_original(res: Resources, check: FileCheck, body: dict[str, Any]) -> None:
+def check_original(res: Resources, check: FileCheck, body: dict[str, Any]) -> None:
     """Re-read the original from bronze with the reference reader of its format and compare
     every record with the one gold keeps: row count, record ID and each retained field."""
     label = "original (deep)"
@@ -213,7 +212,9 @@ def _check_original(res: Resources, check: FileCheck, body: dict[str, Any]) -> N
         return
     file_key = res.keyring.data_key(layout.file_key_name(check.sha256), create=False)
     chunks = read_original(res.bronze, key, check.sha256, file_key)
-    ctx = {"source": body.get("source"), "sha256": check.sha256, "timezone": res.settings.source_timezone}  # fmt: skip
+    # PBX times are read in the zone the ingest read them in, whatever this process's setting.
+    zone = body.get("source_timezone") or res.settings.source_timezone
+    ctx = {"source": body.get("source"), "sha256": check.sha256, "timezone": zone}
     try:
         original = pl.DataFrame(
             [{"source_line": line, **fields} for line, fields in reader(chunks, ctx)],
@@ -232,15 +233,11 @@ def _check_original(res: Resources, check: FileCheck, body: dict[str, Any]) -> N
         check.checks[label] = f"ok ({len(original):,} records re-read)"
 
 
+_TYPES = {"event_time": pl.Datetime("us", "UTC"), "end_time": pl.Datetime("us", "UTC"),
+          "duration_s": pl.Float64(), "units": pl.Int64(), "price": pl.Float64()}  # fmt: skip
 REFERENCE_SCHEMA: dict[str, pl.DataType] = {
     "source_line": pl.Int64(),
-    "record_id": pl.String(),
-    "event_time": pl.Datetime("us", "UTC"),
-    "duration_s": pl.Float64(),
-    "units": pl.Int64(),
-    "status": pl.String(),
-    "customer_id": pl.String(),
-    "price": pl.Float64(),
+    **{f: _TYPES.get(f, pl.String()) for f in RETAINED},
 }
 
 
@@ -256,15 +253,15 @@ def _kept(store: ObjectStore, sha: str, body: dict[str, Any]) -> pl.DataFrame:
 
 
 def _differs(kept: pl.DataFrame, original: pl.DataFrame, file_key: bytes) -> str | None:
-    """The first kept record that differs from the original, beyond the documented changes to
-    free text (`freetext.kept_forms`): its ID, line and field."""
-    joined = kept.join(original, on="source_line", how="left", suffix="_o").sort("source_line")
+    """The first kept record that differs from the original beyond the documented
+    normal-course changes (`normal_course`: one definition with ingest): its ID, line and
+    field."""
+    joined = kept.join(
+        normal_course.closed(original), on="source_line", how="left", suffix="_o"
+    ).sort("source_line")
     for name in RETAINED:
-        a, b = pl.col(name), pl.col(f"{name}_o")
-        differs = (a.is_null() != b.is_null()) | (a != b).fill_null(False)
-        if name in FREE_TEXT_COLUMNS:
-            differs = differs & ~kept_forms(b, a, name, file_key).fill_null(False)
-        bad = joined.filter(differs)
+        same = normal_course.matches(name, pl.col(f"{name}_o"), pl.col(name), file_key)
+        bad = joined.filter(~same)
         if len(bad):
             rid, line = bad.get_column("record_id")[0], bad.get_column("source_line")[0]
             return (

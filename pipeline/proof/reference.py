@@ -24,13 +24,20 @@ from zoneinfo import ZoneInfo
 import pyarrow.parquet as pq
 
 from pipeline.core.layout import derived_record_id
-from pipeline.records.formats import ASTERISK, FREESWITCH
+from pipeline.records.formats import ASTERISK, FREESWITCH, INBOUND_CONTEXT
 
-#: the retained fields compared, in this order
-RETAINED = ("record_id", "event_time", "duration_s", "units", "status", "customer_id", "price")
+#: the retained fields compared, in this order: every field a source writes and gold keeps
+#: (the parties are compared through the commitments: gold holds no end user's identifier)
+RETAINED = (
+    "record_id", "event_time", "end_time", "channel", "channel_detail", "direction",
+    "customer_id", "origin_network", "destination_network", "route_id", "duration_s", "units",
+    "status", "error_code", "price", "currency",
+)  # fmt: skip
 
 Record = tuple[int, dict[str, Any]]
 _UNIQUEID = re.compile(r"^\d+\.\d+$")
+_INBOUND = re.compile(INBOUND_CONTEXT)
+_CHANNEL_SUFFIX = re.compile(r"-[0-9a-fA-F]+$")
 
 
 class _Chunks(io.RawIOBase):
@@ -75,10 +82,17 @@ def _csv_records(chunks: Iterable[bytes]) -> Iterator[tuple[int, list[str]]]:
 
 
 def _str(value: Any, strip: bool = True) -> str | None:
+    """Text as a reader keeps it: CSV fields trimmed (empty is null), others as written."""
     if value is None:
         return None
-    text = str(value).strip() if strip else str(value)
-    return text or None
+    if not strip:
+        return str(value)
+    return str(value).strip(_WHITESPACE) or None
+
+
+#: what the CSV readers trim: Unicode white space, as polars' `strip_chars` (Python's `strip`
+#: also takes the ASCII separators U+001C to U+001F, which are control characters here)
+_WHITESPACE = "".join(chr(c) for c in range(0x3001) if chr(c).isspace() and not 0x1C <= c <= 0x1F)
 
 
 def _num(value: Any, kind: Callable[[float], Any] = float) -> Any:
@@ -101,15 +115,16 @@ def _time(value: Any, tz: dt.tzinfo = dt.UTC) -> dt.datetime | None:
     return parsed.astimezone(dt.UTC)
 
 
-def _canonical(v: dict[str, Any]) -> dict[str, Any]:
-    """The retained fields of one canonical record, read the same from CSV or Parquet."""
+def _canonical(v: dict[str, Any], strip: bool) -> dict[str, Any]:
+    """The retained fields of one canonical record, read the same from CSV (`strip`: fields
+    trimmed) or Parquet (typed: as written)."""
+    text = {f: _str(v.get(f), strip) for f in RETAINED}
     return {
-        "record_id": _str(v.get("record_id")),
+        **text,
         "event_time": _time(v.get("event_time")),
+        "end_time": _time(v.get("end_time")),
         "duration_s": _num(v.get("duration_s")),
         "units": _num(v.get("units"), int),
-        "status": _str(v.get("status")),
-        "customer_id": _str(v.get("customer_id")),
         "price": _num(v.get("price")),
     }
 
@@ -122,13 +137,13 @@ def canonical_csv(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Reco
         if len(row) != len(names):
             yield line, {"record_id": None}
             continue
-        yield line, _canonical(dict(zip(names, row, strict=True)))
+        yield line, _canonical(dict(zip(names, row, strict=True)), strip=True)
 
 
 def canonical_parquet(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Record]:
     table = pq.read_table(io.BytesIO(b"".join(chunks)))
     for i, v in enumerate(table.to_pylist(), start=1):
-        yield i, _canonical(v)
+        yield i, _canonical(v, strip=False)
 
 
 def _first(*values: Any) -> Any:
@@ -137,17 +152,31 @@ def _first(*values: Any) -> Any:
 
 def _message(v: dict[str, Any]) -> dict[str, Any]:
     status = v.get("status") if isinstance(v.get("status"), dict) else {}
+    error = v.get("error") if isinstance(v.get("error"), dict) else {}
     price = v.get("price") if isinstance(v.get("price"), dict) else {}
+    inbound = v.get("receivedAt") is not None
+    parties = (_first(v.get("from"), v.get("sender")), _first(v.get("to"), v.get("destination")))
+    email = any("@" in str(p) for p in parties if p is not None)
+    network = _str(v.get("mccMnc"), strip=False)
     return {
         "record_id": _str(v.get("messageId"), strip=False),
         "event_time": _time(_first(v.get("receivedAt"), v.get("sentAt"))),
-        "duration_s": None,
-        "units": _num(_first(v.get("smsCount"), v.get("messageCount")), int),
-        "status": _str(_first(status.get("groupName"), status.get("name")), strip=False),
+        "end_time": _time(v.get("doneAt")),
+        "channel": _str(_first(v.get("channel"), "email" if email else "sms"), strip=False),
+        "channel_detail": None,
+        "direction": "inbound" if inbound else "outbound",
         "customer_id": _str(
             _first(v.get("customerId"), v.get("applicationId"), v.get("entityId")), strip=False
         ),
+        "origin_network": network if inbound else None,
+        "destination_network": None if inbound else network,
+        "route_id": _str(v.get("route"), strip=False),
+        "duration_s": None,
+        "units": _num(_first(v.get("smsCount"), v.get("messageCount")), int),
+        "status": _str(_first(status.get("groupName"), status.get("name")), strip=False),
+        "error_code": _str(error.get("name"), strip=False),
         "price": _num(price.get("pricePerMessage")),
+        "currency": _str(price.get("currency"), strip=False),
     }
 
 
@@ -169,41 +198,59 @@ def messaging(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Record]:
         yield n, _message(v) if isinstance(v, dict) else {"record_id": None}
 
 
-def _pbx(names: list[str], widths: set[int], start: str, uid: Callable[..., Any]):  # type: ignore[no-untyped-def]
+def _pbx(names: list[str], widths: set[int], fields: Callable[..., dict[str, Any]]):  # type: ignore[no-untyped-def]
     def read(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Record]:
         tz = ZoneInfo(ctx.get("timezone") or "UTC")
         for line, row in _csv_records(chunks):
             if len(row) not in widths:
                 yield line, {"record_id": None}
                 continue
-            v = dict(zip(names, row, strict=False))
-            yield (
-                line,
-                {
-                    "record_id": uid(v, len(row), line, ctx),
-                    "event_time": _time(v.get(start), tz),
-                    "duration_s": _num(v.get("duration")),
-                    "units": _num(v.get("billsec"), int),
-                    "status": _str(v.get("disposition") or v.get("hangup_cause")),
-                    "customer_id": _str(v.get("accountcode")),
-                    "price": None,
-                },
-            )
+            v = {k: _str(x) for k, x in zip(names, row, strict=False)}
+            yield line, fields(v, len(row), line, ctx, tz)
 
     return read
 
 
-def _asterisk_id(v: dict[str, str], width: int, line: int, ctx: dict[str, Any]) -> str:
-    uid = _str(v.get("uniqueid"))
-    if uid and (width == 18 or _UNIQUEID.match(uid)):
-        return uid
-    return derived_record_id(ctx["sha256"], line)
+def _call(v: dict[str, Any], tz: dt.tzinfo, start: str, end: str, context: str) -> dict[str, Any]:
+    """What both PBXs write alike: a voice call, its times in the PBX's zone, its length."""
+    return {
+        "event_time": _time(v.get(start), tz),
+        "end_time": _time(v.get(end), tz),
+        "channel": "voice",
+        "channel_detail": None,
+        "direction": "inbound" if _INBOUND.search(v.get(context) or "") else "outbound",
+        "customer_id": v.get("accountcode"),
+        "origin_network": None,
+        "destination_network": None,
+        "duration_s": _num(v.get("duration")),
+        "units": _num(v.get("billsec"), int),
+        "price": None,
+        "currency": None,
+    }
+
+
+def _asterisk(v: dict[str, Any], width: int, line: int, ctx: dict[str, Any], tz: dt.tzinfo) -> dict[str, Any]:  # fmt: skip
+    call = _call(v, tz, "start", "end", "dcontext")
+    uid = v.get("uniqueid")
+    if not (uid and (width == 18 or _UNIQUEID.match(uid))):
+        uid = derived_record_id(ctx["sha256"], line)
+    trunk = v.get("channel") if call["direction"] == "inbound" else v.get("dstchannel")
+    route = _CHANNEL_SUFFIX.sub("", trunk) if trunk is not None else None
+    return {**call, "record_id": uid, "route_id": route, "status": v.get("disposition"),
+            "error_code": None}  # fmt: skip
+
+
+def _freeswitch(v: dict[str, Any], width: int, line: int, ctx: dict[str, Any], tz: dt.tzinfo) -> dict[str, Any]:  # fmt: skip
+    call = _call(v, tz, "start_stamp", "end_stamp", "context")
+    cause = v.get("hangup_cause")
+    return {**call, "record_id": v.get("uuid"), "route_id": v.get("context"), "status": cause,
+            "error_code": cause if cause != "NORMAL_CLEARING" else None}  # fmt: skip
 
 
 READERS: dict[str, Callable[[Iterable[bytes], dict[str, Any]], Iterator[Record]]] = {
     "canonical_csv": canonical_csv,
     "canonical_parquet": canonical_parquet,
     "messaging": messaging,
-    "asterisk": _pbx(ASTERISK, {16, 17, 18}, "start", _asterisk_id),
-    "freeswitch": _pbx(FREESWITCH, {15}, "start_stamp", lambda v, *_: _str(v.get("uuid"))),
+    "asterisk": _pbx(ASTERISK, {16, 17, 18}, _asterisk),
+    "freeswitch": _pbx(FREESWITCH, {15}, _freeswitch),
 }

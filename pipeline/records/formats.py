@@ -14,3 +14,6 @@ FREESWITCH = [
     "answer_stamp", "end_stamp", "duration", "billsec", "hangup_cause", "uuid", "bleg_uuid",
     "accountcode", "read_codec", "write_codec",
 ]  # fmt: skip
+
+#: dial-plan contexts of calls that came in from outside (case-insensitive), for both PBXs
+INBOUND_CONTEXT = r"(?i)^(from-(pstn|trunk|external|did)|public|inbound|incoming)"

@@ -19,6 +19,7 @@ import polars as pl
 
 from pipeline.core.layout import derived_record_id
 from pipeline.proof.commitments import ENCODING, identity_commitment, leaves_of
+from pipeline.records import normal_course
 from pipeline.records.fingerprints import Fingerprints
 from pipeline.records.freetext import party_patterns, scrub
 from pipeline.records.normalise import (
@@ -28,9 +29,6 @@ from pipeline.records.normalise import (
     routing_domain,
 )
 from pipeline.records.schema import (
-    CHANNELS,
-    CURRENCIES,
-    DIRECTIONS,
     GOLD,
     OTHER,
     SILVER,
@@ -343,29 +341,15 @@ def _expired_months(good: pl.DataFrame, ctx: FileContext) -> list[int]:
 
 
 def _closed_vocabularies(df: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Enumerated columns keep only their vocabulary; anything else becomes `other`, counted
-    `other:<column>`. An unknown channel's text is kept in `channel_detail` (free text:
-    scrubbed like any other); a currency is read as its ISO 4217 code (`pkr ` is `PKR`); the
-    text of an unknown currency or direction stays only in the sealed original."""
-    channel = pl.col("channel").is_not_null() & ~pl.col("channel").is_in(CHANNELS)
-    code = pl.col("currency").str.strip_chars().str.to_uppercase()
-    currency = pl.col("currency").is_not_null() & ~code.is_in(CURRENCIES)
-    direction = pl.col("direction").is_not_null() & ~pl.col("direction").is_in(DIRECTIONS)
+    """Enumerated columns keep only their vocabulary (`normal_course.closed`); anything else
+    becomes `other`, counted `other:<column>`. An unknown channel's text is kept in
+    `channel_detail` (free text: scrubbed like any other); the text of an unknown currency or
+    direction stays only in the sealed original."""
     others = df.select(
-        channel.sum().alias(f"{OTHER}:channel"),
-        currency.sum().alias(f"{OTHER}:currency"),
-        direction.sum().alias(f"{OTHER}:direction"),
+        normal_course.outside(c, pl.col(c)).sum().alias(f"{OTHER}:{c}")
+        for c in normal_course.VOCABULARIES
     ).row(0, named=True)
-    df = df.with_columns(
-        pl.when(channel)
-        .then(pl.col("channel"))
-        .otherwise("channel_detail")
-        .alias("channel_detail"),
-        pl.when(channel).then(pl.lit(OTHER)).otherwise("channel").alias("channel"),
-        pl.when(currency).then(pl.lit(OTHER)).otherwise(code).alias("currency"),
-        pl.when(direction).then(pl.lit(OTHER)).otherwise("direction").alias("direction"),
-    )
-    return df, {k: int(v) for k, v in others.items() if v}
+    return normal_course.closed(df), {k: int(v) for k, v in others.items() if v}
 
 
 #: derived columns a record's own content decides, and the column each is recomputed in: a

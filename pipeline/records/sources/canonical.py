@@ -89,9 +89,9 @@ def _map(df: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
         "record_id",
         event_time.alias("event_time"),
         end_time.alias("end_time"),
-        pl.col("channel").str.to_lowercase(),
+        "channel",  # read as kept (lower-cased, vocabulary) by `normal_course`
         "channel_detail",
-        pl.col("direction").str.to_lowercase(),
+        "direction",
         "customer_id",
         pl.col("origin").alias("origin_raw"),
         pl.col("destination").alias("destination_raw"),

@@ -134,7 +134,7 @@ class MessagingSource(Source):
         has_at = origin.str.contains("@", literal=True).fill_null(False) | destination.str.contains(
             "@", literal=True
         ).fill_null(False)
-        channel = pl.col("channel").str.to_lowercase()
+        channel = pl.col("channel")  # read as kept (lower-cased, vocabulary) by `normal_course`
         df = df.with_columns(
             pl.coalesce("receivedAt", "sentAt").alias("_when"),
             pl.coalesce("smsCount", "messageCount").alias("_units"),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipeline.records.formats import ASTERISK, FREESWITCH
+from pipeline.records.formats import ASTERISK, FREESWITCH, INBOUND_CONTEXT
 from pipeline.records.schema import PARSED, conform
 from pipeline.records.sources.base import (
     ParseOptions,
@@ -29,7 +29,6 @@ from pipeline.records.sources.base import (
 
 PBX_TIME = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
 _TS = re.compile(rb'^"?\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}')
-INBOUND_CONTEXT = r"(?i)^(from-(pstn|trunk|external|did)|public|inbound|incoming)"
 
 
 def _first_fields(head: bytes) -> list[bytes]:
