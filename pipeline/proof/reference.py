@@ -35,6 +35,10 @@ RETAINED = (
 )  # fmt: skip
 
 Record = tuple[int, dict[str, Any]]
+
+# Ingest reads a field of any length that fits a record (`MAX_RECORD_BYTES` for a quoted one,
+# any unquoted line): so does this reader, past the `csv` module's 128 KiB default.
+csv.field_size_limit(2**31 - 1)
 _UNIQUEID = re.compile(r"^\d+\.\d+$")
 _INBOUND = re.compile(INBOUND_CONTEXT)
 _CHANNEL_SUFFIX = re.compile(r"-[0-9a-fA-F]+$")
