@@ -50,8 +50,11 @@ def cdr_integrity_audit() -> None:
         request = VerifyRequest(deep=True, deep_since=prev_start_date_success or None)
         report = run_verify(task_resources(), request)
         print(verify_summary(report))
-        if not report.ok:  # a mismatch does not heal on retry
-            raise AirflowFailException(f"{len(report.problems())} integrity mismatches")
+        if not report.ok:  # neither a mismatch nor a file left to ingest heals on retry
+            raise AirflowFailException(
+                f"{len(report.problems())} integrity mismatches, "
+                f"{len(report.gaps())} sealed files not ingested"
+            )
         deep = sum("original (deep)" in f.checks for f in report.files)
         return {"files": len(report.files), "deep": deep, "audit": report.audit}
 

@@ -98,9 +98,11 @@ def test_refused_and_failed_files_reach_a_signed_state_and_are_purged_on_time(
     assert run("summary") == 0
     out = capsys.readouterr().out
     assert "FILE REFUSED: smuggled.csv" in out and "FILE FAILED: export.parquet" in out
-    assert run("verify") == 0
+    # refused is final (quarantined whole); failed is not: its records are only in bronze
+    assert run("verify") == 1
     out = capsys.readouterr().out
     assert "refused: " in out and "failed: ArrowInvalid" in out
+    assert "NOT VERIFIED: 1 sealed file not ingested" in out and "MISMATCHES" not in out
 
     # The refused file held May 2025: its original goes on May's purge date, not a day later.
     assert run("retention", "--as-of", "2026-05-31") == 0
@@ -163,19 +165,21 @@ def test_a_file_spanning_two_months_loses_its_original_at_the_first_months_purge
     assert body["months"] == ["2025-06", "2025-07"]
 
 
-def test_verify_does_not_count_a_sealed_but_unparsed_file_as_verified(
+def test_verify_is_never_green_while_a_sealed_file_is_not_ingested(
     res: Resources,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """An ingest killed after sealing leaves a seal and no parse entry: verify names the file as
-    not ingested yet and its verdict counts only the files it checked."""
+    not ingested yet and exits 1 (also for one month, and as JSON) until it is ingested."""
     header = "record_id,event_time,channel,direction,origin,destination\n"
     done, cut = tmp_path / "done.csv", tmp_path / "cut.csv"
     done.write_text(header + "d1,2025-05-02T10:00:00Z,sms,outbound,InfoSMS,+923001234567\n")
     cut.write_text(header + "c1,2025-05-02T10:00:00Z,sms,outbound,InfoSMS,+923001234568\n")
     assert run("ingest", "--as-of", "2025-06-01", "--default-region", "PK", str(done)) == 0
+
+    real = ingest._parse_into_tiers
 
     def killed(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt  # as far as the store can tell, the process died here
@@ -185,11 +189,25 @@ def test_verify_does_not_count_a_sealed_but_unparsed_file_as_verified(
         ingest.ingest_file(res, cut, as_of=dt.date(2025, 6, 1))
     assert res.store.exists(f"seals/{hashlib.sha256(cut.read_bytes()).hexdigest()}.seal.json")
     capsys.readouterr()
-    run("verify")
+    assert run("verify") == 1  # never green over a gap
     out = capsys.readouterr().out
-    assert "sealed, not parsed" in out
-    assert "VERIFIED: 1 files" in out and "VERIFIED: 2 files" not in out
+    assert "sealed, not parsed" in out and "\nVERIFIED" not in out
     assert "NOT VERIFIED: 1 sealed file not ingested yet" in out
+    assert "cut.csv" in out.split("NOT VERIFIED")[1]
+    # the same for one month (its months are unknown: it is listed for every month), and as JSON
+    assert run("verify", "--month", "2025-05", "--json") == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is False
+    assert [f["gap"] for f in data["files"] if f["file"] == "cut.csv"] == [
+        "sealed, not parsed: rerun ingest"
+    ]
+    # ingested after all, the store is whole again
+    monkeypatch.setattr(ingest, "_parse_into_tiers", real)
+    assert run("ingest", "--as-of", "2025-06-01", "--default-region", "PK", str(cut)) == 0
+    capsys.readouterr()
+    assert run("verify", "--month", "2025-05") == 0
+    out = capsys.readouterr().out
+    assert "VERIFIED: 2 files" in out, out
 
 
 def test_an_engine_panic_on_a_file_fails_that_file_not_the_run(
@@ -224,5 +242,24 @@ def test_an_engine_panic_on_a_file_fails_that_file_not_the_run(
     assert res.store.exists(f"bronze/operator-a/{sha}.enc")
     assert not any(sha in o.key for o in res.store.list("silver/"))
     assert read_tier(res.store, "silver/").get_column("record_id").to_list() == ["k1"]
-    assert run("verify") == 0
-    assert "failed: PanicException" in capsys.readouterr().out
+    # its records are in bronze and nowhere else: verify is not green until it is ingested
+    assert run("verify") == 1
+    out = capsys.readouterr().out
+    assert "failed: PanicException" in out and "NOT VERIFIED: 1 sealed file not ingested" in out
+
+
+def test_a_file_without_kept_records_verifies(
+    res: Resources, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A header-only "no traffic" file and a file whose every record was quarantined keep no
+    leaves: nothing to store in proofs, and nothing missing either."""
+    header = "record_id,event_time,channel,direction,origin,destination\n"
+    empty, rejected = tmp_path / "empty.csv", tmp_path / "rejected.csv"
+    empty.write_text(header)
+    rejected.write_text(header + "q1,2025-05-02T10:00:00Z,sms,outbound,InfoSMS,\n")
+    assert run("ingest", "--as-of", "2025-06-01", "--default-region", "PK", str(empty), str(rejected)) == 0  # fmt: skip
+    capsys.readouterr()
+    assert run("verify", "--deep") == 0
+    out = capsys.readouterr().out
+    assert out.count("proofs           ok (no record kept)") == 2
+    assert "VERIFIED: 2 files" in out

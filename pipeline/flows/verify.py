@@ -53,6 +53,9 @@ class FileCheck:
     file: str
     checks: dict[str, str] = field(default_factory=dict)  # check → "ok" | "skipped: …" | "FAIL"
     problems: list[str] = field(default_factory=list)
+    #: why the file is not whole yet (sealed and not parsed, or failed): its records are in
+    #: bronze and nowhere else, so the store cannot verify until it is ingested
+    gap: str | None = None
 
     def fail(self, check: str, problem: str) -> None:
         self.checks[check] = "FAIL"
@@ -69,8 +72,12 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        files_ok = not any(f.problems for f in self.files)
+        """Green only when everything is whole: no mismatch, and no sealed file not ingested."""
+        files_ok = not any(f.problems for f in self.files) and not self.gaps()
         return self.audit_problem is None and files_ok and not self.expectations_failed
+
+    def gaps(self) -> list[FileCheck]:
+        return [f for f in self.files if f.gap]
 
     def problems(self) -> list[str]:
         out = [p for f in self.files for p in f.problems]
@@ -157,7 +164,8 @@ def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
             sha.startswith(file) or body.get("file") == file or file in body.get("outputs", [])
         ):
             continue
-        if month and month not in (body.get("months") or []):
+        # A failed file's records are nowhere but in bronze, whatever month they are of.
+        if month and month not in (body.get("months") or []) and body.get("status") != "failed":
             continue
         try:
             checked = _verify_file(
@@ -172,8 +180,7 @@ def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
         except failures() as exc:  # whatever else breaks is this file's failure, not the run's
             checked = _damaged(sha, "verify", DamagedObject(obj.key, exc))
         report.files.append(checked)
-    if not month:
-        report.files += _unparsed(store, file)
+    report.files += _unparsed(store, file)  # their months are unknown: listed for every month
     if (file or month) and not report.files:
         wanted = " and ".join(
             f"{k} {v!r}" for k, v in (("file", file), ("month", month)) if v is not None
@@ -287,7 +294,8 @@ def _unparsed(store: ObjectStore, file: str | None) -> list[FileCheck]:
         if file and not (digest.startswith(file) or body.get("file") == file):
             continue
         check = FileCheck(digest, body.get("file") or "?")
-        check.checks["state"] = f"{UNPARSED} (ingest interrupted: rerun ingest)"
+        check.checks["state"] = f"{UNPARSED} (ingest interrupted or running: rerun ingest)"
+        check.gap = "sealed, not parsed: rerun ingest"
         out.append(check)
     return out
 
@@ -325,6 +333,8 @@ def _verify_file(
         _check_lock(bronze, check, body, seal_body, lock_policy)
     if body.get("status") != "ingested":
         check.checks["state"] = f"{body.get('status')}: {body.get('reason') or '-'}"
+        if body.get("status") == "failed":
+            check.gap = "failed: fix the cause in the log, then ingest the file again"
         return check
     leaves = _check_tree(store, check, body)
     if leaves is None:
@@ -409,6 +419,13 @@ def _check_lock(
 
 def _check_tree(store: ObjectStore, check: FileCheck, body: dict[str, Any]) -> pl.Series | None:
     key = layout.proof_key(check.sha256)
+    if body.get("gold") == 0 and key not in body.get("outputs", []):
+        # Nothing kept (a header-only file, or every record quarantined): no leaves to store.
+        if body.get("batch_roots") or body.get("merkle_root") != file_root([]):
+            check.fail("proofs", "no record was kept, yet the entry seals a Merkle root")
+            return None
+        check.checks["proofs"] = "ok (no record kept)"
+        return pl.Series("leaf", [], pl.String)
     if not store.exists(key):
         check.fail("proofs", f"{key} is missing")
         return None
@@ -576,7 +593,8 @@ def verify_data(report: VerifyReport) -> dict[str, Any]:
             {
                 "file": f.file,
                 "sha256": f.sha256,
-                "ok": not f.problems,
+                "ok": not f.problems and not f.gap,
+                "gap": f.gap,
                 "checks": f.checks,
                 "problems": f.problems,
             }
@@ -591,7 +609,7 @@ def verify_data(report: VerifyReport) -> dict[str, Any]:
 def verify_summary(report: VerifyReport) -> str:
     lines = []
     for f in report.files:
-        verdict = "FAIL" if f.problems else "ok"
+        verdict = "FAIL" if f.problems else "GAP" if f.gap else "ok"
         lines.append(f"{verdict:4}  {f.file}  sha256 {f.sha256[:12]}…")
         for name, result in f.checks.items():
             lines.append(f"        {name:16} {result}")
@@ -602,18 +620,19 @@ def verify_summary(report: VerifyReport) -> str:
         lines.append("original_form suite failed: " + ", ".join(report.expectations_failed))
     if report.data_docs:
         lines.append(f"Data Docs: {report.data_docs}")
-    unparsed = [f for f in report.files if f.checks.get("state", "").startswith(UNPARSED)]
-    checked = len(report.files) - len(unparsed)
+    gaps = report.gaps()
+    checked = len(report.files) - len(gaps)
     if report.ok and not checked:
         lines.append("\nNo file has been ingested yet: only the audit log was verified.")
     elif report.ok:
         lines.append(f"\nVERIFIED: {checked} files, every record matches its sealed original.")
-    else:
+    elif report.problems():
         lines.append("\nMISMATCHES:")
         lines += [f"  - {p}" for p in report.problems()]
-    if unparsed:  # an ingest interrupted (or still running): its records were not checked
+    if gaps:  # records sealed in bronze and nowhere else: the store is not whole
         lines.append(
-            f"NOT VERIFIED: {len(unparsed)} sealed file{'s' if len(unparsed) > 1 else ''} not "
-            "ingested yet (an ingest interrupted or still running): rerun ingest, then verify."
+            f"\nNOT VERIFIED: {len(gaps)} sealed file{'s' if len(gaps) > 1 else ''} not "
+            "ingested yet, so records are missing from the tiers:"
         )
+        lines += [f"  - {f.file} ({f.sha256[:12]}…): {f.gap}" for f in gaps]
     return "\n".join(lines)
