@@ -59,3 +59,18 @@ def audit_schedule(env: dict[str, str] | None = None) -> Any:
 
     value = ((os.environ if env is None else env).get("CDR_AUDIT_SCHEDULE") or "@weekly").strip()
     return gold_ref() if value == "gold" else value
+
+
+def run_day(logical_date: Any, dag_run: Any) -> dt.date:
+    """The day a run acts for: its logical date (or, without one, when it was to run), and
+    never a day after today (UTC), the check `--as-of` has on the command line: a run
+    triggered for a future date would destroy identifiers early (retention) or file every
+    record as past its purge date (ingest). Such a run fails, without retry."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.core.dates import FutureAsOf, refuse_future
+
+    try:
+        return refuse_future((logical_date or dag_run.run_after).date())
+    except FutureAsOf as exc:
+        raise AirflowFailException(f"logical date refused: {exc}") from None

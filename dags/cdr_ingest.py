@@ -69,9 +69,10 @@ def cdr_ingest() -> None:
         pool="cdr_store",  # caps concurrent S3 and KMS work across workers (README)
     )
     def ingest(ref: str, params: dict, logical_date=None, dag_run=None, outlet_events=None) -> dict:  # type: ignore[no-untyped-def]
+        from cdr_airflow.dag_defaults import run_day
         from cdr_airflow.ingest import ingest_ref
 
-        as_of = (logical_date or dag_run.run_after).date()
+        as_of = run_day(logical_date, dag_run)
         return ingest_ref(ref, params, as_of, outlet_events)
 
     @task

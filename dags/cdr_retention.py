@@ -45,11 +45,12 @@ def cdr_retention() -> None:
     @task(outlets=[TIERS])  # a cdr_gold event when gold years were removed
     def apply_retention(logical_date=None, dag_run=None, outlet_events=None) -> dict:  # type: ignore[no-untyped-def]
         from cdr_airflow.assets import retention_events
+        from cdr_airflow.dag_defaults import run_day
         from cdr_airflow.settings import task_resources
         from pipeline.flows.retention import RetentionRequest, run_retention
         from pipeline.report import retention_summary
 
-        as_of = (logical_date or dag_run.run_after).date()
+        as_of = run_day(logical_date, dag_run)
         res = task_resources()
         report = run_retention(res, RetentionRequest(as_of)).to_dict()
         print(retention_summary(report))

@@ -27,10 +27,11 @@ def cdr_subject_deadlines() -> None:
     @task
     def check_deadlines(logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
         from cdr_airflow.alerting import fail_on
+        from cdr_airflow.dag_defaults import run_day
         from cdr_airflow.settings import task_resources
         from pipeline.flows.subject import deadline_alert
 
-        today = (logical_date or dag_run.run_after).date()
+        today = run_day(logical_date, dag_run)
         alert = deadline_alert(task_resources(), today)
         fail_on(alert)
         return {"subject_requests": "on time"}

@@ -45,6 +45,7 @@ def cdr_subject_request() -> None:
     def answer_request(params=None, logical_date=None, dag_run=None) -> dict:  # type: ignore[no-untyped-def]
         from airflow.sdk.exceptions import AirflowFailException
 
+        from cdr_airflow.dag_defaults import run_day
         from cdr_airflow.settings import task_resources
         from pipeline.flows.subject import (
             SubjectError,
@@ -53,7 +54,7 @@ def cdr_subject_request() -> None:
             run_subject_request,
         )
 
-        as_of = (logical_date or dag_run.run_after).date()
+        as_of = run_day(logical_date, dag_run)
         try:
             answer = run_subject_request(task_resources(), SubjectRun(str(params["case"]), as_of))
         except (SubjectError, SubjectRequestError) as exc:  # retrying cannot help

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("pipeline")
 JSON_HELP = "print one JSON document (counts and states, no identifiers) instead of text"
 REGION_HELP = "ISO country of national-format numbers (default: CDR_DEFAULT_REGION)"
+FUTURE_HELP = "act for an --as-of after today (UTC), refused otherwise; recorded in the audit log"
 
 
 def _date(text: str) -> dt.date:
@@ -80,6 +81,26 @@ def _share(text: str) -> float:
 
 def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
+
+
+def _as_of_allowed(args: argparse.Namespace, settings: Settings, command: str) -> bool:
+    """Whether the command may act for `--as-of`: never a day after today unless
+    `--allow-future-as-of` says so, and that use is recorded in the audit log."""
+    from pipeline.core.dates import FutureAsOf, refuse_future, today_utc
+    from pipeline.proof import audit
+
+    try:
+        refuse_future(args.as_of)
+    except FutureAsOf as exc:
+        if not args.allow_future_as_of:
+            print(f"error: {exc}", file=sys.stderr)
+            return False
+        res = _resources(settings)
+        what = {"command": command, "as_of": args.as_of.isoformat(), "today": today_utc().isoformat()}  # fmt: skip
+        audit.append(res.store, res.keyring.signing_key(), "future_as_of", what=what,
+                     why="--allow-future-as-of")  # fmt: skip
+        print(f"warning: acting for {args.as_of}, after today (recorded in the audit log)", file=sys.stderr)  # fmt: skip
+    return True
 
 
 def _resources(settings: Settings, policy: str | None = None) -> Resources:
@@ -139,6 +160,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     )
     from pipeline.report import run_summary
 
+    if not _as_of_allowed(args, settings, "ingest"):
+        return 2
     targets: list[tuple[str, object]] = []
     for item in args.paths:  # checked before the store is opened: a wrong path changes nothing
         if item.startswith("s3://"):
@@ -291,8 +314,11 @@ def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
     except PolicyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not _as_of_allowed(args, settings, "retention"):
+        return 2
+    dry_run = args.dry_run or (not args.confirm and _more_than_a_month(res, args.as_of))
     try:
-        report = run_retention(res, RetentionRequest(args.as_of, args.dry_run))
+        report = run_retention(res, RetentionRequest(args.as_of, dry_run))
     except RetentionError as exc:
         print(f"RETENTION FAILED: {exc}", file=sys.stderr)
         return 1
@@ -300,7 +326,23 @@ def cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
         _print_json(report.to_dict())
     else:
         print(retention_summary(report.to_dict()))
+    if dry_run and not args.dry_run:
+        print(
+            f"\nNOTHING WAS DESTROYED: more than one month (or year of gold) would go at once "
+            f"as of {args.as_of}; above is what would. Check the date, then rerun with --confirm.",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _more_than_a_month(res: Resources, as_of: dt.date) -> bool:
+    """Whether a retention run would destroy more than one month's identifiers, or more than
+    one year of gold, at once: what a mistyped date does, never a daily run's normal course."""
+    from pipeline.flows.retention import RetentionRequest, run_retention
+
+    plan = run_retention(res, RetentionRequest(as_of, dry_run=True))
+    return len(plan.months) > 1 or len(plan.gold_years) > 1
 
 
 def cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
@@ -732,6 +774,7 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     )
     ing.add_argument("--default-region", type=_region, help=REGION_HELP)
     ing.add_argument("--as-of", type=_date, default=_today(), help="date deciding expired months")
+    ing.add_argument("--allow-future-as-of", action="store_true", help=FUTURE_HELP)
     ing.add_argument("--report-json", help="also write the per-file reports (counts) as JSON here")
     ing.set_defaults(func=cmd_ingest)
 
@@ -755,8 +798,17 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     ret = sub.add_parser("retention", help="purge what the retention policy says is due")
     ret.add_argument("--as-of", type=_date, default=_today(), help="the day to apply the rules for")
     ret.add_argument(
-        "--dry-run", action="store_true", help="say what would be purged, change nothing"
+        "--dry-run",
+        action="store_true",
+        help="say what would be purged, change nothing (the default whenever more than one "
+        "month's identifiers, or any year of gold, would go at once: see --confirm)",
     )
+    ret.add_argument(
+        "--confirm",
+        action="store_true",
+        help="destroy even when more than one month, or a year of gold, goes at once",
+    )
+    ret.add_argument("--allow-future-as-of", action="store_true", help=FUTURE_HELP)
     ret.add_argument("--policy", help="a retention policy file (default: the shipped one)")
     ret.add_argument("--json", action="store_true", help=JSON_HELP)
     ret.set_defaults(func=cmd_retention)

@@ -104,7 +104,7 @@ def test_kill_9_anywhere_then_rerun_equals_one_clean_run(tmp_path: Path) -> None
                  start=dt.date(2025, 3, 1))  # fmt: skip
     started = time.monotonic()
     ingest = ("ingest", "--as-of", AS_OF, str(g.path))
-    retention = ("retention", "--as-of", RETAIN_AS_OF)
+    retention = ("retention", "--as-of", RETAIN_AS_OF, "--confirm")  # every month at once
 
     clean = Run(tmp_path / "clean")
     clean.complete(*ingest)

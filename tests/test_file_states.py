@@ -111,7 +111,7 @@ def test_refused_and_failed_files_reach_a_signed_state_and_are_purged_on_time(
     assert not res.store.exists(f"bronze/operator-a/{shas['refused']}.enc")
     assert not res.keyring.has_data_key(f"file-{shas['refused']}")
     # The failed file's months are unknown: it follows its arrival month (today).
-    assert run("retention", "--as-of", FAR_FUTURE) == 0
+    assert run("retention", "--as-of", FAR_FUTURE, "--allow-future-as-of", "--confirm") == 0
     assert "Verified: nothing identifying is left" in capsys.readouterr().out
     assert not any(True for _ in res.store.list("bronze/"))
     assert not res.keyring.data_key_names("file-")
@@ -132,7 +132,7 @@ def test_future_dates_never_reach_the_tiers_and_leave_nothing_behind(
     assert reasons == ["future_timestamp", "future_timestamp"]
     assert [o.key.split("/")[2:4] for o in res.store.list("silver/")] == [["year=2026", "month=03"]]
     assert res.keyring.data_key_names("month-") == ["month-2026-03"]
-    assert run("retention", "--as-of", FAR_FUTURE) == 0
+    assert run("retention", "--as-of", FAR_FUTURE, "--allow-future-as-of", "--confirm") == 0
     for prefix in ("bronze/", "silver/", "vault/", "quarantine/rows/"):
         assert not any(True for _ in res.store.list(prefix)), prefix
     assert not res.keyring.data_key_names("month-") and not res.keyring.data_key_names("file-")

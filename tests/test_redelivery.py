@@ -63,5 +63,5 @@ def test_the_index_is_compact_and_goes_with_the_gold_year(
     parts = list(res.store.list("index/record_ids/"))
     assert {p.key.split("/")[3] for p in parts} == {"2025-03", "2025-04", "2025-05"}
     assert sum(p.size for p in parts) < 2000 * 20  # about 16 bytes a record
-    assert cli(["retention", "--as-of", "2036-01-01"]) == 0
+    assert cli(["retention", "--as-of", "2036-01-01", "--allow-future-as-of", "--confirm"]) == 0
     assert list(res.store.list("index/record_ids/")) == []

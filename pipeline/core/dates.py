@@ -47,3 +47,26 @@ def parse_date(value: object) -> dt.date:
     if not _ISO_DATE.fullmatch(text):
         raise ValueError("not a date (YYYY-MM-DD)")
     return dt.date.fromisoformat(text)
+
+
+class FutureAsOf(ValueError):
+    """A run asked to act for a day after today: retention would destroy identifiers, keys and
+    gold early, and ingest would file every record as past its purge date (gold only, the
+    identifiers unrecoverable). A typo of one year does both to a whole year of data."""
+
+
+def today_utc() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def refuse_future(as_of: dt.date, today: dt.date | None = None) -> dt.date:
+    """`as_of` if it is not after today (UTC); else FutureAsOf, saying how to mean it."""
+    today = today or today_utc()
+    if as_of > today:
+        raise FutureAsOf(
+            f"the day to act for ({as_of}) is after today ({today}, UTC): refused, because "
+            "retention would destroy and ingest would age data early. If that is what you "
+            "mean (a rehearsal on a copy of the store), give --allow-future-as-of; its use is "
+            "recorded in the audit log"
+        )
+    return as_of
