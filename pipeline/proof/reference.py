@@ -24,7 +24,13 @@ from zoneinfo import ZoneInfo
 import pyarrow.parquet as pq
 
 from pipeline.core.layout import derived_record_id
-from pipeline.records.formats import ASTERISK, FREESWITCH, INBOUND_CONTEXT
+from pipeline.records.formats import (
+    ASTERISK,
+    FREESWITCH,
+    INBOUND_CONTEXT,
+    LEAP_SECOND,
+    LEAP_SECOND_AS,
+)
 
 #: the retained fields compared, in this order: every field a source writes and gold keeps
 #: (the parties are compared through the commitments: gold holds no end user's identifier)
@@ -41,6 +47,7 @@ Record = tuple[int, dict[str, Any]]
 csv.field_size_limit(2**31 - 1)
 _UNIQUEID = re.compile(r"^\d+\.\d+$")
 _INBOUND = re.compile(INBOUND_CONTEXT)
+_LEAP = re.compile(LEAP_SECOND)
 _CHANNEL_SUFFIX = re.compile(r"-[0-9a-fA-F]+$")
 
 
@@ -110,6 +117,7 @@ def _time(value: Any, tz: dt.tzinfo = dt.UTC) -> dt.datetime | None:
     text = _str(value)
     if text is None:
         return None
+    text = _LEAP.sub(r"\1:" + LEAP_SECOND_AS, text)
     try:
         parsed = dt.datetime.fromisoformat(text)
     except ValueError:

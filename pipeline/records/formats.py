@@ -17,3 +17,9 @@ FREESWITCH = [
 
 #: dial-plan contexts of calls that came in from outside (case-insensitive), for both PBXs
 INBOUND_CONTEXT = r"(?i)^(from-(pstn|trunk|external|did)|public|inbound|incoming)"
+
+#: a leap second (`23:59:60`, with or without a fraction) and what it is read as: the last
+#: instant of its minute, so that it never moves a record into the next minute, month or year
+#: (a documented normal-course change; ingest and the reference readers read it alike)
+LEAP_SECOND = r"(\d{2}:\d{2}):60(?:[.,]\d*)?"
+LEAP_SECOND_AS = "59.999999"

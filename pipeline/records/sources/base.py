@@ -20,6 +20,7 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.core.errors import PipelineError
+from pipeline.records.formats import LEAP_SECOND, LEAP_SECOND_AS
 from pipeline.records.schema import PARSED, UTC_TS, conform
 
 BYTES_PER_ROW = 120
@@ -128,8 +129,11 @@ def _split_lines(data: bytes) -> pl.Series:
     return lines.head(len(lines) - 1) if text.endswith("\n") else lines
 
 
-def _byte_chunks(path: Path, batch_rows: int) -> Iterator[bytes]:
-    """The file in blocks cut after a `\\n`, BOM removed; a line is never split across blocks."""
+def _byte_chunks(path: Path, batch_rows: int, cr_ends: bool = False) -> Iterator[bytes]:
+    """The file in blocks cut after a `\n`, BOM removed; a line is never split across blocks.
+
+    With `cr_ends` (CSV, whose readers end a line at a bare `\r` too, as old Mac exports
+    write them) a bare `\r` is read as `\n`, so that two records are never merged into one."""
     chunk_bytes = max(batch_rows * BYTES_PER_ROW, 1 << 16)
     carry = b""
     first = True
@@ -137,12 +141,18 @@ def _byte_chunks(path: Path, batch_rows: int) -> Iterator[bytes]:
         while True:
             block = f.read(chunk_bytes)
             data = carry + block
+            held = b""
+            if cr_ends:
+                if block and data.endswith(b"\r"):  # maybe the first half of a CRLF
+                    data, held = data[:-1], b"\r"
+                if data.count(b"\r") != data.count(b"\r\n"):
+                    data = _BARE_CR.sub(b"\n", data)
             if block:
                 cut = data.rfind(b"\n")
                 if cut < 0:
-                    carry = data
+                    carry = data + held
                     continue
-                data, carry = data[: cut + 1], data[cut + 1 :]
+                data, carry = data[: cut + 1], data[cut + 1 :] + held
             else:
                 carry = b""
             if first and data.startswith(BOM):
@@ -152,6 +162,9 @@ def _byte_chunks(path: Path, batch_rows: int) -> Iterator[bytes]:
                 yield data
             if not block:
                 return
+
+
+_BARE_CR = re.compile(rb"\r(?!\n)")
 
 
 def _opens_quote(line: str, inside: bool, sep: str) -> bool:
@@ -243,7 +256,7 @@ def iter_line_chunks(
     line_no = 0
     pending: list[Row] = []
     header = skip_header
-    for data in _byte_chunks(path, batch_rows):
+    for data in _byte_chunks(path, batch_rows, cr_ends=quoted_sep is not None):
         frame = _lines_frame(data, line_no + 1)
         line_no += len(frame)
         exact = not frame.get_column("bad_encoding").any()
@@ -292,7 +305,7 @@ def first_record(head: bytes, sep: str = ",") -> list[str]:
         head = head[len(BOM) :]
     text = head.decode("utf-8", "replace").lstrip("\r\n \t")
     try:
-        return next(csv.reader(io.StringIO(text), delimiter=sep), [])
+        return next(csv.reader(io.StringIO(text, newline=""), delimiter=sep), [])  # any line end
     except csv.Error:
         return []
 
@@ -420,11 +433,14 @@ def with_timestamps(
 
     Formats with an offset (`%z`, `%+`) carry their own zone; the others are read in `tz` (the
     PBX's zone). Later formats are tried only on the values the earlier ones left unparsed, so
-    the common case costs one parse.
+    the common case costs one parse. A leap second is read as the end of its minute
+    (`formats.LEAP_SECOND`).
     """
     added = []
     for col, out in columns.items():
         s = df.get_column(col).str.strip_chars()
+        if s.str.contains(":60", literal=True).any():
+            s = s.str.replace(LEAP_SECOND, f"${{1}}:{LEAP_SECOND_AS}")
         parsed = _to_utc(s, formats[0], tz)
         for fmt in formats[1:]:
             missing = parsed.is_null() & s.is_not_null()
