@@ -48,7 +48,7 @@ def totals(reports: Iterable[dict[str, Any]]) -> dict[str, int]:
     """Sums over a run's file reports, plus files per status."""
     reports = list(reports)
     out = {k: sum(int(r[k]) for r in reports) for k in COUNTS}
-    for status in (*STATES, "already_ingested", "in_progress"):
+    for status in (*STATES, "already_ingested", "in_progress", "not_settled"):
         out[f"files_{status}"] = sum(r["status"] == status for r in reports)
     return out
 
@@ -117,6 +117,11 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
     busy = [r["file"] for r in reports if r["status"] == "in_progress"]
     if busy:
         out.append(f"\nSkipped, another run is ingesting them: {', '.join(busy)}")
+    writing = [r["file"] for r in reports if r["status"] == "not_settled"]
+    if writing:
+        out.append(f"\nLeft in landing, still being written: {', '.join(writing)}")
+    for r in reports:
+        out += [f"\nWARNING {r['file']}: {w}" for w in r.get("warnings") or []]
     return "\n".join(out)
 
 

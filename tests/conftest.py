@@ -53,6 +53,7 @@ def settings(tmp_path: Path) -> Settings:
             "CDR_DATA_DOCS": str(tmp_path / "data_docs"),
             "CDR_DEFAULT_REGION": "PK",
             "CDR_BATCH_ROWS": "700",  # small batches: every test crosses batch boundaries
+            "CDR_LANDING_SETTLE_SECONDS": "0",  # files land just before a test ingests them
         }
     )
 
@@ -64,6 +65,7 @@ def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
         "CDR_STORE": str(tmp_path / "store"),
         "CDR_KEYRING": str(tmp_path / "keys"),
         "CDR_DATA_DOCS": str(tmp_path / "docs"),
+        "CDR_LANDING_SETTLE_SECONDS": "0",  # files land just before a test ingests them
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -117,6 +119,7 @@ def s3_env(tmp_path: Path, s3_buckets: tuple[str, str], moto_endpoint: str) -> d
         "CDR_S3_ENDPOINT_URL": moto_endpoint,
         "CDR_KEYRING": str(tmp_path / "keys"),
         "CDR_DATA_DOCS": str(tmp_path / "docs"),
+        "CDR_LANDING_SETTLE_SECONDS": "0",  # files land just before a test ingests them
     }
 
 

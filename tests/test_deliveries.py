@@ -108,3 +108,164 @@ def test_bare_cr_line_ends_across_many_blocks_and_inside_quotes(
     assert gold.get_column("source_line").max() == n + 2  # the quoted `\r` is a line of its own
     capsys.readouterr()
     assert cli(["verify", "--deep"]) == 0
+
+
+# --- a landing file that is still being written ------------------------------------------------
+
+
+def _calls(n: int) -> str:
+    return HEADER + "".join(
+        f"a{i},2025-05-02T10:00:00Z,sms,outbound,InfoSMS,+92300{i:07d}\n" for i in range(n)
+    )
+
+
+def _appended(n: int, start: int) -> str:
+    return "".join(
+        f"a{i},2025-05-02T11:00:00Z,sms,outbound,InfoSMS,+92300{i:07d}\n"
+        for i in range(start, start + n)
+    )
+
+
+def _kept_ids(res: Resources) -> list[str]:
+    return sorted(read_tier(res.store, "gold/").get_column("record_id").to_list())
+
+
+@pytest.mark.parametrize("step", ["store_original", "_parse_into_tiers", "_record_outcome"])
+def test_rows_appended_during_an_ingest_are_never_lost_nor_published_unsealed(
+    res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """A PBX keeps appending to the landing file while a run ingests it: after the seal (before
+    bronze), between bronze and the parse, or after the parse. The run publishes exactly what
+    it sealed; the file is left in landing because it changed; the next run ingests the new
+    rows (the ones already kept are re-deliveries). Every record is kept once."""
+    from pipeline.flows import ingest
+
+    source = tmp_path / "Master.csv"
+    source.write_text(_calls(30))
+    key = ingest.copy_into_landing(res.store, source, "pbx-khi")
+    landed = Path(res.store.uri(key))
+    real = getattr(ingest, step)
+
+    def appending(*args: object, **kwargs: object) -> object:
+        with open(landed, "a") as f:  # the source system writes while the run works
+            f.write(_appended(5, 30))
+        monkeypatch.setattr(ingest, step, real)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, step, appending)
+    first = ingest.ingest_landing(res, key, as_of=dt.date(2025, 6, 15))
+    assert (first.status, first.records, first.gold) == ("ingested", 30, 30)
+    assert first.warnings and "changed since it was read" in first.warnings[0]
+    assert landed.exists()  # not deleted: it holds rows nobody read yet
+
+    second = ingest.ingest_landing(res, key, as_of=dt.date(2025, 6, 15))
+    assert (second.status, second.records, second.gold) == ("ingested", 35, 5)
+    assert second.reasons == {"duplicate_record_id": 30} and not landed.exists()
+    assert _kept_ids(res) == sorted(f"a{i}" for i in range(35))
+    assert cli(["verify"]) == 0
+
+
+def test_a_file_changing_while_it_is_copied_is_left_for_a_later_run(
+    res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.core import snapshot
+    from pipeline.flows import ingest
+
+    source = tmp_path / "up.csv"
+    source.write_text(_calls(10))
+    key = ingest.copy_into_landing(res.store, source, "sftp")
+    landed = Path(res.store.uri(key))
+    real, looks = snapshot.stamp, []
+
+    def stamp(path: Path) -> tuple[int, int, int]:
+        looks.append(path)
+        if len(looks) == 2:  # the look after the copy: the upload went on meanwhile
+            with open(landed, "a") as f:
+                f.write(_appended(3, 10))
+        return real(path)
+
+    monkeypatch.setattr(snapshot, "stamp", stamp)
+    report = ingest.ingest_landing(res, key, as_of=dt.date(2025, 6, 15))
+    assert report.status == "not_settled"
+    assert not list(res.store.list("seals/")) and landed.exists()  # nothing sealed, nothing lost
+    monkeypatch.setattr(snapshot, "stamp", real)
+    again = ingest.ingest_landing(res, key, as_of=dt.date(2025, 6, 15))
+    assert (again.status, again.gold) == ("ingested", 13) and not landed.exists()
+
+
+def test_a_landing_file_younger_than_the_settle_time_is_watched_first(
+    local_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With `CDR_LANDING_SETTLE_SECONDS`, a file written a moment ago is looked at again after
+    that long: one that grew meanwhile is left for a later run, one that did not is taken."""
+    import threading
+
+    from pipeline.flows import ingest
+
+    env = local_env | {"CDR_LANDING_SETTLE_SECONDS": "1"}
+    res = Resources.from_settings(Settings.from_env(env))
+    source = tmp_path / "up.csv"
+    source.write_text(_calls(10))
+    key = ingest.copy_into_landing(res.store, source, "sftp")
+    landed = Path(res.store.uri(key))
+    writer = threading.Timer(0.3, lambda: landed.open("a").write(_appended(2, 10)))
+    writer.start()
+    report = ingest.ingest_landing(res, key, as_of=dt.date(2025, 6, 15))
+    writer.join()
+    assert report.status == "not_settled" and not list(res.store.list("seals/"))
+    report = ingest.ingest_landing(res, key, as_of=dt.date(2025, 6, 15))  # quiet since
+    assert (report.status, report.gold) == ("ingested", 12)
+    assert cli(["verify"]) == 0
+
+
+@pytest.mark.s3
+def test_an_s3_landing_object_replaced_during_an_ingest_stays_as_a_new_delivery(
+    s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On S3 the run reads the version it listed; a newer upload under the same key (a source
+    re-sending with more rows) is neither read by that run nor deleted by it."""
+    from pipeline.flows import ingest
+
+    res = Resources.from_settings(Settings.from_env(s3_env | {"CDR_DEFAULT_REGION": "PK"}))
+    first, fuller = tmp_path / "first.csv", tmp_path / "fuller.csv"
+    first.write_text(_calls(8))
+    fuller.write_text(_calls(8) + _appended(4, 8))
+    key = ingest.copy_into_landing(res.store, first, "partner")
+    real = ingest.store_original
+
+    def replaced(*args: object, **kwargs: object) -> object:
+        res.store.put_file(key, fuller)  # the new upload lands mid-ingest
+        monkeypatch.setattr(ingest, "store_original", real)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ingest, "store_original", replaced)
+    report = ingest.ingest_landing(res, key, as_of=dt.date(2025, 6, 15))
+    assert (report.status, report.records) == ("ingested", 8)
+    assert res.store.exists(key)
+    again = ingest.ingest_landing(res, key, as_of=dt.date(2025, 6, 15))
+    assert (again.status, again.records, again.gold) == ("ingested", 12, 4)
+    assert not res.store.exists(key)
+
+
+def test_bronze_must_hash_to_the_seal_before_anything_is_published(
+    res: Resources,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whatever made the bytes read for bronze differ from the sealed ones (a disk, a bug), the
+    original is not stored and nothing is published; verify shows the gap until a rerun."""
+    from pipeline.records import bronze
+
+    path = tmp_path / "calls.csv"
+    path.write_text(_calls(5))
+    real = bronze._chunks
+    monkeypatch.setattr(bronze, "_chunks", lambda p: (b.replace(b"a1,", b"a9,") for b in real(p)))
+    assert cli(["ingest", "--as-of", AS_OF, str(path)]) == 1
+    assert "do not hash to the seal" in caplog.text
+    assert not list(res.store.list("bronze/")) and not list(res.store.list("gold/"))
+    assert cli(["verify"]) == 1
+    monkeypatch.setattr(bronze, "_chunks", real)
+    assert cli(["ingest", "--as-of", AS_OF, str(path)]) == 0
+    assert _kept_ids(res) == [f"a{i}" for i in range(5)]
+    assert cli(["verify"]) == 0

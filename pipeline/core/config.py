@@ -62,6 +62,9 @@ class Settings:
     retention_policy: str = ""
     #: how often long work on a file logs its progress (bytes read, rate, records)
     progress_seconds: float = 30.0
+    #: a landing object is taken once its size and modification time have not changed for
+    #: this long (a younger one is waited for, then looked at again)
+    landing_settle_seconds: float = 2.0
 
     @classmethod
     def from_env(
@@ -95,6 +98,7 @@ class Settings:
             aws_region=extra.get("region_name") or None,
             retention_policy=e.get("CDR_RETENTION_POLICY") or "",
             progress_seconds=float(e.get("CDR_PROGRESS_SECONDS") or 30),
+            landing_settle_seconds=float(e.get("CDR_LANDING_SETTLE_SECONDS") or 2),
         )
         settings.check()
         return settings
@@ -105,6 +109,8 @@ class Settings:
             raise ValueError("CDR_BATCH_ROWS must be a positive whole number")
         if not self.progress_seconds > 0:
             raise ValueError("CDR_PROGRESS_SECONDS must be a positive number of seconds")
+        if not 0 <= self.landing_settle_seconds <= 3600:
+            raise ValueError("CDR_LANDING_SETTLE_SECONDS must be from 0 to 3600 seconds")
         if self.bronze_lock and not self.bronze_store.startswith("s3://"):
             raise ValueError("CDR_BRONZE_LOCK needs an S3 bronze store: a folder cannot lock")
         if self.keyring.startswith("kms://") and len(self.keyring) <= len("kms://"):

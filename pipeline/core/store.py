@@ -171,7 +171,8 @@ class ObjectStore(ABC):
         """Abort unfinished multipart uploads begun before `older_than` (none on a folder)."""
         return 0
 
-    def download(self, key: str, path: Path) -> None:
+    def download(self, key: str, path: Path, version: str | None = None) -> None:
+        """The object (`version` of it, on a versioned store) into a local file."""
         with self.open(key) as src, open(private_file(path), "wb") as dst:
             shutil.copyfileobj(src, dst, 8 << 20)
 
@@ -453,11 +454,13 @@ class S3Store(ObjectStore):
             f"reading {key}",
         )
 
-    def download(self, key: str, path: Path) -> None:
-        """The whole object into a local file; a connection cut mid-body starts it again."""
+    def download(self, key: str, path: Path, version: str | None = None) -> None:
+        """The whole object (that `version`: the bytes described, even if a newer upload
+        replaced them since) into a local file; a connection cut mid-body starts it again."""
+        pinned = {"VersionId": version} if version else {}
 
         def fetch() -> None:
-            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key), **pinned)["Body"]
             with body, open(path, "wb") as dst:
                 shutil.copyfileobj(body, dst, 8 << 20)
 

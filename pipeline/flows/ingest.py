@@ -30,13 +30,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import __version__
-from pipeline.core import layout, staging
-from pipeline.core.errors import PipelineError, failures
+from pipeline.core import layout, snapshot, staging
+from pipeline.core.errors import PipelineError, failures, one_line
 from pipeline.core.keys import TOKEN_KEY_VERSION
 from pipeline.core.prefetch import prefetch
 from pipeline.core.progress import watch
 from pipeline.core.resources import Resources
-from pipeline.core.store import LocalStore, ObjectStore, store_errors
+from pipeline.core.store import LocalStore, ObjectInfo, ObjectStore, store_errors
 from pipeline.proof import audit
 from pipeline.proof.commitments import ENCODING, block_roots, file_root
 from pipeline.proof.integrity import read_entry, record_parse, seal_original, sha256_file
@@ -74,6 +74,10 @@ class IngestError(PipelineError):
         self.status = status
 
 
+class StillChanging(IngestError):
+    """A delivered file changed while it was read: left where it is, for a later run."""
+
+
 #: the states a sealed file ends in, each with a signed parse entry
 TERMINAL = ("ingested", "quarantined_file", "refused", "failed")
 
@@ -84,7 +88,8 @@ class FileReport:
 
     file: str
     sha256: str
-    status: str  # one of TERMINAL, already_ingested, or in_progress (another run has it)
+    status: str  # one of TERMINAL, already_ingested, in_progress (another run has it) or
+    #              not_settled (a landing file still being written: left for a later run)
     source: str
     format: str | None = None
     records: int = 0
@@ -109,6 +114,8 @@ class FileReport:
     refused: dict[str, list[str]] = field(default_factory=dict)
     #: the zone naive source times were read in (`verify --deep` reads them in it again)
     source_timezone: str | None = None
+    #: what went wrong after the file's outcome was recorded (never its content)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The report without the per-batch roots (in the signed parse entry, not in XCom)."""
@@ -210,38 +217,85 @@ def ingest_landing(
     as_of: dt.date,
     progress: Callable[[int], None] | None = None,
 ) -> FileReport:
-    """Ingest one object of landing/ and remove it from landing once it is safely in bronze."""
-    info = res.store.info(key)
+    """Ingest one object of landing/ and remove it from landing once it is safely in bronze.
+
+    The object is taken once it has settled (`CDR_LANDING_SETTLE_SECONDS`: size and time
+    unchanged that long) and read from one snapshot (a copy, or on S3 its version). It is
+    removed only if it is still what was read: content written to it since is a new delivery,
+    sealed on its own by a later run."""
+    name = PurePosixPath(key).name
+    info = _settled(res, key)
     if info is None:
-        raise IngestError(f"{key} is not in the store (already ingested by another run?)")
+        log.warning("%s is still being written: left in landing for a later run", layout.file_label(name))  # fmt: skip
+        return FileReport(layout.file_label(name), "", "not_settled", layout.source_of_landing_key(key))  # fmt: skip
     with tempfile.TemporaryDirectory(prefix=staging.prefix("stage")) as tmp:
-        if isinstance(res.store, LocalStore):
+        local = isinstance(res.store, LocalStore)
+        if local:
             path = Path(res.store.uri(key))
         else:
             path = Path(tmp) / "original"
-            res.store.download(key, path)
+            res.store.download(key, path, version=info.version)
         try:
             report = ingest_file(
                 res,
                 path,
-                name=PurePosixPath(key).name,
+                name=name,
                 source=layout.source_of_landing_key(key),
                 arrived_at=info.modified,
                 fmt=fmt,
                 default_region=default_region,
                 as_of=as_of,
                 progress=progress,
+                private=not local,
             )
+        except StillChanging as exc:
+            log.warning("%s", exc)
+            return FileReport(layout.file_label(name), "", "not_settled", layout.source_of_landing_key(key))  # fmt: skip
         except IngestError as exc:
             if exc.terminal:  # refused or failed for good: the original is in bronze
-                res.store.purge(key, through=info.version)
+                _clear_landing(res, key, info, None)
             raise
     if report.status == "in_progress":
         return report  # the run holding the lease removes it from landing
-    # Every version of the landing object goes (a plain delete on a versioned bucket would
-    # leave the original behind a delete marker); a newer upload under the same name stays.
-    res.store.purge(key, through=info.version)
+    _clear_landing(res, key, info, report)
     return report
+
+
+def _settled(res: Resources, key: str) -> ObjectInfo | None:
+    """The landing object's description once it has settled, or None while it changes: one
+    younger than the settle time is waited for, then looked at again."""
+    info = res.store.info(key)
+    if info is None:
+        raise IngestError(f"{key} is not in the store (already ingested by another run?)")
+    wait = res.settings.landing_settle_seconds
+    age = (dt.datetime.now(dt.UTC) - info.modified).total_seconds()
+    if age >= wait:
+        return info
+    time.sleep(wait - max(age, 0.0))
+    again = res.store.info(key)
+    return info if again == info else None
+
+
+def _clear_landing(res: Resources, key: str, info: ObjectInfo, report: FileReport | None) -> None:
+    """Remove a landing object once its outcome is recorded, unless it changed since it was
+    read (then its new content is a new delivery, left for the next run). Every version goes
+    (a plain delete on a versioned bucket would leave the original behind a delete marker); a
+    newer upload under the same name stays. A delete that fails leaves the file ingested,
+    with a warning: the next run finds it already ingested and removes it."""
+    name = layout.file_label(PurePosixPath(key).name)
+    now = res.store.info(key)
+    rewritten = now is not None and now.version == info.version  # not a newer version
+    if rewritten and (now.size, now.modified) != (info.size, info.modified):  # type: ignore[union-attr]
+        why = "changed since it was read: left in landing, a later run ingests it as a new delivery"
+    else:
+        try:
+            res.store.purge(key, through=info.version)
+            return
+        except store_errors() as exc:
+            why = f"ingested, but not removed from landing ({one_line(exc)}): the next run will"
+    log.warning("%s: %s", name, why)
+    if report is not None:
+        report.warnings.append(why)
 
 
 def ingest_file(
@@ -255,8 +309,10 @@ def ingest_file(
     default_region: str | None = None,
     as_of: dt.date,
     progress: Callable[[int], None] | None = None,
+    private: bool = False,
 ) -> FileReport:
-    """Ingest a local file (see the module docstring for the steps).
+    """Ingest a local file (see the module docstring for the steps); `private` says it is a
+    copy nothing else writes to (else it is read once, into a snapshot).
 
     The source is checked before anything is written, and the file is named by
     `layout.file_label` everywhere outside its encrypted original (seal, audit, tiers, notes,
@@ -268,9 +324,35 @@ def ingest_file(
             layout.source(source)
         except layout.LayoutError as exc:
             raise IngestError(f"{name}: not ingested: {exc}") from None
+    with tempfile.TemporaryDirectory(prefix=staging.prefix("stage")) as tmp:
+        if private:  # already a copy of its own (a download): nothing else writes to it
+            digest, size = sha256_file(path)
+            snap = snapshot.Snapshot(path, digest, size)
+        else:  # the seal, bronze and the parse read one copy, never the file in place
+            try:
+                snap = snapshot.take(path, Path(tmp))
+            except snapshot.StillChanging as exc:
+                raise StillChanging(f"{name}: not ingested: {exc}") from None
+        return _ingest_snapshot(
+            res, snap, name, source, arrived_at, fmt, default_region, as_of, progress
+        )
+
+
+def _ingest_snapshot(
+    res: Resources,
+    snap: snapshot.Snapshot,
+    name: str,
+    source: str | None,
+    arrived_at: dt.datetime | None,
+    fmt: str | None,
+    default_region: str | None,
+    as_of: dt.date,
+    progress: Callable[[int], None] | None,
+) -> FileReport:
+    """Ingest a file's snapshot once nobody else holds its digest (the lease)."""
     settings = res.settings
     region = resolve_region(default_region, settings.default_region)
-    sha256, size = sha256_file(path)
+    path, sha256, size = snap.path, snap.sha256, snap.size
     existing = read_entry(res.store, layout.parse_key(sha256))
     if existing is not None and existing["body"].get("status") != "failed":
         return _already_ingested(res, name, sha256, existing)

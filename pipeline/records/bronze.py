@@ -9,11 +9,13 @@ it. Where locking is required, anything short of a lock read back with its date 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.core import staging
+from pipeline.core.errors import PipelineError
 from pipeline.core.policy import RetentionPolicy
 from pipeline.core.store import ObjectStore, store_errors
 from pipeline.proof.crypto import SEGMENT, decrypt_stream, encrypt_segments
@@ -25,14 +27,28 @@ def _chunks(path: Path) -> Iterator[bytes]:
             yield block
 
 
+class NotTheSealedBytes(PipelineError):
+    """What was about to go to bronze is not what the seal covers: nothing is stored."""
+
+
 def store_original(store: ObjectStore, key: str, path: Path, sha256: str, file_key: bytes) -> bool:
-    """Encrypt the file into bronze unless it is already there; True if written now."""
+    """Encrypt the file into bronze unless it is already there; True if written now. The bytes
+    encrypted must hash to the seal's digest, checked before the object is stored."""
     if store.exists(key):
         return False
+    digest = hashlib.sha256()
+
+    def hashed() -> Iterator[bytes]:
+        for block in _chunks(path):
+            digest.update(block)
+            yield block
+
     with tempfile.NamedTemporaryFile(prefix=staging.prefix("bronze"), suffix=".enc") as tmp:
-        for part in encrypt_segments(file_key, _chunks(path), sha256.encode()):
+        for part in encrypt_segments(file_key, hashed(), sha256.encode()):
             tmp.write(part)
         tmp.flush()
+        if digest.hexdigest() != sha256:
+            raise NotTheSealedBytes("the bytes read for bronze do not hash to the seal")
         store.put_file(key, Path(tmp.name))
     return True
 
