@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pipeline.core import layout
+from pipeline.core.lease import held_leases
 from pipeline.core.store import ObjectStore
 
 
@@ -186,6 +187,11 @@ def store_summary(store: ObjectStore, docs: Any = None) -> str:
         rows.append([tier, len(objects), sum(o.size for o in objects), store.uri(prefix)])
     files = ingested_files(store)
     out = [f"Files sealed ({len(files)}):", run_summary(files), ""]
+    leases = held_leases(store)
+    if leases:
+        out.append(f"Ingests under way ({len(leases)}):")
+        out += [f"  {h.sha256[:12]}…  {h.describe()}" for h in leases]
+        out.append("")
     out.append(_table(["tier", "objects", "bytes", "location"], rows))
     if docs is not None:
         out.append(f"\nData Docs (Great Expectations results): {docs}")

@@ -554,6 +554,7 @@ def test_proofs_started_on_some_records_finish_the_same_for_all(
     assert len(early.paths) == 300 and set(at_once[1]) == {sha}
 
 
+@pytest.mark.tampers
 def test_a_record_without_its_identity_commitment_is_named_not_passed(
     res: Resources, tmp_path: Path
 ) -> None:

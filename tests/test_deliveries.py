@@ -269,3 +269,55 @@ def test_bronze_must_hash_to_the_seal_before_anything_is_published(
     assert cli(["ingest", "--as-of", AS_OF, str(path)]) == 0
     assert _kept_ids(res) == [f"a{i}" for i in range(5)]
     assert cli(["verify"]) == 0
+
+
+# --- two hosts on one store, one of them killed -------------------------------------------------
+
+
+def test_a_run_killed_on_one_host_is_taken_over_from_another_once_its_lease_lapses(
+    local_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Host A is killed (`kill -9`) mid-ingest. Host B sees A's lease (host, age) and does not
+    touch the file while the lease could still be renewed; `verify` and `summary` name it and
+    verify exits 1; once the lease has lapsed, B takes the file over and ingests it whole."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from pipeline.records.synth import generate
+
+    g = generate("canonical_csv", tmp_path / "big.csv", 60_000, start=dt.date(2025, 3, 1))
+    env = {**os.environ, **local_env, "CDR_LEASE_SECONDS": "12"}
+    res = Resources.from_settings(Settings.from_env(env))
+    command = [sys.executable, "-m", "pipeline", "ingest", "--as-of", AS_OF, str(g.path)]
+    a = subprocess.Popen(command, env={**env, "CDR_HOST": "host-a"}, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not list(res.store.list("leases/")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # well into the ingest: sealed, parsing
+    os.kill(a.pid, signal.SIGKILL)
+    a.wait()
+
+    def on_b(*args: str) -> subprocess.CompletedProcess[str]:
+        b_env = {**env, "CDR_HOST": "host-b"}
+        return subprocess.run([sys.executable, "-m", "pipeline", *args], env=b_env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+
+    blocked = on_b("ingest", "--as-of", AS_OF, str(g.path))
+    assert "another run is ingesting" in blocked.stdout + blocked.stderr
+    verify = on_b("verify", "--json")
+    assert verify.returncode == 1
+    gaps = [f["gap"] for f in json.loads(verify.stdout)["files"] if f["gap"]]
+    assert len(gaps) == 1 and "leased by host host_a" in gaps[0], gaps
+    assert "Ingests under way (1)" in on_b("summary").stdout
+
+    time.sleep(12)  # nobody renews A's lease
+    taken = on_b("ingest", "--as-of", AS_OF, str(g.path))
+    assert taken.returncode == 0, taken.stderr[-2000:]
+    assert "taking over the ingest lease" in taken.stderr
+    assert on_b("verify").returncode == 0
+    assert (
+        len(read_tier(res.store, "gold/")) + len(read_tier(res.store, "quarantine/rows/")) == 60_000
+    )

@@ -83,6 +83,7 @@ def test_a_row_deleted_from_silver_is_named(res: Resources, tmp_path: Path) -> N
     assert report.files[0].checks["gold 2025-03"].startswith("ok")
 
 
+@pytest.mark.tampers
 def test_a_changed_duration_in_gold_names_the_record(res: Resources, tmp_path: Path) -> None:
     sha = _ingest(res, tmp_path)
     key = _part("gold", "2025-04", sha)
@@ -97,6 +98,7 @@ def test_a_changed_duration_in_gold_names_the_record(res: Resources, tmp_path: P
 
 
 @pytest.mark.parametrize("how", ["copy", "forged"])
+@pytest.mark.tampers
 def test_a_record_added_to_gold_is_named(res: Resources, tmp_path: Path, how: str) -> None:
     sha = _ingest(res, tmp_path)
     key = _part("gold", "2025-03", sha)

@@ -75,7 +75,8 @@ def test_messaging_json_document(tmp_path: Path) -> None:
         "41001",
     )
     assert inbound["event_time"] == dt.datetime(2025, 3, 15, 5, 0, tzinfo=UTC)  # +0500 → UTC
-    assert (mail["channel"], mail["units"]) == ("email", 1)
+    # as written: lower-cased and held to the vocabulary by the transform (`normal_course`)
+    assert (mail["channel"], mail["units"]) == ("EMAIL", 1)
     assert df.get_column("parse_error").null_count() == 3
     assert "secret content" not in str(df.drop("raw").to_dicts())
 

@@ -65,6 +65,9 @@ class Settings:
     #: a landing object is taken once its size and modification time have not changed for
     #: this long (a younger one is waited for, then looked at again)
     landing_settle_seconds: float = 2.0
+    #: an ingest's lease lives this long after its last renewal (renewed every fifth of it):
+    #: a run gone for longer, on any host, has its files taken over
+    lease_seconds: float = 300.0
 
     @classmethod
     def from_env(
@@ -99,6 +102,7 @@ class Settings:
             retention_policy=e.get("CDR_RETENTION_POLICY") or "",
             progress_seconds=float(e.get("CDR_PROGRESS_SECONDS") or 30),
             landing_settle_seconds=float(e.get("CDR_LANDING_SETTLE_SECONDS") or 2),
+            lease_seconds=float(e.get("CDR_LEASE_SECONDS") or 300),
         )
         settings.check()
         return settings
@@ -109,6 +113,8 @@ class Settings:
             raise ValueError("CDR_BATCH_ROWS must be a positive whole number")
         if not self.progress_seconds > 0:
             raise ValueError("CDR_PROGRESS_SECONDS must be a positive number of seconds")
+        if not 1 <= self.lease_seconds <= 86400:
+            raise ValueError("CDR_LEASE_SECONDS must be from 1 to 86400 seconds")
         if not 0 <= self.landing_settle_seconds <= 3600:
             raise ValueError("CDR_LANDING_SETTLE_SECONDS must be from 0 to 3600 seconds")
         if self.bronze_lock and not self.bronze_store.startswith("s3://"):

@@ -22,8 +22,13 @@ STALE_AFTER = dt.timedelta(hours=6)
 KINDS = ("ingest", "stage", "bronze")
 
 
-def _host() -> str:
-    return socket.gethostname().replace("-", "_") or "host"
+def host() -> str:
+    """This host's name as runs tag what they make: `CDR_HOST` (a container's stable name),
+    else the system's host name; `-` is written `_` (it separates the tag's parts)."""
+    return (os.environ.get("CDR_HOST") or socket.gethostname()).replace("-", "_") or "host"
+
+
+_host = host
 
 
 def owner_tag() -> str:

@@ -17,10 +17,8 @@ import json
 import logging
 import tempfile
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -33,6 +31,7 @@ from pipeline import __version__
 from pipeline.core import layout, snapshot, staging
 from pipeline.core.errors import PipelineError, failures, one_line
 from pipeline.core.keys import TOKEN_KEY_VERSION
+from pipeline.core.lease import lease, lease_of
 from pipeline.core.prefetch import prefetch
 from pipeline.core.progress import watch
 from pipeline.core.resources import Resources
@@ -57,8 +56,6 @@ from pipeline.records.tiers import TierWriter
 from pipeline.records.transform import AddressBook, FileContext, finish, prepare
 
 log = logging.getLogger("pipeline.flows.ingest")
-#: How long an ingest's lease lasts: longer than the longest ingest, so only a dead run's lapses.
-LEASE_SECONDS = 6 * 3600
 
 
 class IngestError(PipelineError):
@@ -356,10 +353,12 @@ def _ingest_snapshot(
     existing = read_entry(res.store, layout.parse_key(sha256))
     if existing is not None and existing["body"].get("status") != "failed":
         return _already_ingested(res, name, sha256, existing)
-    with lease(res.store, sha256) as held:
+    with lease(res.store, sha256, settings.lease_seconds) as held:
         if not held:
-            log.warning("%s (sha256 %s…) is being ingested by another run", name, sha256[:12])
-            return FileReport(name, sha256, "in_progress", source or "", fmt)
+            holder = lease_of(res.store, sha256)
+            where = holder.describe() if holder else "just finished"
+            log.warning("%s (sha256 %s…) is being ingested by another run: %s", name, sha256[:12], where)  # fmt: skip
+            return FileReport(name, sha256, "in_progress", source or "", fmt, detail=where)
         # The other run may have committed between our first look and the lease.
         existing = read_entry(res.store, layout.parse_key(sha256))
         if existing is not None and existing["body"].get("status") != "failed":
@@ -368,41 +367,6 @@ def _ingest_snapshot(
             return _ingest_leased(
                 res, path, name, sha256, size, source, arrived_at, fmt, region, as_of, counter
             )
-
-
-@contextmanager
-def lease(store: ObjectStore, sha256: str, seconds: int = LEASE_SECONDS) -> Iterator[bool]:
-    """One ingest per digest at a time: a create-if-absent lease naming its owner and expiry.
-
-    Yields False while another run's lease is live; a lease that expired, or whose process on
-    this host is gone (`kill -9`), is taken over. Two names for the same bytes, or two hosts given one file, cannot both publish."""
-    key = layout.lease_key(sha256)
-    owner = f"{audit.actor()}/{staging.owner_tag()}{uuid.uuid4().hex}"
-    now = dt.datetime.now(dt.UTC)
-    mine = {"owner": owner, "expires": (now + dt.timedelta(seconds=seconds)).isoformat()}
-    data = json.dumps(mine).encode()
-    held = store.put_new(key, data) or _lease_owner(store, key) == owner
-    if not held:
-        current = read_entry(store, key)
-        if (
-            current is None
-            or dt.datetime.fromisoformat(current["expires"]) <= now
-            or staging.dead_here(str(current.get("owner", "")).rpartition("/")[2])
-        ):
-            log.warning("taking over the ingest lease of a run that is gone on %s…", sha256[:12])
-            store.purge(key)
-            held = store.put_new(key, data) or _lease_owner(store, key) == owner
-    try:
-        yield held
-    finally:
-        if held and _lease_owner(store, key) == owner:
-            store.purge(key)
-
-
-def _lease_owner(store: ObjectStore, key: str) -> str | None:
-    """Who holds a lease (a write whose answer was lost is still ours)."""
-    current = read_entry(store, key)
-    return None if current is None else str(current.get("owner"))
 
 
 def _ingest_leased(
@@ -822,7 +786,7 @@ def reparse_original(
     same seal, its `replays` listing `note` and the counts before. Until that entry is written the old one stands,
     so a run killed mid-way is redone whole by the next.
     """
-    with lease(res.store, sha256) as held:
+    with lease(res.store, sha256, res.settings.lease_seconds) as held:
         if not held:
             raise IngestError(f"{sha256[:12]}…: another run is ingesting or replaying this file")
         seal = read_entry(res.store, layout.seal_key(sha256))

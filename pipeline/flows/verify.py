@@ -22,6 +22,7 @@ import polars as pl
 from pipeline.core import layout
 from pipeline.core.errors import USAGE, PipelineError, failures, one_line
 from pipeline.core.keys import KeyDestroyed, LocalKeyring
+from pipeline.core.lease import lease_of
 from pipeline.core.policy import RetentionPolicy
 from pipeline.core.store import ObjectStore, read_parquet, store_errors
 from pipeline.proof.audit import verify_log
@@ -294,8 +295,13 @@ def _unparsed(store: ObjectStore, file: str | None) -> list[FileCheck]:
         if file and not (digest.startswith(file) or body.get("file") == file):
             continue
         check = FileCheck(digest, body.get("file") or "?")
-        check.checks["state"] = f"{UNPARSED} (ingest interrupted or running: rerun ingest)"
-        check.gap = "sealed, not parsed: rerun ingest"
+        holder = lease_of(store, digest)
+        if holder is None:
+            check.checks["state"] = f"{UNPARSED} (ingest interrupted: rerun ingest)"
+            check.gap = "sealed, not parsed: rerun ingest"
+        else:  # a run has it, or had it and is gone (then its lease is soon taken over)
+            check.checks["state"] = f"{UNPARSED} ({holder.describe()})"
+            check.gap = f"sealed, not parsed: {holder.describe()}"
         out.append(check)
     return out
 
