@@ -25,7 +25,8 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt constraints.txt pyproj
 
 # The whole ingest through the real Airflow DAG on the embedded default: a local folder as
 # object store (var/store), SQLite for Airflow (var/airflow), a local keyring (var/keyring).
-# The run's logical date is the real time now (UTC). The demo drops one unreadable upload on
+# The run's logical date is the real time now (UTC); the generated files' times without an
+# offset are UTC, and say so (CDR_SOURCE_TIMEZONE). The demo drops one unreadable upload on
 # purpose: its mapped task fails (quarantined whole), the other files' tasks succeed.
 DEMO_BAD_FILE := landing/operator-b/truncated-upload.bin
 demo: install
@@ -34,7 +35,7 @@ demo: install
 	@$(VENV)/bin/airflow db migrate > $(CDR_HOME)/airflow-migrate.log 2>&1 || { cat $(CDR_HOME)/airflow-migrate.log; exit 1; }
 	@$(VENV)/bin/airflow pools set cdr_store 8 "S3 and KMS calls of CDR tasks" > /dev/null
 	@echo "running DAG cdr_ingest with Airflow (log: $(CDR_HOME)/demo-airflow.log) ..."
-	@$(VENV)/bin/airflow dags test cdr_ingest "$$(date -u +%Y-%m-%dT%H:%M:%S+00:00)" > $(CDR_HOME)/demo-airflow.log 2>&1 \
+	@CDR_SOURCE_TIMEZONE=$${CDR_SOURCE_TIMEZONE:-UTC} $(VENV)/bin/airflow dags test cdr_ingest "$$(date -u +%Y-%m-%dT%H:%M:%S+00:00)" > $(CDR_HOME)/demo-airflow.log 2>&1 \
 	  || grep -q "DagRun Finished" $(CDR_HOME)/demo-airflow.log || { tail -50 $(CDR_HOME)/demo-airflow.log; exit 1; }
 	@set -o pipefail; $(PY) -m cdr_airflow.demo_report --expect-failed $(DEMO_BAD_FILE) 2>&1 | grep -v '^20[0-9][0-9]-'
 	@echo

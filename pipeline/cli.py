@@ -9,6 +9,7 @@ name files and reason codes, never record values.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -274,6 +275,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"dropped {len(keys)} files into landing/ of {settings.store}")
     if args.landing_only:
         return 0
+    if settings.source_timezone is None:  # the generator writes its times without offset in UTC
+        settings = dataclasses.replace(settings, source_timezone="UTC")
     args.landing, args.paths, args.format, args.source = True, [], None, None
     code = cmd_ingest(args, settings)
     print()

@@ -54,6 +54,7 @@ def settings(tmp_path: Path) -> Settings:
             "CDR_DEFAULT_REGION": "PK",
             "CDR_BATCH_ROWS": "700",  # small batches: every test crosses batch boundaries
             "CDR_LANDING_SETTLE_SECONDS": "0",  # files land just before a test ingests them
+            "CDR_SOURCE_TIMEZONE": "UTC",  # the generated files' times without an offset are UTC
         }
     )
 
@@ -66,6 +67,7 @@ def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
         "CDR_KEYRING": str(tmp_path / "keys"),
         "CDR_DATA_DOCS": str(tmp_path / "docs"),
         "CDR_LANDING_SETTLE_SECONDS": "0",  # files land just before a test ingests them
+        "CDR_SOURCE_TIMEZONE": "UTC",  # the generated files' times without an offset are UTC
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -120,6 +122,7 @@ def s3_env(tmp_path: Path, s3_buckets: tuple[str, str], moto_endpoint: str) -> d
         "CDR_KEYRING": str(tmp_path / "keys"),
         "CDR_DATA_DOCS": str(tmp_path / "docs"),
         "CDR_LANDING_SETTLE_SECONDS": "0",  # files land just before a test ingests them
+        "CDR_SOURCE_TIMEZONE": "UTC",  # the generated files' times without an offset are UTC
     }
 
 

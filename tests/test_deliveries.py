@@ -14,6 +14,7 @@ import pytest
 from pipeline.cli import main as cli
 from pipeline.core.config import Settings
 from pipeline.core.resources import Resources
+from pipeline.report import ingested_files
 from tests.helpers import read_tier
 
 HEADER = "record_id,event_time,channel,direction,origin,destination\n"
@@ -321,3 +322,73 @@ def test_a_run_killed_on_one_host_is_taken_over_from_another_once_its_lease_laps
     assert (
         len(read_tier(res.store, "gold/")) + len(read_tier(res.store, "quarantine/rows/")) == 60_000
     )
+
+
+# --- times written without an offset ----------------------------------------------------------
+
+
+def _naive_file(tmp_path: Path, name: str = "khi.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(
+        HEADER
+        + "k1,2025-06-01 02:00:00,sms,outbound,InfoSMS,+923001234567\n"  # 00:00-05:00 PKT on the 1st
+        + "k2,2025-06-01T06:00:00,sms,outbound,InfoSMS,+923001234568\n"
+        + "k3,2025-06-01T02:00:00+05:00,sms,outbound,InfoSMS,+923001234569\n"  # its own offset
+    )
+    return path
+
+
+def _months(res: Resources) -> dict[str, str]:
+    gold = read_tier(res.store, "gold/")
+    return {r: f"{t:%Y-%m-%d %H:%M}" for r, t in gold.select("record_id", "event_time").iter_rows()}
+
+
+@pytest.mark.parametrize("how", ["deployment", "per_source"])
+def test_naive_canonical_times_are_read_in_the_sources_zone(
+    local_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """`2025-06-01 02:00` from a Karachi source is 2025-05-31 21:00 UTC: May's record, its
+    identifiers purged on May's date, not a month late."""
+    if how == "deployment":
+        monkeypatch.setenv("CDR_SOURCE_TIMEZONE", "Asia/Karachi")
+    else:
+        monkeypatch.setenv("CDR_SOURCE_TIMEZONES", "pbx-khi=Asia/Karachi, other=America/New_York")
+    res = Resources.from_settings(Settings.from_env())
+    assert cli(["ingest", "--as-of", "2025-06-15", "--source", "pbx-khi", str(_naive_file(tmp_path))]) == 0  # fmt: skip
+    assert _months(res) == {"k1": "2025-05-31 21:00", "k2": "2025-06-01 01:00", "k3": "2025-05-31 21:00"}  # fmt: skip
+    assert any("month=05" in o.key for o in res.store.list("gold/"))
+
+
+def test_naive_times_from_a_source_whose_zone_is_unknown_are_quarantined(
+    local_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Never assumed UTC: without `CDR_SOURCE_TIMEZONE` (or the source in
+    `CDR_SOURCE_TIMEZONES`) a time without an offset is `bad_timestamp:no_offset`; one with its
+    offset is kept. A PBX file (local times only) is quarantined row by row, and reconciles."""
+    monkeypatch.delenv("CDR_SOURCE_TIMEZONE", raising=False)
+    monkeypatch.setenv("CDR_SOURCE_TIMEZONES", "elsewhere=UTC")
+    res = Resources.from_settings(Settings.from_env())
+    assert res.settings.zone_for("pbx-khi") is None
+    asterisk = tmp_path / "Master.csv"
+    asterisk.write_text(
+        '"acc","1001","+923001234567","from-internal","","PJSIP/1001-01","PJSIP/trunk-02",'
+        '"Dial","","2025-05-02 10:00:00","2025-05-02 10:00:01","2025-05-02 10:01:00","60","59",'
+        '"ANSWERED","DOCUMENTATION","1746180000.0101",""\n'
+    )
+    assert cli(["ingest", "--as-of", AS_OF, "--source", "pbx-khi", str(_naive_file(tmp_path)), str(asterisk)]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "bad_timestamp:no_offset" in out
+    reports = {r["file"]: r for r in ingested_files(res.store)}
+    assert reports["khi.csv"]["reasons"] == {"bad_timestamp:no_offset": 2}
+    assert reports["Master.csv"]["reasons"] == {"bad_timestamp:no_offset": 1}
+    assert set(_months(res)) == {"k3"}
+    assert cli(["verify", "--deep"]) == 0
+
+
+def test_a_zone_that_does_not_exist_is_refused_when_settings_load() -> None:
+    with pytest.raises(ValueError, match="not a time zone"):
+        Settings.from_env({"CDR_SOURCE_TIMEZONE": "Asia/Karachy"})
+    with pytest.raises(ValueError, match="source=Zone"):
+        Settings.from_env({"CDR_SOURCE_TIMEZONES": "pbx-khi"})
+    assert Settings.from_env({"CDR_SOURCE_TIMEZONES": "a=UTC"}).zone_for("b") is None

@@ -12,7 +12,7 @@ import pytest
 from pipeline.records.sources import FileFormatError, ParseOptions, detect
 
 UTC = dt.UTC
-OPTS = ParseOptions(default_region="PK", batch_rows=1000)
+OPTS = ParseOptions(default_region="PK", timezone="UTC", batch_rows=1000)
 
 
 def parse(
@@ -197,7 +197,7 @@ def test_format_override_and_unrecognised_files(tmp_path: Path) -> None:
 def test_large_file_is_streamed_in_batches(tmp_path: Path) -> None:
     body = "".join(FREESWITCH.splitlines(keepends=True)[1] for _ in range(2500))
     p = write(tmp_path, "many.csv", body)
-    batches = list(detect(p).parse(p, ParseOptions("PK", batch_rows=100)))
+    batches = list(detect(p).parse(p, ParseOptions("PK", "UTC", batch_rows=100)))
     assert len(batches) > 5
     lines = pl.concat(batches).get_column("source_line")
     assert lines.to_list() == list(range(1, 2501))

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 DEFAULT_HOME = Path(os.environ.get("CDR_HOME", "var")).resolve()
 #: Rows per ingest batch (`CDR_BATCH_ROWS`): what an ingest holds in memory at once.
@@ -23,6 +24,17 @@ CONNECTION_EXTRAS = {
     "bronze_store": "CDR_BRONZE_STORE",
     "keyring_dir": "CDR_KEYRING_DIR",
 }
+
+
+def _zones(text: str) -> tuple[tuple[str, str], ...]:
+    """`CDR_SOURCE_TIMEZONES`: `source=Zone` pairs separated by commas."""
+    pairs = []
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        source, sep, zone = item.partition("=")
+        if not sep or not source.strip() or not zone.strip():
+            raise ValueError(f"CDR_SOURCE_TIMEZONES wants source=Zone pairs, not {item!r}")
+        pairs.append((source.strip(), zone.strip()))
+    return tuple(pairs)
 
 
 def _flag(name: str, text: str) -> bool:
@@ -50,7 +62,9 @@ class Settings:
     keyring: str
     s3_endpoint_url: str | None
     default_region: str | None
-    source_timezone: str
+    #: the zone of every source's times written without an offset (`CDR_SOURCE_TIMEZONE`);
+    #: None: unknown, so such a time is quarantined, never assumed UTC
+    source_timezone: str | None
     batch_rows: int
     data_docs: str
     keyring_dir: str = ""
@@ -68,6 +82,12 @@ class Settings:
     #: an ingest's lease lives this long after its last renewal (renewed every fifth of it):
     #: a run gone for longer, on any host, has its files taken over
     lease_seconds: float = 300.0
+    #: a zone per source (`CDR_SOURCE_TIMEZONES`: `source=Zone,...`), over `source_timezone`
+    source_timezones: tuple[tuple[str, str], ...] = ()
+
+    def zone_for(self, source: str) -> str | None:
+        """The zone a source's times without an offset are read in (None: unknown)."""
+        return dict(self.source_timezones).get(source, self.source_timezone)
 
     @classmethod
     def from_env(
@@ -90,7 +110,8 @@ class Settings:
             keyring=e.get("CDR_KEYRING") or str(DEFAULT_HOME / "keyring"),
             s3_endpoint_url=e.get("CDR_S3_ENDPOINT_URL") or None,
             default_region=(e.get("CDR_DEFAULT_REGION") or "").upper() or None,
-            source_timezone=e.get("CDR_SOURCE_TIMEZONE") or "UTC",
+            source_timezone=(e.get("CDR_SOURCE_TIMEZONE") or "").strip() or None,
+            source_timezones=_zones(e.get("CDR_SOURCE_TIMEZONES") or ""),
             batch_rows=int(e.get("CDR_BATCH_ROWS") or BATCH_ROWS),
             data_docs=e.get("CDR_DATA_DOCS") or str(DEFAULT_HOME / "data_docs"),
             keyring_dir=e.get("CDR_KEYRING_DIR") or str(DEFAULT_HOME / "keyring"),
@@ -113,6 +134,11 @@ class Settings:
             raise ValueError("CDR_BATCH_ROWS must be a positive whole number")
         if not self.progress_seconds > 0:
             raise ValueError("CDR_PROGRESS_SECONDS must be a positive number of seconds")
+        for zone in {self.source_timezone, *dict(self.source_timezones).values()} - {None}:
+            try:
+                ZoneInfo(str(zone))
+            except (ValueError, ZoneInfoNotFoundError):
+                raise ValueError(f"not a time zone (e.g. Asia/Karachi, UTC): {zone!r}") from None
         if not 1 <= self.lease_seconds <= 86400:
             raise ValueError("CDR_LEASE_SECONDS must be from 1 to 86400 seconds")
         if not 0 <= self.landing_settle_seconds <= 3600:

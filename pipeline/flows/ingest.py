@@ -638,7 +638,7 @@ def _parse_into_tiers(
         commitment_encoding=ENCODING,
         detector_region=res.quality.region,
     )
-    opts = ParseOptions(region, res.settings.source_timezone, res.settings.batch_rows)
+    opts = ParseOptions(region, res.settings.zone_for(source), res.settings.batch_rows)
     book = AddressBook()
     tallies = _suite_tallies(res)
     # GX (about 200 MB once imported) loads beside the batches of a small file; for a big one

@@ -221,7 +221,7 @@ def check_original(res: Resources, check: FileCheck, body: dict[str, Any]) -> No
     file_key = res.keyring.data_key(layout.file_key_name(check.sha256), create=False)
     chunks = read_original(res.bronze, key, check.sha256, file_key)
     # PBX times are read in the zone the ingest read them in, whatever this process's setting.
-    zone = body.get("source_timezone") or res.settings.source_timezone
+    zone = body["source_timezone"] if "source_timezone" in body else res.settings.zone_for(body.get("source") or "")  # fmt: skip
     ctx = {"source": body.get("source"), "sha256": check.sha256, "timezone": zone}
     try:
         original = pl.DataFrame(

@@ -113,7 +113,13 @@ def _num(value: Any, kind: Callable[[float], Any] = float) -> Any:
         return None
 
 
-def _time(value: Any, tz: dt.tzinfo = dt.UTC) -> dt.datetime | None:
+def _zone(ctx: dict[str, Any]) -> dt.tzinfo | None:
+    """The zone ingest read the source's times without an offset in (None: unknown)."""
+    return ZoneInfo(ctx["timezone"]) if ctx.get("timezone") else None
+
+
+def _time(value: Any, tz: dt.tzinfo | None) -> dt.datetime | None:
+    """A time as UTC: with its offset, or in the source's zone `tz` (None: not placed)."""
     text = _str(value)
     if text is None:
         return None
@@ -123,18 +129,20 @@ def _time(value: Any, tz: dt.tzinfo = dt.UTC) -> dt.datetime | None:
     except ValueError:
         return None
     if parsed.tzinfo is None:
+        if tz is None:
+            return None
         parsed = parsed.replace(tzinfo=tz)
     return parsed.astimezone(dt.UTC)
 
 
-def _canonical(v: dict[str, Any], strip: bool) -> dict[str, Any]:
+def _canonical(v: dict[str, Any], strip: bool, tz: dt.tzinfo | None) -> dict[str, Any]:
     """The retained fields of one canonical record, read the same from CSV (`strip`: fields
     trimmed) or Parquet (typed: as written)."""
     text = {f: _str(v.get(f), strip) for f in RETAINED}
     return {
         **text,
-        "event_time": _time(v.get("event_time")),
-        "end_time": _time(v.get("end_time")),
+        "event_time": _time(v.get("event_time"), tz),
+        "end_time": _time(v.get("end_time"), tz),
         "duration_s": _num(v.get("duration_s")),
         "units": _num(v.get("units"), int),
         "price": _num(v.get("price")),
@@ -149,20 +157,20 @@ def canonical_csv(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Reco
         if len(row) != len(names):
             yield line, {"record_id": None}
             continue
-        yield line, _canonical(dict(zip(names, row, strict=True)), strip=True)
+        yield line, _canonical(dict(zip(names, row, strict=True)), True, _zone(ctx))
 
 
 def canonical_parquet(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Record]:
     table = pq.read_table(io.BytesIO(b"".join(chunks)))
     for i, v in enumerate(table.to_pylist(), start=1):
-        yield i, _canonical(v, strip=False)
+        yield i, _canonical(v, False, _zone(ctx))
 
 
 def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
-def _message(v: dict[str, Any]) -> dict[str, Any]:
+def _message(v: dict[str, Any], tz: dt.tzinfo | None) -> dict[str, Any]:
     status = v.get("status") if isinstance(v.get("status"), dict) else {}
     error = v.get("error") if isinstance(v.get("error"), dict) else {}
     price = v.get("price") if isinstance(v.get("price"), dict) else {}
@@ -172,8 +180,8 @@ def _message(v: dict[str, Any]) -> dict[str, Any]:
     network = _str(v.get("mccMnc"), strip=False)
     return {
         "record_id": _str(v.get("messageId"), strip=False),
-        "event_time": _time(_first(v.get("receivedAt"), v.get("sentAt"))),
-        "end_time": _time(v.get("doneAt")),
+        "event_time": _time(_first(v.get("receivedAt"), v.get("sentAt")), tz),
+        "end_time": _time(v.get("doneAt"), tz),
         "channel": _str(_first(v.get("channel"), "email" if email else "sms"), strip=False),
         "channel_detail": None,
         "direction": "inbound" if inbound else "outbound",
@@ -198,7 +206,7 @@ def messaging(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Record]:
     if head.lstrip().startswith("{") and '"results"' in head:
         doc = json.loads(head + text.read())
         for i, v in enumerate(doc.get("results") or [], start=1):
-            yield i, _message(v) if isinstance(v, dict) else {"record_id": None}
+            yield i, _message(v, _zone(ctx)) if isinstance(v, dict) else {"record_id": None}
         return
     for n, line in enumerate((head + text.read()).split("\n"), start=1):
         if not line.strip():
@@ -207,12 +215,12 @@ def messaging(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Record]:
             v = json.loads(line)
         except ValueError:
             v = None
-        yield n, _message(v) if isinstance(v, dict) else {"record_id": None}
+        yield n, _message(v, _zone(ctx)) if isinstance(v, dict) else {"record_id": None}
 
 
 def _pbx(names: list[str], widths: set[int], fields: Callable[..., dict[str, Any]]):  # type: ignore[no-untyped-def]
     def read(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Record]:
-        tz = ZoneInfo(ctx.get("timezone") or "UTC")
+        tz = _zone(ctx)
         for line, row in _csv_records(chunks):
             if len(row) not in widths:
                 yield line, {"record_id": None}
@@ -223,7 +231,9 @@ def _pbx(names: list[str], widths: set[int], fields: Callable[..., dict[str, Any
     return read
 
 
-def _call(v: dict[str, Any], tz: dt.tzinfo, start: str, end: str, context: str) -> dict[str, Any]:
+def _call(
+    v: dict[str, Any], tz: dt.tzinfo | None, start: str, end: str, context: str
+) -> dict[str, Any]:
     """What both PBXs write alike: a voice call, its times in the PBX's zone, its length."""
     return {
         "event_time": _time(v.get(start), tz),
@@ -241,7 +251,7 @@ def _call(v: dict[str, Any], tz: dt.tzinfo, start: str, end: str, context: str) 
     }
 
 
-def _asterisk(v: dict[str, Any], width: int, line: int, ctx: dict[str, Any], tz: dt.tzinfo) -> dict[str, Any]:  # fmt: skip
+def _asterisk(v: dict[str, Any], width: int, line: int, ctx: dict[str, Any], tz: dt.tzinfo | None) -> dict[str, Any]:  # fmt: skip
     call = _call(v, tz, "start", "end", "dcontext")
     uid = v.get("uniqueid")
     if not (uid and (width == 18 or _UNIQUEID.match(uid))):
@@ -252,7 +262,7 @@ def _asterisk(v: dict[str, Any], width: int, line: int, ctx: dict[str, Any], tz:
             "error_code": None}  # fmt: skip
 
 
-def _freeswitch(v: dict[str, Any], width: int, line: int, ctx: dict[str, Any], tz: dt.tzinfo) -> dict[str, Any]:  # fmt: skip
+def _freeswitch(v: dict[str, Any], width: int, line: int, ctx: dict[str, Any], tz: dt.tzinfo | None) -> dict[str, Any]:  # fmt: skip
     call = _call(v, tz, "start_stamp", "end_stamp", "context")
     cause = v.get("hangup_cause")
     return {**call, "record_id": v.get("uuid"), "route_id": v.get("context"), "status": cause,

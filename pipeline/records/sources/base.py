@@ -31,7 +31,8 @@ class ParseOptions:
     """How to read a source: region for national numbers, timezone of PBX timestamps."""
 
     default_region: str | None = None
-    timezone: str = "UTC"
+    #: the zone of the source's times written without an offset (None: unknown)
+    timezone: str | None = None
     batch_rows: int = 1_000_000
 
 
@@ -415,9 +416,17 @@ def _python_fields(records: list[str], sep: str, columns: list[str]) -> pl.DataF
     return pl.DataFrame(rows, schema=columns, orient="row")
 
 
-def _to_utc(s: pl.Series, fmt: str, tz: str) -> pl.Series:
-    if "%z" in fmt or fmt == "%+":
+def _has_offset(fmt: str) -> bool:
+    return "%z" in fmt or fmt == "%+"
+
+
+def _to_utc(s: pl.Series, fmt: str, tz: str | None) -> pl.Series:
+    """Values in one format as UTC; a format without an offset needs the source's zone `tz`
+    (None: unknown, so nothing in it is placed in time)."""
+    if _has_offset(fmt):
         return s.str.to_datetime(fmt, strict=False, time_unit="us", time_zone="UTC")
+    if tz is None:
+        return pl.Series(s.name, [None] * len(s), UTC_TS)
     naive = s.str.to_datetime(fmt, strict=False, time_unit="us")
     return (
         naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
@@ -427,14 +436,15 @@ def _to_utc(s: pl.Series, fmt: str, tz: str) -> pl.Series:
 
 
 def with_timestamps(
-    df: pl.DataFrame, columns: dict[str, str], formats: list[str], tz: str = "UTC"
+    df: pl.DataFrame, columns: dict[str, str], formats: list[str], tz: str | None
 ) -> pl.DataFrame:
     """Add `{column: out}` UTC timestamps, trying each format in turn; null where none fits.
 
-    Formats with an offset (`%z`, `%+`) carry their own zone; the others are read in `tz` (the
-    PBX's zone). Later formats are tried only on the values the earlier ones left unparsed, so
-    the common case costs one parse. A leap second is read as the end of its minute
-    (`formats.LEAP_SECOND`).
+    Formats with an offset (`%z`, `%+`) carry their own zone; the others are read in `tz`, the
+    source's zone. Where the zone is unknown (None) a time written without an offset is never
+    assumed UTC: it is null, and `<out>_no_offset` marks it (`no_offset`). Later formats are
+    tried only on the values the earlier ones left unparsed, so the common case costs one
+    parse. A leap second is read as the end of its minute (`formats.LEAP_SECOND`).
     """
     added = []
     for col, out in columns.items():
@@ -447,8 +457,18 @@ def with_timestamps(
             if not missing.any():
                 break
             parsed = parsed.scatter(missing.arg_true(), _to_utc(s.filter(missing), fmt, tz))
-        added.append(parsed.alias(out))
+        naive = pl.repeat(False, len(s), dtype=pl.Boolean, eager=True)
+        if tz is None and (unplaced := parsed.is_null() & s.is_not_null()).any():
+            for fmt in (f for f in formats if not _has_offset(f)):
+                as_naive = s.str.to_datetime(fmt, strict=False, time_unit="us")
+                naive = naive | (unplaced & as_naive.is_not_null())
+        added += [parsed.alias(out), naive.alias(f"{out}_no_offset")]
     return df.with_columns(added)
+
+
+def no_offset(out: str) -> tuple[pl.Expr, str]:
+    """The reason of a time written without an offset by a source whose zone is unknown."""
+    return pl.col(f"{out}_no_offset"), "bad_timestamp:no_offset"
 
 
 def number(col: str, dtype: pl.DataType) -> pl.Expr:

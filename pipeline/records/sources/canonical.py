@@ -31,6 +31,7 @@ from pipeline.records.sources.base import (
     csv_batches,
     first_error,
     first_record,
+    no_offset,
     number,
     with_timestamps,
 )
@@ -78,7 +79,7 @@ def _map(df: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
     claims of derived columns (as written: the transform compares and drops them)."""
     missing = [c for c in CANONICAL_SOURCE_COLUMNS if c not in df.columns]
     df = df.with_columns([pl.lit(None, pl.String).alias(c) for c in missing])
-    df = with_timestamps(df, {"event_time": "_event", "end_time": "_end"}, ISO_TIME)
+    df = with_timestamps(df, {"event_time": "_event", "end_time": "_end"}, ISO_TIME, opts.timezone)
     event_time, end_time = pl.col("_event"), pl.col("_end")
     duration = number("duration_s", pl.Float64())
     units = number("units", pl.Int64())
@@ -106,7 +107,9 @@ def _map(df: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
         "currency",
         first_error(
             [
+                no_offset("_event"),
                 (bad_value("event_time", event_time), "bad_timestamp:event_time"),
+                no_offset("_end"),
                 (bad_value("end_time", end_time), "bad_timestamp:end_time"),
                 (bad_value("duration_s", duration), "bad_number:duration_s"),
                 (bad_value("units", units), "bad_number:units"),

@@ -25,6 +25,7 @@ from pipeline.records.sources.base import (
     bad_value,
     first_error,
     iter_lines,
+    no_offset,
     number,
     with_timestamps,
 )
@@ -54,7 +55,8 @@ READ_SCHEMA: dict[str, pl.DataType] = {
     "status": _STATUS,
     "error": _STATUS,
 }
-TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S%.f%z", "%+"]
+#: with an offset as the API writes them; without one, read in the source's zone if known
+TIME_FORMATS = ["%Y-%m-%dT%H:%M:%S%.f%z", "%+", "%Y-%m-%dT%H:%M:%S%.f"]
 
 
 def _is_object(line: pl.Expr) -> pl.Expr:
@@ -75,7 +77,7 @@ class MessagingSource(Source):
 
     def parse(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
         for lines in self._line_batches(path, opts):
-            yield self._map(lines)
+            yield self._map(lines, opts.timezone)
 
     def _line_batches(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
         with open(path, "rb") as f:
@@ -102,7 +104,7 @@ class MessagingSource(Source):
         else:
             yield from iter_lines(path, opts.batch_rows)
 
-    def _map(self, lines: pl.DataFrame) -> pl.DataFrame:
+    def _map(self, lines: pl.DataFrame, tz: str | None) -> pl.DataFrame:
         """Each line on its own: not UTF-8, not a JSON object, or a field of the wrong type is
         that line's reason; its neighbours are read as usual."""
         lines = lines.with_columns(
@@ -125,9 +127,9 @@ class MessagingSource(Source):
                 ),
             ]
         ).select("source_line", pl.col("_reason").alias("parse_error"), pl.col("line").alias("raw"))
-        return pl.concat([self._fields(good), conform(bad, PARSED)], how="vertical")
+        return pl.concat([self._fields(good, tz), conform(bad, PARSED)], how="vertical")
 
-    def _fields(self, df: pl.DataFrame) -> pl.DataFrame:
+    def _fields(self, df: pl.DataFrame, tz: str | None) -> pl.DataFrame:
         inbound = pl.col("receivedAt").is_not_null()
         origin = pl.coalesce("from", "sender")
         destination = pl.coalesce("to", "destination")
@@ -140,7 +142,7 @@ class MessagingSource(Source):
             pl.coalesce("smsCount", "messageCount").alias("_units"),
             pl.col("price").struct.field("pricePerMessage").alias("_price"),
         )
-        df = with_timestamps(df, {"_when": "_event", "doneAt": "_end"}, TIME_FORMATS)
+        df = with_timestamps(df, {"_when": "_event", "doneAt": "_end"}, TIME_FORMATS, tz)
         event_time, end_time = pl.col("_event"), pl.col("_end")
         units = number("_units", pl.Int64())
         price = number("_price", pl.Float64())
@@ -176,7 +178,9 @@ class MessagingSource(Source):
             pl.col("price").struct.field("currency").alias("currency"),
             first_error(
                 [
+                    no_offset("_event"),
                     (bad_value("_when", event_time), "bad_timestamp:event_time"),
+                    no_offset("_end"),
                     (bad_value("doneAt", end_time), "bad_timestamp:end_time"),
                     (bad_value("_units", units), "bad_number:units"),
                     (bad_value("_price", price), "bad_number:price"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -23,6 +24,7 @@ from pipeline.records.sources.base import (
     field_count,
     first_error,
     first_record,
+    no_offset,
     number,
     with_timestamps,
 )
@@ -35,7 +37,7 @@ def _first_fields(head: bytes) -> list[bytes]:
     return [f.encode() for f in first_record(head)]
 
 
-def _pbx_frame(df: pl.DataFrame, fields: dict[str, pl.Expr], times: dict[str, str]) -> pl.DataFrame:
+def _pbx_frame(df: pl.DataFrame, fields: dict[str, pl.Expr], times: dict[str, Any]) -> pl.DataFrame:
     """Shared tail of the PBX mappings: timestamps, durations, reason codes."""
     df = with_timestamps(
         df, {times["start"]: "_event", times["end"]: "_end"}, PBX_TIME, times["tz"]
@@ -52,7 +54,9 @@ def _pbx_frame(df: pl.DataFrame, fields: dict[str, pl.Expr], times: dict[str, st
         billsec.alias("units"),
         first_error(
             [
+                no_offset("_event"),
                 (bad_value(times["start"], event_time), "bad_timestamp:event_time"),
+                no_offset("_end"),
                 (bad_value(times["end"], end_time), "bad_timestamp:end_time"),
                 (bad_value("duration", duration), "bad_number:duration_s"),
                 (bad_value("billsec", billsec), "bad_number:units"),
