@@ -849,9 +849,10 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     rep.add_argument(
         "--reason",
         required=True,
-        choices=["unparseable_number", "invalid_number"],
+        choices=["unparseable_number", "invalid_number", "bad_timestamp:no_offset"],
         help="unparseable_number: with a --default-region given now; invalid_number: with the "
-        "numbering plans this version ships (after an upgrade of phonenumbers)",
+        "numbering plans this version ships (after an upgrade of phonenumbers); "
+        "bad_timestamp:no_offset: in the source's zone set since (CDR_SOURCE_TIMEZONES)",
     )
     rep.add_argument("--default-region", type=_region, help=REGION_HELP)
     rep.add_argument("--file", help="only this file (sha256 prefix, file name or object key)")

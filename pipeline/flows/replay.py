@@ -35,10 +35,12 @@ from pipeline.records.lookup import default_region as resolve_region
 
 log = logging.getLogger("pipeline.flows.replay")
 
+NO_OFFSET = "bad_timestamp:no_offset"
 #: the reasons a replay can fix, and what fixes them
 REASONS = {
     "unparseable_number": "a default region for national-format numbers",
     "invalid_number": "a newer numbering plan (phonenumbers' metadata) that allows the numbers",
+    NO_OFFSET: "the source's time zone (CDR_SOURCE_TIMEZONES or CDR_SOURCE_TIMEZONE)",
 }
 COUNTS = ("records", "silver", "gold", "quarantined")
 
@@ -83,13 +85,19 @@ def run_replay(res: Resources, request: ReplayRequest) -> ReplayReport:
     region = resolve_region(request.default_region, res.settings.default_region)
     plan = normalise.numbering_plan()
     report = ReplayReport()
-    for sha in _candidates(res, request):
+    for sha, source in _candidates(res, request):
+        zone = res.settings.zone_for(source) if request.reason == NO_OFFSET else None
         note = {"reason": request.reason, "default_region": region, "numbering_plan": plan, "as_of": request.as_of.isoformat()}  # fmt: skip
+        if request.reason == NO_OFFSET:
+            if zone is None:
+                log.warning("%s…: no time zone is set for source %s: nothing to replay with", sha[:12], source)  # fmt: skip
+                continue
+            note["source_timezone"] = zone
         try:
             before, after = reparse_original(
                 res,
                 sha,
-                lambda b: _wanted(b, request.reason, region, plan),
+                lambda b, zone=zone: _wanted(b, request.reason, region, plan, zone),
                 default_region=region,
                 as_of=request.as_of,
                 note=note,
@@ -97,7 +105,9 @@ def run_replay(res: Resources, request: ReplayRequest) -> ReplayReport:
         except IngestError as exc:
             raise ReplayError(str(exc)) from None
         if after is None:  # replayed already: its audit entry, if a crash lost it, now
-            done = [r for r in before.get("replays", []) if _same(r, request.reason, region, plan)]
+            done = [
+                r for r in before.get("replays", []) if _same(r, request.reason, region, plan, zone)
+            ]
             if done:
                 _audit(res, sha, before, done[-1])
             continue
@@ -107,8 +117,9 @@ def run_replay(res: Resources, request: ReplayRequest) -> ReplayReport:
     return report
 
 
-def _candidates(res: Resources, request: ReplayRequest) -> list[str]:
-    """The ingested files the request names that hold quarantined rows of its reason."""
+def _candidates(res: Resources, request: ReplayRequest) -> list[tuple[str, str]]:
+    """The ingested files the request names that hold quarantined rows of its reason: their
+    digests and sources."""
     found = []
     for sha, entry in layout.ingested_files(res.store):
         body = entry["body"]
@@ -119,7 +130,7 @@ def _candidates(res: Resources, request: ReplayRequest) -> list[str]:
         ):
             continue
         if body.get("status") == "ingested" and _quarantined(body, request.reason):
-            found.append(sha)
+            found.append((sha, str(body.get("source") or "")))
     if request.file and not found:
         raise UsageError(
             f"no ingested file matches {request.file!r} with rows quarantined {request.reason}"
@@ -133,17 +144,25 @@ def _quarantined(body: dict[str, Any], reason: str) -> int:
     return sum(int(n) for r, n in reasons.items() if r == reason or r.startswith(f"{reason}:"))
 
 
-def _same(replay: dict[str, Any], reason: str, region: str | None, plan: str) -> bool:
-    """The same fix: the same reason and region and, for an invalid number, the same plan."""
+def _same(
+    replay: dict[str, Any], reason: str, region: str | None, plan: str, zone: str | None
+) -> bool:
+    """The same fix: the same reason and region and, for an invalid number, the same plan,
+    for a time without an offset, the same zone."""
     same_plan = reason != "invalid_number" or replay.get("numbering_plan") == plan
-    return replay.get("reason") == reason and replay.get("default_region") == region and same_plan
+    same_zone = reason != NO_OFFSET or replay.get("source_timezone") == zone
+    same = replay.get("reason") == reason and replay.get("default_region") == region
+    return same and same_plan and same_zone
 
 
-def _wanted(body: dict[str, Any], reason: str, region: str | None, plan: str) -> bool:
+def _wanted(
+    body: dict[str, Any], reason: str, region: str | None, plan: str, zone: str | None
+) -> bool:
     """Still to replay: rows of the reason, and no replay with this fix yet (for an invalid
     number: the file was last read under another plan)."""
-    done = any(_same(r, reason, region, plan) for r in body.get("replays", []))
+    done = any(_same(r, reason, region, plan, zone) for r in body.get("replays", []))
     done = done or (reason == "invalid_number" and body.get("numbering_plan") == plan)
+    done = done or (reason == NO_OFFSET and body.get("source_timezone") == zone)
     return body.get("status") == "ingested" and bool(_quarantined(body, reason)) and not done
 
 
@@ -172,6 +191,7 @@ def _audit(
         what=what,
         why=f"quarantined {replay['reason']} rows re-read from the sealed original with "
         f"{REASONS[replay['reason']]}",
-        event=f"replay:{sha}:{replay['reason']}:{replay['default_region']}",
+        event=f"replay:{sha}:{replay['reason']}:{replay['default_region']}"
+        + (f":{replay['source_timezone']}" if replay.get("source_timezone") else ""),
     )
     return what
