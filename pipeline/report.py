@@ -42,6 +42,7 @@ STATES = {
     "refused": ("FILE REFUSED", "read the failed expectations in Data Docs; fix and resend"),
     "failed": ("FILE FAILED", "fix the cause in the log, then ingest the file again"),
     "sealed": ("SEALED, NOT PARSED", "an ingest was interrupted: rerun ingest"),
+    "empty": ("EMPTY FILE", "nothing, unless the source should have sent records"),
 }
 
 

@@ -411,3 +411,23 @@ def test_rows_quarantined_for_an_unknown_zone_come_back_once_the_zone_is_set(
     assert entry["reasons"] == {} and entry["gold"] == 3
     assert cli(replay) == 0 and len(read_tier(res.store, "gold/")) == 3  # once per zone
     assert cli(["verify", "--deep"]) == 0
+
+
+def test_an_empty_delivery_has_its_own_state_and_verifies(
+    res: Resources, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A 0-byte file (a "no traffic" signal, or an upload that never started) is sealed, kept
+    in bronze and ends `empty`: not a format error, not a gap."""
+    from pipeline.flows import ingest
+
+    empty = tmp_path / "no-traffic.csv"
+    empty.write_bytes(b"")
+    key = ingest.copy_into_landing(res.store, empty, "pbx-khi")
+    report = ingest.ingest_landing(res, key, as_of=dt.date(2025, 6, 15))
+    assert (report.status, report.reason, report.records) == ("empty", "empty_file", 0)
+    assert not res.store.exists(key) and not list(res.store.list("quarantine/"))
+    capsys.readouterr()
+    assert cli(["summary"]) == 0
+    assert "EMPTY FILE: no-traffic.csv" in capsys.readouterr().out
+    assert cli(["verify"]) == 0
+    assert "state            empty: empty_file" in capsys.readouterr().out

@@ -76,7 +76,7 @@ class StillChanging(IngestError):
 
 
 #: the states a sealed file ends in, each with a signed parse entry
-TERMINAL = ("ingested", "quarantined_file", "refused", "failed")
+TERMINAL = ("ingested", "quarantined_file", "refused", "failed", "empty")
 
 
 @dataclass
@@ -401,6 +401,12 @@ def _ingest_leased(
     store_original(res.bronze, b_key, path, sha256, file_key)
     log.info("%s sealed (sha256 %s…, %d bytes) and stored in bronze", name, sha256[:12], size)
 
+    if size == 0:  # a 0-byte delivery: no format, no records, nothing wrong with it either
+        empty = FileReport(name, sha256, "empty", source, None, reason="empty_file")
+        empty.detail = "the file has no bytes"
+        _record_outcome(res, seal, b_key, empty, as_of)
+        log.warning("%s is empty (0 bytes): sealed, nothing to parse", name)
+        return empty
     if parser is None:
         assert format_error is not None
         return _quarantine_file(res, seal, name, source, sha256, size, b_key, format_error, as_of)
@@ -442,6 +448,7 @@ INGEST_WHY = {
     "ingested": "tiers written; counts reconcile to the sealed file",
     "refused": "refused by the data expectations; nothing published",
     "failed": "the file could not be read to the end; nothing published",
+    "empty": "the file has no bytes; nothing to parse",
 }
 
 
