@@ -271,6 +271,9 @@ def demo_landing(records: int, today: dt.date, settings: Settings) -> list[str]:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.report import store_summary
 
+    args.allow_future_as_of = False
+    if not _as_of_allowed(args, settings, "demo"):
+        return 2
     keys = demo_landing(args.records, args.as_of, settings)
     print(f"dropped {len(keys)} files into landing/ of {settings.store}")
     if args.landing_only:
@@ -428,6 +431,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     request = ReplayRequest(args.reason, args.default_region, args.as_of, args.file)
     request.validate()  # before the store is opened
+    if not _as_of_allowed(args, settings, "replay"):
+        return 2
     report = run_replay(_resources(settings), request)
     if args.json:
         _print_json({"files": report.files, "moved": report.moved})
@@ -804,7 +809,7 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="say what would be purged, change nothing (the default whenever more than one "
-        "month's identifiers, or any year of gold, would go at once: see --confirm)",
+        "month's identifiers, or more than one year of gold, would go at once: see --confirm)",
     )
     ret.add_argument(
         "--confirm",
@@ -857,6 +862,7 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     rep.add_argument("--default-region", type=_region, help=REGION_HELP)
     rep.add_argument("--file", help="only this file (sha256 prefix, file name or object key)")
     rep.add_argument("--as-of", type=_date, default=_today(), help="date deciding expired months")
+    rep.add_argument("--allow-future-as-of", action="store_true", help=FUTURE_HELP)
     rep.add_argument("--json", action="store_true", help=JSON_HELP)
     rep.set_defaults(func=cmd_replay)
 

@@ -64,6 +64,10 @@ def test_a_future_as_of_destroys_nothing_and_ingests_nothing(
     seals = len(list(res.store.list("seals/")))
     assert cli(["ingest", "--as-of", NEXT_YEAR.isoformat(), str(later)]) == 2
     assert len(list(res.store.list("seals/"))) == seals  # not even sealed
+    # a replay would re-file every month as past its purge date, a demo would drop files
+    assert cli(["replay", "--reason", "invalid_number", "--as-of", "2099-01-01"]) == 2
+    assert cli(["demo", "--records", "50", "--as-of", "2099-01-01"]) == 2
+    assert len(list(res.store.list("seals/"))) == seals and not list(res.store.list("landing/"))
     assert not [e for e in read_log(res.store) if e["action"] == "future_as_of"]
 
 

@@ -431,3 +431,58 @@ def test_an_empty_delivery_has_its_own_state_and_verifies(
     assert "EMPTY FILE: no-traffic.csv" in capsys.readouterr().out
     assert cli(["verify"]) == 0
     assert "state            empty: empty_file" in capsys.readouterr().out
+
+
+def test_a_run_whose_lease_was_taken_over_stops_before_it_publishes(
+    res: Resources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run paused past its lease (or two hosts taking a lapsed lease at once): the one that
+    no longer holds it publishes nothing and commits nothing; the holder does."""
+    from pipeline.core import layout
+    from pipeline.core.lease import LeaseLost
+    from pipeline.flows import ingest
+
+    path = tmp_path / "calls.csv"
+    path.write_text(_calls(20))
+    real = ingest.store_original
+    other = json.dumps({"owner": "host_b-1-x", "host": "host_b", "expires": "2999-01-01T00:00:00+00:00"})  # fmt: skip
+
+    def taken_over(*args: object, **kwargs: object) -> object:
+        written = real(*args, **kwargs)
+        sha = args[3]
+        res.store.put_bytes(layout.lease_key(str(sha)), other.encode())  # host B's now
+        return written
+
+    monkeypatch.setattr(ingest, "store_original", taken_over)
+    with pytest.raises(LeaseLost):
+        ingest.ingest_file(res, path, as_of=dt.date(2025, 6, 15))
+    assert not list(res.store.list("gold/")) and not list(res.store.list("silver/"))
+    [lease] = [o.key for o in res.store.list("leases/")]
+    assert json.loads(res.store.get_bytes(lease))["host"] == "host_b"  # left to its holder
+    assert not [o for o in res.store.list("seals/") if o.key.endswith(".parse.json")]
+    res.store.purge(lease)  # host B finishes (here: lets go) and the file is ingested once
+    monkeypatch.setattr(ingest, "store_original", real)
+    assert ingest.ingest_file(res, path, as_of=dt.date(2025, 6, 15)).gold == 20
+
+
+def test_a_replay_reads_times_in_the_zone_the_ingest_read_them_in(
+    local_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The zone setting changed (or was removed) after the ingest: a replay for another reason
+    re-reads the times as the ingest did, never drops or re-dates kept records."""
+    monkeypatch.setenv("CDR_SOURCE_TIMEZONE", "Asia/Karachi")
+    monkeypatch.delenv("CDR_DEFAULT_REGION", raising=False)
+    path = tmp_path / "khi.csv"
+    path.write_text(
+        HEADER
+        + "k1,2025-06-01 02:00:00,sms,outbound,InfoSMS,+923001234567\n"
+        + "k2,2025-06-01 03:00:00,sms,outbound,InfoSMS,03001234568\n"  # national: no region yet
+    )
+    res = Resources.from_settings(Settings.from_env())
+    assert cli(["ingest", "--as-of", "2025-06-15", "--source", "pbx-khi", str(path)]) == 0
+    assert _months(res) == {"k1": "2025-05-31 21:00"}
+    monkeypatch.delenv("CDR_SOURCE_TIMEZONE")  # the setting is gone since
+    replay = ["replay", "--reason", "unparseable_number", "--default-region", "PK", "--as-of", "2025-06-15"]  # fmt: skip
+    assert cli(replay) == 0
+    assert _months(res) == {"k1": "2025-05-31 21:00", "k2": "2025-05-31 22:00"}
+    assert cli(["verify", "--deep"]) == 0

@@ -157,3 +157,17 @@ def test_unfinished_multipart_uploads_older_than_a_day_are_aborted(moto_endpoint
     assert client.list_multipart_uploads(Bucket=data).get("Uploads", []) != []
     assert store.abort_stale_uploads(begun + dt.timedelta(days=1)) == 1
     assert client.list_multipart_uploads(Bucket=data).get("Uploads", []) == []
+
+
+def test_purge_through_a_version_keeps_every_later_upload() -> None:
+    """Two uploads after the one a run read (v2, then v3): both stay, and so does a delete
+    marker while they do; through the newest, everything goes."""
+    from pipeline.core.store import VersionInfo, _through
+
+    v3, v2, v1 = (VersionInfo("k", f"v{i}", i == 3, False) for i in (3, 2, 1))
+    marker = VersionInfo("k", "m", False, True)
+    listed = [v3, v2, v1, marker]  # S3 lists a key's versions newest first, markers apart
+    assert _through(listed, "v1") == [v1]
+    assert _through(listed, "v2") == [v2, v1]
+    assert _through(listed, "v3") == [v3, v2, v1, marker]
+    assert _through(listed, "gone") == [v2, v1, marker]

@@ -89,6 +89,16 @@ class Settings:
         """The zone a source's times without an offset are read in (None: unknown)."""
         return dict(self.source_timezones).get(source, self.source_timezone)
 
+    def zone_read_in(self, body: dict[str, Any]) -> str | None:
+        """The zone an ingested file's times without an offset were read in: as its parse
+        entry says. Entries written before it was recorded read canonical and messaging
+        files in UTC, and PBX files in `CDR_SOURCE_TIMEZONE` (then UTC unless set)."""
+        if "source_timezone" in body:
+            return body["source_timezone"]  # type: ignore[no-any-return]
+        if body.get("format") in ("asterisk", "freeswitch"):
+            return self.zone_for(str(body.get("source") or "")) or "UTC"
+        return "UTC"
+
     @classmethod
     def from_env(
         cls, env: dict[str, str] | None = None, connection: dict[str, Any] | None = None

@@ -7,12 +7,15 @@ any host may take it over. On the owner's own host a lease whose process is gone
 at once. `held_leases` lists them for `summary`, `verify` and the DAG.
 
 A renewal reads the lease before it writes, so it never overwrites a lease another host took
-over; between that read and the write is the only window two runs may both work on one file,
-and what they write is keyed by the file's digest, so the second commit finds the first.
+over. Two runs may still both believe they hold it for a moment (both take over a lapsed lease
+at once, or a paused run wakes after its lease lapsed), so a run confirms the lease is still
+its own (`confirm`) before it publishes and before it commits: the one that lost it stops
+(`LeaseLost`) and leaves the file to the other.
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
 import logging
@@ -24,9 +27,31 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core import layout, staging
+from pipeline.core.errors import PipelineError
 from pipeline.core.store import ObjectStore, store_errors
 
 log = logging.getLogger("pipeline.core.lease")
+
+#: the leases this context holds: digest → owner (`confirm` checks them)
+_HOLDING: contextvars.ContextVar[tuple[tuple[str, str], ...]] = contextvars.ContextVar(
+    "leases", default=()
+)
+
+
+class LeaseLost(PipelineError):
+    """Another run took this file's lease over: this run stops before it publishes or commits."""
+
+
+def confirm(store: ObjectStore, sha256: str) -> None:
+    """LeaseLost unless the file's lease is still the one this context took (a no-op outside
+    a lease)."""
+    owner = dict(_HOLDING.get()).get(sha256)
+    if owner is None:
+        return
+    current = _read(store, layout.lease_key(sha256))
+    if current is None or current.get("owner") != owner:
+        raise LeaseLost(f"{sha256[:12]}…: another run took this file over; it commits it")
+
 
 #: how long a lease lives after its last renewal (the default of `CDR_LEASE_SECONDS`)
 LEASE_SECONDS = 300
@@ -129,11 +154,14 @@ def lease(store: ObjectStore, sha256: str, seconds: float = LEASE_SECONDS) -> It
             held = store.put_new(key, body(started)) or mine()
     stop = threading.Event()
     beat = threading.Thread(target=_renew, args=(store, key, mine, body, seconds / 5, stop), daemon=True)  # fmt: skip
+    token = _HOLDING.set((*_HOLDING.get(), (sha256, owner))) if held else None
     if held:
         beat.start()
     try:
         yield held
     finally:
+        if token is not None:
+            _HOLDING.reset(token)
         stop.set()
         if held:
             beat.join()

@@ -177,6 +177,18 @@ class ObjectStore(ABC):
             shutil.copyfileobj(src, dst, 8 << 20)
 
 
+def _through(found: list[VersionInfo], through: str) -> list[VersionInfo]:
+    """The versions of one key to delete for `purge(through=...)`: the one named and older
+    ones. Every upload after it stays (S3 lists a key's versions newest first), and so do the
+    delete markers while a newer upload stays (deleting one could bring an older one back)."""
+    uploads = [v for v in found if not v.delete_marker]
+    named = next((i for i, v in enumerate(uploads) if v.version == through), None)
+    if named is None:  # already gone: only what is not the current upload
+        return [v for v in found if not (v.latest and not v.delete_marker)]
+    newer = uploads[:named]
+    return uploads[named:] + ([] if newer else [v for v in found if v.delete_marker])
+
+
 class LocalStore(ObjectStore):
     """A folder as object store: the embedded default."""
 
@@ -421,8 +433,7 @@ class S3Store(ObjectStore):
 
         found = [v for v in self.versions(key) if v.key == key]
         if through is not None:
-            # A later upload under the key (the current version, not the one named) stays.
-            found = [v for v in found if not (v.latest and not v.delete_marker and v.version != through)]  # fmt: skip
+            found = _through(found, through)
         left = []
         for v in found:
             try:

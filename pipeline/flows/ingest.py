@@ -29,9 +29,9 @@ import pyarrow.parquet as pq
 
 from pipeline import __version__
 from pipeline.core import layout, snapshot, staging
-from pipeline.core.errors import PipelineError, failures, one_line
+from pipeline.core.errors import PipelineError, failures
 from pipeline.core.keys import TOKEN_KEY_VERSION
-from pipeline.core.lease import lease, lease_of
+from pipeline.core.lease import LeaseLost, confirm, lease, lease_of
 from pipeline.core.prefetch import prefetch
 from pipeline.core.progress import watch
 from pipeline.core.resources import Resources
@@ -288,8 +288,10 @@ def _clear_landing(res: Resources, key: str, info: ObjectInfo, report: FileRepor
         try:
             res.store.purge(key, through=info.version)
             return
-        except store_errors() as exc:
-            why = f"ingested, but not removed from landing ({one_line(exc)}): the next run will"
+        except store_errors() as exc:  # its text may quote the path: name the error only
+            why = (
+                f"ingested, but not removed from landing ({type(exc).__name__}): the next run will"
+            )
     log.warning("%s: %s", name, why)
     if report is not None:
         report.warnings.append(why)
@@ -453,8 +455,9 @@ INGEST_WHY = {
 
 
 def _transient(exc: BaseException) -> bool:
-    """A failure of the store or the network rather than of the file: worth a rerun."""
-    return isinstance(exc, store_errors())
+    """A failure of the store or the network rather than of the file (or the file's lease
+    taken over by another run): worth a rerun, never the file's recorded outcome."""
+    return isinstance(exc, (LeaseLost, *store_errors()))
 
 
 def _record_outcome(
@@ -464,6 +467,7 @@ def _record_outcome(
     entry; bronze held until the purge date of the earliest month it holds."""
     _hold(res, b_key, report.months, seal)
     report.outputs = sorted({*report.outputs, b_key})
+    confirm(res.store, report.sha256)
     record_parse(res.store, res.keyring.signing_key(), seal, report.parse_entry(seal, as_of))
     _audit_ingest(res, {**asdict(report), "sha256": report.sha256, "file": report.file})
 
@@ -626,7 +630,10 @@ def _parse_into_tiers(
     as_of: dt.date,
     file_key: bytes,
     progress: Callable[[int], None] | None,
+    zone: str | None = None,
 ) -> FileReport:
+    """Parse a file into staged tiers and publish them; `zone` (a replay: the one the ingest
+    read its times in) over the source's configured zone."""
     ctx = FileContext(
         source=source,
         source_file=name,
@@ -645,7 +652,8 @@ def _parse_into_tiers(
         commitment_encoding=ENCODING,
         detector_region=res.quality.region,
     )
-    opts = ParseOptions(region, res.settings.zone_for(source), res.settings.batch_rows)
+    zone = zone if zone is not None else res.settings.zone_for(source)
+    opts = ParseOptions(region, zone, res.settings.batch_rows)
     book = AddressBook()
     tallies = _suite_tallies(res)
     # GX (about 200 MB once imported) loads beside the batches of a small file; for a big one
@@ -730,6 +738,7 @@ def _parse_into_tiers(
                 f"Failed: {listing}. Data Docs: {res.quality.docs_index()}"
             )
         else:
+            confirm(res.store, sha256)
             report.outputs = writer.publish(res.store) + _publish_index(res, source, sha256, index)
     finally:
         writer.close()
@@ -783,6 +792,7 @@ def reparse_original(
     as_of: dt.date,
     note: dict[str, Any],
     progress: Callable[[int], None] | None = None,
+    zone: str | None = None,
 ) -> tuple[dict[str, Any], FileReport | None]:
     """Parse an ingested file again from its sealed original in bronze (a replay, README
     "Replaying quarantined rows"): (the parse entry's body before, the new report), or None
@@ -791,7 +801,8 @@ def reparse_original(
     Under the file's lease, as an ingest: the outputs keyed by its digest are overwritten,
     those the new parse no longer has are removed, and a new signed parse entry completes the
     same seal, its `replays` listing `note` and the counts before. Until that entry is written the old one stands,
-    so a run killed mid-way is redone whole by the next.
+    so a run killed mid-way is redone whole by the next. Times without an offset are read in
+    `zone` if given (the fix a replay brings), else in the zone the ingest read them in.
     """
     with lease(res.store, sha256, res.settings.lease_seconds) as held:
         if not held:
@@ -816,6 +827,7 @@ def reparse_original(
                 report = _parse_into_tiers(
                     res, parser, path, before["file"], before["source"], sha256,
                     default_region, as_of, file_key, counter,
+                    zone or res.settings.zone_read_in(before),
                 )  # fmt: skip
         if report.refused or report.records != before.get("records"):
             raise IngestError(report.detail or f"{report.file}: the replay does not reconcile")
@@ -826,6 +838,7 @@ def reparse_original(
         counts = {k: int(before.get(k) or 0) for k in ("records", "silver", "gold", "quarantined")}
         done = {**note, "before": counts}
         body = report.parse_entry(seal, as_of) | {"replays": [*before.get("replays", []), done]}
+        confirm(res.store, sha256)
         record_parse(res.store, res.keyring.signing_key(), seal, body)
         return before, report
 

@@ -101,6 +101,7 @@ def run_replay(res: Resources, request: ReplayRequest) -> ReplayReport:
                 default_region=region,
                 as_of=request.as_of,
                 note=note,
+                zone=zone,
             )
         except IngestError as exc:
             raise ReplayError(str(exc)) from None

@@ -221,7 +221,7 @@ def check_original(res: Resources, check: FileCheck, body: dict[str, Any]) -> No
     file_key = res.keyring.data_key(layout.file_key_name(check.sha256), create=False)
     chunks = read_original(res.bronze, key, check.sha256, file_key)
     # PBX times are read in the zone the ingest read them in, whatever this process's setting.
-    zone = body["source_timezone"] if "source_timezone" in body else res.settings.zone_for(body.get("source") or "")  # fmt: skip
+    zone = res.settings.zone_read_in(body)
     ctx = {"source": body.get("source"), "sha256": check.sha256, "timezone": zone}
     try:
         original = pl.DataFrame(
@@ -339,7 +339,8 @@ def _verify_file(
         _check_lock(bronze, check, body, seal_body, lock_policy)
     if body.get("status") != "ingested":
         check.checks["state"] = f"{body.get('status')}: {body.get('reason') or '-'}"
-        if body.get("status") == "failed":
+        if body.get("status") == "failed" and keyring.has_data_key(layout.file_key_name(sha)):
+            # while its original exists it can still be ingested; once purged, never again
             check.gap = "failed: fix the cause in the log, then ingest the file again"
         return check
     leaves = _check_tree(store, check, body)
