@@ -62,6 +62,7 @@ def _fresh(tmp_path: Path, name: str, docs: str = "docs") -> Resources:
                 "CDR_DATA_DOCS": str(tmp_path / name / docs),
                 "CDR_DEFAULT_REGION": "PK",
                 "CDR_BATCH_ROWS": "700",
+                "CDR_SOURCE_TIMEZONE": "UTC",  # the generated PBX times are UTC
             }
         )
     )
