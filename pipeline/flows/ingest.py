@@ -223,8 +223,7 @@ def ingest_landing(
     name = PurePosixPath(key).name
     info = _settled(res, key)
     if info is None:
-        log.warning("%s is still being written: left in landing for a later run", layout.file_label(name))  # fmt: skip
-        return FileReport(layout.file_label(name), "", "not_settled", layout.source_of_landing_key(key))  # fmt: skip
+        return _not_settled(key, "still being written")
     with tempfile.TemporaryDirectory(prefix=staging.prefix("stage")) as tmp:
         local = isinstance(res.store, LocalStore)
         if local:
@@ -245,9 +244,8 @@ def ingest_landing(
                 progress=progress,
                 private=not local,
             )
-        except StillChanging as exc:
-            log.warning("%s", exc)
-            return FileReport(layout.file_label(name), "", "not_settled", layout.source_of_landing_key(key))  # fmt: skip
+        except StillChanging:
+            return _not_settled(key, "changed while it was read")
         except IngestError as exc:
             if exc.terminal:  # refused or failed for good: the original is in bronze
                 _clear_landing(res, key, info, None)
@@ -256,6 +254,13 @@ def ingest_landing(
         return report  # the run holding the lease removes it from landing
     _clear_landing(res, key, info, report)
     return report
+
+
+def _not_settled(key: str, why: str) -> FileReport:
+    """A landing file left for a later run, as the run's report shows it."""
+    name = layout.file_label(PurePosixPath(key).name)
+    log.warning("%s %s: left in landing for a later run", name, why)
+    return FileReport(name, "", "not_settled", layout.source_of_landing_key(key))
 
 
 def _settled(res: Resources, key: str) -> ObjectInfo | None:
