@@ -486,3 +486,27 @@ def test_a_replay_reads_times_in_the_zone_the_ingest_read_them_in(
     assert cli(replay) == 0
     assert _months(res) == {"k1": "2025-05-31 21:00", "k2": "2025-05-31 22:00"}
     assert cli(["verify", "--deep"]) == 0
+
+
+@pytest.mark.parametrize("sep", [";", "\t"])
+def test_a_canonical_csv_written_with_semicolons_or_tabs_is_read(
+    res: Resources, tmp_path: Path, capsys: pytest.CaptureFixture[str], sep: str
+) -> None:
+    """Spreadsheets in many locales export with `;` (or tabs): the header says which, and the
+    rows are read with it, quoted separators and all; `verify --deep` reads them alike."""
+    rows = [
+        ["record_id", "event_time", "channel", "direction", "origin", "destination", "status"],
+        ["s1", "2025-05-02T10:00:00Z", "sms", "outbound", "InfoSMS", "+923001234567", "ok"],
+        ["s2", "2025-05-02T10:01:00Z", "sms", "outbound", "InfoSMS", "+923001234568", f'"a{sep}b"'],
+        ["s3", "2025-05-02T10:02:00Z", "sms", "outbound", "InfoSMS"],  # a field short
+    ]
+    path = tmp_path / "export.csv"
+    path.write_text("\n".join(sep.join(r) for r in rows) + "\n")
+    _ingest(path)
+    gold = read_tier(res.store, "gold/").sort("record_id")
+    kept = "a;b" if sep == ";" else "ab"  # a tab inside free text is a control character
+    assert gold.select("record_id", "status").rows() == [("s1", "ok"), ("s2", kept)]
+    (entry,) = ingested_files(res.store)
+    assert entry["format"] == "canonical_csv" and entry["reasons"] == {"wrong_column_count": 1}
+    capsys.readouterr()
+    assert cli(["verify", "--deep"]) == 0

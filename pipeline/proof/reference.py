@@ -76,9 +76,31 @@ def _text(chunks: Iterable[bytes]) -> io.TextIOWrapper:
     return io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
 
 
+#: the columns every canonical file has (how its header is told from a data line)
+_NEEDED = frozenset({"record_id", "event_time", "origin", "destination"})
+
+
+class _Delimited:
+    """A canonical CSV's chunks, with the delimiter its header line is written in: the
+    first of `,`, `;` and tab that splits it into the columns a canonical file needs."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._first = next(self._chunks, b"")
+        line = self._first.decode("utf-8", "replace").lstrip("\ufeff\r\n \t")
+        line = line.replace("\r", "\n").split("\n", 1)[0]
+        fits = [d for d in ",;\t" if {c.strip().strip('"') for c in line.split(d)} >= _NEEDED]
+        self.delimiter = fits[0] if fits else ","
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self._first
+        yield from self._chunks
+
+
 def _csv_records(chunks: Iterable[bytes]) -> Iterator[tuple[int, list[str]]]:
     """CSV records with the physical line each starts on; blank lines skipped."""
-    reader = csv.reader(_text(chunks))
+    delimiter = getattr(chunks, "delimiter", ",")
+    reader = csv.reader(_text(chunks), delimiter=delimiter)
     last = 0
     while True:
         try:
@@ -150,7 +172,7 @@ def _canonical(v: dict[str, Any], strip: bool, tz: dt.tzinfo | None) -> dict[str
 
 
 def canonical_csv(chunks: Iterable[bytes], ctx: dict[str, Any]) -> Iterator[Record]:
-    records = _csv_records(chunks)
+    records = _csv_records(_Delimited(chunks))
     header = next(records, (0, []))[1]
     names = [n.strip() for n in header]
     for line, row in records:

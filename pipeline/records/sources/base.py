@@ -372,12 +372,13 @@ def csv_batches(
     allowed: set[int],
     mapping: Callable[[pl.DataFrame], pl.DataFrame],
     skip_header: bool = False,
+    sep: str = ",",
 ) -> Iterator[pl.DataFrame]:
     """Parsed batches of a CSV source: good rows through the format's `mapping`, bad rows
     kept alongside, so every CSV format splits, maps and keeps its rejects the same way (a
     column only the mapping adds, such as a canonical file's claims, is null in bad rows)."""
-    for lines, data in iter_line_chunks(path, batch_rows, skip_header, quoted_sep=","):
-        good, bad = split_csv(lines, data, names, allowed)
+    for lines, data in iter_line_chunks(path, batch_rows, skip_header, quoted_sep=sep):
+        good, bad = split_csv(lines, data, names, allowed, sep)
         yield pl.concat([mapping(good), conform(bad, PARSED)], how="diagonal")
 
 

@@ -40,9 +40,19 @@ REQUIRED = {"record_id", "event_time", "origin", "destination"}
 ISO_TIME = ["%+", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"]
 
 
-def _columns(head: bytes) -> list[str]:
+#: the field separators a canonical CSV may use: `,`, or `;` and tab as spreadsheets in many
+#: locales export (the first whose header names the required columns)
+SEPARATORS = (",", ";", "\t")
+
+
+def _columns(head: bytes, sep: str = ",") -> list[str]:
     """The header's column names: the first non-blank line, read as CSV."""
-    return [c.strip() for c in first_record(head)]
+    return [c.strip() for c in first_record(head, sep)]
+
+
+def separator(head: bytes) -> str | None:
+    """The separator a canonical CSV's header is written with, or None if it is not one."""
+    return next((s for s in SEPARATORS if set(_columns(head, s)) >= REQUIRED), None)
 
 
 def as_parsed(names: list[str]) -> list[str]:
@@ -59,11 +69,14 @@ def as_parsed(names: list[str]) -> list[str]:
 _READ = frozenset(CANONICAL_SOURCE_COLUMNS)
 
 
-def _header(path: Path) -> list[str]:
-    """The header of a file, as the parser reads it (`as_parsed`); a file whose header names a
-    column twice cannot be read unambiguously, so it is quarantined whole."""
+def _header(path: Path) -> tuple[list[str], str]:
+    """The header of a file, as the parser reads it (`as_parsed`), and its separator; a file
+    whose header names a column twice cannot be read unambiguously, so it is quarantined
+    whole."""
     with open(path, "rb") as f:
-        names = _columns(f.read(1 << 20))
+        head = f.read(1 << 20)
+    sep = separator(head) or ","
+    names = _columns(head, sep)
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise FileFormatError(
@@ -71,7 +84,7 @@ def _header(path: Path) -> list[str]:
         )
     if not set(names) >= REQUIRED:
         raise FileFormatError("missing_columns", ", ".join(sorted(REQUIRED - set(names))))
-    return as_parsed(names)
+    return as_parsed(names), sep
 
 
 def _map(df: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
@@ -125,12 +138,12 @@ class CanonicalCsvSource(Source):
     name = "canonical_csv"
 
     def sniff(self, head: bytes) -> bool:
-        return set(_columns(head)) >= REQUIRED
+        return separator(head) is not None
 
     def parse(self, path: Path, opts: ParseOptions) -> Iterator[pl.DataFrame]:
-        names = _header(path)
+        names, sep = _header(path)
         yield from csv_batches(
-            path, opts.batch_rows, names, {len(names)}, lambda good: _map(good, opts), True
+            path, opts.batch_rows, names, {len(names)}, lambda good: _map(good, opts), True, sep
         )
 
 
