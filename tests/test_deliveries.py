@@ -5,7 +5,9 @@ the command and the check, as an operator met it; `verify --deep` reads them as 
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
+import zipfile
 from pathlib import Path
 
 import polars as pl
@@ -394,12 +396,22 @@ def test_a_zone_that_does_not_exist_is_refused_when_settings_load() -> None:
     assert Settings.from_env({"CDR_SOURCE_TIMEZONES": "a=UTC"}).zone_for("b") is None
 
 
+@pytest.mark.parametrize("wrap", ["plain", "gzip", "zip"])
 def test_rows_quarantined_for_an_unknown_zone_come_back_once_the_zone_is_set(
-    local_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    local_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wrap: str
 ) -> None:
+    """Also from a compressed original: the replay opens it again as ingest did."""
     monkeypatch.delenv("CDR_SOURCE_TIMEZONE", raising=False)
     res = Resources.from_settings(Settings.from_env())
-    assert cli(["ingest", "--as-of", "2025-06-15", "--source", "pbx-khi", str(_naive_file(tmp_path))]) == 0  # fmt: skip
+    path = _naive_file(tmp_path)
+    if wrap == "gzip":
+        path = path.rename(path.with_suffix(".gz"))
+        path.write_bytes(gzip.compress(path.read_bytes()))
+    elif wrap == "zip":
+        with zipfile.ZipFile(tmp_path / "khi.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+            archive.write(path, "khi.csv")
+        path = tmp_path / "khi.zip"
+    assert cli(["ingest", "--as-of", "2025-06-15", "--source", "pbx-khi", str(path)]) == 0
     assert set(_months(res)) == {"k3"}
     replay = ["replay", "--reason", "bad_timestamp:no_offset", "--as-of", "2025-06-15"]
     assert cli(replay) == 0  # no zone yet: nothing to replay with, nothing changed
@@ -407,7 +419,7 @@ def test_rows_quarantined_for_an_unknown_zone_come_back_once_the_zone_is_set(
     monkeypatch.setenv("CDR_SOURCE_TIMEZONES", "pbx-khi=Asia/Karachi")
     assert cli(replay) == 0
     assert _months(res) == {"k1": "2025-05-31 21:00", "k2": "2025-06-01 01:00", "k3": "2025-05-31 21:00"}  # fmt: skip
-    (entry,) = [e for e in ingested_files(res.store) if e["file"] == "khi.csv"]
+    (entry,) = [e for e in ingested_files(res.store) if e["file"] == path.name]
     assert entry["reasons"] == {} and entry["gold"] == 3
     assert cli(replay) == 0 and len(read_tier(res.store, "gold/")) == 3  # once per zone
     assert cli(["verify", "--deep"]) == 0

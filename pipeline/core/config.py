@@ -84,6 +84,10 @@ class Settings:
     lease_seconds: float = 300.0
     #: a zone per source (`CDR_SOURCE_TIMEZONES`: `source=Zone,...`), over `source_timezone`
     source_timezones: tuple[tuple[str, str], ...] = ()
+    #: a compressed delivery is refused once its content passes this many bytes, or this
+    #: many times its delivered size (`CDR_UNPACK_MAX_BYTES`, `CDR_UNPACK_MAX_RATIO`)
+    unpack_max_bytes: int = 32 << 30
+    unpack_max_ratio: float = 500.0
 
     def zone_for(self, source: str) -> str | None:
         """The zone a source's times without an offset are read in (None: unknown)."""
@@ -134,6 +138,8 @@ class Settings:
             progress_seconds=float(e.get("CDR_PROGRESS_SECONDS") or 30),
             landing_settle_seconds=float(e.get("CDR_LANDING_SETTLE_SECONDS") or 2),
             lease_seconds=float(e.get("CDR_LEASE_SECONDS") or 300),
+            unpack_max_bytes=int(e.get("CDR_UNPACK_MAX_BYTES") or 32 << 30),
+            unpack_max_ratio=float(e.get("CDR_UNPACK_MAX_RATIO") or 500),
         )
         settings.check()
         return settings
@@ -144,6 +150,10 @@ class Settings:
             raise ValueError("CDR_BATCH_ROWS must be a positive whole number")
         if not self.progress_seconds > 0:
             raise ValueError("CDR_PROGRESS_SECONDS must be a positive number of seconds")
+        if self.unpack_max_bytes < 1 or not self.unpack_max_ratio >= 1:
+            raise ValueError(
+                "CDR_UNPACK_MAX_BYTES must be positive, CDR_UNPACK_MAX_RATIO at least 1"
+            )
         for zone in {self.source_timezone, *dict(self.source_timezones).values()} - {None}:
             try:
                 ZoneInfo(str(zone))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 #: a temporary left by another host is removed once this old (no live write takes so long)
 STALE_AFTER = dt.timedelta(hours=6)
-KINDS = ("ingest", "stage", "bronze")
+KINDS = ("ingest", "stage", "bronze", "unpack")
 
 
 def host() -> str:

@@ -18,7 +18,7 @@ import logging
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -39,7 +39,7 @@ from pipeline.core.store import LocalStore, ObjectInfo, ObjectStore, store_error
 from pipeline.proof import audit
 from pipeline.proof.commitments import ENCODING, block_roots, file_root
 from pipeline.proof.integrity import read_entry, record_parse, seal_original, sha256_file
-from pipeline.records import normalise, quality
+from pipeline.records import normalise, quality, unpack
 from pipeline.records.bronze import (
     LockError,
     hold_until,
@@ -113,6 +113,8 @@ class FileReport:
     source_timezone: str | None = None
     #: what went wrong after the file's outcome was recorded (never its content)
     warnings: list[str] = field(default_factory=list)
+    #: a compressed or re-encoded delivery: its compression and each member's digest
+    unpacked: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The report without the per-batch roots (in the signed parse entry, not in XCom)."""
@@ -393,11 +395,54 @@ def _ingest_leased(
     settings = res.settings
     if settings.bronze_lock:
         _locked(lambda: require_lock(res.bronze))
-    try:
-        parser: Source | None = detect(path, fmt)
-        format_error: FileFormatError | None = None
-    except FileFormatError as exc:
-        parser, format_error = None, exc
+    with tempfile.TemporaryDirectory(prefix=staging.prefix("unpack")) as tmp:
+        try:  # what the delivery holds: itself, or its members decompressed and decoded
+            unpacked = unpack.open_delivery(
+                path, name, sha256, size, Path(tmp), unpack.Limits.of(settings)
+            )
+            parser = _format_of(unpacked, fmt)
+            format_error: FileFormatError | None = None
+        except FileFormatError as exc:
+            unpacked, parser, format_error = None, None, exc
+        return _seal_and_parse(
+            res, path, name, sha256, size, source, arrived_at, unpacked, parser, format_error,
+            region, as_of, progress,
+        )  # fmt: skip
+
+
+def _format_of(unpacked: unpack.Unpacked, fmt: str | None) -> Source | None:
+    """The one format of every part with bytes (None: nothing to parse)."""
+    found: dict[str, Source] = {}
+    for part in (p for p in unpacked.parts if p.size):
+        try:
+            parser = detect(part.path, fmt)
+        except FileFormatError as exc:
+            if unpacked.plain:
+                raise
+            where = f"{part.label} (in the {unpacked.compression or part.encoding} delivery)"
+            raise FileFormatError(exc.reason, f"{where}: {exc}") from None
+        found[parser.name] = parser
+    if len(found) > 1:
+        raise FileFormatError("compressed:mixed_formats", f"members in {', '.join(sorted(found))}: send one format per delivery")  # fmt: skip
+    return next(iter(found.values()), None)
+
+
+def _seal_and_parse(
+    res: Resources,
+    path: Path,
+    name: str,
+    sha256: str,
+    size: int,
+    source: str | None,
+    arrived_at: dt.datetime | None,
+    unpacked: unpack.Unpacked | None,
+    parser: Source | None,
+    format_error: FileFormatError | None,
+    region: str | None,
+    as_of: dt.date,
+    progress: Callable[[int], None] | None,
+) -> FileReport:
+    """Seal and store the delivered bytes, then parse what they hold (or quarantine them)."""
     source = source or (parser.name if parser else "unknown")
     signer = res.keyring.signing_key()
     now = dt.datetime.now(dt.UTC)
@@ -408,18 +453,19 @@ def _ingest_leased(
     store_original(res.bronze, b_key, path, sha256, file_key)
     log.info("%s sealed (sha256 %s…, %d bytes) and stored in bronze", name, sha256[:12], size)
 
-    if size == 0:  # a 0-byte delivery: no format, no records, nothing wrong with it either
-        empty = FileReport(name, sha256, "empty", source, None, reason="empty_file")
-        empty.detail = "the file has no bytes"
-        _record_outcome(res, seal, b_key, empty, as_of)
-        log.warning("%s is empty (0 bytes): sealed, nothing to parse", name)
-        return empty
-    if parser is None:
+    if format_error is not None or unpacked is None:
         assert format_error is not None
         return _quarantine_file(res, seal, name, source, sha256, size, b_key, format_error, as_of)
+    if parser is None:  # no bytes, or a compressed delivery of nothing: no records, no fault
+        empty = FileReport(name, sha256, "empty", source, None, reason="empty_file")
+        empty.detail = "the file has no bytes" if size == 0 else "it decompresses to no bytes"
+        empty.unpacked = unpacked.entry()
+        _record_outcome(res, seal, b_key, empty, as_of)
+        log.warning("%s is empty (%s): sealed, nothing to parse", name, empty.detail)
+        return empty
     try:
         report = _parse_into_tiers(
-            res, parser, path, name, source, sha256, region, as_of, file_key, progress
+            res, parser, unpacked, name, source, sha256, region, as_of, file_key, progress
         )
     except FileFormatError as exc:
         return _quarantine_file(res, seal, name, source, sha256, size, b_key, exc, as_of)
@@ -627,7 +673,7 @@ GX_EARLY_BYTES = 64 << 20
 def _parse_into_tiers(
     res: Resources,
     parser: Source,
-    path: Path,
+    unpacked: unpack.Unpacked,
     name: str,
     source: str,
     sha256: str,
@@ -663,7 +709,7 @@ def _parse_into_tiers(
     tallies = _suite_tallies(res)
     # GX (about 200 MB once imported) loads beside the batches of a small file; for a big one
     # only after its parts are written, so that it never adds to the memory of either.
-    early = path.stat().st_size <= GX_EARLY_BYTES
+    early = unpacked.size <= GX_EARLY_BYTES
     if early:
         res.quality.warm_up(tallies)
     validating = [0.0]
@@ -686,6 +732,7 @@ def _parse_into_tiers(
     index = IndexSpool()
     report = FileReport(name, sha256, "ingested", source, parser.name)
     report.source_timezone = opts.timezone
+    report.unpacked = unpacked.entry()
     reasons: Counter[str] = Counter()
     scrubbed: Counter[str] = Counter()
     by_month: dict[str, dict[str, int]] = {"gold": {}, "silver": {}}
@@ -693,7 +740,7 @@ def _parse_into_tiers(
     try:
         # Parsing and the row-by-row checks (`prepare`) of the next batch run on the reader
         # thread while this one is finished, committed and handed to the writers.
-        batches = (prepare(b, ctx, book) for b in parser.parse(path, opts))
+        batches = (prepare(b, ctx, book) for b in member_batches(parser, unpacked, opts))
         for parsed in prefetch(batches):
             out = finish(parsed, ctx, report.gold, seen_ids, prior.earlier)
             index.add(out.gold)
@@ -755,6 +802,24 @@ def _parse_into_tiers(
     report.months = sorted(by_month["gold"])
     report.by_month = {t: dict(sorted(c.items())) for t, c in by_month.items()}
     return report
+
+
+def member_batches(
+    parser: Source, unpacked: unpack.Unpacked, opts: ParseOptions
+) -> Iterator[pl.DataFrame]:
+    """The parsed batches of every part in order; a later member's lines are numbered on from
+    the last record line of the ones before (as if they were one file), so that lines and the
+    record IDs derived from them stay unique in the delivery."""
+    offset = 0
+    for part in unpacked.parts:
+        last = 0
+        for frame in parser.parse(part.path, opts) if part.size else ():
+            if len(frame):
+                if offset:
+                    frame = frame.with_columns(pl.col("source_line") + offset)
+                last = max(last, int(frame.get_column("source_line").max()))  # type: ignore[arg-type]
+            yield frame
+        offset = max(offset, last)
 
 
 def _quarantine_file(
@@ -825,12 +890,19 @@ def reparse_original(
             with open(path, "wb") as out:
                 for chunk in read_original(res.bronze, b_key, sha256, file_key):
                     out.write(chunk)
-            if sha256_file(path)[0] != sha256:
+            digest, size = sha256_file(path)
+            if digest != sha256:
                 raise IngestError(f"{before.get('file')}: the original does not match its seal")
-            parser = detect(path, before.get("format"))
+            unpacked = unpack.open_delivery(
+                path, before["file"], sha256, size, Path(tmp), unpack.Limits.of(res.settings)
+            )
+            if unpacked.entry() != (before.get("unpacked") or {}):
+                raise IngestError(f"{before.get('file')}: its members differ from those recorded")
+            parser = _format_of(unpacked, before.get("format"))
+            assert parser is not None  # an ingested file has a format
             with watch(before["file"], path, res.settings.progress_seconds, progress) as counter:
                 report = _parse_into_tiers(
-                    res, parser, path, before["file"], before["source"], sha256,
+                    res, parser, unpacked, before["file"], before["source"], sha256,
                     default_region, as_of, file_key, counter,
                     zone or res.settings.zone_read_in(before),
                 )  # fmt: skip

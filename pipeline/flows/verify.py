@@ -14,12 +14,15 @@ import datetime as dt
 import hashlib
 import json
 import re
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from pipeline.core import layout
+from pipeline.core import layout, staging
 from pipeline.core.errors import USAGE, PipelineError, failures, one_line
 from pipeline.core.keys import KeyDestroyed, LocalKeyring
 from pipeline.core.lease import lease_of
@@ -36,11 +39,12 @@ from pipeline.proof.commitments import (
 )
 from pipeline.proof.crypto import DecryptionError
 from pipeline.proof.integrity import SealError, verify_pair
-from pipeline.proof.reference import READERS, RETAINED
-from pipeline.records import normal_course, token_index
+from pipeline.proof.reference import READERS, RETAINED, Reader
+from pipeline.records import normal_course, token_index, unpack
 from pipeline.records.bronze import lock_date, read_original
 from pipeline.records.detector import identifying
 from pipeline.records.schema import FREE_TEXT_COLUMNS
+from pipeline.records.sources.base import FileFormatError
 
 if TYPE_CHECKING:
     from pipeline.core.resources import Resources
@@ -224,12 +228,14 @@ def check_original(res: Resources, check: FileCheck, body: dict[str, Any]) -> No
     zone = res.settings.zone_read_in(body)
     ctx = {"source": body.get("source"), "sha256": check.sha256, "timezone": zone}
     try:
-        original = pl.DataFrame(
-            [{"source_line": line, **fields} for line, fields in reader(chunks, ctx)],
-            schema=REFERENCE_SCHEMA,
-        )
+        with tempfile.TemporaryDirectory(prefix=staging.prefix("unpack")) as tmp:
+            rows = list(_reread(res, reader, chunks, ctx, body, Path(tmp)))
+        original = pl.DataFrame(rows, schema=REFERENCE_SCHEMA)
     except (KeyDestroyed, DecryptionError, ValueError) as exc:
         check.fail(label, f"the original cannot be read back ({type(exc).__name__})")
+        return
+    except FileFormatError as exc:
+        check.fail(label, f"the original no longer opens as it did at ingest ({exc.reason})")
         return
     if len(original) != body.get("records"):
         check.fail(label, f"{len(original):,} records in the original where {body.get('records'):,} were sealed")  # fmt: skip
@@ -239,6 +245,45 @@ def check_original(res: Resources, check: FileCheck, body: dict[str, Any]) -> No
         check.fail(label, problem)
     else:
         check.checks[label] = f"ok ({len(original):,} records re-read)"
+
+
+def _reread(
+    res: Resources,
+    reader: Reader,
+    chunks: Iterator[bytes],
+    ctx: dict[str, Any],
+    body: dict[str, Any],
+    tmp: Path,
+) -> Iterator[dict[str, Any]]:
+    """The original's records as the reference reader finds them: a compressed or re-encoded
+    original is opened again as ingest opened it, each member checked against the digest its
+    parse entry signed, and its lines numbered on across members as ingest numbers them."""
+    recorded = body.get("unpacked") or {}
+    if not recorded:
+        for line, fields in reader(chunks, ctx):
+            yield {"source_line": line, **fields}
+        return
+    path = tmp / "original"
+    with open(path, "wb") as out:
+        for chunk in chunks:
+            out.write(chunk)
+    limits = unpack.Limits.of(res.settings)
+    opened = unpack.open_delivery(path, body["file"], ctx["sha256"], path.stat().st_size, tmp, limits)  # fmt: skip
+    if opened.entry() != recorded:
+        raise FileFormatError("members", "the members differ from those the parse entry signed")
+    offset = 0
+    for part in opened.parts:
+        last = 0
+        for line, fields in reader(_blocks(part.path), {**ctx, "line_offset": offset}) if part.size else ():  # fmt: skip
+            last = max(last, line + offset)
+            yield {"source_line": line + offset, **fields}
+        offset = max(offset, last)
+
+
+def _blocks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            yield block
 
 
 _TYPES = {"event_time": pl.Datetime("us", "UTC"), "end_time": pl.Datetime("us", "UTC"),

@@ -276,8 +276,8 @@ def _call(
 def _asterisk(v: dict[str, Any], width: int, line: int, ctx: dict[str, Any], tz: dt.tzinfo | None) -> dict[str, Any]:  # fmt: skip
     call = _call(v, tz, "start", "end", "dcontext")
     uid = v.get("uniqueid")
-    if not (uid and (width == 18 or _UNIQUEID.match(uid))):
-        uid = derived_record_id(ctx["sha256"], line)
+    if not (uid and (width == 18 or _UNIQUEID.match(uid))):  # numbered across a zip's members
+        uid = derived_record_id(ctx["sha256"], line + ctx.get("line_offset", 0))
     trunk = v.get("channel") if call["direction"] == "inbound" else v.get("dstchannel")
     route = _CHANNEL_SUFFIX.sub("", trunk) if trunk is not None else None
     return {**call, "record_id": uid, "route_id": route, "status": v.get("disposition"),
@@ -291,7 +291,8 @@ def _freeswitch(v: dict[str, Any], width: int, line: int, ctx: dict[str, Any], t
             "error_code": cause if cause != "NORMAL_CLEARING" else None}  # fmt: skip
 
 
-READERS: dict[str, Callable[[Iterable[bytes], dict[str, Any]], Iterator[Record]]] = {
+Reader = Callable[[Iterable[bytes], dict[str, Any]], Iterator[Record]]
+READERS: dict[str, Reader] = {
     "canonical_csv": canonical_csv,
     "canonical_parquet": canonical_parquet,
     "messaging": messaging,

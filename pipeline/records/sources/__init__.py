@@ -6,7 +6,11 @@ from pathlib import Path
 
 from pipeline.records.formats import FORMATS
 from pipeline.records.sources.base import FileFormatError, ParseOptions, Source
-from pipeline.records.sources.canonical import CanonicalCsvSource, CanonicalParquetSource
+from pipeline.records.sources.canonical import (
+    CanonicalCsvSource,
+    CanonicalParquetSource,
+    foreign_separator,
+)
 from pipeline.records.sources.messaging import MessagingSource
 from pipeline.records.sources.pbx import AsteriskSource, FreeswitchSource
 
@@ -35,6 +39,9 @@ def detect(path: Path, fmt: str | None = None) -> Source:
     for source in SOURCES.values():
         if source.sniff(head):
             return source
+    sep = foreign_separator(head)
+    if sep is not None:
+        raise FileFormatError("delimiter", f"a canonical header separated by {sep!r}: canonical CSV is read with ',', ';' or a tab")  # fmt: skip
     raise FileFormatError("unrecognised_format", f"none of {', '.join(FORMATS)} matches")
 
 

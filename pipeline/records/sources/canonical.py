@@ -55,6 +55,12 @@ def separator(head: bytes) -> str | None:
     return next((s for s in SEPARATORS if set(_columns(head, s)) >= REQUIRED), None)
 
 
+def foreign_separator(head: bytes) -> str | None:
+    """A separator canonical CSV is not read with that the header is written with (`|`, `:`,
+    `^`, `~`, a space): the file is then refused naming it, rather than as unrecognised."""
+    return next((s for s in "|:^~ " if set(_columns(head, s)) >= REQUIRED), None)
+
+
 def as_parsed(names: list[str]) -> list[str]:
     """A file's column names as the parser reads them: a canonical source column as it is, a
     derived column as the file's claim (`claimed:<name>`), anything else a placeholder never
