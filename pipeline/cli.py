@@ -778,7 +778,9 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     ing.add_argument("--landing", action="store_true", help="ingest every file in landing/")
     ing.add_argument("--format", choices=FORMATS, help="skip detection: read as this format")
     ing.add_argument(
-        "--source", type=_source, help="source system name, a slug (default: the format)"
+        "--source",
+        type=_source,
+        help="source system name, a slug (default: CDR_DEFAULT_SOURCE, else 'default')",
     )
     ing.add_argument("--default-region", type=_region, help=REGION_HELP)
     ing.add_argument("--as-of", type=_date, default=_today(), help="date deciding expired months")

@@ -270,3 +270,24 @@ def test_deep_verify_sees_a_member_that_differs_from_its_signed_digest(
     check_original(res, check, body)
     assert check.checks["original (deep)"] == "FAIL"
     assert any("no longer opens as it did at ingest (members)" in p for p in check.problems)
+
+
+def test_the_same_records_in_another_format_or_wrapping_are_a_redelivery(
+    res: Resources, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Given by path without `--source` as CSV, then as Parquet, then gzipped: one source for
+    the deployment (`CDR_DEFAULT_SOURCE`), so the second and third are found as re-deliveries
+    and gold counts each record once."""
+    g = generate("canonical_csv", tmp_path / "cdrs.csv", 300, start=START, bad_share=0.0)
+    parquet = tmp_path / "cdrs.parquet"
+    pl.read_csv(g.path, infer_schema=False).write_parquet(parquet)
+    gz = tmp_path / "cdrs-again.csv.gz"
+    gz.write_bytes(gzip.compress(g.path.read_bytes()))
+    _ingest(g.path)
+    kept = len(read_tier(res.store, "gold/"))
+    assert kept == 300
+    _ingest(parquet, gz)
+    assert len(read_tier(res.store, "gold/")) == kept
+    for delivered in (parquet.read_bytes(), gz.read_bytes()):
+        body = _entry(res, delivered)
+        assert body["source"] == "default" and body["reasons"] == {"duplicate_record_id": 300}

@@ -522,3 +522,103 @@ def test_a_canonical_csv_written_with_semicolons_or_tabs_is_read(
     assert entry["format"] == "canonical_csv" and entry["reasons"] == {"wrong_column_count": 1}
     capsys.readouterr()
     assert cli(["verify", "--deep"]) == 0
+
+
+# --- PBX files as written ------------------------------------------------------------------
+
+_PBX_CALLS = [  # src, channel, dst, dstchannel, context; expected kinds of src and dst
+    (
+        "1001",
+        "PJSIP/1001-00000001",
+        "+923001234567",
+        "PJSIP/trunk-00000002",
+        "from-internal",
+        "sip",
+        "msisdn",
+    ),  # fmt: skip
+    (
+        "0101",
+        "PJSIP/0101-00000003",
+        "1002",
+        "PJSIP/1002-00000004",
+        "from-internal",
+        "sip",
+        "sip",
+    ),  # fmt: skip
+    (
+        "2345678",
+        "SIP/2345678-00000005",
+        "+923001234569",
+        "SIP/trunk-00000006",
+        "from-internal",
+        "sip",
+        "msisdn",
+    ),  # fmt: skip
+    (
+        "+923001234568",
+        "PJSIP/trunk-00000007",
+        "70012",
+        "Local/70012@from-internal-0000000a;2",
+        "from-pstn",
+        "msisdn",
+        "sip",
+    ),  # fmt: skip
+    (
+        "alice",
+        "PJSIP/alice-00000009",
+        "bob",
+        "PJSIP/bob-0000000a",
+        "from-internal",
+        "sip",
+        "sip",
+    ),  # fmt: skip
+]
+
+
+@pytest.mark.parametrize("region", ["PK", "US", "GB", "DE"])
+def test_pbx_extensions_of_any_length_are_internal_parties_in_every_region(
+    local_env: dict[str, str], tmp_path: Path, region: str
+) -> None:
+    """An extension is the PBX's own endpoint when its call's channel names it (`PJSIP/0101-…`,
+    `Local/70012@…`): a SIP user, tokenised, whatever its digits and the region. Read as a
+    number, `0101` was quarantined and `2345678` kept as another country's number."""
+    lines = [
+        f'"acc","{src}","{dst}","{ctx}","","{chan}","{dchan}","Dial","","2025-05-02 10:00:00",'
+        f'"2025-05-02 10:00:01","2025-05-02 10:01:00","60","59","ANSWERED","DOCUMENTATION",'
+        f'"1746180000.{i}",""'
+        for i, (src, chan, dst, dchan, ctx, _, _) in enumerate(_PBX_CALLS)
+    ]
+    path = tmp_path / "Master.csv"
+    path.write_text("\n".join(lines) + "\n")
+    res = Resources.from_settings(Settings.from_env())
+    assert cli(["ingest", "--as-of", AS_OF, "--default-region", region, str(path)]) == 0
+    silver = read_tier(res.store, "silver/").sort("source_line")
+    kinds = list(zip(silver["origin_kind"], silver["destination_kind"], strict=True))
+    assert kinds == [(o, d) for *_, o, d in _PBX_CALLS]
+    gold = read_tier(res.store, "gold/")
+    assert len(gold) == 5 and not list(res.store.list("quarantine/rows/"))
+    sip = silver.filter(pl.col("origin_kind") == "sip")
+    assert sip["origin_country"].null_count() == len(sip)
+    values = {v for row in gold.rows() for v in row if isinstance(v, str) and len(v) != 64}
+    assert not {v for v in values if "2345678" in v or "0101" in v}
+
+
+def test_a_freeswitch_caller_in_an_internal_context_is_a_sip_user(
+    local_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The `example` template names no channel: a caller in a context that is not inbound
+    (`default`) is the PBX's own user, one in `public` (from outside) is read as a number."""
+    rows = [
+        ("0123", "default", "+923001234567", "sip"),
+        ("+923001234568", "public", "1000", "msisdn"),
+    ]
+    path = tmp_path / "Master.csv"
+    path.write_text("".join(
+        f'"Ali","{src}","{dst}","{ctx}","2025-05-02 10:00:00","2025-05-02 10:00:01",'
+        f'"2025-05-02 10:01:00","60","59","NORMAL_CLEARING","uuid-{i}","","acc","PCMA","PCMA"\n'
+        for i, (src, ctx, dst, _) in enumerate(rows)
+    ))  # fmt: skip
+    res = Resources.from_settings(Settings.from_env())
+    assert cli(["ingest", "--as-of", AS_OF, "--default-region", "PK", str(path)]) == 0
+    silver = read_tier(res.store, "silver/").sort("source_line")
+    assert silver["origin_kind"].to_list() == [kind for *_, kind in rows]

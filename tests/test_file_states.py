@@ -151,7 +151,7 @@ def test_a_file_spanning_two_months_loses_its_original_at_the_first_months_purge
     sha = hashlib.sha256(p.read_bytes()).hexdigest()
     assert run("retention", "--as-of", "2026-07-01") == 0  # June's purge date; July's is August
     # June's identifiers are readable from the original no more: bronze and file key are gone.
-    assert not res.store.exists(f"bronze/canonical_csv/{sha}.enc")
+    assert not res.store.exists(f"bronze/default/{sha}.enc")
     assert not res.keyring.has_data_key(f"file-{sha}")
     # July keeps its silver and vault, and every kept record still verifies.
     silver = read_tier(res.store, "silver/")

@@ -316,7 +316,7 @@ def test_bronze_holds_the_exact_original_and_the_seal_verifies(
 ) -> None:
     g = generate("asterisk", tmp_path / "Master.csv", 800, start=dt.date(2025, 4, 1))
     report = ingest_file(res, g.path, as_of=AS_OF)
-    key = f"bronze/asterisk/{report.sha256}.enc"
+    key = f"bronze/default/{report.sha256}.enc"
     assert key in report.outputs
     file_key = res.keyring.data_key(f"file-{report.sha256}", create=False)
     assert b"".join(read_original(res.store, key, report.sha256, file_key)) == g.path.read_bytes()

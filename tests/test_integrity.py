@@ -64,7 +64,7 @@ def test_an_untouched_store_verifies(res: Resources, tmp_path: Path) -> None:
 
 def test_a_flipped_byte_in_bronze_is_named(res: Resources, tmp_path: Path) -> None:
     sha = _ingest(res, tmp_path)
-    key = f"bronze/canonical_csv/{sha}.enc"
+    key = f"bronze/default/{sha}.enc"
     data = bytearray(res.bronze.get_bytes(key))
     data[len(data) // 2] ^= 0x01
     res.bronze.put_bytes(key, bytes(data))

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from pipeline.core import layout
+
 DEFAULT_HOME = Path(os.environ.get("CDR_HOME", "var")).resolve()
 #: Rows per ingest batch (`CDR_BATCH_ROWS`): what an ingest holds in memory at once.
 BATCH_ROWS = 40_000
@@ -87,6 +89,10 @@ class Settings:
     #: a compressed delivery is refused once its content passes this many bytes, or this
     #: many times its delivered size (`CDR_UNPACK_MAX_BYTES`, `CDR_UNPACK_MAX_RATIO`)
     unpack_max_bytes: int = 32 << 30
+    #: the source of a file ingested by path (or put directly in landing/) without one
+    #: (`CDR_DEFAULT_SOURCE`): one name for the deployment, so that the same records delivered
+    #: again in another format or wrapping are found as re-deliveries
+    default_source: str = "default"
     unpack_max_ratio: float = 500.0
 
     def zone_for(self, source: str) -> str | None:
@@ -139,6 +145,7 @@ class Settings:
             landing_settle_seconds=float(e.get("CDR_LANDING_SETTLE_SECONDS") or 2),
             lease_seconds=float(e.get("CDR_LEASE_SECONDS") or 300),
             unpack_max_bytes=int(e.get("CDR_UNPACK_MAX_BYTES") or 32 << 30),
+            default_source=e.get("CDR_DEFAULT_SOURCE") or "default",
             unpack_max_ratio=float(e.get("CDR_UNPACK_MAX_RATIO") or 500),
         )
         settings.check()
@@ -150,6 +157,10 @@ class Settings:
             raise ValueError("CDR_BATCH_ROWS must be a positive whole number")
         if not self.progress_seconds > 0:
             raise ValueError("CDR_PROGRESS_SECONDS must be a positive number of seconds")
+        try:
+            layout.source(self.default_source)
+        except layout.LayoutError as exc:
+            raise ValueError(f"CDR_DEFAULT_SOURCE: {exc}") from None
         if self.unpack_max_bytes < 1 or not self.unpack_max_ratio >= 1:
             raise ValueError(
                 "CDR_UNPACK_MAX_BYTES must be positive, CDR_UNPACK_MAX_RATIO at least 1"

@@ -443,7 +443,7 @@ def _seal_and_parse(
     progress: Callable[[int], None] | None,
 ) -> FileReport:
     """Seal and store the delivered bytes, then parse what they hold (or quarantine them)."""
-    source = source or (parser.name if parser else "unknown")
+    source = source or res.settings.default_source
     signer = res.keyring.signing_key()
     now = dt.datetime.now(dt.UTC)
     seal = seal_original(res.store, signer, sha256, size, source, name, arrived_at or now, now)

@@ -229,6 +229,10 @@ PARSED: dict[str, pl.DataType] = {
     **_MEASURES,
     "parse_error": S,
     "raw": S,
+    # a PBX's own endpoint (extension or SIP user), as its call record shows: a SIP user
+    # whatever its digits (`transform._classify`); null where a format cannot tell
+    "origin_internal": pl.Boolean(),
+    "destination_internal": pl.Boolean(),
 }
 
 # The canonical CDR: what every record keeps; gold keeps it without personal values.

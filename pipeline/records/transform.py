@@ -447,11 +447,52 @@ class AddressBook:
         )
 
 
+#: marks the address key of a PBX's own endpoint (`PARSED`'s `*_internal`); never in a parsed
+#: value (control characters are read as written, but a key is never stored)
+INTERNAL = "\x00internal:"
+#: an endpoint's name as a dial plan writes it: an extension or SIP user, no `+`, no spaces
+ENDPOINT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+def _address_key(parsed: pl.DataFrame, side: str) -> pl.Series:
+    """The party as written, or marked as a PBX's own endpoint (classified apart, cached apart)."""
+    raw, internal = parsed.get_column(f"{side}_raw"), parsed.get_column(f"{side}_internal")
+    if not internal.any():
+        return raw
+    return parsed.select(
+        pl.when(pl.col(f"{side}_internal") & pl.col(f"{side}_raw").str.contains(ENDPOINT))
+        .then(INTERNAL + pl.col(f"{side}_raw"))
+        .otherwise(pl.col(f"{side}_raw"))
+    ).to_series()
+
+
 def _classified(raw: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) -> pl.DataFrame:
-    """Distinct written addresses (`raw`) → `a_value/_kind/_country/_domain/_token/_bad ...`."""
+    """Distinct written addresses (`raw`) → `a_value/_kind/_country/_domain/_token/_bad ...`.
+
+    A PBX's own endpoint (an extension or SIP user, marked `INTERNAL`) is a SIP user whatever
+    its digits and the deployment's region: `1001`, `0101` and `2345678` are a dial plan's names,
+    never numbers of a country's plan (read as such, one was quarantined under one region and
+    kept as another country's number under the next)."""
+    internal = pl.col("raw").str.starts_with(INTERNAL).fill_null(False)
     norm = normalise_addresses(
-        raw, {"raw": "a"}, ctx.default_region, ctx.international, ctx.alphanumeric
+        raw.with_columns(pl.col("raw").str.strip_prefix(INTERNAL).alias("_address")),
+        {"_address": "a"},
+        ctx.default_region,
+        ctx.international,
+        ctx.alphanumeric,
     )
+    withheld = pl.col("a_kind") == "unknown"
+    endpoint = internal & ~withheld
+    norm = norm.with_columns(
+        pl.when(endpoint).then(pl.lit("sip")).otherwise("a_kind").alias("a_kind"),
+        pl.when(endpoint)
+        .then(pl.col("_address").str.to_lowercase())
+        .otherwise("a_value")
+        .alias("a_value"),
+        pl.when(endpoint).then(None).otherwise("a_cc").alias("a_cc"),
+        pl.when(endpoint).then(False).otherwise("a_bad").alias("a_bad"),
+        pl.when(endpoint).then(False).otherwise("a_ambiguous").alias("a_ambiguous"),
+    ).drop("_address")
     norm = resolver.country(norm, "a_value", "a_cc", "a_country").drop("a_cc")
     # The party's routing value in gold for e-mail and SIP, taken before the value is tokenised.
     norm = norm.with_columns(
@@ -473,7 +514,7 @@ def _classify(parsed: pl.DataFrame, ctx: FileContext, book: AddressBook) -> pl.D
     """Add `{o,d}_value/_kind/_country/_token/_bad/_tail/_name`, each distinct written value
     classified once per file (`AddressBook`): the origins' entries, then the destinations'."""
     entries = book.entries(
-        pl.concat([parsed.get_column("origin_raw"), parsed.get_column("destination_raw")]), ctx
+        pl.concat([_address_key(parsed, "origin"), _address_key(parsed, "destination")]), ctx
     ).drop("raw")
     n = len(parsed)
     if len(entries) != 2 * n:  # an entry held twice would shift every party after it

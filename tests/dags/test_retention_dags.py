@@ -89,7 +89,7 @@ def test_weekly_integrity_audit_passes_then_fails_on_tampering(
     assert load_dag("cdr_integrity_audit").test().state == "success"
     out = capfd.readouterr().out
     assert "VERIFIED" in out and "original (deep)  ok (400 records re-read)" in out
-    key = f"bronze/asterisk/{sha}.enc"
+    key = f"bronze/default/{sha}.enc"
     data = bytearray(res.bronze.get_bytes(key))
     data[-5] ^= 1
     res.bronze.put_bytes(key, bytes(data))

@@ -83,6 +83,8 @@ def _asterisk(good: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
         "customer_id": pl.col("accountcode"),
         "origin_raw": pl.coalesce(pl.col("src"), clid_number),
         "destination_raw": pl.col("dst"),
+        "origin_internal": _endpoint("channel") == pl.col("src").str.strip_chars(),
+        "destination_internal": _endpoint("dstchannel") == pl.col("dst").str.strip_chars(),
         "route_id": pl.when(inbound)
         .then(pl.col("channel").str.replace(r"-[0-9a-fA-F]+$", ""))
         .otherwise(trunk),
@@ -92,13 +94,28 @@ def _asterisk(good: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
     return _pbx_frame(good, fields, times)
 
 
+def _endpoint(channel: str) -> pl.Expr:
+    """The endpoint a channel is of: `PJSIP/1001-0000002a` → `1001`, `Local/1001@from-internal-
+    00000001;2` → `1001` (a call's own extension or SIP user, when it is its party)."""
+    return (
+        pl.col(channel)
+        .str.replace(r"-[0-9a-fA-F]+(;\d+)?$", "")
+        .str.extract(r"^[A-Za-z0-9]+/([^@/]+)", 1)
+    )
+
+
 def _freeswitch(good: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
-    """FreeSWITCH fields → a parsed frame (the format's own column meanings)."""
+    """FreeSWITCH fields → a parsed frame (the format's own column meanings).
+
+    The `example` template names no channel: a caller in a context that is not inbound is the
+    PBX's own user (an extension or SIP user) unless written as an international number."""
     inbound = pl.col("context").str.contains(INBOUND_CONTEXT).fill_null(False)
+    caller = pl.col("caller_id_number").str.strip_chars()
     fields = {
         "record_id": pl.col("uuid"),
         "direction": pl.when(inbound).then(pl.lit("inbound")).otherwise(pl.lit("outbound")),
         "customer_id": pl.col("accountcode"),
+        "origin_internal": ~inbound & ~caller.str.contains(r"^(\+|00)").fill_null(True),
         "origin_raw": pl.col("caller_id_number"),
         "destination_raw": pl.col("destination_number"),
         "route_id": pl.col("context"),
