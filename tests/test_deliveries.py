@@ -535,7 +535,7 @@ _PBX_CALLS = [  # src, channel, dst, dstchannel, context; expected kinds of src 
         "from-internal",
         "sip",
         "msisdn",
-    ),  # fmt: skip
+    ),
     (
         "0101",
         "PJSIP/0101-00000003",
@@ -544,7 +544,7 @@ _PBX_CALLS = [  # src, channel, dst, dstchannel, context; expected kinds of src 
         "from-internal",
         "sip",
         "sip",
-    ),  # fmt: skip
+    ),
     (
         "2345678",
         "SIP/2345678-00000005",
@@ -553,7 +553,7 @@ _PBX_CALLS = [  # src, channel, dst, dstchannel, context; expected kinds of src 
         "from-internal",
         "sip",
         "msisdn",
-    ),  # fmt: skip
+    ),
     (
         "+923001234568",
         "PJSIP/trunk-00000007",
@@ -562,7 +562,7 @@ _PBX_CALLS = [  # src, channel, dst, dstchannel, context; expected kinds of src 
         "from-pstn",
         "msisdn",
         "sip",
-    ),  # fmt: skip
+    ),
     (
         "alice",
         "PJSIP/alice-00000009",
@@ -571,7 +571,7 @@ _PBX_CALLS = [  # src, channel, dst, dstchannel, context; expected kinds of src 
         "from-internal",
         "sip",
         "sip",
-    ),  # fmt: skip
+    ),
 ]
 
 
