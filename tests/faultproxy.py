@@ -1,7 +1,8 @@
 """A small HTTP proxy on 127.0.0.1 in front of moto's server that misbehaves on purpose.
 
 Each request is forwarded unless a rule (or the seeded random fault rate) says otherwise:
-`reset` closes the connection before forwarding, `500`/`503` answer with an S3-style error,
+`reset` closes the connection before forwarding, `500`/`503`/`403` answer with an S3-style
+error (`403`: AccessDenied, a permission the role lacks),
 `delay` waits before forwarding, `lost` forwards the request and then closes the connection
 without answering (the write happened, the answer was lost), `cut` sends the answer's headers and
 half its body. Nothing in boto3 is patched: the client sees what a flaky network would show it.
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-FAULTS = ("reset", "500", "503", "delay", "lost", "cut")
+FAULTS = ("reset", "500", "503", "403", "delay", "lost", "cut")
 HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
 Rule = Callable[[str, str, dict[str, str]], str | None]
@@ -65,6 +66,16 @@ def once(method: str, path_part: str, action: str, *, header: str | None = None)
             return None
         fired["done"] = True
         return action
+
+    return rule
+
+
+def always_with_header(method: str, path_part: str, action: str, header: str) -> Rule:
+    """Every matching request that carries `header` (e.g. an upload asking for a lock)."""
+
+    def rule(m: str, path: str, headers: dict[str, str]) -> str | None:
+        wanted = m == method and path_part in path
+        return action if wanted and header.lower() in {k.lower() for k in headers} else None
 
     return rule
 
@@ -132,7 +143,7 @@ class FaultProxy:
                     self.connection.shutdown(socket.SHUT_RDWR)
 
             def _error(self, code: int) -> None:
-                name = "InternalError" if code == 500 else "SlowDown"
+                name = {500: "InternalError", 503: "SlowDown", 403: "AccessDenied"}[code]
                 data = ERROR.format(code=name).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/xml")
@@ -146,7 +157,7 @@ class FaultProxy:
                 action = proxy.plan.decide(self.command, self.path, headers)
                 if action == "reset":
                     return self._drop()
-                if action in ("500", "503"):
+                if action in ("500", "503", "403"):
                     return self._error(int(action))
                 if action == "delay":
                     time.sleep(proxy.plan.delay_s)

@@ -450,7 +450,11 @@ def _seal_and_parse(
     _audit_seal(res, seal)
     file_key = res.keyring.data_key(layout.file_key_name(sha256))
     b_key = layout.bronze_key(source, sha256)
-    store_original(res.bronze, b_key, path, sha256, file_key)
+    # Locked in the upload from the month it arrived in; the commit extends it if need be.
+    upload_lock = lock_date(res.policy, [], seal["body"]["arrived_at"])
+    store_original(res.bronze, b_key, path, sha256, file_key, upload_lock)
+    if res.settings.bronze_lock:  # read back: fail closed on a lock the store did not set
+        _hold(res, b_key, [], seal)
     log.info("%s sealed (sha256 %s…, %d bytes) and stored in bronze", name, sha256[:12], size)
 
     if format_error is not None or unpacked is None:

@@ -185,7 +185,9 @@ def run_verify(res: Resources, request: VerifyRequest) -> VerifyReport:
         except failures() as exc:  # whatever else breaks is this file's failure, not the run's
             checked = _damaged(sha, "verify", DamagedObject(obj.key, exc))
         report.files.append(checked)
-    report.files += _unparsed(store, file)  # their months are unknown: listed for every month
+    # Their months are unknown: listed for every month; where originals must be locked, the
+    # original of each is checked too (the upload locks it, before any commit).
+    report.files += _unparsed(store, file, bronze if lock_policy else None, lock_policy)
     if (file or month) and not report.files:
         wanted = " and ".join(
             f"{k} {v!r}" for k, v in (("file", file), ("month", month)) if v is not None
@@ -328,8 +330,14 @@ def _differs(kept: pl.DataFrame, original: pl.DataFrame, file_key: bytes) -> str
 UNPARSED = "skipped: sealed, not parsed"
 
 
-def _unparsed(store: ObjectStore, file: str | None) -> list[FileCheck]:
-    """Files sealed without a parse entry (an ingest interrupted): listed, for a rerun."""
+def _unparsed(
+    store: ObjectStore,
+    file: str | None,
+    bronze: ObjectStore | None = None,
+    lock_policy: RetentionPolicy | None = None,
+) -> list[FileCheck]:
+    """Files sealed without a parse entry (an ingest interrupted): listed, for a rerun; with
+    `lock_policy`, an original already in bronze must carry its lock."""
     out = []
     for digest in layout.unparsed_seals(store):
         try:
@@ -347,6 +355,8 @@ def _unparsed(store: ObjectStore, file: str | None) -> list[FileCheck]:
         else:  # a run has it, or had it and is gone (then its lease is soon taken over)
             check.checks["state"] = f"{UNPARSED} ({holder.describe()})"
             check.gap = f"sealed, not parsed: {holder.describe()}"
+        if bronze is not None and lock_policy is not None and bronze.exists(body["outputs"][0]):
+            _check_lock(bronze, check, body, body, lock_policy)
         out.append(check)
     return out
 

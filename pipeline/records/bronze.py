@@ -31,9 +31,19 @@ class NotTheSealedBytes(PipelineError):
     """What was about to go to bronze is not what the seal covers: nothing is stored."""
 
 
-def store_original(store: ObjectStore, key: str, path: Path, sha256: str, file_key: bytes) -> bool:
+def store_original(
+    store: ObjectStore,
+    key: str,
+    path: Path,
+    sha256: str,
+    file_key: bytes,
+    lock_until: dt.date | None = None,
+) -> bool:
     """Encrypt the file into bronze unless it is already there; True if written now. The bytes
-    encrypted must hash to the seal's digest, checked before the object is stored."""
+    encrypted must hash to the seal's digest, checked before the object is stored.
+
+    Where the store has Object Lock, the upload itself carries the lock until `lock_until`: an
+    original is never in bronze unlocked, even if the run dies before its commit extends it."""
     if store.exists(key):
         return False
     digest = hashlib.sha256()
@@ -49,7 +59,8 @@ def store_original(store: ObjectStore, key: str, path: Path, sha256: str, file_k
         tmp.flush()
         if digest.hexdigest() != sha256:
             raise NotTheSealedBytes("the bytes read for bronze do not hash to the seal")
-        store.put_file(key, Path(tmp.name))
+        retain = dt.datetime.combine(lock_until, dt.time(), tzinfo=dt.UTC) if lock_until else None
+        store.put_file(key, Path(tmp.name), lock_until=retain)
     return True
 
 
