@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-FAULTS = ("reset", "500", "503", "403", "delay", "lost", "cut")
+FAULTS = ("reset", "500", "503", "delay", "lost", "cut")
 HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 
 Rule = Callable[[str, str, dict[str, str]], str | None]

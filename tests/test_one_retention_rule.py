@@ -68,13 +68,17 @@ def test_ingest_lock_and_retention_follow_the_policy_file(
     assert set(silver.get_column("event_time").dt.strftime("%Y-%m")) == {live}
     assert not res.keyring.has_data_key(f"month-{late}")
 
-    # Bronze: each original locked until its month's purge date under the same policy.
+    # Bronze: each original locked until its month's purge date under the same policy, or
+    # the later purge date of the month it arrived in (now): its upload carries that lock.
     locks = {
         m: res.bronze.lock_until(next(k for k in r.outputs if k.startswith("bronze/")))
         for m, r in reports.items()
     }
+    today = dt.datetime.now(dt.UTC).date()
+    arrived = res.policy.identifier_purge(today.year, today.month)
     utc = dt.UTC
-    assert locks == {late: dt.datetime(2027, 3, 1, tzinfo=utc), live: dt.datetime(2027, 4, 1, tzinfo=utc)}  # fmt: skip
+    expected = {late: dt.date(2027, 3, 1), live: dt.date(2027, 4, 1)}
+    assert locks == {m: dt.datetime.combine(max(d, arrived), dt.time(), utc) for m, d in expected.items()}  # fmt: skip
 
     # Retention: nothing of the live month goes the day before its purge date, then it goes
     # on the day, and the report states the date the policy gives.
