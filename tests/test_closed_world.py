@@ -555,3 +555,28 @@ def test_verify_finds_what_an_older_ingest_let_through(
     clean = _fresh(tmp_path, "clean")
     ingest_file(clean, _canonical(tmp_path / "new.csv", rows), as_of=AS_OF)
     assert run_verify(clean, VerifyRequest()).ok
+
+
+def test_no_value_a_file_writes_can_claim_to_be_a_pbx_endpoint(
+    local_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The mark that sets a PBX's own endpoint apart is never taken from a file: an origin
+    written as that mark plus a number is read as the number it holds (here: a number no
+    plan allows, quarantined), never a SIP user."""
+    from pipeline.cli import main as cli
+    from pipeline.core.config import Settings
+    from pipeline.core.resources import Resources
+    from pipeline.records.transform import INTERNAL
+    from pipeline.report import ingested_files
+
+    path = tmp_path / "claim.csv"
+    path.write_text(
+        "record_id,event_time,channel,direction,origin,destination\n"
+        f"c1,2025-03-02T10:00:00Z,sms,outbound,{INTERNAL}0000000000,+923001234567\n"
+        f"c2,2025-03-02T10:00:00Z,sms,outbound,{INTERNAL}alice@example.com,+923001234567\n"
+    )
+    res = Resources.from_settings(Settings.from_env())
+    assert cli(["ingest", "--as-of", "2025-06-15", "--default-region", "PK", str(path)]) == 0
+    assert not list(res.store.list("silver/")) and not list(res.store.list("gold/"))
+    (entry,) = ingested_files(res.store)
+    assert entry["quarantined"] == 2 and entry["gold"] == 0  # read as written: not SIP users

@@ -54,6 +54,12 @@ def _zip(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes
     return buf.getvalue()
 
 
+def _damaged(data: bytes) -> bytes:
+    """Bytes flipped in the middle of the compressed stream (a bad disk, a bad transfer)."""
+    middle = len(data) // 2
+    return data[:middle] + bytes(b ^ 0x5A for b in data[middle : middle + 16]) + data[middle + 16 :]
+
+
 WRAPS: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
     "gzip": ("cdrs.csv.gz", gzip.compress),
     "gzip under a .csv name": ("cdrs.csv", gzip.compress),
@@ -151,6 +157,10 @@ def test_a_zip_of_many_pbx_files_keeps_every_call_once(
         (lambda b: b"\x28\xb5\x2f\xfd" + b[:100], "compressed:zstd"),
         (lambda b: b"7z\xbc\xaf\x27\x1c" + b[:100], "compressed:7z"),
         (lambda b: gzip.compress(gzip.compress(b)), "compressed:gzip"),
+        (lambda b: _damaged(gzip.compress(b)), "compressed:gzip"),
+        (lambda b: _damaged(_zip({"a.csv": b})), "compressed:zip"),
+        (lambda b: _damaged(_zip({"a.csv": b}, zipfile.ZIP_LZMA)), "compressed:zip"),
+        (lambda b: _zip({f"d{i}.csv": b for i in range(2001)}), "compressed:zip"),
         (lambda b: _zip({"a.csv": b})[:-30], "compressed:zip"),
         (
             lambda b: _zip({"a.csv": b, "b.jsonl": b'{"messageId": "m1"}\n'}),
@@ -167,6 +177,10 @@ def test_a_zip_of_many_pbx_files_keeps_every_call_once(
         "zstd",
         "7z",
         "gzip in gzip",
+        "damaged deflate in gzip",
+        "damaged deflate in zip",
+        "damaged lzma in zip",
+        "too many members",
         "truncated zip",
         "mixed formats",
         "zip of folders",
@@ -291,3 +305,33 @@ def test_the_same_records_in_another_format_or_wrapping_are_a_redelivery(
     for delivered in (parquet.read_bytes(), gz.read_bytes()):
         body = _entry(res, delivered)
         assert body["source"] == "default" and body["reasons"] == {"duplicate_record_id": 300}
+
+
+def test_a_plain_csv_that_starts_like_a_magic_number_is_read_as_csv() -> None:
+    """`BZh9,` or `PK` alone start a CSV as well as an archive: the second magic is required."""
+    from pipeline.records.unpack import compression_of
+
+    assert compression_of(b"BZh9,2025-03-01,sms\n") is None
+    assert compression_of(bz2.compress(b"x")) == "bzip2"
+    assert compression_of(bz2.compress(b"")) == "bzip2"
+    assert compression_of(b"PK,record_id\n") is None
+
+
+def test_a_member_of_blank_records_or_only_a_bom_keeps_lines_and_ids_aligned(
+    res: Resources, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A member ending in a line of separators only (an empty record, quarantined), a member
+    that is a UTF-16 byte-order mark and nothing else: the members after them are numbered
+    alike by ingest and by `verify --deep`, which finds every record where gold keeps it."""
+    header = b"record_id,event_time,channel,direction,origin,destination\n"
+    a = header + b"a1,2025-03-02T10:00:00Z,sms,outbound,InfoSMS,+923001234567\n,,,,,\n"
+    b = header + b"b1,2025-03-02T11:00:00Z,sms,outbound,InfoSMS,+923001234568\n"
+    path = tmp_path / "day.zip"
+    path.write_bytes(_zip({"a.csv": a, "bom.csv": codecs.BOM_UTF16_LE, "b.csv": b}))
+    _ingest(path)
+    body = _entry(res, path.read_bytes())
+    assert body["status"] == "ingested" and body["records"] == 3 and body["gold"] == 2
+    gold = read_tier(res.store, "gold/").sort("source_line")
+    assert gold.select("record_id", "source_line").rows() == [("a1", 2), ("b1", 5)]
+    capsys.readouterr()
+    assert cli(["verify", "--deep"]) == 0

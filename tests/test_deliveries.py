@@ -277,12 +277,14 @@ def test_bronze_must_hash_to_the_seal_before_anything_is_published(
 # --- two hosts on one store, one of them killed -------------------------------------------------
 
 
+@pytest.mark.parametrize("store", ["local", pytest.param("s3", marks=pytest.mark.s3)])
 def test_a_run_killed_on_one_host_is_taken_over_from_another_once_its_lease_lapses(
-    local_env: dict[str, str], tmp_path: Path
+    local_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest, store: str
 ) -> None:
     """Host A is killed (`kill -9`) mid-ingest. Host B sees A's lease (host, age) and does not
     touch the file while the lease could still be renewed; `verify` and `summary` name it and
-    verify exits 1; once the lease has lapsed, B takes the file over and ingests it whole."""
+    verify exits 1; once the lease has lapsed, B takes the file over and ingests it whole. On
+    the local folder and on S3 alike (the hosts are told apart by `CDR_HOST`)."""
     import os
     import signal
     import subprocess
@@ -292,7 +294,8 @@ def test_a_run_killed_on_one_host_is_taken_over_from_another_once_its_lease_laps
     from pipeline.records.synth import generate
 
     g = generate("canonical_csv", tmp_path / "big.csv", 60_000, start=dt.date(2025, 3, 1))
-    env = {**os.environ, **local_env, "CDR_LEASE_SECONDS": "12"}
+    stores = request.getfixturevalue("s3_env") if store == "s3" else local_env
+    env = {**os.environ, **local_env, **stores, "CDR_LEASE_SECONDS": "12"}
     res = Resources.from_settings(Settings.from_env(env))
     command = [sys.executable, "-m", "pipeline", "ingest", "--as-of", AS_OF, str(g.path)]
     a = subprocess.Popen(command, env={**env, "CDR_HOST": "host-a"}, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
@@ -558,10 +561,19 @@ _PBX_CALLS = [  # src, channel, dst, dstchannel, context; expected kinds of src 
         "+923001234568",
         "PJSIP/trunk-00000007",
         "70012",
-        "Local/70012@from-internal-0000000a;2",
+        "PJSIP/70012-0000000a",
         "from-pstn",
         "msisdn",
         "sip",
+    ),
+    (  # a follow-me: a Local channel carries what was dialled, a mobile number here
+        "1003",
+        "PJSIP/1003-0000000b",
+        "+923001234570",
+        "Local/+923001234570@from-internal-0000000c;1",
+        "from-internal",
+        "sip",
+        "msisdn",
     ),
     (
         "alice",
@@ -580,8 +592,9 @@ def test_pbx_extensions_of_any_length_are_internal_parties_in_every_region(
     local_env: dict[str, str], tmp_path: Path, region: str
 ) -> None:
     """An extension is the PBX's own endpoint when its call's channel names it (`PJSIP/0101-…`,
-    `Local/70012@…`): a SIP user, tokenised, whatever its digits and the region. Read as a
-    number, `0101` was quarantined and `2345678` kept as another country's number."""
+    never a `Local/…` channel, which carries what was dialled): a SIP user, tokenised, whatever
+    its digits and the region. Read as a number, `0101` was quarantined and `2345678` kept as
+    another country's number."""
     lines = [
         f'"acc","{src}","{dst}","{ctx}","","{chan}","{dchan}","Dial","","2025-05-02 10:00:00",'
         f'"2025-05-02 10:00:01","2025-05-02 10:01:00","60","59","ANSWERED","DOCUMENTATION",'
@@ -596,7 +609,7 @@ def test_pbx_extensions_of_any_length_are_internal_parties_in_every_region(
     kinds = list(zip(silver["origin_kind"], silver["destination_kind"], strict=True))
     assert kinds == [(o, d) for *_, o, d in _PBX_CALLS]
     gold = read_tier(res.store, "gold/")
-    assert len(gold) == 5 and not list(res.store.list("quarantine/rows/"))
+    assert len(gold) == len(_PBX_CALLS) and not list(res.store.list("quarantine/rows/"))
     sip = silver.filter(pl.col("origin_kind") == "sip")
     assert sip["origin_country"].null_count() == len(sip)
     values = {v for row in gold.rows() for v in row if isinstance(v, str) and len(v) != 64}
@@ -611,6 +624,7 @@ def test_a_freeswitch_caller_in_an_internal_context_is_a_sip_user(
     rows = [
         ("0123", "default", "+923001234567", "sip"),
         ("+923001234568", "public", "1000", "msisdn"),
+        ("03001234569", "default", "+923001234567", "msisdn"),  # 7+ digits: a forwarded number
     ]
     path = tmp_path / "Master.csv"
     path.write_text("".join(

@@ -413,7 +413,7 @@ def _ingest_leased(
 def _format_of(unpacked: unpack.Unpacked, fmt: str | None) -> Source | None:
     """The one format of every part with bytes (None: nothing to parse)."""
     found: dict[str, Source] = {}
-    for part in (p for p in unpacked.parts if p.size):
+    for part in (p for p in unpacked.parts if p.readable):
         try:
             parser = detect(part.path, fmt)
         except FileFormatError as exc:
@@ -817,7 +817,7 @@ def member_batches(
     offset = 0
     for part in unpacked.parts:
         last = 0
-        for frame in parser.parse(part.path, opts) if part.size else ():
+        for frame in parser.parse(part.path, opts) if part.readable else ():
             if len(frame):
                 if offset:
                     frame = frame.with_columns(pl.col("source_line") + offset)

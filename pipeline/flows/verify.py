@@ -276,7 +276,7 @@ def _reread(
     offset = 0
     for part in opened.parts:
         last = 0
-        for line, fields in reader(_blocks(part.path), {**ctx, "line_offset": offset}) if part.size else ():  # fmt: skip
+        for line, fields in reader(_blocks(part.path), {**ctx, "line_offset": offset}) if part.readable else ():  # fmt: skip
             last = max(last, line + offset)
             yield {"source_line": line + offset, **fields}
         offset = max(offset, last)
@@ -355,8 +355,12 @@ def _unparsed(
         else:  # a run has it, or had it and is gone (then its lease is soon taken over)
             check.checks["state"] = f"{UNPARSED} ({holder.describe()})"
             check.gap = f"sealed, not parsed: {holder.describe()}"
-        if bronze is not None and lock_policy is not None and bronze.exists(body["outputs"][0]):
-            _check_lock(bronze, check, body, body, lock_policy)
+        if bronze is not None and lock_policy is not None:
+            try:
+                if bronze.exists(body["outputs"][0]):
+                    _check_lock(bronze, check, body, body, lock_policy)
+            except store_errors() as exc:  # this file's finding, not the run's
+                check.fail("lock", one_line(exc))
         out.append(check)
     return out
 

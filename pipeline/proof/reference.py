@@ -110,7 +110,8 @@ def _csv_records(chunks: Iterable[bytes]) -> Iterator[tuple[int, list[str]]]:
         except csv.Error:
             row = ["?"]  # malformed: still a record, counted, never matching a kept one
         start, last = last + 1, reader.line_num
-        if row and any(field.strip() for field in row):
+        # blank as ingest reads it: the whole line is whitespace (`,,,` is an empty record)
+        if row and (len(row) > 1 or row[0].strip(_WHITESPACE)):
             yield start, row
 
 

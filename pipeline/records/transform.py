@@ -447,9 +447,10 @@ class AddressBook:
         )
 
 
-#: marks the address key of a PBX's own endpoint (`PARSED`'s `*_internal`); never in a parsed
-#: value (control characters are read as written, but a key is never stored)
+#: marks the address key of a PBX's own endpoint (`PARSED`'s `*_internal`); a value a file
+#: writes that starts like a mark is itself marked `PLAIN`, so no file can claim to be one
 INTERNAL = "\x00internal:"
+PLAIN = "\x00plain:"
 #: an endpoint's name as a dial plan writes it: an extension or SIP user, no `+`, no spaces
 ENDPOINT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -457,12 +458,15 @@ ENDPOINT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 def _address_key(parsed: pl.DataFrame, side: str) -> pl.Series:
     """The party as written, or marked as a PBX's own endpoint (classified apart, cached apart)."""
     raw, internal = parsed.get_column(f"{side}_raw"), parsed.get_column(f"{side}_internal")
-    if not internal.any():
+    if not internal.any() and not raw.str.starts_with("\x00").any():
         return raw
+    value = pl.col(f"{side}_raw")
     return parsed.select(
-        pl.when(pl.col(f"{side}_internal") & pl.col(f"{side}_raw").str.contains(ENDPOINT))
-        .then(INTERNAL + pl.col(f"{side}_raw"))
-        .otherwise(pl.col(f"{side}_raw"))
+        pl.when(pl.col(f"{side}_internal") & value.str.contains(ENDPOINT))
+        .then(INTERNAL + value)
+        .when(value.str.starts_with("\x00"))
+        .then(PLAIN + value)
+        .otherwise(value)
     ).to_series()
 
 
@@ -474,8 +478,13 @@ def _classified(raw: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) 
     never numbers of a country's plan (read as such, one was quarantined under one region and
     kept as another country's number under the next)."""
     internal = pl.col("raw").str.starts_with(INTERNAL).fill_null(False)
+    address = (
+        pl.when(internal)
+        .then(pl.col("raw").str.strip_prefix(INTERNAL))
+        .otherwise(pl.col("raw").str.strip_prefix(PLAIN))
+    )
     norm = normalise_addresses(
-        raw.with_columns(pl.col("raw").str.strip_prefix(INTERNAL).alias("_address")),
+        raw.with_columns(address.alias("_address")),
         {"_address": "a"},
         ctx.default_region,
         ctx.international,

@@ -22,6 +22,7 @@ import gzip
 import hashlib
 import lzma
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +59,11 @@ BOMS = (
 )
 #: byte-order marks of encodings that are not read: refused as `encoding:<name>`
 UNREAD_BOMS = {b"+/v": "utf-7", b"\xf7\x64\x4c": "utf-1", b"\xdd\x73\x66\x73": "utf-ebcdic"}
-#: zip members that hold no records: folders and the metadata macOS adds to archives it makes
-_NOT_RECORDS = ("__MACOSX/", ".DS_Store")
+#: the second magic of a bzip2 stream (a block, or the end of an empty stream): "BZh9," alone
+#: can start a CSV
+_BZIP2_BLOCKS = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")
+#: what a damaged stream or archive raises while it is read
+_DAMAGED = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, RuntimeError)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ class Limits:
     max_ratio: float = 500.0
     #: the ratio is only judged past this many bytes: a tiny file may compress very well
     ratio_floor: int = 64 << 20
+    #: a zip of more entries is refused: each is a file to write and a line of the signed
+    #: parse entry (a month of hourly files from one switch is 744)
+    max_members: int = 2000
 
     @classmethod
     def of(cls, settings: Any) -> Limits:
@@ -88,6 +95,11 @@ class Part:
     size: int
     #: the encoding read into UTF-8 (None: read as delivered)
     encoding: str | None = None
+
+    @property
+    def readable(self) -> bool:
+        """Whether there is anything to parse (a UTF-16 member that is only a BOM is not)."""
+        return self.path.stat().st_size > 0
 
 
 @dataclass(frozen=True)
@@ -126,7 +138,7 @@ class Unpacked:
 def compression_of(head: bytes) -> str | None:
     """The compression a file's first bytes announce (None: none)."""
     for kind, (magic, _) in STREAMS.items():
-        if head.startswith(magic) and (kind != "bzip2" or head[3:4].isdigit()):
+        if head.startswith(magic) and (kind != "bzip2" or head[4:10] in _BZIP2_BLOCKS):
             return kind
     if head.startswith(ZIP):
         return "zip"
@@ -152,7 +164,9 @@ def open_delivery(
     try:
         with STREAMS[kind][1](path, "rb") as stream:
             digest, written = _copy(stream, target, budget)
-    except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+    except FileFormatError:
+        raise
+    except _DAMAGED as exc:
         raise FileFormatError(f"compressed:{kind}", f"the {kind} stream is damaged or cut short ({type(exc).__name__})") from None  # fmt: skip
     inner = _strip_suffix(label, kind)
     return Unpacked(kind, (_decoded(Part(inner, target, digest, written), folder, budget),))
@@ -195,9 +209,14 @@ def _zip(path: Path, label: str, folder: Path, budget: _Budget) -> Unpacked:
     parts, skipped = [], []
     try:
         with zipfile.ZipFile(path) as archive:
-            for n, info in enumerate(archive.infolist()):
-                name = layout.file_label(info.filename.rsplit("/", 1)[-1] or info.filename)
-                if info.is_dir() or any(m in info.filename for m in _NOT_RECORDS):
+            entries = archive.infolist()
+            if len(entries) > budget.limits.max_members:
+                raise FileFormatError("compressed:zip", f"{len(entries):,} entries, more than the {budget.limits.max_members:,} read in one delivery: send fewer per archive")  # fmt: skip
+            for n, info in enumerate(entries):
+                base = info.filename.rsplit("/", 1)[-1]
+                name = layout.file_label(base or info.filename)
+                mac = info.filename.startswith("__MACOSX/") or base == ".DS_Store"
+                if info.is_dir() or mac:
                     skipped.append(name)
                     continue
                 if info.flag_bits & 0x1:
@@ -206,10 +225,12 @@ def _zip(path: Path, label: str, folder: Path, budget: _Budget) -> Unpacked:
                 with archive.open(info) as stream:
                     digest, written = _copy(stream, target, budget)
                 parts.append(_decoded(Part(name, target, digest, written), folder, budget))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
-        raise FileFormatError("compressed:zip", f"the zip archive is damaged or cut short ({type(exc).__name__})") from None  # fmt: skip
+    except FileFormatError:
+        raise
     except NotImplementedError:
         raise FileFormatError("compressed:zip", "a member uses a compression method not read here (deflate, bzip2, lzma and stored are)") from None  # fmt: skip
+    except (*_DAMAGED, zipfile.LargeZipFile) as exc:
+        raise FileFormatError("compressed:zip", f"the zip archive is damaged or cut short ({type(exc).__name__})") from None  # fmt: skip
     if not parts:
         raise FileFormatError("compressed:zip", "the archive has no member that holds records")
     return Unpacked("zip", tuple(parts), tuple(skipped))
@@ -226,7 +247,7 @@ def _decoded(part: Part, folder: Path, budget: _Budget) -> Part:
     encoding = _encoding(head)
     if encoding is None:
         return part
-    target = part.path.with_name(part.path.name + ".utf8")
+    target = folder / f"{part.path.name}.utf8"
     decoder = codecs.getincrementaldecoder(encoding)("strict")
     done = 0
     try:

@@ -95,12 +95,15 @@ def _asterisk(good: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
 
 
 def _endpoint(channel: str) -> pl.Expr:
-    """The endpoint a channel is of: `PJSIP/1001-0000002a` → `1001`, `Local/1001@from-internal-
-    00000001;2` → `1001` (a call's own extension or SIP user, when it is its party)."""
+    """The device a channel is of: `PJSIP/1001-0000002a` → `1001` (a call's own extension or
+    SIP user, when it is its party). Not a `Local/` channel: it carries whatever was dialled,
+    a mobile number of a follow-me too."""
     return (
         pl.col(channel)
-        .str.replace(r"-[0-9a-fA-F]+(;\d+)?$", "")
-        .str.extract(r"^[A-Za-z0-9]+/([^@/]+)", 1)
+        .str.replace(r"-[0-9a-fA-F]+$", "")
+        .str.extract(
+            r"^(?:PJSIP|SIP|IAX2|DAHDI|Skinny|SCCP|UNISTIM|MGCP|H323|OOH323)/([^@/;]+)$", 1
+        )
     )
 
 
@@ -108,14 +111,16 @@ def _freeswitch(good: pl.DataFrame, opts: ParseOptions) -> pl.DataFrame:
     """FreeSWITCH fields → a parsed frame (the format's own column meanings).
 
     The `example` template names no channel: a caller in a context that is not inbound is the
-    PBX's own user (an extension or SIP user) unless written as an international number."""
+    PBX's own user when written as a user name or an extension of at most 6 digits (one of 7 or
+    more may be a forwarded number: read as one)."""
     inbound = pl.col("context").str.contains(INBOUND_CONTEXT).fill_null(False)
     caller = pl.col("caller_id_number").str.strip_chars()
     fields = {
         "record_id": pl.col("uuid"),
         "direction": pl.when(inbound).then(pl.lit("inbound")).otherwise(pl.lit("outbound")),
         "customer_id": pl.col("accountcode"),
-        "origin_internal": ~inbound & ~caller.str.contains(r"^(\+|00)").fill_null(True),
+        "origin_internal": ~inbound
+        & caller.str.contains(r"^(?:\d{1,6}|[A-Za-z][\w.-]*)$").fill_null(False),
         "origin_raw": pl.col("caller_id_number"),
         "destination_raw": pl.col("destination_number"),
         "route_id": pl.col("context"),
