@@ -68,6 +68,7 @@ bench: install system
 	$(PY) bench/export.py
 	$(PY) bench/workers.py
 	$(PY) bench/detector.py
+	$(PY) bench/deliveries.py
 
 clean:
 	rm -rf var bench/data

@@ -189,7 +189,7 @@ def test_a_bom_before_json_lines_and_a_json_document(store: Resources, tmp_path:
     doc.write_bytes(b"\xef\xbb\xbf" + json.dumps({"results": [json.loads(message("m3"))]}).encode())
     assert ingest(lines) == 0 and ingest(doc) == 0
     assert sorted(gold(store).get_column("record_id").to_list()) == ["m1", "m2", "m3"]
-    assert set(gold(store).get_column("source").to_list()) == {"messaging"}
+    assert set(gold(store).get_column("source").to_list()) == {"default"}  # CDR_DEFAULT_SOURCE
 
 
 def test_blank_lines_before_a_csv_header_and_crlf_line_ends(

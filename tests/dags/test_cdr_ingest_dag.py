@@ -128,6 +128,7 @@ def test_dag_runs_against_s3_with_object_lock_on_bronze(
     airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str,
     s3_buckets: tuple[str, str], s3_env: dict[str, str], capfd: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
+    from pipeline.core.policy import load_policy
     from pipeline.core.store import s3_client
 
     data, bronze = s3_buckets
@@ -138,11 +139,15 @@ def test_dag_runs_against_s3_with_object_lock_on_bronze(
     client = s3_client(moto_endpoint)
     objects = client.list_objects_v2(Bucket=bronze, Prefix="bronze/")["Contents"]
     assert len(objects) == len(keys)
+    # April-June 2025 records: locked until the purge date of the earliest month, April's, or
+    # the later one of the month the file arrived in (now): the upload itself carries that.
+    today = dt.datetime.now(dt.UTC).date()
+    policy = load_policy()
+    until = max(dt.date(2026, 5, 1), policy.identifier_purge(today.year, today.month))
     for obj in objects:
         head = client.head_object(Bucket=bronze, Key=obj["Key"])
         assert head["ObjectLockMode"] == "COMPLIANCE"
-        # April-June 2025 records: locked until the purge date of the earliest month, April's.
-        assert head["ObjectLockRetainUntilDate"].date() == dt.date(2026, 5, 1)
+        assert head["ObjectLockRetainUntilDate"].date() == until
     seals = client.list_objects_v2(Bucket=data, Prefix="cdr/seals/")["Contents"]
     assert len(seals) == 2 * len(keys)
     parse_entries = [
