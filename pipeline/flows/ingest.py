@@ -404,10 +404,63 @@ def _ingest_leased(
             format_error: FileFormatError | None = None
         except FileFormatError as exc:
             unpacked, parser, format_error = None, None, exc
-        return _seal_and_parse(
-            res, path, name, sha256, size, source, arrived_at, unpacked, parser, format_error,
-            region, as_of, progress,
-        )  # fmt: skip
+        source = source or res.settings.default_source
+        signer = res.keyring.signing_key()
+        now = dt.datetime.now(dt.UTC)
+        seal = seal_original(res.store, signer, sha256, size, source, name, arrived_at or now, now)
+        _audit_seal(res, seal)
+        file_key = res.keyring.data_key(layout.file_key_name(sha256))
+        b_key = layout.bronze_key(source, sha256)
+        # Locked in the upload from the month it arrived in; the commit extends it if need be.
+        upload_lock = lock_date(res.policy, [], seal["body"]["arrived_at"])
+        store_original(res.bronze, b_key, path, sha256, file_key, upload_lock)
+        if res.settings.bronze_lock:  # read back: fail closed on a lock the store did not set
+            _hold(res, b_key, [], seal)
+        log.info("%s sealed (sha256 %s…, %d bytes) and stored in bronze", name, sha256[:12], size)
+
+        if format_error is not None or unpacked is None:
+            assert format_error is not None
+            return _quarantine_file(
+                res, seal, name, source, sha256, size, b_key, format_error, as_of
+            )
+        if parser is None:  # no bytes, or a compressed delivery of nothing: no records, no fault
+            empty = FileReport(name, sha256, "empty", source, None, reason="empty_file")
+            empty.detail = "the file has no bytes" if size == 0 else "it decompresses to no bytes"
+            empty.unpacked = unpacked.entry()
+            _record_outcome(res, seal, b_key, empty, as_of)
+            log.warning("%s is empty (%s): sealed, nothing to parse", name, empty.detail)
+            return empty
+        try:
+            report = _parse_into_tiers(
+                res, parser, unpacked, name, source, sha256, region, as_of, file_key, progress
+            )
+        except FileFormatError as exc:
+            return _quarantine_file(res, seal, name, source, sha256, size, b_key, exc, as_of)
+        except failures() as exc:  # an engine panic on a hostile file too: the file failed
+            if _transient(exc):
+                raise  # the store or network: nothing was committed, a rerun retries the file
+            # Engine messages can quote values from the file: say only what failed.
+            reason = exc.args[0] if isinstance(exc, IngestError) else type(exc).__name__
+            failed = FileReport(name, sha256, "failed", source, parser.name, detail=reason)
+            failed.reason = reason
+            _record_outcome(res, seal, b_key, failed, as_of)
+            raise IngestError(f"{name}: FAILED ({reason}); the original is kept in bronze", terminal=True, status="failed") from None  # fmt: skip
+        if report.status == "refused":
+            report.outputs.append(_refusal_note(res, report))
+            _record_outcome(res, seal, b_key, report, as_of)
+            note = layout.quarantine_file_key(sha256)
+            raise IngestError(f"{report.detail} ({note})", terminal=True, status="refused")
+        _record_outcome(res, seal, b_key, report, as_of)
+        log.info(
+            "%s ingested: %d records → silver %d, gold %d (%d gold only), quarantined %d",
+            name,
+            report.records,
+            report.silver,
+            report.gold,
+            report.gold_only,
+            report.quarantined,
+        )
+        return report
 
 
 def _format_of(unpacked: unpack.Unpacked, fmt: str | None) -> Source | None:
@@ -425,79 +478,6 @@ def _format_of(unpacked: unpack.Unpacked, fmt: str | None) -> Source | None:
     if len(found) > 1:
         raise FileFormatError("compressed:mixed_formats", f"members in {', '.join(sorted(found))}: send one format per delivery")  # fmt: skip
     return next(iter(found.values()), None)
-
-
-def _seal_and_parse(
-    res: Resources,
-    path: Path,
-    name: str,
-    sha256: str,
-    size: int,
-    source: str | None,
-    arrived_at: dt.datetime | None,
-    unpacked: unpack.Unpacked | None,
-    parser: Source | None,
-    format_error: FileFormatError | None,
-    region: str | None,
-    as_of: dt.date,
-    progress: Callable[[int], None] | None,
-) -> FileReport:
-    """Seal and store the delivered bytes, then parse what they hold (or quarantine them)."""
-    source = source or res.settings.default_source
-    signer = res.keyring.signing_key()
-    now = dt.datetime.now(dt.UTC)
-    seal = seal_original(res.store, signer, sha256, size, source, name, arrived_at or now, now)
-    _audit_seal(res, seal)
-    file_key = res.keyring.data_key(layout.file_key_name(sha256))
-    b_key = layout.bronze_key(source, sha256)
-    # Locked in the upload from the month it arrived in; the commit extends it if need be.
-    upload_lock = lock_date(res.policy, [], seal["body"]["arrived_at"])
-    store_original(res.bronze, b_key, path, sha256, file_key, upload_lock)
-    if res.settings.bronze_lock:  # read back: fail closed on a lock the store did not set
-        _hold(res, b_key, [], seal)
-    log.info("%s sealed (sha256 %s…, %d bytes) and stored in bronze", name, sha256[:12], size)
-
-    if format_error is not None or unpacked is None:
-        assert format_error is not None
-        return _quarantine_file(res, seal, name, source, sha256, size, b_key, format_error, as_of)
-    if parser is None:  # no bytes, or a compressed delivery of nothing: no records, no fault
-        empty = FileReport(name, sha256, "empty", source, None, reason="empty_file")
-        empty.detail = "the file has no bytes" if size == 0 else "it decompresses to no bytes"
-        empty.unpacked = unpacked.entry()
-        _record_outcome(res, seal, b_key, empty, as_of)
-        log.warning("%s is empty (%s): sealed, nothing to parse", name, empty.detail)
-        return empty
-    try:
-        report = _parse_into_tiers(
-            res, parser, unpacked, name, source, sha256, region, as_of, file_key, progress
-        )
-    except FileFormatError as exc:
-        return _quarantine_file(res, seal, name, source, sha256, size, b_key, exc, as_of)
-    except failures() as exc:  # an engine panic on a hostile file too: the file failed
-        if _transient(exc):
-            raise  # the store or network: nothing was committed, a rerun retries the file
-        # Engine messages can quote values from the file: say only what failed.
-        reason = exc.args[0] if isinstance(exc, IngestError) else type(exc).__name__
-        failed = FileReport(name, sha256, "failed", source, parser.name, detail=reason)
-        failed.reason = reason
-        _record_outcome(res, seal, b_key, failed, as_of)
-        raise IngestError(f"{name}: FAILED ({reason}); the original is kept in bronze", terminal=True, status="failed") from None  # fmt: skip
-    if report.status == "refused":
-        report.outputs.append(_refusal_note(res, report))
-        _record_outcome(res, seal, b_key, report, as_of)
-        note = layout.quarantine_file_key(sha256)
-        raise IngestError(f"{report.detail} ({note})", terminal=True, status="refused")
-    _record_outcome(res, seal, b_key, report, as_of)
-    log.info(
-        "%s ingested: %d records → silver %d, gold %d (%d gold only), quarantined %d",
-        name,
-        report.records,
-        report.silver,
-        report.gold,
-        report.gold_only,
-        report.quarantined,
-    )
-    return report
 
 
 #: why each terminal outcome of a parse is in the audit log
