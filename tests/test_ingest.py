@@ -326,7 +326,7 @@ def test_bronze_holds_the_exact_original_and_the_seal_verifies(
     body = verify(entry, res.keyring.public_key())
     assert (body["size"], body["source"], body["file"]) == (
         g.path.stat().st_size,
-        "asterisk",
+        "default",  # CDR_DEFAULT_SOURCE: a file given by path without --source
         "Master.csv",
     )
     forged = json.loads(json.dumps(entry))
@@ -343,7 +343,7 @@ def test_unreadable_file_is_quarantined_whole_and_said_so(res: Resources, tmp_pa
     assert "unrecognised_format" in (report.detail or "")
     note = json.loads(res.store.get_bytes(f"quarantine/files/{report.sha256}.json"))
     assert note["reason"] == "unrecognised_format"
-    assert res.store.exists(f"bronze/unknown/{report.sha256}.enc")
+    assert res.store.exists(f"bronze/default/{report.sha256}.enc")
     assert ingest_file(res, bad, as_of=AS_OF).status == "already_ingested"
 
 

@@ -50,7 +50,9 @@ def ingest_months(res: Resources, tmp_path: Path, rows: int = 300) -> dict[str, 
     out = {}
     for i, start in enumerate(MONTHS):
         g = generate("canonical_csv", tmp_path / f"m{i}.csv", rows, seed=100 + i, start=start, months=1, bad_share=0.05)  # fmt: skip
-        ingest_file(res, g.path, as_of=INGEST_AS_OF)
+        # It arrived the day it was ingested: an upload locks its original from that month.
+        arrived = dt.datetime.combine(INGEST_AS_OF, dt.time(), dt.UTC)
+        ingest_file(res, g.path, as_of=INGEST_AS_OF, arrived_at=arrived)
         out[f"{start:%Y-%m}"] = g
     return out
 
