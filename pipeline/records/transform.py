@@ -477,31 +477,12 @@ def _classified(raw: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) 
     its digits and the deployment's region: `1001`, `0101` and `2345678` are a dial plan's names,
     never numbers of a country's plan (read as such, one was quarantined under one region and
     kept as another country's number under the next)."""
-    internal = pl.col("raw").str.starts_with(INTERNAL).fill_null(False)
-    address = (
-        pl.when(internal)
-        .then(pl.col("raw").str.strip_prefix(INTERNAL))
-        .otherwise(pl.col("raw").str.strip_prefix(PLAIN))
-    )
-    norm = normalise_addresses(
-        raw.with_columns(address.alias("_address")),
-        {"_address": "a"},
-        ctx.default_region,
-        ctx.international,
-        ctx.alphanumeric,
-    )
-    withheld = pl.col("a_kind") == "unknown"
-    endpoint = internal & ~withheld
-    norm = norm.with_columns(
-        pl.when(endpoint).then(pl.lit("sip")).otherwise("a_kind").alias("a_kind"),
-        pl.when(endpoint)
-        .then(pl.col("_address").str.to_lowercase())
-        .otherwise("a_value")
-        .alias("a_value"),
-        pl.when(endpoint).then(None).otherwise("a_cc").alias("a_cc"),
-        pl.when(endpoint).then(False).otherwise("a_bad").alias("a_bad"),
-        pl.when(endpoint).then(False).otherwise("a_ambiguous").alias("a_ambiguous"),
-    ).drop("_address")
+    if raw.get_column("raw").str.starts_with("\x00").any():
+        norm = _endpoints_apart(raw, ctx)
+    else:  # no key marked (no PBX endpoint here): the values as written
+        norm = normalise_addresses(
+            raw, {"raw": "a"}, ctx.default_region, ctx.international, ctx.alphanumeric
+        )
     norm = resolver.country(norm, "a_value", "a_cc", "a_country").drop("a_cc")
     # The party's routing value in gold for e-mail and SIP, taken before the value is tokenised.
     norm = norm.with_columns(
@@ -517,6 +498,35 @@ def _classified(raw: pl.DataFrame, ctx: FileContext, resolver: CountryResolver) 
         .alias("a_token"),
         *party_patterns("a"),
     )
+
+
+def _endpoints_apart(raw: pl.DataFrame, ctx: FileContext) -> pl.DataFrame:
+    """`normalise_addresses` of marked keys: each read without its mark, an `INTERNAL` one
+    then a SIP user (unless withheld), a `PLAIN` one as the value it holds."""
+    internal = pl.col("raw").str.starts_with(INTERNAL).fill_null(False)
+    address = (
+        pl.when(internal)
+        .then(pl.col("raw").str.strip_prefix(INTERNAL))
+        .otherwise(pl.col("raw").str.strip_prefix(PLAIN))
+    )
+    norm = normalise_addresses(
+        raw.with_columns(address.alias("_address")),
+        {"_address": "a"},
+        ctx.default_region,
+        ctx.international,
+        ctx.alphanumeric,
+    )
+    endpoint = internal & (pl.col("a_kind") != "unknown").fill_null(True)
+    return norm.with_columns(
+        pl.when(endpoint).then(pl.lit("sip")).otherwise("a_kind").alias("a_kind"),
+        pl.when(endpoint)
+        .then(pl.col("_address").str.to_lowercase())
+        .otherwise("a_value")
+        .alias("a_value"),
+        pl.when(endpoint).then(None).otherwise("a_cc").alias("a_cc"),
+        pl.when(endpoint).then(False).otherwise("a_bad").alias("a_bad"),
+        pl.when(endpoint).then(False).otherwise("a_ambiguous").alias("a_ambiguous"),
+    ).drop("_address")
 
 
 def _classify(parsed: pl.DataFrame, ctx: FileContext, book: AddressBook) -> pl.DataFrame:
