@@ -41,7 +41,7 @@ from pipeline.proof.crypto import DecryptionError
 from pipeline.proof.integrity import SealError, verify_pair
 from pipeline.proof.reference import READERS, RETAINED, Reader
 from pipeline.records import normal_course, token_index, unpack
-from pipeline.records.bronze import lock_date, read_original
+from pipeline.records.bronze import file_blocks, lock_date, read_original
 from pipeline.records.detector import identifying
 from pipeline.records.schema import FREE_TEXT_COLUMNS
 from pipeline.records.sources.base import FileFormatError
@@ -276,16 +276,10 @@ def _reread(
     offset = 0
     for part in opened.parts:
         last = 0
-        for line, fields in reader(_blocks(part.path), {**ctx, "line_offset": offset}) if part.readable else ():  # fmt: skip
+        for line, fields in reader(file_blocks(part.path), {**ctx, "line_offset": offset}) if part.readable else ():  # fmt: skip
             last = max(last, line + offset)
             yield {"source_line": line + offset, **fields}
         offset = max(offset, last)
-
-
-def _blocks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            yield block
 
 
 _TYPES = {"event_time": pl.Datetime("us", "UTC"), "end_time": pl.Datetime("us", "UTC"),

@@ -21,7 +21,8 @@ from pipeline.core.store import ObjectStore, store_errors
 from pipeline.proof.crypto import SEGMENT, decrypt_stream, encrypt_segments
 
 
-def _chunks(path: Path) -> Iterator[bytes]:
+def file_blocks(path: Path) -> Iterator[bytes]:
+    """A local file in blocks of one encryption segment (bounded memory, whatever its size)."""
     with open(path, "rb") as f:
         while block := f.read(SEGMENT):
             yield block
@@ -49,7 +50,7 @@ def store_original(
     digest = hashlib.sha256()
 
     def hashed() -> Iterator[bytes]:
-        for block in _chunks(path):
+        for block in file_blocks(path):
             digest.update(block)
             yield block
 
