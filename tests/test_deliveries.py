@@ -262,13 +262,15 @@ def test_bronze_must_hash_to_the_seal_before_anything_is_published(
 
     path = tmp_path / "calls.csv"
     path.write_text(_calls(5))
-    real = bronze._chunks
-    monkeypatch.setattr(bronze, "_chunks", lambda p: (b.replace(b"a1,", b"a9,") for b in real(p)))
+    real = bronze.file_blocks
+    monkeypatch.setattr(
+        bronze, "file_blocks", lambda p: (b.replace(b"a1,", b"a9,") for b in real(p))
+    )
     assert cli(["ingest", "--as-of", AS_OF, str(path)]) == 1
     assert "do not hash to the seal" in caplog.text
     assert not list(res.store.list("bronze/")) and not list(res.store.list("gold/"))
     assert cli(["verify"]) == 1
-    monkeypatch.setattr(bronze, "_chunks", real)
+    monkeypatch.setattr(bronze, "file_blocks", real)
     assert cli(["ingest", "--as-of", AS_OF, str(path)]) == 0
     assert _kept_ids(res) == [f"a{i}" for i in range(5)]
     assert cli(["verify"]) == 0
