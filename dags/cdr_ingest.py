@@ -14,7 +14,10 @@ DOC = """
 ### cdr_ingest — seal, tokenise and tier new CDR files
 
 **Reads** every file under `landing/` of the store (`CDR_STORE`: a folder or `s3://bucket/prefix`).
-One mapped task per file, named after it.
+One mapped task per batch of files: small files together, up to `CDR_INGEST_BATCH_FILES` files
+(50) and `CDR_INGEST_BATCH_BYTES` bytes (64 MiB); a file that big has a task of its own. A task
+is named after its file, or its first file and how many more. Each file is still its own
+delivery (its own seal, parse entry, audit entries and outcome).
 
 **Writes**, per file, keyed by its SHA-256 (a rerun overwrites, never appends):
 - `seals/<sha256>.seal.json`: signed digest, size, source and arrival, made *before* parsing;
@@ -28,13 +31,18 @@ One mapped task per file, named after it.
 **Retention rule enforced here**: a record whose month is already past its 12-month identifier purge
 date on the run's logical date (a late arrival) goes to gold only; no silver, vault or key is made.
 
+Each file's suite results are stored as GX validation results; the `data_docs` task renders
+them into Data Docs once for the whole run (`CDR_DATA_DOCS`), after every file's task.
+
 The landing object is deleted once its original is sealed in bronze and the tiers are written.
 
-**Task states**: a file ingested is a green mapped task, and emits an event on the `cdr_gold`,
-`cdr_silver` and `cdr_vault` Assets (the store's real URI; counts in the event's extra) for each
-tier it wrote. A file quarantined whole, refused by the data expectations or failed is a
-**failed** mapped task (not retried; the alert names it by reference): the other files still
-run, and the run ends failed because of it. Nothing new in landing: no events.
+**Task states**: a batch whose files were all ingested is a green mapped task, and each file
+emits an event on the `cdr_gold`, `cdr_silver` and `cdr_vault` Assets (the store's real URI;
+counts in the event's extra) for each tier it wrote. A file quarantined whole, refused by the
+data expectations or failed makes its batch a **failed** mapped task renamed `FAILED <reference>`
+(not retried; the alert names the file by reference): the other files of the batch and the
+other batches are still ingested, and the run ends failed because of it. Nothing new in
+landing: no events.
 
 Params: `format` (skip detection), `default_region` (ISO country of national-format numbers).
 """
@@ -54,35 +62,56 @@ Params: `format` (skip detection), `default_region` (ISO country of national-for
 )  # fmt: skip
 def cdr_ingest() -> None:
     @task
-    def list_landing() -> list[str]:
+    def list_landing() -> list[dict]:  # type: ignore[type-arg]
         from cdr_airflow.settings import task_resources
-        from pipeline.flows.ingest import list_landing_refs, sweep_leftovers
+        from pipeline.flows.ingest import sweep_leftovers
+        from pipeline.flows.ingest_batches import landing_batches
 
         res = task_resources()
         sweep_leftovers(res)  # what killed runs left: partial objects, staging
-        return list_landing_refs(res.store)
+        limits = res.settings.batch_files, res.settings.batch_bytes
+        return landing_batches(res.store, *limits)
 
     @task(
         outlets=[TIERS],  # events for cdr_gold, cdr_silver, cdr_vault when the file wrote rows
-        map_index_template="{{ task.op_kwargs['ref'] }}",
+        map_index_template="{{ batch_name | default(task.op_kwargs['batch']['label']) }}",
         max_active_tis_per_dag=4,
         pool="cdr_store",  # caps concurrent S3 and KMS work across workers (README)
     )
-    def ingest(ref: str, params: dict, logical_date=None, dag_run=None, outlet_events=None) -> dict:  # type: ignore[no-untyped-def]
+    def ingest(
+        batch: dict, params: dict, logical_date=None, dag_run=None, outlet_events=None
+    ) -> list[dict]:  # type: ignore[no-untyped-def]
         from cdr_airflow.dag_defaults import run_day
-        from cdr_airflow.ingest import ingest_ref
+        from cdr_airflow.ingest import ingest_batch_task
 
         as_of = run_day(logical_date, dag_run)
-        return ingest_ref(ref, params, as_of, outlet_events)
+        return ingest_batch_task(batch, params, as_of, outlet_events)
 
-    @task
-    def summarise(reports: list[dict]) -> dict:
-        from pipeline.report import run_summary, totals
+    @task(trigger_rule="all_done", outlets=[TIERS])  # failed files are listed too
+    def summarise(batches: list[list[dict]], outlet_events=None) -> dict:  # type: ignore[no-untyped-def]
+        from cdr_airflow.ingest import summarise_task
 
-        print(run_summary(reports))
-        return totals(reports)
+        return summarise_task(batches, outlet_events)
 
-    summarise(ingest.expand(ref=list_landing()))
+    @task(trigger_rule="all_done")  # also after a failed file: its refusal has a result too
+    def data_docs() -> int:
+        """Render the run's suite results into Data Docs (GX), once for all its files."""
+        from cdr_airflow.settings import task_resources
+
+        return task_resources().quality.render_docs()
+
+    @task(trigger_rule="all_done")
+    def verdict(summary: dict | None) -> None:  # type: ignore[type-arg]
+        """The run ends failed when a file of it was not ingested."""
+        from cdr_airflow.ingest import verdict_task
+
+        verdict_task(summary)
+
+    reports = ingest.expand(batch=list_landing())
+    summary = summarise(reports)
+    docs = data_docs()
+    reports >> docs
+    [summary, docs] >> verdict(summary)
 
 
 cdr_ingest()

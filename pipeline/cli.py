@@ -1,6 +1,6 @@
 """`python -m pipeline`: the same functions the DAGs call, driven from a shell.
 
-Commands: ingest, generate, demo, summary, retention, hold, audit, verify, replay, export,
+Commands: ingest, generate, demo, docs, summary, retention, hold, audit, verify, replay, export,
 verify-export, request, subject-request, verify-access, keys. Exit status 0 on success, 1 on a
 failed run, 2 on arguments or settings that cannot be used (README, "Exit statuses"); messages
 name files and reason codes, never record values.
@@ -212,6 +212,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
             log.error("FAILED %s: %s", name, one_line(exc))
     if reports:
         print(run_summary(reports))
+    if args.data_docs:
+        _render_docs(settings)
     if args.report_json:
         Path(args.report_json).write_text(json.dumps(reports, indent=1))
     if failed:
@@ -281,10 +283,25 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     if settings.source_timezone is None:  # the generator writes its times without offset in UTC
         settings = dataclasses.replace(settings, source_timezone="UTC")
     args.landing, args.paths, args.format, args.source = True, [], None, None
+    args.data_docs = True
     code = cmd_ingest(args, settings)
     print()
     print(store_summary(_store(settings), _docs(settings)))
     return code
+
+
+def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
+    _render_docs(settings)
+    return 0
+
+
+def _render_docs(settings: Settings) -> None:
+    """Render the results stored since the last rendering into Data Docs (GX, once a run)."""
+    from pipeline.records.quality import Quality
+
+    quality = Quality(settings.data_docs, settings.s3_endpoint_url, settings.aws())
+    rendered = quality.render_docs()
+    print(f"Data Docs: {rendered} new result(s) rendered; {quality.docs_index()}")
 
 
 def _docs(settings: Settings) -> str | None:
@@ -786,6 +803,11 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     ing.add_argument("--as-of", type=_date, default=_today(), help="date deciding expired months")
     ing.add_argument("--allow-future-as-of", action="store_true", help=FUTURE_HELP)
     ing.add_argument("--report-json", help="also write the per-file reports (counts) as JSON here")
+    ing.add_argument(
+        "--data-docs",
+        action="store_true",
+        help="render the suites' results into Data Docs at the end (else: `docs`)",
+    )
     ing.set_defaults(func=cmd_ingest)
 
     gen = sub.add_parser("generate", help="write synthetic CDRs")
@@ -918,6 +940,11 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     vac.add_argument("--seal-public-key", required=True, help="the operator's seal key (PEM)")
     vac.add_argument("--extract", help="write the decrypted files here")
     vac.set_defaults(func=cmd_verify_access)
+
+    docs = sub.add_parser(
+        "docs", help="render the suites' results stored since the last time into Data Docs"
+    )
+    docs.set_defaults(func=cmd_docs)
 
     summ = sub.add_parser("summary", help="what the store holds, per tier")
     summ.add_argument("--json", action="store_true", help=JSON_HELP)

@@ -55,6 +55,15 @@ def totals(reports: Iterable[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
+#: the outcomes that fail a run: the file was not ingested (an operator acts on it)
+FAILED = ("quarantined_file", "refused", "failed", "not_ingested")
+
+
+def failed_files(reports: Iterable[dict[str, Any]]) -> list[str]:
+    """The files of a run that were not ingested, as their reports name them."""
+    return [r["file"] for r in reports if r["status"] in FAILED]
+
+
 def ingest_metrics(report: dict[str, Any]) -> dict[str, int]:
     """One file's counts as StatsD metric names (see README, "Running in production"):
     `cdr.ingest.<count>`, `cdr.ingest.files.<status>`, `cdr.ingest.quarantined.<reason>`."""

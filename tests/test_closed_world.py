@@ -81,7 +81,8 @@ def _everything_written(
     res: Resources, docs: Path, logs: str, before: frozenset[tuple[str, int]] = frozenset()
 ) -> list[tuple[str, str]]:
     """Every object but the encrypted originals (those not in `before`, a listing of
-    (key, size) taken earlier), every Data Docs file, and the logs."""
+    (key, size) taken earlier), every Data Docs file (the results rendered first), and the logs."""
+    res.quality.render_docs()
     texts = [
         (o.key, as_text(o.key, res.store.get_bytes(o.key)))
         for o in res.store.list("")

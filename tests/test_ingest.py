@@ -245,7 +245,7 @@ def test_no_identifier_in_any_output_reason_log_or_cli_output(
         emails |= g.emails
     assert len(numbers) > 100 and len(emails) > 10
     caplog.set_level(logging.DEBUG)
-    assert cli(["-v", "ingest", "--as-of", AS_OF.isoformat(), *files]) == 0
+    assert cli(["-v", "ingest", "--as-of", AS_OF.isoformat(), "--data-docs", *files]) == 0
     out = capsys.readouterr()
     needles = needles_for(numbers, emails)
     store = Resources.from_settings(settings).store

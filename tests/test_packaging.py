@@ -116,6 +116,11 @@ def test_the_package_carries_its_expectations_and_validates_with_them(tmp_path: 
     assert run(*gen, "--seed", "2", "--out", str(tmp_path / "b.csv")).returncode == 0
     ok = run("ingest", str(tmp_path / "a.csv"))
     assert ok.returncode == 0 and " ingested " in ok.stdout, ok.stderr
+    assert not (tmp_path / "docs" / "index.html").exists()  # results stored, rendered by `docs`
+    results = len(list((tmp_path / "docs" / "results").rglob("*.json")))
+    docs = run("docs")
+    assert results and docs.returncode == 0, docs.stderr
+    assert f" {results} new result(s) rendered" in docs.stdout
     assert (tmp_path / "docs" / "index.html").exists()
 
     # The installed suites are the ones applied: one that no file can pass refuses the next.

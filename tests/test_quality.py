@@ -44,19 +44,20 @@ def test_batches_give_gx_verdict_on_the_whole_file_named_by_record_ids(
     tally = res.quality.tally("silver")
     for part in silver.iter_slices(300):
         tally.add(part)
-    ours = res.quality.suite_result(tally)
+    ours = quality.result_document(tally)
     theirs = res.quality.gx_validate("silver", frame_for_gx(silver), "record_id")
-    assert quality.failures(ours.results) == ["expect_column_values_to_not_match_regex(status)"]
-    assert quality.failures(theirs.results) == quality.failures(ours.results)
+    assert quality.failures(ours) == ["expect_column_values_to_not_match_regex(status)"]
+    assert quality.failures(theirs) == quality.failures(ours)
     assert quality.disagreements(ours, theirs) == []
-    (status,) = [r for r in ours.results if not r.success]
-    assert status.result["element_count"] == len(silver) and status.result["unexpected_count"] == 2
+    (status,) = [r["result"] for r in ours["results"] if not r["success"]]
+    assert status["element_count"] == len(silver) and status["unexpected_count"] == 2
     ids = silver.get_column("record_id")
-    assert status.result["partial_unexpected_index_list"] == [
+    assert status["partial_unexpected_index_list"] == [
         {"record_id": ids[3]},
         {"record_id": ids[len(silver) - 2]},
     ]
-    res.quality.record(ours, "batched")
+    res.quality.write_result(ours, "batched")
+    assert res.quality.render_docs() == 4  # the ingest's three suites, and this result
     pages = list(Path(res.settings.data_docs).rglob("*.html"))
     assert any("batched" in p.read_text() for p in pages)
     assert not [p for p in pages if "7654321" in p.read_text()]
@@ -68,7 +69,7 @@ def test_a_missing_column_fails_the_schema_check_and_the_expectations_on_it(
     silver = _silver(res, tmp_path, 300).drop("units", "route_id")
     tally = res.quality.tally("silver")
     tally.add(silver)
-    failed = quality.failures(res.quality.suite_result(tally).results)
+    failed = quality.failures(quality.result_document(tally))
     assert "expect_table_columns_to_match_ordered_list()" in failed
     assert "expect_column_values_to_not_match_regex(route_id)" in failed
 
@@ -91,9 +92,10 @@ def test_a_number_not_in_e164_is_refused_before_tokenising(res: Resources) -> No
     tally = res.quality.tally("silver_identifiers", None)
     tally.add(_vault_entries(key, [f"+9230012345{i:02d}" for i in range(5)]))
     tally.add(_vault_entries(key, ["03007654321"]))  # national form: never to be tokenised
-    result = res.quality.suite_result(tally)
-    assert quality.failures(result.results) == ["expect_column_values_to_match_regex(identifier)"]
-    res.quality.record(result, "national")
+    result = quality.result_document(tally)
+    assert quality.failures(result) == ["expect_column_values_to_match_regex(identifier)"]
+    res.quality.write_result(result, "national")
+    res.quality.render_docs()
     pages = Path(res.settings.data_docs).rglob("*.html")
     assert not [p for p in pages if "7654321" in p.read_text()]
 
@@ -103,9 +105,9 @@ def test_a_token_repeated_in_a_later_batch_of_the_vault_is_refused(res: Resource
     tally = res.quality.tally("silver_identifiers", None)
     tally.add(_vault_entries(key, ["+923001234567", "+923001234568"]))
     tally.add(_vault_entries(key, ["+923001234567"]))
-    (unique,) = [r for r in res.quality.suite_result(tally).results if not r.success]
-    assert unique.expectation_config.type == "expect_compound_columns_to_be_unique"
-    assert unique.result["unexpected_count"] == 2  # both occurrences, as GX counts them
+    (unique,) = [r for r in quality.result_document(tally)["results"] if not r["success"]]
+    assert unique["expectation_config"]["type"] == "expect_compound_columns_to_be_unique"
+    assert unique["result"]["unexpected_count"] == 2  # both occurrences, as GX counts them
 
 
 def test_an_unsupported_expectation_refuses_the_ingest_before_anything_is_published(
@@ -153,10 +155,13 @@ def test_results_and_data_docs_go_to_the_s3_site_under_data_docs(
     assert "verify-s3" in page and "verify-other" in page
 
 
-def test_two_ingests_on_one_host_at_once_never_fail_because_of_each_other(tmp_path: Path) -> None:
-    """Each run has its own GX context; both write the one Data Docs folder."""
+def test_two_ingests_and_two_renderings_at_once_never_fail_because_of_each_other(
+    tmp_path: Path,
+) -> None:
+    """Each run stores its results; two `docs` renderings at once (two DAG runs' last tasks)
+    both succeed, and the one site's index lists every file's results."""
     docs = tmp_path / "docs"
-    procs = []
+    procs, envs = [], []
     for n in range(2):
         files = [
             str(generate("canonical_csv", tmp_path / f"in{n}" / f"f{i}.csv", 400, seed=10 * n + i,
@@ -166,10 +171,59 @@ def test_two_ingests_on_one_host_at_once_never_fail_because_of_each_other(tmp_pa
         env = {**os.environ, "CDR_STORE": str(tmp_path / f"store{n}"),
                "CDR_KEYRING": str(tmp_path / f"keys{n}"), "CDR_DATA_DOCS": str(docs),
                "CDR_DEFAULT_REGION": "PK"}  # fmt: skip
+        envs.append(env)
         cmd = [sys.executable, "-m", "pipeline", "ingest", "--as-of", "2025-06-01", *files]
         procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, stderr=subprocess.PIPE, text=True))
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    assert not (docs / "index.html").exists()  # an ingest stores results, renders nothing
+    assert len(list((docs / "results").rglob("*.json"))) == 12  # 2 runs × 2 files × 3 suites
+    render = [sys.executable, "-m", "pipeline", "docs"]
+    procs = [subprocess.Popen(render, env=e, cwd=ROOT, stderr=subprocess.PIPE, text=True) for e in envs]  # fmt: skip
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     assert not [e for e in errors if "has changed since it has last been saved" in e]
     index = (docs / "index.html").read_text()
     assert index.count("f0.csv-") >= 2 and index.count("f1.csv-") >= 2  # both runs' results
+    assert len(list((docs / "validations").rglob("*.html"))) == 12
+    assert Quality(docs).render_docs() == 0  # nothing left to render
+
+
+def test_the_stored_result_is_gx_own_json_and_renders_as_gx_validated_it(
+    res: Resources, tmp_path: Path
+) -> None:
+    """The ingest writes each suite's result without importing GX. GX's validation results
+    store reads the document back as its own `ExpectationSuiteValidationResult`, whose JSON is
+    the document again, key for key; and GX's own engine on the same rows gives the same
+    verdict and counts. A changed field name would fail the first, a wrong count the second."""
+    silver = _silver(res, tmp_path, 600)
+    for suite in ("silver", "gold", "silver_identifiers"):
+        (written,) = list((Path(res.settings.data_docs) / "results" / suite).rglob("*.json"))
+        document = json.loads(written.read_text())
+        rel = written.relative_to(Path(res.settings.data_docs) / "results").with_suffix("")
+        from great_expectations.data_context.types.resource_identifiers import (
+            ValidationResultIdentifier,
+        )
+
+        ctx = res.quality._context()
+        key = ValidationResultIdentifier.from_tuple(rel.parts)
+        assert ctx.validation_results_store.get(key).to_json_dict() == document
+        assert document["meta"]["batch_spec"]["rows"] > 0
+    tally = res.quality.tally("silver")
+    tally.add(silver)
+    ours = quality.result_document(tally)
+    theirs = res.quality.gx_validate("silver", frame_for_gx(silver), "record_id")
+    assert quality.failures(ours) == quality.failures(theirs) != []
+    assert quality.disagreements(ours, theirs) == []
+    (status,) = [r for r in ours["results"] if not r["success"]]
+    status["result"]["unexpected_count"] -= 1  # a count off by one is seen
+    assert quality.disagreements(ours, theirs) == [
+        "expect_column_values_to_not_match_regex(status)"
+    ]
+    theirs_keys = {r["expectation_config"]["type"] for r in theirs["results"]}
+    assert theirs_keys == {r["expectation_config"]["type"] for r in ours["results"]}
+    assert sorted(theirs["results"][0]) == sorted(ours["results"][0])
+    assert sorted(theirs) == sorted(ours)
+    assert res.quality.render_docs() == 3
+    pages = list((Path(res.settings.data_docs) / "validations").rglob("*.html"))
+    assert len(pages) == 3 and all("cdr.csv-" in p.read_text() for p in pages)

@@ -19,7 +19,7 @@ from pipeline.flows.retention import RetentionRequest, run_retention
 from pipeline.flows.verify import VerifyRequest, run_verify
 from pipeline.proof.commitments import ENCODING
 from pipeline.proof.integrity import parse_key
-from pipeline.records.quality import failures
+from pipeline.records.quality import failures, result_document
 from tests.conftest import ROOT
 from tests.helpers import all_text_outputs, read_tier
 
@@ -48,7 +48,7 @@ def _gold_failures(res: Resources, gold: pl.DataFrame, run: str) -> list[str]:
     """The gold suite's failures, from the batch evaluator ingest runs and from GX itself."""
     tally = res.quality.tally("gold")
     tally.add(gold)
-    ours = failures(res.quality.suite_result(tally).results)
+    ours = failures(result_document(tally))
     theirs = res.quality.validate_frame("gold", gold.to_pandas(), run)
     assert sorted(ours) == sorted(theirs), (ours, theirs)
     return ours

@@ -94,6 +94,10 @@ class Settings:
     #: again in another format or wrapping are found as re-deliveries
     default_source: str = "default"
     unpack_max_ratio: float = 500.0
+    #: the DAG's mapped ingest takes landing files in batches of at most this many files and
+    #: bytes (`CDR_INGEST_BATCH_FILES`, `CDR_INGEST_BATCH_BYTES`); a bigger file has its own
+    batch_files: int = 50
+    batch_bytes: int = 64 << 20
 
     def zone_for(self, source: str) -> str | None:
         """The zone a source's times without an offset are read in (None: unknown)."""
@@ -147,6 +151,8 @@ class Settings:
             unpack_max_bytes=int(e.get("CDR_UNPACK_MAX_BYTES") or 32 << 30),
             default_source=e.get("CDR_DEFAULT_SOURCE") or "default",
             unpack_max_ratio=float(e.get("CDR_UNPACK_MAX_RATIO") or 500),
+            batch_files=int(e.get("CDR_INGEST_BATCH_FILES") or 50),
+            batch_bytes=int(e.get("CDR_INGEST_BATCH_BYTES") or 64 << 20),
         )
         settings.check()
         return settings
@@ -155,6 +161,8 @@ class Settings:
         """Refuse settings that would defeat crypto-shredding or cannot work."""
         if self.batch_rows < 1:
             raise ValueError("CDR_BATCH_ROWS must be a positive whole number")
+        if self.batch_files < 1 or self.batch_bytes < 1:
+            raise ValueError("CDR_INGEST_BATCH_FILES and CDR_INGEST_BATCH_BYTES must be positive")
         if not self.progress_seconds > 0:
             raise ValueError("CDR_PROGRESS_SECONDS must be a positive number of seconds")
         try:

@@ -25,7 +25,6 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline import __version__
 from pipeline.core import layout, snapshot, staging
@@ -155,25 +154,17 @@ def sweep_leftovers(res: Resources) -> dict[str, int]:
     return counts
 
 
-def list_landing(store: ObjectStore) -> list[str]:
+def landing_objects(store: ObjectStore) -> list[ObjectInfo]:
     """Files waiting in landing/, oldest name first (hidden and temporary files skipped)."""
     return sorted(
-        o.key for o in store.list(layout.LANDING) if not PurePosixPath(o.key).name.startswith(".")
+        (o for o in store.list(layout.LANDING) if not PurePosixPath(o.key).name.startswith(".")),
+        key=lambda o: o.key,
     )
 
 
-def list_landing_refs(store: ObjectStore) -> list[str]:
-    """The files waiting in landing/, as `layout.landing_ref` names them (safe for XCom)."""
-    return [layout.landing_ref(key) for key in list_landing(store)]
-
-
-def landing_key_of(store: ObjectStore, ref: str) -> str:
-    """The landing object a reference names (a scan of landing/: the key itself may hold an
-    identifier, so it never travels through the orchestrator)."""
-    for key in list_landing(store):
-        if layout.landing_ref(key) == ref:
-            return key
-    raise IngestError(f"{ref} is not in landing/ (already ingested by another run?)")
+def list_landing(store: ObjectStore) -> list[str]:
+    """The keys of the files waiting in landing/, oldest name first."""
+    return [o.key for o in landing_objects(store)]
 
 
 @dataclass(frozen=True)
@@ -578,51 +569,29 @@ def _suite_tallies(res: Resources) -> dict[str, quality.SuiteTally]:
     return {suite: res.quality.tally(suite, INDEX[suite]) for suite in SUITES.values()}
 
 
-def _gx_frame(writer: TierWriter, suite: str) -> Any:
-    """A small file's staged tier as GX's engine reads it (the vault decrypted in memory)."""
-    if suite == "silver_identifiers":
-        tables = list(writer.vault_entries(quality.GX_ROWS))
-    else:
-        parts = [p for k, p in sorted(writer.staged().items()) if k.startswith(f"{suite}/")]
-        tables = [pq.read_table(p) for p in parts]
-    return pa.concat_tables(tables).to_pandas()
-
-
 def _validate(
-    res: Resources,
-    writer: TierWriter,
-    tallies: dict[str, quality.SuiteTally],
-    records: int,
-    name: str,
-    sha256: str,
+    res: Resources, tallies: dict[str, quality.SuiteTally], name: str, sha256: str
 ) -> dict[str, list[str]]:
     """Record each suite's verdict on the whole file: the failed expectations by suite.
 
-    Every row was evaluated in the batch loop (`tallies`). A file of up to `quality.GX_ROWS`
-    records is validated by GX's own engine as well, whose result is recorded, and the two
-    verdicts must agree (success and counts of every expectation) or the file is refused.
+    Every row was evaluated in the batch loop (`tallies`); each suite's merged result is
+    stored as GX's validation-result JSON, rendered into Data Docs once per run (`pipeline
+    docs`, the DAG's `data_docs` task), so GX is never imported by an ingest.
 
     Nothing has been published yet, so a refused file leaves silver and gold unchanged; it is
     recorded as `refused` with the failing expectations named (never the values that failed).
     """
-    writer.staged()
     failed: dict[str, list[str]] = {}
     run_name = f"{name}-{sha256[:16]}"
     for suite, tally in tallies.items():
         if not tally.rows:
             continue
-        ours = res.quality.suite_result(tally)
-        result = ours
-        if records <= quality.GX_ROWS:
-            result = res.quality.gx_validate(suite, _gx_frame(writer, suite), INDEX[suite])
-            if differ := quality.disagreements(ours, result):
-                failed[f"{suite} (evaluator and GX disagree)"] = differ
-        res.quality.record(result, run_name)
-        if problems := quality.failures(result.results):
+        document = quality.result_document(tally)
+        res.quality.write_result(document, run_name)
+        if problems := quality.failures(document):
             failed[suite] = problems
-    docs = res.quality.docs_index()
     if not failed:
-        log.info("%s passed the silver and gold suites (Data Docs: %s)", name, docs)
+        log.info("%s passed the silver and gold suites", name)
     return failed
 
 
@@ -648,10 +617,6 @@ def _refusal_note(res: Resources, report: FileReport) -> str:
     }
     res.store.put_bytes(key, json.dumps(note, indent=1).encode())
     return key
-
-
-#: Files up to this size load GX while their batches are read (`_parse_into_tiers`).
-GX_EARLY_BYTES = 64 << 20
 
 
 def _parse_into_tiers(
@@ -691,11 +656,6 @@ def _parse_into_tiers(
     opts = ParseOptions(region, zone, res.settings.batch_rows)
     book = AddressBook()
     tallies = _suite_tallies(res)
-    # GX (about 200 MB once imported) loads beside the batches of a small file; for a big one
-    # only after its parts are written, so that it never adds to the memory of either.
-    early = unpacked.size <= GX_EARLY_BYTES
-    if early:
-        res.quality.warm_up(tallies)
     validating = [0.0]
 
     def check(tier: str, frame: pl.DataFrame) -> None:
@@ -760,10 +720,8 @@ def _parse_into_tiers(
         pa.default_memory_pool().release_unused()
         writer.staged()
         index.sort()
-        if not early:
-            res.quality.warm_up(tallies)
         started = time.perf_counter()
-        report.refused = _validate(res, writer, tallies, report.records, name, sha256)
+        report.refused = _validate(res, tallies, name, sha256)
         # Batch evaluation runs on the writer threads (summed over both), plus the verdict.
         timings["validate_s"] = validating[0] + time.perf_counter() - started
         if report.refused:

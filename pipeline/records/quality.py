@@ -21,15 +21,17 @@ by value, so neither logs nor Data Docs can echo an identifier.
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import functools
+import importlib.metadata
 import json
 import logging
 import os
 import threading
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,8 @@ GX_ROWS = 50_000
 RESULTS_PREFIX = "results"
 #: the suites, shipped inside the package (the wheel carries them as package data)
 EXPECTATIONS = Path(__file__).resolve().parents[1] / "expectations"
+#: how a result's run time is written in its key (as GX's `RunIdentifier` writes it)
+RUN_TIME_PATH = "%Y%m%dT%H%M%S.%fZ"
 #: the counts GX and the evaluator must agree on for a file GX validates too
 AGREED = ("element_count", "unexpected_count", "missing_count")
 
@@ -288,21 +292,6 @@ class Quality:
             self._ctx = quiet_context(config)
         return self._ctx
 
-    def warm_up(self, suites: Iterable[str]) -> None:
-        """Import GX and build the run's context and suites in the background while the batches
-        are parsed (seconds of pure Python that would otherwise follow the last batch). A failure
-        here is left to the later use, which raises it where it is handled."""
-        names = list(suites)
-
-        def build() -> None:
-            try:
-                for name in names:
-                    self._gx_suite(name)
-            except Exception:
-                log.debug("GX warm-up failed; retried when results are recorded", exc_info=True)
-
-        threading.Thread(target=build, name="gx-warm-up", daemon=True).start()
-
     def compiled(self, suite: str) -> CompiledSuite:
         """The suite compiled for the batch evaluator (refused on load if unsupported)."""
         with self._lock:
@@ -324,8 +313,9 @@ class Quality:
                 )
             return self._gx_suites[name]
 
-    def gx_validate(self, suite: str, frame: Any, index_column: str | None) -> Any:
-        """GX's own pandas engine on a pandas frame: the suite's result, values scrubbed."""
+    def gx_validate(self, suite: str, frame: Any, index_column: str | None) -> dict[str, Any]:
+        """GX's own pandas engine on a pandas frame: the suite's result as GX's JSON, values
+        scrubbed."""
         with self._lock:
             ctx = self._context()
             gx_suite = self._gx_suite(suite)
@@ -345,88 +335,62 @@ class Quality:
         result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(
             gx_suite, result_format=result_format(index_column)
         )
-        for outcome in result.results:
-            _scrub(outcome.result, index_column)
-        return result
+        document: dict[str, Any] = result.to_json_dict()
+        for outcome in document["results"]:
+            _scrub(outcome["result"], index_column)
+        return document
 
     def validate_frame(
         self, suite: str, frame: Any, run_name: str, index_column: str | None = INDEX_COLUMN
     ) -> list[str]:
-        """Validate a pandas frame with GX, record the result in Data Docs; the failures."""
-        result = self.gx_validate(suite, frame, index_column)
-        self.record(result, run_name)
-        return failures(result.results)
+        """Validate a pandas frame with GX, record the result and render it; the failures."""
+        document = self.gx_validate(suite, frame, index_column)
+        self.write_result(document, run_name)
+        self.render_docs()
+        return failures(document)
 
-    def suite_result(self, tally: SuiteTally) -> Any:
-        """The tally's merged verdict as GX's `ExpectationSuiteValidationResult`."""
-        import great_expectations as gx
-        from great_expectations.core import (
-            ExpectationSuiteValidationResult,
-            ExpectationValidationResult,
-        )
+    def write_result(self, document: dict[str, Any], run_name: str) -> str:
+        """Store a suite's result where GX's validation results store keeps it, as GX's own
+        JSON, without importing GX; `render_docs` turns it into a page. The key written."""
+        run_time = dt.datetime.now(dt.UTC)
+        document["meta"]["run_id"] = {"run_name": run_name, "run_time": run_time.isoformat()}
+        document["meta"]["validation_time"] = run_time.isoformat()
+        suite = document["suite_name"]
+        key = "/".join((RESULTS_PREFIX, suite, run_name, run_time.strftime(RUN_TIME_PATH), f"cdr-{suite}-{run_name}.json"))  # fmt: skip
+        self.site.put_bytes(key, json.dumps(document, indent=2, sort_keys=True).encode())
+        return key
 
-        gx_suite = self._gx_suite(tally.suite.name)
-        results = []
-        for (config, success, fields, error), expectation in zip(
-            tally.results(), gx_suite.expectations, strict=True
-        ):
-            assert expectation.configuration.type == config["type"]
-            results.append(
-                ExpectationValidationResult(
-                    success=success,
-                    expectation_config=expectation.configuration,
-                    result=fields,
-                    exception_info={
-                        "raised_exception": error is not None,
-                        "exception_message": error,
-                        "exception_traceback": None,
-                    },
-                )
-            )
-        passed = sum(1 for r in results if r.success)
-        return ExpectationSuiteValidationResult(
-            success=passed == len(results),
-            results=results,
-            suite_name=tally.suite.name,
-            statistics={
-                "evaluated_expectations": len(results),
-                "successful_expectations": passed,
-                "unsuccessful_expectations": len(results) - passed,
-                "success_percent": 100 * passed / len(results) if results else None,
-            },
-            meta={
-                "great_expectations_version": gx.__version__,
-                "batch_spec": {"rows": tally.rows, "validated": "every row, by polars, per batch"},
-                "active_batch_definition": {"data_asset_name": tally.suite.name},
-            },
-        )
+    def pending(self) -> list[tuple[str, ...]]:
+        """The stored results without a page yet: (suite, run name, run time, batch) each."""
+        pages = {i.key[: -len(".html")] for i in self.site.list("validations/") if i.key.endswith(".html")}  # fmt: skip
+        keys = []
+        for info in self.site.list(f"{RESULTS_PREFIX}/"):
+            rel = info.key[len(RESULTS_PREFIX) + 1 :]
+            parts = tuple(rel[: -len(".json")].split("/"))
+            if rel.endswith(".json") and len(parts) == 4 and f"validations/{rel[:-5]}" not in pages:
+                keys.append(parts)
+        return keys
 
-    def record(self, result: Any, run_name: str) -> None:
-        """Store a suite's result through GX's validation results store and render Data Docs."""
-        from great_expectations.core.run_identifier import RunIdentifier
-        from great_expectations.data_context.types.resource_identifiers import (
-            ExpectationSuiteIdentifier,
-            ValidationResultIdentifier,
-        )
-
+    def render_docs(self) -> int:
+        """Render the results stored since the last rendering into Data Docs, with GX, and the
+        site's index over every result; how many results were rendered. Once per run (the DAG's
+        `data_docs` task, `pipeline docs`), never per file: GX's import and the index rebuild
+        are a fixed cost the ingest does not pay."""
         with self._lock, self._site_lock():
+            pending = self.pending()
+            if not pending:
+                return 0
+            from great_expectations.data_context.types.resource_identifiers import (
+                ValidationResultIdentifier,
+            )
+
             ctx = self._context()
-            self._gx_suite(result.suite_name)  # the suite's page is rendered beside its results
-            run_id = RunIdentifier(run_name=run_name)
-            result.meta["run_id"] = run_id
-            result.meta["validation_time"] = run_id.run_time
-            suite_id = ExpectationSuiteIdentifier(name=result.suite_name)
-            key = ValidationResultIdentifier(
-                expectation_suite_identifier=suite_id,
-                run_id=run_id,
-                batch_identifier=f"cdr-{result.suite_name}-{run_name}",
-            )
-            ctx.validation_results_store.store_validation_results(
-                suite_validation_result=result,
-                suite_validation_result_identifier=key,
-                expectation_suite_identifier=suite_id,
-            )
-            ctx.build_data_docs(resource_identifiers=[key])
+            for suite in sorted({p[0] for p in pending}):
+                if (suites_dir() / f"{suite}.json").exists():
+                    self._gx_suite(suite)  # the suite's page is rendered beside its results
+            ids = [ValidationResultIdentifier.from_tuple(p) for p in pending]
+            ctx.build_data_docs(resource_identifiers=ids)
+            return len(ids)
 
     @contextmanager
     def _site_lock(self) -> Iterator[None]:
@@ -465,32 +429,91 @@ def _scrub(result: dict[str, Any], index_column: str | None) -> None:
     result.pop("unexpected_index_query", None)
 
 
-def failures(results: Any) -> list[str]:
-    """The failing expectations, by type and column (never a value)."""
+def result_document(tally: SuiteTally) -> dict[str, Any]:
+    """The tally's merged verdict as GX's `ExpectationSuiteValidationResult` JSON (the document
+    its validation results store keeps and Data Docs render), built without importing GX: each
+    expectation as GX serialises its configuration, in the suite's order, with an id fixed by
+    the suite and position (GX's own would be a fresh uuid4 per context)."""
+    results = []
+    for n, (config, success, fields, error) in enumerate(tally.results()):
+        expectation = {
+            "id": str(uuid.uuid5(_IDS, f"{tally.suite.name}/{n}/{config['type']}")),
+            "kwargs": config.get("kwargs", {}),
+            "meta": config.get("meta", {}),
+            "severity": config.get("severity", "critical"),
+            "type": config["type"],
+        }
+        results.append({
+            "exception_info": {"exception_message": error, "exception_traceback": None,
+                               "raised_exception": error is not None},
+            "expectation_config": expectation, "meta": {}, "result": fields, "success": success,
+        })  # fmt: skip
+    passed = sum(1 for r in results if r["success"])
+    return {
+        "id": None,
+        "meta": {
+            "active_batch_definition": {"data_asset_name": tally.suite.name},
+            "batch_spec": {"rows": tally.rows, "validated": "every row, by polars, per batch"},
+            "great_expectations_version": _gx_version(),
+        },
+        "results": results,
+        "statistics": {
+            "evaluated_expectations": len(results),
+            "success_percent": 100 * passed / len(results) if results else None,
+            "successful_expectations": passed,
+            "unsuccessful_expectations": len(results) - passed,
+        },
+        "success": passed == len(results),
+        "suite_name": tally.suite.name,
+        "suite_parameters": {},
+    }
+
+
+#: the namespace of the evaluator's expectation ids
+_IDS = uuid.UUID("5b1f3c2e-7d0a-4c61-9a57-0cd2b1e4f8a3")
+
+
+@functools.cache
+def _gx_version() -> str:
+    """GX's version from its installed metadata (importing GX costs seconds)."""
+    return importlib.metadata.version("great_expectations")
+
+
+def failures(document: dict[str, Any]) -> list[str]:
+    """The failing expectations of a result, by type and column (never a value)."""
     failed = []
-    for r in results:
-        if not r.success:
-            cfg = r.expectation_config
-            failed.append(f"{cfg.type}({cfg.kwargs.get('column', '')})")
+    for r in document["results"]:
+        if not r["success"]:
+            cfg = r["expectation_config"]
+            failed.append(f"{cfg['type']}({cfg['kwargs'].get('column', '')})")
     return failed
 
 
-def disagreements(ours: Any, theirs: Any) -> list[str]:
+def disagreements(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
     """Expectations on which the evaluator and GX's engine differ (success or counts).
 
-    GX reorders results; both sides carry the suite's expectation ids (the suite is in the
-    run's context), so results are paired by id.
-    """
-    by_id = {r.expectation_config.id: r for r in theirs.results}
+    GX reorders results and gives its expectations ids of its own, so results are paired by
+    type and arguments (but the batch GX adds to them, and with GX's bounds read as floats)."""
+
+    def signature(r: dict[str, Any]) -> str:
+        cfg = r["expectation_config"]
+        kwargs = {k: _as_float(v) for k, v in cfg["kwargs"].items() if k != "batch_id"}
+        return json.dumps([cfg["type"], kwargs], sort_keys=True)
+
+    by_signature = {signature(r): r for r in theirs["results"]}
     out = []
-    for a in ours.results:
-        b = by_id.get(a.expectation_config.id)
-        same = b is not None and a.success == b.success
-        same = same and all(a.result.get(k) == b.result.get(k) for k in AGREED)
+    for a in ours["results"]:
+        b = by_signature.get(signature(a))
+        same = b is not None and a["success"] == b["success"]
+        same = same and all(a["result"].get(k) == b["result"].get(k) for k in AGREED)
         if not same:
-            cfg = a.expectation_config
-            out.append(f"{cfg.type}({cfg.kwargs.get('column', '')})")
+            cfg = a["expectation_config"]
+            out.append(f"{cfg['type']}({cfg['kwargs'].get('column', '')})")
     return out
+
+
+def _as_float(value: Any) -> Any:
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def frame_for_gx(frame: pl.DataFrame) -> Any:

@@ -66,9 +66,14 @@ def test_a_file_quarantined_whole_fails_its_task_and_is_named_by_reference(
     assert run.state == "failed"  # because of that one file
     states = _states(run.run_id)
     assert states[("list_landing", None)] == "success"
-    assert states[("ingest", good_ref)] == "success"  # the other file still ran, and is green
-    assert states[("ingest", bad_ref)] == "failed"
-    assert states[("summarise", None)] == "upstream_failed"
+    # Both small files are one batch, whose task is named after the file that failed.
+    assert states == {
+        **states,
+        ("ingest", f"FAILED {bad_ref} (+1 ingested or unchanged)"): "failed",
+    }
+    assert states[("summarise", None)] == "success"  # lists both files
+    assert states[("verdict", None)] == "failed"  # names the file that failed
+    assert states[("data_docs", None)] == "success"
     ingest_alerts = [a for _, a in http_alerts if a["facts"]["task_id"] == "ingest"]
     assert len(ingest_alerts) == 1  # failed for good: not retried
     alert = json.dumps(ingest_alerts[0])
