@@ -168,3 +168,61 @@ def test_a_create_if_absent_write_whose_answer_is_lost_is_not_written_twice(
     assert ("PUT", f"/{data}/cdr/audit/000000000001.json", "lost") in plan.seen
     assert [e["event"] for e in read_log(store)] == ["seal:abc", "seal:def"]
     assert verify_log(store, ring.public_key()).ok
+
+
+class _CountingStore(LocalStore):
+    """A folder store that counts the audit keys its listings hand out."""
+
+    listed = 0
+
+    def list(self, prefix: str):  # type: ignore[no-untyped-def]
+        return self._counted(super().list(prefix))
+
+    def list_after(self, prefix: str, after: str):  # type: ignore[no-untyped-def]
+        return self._counted(super().list_after(prefix, after))
+
+    def _counted(self, infos):  # type: ignore[no-untyped-def]
+        for info in infos:
+            self.listed += info.key.startswith("audit/")
+            yield info
+
+
+@pytest.mark.parametrize("kind", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_an_append_reads_only_the_entries_written_since_the_last_one_it_saw(
+    tmp_path: Path, kind: str, request: pytest.FixtureRequest
+) -> None:
+    """A log of thousands of files a day must not be listed whole for each entry. Another
+    writer's entries (a second store object, as another process or host) are still found and
+    chained to, and a log emptied under the same store object is listed whole again."""
+    ring = LocalKeyring(tmp_path / "keys")
+    if kind == "s3":
+        from pipeline.core.store import open_store
+
+        endpoint = request.getfixturevalue("moto_endpoint")
+        data, _ = request.getfixturevalue("s3_buckets")
+        mine, other = (open_store(f"s3://{data}/cdr", endpoint) for _ in range(2))
+        before = mine.list
+        seen: list[str] = []
+        mine.list = lambda prefix: (seen.append(i.key) or i for i in before(prefix))  # type: ignore[method-assign]
+        after = mine.list_after
+        mine.list_after = lambda prefix, start: (
+            seen.append(i.key) or i for i in after(prefix, start)
+        )  # type: ignore[method-assign]
+        count = lambda: sum(k.startswith("audit/") for k in seen)  # noqa: E731
+    else:
+        mine, other = _CountingStore(tmp_path / "store"), LocalStore(tmp_path / "store")
+        count = lambda: mine.listed  # noqa: E731
+    for i in range(40):
+        append(mine, ring.signing_key(), "seal", what={"n": i}, event=f"seal:{i}")
+    append(other, ring.signing_key(), "seal", what={"n": "other"}, event="seal:other")
+    start = count()
+    entry = append(mine, ring.signing_key(), "seal", what={"n": 41}, event="seal:41")
+    assert entry["body"]["seq"] == 42  # chained after the other writer's entry
+    assert count() - start <= 2  # the other writer's entry and its own, not 41 entries
+    assert verify_log(mine, ring.public_key()).ok
+    if kind == "local":
+        import shutil
+
+        shutil.rmtree(tmp_path / "store" / "audit")
+        again = append(mine, ring.signing_key(), "seal", what={"n": 0}, event="seal:new-log")
+        assert again["body"]["seq"] == 1 and verify_log(mine, ring.public_key()).ok

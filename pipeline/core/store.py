@@ -111,6 +111,11 @@ class ObjectStore(ABC):
     @abstractmethod
     def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
 
+    def list_after(self, prefix: str, after: str) -> Iterator[ObjectInfo]:
+        """The objects under `prefix` whose keys sort after `after` (S3 starts its listing
+        there, so the tail of a long, ordered prefix costs one request, not all of them)."""
+        return (o for o in self.list(prefix) if o.key > after)
+
     @abstractmethod
     def delete(self, key: str) -> None: ...
 
@@ -290,6 +295,23 @@ class LocalStore(ObjectStore):
             key = p.relative_to(self.root).as_posix()
             st = p.stat()
             yield ObjectInfo(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
+
+    def list_after(self, prefix: str, after: str) -> Iterator[ObjectInfo]:
+        base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if not (prefix.endswith("/") and base.is_dir()):
+            return super().list_after(prefix, after)
+        # The names alone are compared; only the objects after `after` are looked at.
+        later = sorted(
+            (key, p)
+            for p in base.rglob("*")
+            if (key := p.relative_to(self.root).as_posix()) > after
+            and not p.name.startswith(TMP_PREFIX)
+        )
+        return (
+            ObjectInfo(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
+            for key, p in later
+            if p.is_file() and (st := p.stat())
+        )
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -512,8 +534,14 @@ class S3Store(ObjectStore):
         return ObjectInfo(key, head["ContentLength"], head["LastModified"], head.get("VersionId"))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        return self._list(prefix)
+
+    def list_after(self, prefix: str, after: str) -> Iterator[ObjectInfo]:
+        return self._list(prefix, StartAfter=self._key(after))
+
+    def _list(self, prefix: str, **start: str) -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix), **start):
             for obj in page.get("Contents", []):
                 yield ObjectInfo(self._strip(obj["Key"]), obj["Size"], obj["LastModified"])
 

@@ -53,8 +53,20 @@ def batch_label(refs: list[str], failed: list[str] | None = None) -> str:
     has run, the files that failed first."""
     if failed:
         rest = len(refs) - len(failed)
-        return f"FAILED {', '.join(failed)}" + (f" (+{rest} ingested or unchanged)" if rest else "")
+        return f"{FAILED}{', '.join(failed)}" + (
+            f" (+{rest} ingested or unchanged)" if rest else ""
+        )
     return refs[0] if len(refs) == 1 else f"{refs[0]} (+{len(refs) - 1} more)"
+
+
+def failed_in_label(label: str | None) -> list[str]:
+    """The references a batch's name (`batch_label`) says failed, if any."""
+    if not label or not label.startswith(FAILED):
+        return []
+    return label[len(FAILED) :].split(" (+", 1)[0].split(", ")
+
+
+FAILED = "FAILED "
 
 
 @dataclass

@@ -42,13 +42,33 @@ def actor() -> str:
     return os.environ.get("CDR_ACTOR") or f"user:{getpass.getuser()}"
 
 
-def _entries(store: ObjectStore) -> list[tuple[int, str]]:
+def _entries(store: ObjectStore, after: int = 0) -> list[tuple[int, str]]:
+    """The log's entries (sequence, key) after entry `after`, in order. Keys are zero-padded
+    numbers, so a listing can start past the entries already known."""
+    listing = store.list_after(layout.AUDIT, layout.audit_key(after)) if after else store.list(layout.AUDIT)  # fmt: skip
     out = []
-    for obj in store.list(layout.AUDIT):
+    for obj in listing:
         seq = layout.audit_seq(obj.key)
-        if seq is not None:
+        if seq is not None and seq > after:
             out.append((seq, obj.key))
     return sorted(out)
+
+
+#: the longest log each store was seen with in this process: the next append lists only what
+#: was written since (an entry is never removed; a store found shorter is listed whole)
+_SEEN: dict[int, tuple[ObjectStore, int]] = {}
+
+
+def _length(store: ObjectStore) -> int:
+    """How many entries the log holds now."""
+    known = _SEEN.get(id(store))
+    after = known[1] if known and known[0] is store else 0
+    if after and not store.exists(layout.audit_key(after)):
+        after = 0  # not the log that was seen (a store emptied under the same object)
+    entries = _entries(store, after)
+    length = entries[-1][0] if entries else after
+    _SEEN[id(store)] = (store, length)
+    return length
 
 
 def _read(store: ObjectStore, key: str) -> dict[str, Any] | None:
@@ -63,8 +83,7 @@ def _claim(store: ObjectStore, event: str) -> dict[str, Any]:
     key = layout.audit_event_key(event)
     claim = _read(store, key)
     if claim is None:
-        entries = _entries(store)
-        after = entries[-1][0] if entries else 0
+        after = _length(store)
         store.put_new(key, json.dumps({"event": event, "after": after}).encode())
         claim = _read(store, key) or {"event": event, "after": after}
     return claim
@@ -85,6 +104,11 @@ class _Scan:
             if entry.get("body", {}).get("event") == self.event:
                 return entry
         return None
+
+
+def _digest_of(store: ObjectStore, seq: int) -> str:
+    """The digest the entry after `seq` chains to (GENESIS for the first)."""
+    return entry_digest(json.loads(store.get_bytes(layout.audit_key(seq)))) if seq else GENESIS
 
 
 def find_event(store: ObjectStore, event: str) -> dict[str, Any] | None:
@@ -113,14 +137,12 @@ def append(
     claim = _claim(store, event)
     scan = _Scan(store, event, int(claim["after"]))
     for _ in range(ATTEMPTS):
-        entries = _entries(store)
+        # Only the entries since the claim: the one sought is among them, and so is the last.
+        entries = _entries(store, scan.after)
         if (found := scan.find(entries)) is not None:
             return found
-        if entries:
-            seq, last_key = entries[-1]
-            prev = entry_digest(json.loads(store.get_bytes(last_key)))
-        else:
-            seq, prev = 0, GENESIS
+        seq = entries[-1][0] if entries else scan.after
+        prev = _digest_of(store, seq)
         body = {
             "seq": seq + 1,
             "prev": prev,
@@ -133,6 +155,7 @@ def append(
         }
         entry = sign(body, key)
         if store.put_new(layout.audit_key(seq + 1), json.dumps(entry, sort_keys=True).encode()):
+            _SEEN[id(store)] = (store, seq + 1)
             return entry
         # Another writer took this number, or our own write landed and its answer was lost:
         # the next round's scan tells which.
