@@ -145,14 +145,29 @@ SCHEMA = {
 
 # GX takes about a second an example: no shrinking (a failure is reported as generated).
 @settings(
-    max_examples=25,
+    max_examples=40,
     deadline=None,
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=[HealthCheck.too_slow],
 )
-@given(data=st.lists(rows, min_size=1, max_size=40), cut=st.integers(0, 40))
-def test_the_evaluator_gives_gx_verdict_and_counts(data: list[dict[str, Any]], cut: int) -> None:
-    _assert_same(differential_suite(), pl.DataFrame(data, schema=SCHEMA), cut)
+@given(
+    data=st.lists(rows, min_size=1, max_size=40),
+    cut=st.integers(0, 40),
+    engine=st.sampled_from(["python re", "polars"]),
+)
+def test_the_evaluator_gives_gx_verdict_and_counts(
+    data: list[dict[str, Any]], cut: int, engine: str
+) -> None:
+    """Both regex engines the evaluator uses (Python's for a batch of few distinct values,
+    polars' for many) against GX."""
+    from pipeline.records import expectations_engine
+
+    kept = expectations_engine.PYTHON_REGEX_DISTINCT
+    expectations_engine.PYTHON_REGEX_DISTINCT = kept if engine == "python re" else -1
+    try:
+        _assert_same(differential_suite(), pl.DataFrame(data, schema=SCHEMA), cut)
+    finally:
+        expectations_engine.PYTHON_REGEX_DISTINCT = kept
 
 
 def test_a_frame_of_nulls_only() -> None:
@@ -166,6 +181,33 @@ def test_a_repeat_across_batches_counts_every_occurrence_as_gx_does() -> None:
     for cut in range(len(frame) + 1):
         ((_, success, result, _),) = _evaluate(suite, frame, cut)
         assert not success and result["unexpected_count"] == 5 and result["missing_count"] == 1
+
+
+def test_repeats_counted_in_memory_and_spilled_to_disk_agree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A small file's fingerprints stay in memory; a big one's go to bucket files once past
+    `MEMORY_PAIRS`. Both give GX's count (every occurrence of a repeated value)."""
+    from pipeline.records import expectations_engine
+
+    frame = pl.DataFrame({"record_id": [f"r{i % 700}" for i in range(1000)] + [None] * 5})
+    suite = {"name": "u", "expectations": [{"type": "expect_column_values_to_be_unique", "kwargs": {"column": "record_id"}}]}  # fmt: skip
+    counts = []
+    spills: list[int] = []
+    real = expectations_engine.Repeats._spill
+    monkeypatch.setattr(
+        expectations_engine.Repeats, "_spill", lambda r: spills.append(1) or real(r)
+    )
+    for memory in (1 << 20, 64):
+        monkeypatch.setattr(expectations_engine, "MEMORY_PAIRS", memory)
+        spills.clear()
+        tally = SuiteTally(compile_suite(suite))
+        for part in frame.iter_slices(100):
+            tally.add(part)
+        ((_, _, result, _),) = tally.results()
+        spilled = bool(spills)
+        counts.append((result["unexpected_count"], spilled))
+    assert counts == [(600, False), (600, True)]  # 300 values twice: 600 rows
 
 
 def test_failures_name_record_ids_never_values() -> None:

@@ -24,8 +24,10 @@ batch and one bucket whatever the file size.
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,11 @@ PARTIAL = 20
 INDEX_COLUMN = "record_id"
 #: spill buckets for the file-wide uniqueness count (memory: one bucket, 1/BUCKETS of the file)
 BUCKETS = 32
+#: a batch with at most this many distinct values in a regex-checked column is searched with
+#: Python's `re` (compiled once), a bigger one with polars' engine (compiled each call)
+PYTHON_REGEX_DISTINCT = 4096
+#: fingerprints kept in memory per uniqueness check before they are spilled (16 MiB)
+MEMORY_PAIRS = 1 << 20
 
 _COMMON = frozenset({"row_condition", "condition_parser", "mostly"})
 #: each supported expectation type, and the kwargs it may carry
@@ -210,26 +217,40 @@ def _compile(check: Check, suite: str) -> Check:
     elif kind == "expect_column_values_to_be_in_set":
         check.bad = ~col.is_in(list(kwargs["value_set"]))
     elif kind in ("expect_column_values_to_match_regex", "expect_column_values_to_not_match_regex"):
-        found = col.map_batches(_per_distinct(python_regex(kwargs["regex"])), pl.Boolean)
+        pattern = kwargs["regex"]
+        found = col.map_batches(_per_distinct(python_regex(pattern), pattern), pl.Boolean)
         check.bad = ~found if kind == "expect_column_values_to_match_regex" else found
     elif kind == "expect_column_values_to_be_between":
         check.bad = ~_between(col, kwargs)
     return check
 
 
-def _per_distinct(regex: str) -> Any:
+def _per_distinct(regex: str, original: str) -> Any:
     """`str.contains(regex)` with each distinct value matched once: statuses, customers and
     countries repeat on every row, and a long pattern (the identifier detector's) costs
-    microseconds a value. Null where the value is null, as `str.contains` gives."""
+    microseconds a value. Null where the value is null, as `str.contains` gives.
+
+    A batch of few distinct values is searched with Python's `re` (the suite's own pattern,
+    compiled once a process): polars compiles its pattern on every call, which for the
+    identifier detector's (tens of kilobytes) costs more than a small file's whole search."""
 
     def contains(values: pl.Series) -> pl.Series:
         distinct = values.unique()
-        hits = distinct.filter(distinct.str.contains(regex).fill_null(False))
+        if len(distinct) <= PYTHON_REGEX_DISTINCT:
+            search = _compiled(original).search
+            hits = pl.Series([v for v in distinct.drop_nulls().to_list() if search(v)], dtype=pl.String)  # fmt: skip
+        else:
+            hits = distinct.filter(distinct.str.contains(regex).fill_null(False))
         return pl.select(
             pl.when(values.is_null()).then(None).otherwise(values.is_in(hits.implode()))
         ).to_series()
 
     return contains
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def _bound(value: Any) -> Any:
@@ -267,39 +288,61 @@ class Tally:
 class Repeats:
     """Rows whose value repeats anywhere in the file, counted as GX does (every occurrence).
 
-    Each value's 128-bit fingerprint (two seeded 64-bit hashes) is appended to one of BUCKETS
-    local files by its top bits; `count` reads one bucket at a time, so memory is bounded by a
-    bucket (1/BUCKETS of the file's values) instead of the file.
+    Each value's 128-bit fingerprint (two seeded 64-bit hashes) is kept in memory up to
+    `MEMORY_PAIRS` fingerprints (16 bytes each); past that, every fingerprint goes to one of
+    BUCKETS local files by its top bits, and `count` reads one bucket at a time, so memory is
+    bounded by a bucket (1/BUCKETS of the file's values) instead of the file. A small file
+    never touches the disk.
     """
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Callable[[], Path]) -> None:
         self._folder = folder
-        self._files = [folder / f"{b:02d}.bin" for b in range(BUCKETS)]
+        self._files: list[Path] = []
+        self._held: list[np.ndarray] = []
+        self._held_pairs = 0
 
     def add(self, keys: pl.DataFrame) -> None:
         hashed = keys.select(
             pl.struct(pl.all()).hash(seed=0).alias("hi"),
             pl.struct(pl.all()).hash(seed=0x5EED).alias("lo"),
         )
-        hi, lo = hashed.get_column("hi").to_numpy(), hashed.get_column("lo").to_numpy()
-        bucket = ((hi >> np.uint64(59)) % np.uint64(BUCKETS)).astype(np.uint8)
+        pairs = np.stack([hashed.get_column("hi").to_numpy(), hashed.get_column("lo").to_numpy()], axis=1)  # fmt: skip
+        self._held.append(pairs)
+        self._held_pairs += len(pairs)
+        if self._held_pairs > MEMORY_PAIRS:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Append the fingerprints held in memory to the bucket files."""
+        if not self._files:
+            folder = self._folder()
+            self._files = [folder / f"{b:02d}.bin" for b in range(BUCKETS)]
+        pairs = np.concatenate(self._held) if self._held else np.empty((0, 2), np.uint64)
+        self._held, self._held_pairs = [], 0
+        bucket = ((pairs[:, 0] >> np.uint64(59)) % np.uint64(BUCKETS)).astype(np.uint8)
         order = np.argsort(bucket, kind="stable")  # a radix sort: one byte a key
         bounds = np.searchsorted(bucket[order], np.arange(BUCKETS + 1))
-        pairs = np.stack([hi[order], lo[order]], axis=1)
+        pairs = pairs[order]
         for b in range(BUCKETS):
             if bounds[b + 1] > bounds[b]:
                 with open(self._files[b], "ab") as f:
                     pairs[bounds[b] : bounds[b + 1]].tofile(f)
 
     def count(self) -> int:
-        total = 0
-        for path in self._files:
-            if not path.exists():
-                continue
-            pairs = np.fromfile(path, dtype=np.uint64).reshape(-1, 2)
-            frame = pl.DataFrame({"hi": pairs[:, 0], "lo": pairs[:, 1]})
-            total += int(frame.select(pl.struct("hi", "lo").is_duplicated().sum()).item())
-        return total
+        if not self._files:  # all in memory
+            return _duplicated(np.concatenate(self._held)) if self._held else 0
+        self._spill()
+        return sum(
+            _duplicated(np.fromfile(path, dtype=np.uint64).reshape(-1, 2))
+            for path in self._files
+            if path.exists()
+        )
+
+
+def _duplicated(pairs: np.ndarray) -> int:
+    """How many of the fingerprints occur more than once (every occurrence counted)."""
+    frame = pl.DataFrame({"hi": pairs[:, 0], "lo": pairs[:, 1]})
+    return int(frame.select(pl.struct("hi", "lo").is_duplicated().sum()).item())
 
 
 class SuiteTally:
@@ -318,10 +361,14 @@ class SuiteTally:
 
     def _spill(self, check: Check) -> Repeats:
         if check.index not in self._repeats:
-            if self._tmp is None:
-                self._tmp = tempfile.TemporaryDirectory(prefix="cdr-unique-")
-            folder = Path(self._tmp.name) / str(check.index)
-            folder.mkdir()
+
+            def folder() -> Path:
+                if self._tmp is None:
+                    self._tmp = tempfile.TemporaryDirectory(prefix="cdr-unique-")
+                path = Path(self._tmp.name) / str(check.index)
+                path.mkdir()
+                return path
+
             self._repeats[check.index] = Repeats(folder)
         return self._repeats[check.index]
 
