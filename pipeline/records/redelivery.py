@@ -67,14 +67,24 @@ class PriorIds:
             self._cache.move_to_end(month)
             return self._cache[month]
         y, m = divmod(month, 12)
-        parts, digests = [], []
-        for obj in self._store.list(layout.record_id_index_prefix(self._source, (y, m + 1))):
+        prefix = layout.record_id_index_prefix(self._source, (y, m + 1))
+        read = _read_before(self._store.uri(prefix))
+        listed = {}
+        for obj in self._store.list(prefix):
             digest = layout.sha_of_record_id_index(obj.key)
-            if digest is None or digest == self._sha:
-                continue
-            if not self._store.exists(layout.parse_key(digest)):
-                continue  # an ingest that never committed
-            frame = pl.read_parquet(io.BytesIO(self._store.get_bytes(obj.key)))
+            if digest is not None and digest != self._sha:
+                listed[digest] = obj.key
+        for gone in set(read) - set(listed):  # an index removed since (a purge, an erasure)
+            del read[gone]
+        parts, digests = [], []
+        for digest, key in sorted(listed.items()):
+            frame = read.get(digest)
+            if frame is None:
+                if not self._store.exists(layout.parse_key(digest)):
+                    continue  # an ingest that never committed (yet)
+                frame = pl.read_parquet(io.BytesIO(self._store.get_bytes(key)))
+                if len(frame) <= KEPT_IDS:  # a big file's index is read again, not held
+                    read[digest] = frame
             parts.append(frame.with_columns(pl.lit(len(digests), pl.Int32).alias("f")))
             digests.append(digest)
         index = (
@@ -107,6 +117,23 @@ class PriorIds:
             if len(index.h1):
                 _match(index, prints.filter(pl.col("m") == month), out)
         return out
+
+
+#: committed files' indexes already read in this process, per store prefix (a source's
+#: month): the next file of a batch reads only the indexes written since. An index is
+#: immutable once its file committed; one no longer listed is dropped.
+_READ: OrderedDict[str, dict[str, pl.DataFrame]] = OrderedDict()
+#: how many source-months' indexes stay read, and the biggest file index held (16 bytes an id)
+PREFIXES_KEPT = 6
+KEPT_IDS = 250_000
+
+
+def _read_before(prefix_uri: str) -> dict[str, pl.DataFrame]:
+    read = _READ.setdefault(prefix_uri, {})
+    _READ.move_to_end(prefix_uri)
+    while len(_READ) > PREFIXES_KEPT:
+        _READ.popitem(last=False)
+    return read
 
 
 def _match(index: _MonthIndex, batch: pl.DataFrame, out: list[str | None]) -> None:
