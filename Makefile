@@ -69,6 +69,7 @@ bench: install system
 	$(PY) bench/workers.py
 	$(PY) bench/detector.py
 	$(PY) bench/deliveries.py
+	$(PY) bench/small_files.py
 
 clean:
 	rm -rf var bench/data

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,29 @@ def test_parsing_the_dag_files_loads_neither_polars_nor_great_expectations() -> 
     loaded = set(json.loads(out.stdout.splitlines()[-1]))
     assert {"cdr_ingest", "airflow"} <= loaded  # the DAG files really were imported
     assert not loaded & {"polars", "great_expectations", "pyarrow"}
+
+
+def test_an_ingest_process_never_imports_great_expectations(tmp_path: Path) -> None:
+    """GX (seconds of imports) renders Data Docs in its own step; an ingest writes its
+    results as GX's JSON without it. Seen by `-X importtime`, which lists every import."""
+    import datetime as dt
+
+    from pipeline.records.synth import generate
+
+    g = generate("canonical_csv", tmp_path / "calls.csv", 300, start=dt.date(2025, 3, 1))
+    env = {**os.environ, "CDR_STORE": str(tmp_path / "store"), "CDR_KEYRING": str(tmp_path / "keys"),
+           "CDR_DATA_DOCS": str(tmp_path / "docs"), "CDR_DEFAULT_REGION": "PK"}  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pipeline", "ingest", "--as-of", "2025-06-01", str(g.path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0 and " ingested " in run.stdout, run.stderr[-2000:]
+    imported = [line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")]  # fmt: skip
+    assert "polars" in imported  # the listing is real
+    assert not [m for m in imported if m.split(".")[0] == "great_expectations"]
+    assert list((tmp_path / "docs" / "results").rglob("*.json"))  # the results were written
+    # and the step that renders them does import GX
+    docs = subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline", "docs"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert docs.returncode == 0 and "great_expectations" in docs.stderr
+    assert (tmp_path / "docs" / "index.html").exists()

@@ -357,7 +357,7 @@ class Quality:
         document["meta"]["validation_time"] = run_time.isoformat()
         suite = document["suite_name"]
         key = "/".join((RESULTS_PREFIX, suite, run_name, run_time.strftime(RUN_TIME_PATH), f"cdr-{suite}-{run_name}.json"))  # fmt: skip
-        self.site.put_bytes(key, json.dumps(document, indent=2, sort_keys=True).encode())
+        self.site.put_bytes(key, json.dumps(document, sort_keys=True).encode())  # C encoder
         return key
 
     def pending(self) -> list[tuple[str, ...]]:
