@@ -199,13 +199,14 @@ class LocalStore(ObjectStore):
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
+        self._inside = str(self.root) + os.sep
         private_folder(self.root)
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root not in path.parents:
+        real = os.path.realpath(os.path.join(self._inside, key))  # symbolic links followed
+        if not real.startswith(self._inside):
             raise ValueError(f"key escapes the store: {key!r}")
-        return path
+        return Path(real)
 
     def _staged(self, key: str, data: bytes) -> tuple[Path, Path]:
         """Write `data` durably to a temporary file beside the key's path: (tmp, path)."""
@@ -300,17 +301,18 @@ class LocalStore(ObjectStore):
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
         if not (prefix.endswith("/") and base.is_dir()):
             return super().list_after(prefix, after)
-        # The names alone are compared; only the objects after `after` are looked at.
-        later = sorted(
-            (key, p)
-            for p in base.rglob("*")
-            if (key := p.relative_to(self.root).as_posix()) > after
-            and not p.name.startswith(TMP_PREFIX)
-        )
+        # The names alone are compared; only the objects after `after` are looked at (a
+        # folder holding folders is walked as `list` walks it).
+        with os.scandir(base) as found:
+            names = [(e.name, e.is_dir(follow_symlinks=False)) for e in found]
+        if any(folder for _, folder in names):
+            return super().list_after(prefix, after)
+        rel = base.relative_to(self.root).as_posix() + "/"
+        later = sorted(rel + n for n, _ in names if rel + n > after and not n.startswith(TMP_PREFIX))  # fmt: skip
         return (
             ObjectInfo(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
-            for key, p in later
-            if p.is_file() and (st := p.stat())
+            for key in later
+            if (st := os.stat(self.root / key))
         )
 
     def delete(self, key: str) -> None:

@@ -152,6 +152,8 @@ class Check:
     bad: pl.Expr | None = None
     #: for uniqueness: the value(s) fingerprinted over the file
     key: tuple[str, ...] = ()
+    #: its three counts as expressions, built once (`_counts`)
+    counted: list[pl.Expr] | None = field(default=None, repr=False, compare=False)
 
     @property
     def type(self) -> str:
@@ -435,7 +437,14 @@ def _present(check: Check) -> pl.Expr:
 
 
 def _counts(check: Check) -> list[pl.Expr]:
-    """Element, missing and unexpected counts of one check on a batch (three sums)."""
+    """Element, missing and unexpected counts of one check on a batch (three sums), built
+    once a suite: building expressions costs more than evaluating them on a small batch."""
+    if check.counted is None:
+        check.counted = _count_exprs(check)
+    return check.counted
+
+
+def _count_exprs(check: Check) -> list[pl.Expr]:
     d = check.domain
     n = check.index
     missing = pl.lit(0) if check.type in _NULL_CHECKS else (d & ~_present(check))

@@ -76,28 +76,24 @@ class PriorIds:
                 listed[digest] = obj.key
         for gone in set(read) - set(listed):  # an index removed since (a purge, an erasure)
             del read[gone]
-        parts, digests = [], []
+        h1s, h2s, digests = [], [], []
         for digest, key in sorted(listed.items()):
-            frame = read.get(digest)
-            if frame is None:
+            pair = read.get(digest)
+            if pair is None:
                 if not self._store.exists(layout.parse_key(digest)):
                     continue  # an ingest that never committed (yet)
                 frame = pl.read_parquet(io.BytesIO(self._store.get_bytes(key)))
+                pair = (frame.get_column("h1").to_numpy(), frame.get_column("h2").to_numpy())
                 if len(frame) <= KEPT_IDS:  # a big file's index is read again, not held
-                    read[digest] = frame
-            parts.append(frame.with_columns(pl.lit(len(digests), pl.Int32).alias("f")))
+                    read[digest] = pair
+            h1s.append(pair[0])
+            h2s.append(pair[1])
             digests.append(digest)
-        index = (
-            pl.concat(parts).sort("h1", "h2")
-            if parts
-            else pl.DataFrame(schema={"h1": pl.UInt64, "h2": pl.UInt64, "f": pl.Int32})
-        )
-        loaded = _MonthIndex(
-            index.get_column("h1").to_numpy(),
-            index.get_column("h2").to_numpy(),
-            index.get_column("f").to_numpy(),
-            digests,
-        )
+        h1 = np.concatenate(h1s) if h1s else np.empty(0, np.uint64)
+        h2 = np.concatenate(h2s) if h2s else np.empty(0, np.uint64)
+        files = np.repeat(np.arange(len(digests), dtype=np.int32), [len(h) for h in h1s])
+        order = np.lexsort((h2, h1))  # by h1, then h2
+        loaded = _MonthIndex(h1[order], h2[order], files[order], digests)
         self._cache[month] = loaded
         if len(self._cache) > self.MONTHS_CACHED:
             self._cache.popitem(last=False)
@@ -122,13 +118,13 @@ class PriorIds:
 #: committed files' indexes already read in this process, per store prefix (a source's
 #: month): the next file of a batch reads only the indexes written since. An index is
 #: immutable once its file committed; one no longer listed is dropped.
-_READ: OrderedDict[str, dict[str, pl.DataFrame]] = OrderedDict()
+_READ: OrderedDict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = OrderedDict()
 #: how many source-months' indexes stay read, and the biggest file index held (16 bytes an id)
 PREFIXES_KEPT = 6
 KEPT_IDS = 250_000
 
 
-def _read_before(prefix_uri: str) -> dict[str, pl.DataFrame]:
+def _read_before(prefix_uri: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     read = _READ.setdefault(prefix_uri, {})
     _READ.move_to_end(prefix_uri)
     while len(_READ) > PREFIXES_KEPT:
