@@ -10,3 +10,6 @@ __version__ = "0.1.0"
 # an operator's own setting of either variable wins.
 os.environ.setdefault("_RJEM_MALLOC_CONF", "muzzy_decay_ms:0")
 os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+# numpy serves small array steps here (fingerprints, bucket sorts), never linear algebra: its
+# BLAS threads would only spin beside polars' own pool.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -159,6 +159,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         run_ingest,
         sweep_leftovers,
     )
+    from pipeline.flows.ingest_batches import freeze_startup
     from pipeline.report import run_summary
 
     if not _as_of_allowed(args, settings, "ingest"):
@@ -173,6 +174,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"--report-json names a folder, not a file: {_shown(args.report_json)}")
     res = _resources(settings)
     sweep_leftovers(res)
+    freeze_startup()
     reports = []
     failed = 0
     if args.landing:

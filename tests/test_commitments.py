@@ -677,3 +677,17 @@ def test_encoding_4_gives_one_leaf_whatever_type_parquet_reads_a_column_back_as(
     for variant in variants:
         assert leaves_of(variant, ENCODING).item() == sealed
         assert standalone.record_leaves(variant.to_arrow(), ENCODING) == [sealed]
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 100, 513])
+def test_a_small_tree_level_hashed_in_python_equals_the_polars_pass(
+    n: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.proof import commitments
+
+    level = pl.Series([hashlib.sha256(str(i).encode()).hexdigest() for i in range(n)])
+    by_python = commitments._parents(level).to_list()
+    monkeypatch.setattr(commitments, "SMALL_LEVEL", 0)
+    by_polars = commitments._parents(level).to_list()
+    assert by_python == by_polars and len(by_python) == (n + 1) // 2
+    assert by_python[0] == hashlib.sha256(f"N{level[0]}{level[1]}".encode()).hexdigest()

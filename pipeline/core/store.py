@@ -37,6 +37,8 @@ FILE_MODE, FOLDER_MODE = 0o600, 0o700
 def private_folder(path: Path) -> None:
     """Create a folder and its missing parents as 0700 (chmod: the umask may have narrowed or,
     at 000, not applied to what mkdir asked)."""
+    if path.is_dir():  # the common case: one look, not one per parent
+        return
     missing = [p for p in [path, *path.parents] if not p.exists()]
     path.mkdir(parents=True, exist_ok=True, mode=FOLDER_MODE)
     for p in missing:

@@ -230,7 +230,15 @@ def merkle_root(leaves: pl.Series) -> str:
 
 
 def _parents(level: pl.Series) -> pl.Series:
-    """The next level up of a Merkle tree (hex nodes), its odd last node promoted."""
+    """The next level up of a Merkle tree (hex nodes), its odd last node promoted. A small
+    level is hashed by `hashlib` (a polars pass costs more than a few hundred hashes)."""
+    if len(level) <= SMALL_LEVEL:
+        nodes = level.to_list()
+        up = [
+            hashlib.sha256(f"N{nodes[i]}{nodes[i + 1]}".encode()).hexdigest()
+            for i in range(0, len(nodes) - 1, 2)
+        ]
+        return pl.Series(up + nodes[-1:] if len(nodes) % 2 else up, dtype=pl.String)
     n = len(level) - len(level) % 2
     pairs = pl.DataFrame({"l": level.gather_every(2).head(n // 2), "r": level[1:n].gather_every(2)})
     parents = pairs.select(
@@ -239,6 +247,10 @@ def _parents(level: pl.Series) -> pl.Series:
     if len(level) % 2:
         parents = parents.append(level.tail(1))
     return parents
+
+
+#: a tree level of at most this many nodes is hashed in Python, not by a polars pass
+SMALL_LEVEL = 512
 
 
 def block_roots(leaves: pl.Series) -> list[tuple[int, str]]:

@@ -94,9 +94,16 @@ def part_writer(path: Path | IO[bytes], schema: pa.Schema) -> pq.ParquetWriter:
 
 
 def _arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
-    """The Parquet schema of a tier; refused if a column has no declared kind (closed world)."""
+    """The Parquet schema of a tier; refused if a column has no declared kind (closed world).
+    Converted once a process per schema (a tier's schema is a constant)."""
     require_kinds(schema)
-    return pl.DataFrame(schema=schema).to_arrow().schema
+    key = tuple((name, repr(dtype)) for name, dtype in schema.items())
+    if key not in _ARROW_SCHEMAS:
+        _ARROW_SCHEMAS[key] = pl.DataFrame(schema=schema).to_arrow().schema
+    return _ARROW_SCHEMAS[key]
+
+
+_ARROW_SCHEMAS: dict[tuple[tuple[str, str], ...], pa.Schema] = {}
 
 
 class TierWriter:
