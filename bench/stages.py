@@ -37,6 +37,7 @@ DEFAULT = ROOT / "data" / "canonical_csv-1000000.csv"
 SUITES = {"silver": "silver", "gold": "gold", "vault": "silver_identifiers"}
 PARSE, PREPARE = "parse", "prepare: classify, free text, checks"
 FINISH, COMMITS = "finish: repeats, routing, commitments, vault", "of which commitments"
+RENDER = "Data Docs rendered by GX, with its import (the run's own step, not the ingest's)"
 
 
 def _timed(clock: dict[str, float], stage: str, step: Callable[[], Any]) -> Any:
@@ -90,9 +91,11 @@ def profile(path: Path) -> tuple[int, dict[str, float]]:
 
         def record() -> None:
             for tally in tallies.values():
-                checks.record(checks.suite_result(tally), "bench")
+                checks.write_result(quality.result_document(tally), "bench")
 
-        _timed(clock, "GX: results recorded, Data Docs rendered (with its import)", record)
+        _timed(clock, "results written as GX's JSON (no GX)", record)
+        # Not part of the ingest: the run's Data Docs step, timed beside it for scale.
+        _timed(clock, RENDER, checks.render_docs)
     return sum(len(b) for b in batches), clock
 
 
@@ -101,7 +104,7 @@ def main() -> int:
     if not path.exists():
         raise SystemExit(f"{path} is missing: `make bench` (bench/run.py) generates it")
     rows, clock = profile(path)
-    total = sum(v for k, v in clock.items() if k != COMMITS)
+    total = sum(v for k, v in clock.items() if k not in (COMMITS, RENDER))
     cores = os.cpu_count() or 1
     lines = [
         "## Where the ingest's CPU goes",
@@ -114,7 +117,7 @@ def main() -> int:
         "|---|---:|---:|---:|",
     ]
     for stage, cpu in clock.items():
-        share = "" if stage == COMMITS else f"{cpu / total:.0%}"
+        share = "" if stage in (COMMITS, RENDER) else f"{cpu / total:.0%}"
         lines.append(f"| {stage} | {cpu:.2f} | {share} | {cpu / rows * 1e6:.1f} |")
     lines += [
         f"| **total** | **{total:.2f}** | | **{total / rows * 1e6:.1f}** |",

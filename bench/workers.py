@@ -51,6 +51,8 @@ def one(workers: int, files: list[Path], endpoint: str) -> tuple[float, dict[str
         "CDR_S3_ENDPOINT_URL": endpoint, "CDR_KEYRING": str(base / "keyring"),
         "CDR_DATA_DOCS": str(base / "docs"), "CDR_HOME": str(base / "var"),
         "CDR_DEFAULT_REGION": "PK",
+        # one file a mapped task, as before batches: the workers share the files one by one
+        "CDR_INGEST_BATCH_FILES": "1",
     }  # fmt: skip
     res = Resources.from_settings(Settings.from_env(env))
     for path in files:
