@@ -373,8 +373,11 @@ def written(draw: st.DrawFn) -> tuple[str, str]:
 
 def _embed(value: str, hidden: str, where: int) -> str:
     """`hidden` written after, before or glued to a field's own value (which keeps an ID
-    unique)."""
-    return (value + " " + hidden, hidden + " " + value, value + hidden)[where]
+    unique). Glued to a value ending in a digit, a number starting with one would become one
+    longer digit run, which by the detector's rule is no number (sequence IDs), so an `_`
+    joins those two: still glued, never separated by a mark people write inside numbers."""
+    glue = "_" if value[-1:].isdigit() and hidden[:1].isdigit() else ""
+    return (value + " " + hidden, hidden + " " + value, value + glue + hidden)[where]
 
 
 Embeds = dict[tuple[int, str], tuple[str, int]]
