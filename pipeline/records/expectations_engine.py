@@ -44,8 +44,8 @@ BUCKETS = 32
 #: a batch with at most this many distinct values in a regex-checked column is searched with
 #: Python's `re` (compiled once), a bigger one with polars' engine (compiled each call)
 PYTHON_REGEX_DISTINCT = 4096
-#: fingerprints kept in memory per uniqueness check before they are spilled (16 MiB)
-MEMORY_PAIRS = 1 << 20
+#: fingerprints kept in memory per uniqueness check before they are spilled (4 MiB)
+MEMORY_PAIRS = 1 << 18
 
 _COMMON = frozenset({"row_condition", "condition_parser", "mostly"})
 #: each supported expectation type, and the kwargs it may carry
