@@ -4,16 +4,17 @@ The suites are JSON files in `pipeline/expectations/` (`silver`, `silver_identif
 `original_form`), loaded as they are, so a reviewer reads the rules where they live.
 
 Who evaluates them:
-- a file of more than `GX_ROWS` rows is evaluated by polars in the ingest's batch loop
-  (`pipeline.records.expectations_engine`: the same result fields as GX, merged over the batches);
-- a file of up to `GX_ROWS` rows, and every frame handed to `validate_frame`, is validated by
-  GX's own pandas engine; for an ingested file the evaluator's verdict is then compared with GX's
-  (success and counts of every expectation) and a disagreement refuses the file.
+- every row of an ingested file, by polars in the ingest's batch loop
+  (`pipeline.records.expectations_engine`: the same result fields as GX, merged over the
+  batches), whose verdict is written as GX's own `ExpectationSuiteValidationResult` JSON
+  without importing GX (`result_document`, `Quality.write_result`);
+- every frame handed to `validate_frame` (`verify`'s checks), by GX's own pandas engine.
 
-Either way the result is a GX `ExpectationSuiteValidationResult`, stored through GX's validation
-results store and rendered by GX into Data Docs. Each `Quality` has its own in-memory GX context
-(nothing shared in memory or on disk but the results and the site), so parallel runs on one host
-or on many workers never see each other's suites; all of them write to one site: a folder
+The results are kept where GX's validation results store keeps them and rendered by GX into
+Data Docs once a run (`Quality.render_docs`: the ingest DAG's `data_docs` task, `pipeline
+docs`). Each `Quality` has its own in-memory GX context
+(nothing shared in memory or on disk but the results and the site), so parallel renderings on one
+host or on many workers never see each other's suites; all of them write to one site: a folder
 (`CDR_DATA_DOCS`, default `var/data_docs`) or, in production, the object store
 (`CDR_DATA_DOCS=s3://bucket/data_docs`). Results name failing rows by `record_id` only, never
 by value, so neither logs nor Data Docs can echo an identifier.
@@ -58,8 +59,6 @@ warnings.filterwarnings(
 warnings.filterwarnings(
     "ignore", message=".*condition_parser parameter is deprecated", category=DeprecationWarning
 )
-#: up to this many rows a file is validated by GX's own engine too (about 1 s of GX per suite)
-GX_ROWS = 50_000
 #: where, under the site's root, GX's validation results store keeps the results (JSON)
 RESULTS_PREFIX = "results"
 #: the suites, shipped inside the package (the wheel carries them as package data)
@@ -487,33 +486,6 @@ def failures(document: dict[str, Any]) -> list[str]:
             cfg = r["expectation_config"]
             failed.append(f"{cfg['type']}({cfg['kwargs'].get('column', '')})")
     return failed
-
-
-def disagreements(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
-    """Expectations on which the evaluator and GX's engine differ (success or counts).
-
-    GX reorders results and gives its expectations ids of its own, so results are paired by
-    type and arguments (but the batch GX adds to them, and with GX's bounds read as floats)."""
-
-    def signature(r: dict[str, Any]) -> str:
-        cfg = r["expectation_config"]
-        kwargs = {k: _as_float(v) for k, v in cfg["kwargs"].items() if k != "batch_id"}
-        return json.dumps([cfg["type"], kwargs], sort_keys=True)
-
-    by_signature = {signature(r): r for r in theirs["results"]}
-    out = []
-    for a in ours["results"]:
-        b = by_signature.get(signature(a))
-        same = b is not None and a["success"] == b["success"]
-        same = same and all(a["result"].get(k) == b["result"].get(k) for k in AGREED)
-        if not same:
-            cfg = a["expectation_config"]
-            out.append(f"{cfg['type']}({cfg['kwargs'].get('column', '')})")
-    return out
-
-
-def _as_float(value: Any) -> Any:
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def frame_for_gx(frame: pl.DataFrame) -> Any:
