@@ -196,6 +196,11 @@ def _through(found: list[VersionInfo], through: str) -> list[VersionInfo]:
     return uploads[named:] + ([] if newer else [v for v in found if v.delete_marker])
 
 
+def _stat_info(key: str, st: os.stat_result) -> ObjectInfo:
+    """What a listing says of a local file, from its `stat`."""
+    return ObjectInfo(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
+
+
 class LocalStore(ObjectStore):
     """A folder as object store: the embedded default."""
 
@@ -276,7 +281,7 @@ class LocalStore(ObjectStore):
         if not path.is_file():
             return None
         st = path.stat()
-        return ObjectInfo(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
+        return _stat_info(key, st)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
@@ -297,7 +302,7 @@ class LocalStore(ObjectStore):
                 continue
             key = p.relative_to(self.root).as_posix()
             st = p.stat()
-            yield ObjectInfo(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
+            yield _stat_info(key, st)
 
     def list_after(self, prefix: str, after: str) -> Iterator[ObjectInfo]:
         base = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
@@ -311,11 +316,7 @@ class LocalStore(ObjectStore):
             return super().list_after(prefix, after)
         rel = base.relative_to(self.root).as_posix() + "/"
         later = sorted(rel + n for n, _ in names if rel + n > after and not n.startswith(TMP_PREFIX))  # fmt: skip
-        return (
-            ObjectInfo(key, st.st_size, dt.datetime.fromtimestamp(st.st_mtime, dt.UTC))
-            for key in later
-            if (st := os.stat(self.root / key))
-        )
+        return (_stat_info(key, st) for key in later if (st := os.stat(self.root / key)))
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -87,12 +87,15 @@ class BatchOutcome:
     reports: list[dict[str, Any]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
 
+    def fail(self, ref: str, why: str, terminal: bool) -> None:
+        self.failures.append(Failure(ref, why, terminal))
+        log.error("%s: %s", ref, why)
+
     def failed(self, ref: str, why: str, terminal: bool, status: str = "not_ingested") -> None:
         """A file that ended without a report of its own: a report of nothing, so that the
         run's summary still lists it."""
-        self.failures.append(Failure(ref, why, terminal))
+        self.fail(ref, why, terminal)
         self.reports.append({"file": ref, "status": status, **dict.fromkeys(COUNTS, 0)})
-        log.error("%s: %s", ref, why)
 
 
 def freeze_startup() -> None:
@@ -132,6 +135,5 @@ def ingest_batch(res: Resources, request: IngestRequest, refs: list[str]) -> Bat
                 f"quarantined whole ({report['reason']}); no reader for it, nothing published, "
                 f"the original is sealed in bronze ({layout.quarantine_file_key(report['sha256'])})"
             )
-            outcome.failures.append(Failure(ref, why, True))
-            log.error("%s: %s", ref, why)
+            outcome.fail(ref, why, True)
     return outcome
