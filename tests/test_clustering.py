@@ -55,7 +55,7 @@ def _write(
         schema = batches[0][1].to_arrow().schema
         with pq.ParquetWriter(out[key], schema) as writer:
             clusterer.write(key, writer, row_group)
-    assert not list(work.rglob("*.arrows")), "spools left behind"
+    assert not list(work.rglob("spill-*")), "spools left behind"
     return out
 
 

@@ -11,13 +11,16 @@ an end user, else the destination), stably, so one person's records keep their f
 order is only a layout: every record keeps its `leaf_index`, which is what the proofs use.
 
 Memory stays bounded by `BUFFER_ROWS` however big the file: the parts of a file are held in
-memory together up to that many rows; beyond it the biggest part is spilled to local spool files
-(Arrow IPC, one per range of the hash), and a spool bigger than `SORT_ROWS` is split again by the
-next bits of the hash before it is sorted. A range holding more rows than that alone (one party
-in very many records) is sorted `SORT_ROWS` rows at a time; a spool of one key alone is not
-split or sorted at all, since its rows were spooled in file order.
+memory together up to that many rows; beyond it the biggest part is spilled to a local spill
+file. Each row is hashed once, when it arrives. A spill is not sorted: its rows are grouped by
+the first bits of their hash (a stable partition, so each range keeps file order), and each
+group is one record batch of an Arrow IPC file; a range (a spool) is the list of its batches in
+the spill files. Each range is sorted once, when its part is written. A spool bigger than
+`SORT_ROWS` is split again by the next bits of the hash first. A range holding more rows than
+that alone (one party in very many records) is sorted `SORT_ROWS` rows at a time; a spool of one
+key alone is not split or sorted at all, since its rows were spooled in file order.
 
-Spools are not compressed: lz4 cost about 5 CPU-seconds per million rows, and a spool lives only
+Spills are not compressed: lz4 cost about 5 CPU-seconds per million rows, and a spill lives only
 until its part is written. The price is local scratch space: about 400 bytes a row of silver
 while the file is being ingested. Columns that hold one value on every row of a file (its
 source, name and digest: `constant`) are not spooled or sorted at all: each part keeps the value
@@ -127,24 +130,19 @@ BY_PARTY = Order(_party_hash)
 BY_TOKEN = Order(_token_rank, ("token",))
 
 
-def _spool_of(table: pa.Table, level: int) -> pa.Array:
+def _spool_of(table: pa.Table, level: int) -> np.ndarray:
     """Which spool of a split at `level` each row goes to: the hash's bits after the first."""
-    shift = pa.scalar(64 - _BITS * (level + 1), pa.uint64())
-    mask = pa.scalar((1 << _BITS) - 1, pa.uint64())
-    return pc.bit_wise_and(pc.shift_right(table.column(_HASH), shift), mask)
+    keys = table.column(_HASH).to_numpy()
+    shift, mask = np.uint64(64 - _BITS * (level + 1)), np.uint64((1 << _BITS) - 1)
+    return ((keys >> shift) & mask).astype(np.uint8)
 
 
-def _append_stream(path: Path, table: pa.Table) -> None:
-    """Append `table` to a spool as one complete IPC stream (no file is kept open, however many
-    parts and spools a file has)."""
-    if not path.exists():
-        private_file(path)
-    options = pa.ipc.IpcWriteOptions(compression=None)  # see the module's docstring
-    with (
-        pa.OSFile(str(path), "ab") as sink,
-        pa.ipc.new_stream(sink, table.schema, options=options) as out,
-    ):
-        out.write_table(table)
+@dataclass(frozen=True)
+class _Batches:
+    """Record batches of one spill file: one range's rows, in file order."""
+
+    path: Path
+    indices: tuple[int, ...]
 
 
 def _sized(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
@@ -159,33 +157,35 @@ def _sized(tables: Iterator[pa.Table], rows: int) -> Iterator[pa.Table]:
         yield pa.concat_tables(pending)
 
 
-def _read_streams(path: Path) -> Iterator[pa.Table]:
-    """The tables appended to a spool, in order."""
-    size = path.stat().st_size
-    with pa.OSFile(str(path), "rb") as source:
-        while source.tell() < size:
-            yield pa.ipc.open_stream(source).read_all()
+def _read_batches(spooled: list[_Batches]) -> Iterator[pa.Table]:
+    """A spool's rows, in the order they were spilled: each spill file opened, its batches of
+    the range read (the file's footer says where they lie), and closed again."""
+    for where in spooled:
+        with pa.OSFile(str(where.path), "rb") as source:
+            reader = pa.ipc.open_file(source)
+            yield pa.Table.from_batches([reader.get_batch(i) for i in where.indices])
 
 
 class _Part:
-    """One part: rows buffered in memory, and spool files once spilled."""
+    """One part: rows buffered in memory, and spill files once spilled."""
 
     def __init__(self, folder: Path, order: Order) -> None:
         self.folder, self.order = folder, order
         self.buffer: list[pa.Table] = []
         self.buffered = 0
         self.spilled = False
-        #: rows in each spool, by its hash prefix
+        self._files = itertools.count()
+        #: rows in each spool, by its hash prefix, and where they lie
         self.spools: dict[tuple[int, ...], int] = {}
+        self.batches: dict[tuple[int, ...], list[_Batches]] = {}
         #: the lowest and highest key in each spool: one key alone needs no sorting
         self.keys: dict[tuple[int, ...], tuple[int, int]] = {}
+        #: spools not read yet, by spill file: a file is removed once all of its are read
+        self.readers: dict[Path, int] = {}
         self.constants = _Constants()
 
-    def spool(self, prefix: tuple[int, ...]) -> Path:
-        return self.folder / ("spool-" + "-".join(f"{i:x}" for i in prefix) + ".arrows")
-
     def spill(self) -> None:
-        """Move the buffered rows to the part's spools, by the first bits of their hash."""
+        """Move the buffered rows to a spill file, by the first bits of their hash."""
         if not self.buffer:
             return
         table = pa.concat_tables(self.buffer)
@@ -193,20 +193,46 @@ class _Part:
         self.split(table, ())
 
     def split(self, table: pa.Table, prefix: tuple[int, ...]) -> None:
-        """Append `table`'s rows to the spools under `prefix`, by the hash's next bits: sorted
-        by the hash once, each spool's rows are one slice."""
-        table = self.order.sort(table)
-        which = _spool_of(table, len(prefix)).to_numpy()
-        keys = table.column(_HASH).to_numpy()
-        bounds = np.searchsorted(which, np.arange((1 << _BITS) + 1))
-        for index in range(1 << _BITS):
-            lo, hi = int(bounds[index]), int(bounds[index + 1])
-            if hi > lo:
+        """Append `table`'s rows to the spools under `prefix`, by the hash's next bits: grouped
+        by a stable partition (no sort), each group one record batch of a new spill file."""
+        which = _spool_of(table, len(prefix))
+        order = np.argsort(which, kind="stable")  # a radix sort: one byte a key
+        bounds = np.searchsorted(which[order], np.arange((1 << _BITS) + 1))
+        grouped = table.take(order)
+        keys = grouped.column(_HASH).to_numpy()
+        path = self.folder / f"spill-{next(self._files)}.arrow"
+        private_file(path)
+        options = pa.ipc.IpcWriteOptions(compression=None)  # see the module's docstring
+        written = 0
+        with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema, options=options) as out:  # fmt: skip
+            for index in range(1 << _BITS):
+                lo, hi = int(bounds[index]), int(bounds[index + 1])
+                if hi == lo:
+                    continue
+                batches = grouped.slice(lo, hi - lo).to_batches()
+                for batch in batches:
+                    out.write_batch(batch)
                 spool = (*prefix, index)
-                _append_stream(self.spool(spool), table.slice(lo, hi - lo))
+                indices = tuple(range(written, written + len(batches)))
+                written += len(batches)
+                self.batches.setdefault(spool, []).append(_Batches(path, indices))
+                self.readers[path] = self.readers.get(path, 0) + 1
                 self.spools[spool] = self.spools.get(spool, 0) + hi - lo
-                low, high = self.keys.get(spool, (keys[lo], keys[hi - 1]))
-                self.keys[spool] = (min(low, keys[lo]), max(high, keys[hi - 1]))
+                low, high = keys[lo:hi].min(), keys[lo:hi].max()
+                was = self.keys.get(spool, (low, high))
+                self.keys[spool] = (min(was[0], low), max(was[1], high))
+
+    def read(self, prefix: tuple[int, ...]) -> Iterator[pa.Table]:
+        """The rows of the spool `prefix`, in the order they were spilled; a spill file is
+        removed once the last of its spools is read, so scratch space shrinks as a part is
+        written."""
+        spooled = self.batches.pop(prefix)
+        yield from _read_batches(spooled)
+        for where in spooled:
+            self.readers[where.path] -= 1
+            if not self.readers[where.path]:
+                del self.readers[where.path]
+                where.path.unlink()
 
 
 class Clusterer:
@@ -278,17 +304,14 @@ class Clusterer:
         low, high = part.keys.pop(prefix)
         # One key alone (a party in very many records): its rows are already in file order.
         one_key = low == high and not part.order.then
-        path = part.spool(prefix)
         if len(prefix) < _LEVELS and rows > SORT_ROWS and not one_key:
-            for chunk in _sized(_read_streams(path), SORT_ROWS):
+            for chunk in _sized(part.read(prefix), SORT_ROWS):
                 part.split(chunk, prefix)
-            path.unlink()
             for index in range(1 << _BITS):
                 yield from self._drain(part, (*prefix, index))
             return
-        for chunk in _sized(_read_streams(path), SORT_ROWS):  # one range: SORT_ROWS at a time
+        for chunk in _sized(part.read(prefix), SORT_ROWS):  # one range: SORT_ROWS at a time
             yield chunk if one_key else part.order.sort(chunk)
-        path.unlink()
 
 
 class _Constants:
