@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import json
 import warnings
 from typing import Any
@@ -208,6 +209,60 @@ def test_repeats_counted_in_memory_and_spilled_to_disk_agree(
         spilled = bool(spills)
         counts.append((result["unexpected_count"], spilled))
     assert counts == [(600, False), (600, True)]  # 300 values twice: 600 rows
+
+
+@pytest.mark.parametrize(
+    "batches",
+    [
+        [[0, 1, 2], [3, 4], [7, 9, 10]],  # increasing, with and without gaps: nothing repeats
+        [[0, 1, 2], [3, 5], [5, 6]],  # the last batch starts on the one before's last value
+        [[0, 1, 2], [4, 6, 8], [9, 1], [2]],  # a run, a gapped run, then back into both
+        [[10, 11], [3, 3], [12]],  # a repeat inside one batch, below what came before
+        [[-5, -3, 2**40], [2**40 + 1, -3]],
+    ],
+)
+def test_an_increasing_integer_key_is_proved_unique_without_fingerprints_until_it_is_not(
+    batches: list[list[int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file's `leaf_index` comes in strictly increasing batches: those are kept as runs, not
+    fingerprinted. A batch out of order turns the runs kept so far into fingerprints, and the
+    count is GX's (every occurrence of a repeated value) however the batches came."""
+    from pipeline.records import expectations_engine
+
+    hashed: list[int] = []
+    real = expectations_engine.Repeats._fingerprint
+    monkeypatch.setattr(
+        expectations_engine.Repeats,
+        "_fingerprint",
+        lambda r, k: hashed.append(len(k)) or real(r, k),
+    )
+    suite = {"name": "u", "expectations": [{"type": "expect_column_values_to_be_unique", "kwargs": {"column": "leaf_index"}}]}  # fmt: skip
+    tally = SuiteTally(compile_suite(suite), index_column=None)
+    for batch in batches:
+        tally.add(pl.DataFrame({"leaf_index": batch}, schema={"leaf_index": pl.Int64}))
+    ((_, success, result, _),) = tally.results()
+    values = pl.Series([v for batch in batches for v in batch])
+    expected = int(values.is_duplicated().sum())
+    assert result["unexpected_count"] == expected and success == (expected == 0)
+    ordered = all(a < b for a, b in itertools.pairwise(values))
+    assert bool(hashed) != ordered  # fingerprints only once the order broke
+
+
+def test_gapped_runs_beyond_the_fingerprints_memory_are_fingerprinted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Runs with gaps keep their values: past the memory fingerprints would take they are
+    fingerprinted instead (which spill to disk), and the count is still exact."""
+    from pipeline.records import expectations_engine
+
+    monkeypatch.setattr(expectations_engine, "MEMORY_PAIRS", 4)
+    suite = {"name": "u", "expectations": [{"type": "expect_column_values_to_be_unique", "kwargs": {"column": "leaf_index"}}]}  # fmt: skip
+    tally = SuiteTally(compile_suite(suite), index_column=None)
+    for start in range(0, 4000, 400):  # every third value: gapped, increasing
+        tally.add(pl.DataFrame({"leaf_index": list(range(start, start + 400, 3))}))
+    tally.add(pl.DataFrame({"leaf_index": [0, 3, 5]}))
+    ((_, success, result, _),) = tally.results()
+    assert not success and result["unexpected_count"] == 4
 
 
 def test_failures_name_record_ids_never_values() -> None:

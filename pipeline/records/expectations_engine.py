@@ -302,8 +302,44 @@ class Repeats:
         self._files: list[Path] = []
         self._held: list[np.ndarray] = []
         self._held_pairs = 0
+        #: integers seen so far, while every batch of an integer key has come in increasing
+        #: order after all before it (a file's `leaf_index`): each batch's first and last value
+        #: and which values between them it holds (`_held_values`; None when it holds them all)
+        self._runs: list[tuple[int, int, np.ndarray | None]] | None = []
+        self._run_bytes = 0
 
     def add(self, keys: pl.DataFrame) -> None:
+        if self._runs is not None and self._increasing(keys):
+            return
+        self._fingerprint(keys)
+
+    def _increasing(self, keys: pl.DataFrame) -> bool:
+        """Whether the batch is one integer key in strictly increasing order, all after every
+        value seen so far, so it repeats nothing: kept as a run (`_runs`). On the first batch
+        that is not, the runs kept so far are fingerprinted, and counting goes on as for any
+        key."""
+        column = keys.get_column(keys.columns[0])
+        if len(keys.columns) == 1 and column.dtype.is_integer() and not column.null_count():
+            values = column.to_numpy().astype(np.int64)
+            first, last = int(values[0]), int(values[-1])
+            if (not self._runs or first > self._runs[-1][1]) and bool((np.diff(values) > 0).all()):  # fmt: skip
+                held = None if last - first == len(values) - 1 else _held_values(values - first)
+                size = 0 if held is None else held.nbytes
+                if self._run_bytes + size <= MEMORY_PAIRS * 16:  # no more than fingerprints
+                    self._runs.append((first, last, held))
+                    self._run_bytes += size
+                    return True
+        runs, self._runs = self._runs or [], None
+        for first, last, held in runs:
+            offsets = np.arange(last - first + 1, dtype=np.int64) if held is None else held
+            if offsets.dtype == np.uint8:  # a bitmap
+                offsets = np.flatnonzero(np.unpackbits(offsets, count=last - first + 1))
+            for start in range(0, len(offsets), MEMORY_PAIRS):
+                chunk = pl.Series(keys.columns[0], offsets[start : start + MEMORY_PAIRS] + first)
+                self._fingerprint(chunk.cast(column.dtype).to_frame())
+        return False
+
+    def _fingerprint(self, keys: pl.DataFrame) -> None:
         hashed = keys.select(
             pl.struct(pl.all()).hash(seed=0).alias("hi"),
             pl.struct(pl.all()).hash(seed=0x5EED).alias("lo"),
@@ -339,6 +375,17 @@ class Repeats:
             for path in self._files
             if path.exists()
         )
+
+
+def _held_values(offsets: np.ndarray) -> np.ndarray:
+    """A gapped run's values, as offsets from its first: a packed bitmap of the run's length
+    (uint8) where that is smaller than the offsets themselves (int64), else the offsets."""
+    span = int(offsets[-1]) + 1
+    if span // 8 >= offsets.nbytes:
+        return offsets
+    bits = np.zeros(span, dtype=bool)
+    bits[offsets] = True
+    return np.packbits(bits)
 
 
 def _duplicated(pairs: np.ndarray) -> int:
