@@ -28,7 +28,7 @@ from pipeline.core.store import ObjectStore, private_file
 from pipeline.proof.commitments import COMMIT_BLOCK
 from pipeline.proof.crypto import decrypt_value, encrypt_values
 from pipeline.records import token_index
-from pipeline.records.clustering import BY_PARTY, BY_TOKEN, Clusterer
+from pipeline.records.clustering import BY_PARTY, BY_TOKEN, WRITE_BUFFER, Clusterer
 from pipeline.records.fingerprints import Fingerprints
 from pipeline.records.schema import (
     GOLD,
@@ -83,14 +83,30 @@ def _row_group(key: str) -> int | None:
 def part_writer(path: Path | IO[bytes], schema: pa.Schema) -> pq.ParquetWriter:
     """A Parquet writer with the tiers' encoding: zstd, statistics and dictionaries only where
     they pay."""
-    return pq.ParquetWriter(
-        path,
-        schema,
-        compression="zstd",
-        compression_level=1,
-        write_statistics=[c for c in STATISTICS if c in schema.names],
-        use_dictionary=[c for c in DICTIONARY if c in schema.names],
-    )
+    options = {
+        "compression": "zstd",
+        "compression_level": 1,
+        "write_statistics": [c for c in STATISTICS if c in schema.names],
+        "use_dictionary": [c for c in DICTIONARY if c in schema.names],
+    }
+    if isinstance(path, Path):
+        return _BufferedWriter(path, schema, **options)
+    return pq.ParquetWriter(path, schema, **options)
+
+
+class _BufferedWriter(pq.ParquetWriter):
+    """A Parquet writer to a local file through a buffer, closed with the writer: unbuffered,
+    every page and column chunk is its own system call (tens of thousands for a big part)."""
+
+    def __init__(self, path: Path, schema: pa.Schema, **options: object) -> None:
+        self._sink = pa.BufferedOutputStream(pa.OSFile(str(path), "wb"), WRITE_BUFFER)
+        super().__init__(self._sink, schema, **options)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._sink.close()
 
 
 def _arrow_schema(schema: dict[str, pl.DataType]) -> pa.Schema:
