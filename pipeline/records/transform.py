@@ -413,11 +413,13 @@ class AddressBook:
 
     A file's end users and senders recur through its batches, so each batch looks up what the
     earlier ones already classified and classifies only what is new. The book belongs to one
-    file (its region, its token key) and is bounded: past `limit` entries it starts afresh, so
-    memory follows the limit, not the file.
+    file (its region, its token key) and is bounded: past `limit` entries (about 80 bytes each,
+    40 MiB at the limit) it starts afresh, so memory follows the limit, not the file. A
+    smaller book costs CPU: the 1 M-row bench file writes 288,000 distinct addresses, and a
+    book of 200,000 classified 533,000 (each about 6 µs).
     """
 
-    def __init__(self, limit: int = 200_000) -> None:
+    def __init__(self, limit: int = 500_000) -> None:
         self.resolver = CountryResolver()
         self.limit = limit
         self._known: pl.DataFrame | None = None
