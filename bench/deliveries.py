@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from measure import measure, write_section  # noqa: E402
+from measure import measure_cpu, write_section  # noqa: E402
 
 DATA = ROOT / "data"
 ROWS = int(os.environ.get("DELIVERY_ROWS", "1000000"))
@@ -57,11 +56,6 @@ WRAPS: dict[str, tuple[str, Callable[[Path, Path], None] | None]] = {
 }
 
 
-def _cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def main() -> None:
     plain = DATA / f"canonical_csv-{ROWS}.csv"
     if not plain.exists():
@@ -91,9 +85,7 @@ def main() -> None:
             "CDR_DEFAULT_REGION": "PK",
         }
         cmd = [sys.executable, "-m", "pipeline", "ingest", "--as-of", AS_OF, str(path)]
-        before = _cpu()
-        seconds, peak, _ = measure(cmd, env, work / "out")
-        cpu = _cpu() - before
+        cpu, seconds, peak, _ = measure_cpu(cmd, env, work / "out")
         lines.append(
             f"| {name} | {path.stat().st_size:,} | {seconds:.1f} | {cpu:.1f} | "
             f"{ROWS / seconds:,.0f} | {peak / (1 << 20):,.0f} |"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import time
 from pathlib import Path
@@ -38,6 +39,19 @@ def measure(cmd: list[str], env: dict[str, str], out_dir: Path) -> tuple[float, 
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[2:4])} failed:\n{err_path.read_text()[-3000:]}")
     return seconds, peak, out_path.read_text()
+
+
+def measure_cpu(
+    cmd: list[str], env: dict[str, str], out_dir: Path
+) -> tuple[float, float, int, str]:
+    """CPU seconds (user + sys, every thread of the process), wall seconds, peak RSS in bytes
+    and standard output of `cmd` in a fresh process. CPU seconds are far steadier than wall
+    time on a shared machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, peak, out = measure(cmd, env, out_dir)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return cpu, wall, peak, out
 
 
 RESULTS = Path(__file__).resolve().parent / "results.md"

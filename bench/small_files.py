@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from measure import measure, write_section  # noqa: E402
+from measure import measure_cpu, write_section  # noqa: E402
 
 DATA = ROOT / "data" / "small"
 WORK = DATA / "run"
@@ -58,10 +58,7 @@ def cpu_of(cmd: list[str]) -> tuple[float, float, int]:
     """CPU seconds (user + sys), wall seconds and peak RSS of `cmd` in a fresh process, on a
     fresh store and keyring."""
     shutil.rmtree(WORK, ignore_errors=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    wall, peak, _ = measure(cmd, ENV, DATA / "out")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu, wall, peak, _ = measure_cpu(cmd, ENV, DATA / "out")
     return cpu, wall, peak
 
 
