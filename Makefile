@@ -62,8 +62,12 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# the revision `make bench` checks the working tree's outputs against, row for row
+BENCH_AGAINST ?= HEAD
+
 bench: install system
 	$(PY) bench/run.py
+	$(PY) bench/same_outputs.py --against $(BENCH_AGAINST)
 	$(PY) bench/stages.py
 	$(PY) bench/export.py
 	$(PY) bench/workers.py
