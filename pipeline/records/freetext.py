@@ -52,7 +52,11 @@ def masked_record_id(record_id: pl.Expr, file_key: bytes) -> pl.Expr:
 def as_read(col: pl.Expr) -> pl.Expr:
     """A source's text as the tiers keep it when nothing in it is masked: control and invisible
     characters removed, look-alike characters read as what they look like."""
-    return col.str.replace_all(CONTROL, "").map_batches(fold_lookalikes, return_dtype=pl.String)
+    return _folded(col.str.replace_all(CONTROL, ""))
+
+
+def _folded(col: pl.Expr) -> pl.Expr:
+    return col.map_batches(fold_lookalikes, return_dtype=pl.String)
 
 
 def kept_forms(original: pl.Expr, kept: pl.Expr, field: str, file_key: bytes) -> pl.Expr:
@@ -153,15 +157,20 @@ def scrub(
         pl.col(f).str.contains(CONTROL).fill_null(False).sum().alias(f"control:{f}") for f in fields
     ).row(0, named=True)
     # Searched as a reader sees them: a number in full-width or Arabic-Indic digits is a number.
-    seen = df.with_columns(as_read(pl.col(f)) for f in fields)
+    # A field with no control character anywhere in the batch has none to remove.
+    seen = df.with_columns(
+        as_read(pl.col(f)) if hits[f"control:{f}"] else _folded(pl.col(f)) for f in fields
+    )
     found = _identifying_values(seen, fields, region).implode()
     flags = seen.select(pl.col(f).is_in(found).fill_null(False) for f in fields).with_columns(
         pl.col(f) | _own_values(seen, f) for f in fields
     )
+    masked = []
     for f in fields:
         hits[f"masked:{f}"] = int(flags.get_column(f).sum())
-        mask = masked_record_id(pl.col(f), file_key) if f == "record_id" else pl.lit(MASK)
-        seen = seen.with_columns(
-            pl.when(flags.get_column(f)).then(mask).otherwise(pl.col(f)).alias(f)
-        )
+        if hits[f"masked:{f}"]:  # only a field with a hit is rewritten
+            mask = masked_record_id(pl.col(f), file_key) if f == "record_id" else pl.lit(MASK)
+            masked.append(pl.when(flags.get_column(f)).then(mask).otherwise(pl.col(f)).alias(f))
+    if masked:
+        seen = seen.with_columns(masked)
     return seen, {k: int(v) for k, v in hits.items() if v}
