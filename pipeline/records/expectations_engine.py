@@ -98,10 +98,13 @@ def _unquote(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text)
 
 
+@functools.lru_cache(maxsize=64)
 def python_regex(pattern: str) -> str:
     """The pattern rewritten so polars' engine matches what Python's `re.search` (GX's pandas
     engine) matches: `$` also before a final newline, `\\s` also the separators \\x1c-\\x1f,
-    `\\Z` the end of the text. Refused if polars' engine cannot compile it (e.g. lookarounds)."""
+    `\\Z` the end of the text. Refused if polars' engine cannot compile it (e.g. lookarounds).
+    Cached: the identifier detector's pattern (tens of kilobytes, read a character at a time)
+    is used by nine expectations of each suite, and took half a second a process."""
     out, i, in_class = [], 0, False
     while i < len(pattern):
         ch = pattern[i]
