@@ -2,6 +2,7 @@
 
     make bench                       # 1 M and 10 M rows, canonical CSV and messaging JSON Lines
     BENCH_SIZES=200000 make bench    # a quick run
+    BENCH_FORMATS=canonical_csv BENCH_ROUNDS=3 python bench/run.py
 
 Each ingest runs in its own process (the CLI, as an operator runs it) on a fresh store and
 keyring; peak memory is that process's maximum RSS. The lean reference runs in its own process
@@ -39,7 +40,11 @@ from measure import measure, measure_cpu, write_section  # noqa: E402
 
 DATA = ROOT / "data"
 SIZES = [int(s) for s in os.environ.get("BENCH_SIZES", "1000000,10000000").split(",")]
-FORMATS = {"canonical_csv": "csv", "messaging_jsonl": "jsonl"}
+FORMATS = {
+    fmt: ext
+    for fmt, ext in {"canonical_csv": "csv", "messaging_jsonl": "jsonl"}.items()
+    if fmt in os.environ.get("BENCH_FORMATS", "canonical_csv,messaging_jsonl").split(",")
+}
 BASELINE_SAMPLE = 200_000
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 AS_OF = "2025-06-01"  # the generated months (2025-01..03) are all within retention
