@@ -5,8 +5,9 @@
 The ingest overlaps these stages on threads (reader: parse and `prepare`; main: `finish`;
 two writers: Parquet and the batch evaluation), so its wall time is bounded below by their CPU
 seconds spread over the machine's cores. This benchmark measures each stage's CPU seconds
-(process time, every thread of the process) on the same batches, one stage after another,
-and writes the profile to the `stages` section of bench/results.md.
+(process time, every thread of the process) on the same batches, one stage after another
+(the tier writer's tasks too run one at a time here), and writes the profile to the `stages`
+section of bench/results.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,23 @@ SUITES = {"silver": "silver", "gold": "gold", "vault": "silver_identifiers"}
 PARSE, PREPARE = "parse", "prepare: classify, free text, checks"
 FINISH, COMMITS = "finish: repeats, routing, commitments, vault", "of which commitments"
 RENDER = "Data Docs rendered by GX, with its import (the run's own step, not the ingest's)"
+
+
+class _Inline:
+    """An executor that runs each task at once, in the caller: the tier writer's two threads
+    would otherwise run the suites and the Parquet encoding side by side, and the process's CPU
+    clock could not tell one stage from the other."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        done: Future[Any] = Future()
+        done.set_result(fn(*args))
+        return done
+
+    def map(self, fn: Callable[[Any], Any], items: Any) -> list[Any]:
+        return [fn(item) for item in items]
+
+    def shutdown(self) -> None:
+        pass
 
 
 def _timed(clock: dict[str, float], stage: str, step: Callable[[], Any]) -> Any:
@@ -79,6 +98,8 @@ def profile(path: Path) -> tuple[int, dict[str, float]]:
             _timed(clock, "suites evaluated by polars", lambda: tallies[tier].add(frame))
 
         writer = TierWriter("ab" * 32, lambda y, m: b"m" * 32, b"c" * 32, "bench", path.name, check)  # fmt: skip
+        writer._pool.shutdown()
+        writer._pool = _Inline()  # type: ignore[assignment]  # one stage at a time (see _Inline)
         began = time.process_time()
         for out in outs:
             writer.add(out.silver, out.gold, out.vault, out.quarantine)
