@@ -240,13 +240,14 @@ def test_an_impossible_number_is_quarantined_then_replayed_under_a_newer_plan(
     once per plan."""
     from pipeline.flows.replay import ReplayRequest, run_replay
 
-    real = normalise._valid_for
+    real = normalise._plan
     older = normalise.numbering_plan()
 
-    def without_pk(region_code: str) -> pl.Expr:
-        return pl.lit(False) if region_code == "PK" else real(region_code)
+    def without_pk(region_code: str) -> object:
+        return None if region_code == "PK" else real(region_code)
 
-    monkeypatch.setattr(normalise, "_valid_for", without_pk)
+    normalise._valid_for.cache_clear()  # the rule as polars reads it, built from the plan
+    monkeypatch.setattr(normalise, "_plan", without_pk)
     rows = [{"destination": "+923001234567"}, {"destination": "+447797712345"},
             {"destination": "+9230012345670"}]  # fmt: skip
     report = ingest_file(res, _canonical(tmp_path / "a.csv", rows), as_of=AS_OF)
@@ -254,7 +255,8 @@ def test_an_impossible_number_is_quarantined_then_replayed_under_a_newer_plan(
     assert report.gold == 1
     request = ReplayRequest("invalid_number", None, AS_OF)
     assert run_replay(res, request).files == []  # nothing newer yet: nothing to do
-    monkeypatch.setattr(normalise, "_valid_for", real)
+    monkeypatch.setattr(normalise, "_plan", real)
+    normalise._valid_for.cache_clear()
     monkeypatch.setattr(normalise, "numbering_plan", lambda: f"{older}+1")
     moved = run_replay(res, request)
     assert moved.moved == 1  # the real number; +92 300 1234567 0 stays impossible

@@ -135,21 +135,37 @@ def _poison(e164: str, cut: int) -> str | None:
     return None if phonenumbers.is_valid_number(phonenumbers.parse(short, None)) else short
 
 
-def _countries(values: list[str]) -> pl.DataFrame:
-    return normalise(values, region=None).select("a_value", "a_country", "a_country_invalid")
+#: the two engines that resolve countries: Python's `re` for a batch of few numbers, polars
+#: for many (`normalise.PYTHON_NUMBERS`); every test of countries runs on both
+ENGINES = {"python re": 1 << 30, "polars": -1}
 
 
-def test_every_example_number_of_every_region_gets_its_region() -> None:
+def _countries(values: list[str], engine: str = "polars") -> pl.DataFrame:
+    from pipeline.records import normalise as module
+
+    kept = module.PYTHON_NUMBERS
+    module.PYTHON_NUMBERS = ENGINES[engine]
+    try:
+        return normalise(values, region=None).select("a_value", "a_country", "a_country_invalid")
+    finally:
+        module.PYTHON_NUMBERS = kept
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_example_number_of_every_region_gets_its_region(engine: str) -> None:
     assert len({r for _, r in EXAMPLES}) > 230
-    out = _countries([e for e, _ in EXAMPLES])
+    out = _countries([e for e, _ in EXAMPLES], engine)
     got = dict(zip(out.get_column("a_value"), out.get_column("a_country"), strict=True))
     wrong = [(e, r, got[e]) for e, r in EXAMPLES if got[e] != r]
     assert not wrong, wrong[:20]
     assert not out.get_column("a_country_invalid").any()
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("region", ["JE", "CA", "YT", "CC", "CX", "BL"])
-def test_a_region_sharing_a_calling_code_is_not_decided_by_a_neighbour(region: str) -> None:
+def test_a_region_sharing_a_calling_code_is_not_decided_by_a_neighbour(
+    region: str, engine: str
+) -> None:
     """Jersey after an invalid shorter +44 number with the same digits; Canada, Mayotte, Cocos,
     Christmas Island and St Barthélemy after numbers of the region that shares their code."""
     mine = [e for e, r in EXAMPLES if r == region]
@@ -158,7 +174,7 @@ def test_a_region_sharing_a_calling_code_is_not_decided_by_a_neighbour(region: s
     theirs = [e for e, r in EXAMPLES if r == main][:3]
     poisons = [p for e in mine for cut in (1, 2, 3) if (p := _poison(e, cut))]
     assert mine and poisons
-    out = _countries([*poisons, *theirs, *mine])
+    out = _countries([*poisons, *theirs, *mine], engine)
     rows = {r["a_value"]: r for r in out.iter_rows(named=True)}
     assert {e: rows[e]["a_country"] for e in mine} == dict.fromkeys(mine, region)
     assert {e: rows[e]["a_country"] for e in theirs} == dict.fromkeys(theirs, main)
@@ -171,14 +187,15 @@ def test_a_region_sharing_a_calling_code_is_not_decided_by_a_neighbour(region: s
     st.lists(st.sampled_from(EXAMPLES), min_size=1, max_size=80, unique=True),
     st.lists(st.tuples(st.sampled_from(EXAMPLES), st.integers(1, 3)), max_size=40),
     st.randoms(use_true_random=False),
+    st.sampled_from(list(ENGINES)),
 )
 def test_country_does_not_depend_on_order_or_on_invalid_numbers_in_the_file(
-    picked: list[tuple[str, str]], poisoned: list[tuple[tuple[str, str], int]], rnd
+    picked: list[tuple[str, str]], poisoned: list[tuple[tuple[str, str], int]], rnd, engine: str
 ) -> None:  # type: ignore[no-untyped-def]
     poisons = {p for (e, _), cut in poisoned if (p := _poison(e, cut))}
     values = [e for e, _ in picked] + sorted(poisons)
     rnd.shuffle(values)
-    out = _countries(values)
+    out = _countries(values, engine)
     got = dict(zip(out.get_column("a_value"), out.get_column("a_country"), strict=True))
     assert {e: got[e] for e, _ in picked} == dict(picked)
     assert all(got[p] is None for p in poisons)

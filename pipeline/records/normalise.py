@@ -15,6 +15,7 @@ flagged `_ambiguous` (and `_bad`), never kept as a literal sender ID.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from dataclasses import dataclass
 from functools import cache
@@ -360,15 +361,17 @@ TYPES = ("premium_rate", "toll_free", "shared_cost", "voip", "personal_number", 
          "voicemail", "fixed_line", "mobile")  # fmt: skip
 
 
-def _matches(nsn: pl.Expr, desc: object) -> pl.Expr | None:
-    """The metadata's test of a national number against one number description (pattern and
-    possible lengths), as a polars expression; None where the description has no pattern."""
+#: A plan's test of a national number: its pattern (ASCII, see `_ascii`) and possible lengths
+#: (empty: any length).
+Rule = tuple[str, tuple[int, ...]]
+
+
+def _rule(desc: object) -> Rule | None:
+    """One number description's test, None where it has no pattern."""
     pattern = getattr(desc, "national_number_pattern", None)
     if not pattern:
         return None
-    lengths = [n for n in getattr(desc, "possible_length", ()) if n > 0]
-    full = nsn.str.contains(f"^(?:{_ascii(pattern)})$")
-    return full & nsn.str.len_chars().is_in(lengths) if lengths else full
+    return _ascii(pattern), tuple(n for n in getattr(desc, "possible_length", ()) if n > 0)
 
 
 def _ascii(pattern: str) -> str:
@@ -379,15 +382,45 @@ def _ascii(pattern: str) -> str:
 
 
 @cache
-def _valid_for(region_code: str) -> pl.Expr:
-    """Whether `_nsn` is a valid number of a region: it matches the region's general description
-    and one of its number types (phonenumbers' `is_valid_number_for_region`)."""
+def _plan(region_code: str) -> tuple[Rule, list[Rule]] | None:
+    """A region's general description and its number types' (phonenumbers'
+    `is_valid_number_for_region`: the general one and one of the types must match); None
+    where the region cannot hold a valid number."""
     meta = PhoneMetadata.metadata_for_region(region_code)
-    general = _matches(pl.col("_nsn"), meta.general_desc)
-    types = [m for t in TYPES if (m := _matches(pl.col("_nsn"), getattr(meta, t))) is not None]
-    if general is None or not types:
+    general = _rule(meta.general_desc)
+    types = [r for t in TYPES if (r := _rule(getattr(meta, t))) is not None]
+    return (general, types) if general is not None and types else None
+
+
+@cache
+def _claims(code: str) -> list[tuple[str, str | None]]:
+    """The regions of a calling code, in phonenumbers' order, each with its leading digits (a
+    pattern the national number starts with; None: decided by validity instead)."""
+    regions = [r for r in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[int(code)] if r != "001"]
+    return [
+        (r, _ascii(lead) if (lead := PhoneMetadata.metadata_for_region(r).leading_digits) else None)
+        for r in regions
+    ]
+
+
+# --- the rules as polars expressions over a column of national numbers (`_nsn`) -----------------
+
+
+def _matches(nsn: pl.Expr, rule: Rule) -> pl.Expr:
+    pattern, lengths = rule
+    full = nsn.str.contains(f"^(?:{pattern})$")
+    return full & nsn.str.len_chars().is_in(list(lengths)) if lengths else full
+
+
+@cache
+def _valid_for(region_code: str) -> pl.Expr:
+    """Whether `_nsn` is a valid number of a region (`_plan`)."""
+    plan = _plan(region_code)
+    if plan is None:
         return pl.lit(False)
-    return general & pl.any_horizontal(types)
+    general, types = plan
+    nsn = pl.col("_nsn")
+    return _matches(nsn, general) & pl.any_horizontal([_matches(nsn, t) for t in types])
 
 
 @cache
@@ -396,18 +429,55 @@ def _region_of(code: str) -> pl.Expr:
     of the code's regions whose leading digits start the national number, or (without leading
     digits) for which it is valid; null where none (phonenumbers' `region_code_for_number`,
     over whole columns)."""
-    regions = [r for r in phonenumbers.COUNTRY_CODE_TO_REGION_CODE[int(code)] if r != "001"]
-    if not regions:
+    claims = _claims(code)
+    if not claims:
         return pl.lit(None, pl.String)
-    if len(regions) == 1:
-        return pl.lit(regions[0])
+    if len(claims) == 1:
+        return pl.lit(claims[0][0])
     chain = None
-    for r in regions:
-        lead = PhoneMetadata.metadata_for_region(r).leading_digits
-        rule = pl.col("_nsn").str.contains(f"^(?:{_ascii(lead)})") if lead else _valid_for(r)
+    for r, lead in claims:
+        rule = pl.col("_nsn").str.contains(f"^(?:{lead})") if lead else _valid_for(r)
         chain = (pl.when(rule) if chain is None else chain.when(rule)).then(pl.lit(r))
     assert chain is not None
     return chain.otherwise(None)
+
+
+# --- the same rules in Python, patterns compiled once a process (`CountryResolver`) --------------
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(f"(?:{pattern})")
+
+
+def _fits(nsn: str, rule: Rule) -> bool:
+    pattern, lengths = rule
+    return (not lengths or len(nsn) in lengths) and _compiled(pattern).fullmatch(nsn) is not None
+
+
+def _valid(region_code: str, nsn: str) -> bool:
+    plan = _plan(region_code)
+    return plan is not None and _fits(nsn, plan[0]) and any(_fits(nsn, t) for t in plan[1])
+
+
+def _country(code: str, nsn: str) -> str | None:
+    """The country of one national number of a calling code: its region (`_region_of`), if the
+    number is valid there."""
+    claims = _claims(code)
+    if len(claims) == 1:
+        region: str | None = claims[0][0]
+    else:
+        region = next(
+            (r for r, lead in claims if (_compiled(lead).match(nsn) if lead else _valid(r, nsn))),
+            None,
+        )
+    return region if region is not None and _valid(region, nsn) else None
+
+
+#: distinct numbers a batch resolves in Python (`_country`, each pattern compiled once a
+#: process); more go through polars, which compiles every region's patterns on each call
+#: (about 16 ms a batch however few its numbers)
+PYTHON_NUMBERS = 1024
 
 
 class CountryResolver:
@@ -432,6 +502,11 @@ class CountryResolver:
             .with_columns(pl.col("_v").str.slice(pl.col("_code").str.len_chars() + 1).alias("_nsn"))
         )
         resolved = [pl.DataFrame(schema={"_v": pl.String, "_c": pl.String})]
+        if len(numbers) <= PYTHON_NUMBERS:  # a few numbers: no polars compile of every pattern
+            rows = numbers.select("_v", "_code", "_nsn").iter_rows()
+            found = {v: _country(str(code), nsn) for v, code, nsn in rows}
+            resolved.append(pl.DataFrame({"_v": list(found), "_c": list(found.values())}, schema=resolved[0].schema))  # fmt: skip
+            numbers = numbers.clear()
         for (code,), part in numbers.partition_by("_code", as_dict=True).items():
             found = part.with_columns(_region_of(str(code)).cast(pl.String).alias("_found"))
             # Each number is then checked against its own region's plan only: a calling code
