@@ -248,6 +248,16 @@ def test_an_increasing_integer_key_is_proved_unique_without_fingerprints_until_i
     assert bool(hashed) != ordered  # fingerprints only once the order broke
 
 
+def test_an_unsigned_key_beyond_int64_is_counted_not_taken_for_a_run() -> None:
+    """2**64 - 1 then 0 would read as -1 then 0 in 64-bit signed integers: increasing."""
+    suite = {"name": "u", "expectations": [{"type": "expect_column_values_to_be_unique", "kwargs": {"column": "n"}}]}  # fmt: skip
+    tally = SuiteTally(compile_suite(suite), index_column=None)
+    for batch in ([2**64 - 1, 0], [0]):
+        tally.add(pl.DataFrame({"n": batch}, schema={"n": pl.UInt64}))
+    ((_, success, result, _),) = tally.results()
+    assert not success and result["unexpected_count"] == 2
+
+
 def test_gapped_runs_beyond_the_fingerprints_memory_are_fingerprinted(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

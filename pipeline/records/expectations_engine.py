@@ -330,7 +330,7 @@ class Repeats:
         that is not, the runs kept so far are fingerprinted, and counting goes on as for any
         key."""
         column = keys.get_column(keys.columns[0])
-        if len(keys.columns) == 1 and column.dtype.is_integer() and not column.null_count():
+        if len(keys.columns) == 1 and column.dtype in _RUN_TYPES and not column.null_count():
             values = column.to_numpy().astype(np.int64)
             first, last = int(values[0]), int(values[-1])
             if (not self._runs or first > self._runs[-1][1]) and bool((np.diff(values) > 0).all()):  # fmt: skip
@@ -386,6 +386,10 @@ class Repeats:
             for path in self._files
             if path.exists()
         )
+
+
+#: integer types whose every value an int64 holds (a UInt64 beyond it would wrap around)
+_RUN_TYPES = (pl.Int8, pl.Int16, pl.Int32, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt32)
 
 
 def _held_values(offsets: np.ndarray) -> np.ndarray:
