@@ -202,6 +202,7 @@ class _Part:
         bounds = np.searchsorted(which[order], np.arange((1 << _BITS) + 1))
         grouped = table.take(order)
         keys = grouped.column(_HASH).to_numpy()
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.folder / f"spill-{next(self._files)}.arrow"
         private_file(path)
         options = pa.ipc.IpcWriteOptions(compression=None)  # see the module's docstring
@@ -263,8 +264,7 @@ class Clusterer:
     def add(self, key: str, table: pa.Table) -> None:
         """Gather rows of the part `key`; spill the biggest buffered part when over budget."""
         if key not in self._parts:
-            folder = self.folder / f"cluster-{next(self._folders)}"
-            folder.mkdir(mode=0o700, parents=True)
+            folder = self.folder / f"cluster-{next(self._folders)}"  # made on its first spill
             self._parts[key] = _Part(folder, self.order)
         part = self._parts[key]
         table = part.constants.take_from(table, self.constant)
