@@ -34,11 +34,12 @@ def disagreements(ours: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
     """Expectations on which the evaluator and GX's engine differ (success or counts).
 
     GX reorders results and gives its expectations ids of its own, so results are paired by
-    type and arguments (but the batch GX adds to them, and with GX's bounds read as floats)."""
+    type and arguments as the suite writes them (but the batch GX adds to them, and with GX's
+    bounds read as floats)."""
 
     def signature(r: dict[str, Any]) -> str:
         cfg = r["expectation_config"]
-        kwargs = {k: _as_float(v) for k, v in cfg["kwargs"].items() if k != "batch_id"}
+        kwargs = {k: _as_float(v) for k, v in quality.as_written(cfg).items() if k != "batch_id"}
         return json.dumps([cfg["type"], kwargs], sort_keys=True)
 
     by_signature = {signature(r): r for r in theirs["results"]}
@@ -255,3 +256,36 @@ def test_the_stored_result_is_gx_own_json_and_renders_as_gx_validated_it(
     assert res.quality.render_docs() == 3
     pages = list((Path(res.settings.data_docs) / "validations").rglob("*.html"))
     assert len(pages) == 3 and all("cdr.csv-" in p.read_text() for p in pages)
+
+
+def test_results_name_the_detectors_pattern_by_its_digest_never_write_it_out(
+    res: Resources, tmp_path: Path
+) -> None:
+    """The identifier detector's pattern (over 100 KB, nine expectations a suite) is recorded
+    in each result as `$identifier` with its SHA-256, region and numbering plan, from which it
+    is rebuilt; written out, it made every file's results 2 MB."""
+    import hashlib
+
+    from pipeline.records import detector
+    from pipeline.records.normalise import numbering_plan
+
+    g = generate("canonical_csv", tmp_path / "cdr.csv", 200, start=dt.date(2025, 3, 1), months=1)
+    ingest_file(res, g.path, as_of=dt.date(2025, 6, 1))
+    pattern = detector.pattern(res.quality.region)
+    digest = hashlib.sha256(pattern.encode()).hexdigest()
+    documents = sorted((Path(res.settings.data_docs) / quality.RESULTS_PREFIX).rglob("*.json"))
+    assert len(documents) == 3  # silver, gold, the vault's identifiers
+    named = 0
+    for path in documents:
+        text = path.read_text()
+        assert pattern not in text and len(text) < 100_000, path.name
+        for result in json.loads(text)["results"]:
+            config = result["expectation_config"]
+            if config["kwargs"].get("regex") == "$identifier":
+                named += 1
+                assert config["meta"]["pattern_sha256"] == digest
+                rebuilt = detector.pattern(config["meta"]["detector_region"])
+                assert hashlib.sha256(rebuilt.encode()).hexdigest() == digest
+                assert config["meta"]["numbering_plan"] == numbering_plan()
+    assert named == 18  # nine in silver, nine in gold
+    assert res.quality.render_docs() == 3

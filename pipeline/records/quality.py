@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import functools
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -47,6 +48,7 @@ from pipeline.records.expectations_engine import (
     SuiteTally,
     compile_suite,
 )
+from pipeline.records.normalise import numbering_plan
 from pipeline.records.schema import CURRENCIES, OTHER
 
 log = logging.getLogger("pipeline.records.quality")
@@ -85,7 +87,12 @@ def load_suite_json(name: str, region: str | None = None) -> dict[str, Any]:
     """A suite as its file states it, with the placeholders the pipeline defines in one place
     filled in: `$identifier` (the identifier detector's pattern for the deployment's `region`,
     `pipeline.records.detector`) and `$currencies` (ISO 4217 and `other`,
-    `pipeline.records.schema`)."""
+    `pipeline.records.schema`).
+
+    The detector's pattern (over 100 KB) is recorded in results by name (`as_written`): the
+    expectation's `meta` says which argument held `$identifier`, the pattern's SHA-256, the
+    region and the numbering plan it was built for, from which `detector.pattern` rebuilds it.
+    Written out, nine expectations a suite made each file's results 2 MB."""
     suite: dict[str, Any] = json.loads((suites_dir() / f"{name}.json").read_text())
     filled = {"$identifier": lambda: detector.pattern(region), "$currencies": lambda: [*CURRENCIES, OTHER]}  # fmt: skip
     for expectation in suite.get("expectations", []):
@@ -93,7 +100,20 @@ def load_suite_json(name: str, region: str | None = None) -> dict[str, Any]:
         for key, value in kwargs.items():
             if isinstance(value, str) and value in filled:
                 kwargs[key] = filled[value]()
+                if value == "$identifier":
+                    expectation.setdefault("meta", {}).update(
+                        as_written={key: value},
+                        pattern_sha256=hashlib.sha256(kwargs[key].encode()).hexdigest(),
+                        detector_region=region,
+                        numbering_plan=numbering_plan(),
+                    )
     return suite
+
+
+def as_written(config: dict[str, Any]) -> dict[str, Any]:
+    """An expectation's arguments as its suite file writes them: the detector's pattern by its
+    name (`load_suite_json`)."""
+    return {**config.get("kwargs", {}), **config.get("meta", {}).get("as_written", {})}
 
 
 def quiet_context(project_config: Any = None) -> Any:
@@ -437,7 +457,7 @@ def result_document(tally: SuiteTally) -> dict[str, Any]:
     for n, (config, success, fields, error) in enumerate(tally.results()):
         expectation = {
             "id": str(uuid.uuid5(_IDS, f"{tally.suite.name}/{n}/{config['type']}")),
-            "kwargs": config.get("kwargs", {}),
+            "kwargs": as_written(config),
             "meta": config.get("meta", {}),
             "severity": config.get("severity", "critical"),
             "type": config["type"],
