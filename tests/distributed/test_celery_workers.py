@@ -73,12 +73,13 @@ def test_two_celery_workers_share_the_mapped_ingest(
 
     runs = run_dag(stack, "cdr_ingest", lambda: not list(res.store.list("landing/")))
     assert {r["state"] for r in runs} == {"success"}
-    succeeded = 0
+    succeeded, states = 0, []
     for run in runs:
         tis = stack.call(
             "GET", f"/api/v2/dags/cdr_ingest/dagRuns/{run['dag_run_id']}/taskInstances"
         )["task_instances"]
         succeeded += sum(ti["task_id"] == "ingest" and ti["state"] == "success" for ti in tis)
+        states += [(run["dag_run_id"], ti["task_id"], ti.get("map_index"), ti["state"], ti.get("try_number")) for ti in tis]  # fmt: skip
     # Which worker ran which mapped task: each worker logs the workloads Celery gave it.
     by_worker = {
         worker: re.findall(
@@ -90,7 +91,7 @@ def test_two_celery_workers_share_the_mapped_ingest(
     with capsys.disabled():
         print(f"\nmapped ingest tasks (map_index) per Celery worker: {by_worker}")
     batches = -(-FILES // 2)
-    assert succeeded == batches == sum(len(v) for v in by_worker.values())
+    assert succeeded == batches == sum(len(v) for v in by_worker.values()), states
     assert all(by_worker.values()), by_worker  # both workers took mapped tasks
     # Each file's counts reached StatsD from the workers, as Airflow metrics.
     metrics = statsd.text()
