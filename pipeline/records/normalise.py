@@ -474,6 +474,30 @@ def _country(code: str, nsn: str) -> str | None:
     return region if region is not None and _valid(region, nsn) else None
 
 
+_MAPPING = {"_v": pl.String, "_c": pl.String}
+
+
+def _resolved_in_python(numbers: pl.DataFrame) -> pl.DataFrame:
+    """`_v` (a number) → `_c` (its country, or null), by `_country`."""
+    found = {v: _country(str(code), nsn) for v, code, nsn in numbers.select("_v", "_code", "_nsn").iter_rows()}  # fmt: skip
+    return pl.DataFrame({"_v": list(found), "_c": list(found.values())}, schema=_MAPPING)
+
+
+def _resolved_in_polars(numbers: pl.DataFrame) -> pl.DataFrame:
+    """`_v` → `_c` as `_resolved_in_python`, one calling code at a time. Each number is then
+    checked against its own region's plan only: a calling code shared by many regions (+1,
+    +44, +7) does not test every number against each."""
+    resolved = [pl.DataFrame(schema=_MAPPING)]
+    for (code,), part in numbers.partition_by("_code", as_dict=True).items():
+        found = part.with_columns(_region_of(str(code)).cast(pl.String).alias("_found"))
+        for (region,), same in found.partition_by("_found", as_dict=True).items():
+            if region is not None:
+                valid = _valid_for(str(region))
+                country = pl.when(valid).then(pl.lit(region, pl.String)).alias("_c")
+                resolved.append(same.select("_v", country))
+    return pl.concat(resolved)
+
+
 #: distinct numbers a batch resolves in Python (`_country`, each pattern compiled once a
 #: process); more go through polars, which compiles every region's patterns on each call
 #: (about 16 ms a batch however few its numbers)
@@ -501,22 +525,10 @@ class CountryResolver:
             .unique("_v")
             .with_columns(pl.col("_v").str.slice(pl.col("_code").str.len_chars() + 1).alias("_nsn"))
         )
-        resolved = [pl.DataFrame(schema={"_v": pl.String, "_c": pl.String})]
         if len(numbers) <= PYTHON_NUMBERS:  # a few numbers: no polars compile of every pattern
-            rows = numbers.select("_v", "_code", "_nsn").iter_rows()
-            found = {v: _country(str(code), nsn) for v, code, nsn in rows}
-            resolved.append(pl.DataFrame({"_v": list(found), "_c": list(found.values())}, schema=resolved[0].schema))  # fmt: skip
-            numbers = numbers.clear()
-        for (code,), part in numbers.partition_by("_code", as_dict=True).items():
-            found = part.with_columns(_region_of(str(code)).cast(pl.String).alias("_found"))
-            # Each number is then checked against its own region's plan only: a calling code
-            # shared by many regions (+1, +44, +7) does not test every number against each.
-            for (region,), same in found.partition_by("_found", as_dict=True).items():
-                if region is not None:
-                    valid = _valid_for(str(region))
-                    country = pl.when(valid).then(pl.lit(region, pl.String)).alias("_c")
-                    resolved.append(same.select("_v", country))
-        mapping = pl.concat(resolved)
+            mapping = _resolved_in_python(numbers)
+        else:
+            mapping = _resolved_in_polars(numbers)
         number = pl.col(cc).is_not_null() & (pl.col(cc) != "")
         return (
             df.join(mapping, left_on=value, right_on="_v", how="left", maintain_order="left")
