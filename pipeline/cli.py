@@ -260,11 +260,14 @@ def demo_landing(records: int, today: dt.date, settings: Settings) -> list[str]:
         # A late arrival: its month is already past the policy's purge date, so gold only.
         ("canonical_csv", "operator-a", "late-2025.csv", max(records // 20, 50), dt.date(late_y, late_m, 1), 1),
     ]  # fmt: skip
+    # Records end before the run's day: none is judged `future_timestamp`, whatever the day.
+    until = dt.datetime(today.year, today.month, today.day, tzinfo=dt.UTC)
     keys = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, (fmt, source, name, rows, start, months) in enumerate(plan):
             path = Path(tmp) / name
-            generate(fmt, path, rows, seed=11 + i, start=start, months=months)
+            # Each file its own record IDs (`r…`, `s…`): none is taken for a redelivered record.
+            generate(fmt, path, rows, seed=11 + i, start=start, months=months, until=until, id_prefix="rstuvwxyz"[i])  # fmt: skip
             keys.append(copy_into_landing(store, path, source))
         bad = Path(tmp) / "truncated-upload.bin"
         bad.write_bytes(b"\x00\x01 partial upload, not a CDR format\n")
@@ -273,6 +276,7 @@ def demo_landing(records: int, today: dt.date, settings: Settings) -> list[str]:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.records import synth
     from pipeline.report import store_summary
 
     args.allow_future_as_of = False
@@ -284,6 +288,8 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if settings.source_timezone is None:  # the generator writes its times without offset in UTC
         settings = dataclasses.replace(settings, source_timezone="UTC")
+    if settings.default_region is None:  # and its national-format numbers are Pakistan's
+        settings = dataclasses.replace(settings, default_region=synth.REGION)
     args.landing, args.paths, args.format, args.source = True, [], None, None
     args.data_docs = True
     code = cmd_ingest(args, settings)

@@ -14,6 +14,7 @@ from typing import Any
 from pipeline.core import layout
 from pipeline.core.lease import held_leases
 from pipeline.core.store import ObjectStore
+from pipeline.records.reasons import meaning
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -107,7 +108,8 @@ def run_summary(reports: Iterable[dict[str, Any]]) -> str:
         reasons.update(r.get("reasons") or {})
     if reasons:
         out.append("\nQuarantined rows by reason:")
-        out.append(_table(["reason", "rows"], [[k, v] for k, v in sorted(reasons.items())]))
+        rows = [[k, v, meaning(k)] for k, v in sorted(reasons.items())]
+        out.append(_table(["reason", "rows", "what it means"], rows))
     scrubbed: Counter[str] = Counter()
     for r in reports:
         scrubbed.update(r.get("scrubbed") or {})

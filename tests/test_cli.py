@@ -174,3 +174,30 @@ def test_a_second_demo_says_nothing_new_was_ingested(env: dict[str, str]) -> Non
     again = cli(env, "demo", "--records", "400")
     assert again.returncode == 0, again.stderr
     assert "Nothing new was ingested: all 7 files had been ingested before." in again.stdout
+
+
+@pytest.mark.parametrize("day", ["2024-02-29", "2025-12-31", "2026-03-01", "2026-07-16"])
+def test_the_demo_quarantines_only_its_deliberate_bad_rows_on_any_day(
+    env: dict[str, str], day: str
+) -> None:
+    """The demo's records end before its day (none `future_timestamp`), its files share no
+    record ID (none `duplicate_record_id`), its generated IDs hold nothing the detector masks,
+    and each reason the summary lists is explained in a line of its own."""
+    from pipeline.records.reasons import MEANINGS
+
+    done = cli(env, "demo", "--records", "2000", "--as-of", day)  # no region set: the demo's own
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(cli(env, "summary", "--json").stdout)
+    reasons = {r for f in summary["files"] for r in (f.get("reasons") or {})}
+    assert reasons, "the demo's deliberate bad rows are quarantined"
+    deliberate = {"bad_json", "bad_timestamp", "missing_id", "missing_destination",
+                  "unparseable_number", "wrong_column_count"}  # fmt: skip
+    assert {r.partition(":")[0] for r in reasons} <= deliberate, reasons
+    assert not [f["scrubbed"] for f in summary["files"] if f.get("scrubbed")]
+    rows = sum(n for f in summary["files"] for n in (f.get("reasons") or {}).values())
+    records = sum(f["records"] for f in summary["files"])
+    assert rows < records * 0.03  # about 1 % bad by design: nothing else
+    table = cli(env, "summary").stdout
+    for reason in reasons:
+        line = next(x for x in table.splitlines() if x.startswith(reason + " "))
+        assert MEANINGS[reason.partition(":")[0]] in line

@@ -30,6 +30,8 @@ COUNTRIES = [
     ("NG", "234", "803", 7, 0.06),
     ("IT", "39", "347", 7, 0.07),
 ]
+#: the region whose numbers the generator writes in national form (`0300-…`)
+REGION = "PK"
 SENDERS = ["InfoSMS", "BankAlert", "ShopPK", "8080", "9988", "OTPSVC"]
 MCCMNC = {"PK": "41001", "US": "310260", "GB": "23410", "CH": "22801", "AE": "42402", "NG": "62130", "IT": "22210"}  # fmt: skip
 REASONS = ("bad_timestamp", "missing_id", "bad_number", "wrong_columns")
@@ -117,12 +119,20 @@ def _chunk(
     start: dt.datetime,
     months: int,
     bad_share: float,
+    until: dt.datetime | None = None,
+    id_prefix: str = "r",
 ) -> pl.DataFrame:
-    """A chunk of canonical-shaped records with raw addresses and a `bad` marker."""
-    span = int((_add_months(start, months) - start).total_seconds())
+    """A chunk of canonical-shaped records with raw addresses and a `bad` marker, dated in
+    `months` whole months from `start`, and before `until` if given."""
+    end = _add_months(start, months) if until is None else min(_add_months(start, months), until)
+    span = max(int((end - start).total_seconds()), 1)
     secs = rng.integers(0, span, size=n)
     edge = rng.random(n) < 0.02  # on a month boundary: last or first second of a month
-    month_starts = [int((_add_months(start, k) - start).total_seconds()) for k in range(1, months)]
+    month_starts = [
+        s
+        for k in range(1, months)
+        if (s := int((_add_months(start, k) - start).total_seconds())) < span
+    ]
     if month_starts:
         pick = rng.choice(month_starts, size=n) + rng.choice([-1, 0], size=n)
         secs = np.where(edge, pick, secs)
@@ -132,7 +142,7 @@ def _chunk(
     inbound = rng.random(n) < 0.2
     frame = base.with_columns(
         (
-            pl.lit("r") + pl.int_range(offset, offset + n, eager=True).cast(pl.String).str.zfill(10)
+            pl.lit(id_prefix) + pl.int_range(offset, offset + n, eager=True).cast(pl.String).str.zfill(10)
         ).alias("record_id"),
         pl.Series("t", secs).cast(pl.Int64),
         pl.Series("channel", channel),
@@ -265,7 +275,7 @@ def _pbx_rows(df: pl.DataFrame, kind: str) -> list[str]:
             if r["bad"] == 1:
                 fields = fields[:-2]  # no uniqueid: an ID is derived
         else:
-            fields = ["Caller Name", caller, callee, "public" if r["inbound"] else "default", s, s, e, str(r["duration"]), str(max(r["duration"] - 5, 0)), "NORMAL_CLEARING", f"a1b2c3d4-0000-4000-8000-{r['record_id'][-10:]:0>12}", "", "cust-001", "PCMA", "PCMA"]  # fmt: skip
+            fields = ["Caller Name", caller, callee, "public" if r["inbound"] else "default", s, s, e, str(r["duration"]), str(max(r["duration"] - 5, 0)), "NORMAL_CLEARING", f"a1b2c3d4-e5f6-4a7b-8c9d-{int(r['record_id'][1:]):012x}", "", "cust-001", "PCMA", "PCMA"]  # fmt: skip
             if r["bad"] == 1:
                 fields[10] = ""
         if r["bad"] == 3:
@@ -285,8 +295,13 @@ def generate(
     months: int = 3,
     bad_share: float = 0.01,
     chunk: int = 500_000,
+    until: dt.datetime | None = None,
+    id_prefix: str = "r",
 ) -> Generated:
-    """Write `rows` synthetic records of format `fmt` to `path`."""
+    """Write `rows` synthetic records of format `fmt` to `path`, dated over `months` whole
+    months from `start`, all before `until` when given (a demo's records are never from the
+    future of the day it runs). Record IDs are `id_prefix` and a count (`r0000000000` on): files of one source
+    given distinct prefixes share no ID, as real deliveries would not."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     rng = np.random.default_rng(seed)
@@ -300,7 +315,7 @@ def generate(
     with open(path, "wb") as f:
         for offset in range(0, rows, chunk):
             n = min(chunk, rows - offset)
-            df = _chunk(rng, pop, n, offset, start_dt, months, bad_share)
+            df = _chunk(rng, pop, n, offset, start_dt, months, bad_share, until, id_prefix)
             bad = df.get_column("bad")
             # An Asterisk row without uniqueid is not bad: the pipeline derives its ID.
             info.bad_rows += int(((bad >= 0) & ~((bad == 1) & (fmt == "asterisk"))).sum())
