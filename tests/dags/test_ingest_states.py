@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from cdr_airflow import demo_report
 from pipeline.core import layout
 from pipeline.core.config import Settings
 from pipeline.core.resources import Resources
@@ -52,6 +53,7 @@ def test_a_file_quarantined_whole_fails_its_task_and_is_named_by_reference(
     local_env: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
     http_alerts: list[tuple[str, dict]],  # type: ignore[type-arg]  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("CDR_DEFAULT_REGION", "PK")
     res = Resources.from_settings(Settings.from_env(local_env))
@@ -80,6 +82,14 @@ def test_a_file_quarantined_whole_fails_its_task_and_is_named_by_reference(
     assert bad_ref in ingest_alerts[0]["detail"]
     assert "quarantined whole (unrecognised_format)" in ingest_alerts[0]["detail"]
     assert "3001234567" not in alert and "calls.dat" not in alert
+
+    # The demo's report marks a failure it was told to expect, and fails on any other.
+    assert demo_report.main(["--expect-failed", bad_ref]) == 0
+    shown = capsys.readouterr().out
+    assert f"FAILED {bad_ref} (+1 ingested or unchanged)]: failed ({demo_report.EXPECTED})" in shown
+    assert f"verdict: failed ({demo_report.EXPECTED})" in shown
+    assert demo_report.main([]) == 1
+    assert "failed unexpectedly: ingest[FAILED" in capsys.readouterr().err
 
     events = _asset_events(run.run_id)
     gold_uri = (Path(local_env["CDR_STORE"]).resolve() / "gold" / "cdr").as_uri()
