@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-
 #: what the demo's output says beside a task that failed by design
 EXPECTED = "expected: the demo's unreadable upload is quarantined whole on purpose"
 

@@ -164,6 +164,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
     if not _as_of_allowed(args, settings, "ingest"):
         return 2
+    if not args.paths and not args.landing:
+        raise UsageError("ingest needs a file, a folder, an s3:// URI or --landing")
     targets: list[tuple[str, object]] = []
     for item in args.paths:  # checked before the store is opened: a wrong path changes nothing
         if item.startswith("s3://"):
@@ -320,6 +322,11 @@ def _docs(settings: Settings) -> str | None:
     return quality.docs_index() if quality.has_docs() else None
 
 
+def _plural(n: int, noun: str) -> str:
+    """`1 identifier`, `2 identifiers`."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def _print_json(data: object) -> None:
     """Machine-readable output (`--json`): one JSON document on stdout, nothing else there."""
     print(json.dumps(data, indent=1, sort_keys=True, default=str))
@@ -409,7 +416,7 @@ def cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.action == "place":
-        print(f"hold placed: case {hold['case']} ({hold['tokens']} identifiers)")
+        print(f"hold placed: case {hold['case']} ({_plural(hold['tokens'], 'identifier')})")
     else:
         print(
             f"hold released: case {hold['case']}; its copies are purged at the next retention run"
@@ -656,7 +663,7 @@ def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "list":
             for s in case_request.list_requests(res):
                 print(f"{s['case']:24} {s['kind']:7} by {s['requested_by']:16} "
-                      f"{s['identifiers']} identifiers  {s['date_from']}..{s['date_to']}  "
+                      f"{_plural(s['identifiers'], 'identifier')}  {s['date_from']}..{s['date_to']}  "
                       f"recorded {s['created_at'][:19]}")  # fmt: skip
             return 0
         if args.action == "show":
@@ -672,7 +679,7 @@ def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
     except case_request.CaseRequestError as exc:
         return _refused(exc)
     dag = "cdr_le_export" if summary["kind"] == "export" else "cdr_legal_hold"
-    print(f"request {summary['case']} ({summary['kind']}, {summary['identifiers']} identifiers) "
+    print(f"request {summary['case']} ({summary['kind']}, {_plural(summary['identifiers'], 'identifier')}) "
           f"recorded, encrypted; trigger {dag} with case {summary['case']}: a second person "
           f"approves it there")  # fmt: skip
     return 0

@@ -229,7 +229,7 @@ def retention_summary(report: dict[str, Any]) -> str:
         out.append(
             f"\nOriginals (bronze, quarantined rows, file key): {len(report['files'])} files"
         )
-    years = [[y["year"], y["gold_objects"]] for y in report["gold_years"]]
+    years = [[str(y["year"]), y["gold_objects"]] for y in report["gold_years"]]  # 2025, not 2,025
     out.append("\nNon-identifying records (gold), per year:")
     out.append(_table(["year", "gold objects"], years) if years else "  nothing due")
     if report["holds"]:

@@ -60,6 +60,8 @@ def test_requests_are_stored_encrypted_and_shown_without_identifiers(
     assert cli(["request", "show", "--case", "LE-7"]) == 0
     shown = capsys.readouterr().out
     assert "LE-7" in shown and "H-7" in shown and "FIA" in shown
+    listed = {line.split()[0]: line for line in shown.splitlines() if line[:1] in "LH"}
+    assert " 1 identifier " in listed["H-7"] and " 3 identifiers " in listed["LE-7"]
     hits = [
         (path, n)
         for path, data in [*_raw_bytes(Path(local_env["CDR_STORE"])), ("out", shown.encode())]

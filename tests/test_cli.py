@@ -201,3 +201,38 @@ def test_the_demo_quarantines_only_its_deliberate_bad_rows_on_any_day(
     for reason in reasons:
         line = next(x for x in table.splitlines() if x.startswith(reason + " "))
         assert MEANINGS[reason.partition(":")[0]] in line
+
+
+def test_ingest_with_nothing_to_ingest_named_is_a_usage_error(env: dict[str, str]) -> None:
+    line = one_line_failure(cli(env, "ingest"), 2)
+    assert "needs a file, a folder, an s3:// URI or --landing" in line
+    done = cli(env, "ingest", "--landing")  # named, and empty: nothing to do is no failure
+    assert done.returncode == 0 and "nothing to ingest" in done.stderr
+
+
+def test_a_hold_that_would_end_before_tomorrow_is_refused(env: dict[str, str]) -> None:
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).date()
+    for until in ("2020-01-01", today.isoformat()):
+        line = one_line_failure(
+            cli(env, "hold", "place", "--case", "H-1", "--reason", "order 1", "--until", until), 2
+        )
+        assert f"--until {until} is not after today" in line
+    assert "H-1" not in cli(env, "hold", "list", "--json").stdout  # refused: nothing stored
+    tomorrow = (today + dt.timedelta(days=1)).isoformat()
+    placed = cli(env, "hold", "place", "--case", "H-1", "--reason", "order 1", "--until", tomorrow, "--identifier", NUMBER)  # fmt: skip
+    assert placed.returncode == 0, placed.stderr
+    assert "(1 identifier)" in placed.stdout
+    backwards = ["--from", "2025-05-01", "--to", "2025-04-01"]
+    line = one_line_failure(cli(env, "hold", "place", "--case", "H-2", "--reason", "r", *backwards), 2)  # fmt: skip
+    assert "ends before it starts" in line
+
+
+def test_retention_prints_years_as_years() -> None:
+    from pipeline.report import retention_summary
+
+    report = {"dry_run": True, "as_of": "2036-01-01", "months": [], "files": [],
+              "gold_years": [{"year": 2025, "gold_objects": 1234}], "holds": [], "left_locked": []}  # fmt: skip
+    text = retention_summary(report)
+    assert "2025" in text and "2,025" not in text and "1,234" in text

@@ -132,3 +132,22 @@ def test_the_package_carries_its_expectations_and_validates_with_them(tmp_path: 
     refused = run("ingest", str(tmp_path / "b.csv"))
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "refused by data expectations" in refused.stderr and "record_id" in refused.stderr
+
+
+def test_the_package_builds_without_deprecation_banners(tmp_path: Path) -> None:
+    """Installing printed three setuptools banners (`project.license` as a table): the build
+    backend's own output is read for any deprecation."""
+    src = tmp_path / "src"  # a copy: the build writes build/ and egg-info beside its sources
+    for part in ("pipeline", "cdr_airflow"):
+        shutil.copytree(ROOT / part, src / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", src / "pyproject.toml")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    output = done.stdout + done.stderr
+    assert "deprecated" not in output.lower(), output[-3000:]
+    assert list(tmp_path.glob("cdr_pipeline-*.whl"))

@@ -295,14 +295,26 @@ class HoldRequest:
             until=_iso(data.get("until")),
         )
 
-    def validate(self) -> None:
-        """Refuse a request that cannot be carried out, before anything is read or written."""
+    def validate(self, today: dt.date | None = None) -> None:
+        """Refuse a request that cannot be carried out, before anything is read or written: a
+        hold placed to end on or before `today` (UTC) would hold nothing, and a period that
+        ends before it starts would cover nothing."""
         if self.action not in {"place", "release"}:
             raise HoldError(f"unknown hold action {self.action!r}: place or release")
         try:
             layout.case(self.case)
         except LayoutError as exc:
             raise HoldError(str(exc)) from None
+        if self.action != "place":
+            return
+        today = today or dt.datetime.now(dt.UTC).date()
+        if self.until is not None and dt.date.fromisoformat(self.until) <= today:
+            raise HoldError(
+                f"--until {self.until} is not after today ({today.isoformat()}, UTC): the hold "
+                "ends at the start of that day, so it would hold nothing"
+            )
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise HoldError(f"the period {self.date_from}..{self.date_to} ends before it starts")
 
     def to_mapping(self) -> dict[str, Any]:
         """The whole request as stored (sealed: it holds identifiers and the customer)."""
@@ -333,8 +345,8 @@ def run_hold(
     a count)."""
     from pipeline.proof import audit
 
-    request.validate()
     now = now or dt.datetime.now(dt.UTC)
+    request.validate(now.date())
     if request.action == "release":
         hold = release(res.store, request.case, audit.actor(), now)
         action, why = "hold_released", request.reason or "released"

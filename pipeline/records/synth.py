@@ -142,7 +142,8 @@ def _chunk(
     inbound = rng.random(n) < 0.2
     frame = base.with_columns(
         (
-            pl.lit(id_prefix) + pl.int_range(offset, offset + n, eager=True).cast(pl.String).str.zfill(10)
+            pl.lit(id_prefix)
+            + pl.int_range(offset, offset + n, eager=True).cast(pl.String).str.zfill(10)
         ).alias("record_id"),
         pl.Series("t", secs).cast(pl.Int64),
         pl.Series("channel", channel),
