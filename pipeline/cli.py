@@ -576,6 +576,41 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_recipient_key(args: argparse.Namespace, settings: Settings) -> int:
+    """Make an authority's X25519 key pair: the private half stays with the authority (0600,
+    under a passphrase unless --no-passphrase), the public half goes to the operator."""
+    import getpass
+    import os
+
+    from pipeline.core.errors import UsageError
+    from pipeline.proof.package import new_recipient_key
+
+    folder = Path(args.out)
+    private_path, public_path = folder / "recipient.key", folder / "recipient.pub"
+    for path in (private_path, public_path):
+        if path.exists():
+            raise UsageError(f"{_shown(path)} exists already: not overwritten")
+    if args.no_passphrase:
+        passphrase = None
+    elif args.passphrase_file:
+        passphrase = Path(args.passphrase_file).read_bytes().rstrip(b"\r\n")
+    else:
+        passphrase = getpass.getpass("passphrase for the private key: ").encode()
+        if passphrase != getpass.getpass("again: ").encode():
+            raise UsageError("the passphrases differ")
+    if passphrase is not None and len(passphrase) < 8:
+        raise UsageError("the passphrase is shorter than 8 characters")
+    secret, public = new_recipient_key(passphrase)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(secret)
+    public_path.write_bytes(public)
+    print(f"private key: {private_path} (keep it; never send it)")
+    print(f"public key:  {public_path} (give it to the operator: request create --recipient-key)")
+    return 0
+
+
 def cmd_verify_export(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.proof.verify_export import case_of, verify_package
 
@@ -923,6 +958,16 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     vex.add_argument("--seal-public-key", required=True, help="the operator's seal key (PEM)")
     vex.add_argument("--extract", help="write the decrypted records and manifest here")
     vex.set_defaults(func=cmd_verify_export)
+
+    rkey = sub.add_parser(
+        "recipient-key", help="an authority's X25519 key pair for disclosure packages"
+    )
+    rkey.add_argument("--out", required=True, help="folder for recipient.key and recipient.pub")
+    rkey.add_argument("--passphrase-file", help="the private key's passphrase, in this file")
+    rkey.add_argument(
+        "--no-passphrase", action="store_true", help="leave the private key unprotected"
+    )
+    rkey.set_defaults(func=cmd_recipient_key)
 
     req = sub.add_parser("request", help="record an export or hold request for approval in Airflow")
     req.add_argument("action", choices=["create", "show", "list"])

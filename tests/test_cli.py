@@ -236,3 +236,31 @@ def test_retention_prints_years_as_years() -> None:
               "gold_years": [{"year": 2025, "gold_objects": 1234}], "holds": [], "left_locked": []}  # fmt: skip
     text = retention_summary(report)
     assert "2025" in text and "2,025" not in text and "1,234" in text
+
+
+def test_an_authority_makes_its_key_pair_and_a_package_opens_only_with_it(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from pipeline.proof.package import decrypt_with, encrypt_for, load_private_key
+    from pipeline.proof.package import load_recipient_key
+
+    secret = tmp_path / "pass.txt"
+    secret.write_text("correct horse battery\n")
+    out = tmp_path / "authority"
+    done = cli(env, "recipient-key", "--out", str(out), "--passphrase-file", str(secret))
+    assert done.returncode == 0, done.stderr
+    private, public = (out / "recipient.key").read_bytes(), (out / "recipient.pub").read_bytes()
+    assert (out / "recipient.key").stat().st_mode & 0o777 == 0o600
+    assert b"ENCRYPTED PRIVATE KEY" in private and b"PUBLIC KEY" in public
+    blob = encrypt_for(load_recipient_key(public), b"records")
+    _, payload = decrypt_with(load_private_key(private, b"correct horse battery"), blob)
+    assert payload == b"records"
+    again = one_line_failure(cli(env, "recipient-key", "--out", str(out), "--no-passphrase"), 2)
+    assert "exists already: not overwritten" in again
+    assert (out / "recipient.key").read_bytes() == private
+    secret.write_text("short")
+    line = one_line_failure(
+        cli(env, "recipient-key", "--out", str(tmp_path / "b"), "--passphrase-file", str(secret)),
+        2,
+    )
+    assert "shorter than 8 characters" in line and not (tmp_path / "b").exists()

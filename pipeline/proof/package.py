@@ -139,6 +139,25 @@ def load_private_key(
     return key
 
 
+def new_recipient_key(passphrase: bytes | None) -> tuple[bytes, bytes]:
+    """A recipient's new X25519 key pair, as PEM: (private, PKCS#8, encrypted under the
+    passphrase when one is given; public, SubjectPublicKeyInfo). The authority makes it on its
+    own machine and gives the operator only the public half."""
+    private = X25519PrivateKey.generate()
+    protection = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    secret = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, protection
+    )
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return secret, public
+
+
 def decrypt_with(
     private: X25519PrivateKey | RSAPrivateKey, blob: bytes
 ) -> tuple[dict[str, Any], bytes]:
