@@ -241,8 +241,12 @@ def test_retention_prints_years_as_years() -> None:
 def test_an_authority_makes_its_key_pair_and_a_package_opens_only_with_it(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    from pipeline.proof.package import decrypt_with, encrypt_for, load_private_key
-    from pipeline.proof.package import load_recipient_key
+    from pipeline.proof.package import (
+        decrypt_with,
+        encrypt_for,
+        load_private_key,
+        load_recipient_key,
+    )
 
     secret = tmp_path / "pass.txt"
     secret.write_text("correct horse battery\n")
