@@ -18,12 +18,14 @@ in `requests/<case>/`. The form here takes **only the case reference**: no ident
 reaches the run's parameters, XCom, logs or the approval.
 
 1. `describe_request` shows the request (counts, never identifiers); an unknown case fails.
-2. `approve` waits (up to 7 days) for a **second Airflow user** to Approve or Reject it under
-   *Required Actions*. An approval by the user who triggered the run, or by the officer who
-   recorded the request, is refused and recorded in the audit log.
+2. `approve` waits (up to 7 days) for an **eligible approver** to Approve or Reject under
+   *Required Actions*: one of the users in `CDR_APPROVERS`, never the user who triggered the
+   run or the officer who recorded the request (they get no working Approve button; the
+   check after the answer refuses and audits such an approval all the same).
 3. `export_package` builds `exports/<case>/package-<time>.cdrx` (encrypted for the authority)
    and its `.json` description. The audit log records the approval with both user names, then
-   the case, requester, approver, counts and package digest. A rejection skips it (audited).
+   the case, requester, approver, counts and package digest. A rejection fails it, and the
+   run, as **REJECTED** (audited): a rejected disclosure never looks like a delivered one.
 
 The approval and the export are not retried (a retry would ask again, or build a second
 package): rerun once the cause (for instance the store being unreachable) is fixed. The

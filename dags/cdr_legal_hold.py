@@ -19,11 +19,13 @@ match) and `until` (the date it ends by itself). The request is stored encrypted
 `requests/<case>/`; the form here takes **only** the action (place or release) and the case.
 
 1. `describe_request` shows the request, or for a release the hold (counts, never identifiers).
-2. `approve` waits (up to 7 days) for a **second Airflow user** to Approve or Reject under
-   *Required Actions*. An approval by the user who triggered the run, or by the officer who
-   recorded the request, is refused and recorded in the audit log; the approval is
-   not retried.
-3. `apply_hold` places or releases the hold (`holds/<case>/hold.json`); a rejection skips it.
+2. `approve` waits (up to 7 days) for an **eligible approver** to Approve or Reject under
+   *Required Actions*: one of the users in `CDR_APPROVERS`, never the user who triggered the
+   run or the officer who recorded the request (they get no working Approve button; the
+   check after the answer refuses and audits such an approval all the same).
+   The approval is not retried.
+3. `apply_hold` places or releases the hold (`holds/<case>/hold.json`); a rejection fails it,
+   and the run, as **REJECTED** (audited).
 
 The next `cdr_retention` run copies covered records to `holds/<case>/` under the hold's own key
 before purging a month, and purges a released or expired hold. The approval (both user names),

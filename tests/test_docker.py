@@ -33,7 +33,8 @@ AIRFLOW = {
 
 def settings_read_by_code() -> set[str]:
     names: set[str] = set()
-    for path in [*(ROOT / "pipeline").rglob("*.py"), *(ROOT / "dags").glob("*.py")]:
+    code = ("pipeline", "cdr_airflow")
+    for path in [*(p for c in code for p in (ROOT / c).rglob("*.py")), *(ROOT / "dags").glob("*.py")]:  # fmt: skip
         names |= set(re.findall(r"\"(CDR_[A-Z0-9_]+)\"", path.read_text()))
     return names - set(NOT_DEPLOYED)
 
@@ -90,6 +91,10 @@ def test_every_setting_the_code_reads_is_set_where_the_code_runs(tool: None) -> 
             "airflow-worker"} <= set(services)  # fmt: skip
     assert "--with-lock" in str(services["minio-init"]["entrypoint"])
     assert "connections add cdr_store" in str(services["airflow-init"]["command"])
+    env = services["airflow-apiserver"]["environment"]
+    users = dict(u.split(":") for u in env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(","))
+    assert {"officer", "approver"} <= set(users)  # four eyes need two people besides the admin
+    assert env["CDR_APPROVERS"] == "approver"
 
 
 def test_a_misspelt_variable_is_caught(tool: None, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ resumes the task as the API server would. The run's triggering user is `dag_test
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -20,7 +21,20 @@ from typing import Any
 TRIGGERED_BY = "dag_test"  # `dag.test()` records this as the run's triggering user
 
 
-def _answer(dag_id: str, user: str, option: str, done: threading.Event, errors: list) -> None:  # type: ignore[type-arg]
+#: the users the tests name as approvers (`CDR_APPROVERS`): the triggering user among them, so
+#: that the step's own exclusion of it is what is tested
+APPROVERS = "b.ali,c.shah,dag_test"
+
+
+def _answer(
+    dag_id: str,
+    answers: list[tuple[str, str]],
+    done: threading.Event,
+    errors: list,  # type: ignore[type-arg]
+    refused: list[str],
+) -> None:
+    """Answer the parked approval step as each (user, option) in turn: a user the API refuses
+    (403: not one of the step's respondents) is recorded in `refused`, and the next one tries."""
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
     from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
     from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
@@ -28,9 +42,12 @@ def _answer(dag_id: str, user: str, option: str, done: threading.Event, errors: 
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from airflow.utils.state import TaskInstanceState
+    from fastapi import HTTPException
 
     deadline = time.monotonic() + 90
-    while not done.is_set() and time.monotonic() < deadline:
+    pending = list(answers)
+    while pending and not done.is_set() and time.monotonic() < deadline:
+        user, option = pending[0]
         try:
             with create_session() as session:
                 ti = (
@@ -53,6 +70,12 @@ def _answer(dag_id: str, user: str, option: str, done: threading.Event, errors: 
                         map_index=-1,
                     )
                     return
+        except HTTPException as exc:
+            if exc.status_code != 403:
+                raise
+            refused.append(user)
+            pending.pop(0)
+            continue
         except Exception as exc:  # a locked database: try again
             errors.append(exc)
         time.sleep(0.3)
@@ -64,19 +87,32 @@ def _answer(dag_id: str, user: str, option: str, done: threading.Event, errors: 
         errors.append(TimeoutError("the approval step was never answered"))
 
 
-def run_answered(dag_id: str, conf: dict[str, Any], user: str, option: str = "Approve") -> Any:
-    """`dag.test(run_conf=conf)` while `user` answers the approval step with `option`."""
+def run_answered(
+    dag_id: str,
+    conf: dict[str, Any],
+    user: str,
+    option: str = "Approve",
+    refused_first: tuple[str, ...] = (),
+) -> Any:
+    """`dag.test(run_conf=conf)` while `user` answers the approval step with `option`, after
+    each of `refused_first` tried to and was refused by the API (asserted)."""
     from tests.helpers import load_dag
 
-    done, errors = threading.Event(), []  # type: ignore[var-annotated]
-    thread = threading.Thread(target=_answer, args=(dag_id, user, option, done, errors))
+    done, errors, refused = threading.Event(), [], []  # type: ignore[var-annotated]
+    answers = [*((u, "Approve") for u in refused_first), (user, option)]
+    thread = threading.Thread(target=_answer, args=(dag_id, answers, done, errors, refused))
+    given = os.environ.get("CDR_APPROVERS")  # a test's own list, else the usual one
+    os.environ["CDR_APPROVERS"] = given or APPROVERS
     thread.start()
     try:
         run = load_dag(dag_id).test(run_conf=conf)
     finally:
         done.set()
         thread.join()
+        if given is None:
+            del os.environ["CDR_APPROVERS"]
     assert not any(isinstance(e, TimeoutError) for e in errors), errors
+    assert refused == list(refused_first), refused
     return run
 
 

@@ -23,8 +23,15 @@ from pipeline.flows.ingest import ingest_file
 from pipeline.proof.audit import read_log
 from pipeline.proof.verify_export import verify_package
 from pipeline.records.synth import generate
-from tests.dags.hitl import TRIGGERED_BY, run_answered, run_rows, task_logs
-from tests.helpers import assert_no_identifiers, needles_for
+from tests.dags.hitl import APPROVERS, TRIGGERED_BY, run_answered, run_rows, task_logs
+from tests.helpers import assert_no_identifiers, load_dag, needles_for
+
+
+@pytest.fixture(autouse=True)
+def approvers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The approvers as a deployment lists them, including the triggering user (`dag_test`) and
+    the officer who records the requests (`a.khan`): the step itself must exclude both."""
+    monkeypatch.setenv("CDR_APPROVERS", f"a.khan,{APPROVERS}")
 
 
 def _hold_request(case: str, number: str, customer: str = "") -> None:
@@ -55,7 +62,10 @@ def test_export_by_case_reference_approved_by_a_second_user_leaves_no_identifier
                 "--from", "2025-03-01", "--to", "2025-04-30",
                 "--recipient-key", str(tmp_path / "fia.pem")]) == 0  # fmt: skip
 
-    run = run_answered("cdr_le_export", {"case": "DAG-1"}, user="b.ali")
+    # Neither the user who triggered the run nor the officer who recorded the request can answer.
+    run = run_answered(
+        "cdr_le_export", {"case": "DAG-1"}, user="b.ali", refused_first=("dag_test", "a.khan")
+    )
     assert run.state == "success"
     packages = [o.key for o in res.store.list("exports/DAG-1/") if o.key.endswith(".cdrx")]
     assert len(packages) == 1
@@ -90,23 +100,40 @@ def test_export_by_case_reference_approved_by_a_second_user_leaves_no_identifier
 
 
 @pytest.mark.airflow
-def test_the_user_who_triggered_the_run_cannot_approve_it(
+def test_the_user_who_triggered_the_run_cannot_answer_and_a_rejection_fails_the_run(
     airflow_db: None, local_env: dict[str, str]
 ) -> None:
     res = Resources.from_settings(Settings.from_env(local_env))
     _hold_request("SAME-1", "+923001234567")
-    run = run_answered("cdr_legal_hold", {"action": "place", "case": "SAME-1"}, user=" DAG_Test")
-    assert run.state == "failed"
+    run = run_answered(
+        "cdr_legal_hold",
+        {"action": "place", "case": "SAME-1"},
+        "b.ali",
+        "Reject",
+        refused_first=(TRIGGERED_BY, " DAG_Test", "a.khan"),  # any spelling of the same person
+    )
+    assert run.state == "failed"  # rejected: never mistaken for a hold placed
     assert holds.load(res.store, "SAME-1") is None
+    hitl = [json.loads(r) for t, r in run_rows(run.run_id) if t == "hitl_detail"]
+    assert [u["id"] for u in hitl[0]["assignees"]] == ["b.ali", "c.shah"]
     entry = read_log(res.store)[-1]
-    assert entry["action"] == "approval_refused"
-    assert (entry["what"]["triggered_by"], entry["what"]["approved_by"]) == (
-        TRIGGERED_BY,
-        " DAG_Test",
-    )
-    assert any(
-        "different person from the user who triggered" in p for p in entry["what"]["problems"]
-    )
+    assert entry["action"] == "request_rejected"
+    assert (entry["what"]["triggered_by"], entry["what"]["approved_by"]) == (TRIGGERED_BY, "b.ali")
+
+
+@pytest.mark.airflow
+def test_with_no_eligible_approver_the_step_fails_before_asking(
+    airflow_db: None, local_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.dags.test_ingest_states import _states
+
+    monkeypatch.setenv("CDR_APPROVERS", "a.khan, dag_test")
+    _hold_request("NONE-1", "+923001234567")
+    run = load_dag("cdr_legal_hold").test(run_conf={"action": "place", "case": "NONE-1"})
+    assert run.state == "failed"
+    states = _states(run.run_id)
+    assert states[("approve", None)] == "failed"
+    assert [t for t, _ in run_rows(run.run_id) if t == "hitl_detail"] == []  # nobody was asked
 
 
 @pytest.mark.airflow
@@ -119,7 +146,7 @@ def test_hold_placed_and_released_by_reference_a_rejection_does_nothing(
     rejected = run_answered(
         "cdr_legal_hold", {"action": "place", "case": "HOLD-1"}, "b.ali", "Reject"
     )
-    assert rejected.state == "success"  # the run did what was asked: nothing
+    assert rejected.state == "failed"  # rejected: nothing done, and the run list says so
     assert holds.load(res.store, "HOLD-1") is None
     assert read_log(res.store)[-1]["action"] == "request_rejected"
 
