@@ -39,10 +39,27 @@ def task_settings() -> Settings:
     return Settings.from_env(connection=fields)
 
 
+def run_person() -> str | None:
+    """Who acts in the running task, for the audit log: the Airflow user who triggered its run,
+    or `airflow:<dag>` for a run the scheduler or an asset started; None outside a task."""
+    from airflow.sdk import get_current_context
+
+    try:
+        dag_run = get_current_context()["dag_run"]
+    except Exception:  # not inside a task: the caller's own default applies
+        return None
+    user = getattr(dag_run, "triggering_user_name", None)
+    return user or f"airflow:{dag_run.dag_id}"
+
+
 def task_resources() -> Resources:
     """The run's resources (stores, keyring, policy, quality) from the task's settings, their
-    S3 and KMS clients from the AWS connection where there is one."""
+    S3 and KMS clients from the AWS connection where there is one. Audit entries the task writes
+    name the person behind the run (`run_person`)."""
     from cdr_airflow.aws import task_clients
     from pipeline.core.resources import Resources
+    from pipeline.proof import audit
+
+    audit.set_person_resolver(run_person)
 
     return Resources.from_settings(task_settings(), clients=task_clients())

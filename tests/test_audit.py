@@ -226,3 +226,30 @@ def test_an_append_reads_only_the_entries_written_since_the_last_one_it_saw(
         shutil.rmtree(tmp_path / "store" / "audit")
         again = append(mine, ring.signing_key(), "seal", what={"n": 0}, event="seal:new-log")
         assert again["body"]["seq"] == 1 and verify_log(mine, ring.public_key()).ok
+
+
+def test_an_entry_names_the_person_who_acted_and_apart_the_process(
+    log: tuple[ObjectStore, LocalKeyring], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import getpass
+
+    store, ring = log
+    monkeypatch.delenv("CDR_ACTOR", raising=False)
+    for name in ("DAG_ID", "DAG_RUN_ID", "TASK_ID"):
+        monkeypatch.delenv(f"AIRFLOW_CTX_{name}", raising=False)
+    shell = audit.append(store, ring.signing_key(), "note", what={})["body"]
+    assert shell["actor"] == f"user:{getpass.getuser()}"
+    assert shell["process"].startswith(f"{getpass.getuser()}@")
+    with audit.acting_as("a.khan"):
+        with audit.acting_as("b.ali"):
+            inner = audit.append(store, ring.signing_key(), "note", what={})["body"]
+        outer = audit.append(store, ring.signing_key(), "note", what={})["body"]
+        with audit.acting_as("  "):  # nobody named: the enclosing person still acts
+            blank = audit.append(store, ring.signing_key(), "note", what={})["body"]
+    assert (inner["actor"], outer["actor"], blank["actor"]) == ("b.ali", "a.khan", "a.khan")
+    assert audit.actor() == f"user:{getpass.getuser()}"
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "cdr_ingest")
+    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "scheduled__2026-01-01")
+    monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "ingest")
+    assert audit.process().endswith(" airflow:cdr_ingest/scheduled__2026-01-01/ingest")
+    assert verify_log(store, ring.public_key()).ok

@@ -17,7 +17,7 @@ COMPOSE = ROOT / "docker" / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / "docker" / ".env.example"
 # Read by the code but deliberately not set by the deployment, and why.
 NOT_DEPLOYED = {
-    "CDR_ACTOR": "each DAG task sets who acts (airflow:<dag>/<run>) itself",
+    "CDR_ACTOR": "a shell's name for who acts; a task names the person behind its run itself",
     "CDR_EXPECTATIONS": "a development override of the suites' folder; the image ships them",
 }
 AIRFLOW = {

@@ -59,7 +59,11 @@ class Approval:
     action: str = "place"  # holds: place | release
 
     def public(self) -> dict[str, Any]:
-        return asdict(self)
+        """The answer as audited: a hold's action only where there is one (a hold's)."""
+        shown = asdict(self)
+        if self.kind != "hold":
+            del shown["action"]
+        return shown
 
 
 # --- recording -------------------------------------------------------------------------------
@@ -112,8 +116,15 @@ def _shown(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
 def create_request(
     res: Resources, kind: str, fields: dict[str, Any], now: dt.datetime | None = None
 ) -> dict[str, Any]:
-    """Check, seal and describe an export or hold request; its summary (no identifier)."""
-    now = now or dt.datetime.now(dt.UTC)
+    """Check, seal and describe an export or hold request; its summary (no identifier). Its
+    audit entries name the officer who recorded it (`requested_by`) as the person acting."""
+    with audit.acting_as(str(fields.get("requested_by") or "")):
+        return _create_request(res, kind, fields, now or dt.datetime.now(dt.UTC))
+
+
+def _create_request(
+    res: Resources, kind: str, fields: dict[str, Any], now: dt.datetime
+) -> dict[str, Any]:
     try:
         if kind not in KINDS:
             raise CaseRequestError([f"unknown request type {kind!r}: one of {list(KINDS)}"])
@@ -198,7 +209,11 @@ def carry_out(res: Resources, approval: Approval, now: dt.datetime | None = None
     """Export or place/release a hold for `approval.case` once approved by a second person;
     the result as may be shown (counts, never identifiers). Audits the approval, refusal or
     rejection with both user names."""
-    now = now or dt.datetime.now(dt.UTC)
+    with audit.acting_as(approval.approved_by):  # the approver acts: the entries name them
+        return _carry_out(res, approval, now or dt.datetime.now(dt.UTC))
+
+
+def _carry_out(res: Resources, approval: Approval, now: dt.datetime) -> dict[str, Any]:
     summary = describe(res, approval.case, approval.kind, approval.action)["summary"]
     signer = res.keyring.signing_key()
     what = {**approval.public(), "requested_by": summary.get("requested_by")}

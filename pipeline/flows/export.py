@@ -116,8 +116,13 @@ def refuse(res: Resources, request: ExportRequest, problems: list[str]) -> NoRet
 def run_export(
     res: Resources, request: ExportRequest, now: dt.datetime | None = None
 ) -> ExportResult:
-    """Check the request, search, build and store the package, and audit it."""
-    now = now or dt.datetime.now(dt.UTC)
+    """Check the request, search, build and store the package, and audit it: the approver is
+    the person acting (the export happens on their approval)."""
+    with audit.acting_as(request.approved_by):
+        return _run_export(res, request, now or dt.datetime.now(dt.UTC))
+
+
+def _run_export(res: Resources, request: ExportRequest, now: dt.datetime) -> ExportResult:
     signer = res.keyring.signing_key()
     try:
         identifiers = validate(request, now.date(), res.settings.default_region)

@@ -246,8 +246,15 @@ def create_subject_request(
 ) -> dict[str, Any]:
     """Check and store a request; its status (no identifier), with the deadline. A passphrase
     is generated for an access request that names no delivery: `status["passphrase"]` is shown
-    once and stored only inside the encrypted request."""
-    now = now or dt.datetime.now(dt.UTC)
+    once and stored only inside the encrypted request. Its audit entries name the officer who
+    recorded it (`requested_by`) as the person acting."""
+    with audit.acting_as(request.requested_by):
+        return _create_subject_request(res, request, now or dt.datetime.now(dt.UTC))
+
+
+def _create_subject_request(
+    res: Resources, request: SubjectRequest, now: dt.datetime
+) -> dict[str, Any]:
     try:
         ids = request.validate(now.date(), res.settings.default_region)
         if request_exists(res, request.case):  # a subject, export or hold request

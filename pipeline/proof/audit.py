@@ -5,7 +5,8 @@ previous entry and an Ed25519 signature (the seal key) over both and its content
 have no append, so "append-only" is enforced by creating each entry with create-if-absent: a
 second writer racing for the same number loses and retries on top. Editing, deleting, inserting
 or reordering entries breaks a signature, the sequence or the chain, and `verify` names the first
-bad entry. Entries say who, what, when, why and how many; never an identifier.
+bad entry. Entries say who (the person who acted, and apart from it the process that wrote the
+entry), what, when, why and how many; never an identifier.
 
 Every entry carries an `event` id naming what happened (`seal:<sha256>`, `purge-month:2025-01`),
 and an event is recorded once: a retried write whose first answer was lost, a rerun after a crash
@@ -20,7 +21,10 @@ import datetime as dt
 import getpass
 import json
 import os
+import socket
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +41,50 @@ GENESIS = "0" * 64
 ATTEMPTS = 20
 
 
+#: the people `acting_as` named, innermost last
+_acting: list[str] = []
+#: who acts where the caller did not say: the Airflow glue's answer for the running task (its
+#: run's triggering user, or `airflow:<dag>` for a scheduled run); None outside a task
+_resolvers: list[Callable[[], str | None]] = []
+
+
 def actor() -> str:
-    """Who acts: `CDR_ACTOR` (the DAGs set `airflow:<dag>/<run>`), else the OS user."""
+    """The person who acts: the one `acting_as` names (an approver, a CLI's requester), else
+    the running Airflow task's (`set_person_resolver`), else `CDR_ACTOR`, else the OS user of a
+    shell (`user:<name>`)."""
+    if _acting:
+        return _acting[-1]
+    for resolve in _resolvers:
+        if person := resolve():
+            return person
     return os.environ.get("CDR_ACTOR") or f"user:{getpass.getuser()}"
+
+
+def set_person_resolver(resolve: Callable[[], str | None]) -> None:
+    """Install how to tell who acts in the running task (once a process; later calls no-op)."""
+    if not _resolvers:
+        _resolvers.append(resolve)
+
+
+def process() -> str:
+    """The process that wrote an entry, kept apart from the person: OS user and host, and in an
+    Airflow task its DAG, run and task (Airflow's `AIRFLOW_CTX_*` variables)."""
+    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    dag, run, task = (os.environ.get(f"AIRFLOW_CTX_{k}") for k in ("DAG_ID", "DAG_RUN_ID", "TASK_ID"))  # fmt: skip
+    return f"{who} airflow:{dag}/{run}/{task}" if dag else who
+
+
+@contextmanager
+def acting_as(person: str | None) -> Iterator[None]:
+    """Entries written inside are by `person` (no change when None or blank)."""
+    name = (person or "").strip()
+    if name:
+        _acting.append(name)
+    try:
+        yield
+    finally:
+        if name:
+            _acting.pop()
 
 
 def _entries(store: ObjectStore, after: int = 0) -> list[tuple[int, str]]:
@@ -148,6 +193,7 @@ def append(
             "prev": prev,
             "at": (at or dt.datetime.now(dt.UTC)).isoformat(),
             "actor": actor(),
+            "process": process(),
             "action": action,
             "event": event,
             "what": what,

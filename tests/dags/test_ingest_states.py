@@ -16,6 +16,7 @@ from pipeline.core import layout
 from pipeline.core.config import Settings
 from pipeline.core.resources import Resources
 from pipeline.flows.ingest import copy_into_landing
+from pipeline.proof.audit import read_log
 from pipeline.records.synth import generate
 from tests.dags.test_notifications import http_alerts  # noqa: F401 (fixture)
 from tests.helpers import load_dag
@@ -90,6 +91,11 @@ def test_a_file_quarantined_whole_fails_its_task_and_is_named_by_reference(
     assert f"verdict: failed ({demo_report.EXPECTED})" in shown
     assert demo_report.main([]) == 1
     assert "failed unexpectedly: ingest[FAILED" in capsys.readouterr().err
+
+    # The person behind the run (dag.test's triggering user), the task apart from it.
+    ingest_entries = [e for e in read_log(res.store) if e["action"] in ("seal", "ingest")]
+    assert ingest_entries and {e["actor"] for e in ingest_entries} == {"dag_test"}
+    assert all(f"airflow:cdr_ingest/{run.run_id}/ingest" in e["process"] for e in ingest_entries)
 
     events = _asset_events(run.run_id)
     gold_uri = (Path(local_env["CDR_STORE"]).resolve() / "gold" / "cdr").as_uri()

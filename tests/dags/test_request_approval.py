@@ -78,10 +78,17 @@ def test_export_by_case_reference_approved_by_a_second_user_leaves_no_identifier
     assert verdict.ok and verdict.manifest["counts"]["records"] > 0
 
     log = read_log(res.store)
-    approved = next(e for e in log if e["action"] == "request_approved")["what"]
-    assert (approved["triggered_by"], approved["approved_by"]) == (TRIGGERED_BY, "b.ali")
-    export = next(e for e in log if e["action"] == "export")["what"]
-    assert (export["requested_by"], export["approved_by"]) == ("a.khan", "b.ali")
+    approved = next(e for e in log if e["action"] == "request_approved")
+    assert (approved["what"]["triggered_by"], approved["what"]["approved_by"]) == (TRIGGERED_BY, "b.ali")  # fmt: skip
+    assert "action" not in approved["what"]  # a hold's field: an export's approval has none
+    export = next(e for e in log if e["action"] == "export")
+    assert (export["what"]["requested_by"], export["what"]["approved_by"]) == ("a.khan", "b.ali")
+    # The people who acted, with the process that wrote each entry kept apart.
+    created = next(e for e in log if e["action"] == "request_created")
+    assert created["actor"] == "a.khan" and "airflow:" not in created["process"]
+    for entry in (approved, export):
+        assert entry["actor"] == "b.ali"
+        assert f"airflow:cdr_le_export/{run.run_id}/export_package" in entry["process"]
 
     rows = run_rows(run.run_id)
     tables = {table for table, _ in rows}
