@@ -12,7 +12,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
 export CDR_DEFAULT_REGION ?= PK
 
-.PHONY: install system demo test lint format bench clean
+.PHONY: install system demo test test-fast ui ui-stop lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -42,17 +42,35 @@ demo: install
 	$(PY) -m pipeline summary
 
 # Tools the tests use besides Python, from Debian's packages when absent: docker-compose (v1:
-# validates the compose file without an engine), PostgreSQL and Redis (the distributed test).
+# validates the compose file without an engine), PostgreSQL and Redis (the distributed test),
+# Chromium (the browser test drives Airflow's UI with Playwright on it).
+SYSTEM_PACKAGES := docker-compose postgresql redis-server chromium
 system:
 	@command -v docker-compose >/dev/null && command -v pg_ctlcluster >/dev/null \
-	  && command -v redis-server >/dev/null || { \
-	  echo "installing docker-compose, postgresql, redis-server (apt-get) ..."; \
-	  apt-get install -y -q --no-install-recommends docker-compose postgresql redis-server >/dev/null \
+	  && command -v redis-server >/dev/null && command -v chromium >/dev/null || { \
+	  echo "installing $(SYSTEM_PACKAGES) (apt-get) ..."; \
+	  apt-get install -y -q --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null \
 	  || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends \
-	       docker-compose postgresql redis-server >/dev/null; }; }
+	       $(SYSTEM_PACKAGES) >/dev/null; }; }
 
 test: install system
 	$(PY) -m pytest
+
+# The developer's inner loop: everything but the slow tests (distributed stack, browser, fault
+# suites, whole-pipeline end-to-end runs). `make test` still runs everything.
+test-fast: install
+	$(PY) -m pytest -m "not slow and not distributed and not browser"
+
+# Airflow's UI on http://127.0.0.1:$(UI_PORT) with this project's DAGs (LocalExecutor, SQLite, the
+# demo's store and keyring), an officer and an approver; Ctrl-C stops every process it started.
+UI_PORT ?= 8080
+ui: install
+	@mkdir -p $(CDR_HOME)
+	CDR_SOURCE_TIMEZONE=$${CDR_SOURCE_TIMEZONE:-UTC} $(PY) -m cdr_airflow.ui --port $(UI_PORT)
+
+# Stops a `make ui` started in another terminal.
+ui-stop: install
+	$(PY) -m cdr_airflow.ui --stop
 
 lint: install
 	$(VENV)/bin/ruff check .

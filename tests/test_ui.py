@@ -1,0 +1,281 @@
+"""`make ui` as two people use it, in a real browser (headless Chromium, driven by Playwright).
+
+The UI is started exactly as `make ui` starts it (`python -m cdr_airflow.ui`), on a free port and
+a temporary store. An officer records two export requests and triggers `cdr_le_export` for each;
+the officer's Approve is refused (the officer is not one of the step's respondents); the approver
+approves the first, which is delivered and verifies, and rejects the second, whose run then shows
+as failed beside the delivered one. Stopping the UI stops every process it started.
+
+Screenshots are kept in `test-artifacts/ui/` (or `$CDR_TEST_ARTIFACTS/ui/`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import ROOT, free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("CDR_TEST_ARTIFACTS") or ROOT / "test-artifacts") / "ui"
+READY_SECONDS = 300
+RUN_SECONDS = 240
+
+
+class UI:
+    """A running `python -m cdr_airflow.ui`: its URL, users' passwords and processes."""
+
+    def __init__(self, proc: subprocess.Popen[str], port: int, home: Path) -> None:
+        self.proc, self.port, self.home = proc, port, home
+        self.url = f"http://127.0.0.1:{port}"
+        self.passwords: dict[str, str] = {}
+        self.pids: set[int] = set()
+
+    def processes(self) -> set[int]:
+        """The UI and every process below it, and every process group it leads."""
+        found = {self.proc.pid}
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found |= {c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)}
+        return found
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
+    assert Path(CHROMIUM).exists(), "Chromium is installed by `make test` (make system)"
+    base = tmp_path_factory.mktemp("ui")
+    port = free_port()
+    # Nothing of the tests' own Airflow (home, unit-test mode, database): the UI's, as `make ui`.
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        "AIRFLOW_HOME": str(base / "airflow"),
+        "CDR_HOME": str(base / "cdr"),
+        "CDR_STORE": str(base / "store"),
+        "CDR_KEYRING": str(base / "keyring"),
+        "CDR_DATA_DOCS": str(base / "docs"),
+        "CDR_DEFAULT_REGION": "PK",
+        "CDR_SOURCE_TIMEZONE": "UTC",
+        "CDR_LANDING_SETTLE_SECONDS": "0",
+    }
+    env.pop("CDR_APPROVERS", None)  # the UI's own: the approver
+    log = open(base / "ui.out", "w")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cdr_airflow.ui", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    running = UI(proc, port, base / "airflow")
+    lines = []
+    deadline = time.monotonic() + READY_SECONDS
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if m := re.match(r"\s+(officer|approver|admin)\s+password (\S+)", line):
+            running.passwords[m.group(1)] = m.group(2)
+        if line.strip() == "ready":
+            break
+    assert lines and lines[-1].strip() == "ready", "".join(lines) + (base / "ui.out").read_text()
+    running.pids = running.processes()
+    ours = {k: v for k, v in env.items() if k.startswith("CDR_")}
+    before = {k: os.environ.get(k) for k in ours}
+    os.environ.update(ours)  # the test's own calls (requests, checks) use the UI's store
+    try:
+        yield running
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _resources():  # type: ignore[no-untyped-def]
+    from pipeline.core.config import Settings
+    from pipeline.core.resources import Resources
+
+    return Resources.from_settings(Settings.from_env())
+
+
+def _record_requests(tmp: Path) -> tuple[bytes, list[str]]:
+    """Records delivered, and two export requests recorded by the officer: the authority's
+    private key and the cases."""
+    from pipeline.flows.case_request import create_request
+    from pipeline.flows.ingest import ingest_file
+    from pipeline.proof.package import new_recipient_key
+    from pipeline.records.synth import generate
+
+    res = _resources()
+    g = generate("messaging_jsonl", tmp / "m.jsonl", 400, start=dt.date(2025, 3, 1), months=2)
+    ingest_file(res, g.path, as_of=dt.date(2025, 6, 1))
+    secret, public = new_recipient_key(None)
+    cases = ["LE-UI-1", "LE-UI-2"]
+    for case in cases:
+        create_request(res, "export", {
+            "case": case, "authority": "FIA", "legal_basis": "PECA s.31",
+            "requested_by": "officer", "identifiers": [sorted(g.numbers)[0]],
+            "default_region": "PK", "date_from": "2025-03-01", "date_to": "2025-04-30",
+            "recipient_key": public.decode()})  # fmt: skip
+    return secret, cases
+
+
+def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _sign_in(browser, ui: UI, user: str):  # type: ignore[no-untyped-def]
+    """A fresh session (its own cookies) signed in as `user`."""
+    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    page.goto(f"{ui.url}/auth/login")
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(ui.passwords[user])
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/auth/login" not in url, timeout=60_000)
+    return page
+
+
+def _trigger(page, ui: UI, case: str) -> str:  # type: ignore[no-untyped-def]
+    """Trigger cdr_le_export for `case` from the UI's dialog: the new run's id."""
+    page.goto(f"{ui.url}/dags/cdr_le_export")
+    page.get_by_role("button", name="Trigger Dag").click(timeout=120_000)
+    dialog = page.get_by_role("dialog")
+    dialog.locator("#element_case").fill(case)
+    dialog.get_by_role("button", name="Trigger", exact=True).click()
+    page.wait_for_url(re.compile(r"/runs/"), timeout=60_000)
+    return page.url.rsplit("/runs/", 1)[1].split("/")[0]
+
+
+def _approval_page(page, ui: UI, run_id: str) -> None:  # type: ignore[no-untyped-def]
+    """The run's approval step, once it waits for an answer (its buttons shown)."""
+    from urllib.parse import quote
+
+    url = f"{ui.url}/dags/cdr_le_export/runs/{quote(run_id)}/tasks/approve/required_actions"
+    deadline = time.monotonic() + RUN_SECONDS
+    while time.monotonic() < deadline:
+        page.goto(url)
+        try:
+            page.get_by_role("button", name="Approve", exact=True).wait_for(timeout=10_000)
+            return
+        except Exception:  # not asked yet: the step is still being scheduled
+            time.sleep(3)
+    raise AssertionError(f"the approval step of {run_id} never asked")
+
+
+def _run_state(ui: UI, run_id: str) -> str:
+    """The run's state, as the run list shows it (the REST API behind it), once final."""
+    import json
+    import urllib.request
+    from urllib.parse import quote
+
+    login = urllib.request.Request(
+        f"{ui.url}/auth/token",
+        data=json.dumps({"username": "admin", "password": ui.passwords["admin"]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(login, timeout=30) as answer:
+        token = json.loads(answer.read())["access_token"]
+    url = f"{ui.url}/api/v2/dags/cdr_le_export/dagRuns/{quote(run_id)}"
+    deadline = time.monotonic() + RUN_SECONDS
+    state = ""
+    while time.monotonic() < deadline:
+        ask = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(ask, timeout=30) as answer:
+            state = json.loads(answer.read())["state"]
+        if state in ("success", "failed"):
+            return state
+        time.sleep(2)
+    raise AssertionError(f"run {run_id} still {state!r}")
+
+
+def test_an_officer_cannot_approve_the_approver_delivers_and_rejects(
+    ui: UI, tmp_path: Path
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from pipeline.proof.verify_export import verify_package
+
+    assert set(ui.passwords) == {"officer", "approver", "admin"}
+    secret, (first, second) = _record_requests(tmp_path)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])  # fmt: skip
+        officer = _sign_in(browser, ui, "officer")
+        delivered = _trigger(officer, ui, first)
+        _approval_page(officer, ui, delivered)
+        assert "requested_by: officer" in officer.locator("body").inner_text()
+        officer.get_by_role("button", name="Approve", exact=True).click()
+        officer.get_by_text("Access Denied").wait_for(timeout=30_000)  # the API refused it
+        _shot(officer, "1-officer-approve-refused")
+
+        approver = _sign_in(browser, ui, "approver")
+        _approval_page(approver, ui, delivered)
+        approver.get_by_role("button", name="Approve", exact=True).click()
+        assert _run_state(ui, delivered) == "success"
+        approver.goto(f"{ui.url}/dags/cdr_le_export/runs")
+        _shot(approver, "2-approved-run-delivered")
+
+        rejected = _trigger(officer, ui, second)
+        _approval_page(approver, ui, rejected)
+        approver.get_by_role("button", name="Reject", exact=True).click()
+        assert _run_state(ui, rejected) == "failed"
+        approver.goto(f"{ui.url}/dags/cdr_le_export/runs")
+        approver.get_by_text("Failed").first.wait_for(timeout=30_000)
+        runs = approver.locator("body").inner_text()
+        assert "Success" in runs and "Failed" in runs  # told apart at a glance
+        _shot(approver, "3-rejected-run-failed-beside-delivered")
+        browser.close()
+
+    res = _resources()
+    packages = [o.key for o in res.store.list(f"exports/{first}/") if o.key.endswith(".cdrx")]
+    assert len(packages) == 1
+    verdict = verify_package(
+        res.store.get_bytes(packages[0]), secret, res.keyring.public_key_pem().encode()
+    )
+    assert verdict.ok and verdict.manifest["counts"]["records"] > 0
+    assert not list(res.store.list(f"exports/{second}/"))
+    from pipeline.proof.audit import read_log
+
+    rejection = next(e for e in read_log(res.store) if e["action"] == "request_rejected")
+    assert (rejection["actor"], rejection["what"]["case"]) == ("approver", second)
+
+
+def test_stopping_the_ui_stops_every_process_it_started(ui: UI) -> None:
+    started = ui.processes() | ui.pids
+    assert len(started) >= 5  # the UI and its four components, at least
+    ui.proc.send_signal(signal.SIGTERM)
+    ui.proc.wait(timeout=120)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_running(p) for p in started):
+        time.sleep(0.5)
+    left = [p for p in started if _running(p)]
+    assert left == [], [psutil.Process(p).cmdline() for p in left]
+    assert not (ui.home / "ui.pids").exists()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not merely a zombie waiting to be reaped."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
