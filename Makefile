@@ -12,7 +12,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__LOGGING__LOGGING_LEVEL ?= INFO
 export CDR_DEFAULT_REGION ?= PK
 
-.PHONY: install system demo test test-fast ui ui-stop lint format bench clean
+.PHONY: install system demo demo-s3 test test-fast ui ui-stop lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,11 @@ demo: install
 	@set -o pipefail; $(PY) -m cdr_airflow.demo_report --expect-failed $(DEMO_BAD_FILE) 2>&1 | grep -v '^20[0-9][0-9]-'
 	@echo
 	$(PY) -m pipeline summary
+
+# `make demo` against S3 on this machine: moto's server on 127.0.0.1, a versioned data bucket and
+# an Object Lock bucket for bronze; it ends by listing what the day's purge left behind (nothing).
+demo-s3: install
+	$(PY) -m cdr_airflow.demo_s3 --records $(RECORDS)
 
 # Tools the tests use besides Python, from Debian's packages when absent: docker-compose (v1:
 # validates the compose file without an engine), PostgreSQL and Redis (the distributed test),
