@@ -39,27 +39,29 @@ def task_settings() -> Settings:
     return Settings.from_env(connection=fields)
 
 
-def run_person() -> str | None:
-    """Who acts in the running task, for the audit log: the Airflow user who triggered its run,
-    or `airflow:<dag>` for a run the scheduler or an asset started; None outside a task."""
+def running_task() -> tuple[str, str] | None:
+    """The running task, for the audit log: the person behind its run (the Airflow user who
+    triggered it, or `airflow:<dag>` for a run the scheduler or an asset started) and its
+    `dag/run/task`; None outside a task."""
     from airflow.sdk import get_current_context
 
     try:
-        dag_run = get_current_context()["dag_run"]
+        context = get_current_context()
     except Exception:  # not inside a task: the caller's own default applies
         return None
-    user = getattr(dag_run, "triggering_user_name", None)
-    return user or f"airflow:{dag_run.dag_id}"
+    dag_run, ti = context["dag_run"], context["ti"]
+    person = getattr(dag_run, "triggering_user_name", None) or f"airflow:{dag_run.dag_id}"
+    return person, f"{dag_run.dag_id}/{dag_run.run_id}/{ti.task_id}"
 
 
 def task_resources() -> Resources:
     """The run's resources (stores, keyring, policy, quality) from the task's settings, their
     S3 and KMS clients from the AWS connection where there is one. Audit entries the task writes
-    name the person behind the run (`run_person`)."""
+    name the person behind the run and the task (`running_task`)."""
     from cdr_airflow.aws import task_clients
     from pipeline.core.resources import Resources
     from pipeline.proof import audit
 
-    audit.set_person_resolver(run_person)
+    audit.set_task_resolver(running_task)
 
     return Resources.from_settings(task_settings(), clients=task_clients())

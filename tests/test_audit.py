@@ -235,8 +235,7 @@ def test_an_entry_names_the_person_who_acted_and_apart_the_process(
 
     store, ring = log
     monkeypatch.delenv("CDR_ACTOR", raising=False)
-    for name in ("DAG_ID", "DAG_RUN_ID", "TASK_ID"):
-        monkeypatch.delenv(f"AIRFLOW_CTX_{name}", raising=False)
+    monkeypatch.setattr(audit, "_task_resolvers", [])  # a shell: no Airflow task around
     shell = audit.append(store, ring.signing_key(), "note", what={})["body"]
     assert shell["actor"] == f"user:{getpass.getuser()}"
     assert shell["process"].startswith(f"{getpass.getuser()}@")
@@ -248,8 +247,10 @@ def test_an_entry_names_the_person_who_acted_and_apart_the_process(
             blank = audit.append(store, ring.signing_key(), "note", what={})["body"]
     assert (inner["actor"], outer["actor"], blank["actor"]) == ("b.ali", "a.khan", "a.khan")
     assert audit.actor() == f"user:{getpass.getuser()}"
-    monkeypatch.setenv("AIRFLOW_CTX_DAG_ID", "cdr_ingest")
-    monkeypatch.setenv("AIRFLOW_CTX_DAG_RUN_ID", "scheduled__2026-01-01")
-    monkeypatch.setenv("AIRFLOW_CTX_TASK_ID", "ingest")
-    assert audit.process().endswith(" airflow:cdr_ingest/scheduled__2026-01-01/ingest")
+    monkeypatch.setattr(audit, "_task_resolvers", [lambda: ("dag_user", "cdr_ingest/r1/ingest")])
+    in_task = audit.append(store, ring.signing_key(), "note", what={})["body"]
+    assert in_task["actor"] == "dag_user"
+    assert in_task["process"].endswith(" airflow:cdr_ingest/r1/ingest")
+    with audit.acting_as("approver"):  # a person named by the caller comes first
+        assert audit.actor() == "approver"
     assert verify_log(store, ring.public_key()).ok

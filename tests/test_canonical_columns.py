@@ -1,4 +1,4 @@
-"""A canonical file may carry every column of the canonical schema as the README lists it: the
+"""A canonical file may carry every column of the canonical schema as docs/formats.md lists it: the
 columns the pipeline derives are recomputed (the file's values counted, never trusted), so the
 same rows with or without them give the same silver and gold."""
 
@@ -63,8 +63,8 @@ def _every_column(rows: list[dict[str, str]]) -> list[dict[str, str]]:
 
 
 def _readme_columns() -> list[str]:
-    """The canonical CDR's columns as the README lists them."""
-    text = (ROOT / "README.md").read_text().split("## Canonical CDR", 1)[1]
+    """The canonical CDR's columns as docs/formats.md lists them."""
+    text = (ROOT / "docs" / "formats.md").read_text().split("## Canonical CDR", 1)[1]
     listing = text.split("(see", 1)[0]
     return [
         c.strip(" `\n") for c in listing.replace(", plus", ",").replace(" and ", ",").split(",")

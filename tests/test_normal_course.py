@@ -1,4 +1,4 @@
-"""Every change between a retained record and its sealed original is one the README documents:
+"""Every change between a retained record and its sealed original is one docs/design.md documents:
 case folding, trimming, number formatting, derived routing values, tokenising, purging."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from tests.helpers import read_tier
 
 
 def _normal_course_table() -> dict[str, str]:
-    """The README's table: each row's first cell (field names) → the whole row."""
-    text = (ROOT / "README.md").read_text()
+    """The documented table (docs/design.md): each row's first cell (field names) → the row."""
+    text = (ROOT / "docs" / "design.md").read_text()
     section = text.split("## Normal-course changes", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line]
     return {row.split("|")[1]: row for row in rows[1:]}

@@ -43,35 +43,41 @@ ATTEMPTS = 20
 
 #: the people `acting_as` named, innermost last
 _acting: list[str] = []
-#: who acts where the caller did not say: the Airflow glue's answer for the running task (its
-#: run's triggering user, or `airflow:<dag>` for a scheduled run); None outside a task
-_resolvers: list[Callable[[], str | None]] = []
+#: the running task as the Airflow glue sees it: (the person behind its run, `dag/run/task`);
+#: None outside a task
+_task_resolvers: list[Callable[[], tuple[str, str] | None]] = []
+
+
+def _task() -> tuple[str, str] | None:
+    for resolve in _task_resolvers:
+        if found := resolve():
+            return found
+    return None
 
 
 def actor() -> str:
     """The person who acts: the one `acting_as` names (an approver, a CLI's requester), else
-    the running Airflow task's (`set_person_resolver`), else `CDR_ACTOR`, else the OS user of a
-    shell (`user:<name>`)."""
+    the running Airflow task's (its run's triggering user, or `airflow:<dag>` for a scheduled
+    run), else `CDR_ACTOR`, else the OS user of a shell (`user:<name>`)."""
     if _acting:
         return _acting[-1]
-    for resolve in _resolvers:
-        if person := resolve():
-            return person
+    if task := _task():
+        return task[0]
     return os.environ.get("CDR_ACTOR") or f"user:{getpass.getuser()}"
-
-
-def set_person_resolver(resolve: Callable[[], str | None]) -> None:
-    """Install how to tell who acts in the running task (once a process; later calls no-op)."""
-    if not _resolvers:
-        _resolvers.append(resolve)
 
 
 def process() -> str:
     """The process that wrote an entry, kept apart from the person: OS user and host, and in an
-    Airflow task its DAG, run and task (Airflow's `AIRFLOW_CTX_*` variables)."""
+    Airflow task its DAG, run and task."""
     who = f"{getpass.getuser()}@{socket.gethostname()}"
-    dag, run, task = (os.environ.get(f"AIRFLOW_CTX_{k}") for k in ("DAG_ID", "DAG_RUN_ID", "TASK_ID"))  # fmt: skip
-    return f"{who} airflow:{dag}/{run}/{task}" if dag else who
+    task = _task()
+    return f"{who} airflow:{task[1]}" if task else who
+
+
+def set_task_resolver(resolve: Callable[[], tuple[str, str] | None]) -> None:
+    """Install how to tell the running task (once a process; later calls change nothing)."""
+    if not _task_resolvers:
+        _task_resolvers.append(resolve)
 
 
 @contextmanager
