@@ -25,6 +25,8 @@ from typing import Any
 from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parents[2]
+#: how long one call to the api-server may take: a busy 2-core machine answers slowly, not never
+CALL_SECONDS = 60
 
 
 def free_port() -> int:
@@ -123,16 +125,23 @@ class Stack:
         return health.get("scheduler", {}).get("status") == "healthy" and ready
 
     def _wait(self, check: Any, seconds: float, what: str) -> None:
+        """Poll `check` until it holds, against a deadline of `seconds`: an api-server slow to
+        answer on a busy machine (a timeout, a refused or reset connection) is asked again, not
+        a failure; a component that exits is one at once."""
         deadline = time.monotonic() + seconds
+        last: Exception | None = None
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
                     tail = (self.base / f"{name}.log").read_text(errors="replace")[-3000:]
                     raise RuntimeError(f"{name} exited ({proc.returncode}):\n{tail}")
-            if check():
-                return
+            try:
+                if check():
+                    return
+            except (OSError, urllib.error.URLError) as exc:  # TimeoutError is an OSError
+                last = exc
             time.sleep(1)
-        raise TimeoutError(f"waited {seconds} s for {what}")
+        raise TimeoutError(f"waited {seconds} s for {what} (last error: {last!r})")
 
     def call(self, method: str, path: str, body: object = None) -> dict[str, Any]:
         request = urllib.request.Request(
@@ -141,7 +150,7 @@ class Stack:
             method=method,
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=CALL_SECONDS) as response:
             result: dict[str, Any] = json.loads(response.read() or b"{}")
             return result
 
@@ -207,7 +216,7 @@ def run_dag(
     """Unpause and trigger `dag_id`, wait until every run has ended and `landing_empty()`;
     the runs."""
     stack._wait(lambda: _dag_known(stack, dag_id), 120, f"{dag_id} to be parsed")
-    stack.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+    stack._wait(lambda: stack.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False}), 300, f"{dag_id} unpaused")  # fmt: skip
     stack.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None})
     runs: list[dict[str, Any]] = []
 
