@@ -27,9 +27,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.core import layout
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA_BUCKET, BRONZE_BUCKET = "cdr-demo-data", "cdr-demo-bronze"
-BAD_FILE = "landing/operator-b/truncated-upload.bin"
+DATA_PREFIX = "cdr/"  # the store's folder in the data bucket (CDR_STORE=s3://cdr-demo-data/cdr)
+BAD_FILE = layout.landing_key("operator-b", "truncated-upload.bin")
 DEMO_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "demo",
     "AWS_SECRET_ACCESS_KEY": "demo-secret",
@@ -52,7 +55,7 @@ def demo_env(endpoint: str, home: Path) -> dict[str, str]:
     env.update(
         {
             "CDR_HOME": str(home),
-            "CDR_STORE": f"s3://{DATA_BUCKET}/cdr",
+            "CDR_STORE": f"s3://{DATA_BUCKET}/{DATA_PREFIX.rstrip('/')}",
             "CDR_BRONZE_STORE": f"s3://{BRONZE_BUCKET}",
             "CDR_BRONZE_LOCK": "true",
             "CDR_S3_ENDPOINT_URL": endpoint,
@@ -106,12 +109,12 @@ def purged_keys(report: dict[str, Any]) -> list[tuple[str, str]]:
     keys: list[tuple[str, str]] = []
     for entry in report.get("files", []):
         for key in entry.get("deleted", []):
-            bronze = str(key).startswith("bronze/")
-            keys.append((BRONZE_BUCKET, key) if bronze else (DATA_BUCKET, f"cdr/{key}"))
+            bronze = str(key).startswith(layout.BRONZE)
+            keys.append((BRONZE_BUCKET, key) if bronze else (DATA_BUCKET, DATA_PREFIX + key))
     for month in report.get("months", []):
-        y, m = str(month["month"]).split("-")
-        for tier in ("silver/cdr", "vault"):
-            keys.append((DATA_BUCKET, f"cdr/{tier}/year={y}/month={m}/"))
+        y, m = (int(part) for part in str(month["month"]).split("-"))
+        for tier in layout.IDENTIFYING_MONTH_TIERS:  # silver, vault, the token index
+            keys.append((DATA_BUCKET, DATA_PREFIX + layout.month_prefix(tier, (y, m))))
     return keys
 
 

@@ -19,6 +19,7 @@ ENV_EXAMPLE = ROOT / "docker" / ".env.example"
 NOT_DEPLOYED = {
     "CDR_ACTOR": "a shell's name for who acts; a task names the person behind its run itself",
     "CDR_EXPECTATIONS": "a development override of the suites' folder; the image ships them",
+    "CDR_UI_PORT": "the port of `make ui` on a workstation; production's UI is the api-server's",
 }
 AIRFLOW = {
     "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
