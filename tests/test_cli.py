@@ -142,6 +142,7 @@ def test_a_folder_is_ingested_without_its_keyring_or_hidden_files(
     assert "keyring" in line
 
 
+@pytest.mark.slow
 def test_json_output_parses_and_holds_no_identifier(env: dict[str, str], tmp_path: Path) -> None:
     data = tmp_path / "a.csv"
     env = env | {"CDR_DEFAULT_REGION": "PK"}
@@ -167,6 +168,7 @@ def test_json_output_parses_and_holds_no_identifier(env: dict[str, str], tmp_pat
         assert NUMBER not in out and NUMBER[1:] not in out and NUMBER[3:] not in out
 
 
+@pytest.mark.slow
 def test_a_second_demo_says_nothing_new_was_ingested(env: dict[str, str]) -> None:
     first = cli(env, "demo", "--records", "400")
     assert first.returncode == 0, first.stderr
@@ -176,6 +178,7 @@ def test_a_second_demo_says_nothing_new_was_ingested(env: dict[str, str]) -> Non
     assert "Nothing new was ingested: all 7 files had been ingested before." in again.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("day", ["2024-02-29", "2025-12-31", "2026-03-01", "2026-07-16"])
 def test_the_demo_quarantines_only_its_deliberate_bad_rows_on_any_day(
     env: dict[str, str], day: str

@@ -149,6 +149,7 @@ def _canonical(path: Path, rows: list[dict[str, str]]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_other_peoples_numbers_in_customer_and_route_ids_are_masked_in_every_common_form(
     res: Resources, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -479,6 +480,7 @@ TEXT_FIELDS = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", sorted(TEXT_FIELDS))
 def test_no_identifier_survives_in_any_text_field_of_any_format(fmt: str, tmp_path: Path) -> None:
     """One store per format; every example a delivery of its own (its record IDs tagged, its

@@ -279,6 +279,7 @@ def test_bronze_must_hash_to_the_seal_before_anything_is_published(
 # --- two hosts on one store, one of them killed -------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("store", ["local", pytest.param("s3", marks=pytest.mark.s3)])
 def test_a_run_killed_on_one_host_is_taken_over_from_another_once_its_lease_lapses(
     local_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest, store: str

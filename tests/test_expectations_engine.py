@@ -156,6 +156,7 @@ SCHEMA = {
     cut=st.integers(0, 40),
     engine=st.sampled_from(["python re", "polars"]),
 )
+@pytest.mark.slow
 def test_the_evaluator_gives_gx_verdict_and_counts(
     data: list[dict[str, Any]], cut: int, engine: str
 ) -> None:

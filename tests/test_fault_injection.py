@@ -24,6 +24,8 @@ from pipeline.records.synth import generate
 from tests.conftest import ROOT
 from tests.helpers import read_tier
 
+pytestmark = pytest.mark.slow  # a fault suite: kill -9 at every step
+
 ROWS = 60_000
 AS_OF = "2025-06-15"
 RETAIN_AS_OF = "2026-07-01"  # identifiers of every month purged, gold kept

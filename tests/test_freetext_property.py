@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import polars as pl
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -82,6 +83,7 @@ def _edge(o: tuple[str, str], text: str) -> pl.DataFrame:
     return pl.DataFrame([row | dict.fromkeys(FIELDS, text)], schema={c: pl.String for c in row} | dict.fromkeys(FIELDS, pl.String))  # fmt: skip
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(batch())
 @example(_edge(("msisdn", "+1234567"), "id 12-34-567"))  # the shortest tail: seven digits

@@ -59,6 +59,7 @@ def test_batches_are_bounded_by_count_and_bytes_and_a_big_file_goes_alone(tmp_pa
     assert landing_batches(LocalStore(tmp_path / "empty"), 3, 100) == []
 
 
+@pytest.mark.slow
 @pytest.mark.airflow
 def test_one_unreadable_file_among_fifty_fails_only_itself_and_is_named(
     airflow_db: None,

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -76,6 +78,7 @@ def _build(tmp: Path) -> Path:
     return site
 
 
+@pytest.mark.slow
 def test_the_package_carries_its_expectations_and_validates_with_them(tmp_path: Path) -> None:
     site = _build(tmp_path)
     suites = site / "pipeline" / "expectations"

@@ -27,7 +27,7 @@ from pipeline.records.synth import Generated, generate
 from tests.faultproxy import FAULTS, FaultPlan, FaultProxy
 from tests.helpers import all_versions_text, find_identifiers, needles_for, read_tier
 
-pytestmark = pytest.mark.s3
+pytestmark = [pytest.mark.s3, pytest.mark.slow]  # a fault suite
 INGEST_AS_OF = dt.date(2025, 6, 15)
 PURGE_AS_OF = dt.date(2026, 2, 15)  # 2025-01 is purged, 2025-02 keeps its identifiers
 COMMANDS = [

@@ -109,6 +109,7 @@ def _landing(res: Resources, tmp_path: Path, names: list[str]) -> None:
         copy_into_landing(res.store, g.path, f"operator-{name[0]}")
 
 
+@pytest.mark.slow
 def test_one_files_store_error_fails_that_file_and_the_others_go_in(
     locked_env: dict[str, str], moto_endpoint: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,

@@ -25,6 +25,7 @@ def _aws_connection(monkeypatch: pytest.MonkeyPatch, conn_id: str, **extra: obje
     monkeypatch.setenv("CDR_AWS_CONN_ID", conn_id)
 
 
+@pytest.mark.slow
 @pytest.mark.airflow
 @pytest.mark.s3
 def test_the_ingest_dag_reaches_the_store_through_the_aws_connection(
