@@ -68,7 +68,7 @@ test-fast: install
 
 # Airflow's UI on http://127.0.0.1:$(UI_PORT) with this project's DAGs (LocalExecutor, SQLite, the
 # demo's store and keyring), an officer and an approver; Ctrl-C stops every process it started.
-UI_PORT ?= 8080
+UI_PORT ?= $(or $(CDR_UI_PORT),8080)
 ui: install
 	@mkdir -p $(CDR_HOME)
 	CDR_SOURCE_TIMEZONE=$${CDR_SOURCE_TIMEZONE:-UTC} $(PY) -m cdr_airflow.ui --port $(UI_PORT)

@@ -102,6 +102,18 @@ def versions(endpoint: str, bucket: str, prefix: str) -> dict[str, int]:
     return found
 
 
+def all_versions(endpoint: str, bucket: str) -> dict[str, int]:
+    """Every key of the bucket, and how many versions and delete markers it has."""
+    from pipeline.core.store import s3_client
+
+    client = s3_client(endpoint)
+    found: dict[str, int] = {}
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+            found[item["Key"]] = found.get(item["Key"], 0) + 1
+    return found
+
+
 def purged_keys(report: dict[str, Any]) -> list[tuple[str, str]]:
     """(bucket, key or prefix) of everything a retention report says it purged: each file's
     deleted objects (its original in bronze, its quarantined rows), each month's silver and
@@ -165,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         step(env, "cdr_ingest under Airflow", airflow, "dags", "test", "cdr_ingest", now, ok=(0, 1))  # fmt: skip
         step(env, "what the run did", py, "-m", "cdr_airflow.demo_report", "--expect-failed", BAD_FILE)  # fmt: skip
         step(env, "the store", py, "-m", "pipeline", "summary")
+        before = {b: all_versions(endpoint, b) for b in (DATA_BUCKET, BRONZE_BUCKET)}
         later = add_months(dt.date.today(), 13)
         reports = [
             retention(env, "retention, as of today", []),
@@ -182,18 +195,20 @@ def main(argv: list[str] | None = None) -> int:
             if lock:  # Object Lock keeps the bytes; the file key that opens them is destroyed
                 print(f"  {lock}: unreadable (its key destroyed), deleted by the first run after")  # fmt: skip
                 continue
-            left += sum(found.values())
-            print(f"  s3://{bucket}/{key}: {found['versions']} versions, {found['delete_markers']} delete markers")  # fmt: skip
+            had = sum(n for k, n in before[bucket].items() if k.startswith(key))
+            left += sum(found.values()) + (had == 0)  # a purge of nothing proves nothing
+            print(f"  s3://{bucket}/{key}: {found['versions']} versions, {found['delete_markers']} delete markers ({had} before)")  # fmt: skip
         if not purged:
             print("  nothing was due today")
+        shown = next((k for b, k in purged if b == DATA_BUCKET and k.endswith("/")), DATA_PREFIX)
         print(
             "\nOn a real bucket, the same with the AWS CLI:\n"
-            f"  aws s3api list-object-versions --bucket {DATA_BUCKET} --prefix cdr/silver/cdr/year=2025/month=01/\n"
-            f"  aws s3api list-object-versions --bucket {BRONZE_BUCKET} --prefix bronze/\n"
-            f"  aws s3api get-object-retention --bucket {BRONZE_BUCKET} --key bronze/<source>/<sha256>.enc"
+            f"  aws s3api list-object-versions --bucket {DATA_BUCKET} --prefix {shown}\n"
+            f"  aws s3api list-object-versions --bucket {BRONZE_BUCKET} --prefix {layout.BRONZE}\n"
+            f"  aws s3api get-object-retention --bucket {BRONZE_BUCKET} --key {layout.BRONZE}<source>/<sha256>.enc"
         )
         if left:
-            print(f"\nFAILED: {left} versions or delete markers left under purged keys", file=sys.stderr)  # fmt: skip
+            print(f"\nFAILED: {left} versions or delete markers left under purged keys, or a purge of nothing", file=sys.stderr)  # fmt: skip
             return 1
         return 0
     finally:

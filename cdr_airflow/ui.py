@@ -38,6 +38,7 @@ PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 PIDS_FILE = "ui.pids"
 STOP_SECONDS = 30
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 
 HINTS = """\
 Three things to try (README, "Operator recipes"):
@@ -64,6 +65,10 @@ def ui_environment(home: Path, port: int, base: Mapping[str, str] | None = None)
             "AIRFLOW__CORE__PARALLELISM": str(max(2, (os.cpu_count() or 2) * 2)),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(max(2, (os.cpu_count() or 2) * 2)),
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+            # the simple auth manager, each user with their own role: never everyone an admin
+            # (then anyone could answer an approval)
+            "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(map(":".join, USERS.items())),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
@@ -98,7 +103,7 @@ def _die_with_parent() -> None:
 
 def airflow(env: Mapping[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     command = [str(Path(sys.executable).with_name("airflow")), *args]
-    return subprocess.run(command, env=dict(env), capture_output=True, text=True, check=False)
+    return subprocess.run(command, env=dict(env), capture_output=True, text=True, timeout=600)
 
 
 def prepare(env: Mapping[str, str]) -> None:
@@ -164,7 +169,9 @@ def passwords(home: Path, seconds: float = 60) -> dict[str, str]:
 
 
 def stop(groups: list[int], seconds: float = STOP_SECONDS) -> None:
-    """SIGTERM to every process group, then SIGKILL to whatever is left after `seconds`."""
+    """SIGTERM to every process group, then SIGKILL to whatever is left after `seconds`; then
+    the same to any process left below this one (a task runner leads a process group of its
+    own, and one whose component died is reparented here: this process is their subreaper)."""
     for group in groups:
         _signal(group, signal.SIGTERM)
     deadline = time.monotonic() + seconds
@@ -172,6 +179,68 @@ def stop(groups: list[int], seconds: float = STOP_SECONDS) -> None:
         time.sleep(0.3)
     for group in groups:
         _signal(group, signal.SIGKILL)
+    left = _descendants(os.getpid())
+    for pid in left:
+        _kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_exists(p) for p in left):
+        _reap()
+        time.sleep(0.3)
+    for pid in left:
+        _kill(pid, signal.SIGKILL)
+    _reap()
+
+
+def _descendants(root: int) -> list[int]:
+    """Every process below `root`, read from /proc (children before their parents' siblings)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _exists(pid: int) -> bool:
+    """Running, not merely a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _reap() -> None:
+    """Collect the exit status of every child that has ended (ours, or reparented to us)."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+
+
+def recorded_groups(pid_file: Path) -> list[int]:
+    """The process groups a UI recorded that are still Airflow's: a stale file's numbers may
+    have been reused by processes that are none of ours."""
+    if not pid_file.exists():
+        return []
+    groups = json.loads(pid_file.read_text())
+    ours = []
+    for group in groups:
+        with contextlib.suppress(OSError):
+            command = Path(f"/proc/{group}/cmdline").read_bytes()
+            if b"airflow" in command:
+                ours.append(group)
+    return ours
 
 
 def _signal(group: int, sig: signal.Signals) -> None:
@@ -201,11 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(os.environ.get("AIRFLOW_HOME") or ROOT / "var" / "airflow").resolve()
     pid_file = home / PIDS_FILE
     if args.stop:
-        groups = json.loads(pid_file.read_text()) if pid_file.exists() else []
+        groups = recorded_groups(pid_file)
         stop(groups)
         pid_file.unlink(missing_ok=True)
         print(f"stopped {len(groups)} Airflow process group(s)")
         return 0
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans below (task runners) become ours to stop
     env = ui_environment(home, args.port)
     prepare(env)
     procs = start(env, home / "ui-logs")

@@ -76,7 +76,7 @@ def cdr_ingest() -> None:
         outlets=[TIERS],  # events for cdr_gold, cdr_silver, cdr_vault when the file wrote rows
         map_index_template="{{ batch_name | default(task.op_kwargs['batch']['label']) }}",
         max_active_tis_per_dag=4,
-        pool="cdr_store",  # caps concurrent S3 and KMS work across workers (README)
+        pool="cdr_store",  # caps concurrent S3 and KMS work across workers (docs/operations.md)
     )
     def ingest(
         batch: dict, params: dict, logical_date=None, dag_run=None, outlet_events=None

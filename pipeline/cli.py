@@ -2,7 +2,7 @@
 
 Commands: ingest, generate, demo, docs, summary, retention, hold, audit, verify, replay, export,
 verify-export, request, subject-request, verify-access, keys. Exit status 0 on success, 1 on a
-failed run, 2 on arguments or settings that cannot be used (README, "Exit statuses"); messages
+failed run, 2 on arguments or settings that cannot be used (docs/operations.md, "Exit statuses"); messages
 name files and reason codes, never record values.
 """
 
@@ -1022,7 +1022,7 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    """Run one command; any failure ends as one line on stderr and an exit status (README,
+    """Run one command; any failure ends as one line on stderr and an exit status (docs/operations.md,
     "Exit statuses"), a traceback only with --verbose."""
     args = parser(prog or _prog()).parse_args(argv)
     logging.basicConfig(
@@ -1065,7 +1065,7 @@ def failure(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, PipelineError):
         return one_line(exc), exc.exit_status
     if isinstance(exc, NoCredentialsError | PartialCredentialsError | ProfileNotFound):
-        return f'no usable AWS credentials ({one_line(exc)}); see README, "Configuration"', USAGE
+        return f"no usable AWS credentials ({one_line(exc)}); see docs/configuration.md", USAGE
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.strerror or type(exc).__name__}: {_shown(exc.filename)}", USAGE
     if isinstance(exc, store_errors()):

@@ -36,7 +36,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 COUNTS = ("records", "silver", "gold", "gold_only", "quarantined")
 
 #: what a sealed file can become: the label a summary gives it, and what an operator does
-#: (README, "What becomes of a file")
+#: (docs/formats.md, "What becomes of a file")
 STATES = {
     "ingested": ("ingested", "nothing"),
     "quarantined_file": ("FILE QUARANTINED WHOLE", "ask the source for a readable file"),
@@ -66,7 +66,7 @@ def failed_files(reports: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def ingest_metrics(report: dict[str, Any]) -> dict[str, int]:
-    """One file's counts as StatsD metric names (see README, "Running in production"):
+    """One file's counts as StatsD metric names (see docs/operations.md, "Running in production"):
     `cdr.ingest.<count>`, `cdr.ingest.files.<status>`, `cdr.ingest.quarantined.<reason>`."""
     out = {f"cdr.ingest.{k}": int(report[k]) for k in COUNTS}
     out[f"cdr.ingest.files.{report['status']}"] = 1

@@ -221,7 +221,7 @@ def test_a_hold_that_would_end_before_tomorrow_is_refused(env: dict[str, str]) -
         line = one_line_failure(
             cli(env, "hold", "place", "--case", "H-1", "--reason", "order 1", "--until", until), 2
         )
-        assert f"--until {until} is not after today" in line
+        assert f"until {until} is not after today" in line
     assert "H-1" not in cli(env, "hold", "list", "--json").stdout  # refused: nothing stored
     tomorrow = (today + dt.timedelta(days=1)).isoformat()
     placed = cli(env, "hold", "place", "--case", "H-1", "--reason", "order 1", "--until", tomorrow, "--identifier", NUMBER)  # fmt: skip

@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,26 +82,18 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
         text=True,
     )
     running = UI(proc, port, base / "airflow")
-    lines = []
-    deadline = time.monotonic() + READY_SECONDS
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if m := re.match(r"\s+(officer|approver|admin)\s+password (\S+)", line):
-            running.passwords[m.group(1)] = m.group(2)
-        if line.strip() == "ready":
-            break
-    assert lines and lines[-1].strip() == "ready", "".join(lines) + (base / "ui.out").read_text()
-    running.pids = running.processes()
     ours = {k: v for k, v in env.items() if k.startswith("CDR_")}
     before = {k: os.environ.get(k) for k in ours}
-    os.environ.update(ours)  # the test's own calls (requests, checks) use the UI's store
     try:
+        lines = _until_ready(proc)
+        assert lines and lines[-1].strip() == "ready", "".join(lines) + (base / "ui.out").read_text()  # fmt: skip
+        for line in lines:
+            if m := re.match(r"\s+(officer|approver|admin)\s+password (\S+)", line):
+                running.passwords[m.group(1)] = m.group(2)
+        running.pids = running.processes()
+        os.environ.update(ours)  # the test's own calls (requests, checks) use the UI's store
         yield running
-    finally:
+    finally:  # a UI that never got ready is stopped too, with everything it started
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
@@ -109,6 +102,25 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _until_ready(proc: subprocess.Popen[str]) -> list[str]:
+    """The UI's output up to its `ready` line, read on a thread against a deadline (a UI that
+    hangs before printing anything does not hang the test)."""
+    lines: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            if line.strip() == "ready":
+                break
+        done.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    done.wait(READY_SECONDS)
+    return list(lines)
 
 
 def _resources():  # type: ignore[no-untyped-def]
@@ -183,26 +195,37 @@ def _approval_page(page, ui: UI, run_id: str) -> None:  # type: ignore[no-untype
     raise AssertionError(f"the approval step of {run_id} never asked")
 
 
-def _run_state(ui: UI, run_id: str) -> str:
-    """The run's state, as the run list shows it (the REST API behind it), once final."""
+def _api(ui: UI, method: str, path: str, body: object = None) -> dict:  # type: ignore[type-arg]
+    """A call to the UI's REST API as the admin (what the UI's pages read)."""
     import json
     import urllib.request
-    from urllib.parse import quote
 
     login = urllib.request.Request(
         f"{ui.url}/auth/token",
         data=json.dumps({"username": "admin", "password": ui.passwords["admin"]}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(login, timeout=30) as answer:
+    with urllib.request.urlopen(login, timeout=60) as answer:
         token = json.loads(answer.read())["access_token"]
-    url = f"{ui.url}/api/v2/dags/cdr_le_export/dagRuns/{quote(run_id)}"
+    request = urllib.request.Request(
+        f"{ui.url}/api/v2{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        found: dict = json.loads(answer.read() or b"{}")  # type: ignore[type-arg]
+        return found
+
+
+def _run_state(ui: UI, run_id: str) -> str:
+    """The run's state, as the run list shows it (the REST API behind it), once final."""
+    from urllib.parse import quote
+
     deadline = time.monotonic() + RUN_SECONDS
     state = ""
     while time.monotonic() < deadline:
-        ask = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(ask, timeout=30) as answer:
-            state = json.loads(answer.read())["state"]
+        state = _api(ui, "GET", f"/dags/cdr_le_export/dagRuns/{quote(run_id)}")["state"]
         if state in ("success", "failed"):
             return state
         time.sleep(2)
@@ -260,9 +283,35 @@ def test_an_officer_cannot_approve_the_approver_delivers_and_rejects(
     assert (rejection["actor"], rejection["what"]["case"]) == ("approver", second)
 
 
-def test_stopping_the_ui_stops_every_process_it_started(ui: UI) -> None:
+def _ingest_running(ui: UI, tmp: Path) -> None:
+    """A cdr_ingest run whose `ingest` task is running now (a big file in landing)."""
+    from pipeline.flows.ingest import copy_into_landing
+    from pipeline.records.synth import generate
+
+    g = generate("canonical_csv", tmp / "big.csv", 600_000, start=dt.date(2025, 3, 1))
+    copy_into_landing(_resources().store, g.path, "switch-1")
+    # Unpaused, the hourly DAG starts a run for the latest hour (no catch-up), beside the one
+    # triggered here, which waits for it (one run at a time): either may take the file.
+    _api(ui, "PATCH", "/dags/cdr_ingest", {"is_paused": False})
+    _api(ui, "POST", "/dags/cdr_ingest/dagRuns", {"logical_date": None})
+    deadline = time.monotonic() + RUN_SECONDS
+    while time.monotonic() < deadline:
+        tis = _api(ui, "GET", "/dags/cdr_ingest/dagRuns/~/taskInstances")
+        if any(t["task_id"] == "ingest" and t["state"] == "running" for t in tis["task_instances"]):  # fmt: skip
+            return
+        time.sleep(0.5)
+    raise AssertionError("the ingest task never ran")
+
+
+def test_stopping_the_ui_stops_every_process_it_started_a_running_task_too(
+    ui: UI, tmp_path: Path
+) -> None:
+    _ingest_running(ui, tmp_path)
     started = ui.processes() | ui.pids
-    assert len(started) >= 5  # the UI and its four components, at least
+    # the UI, its four components, and the running task's own process group
+    assert len(started) >= 6
+    task_groups = {os.getpgid(p) for p in started if _running(p)} - {os.getpgid(ui.proc.pid)}
+    assert len(task_groups) >= 5  # each component's group, and the task runner's
     ui.proc.send_signal(signal.SIGTERM)
     ui.proc.wait(timeout=120)
     deadline = time.monotonic() + 30

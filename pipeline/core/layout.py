@@ -5,7 +5,7 @@ key that means a key crypto-shredding misses, or two cases sharing one key. Ever
 builds its name from validated values (a digest, a month, a case reference, a source slug), so
 two different inputs never give the same name and no name escapes its prefix.
 
-Tiers (see the README for what each holds and how long):
+Tiers (see docs/design.md for what each holds and how long):
 ```
 landing/<source>/<file>                       files as sources drop them
 seals/<sha256>.seal.json | .parse.json        signed seal and parse entries

@@ -83,7 +83,7 @@ def _hold(res: Resources, fields: dict[str, Any], now: dt.datetime) -> tuple[dic
     problems = [] if requested_by else ["requested_by is missing"]
     try:
         request = HoldRequest.from_mapping({**fields, "action": "place"})
-        request.validate()
+        request.validate(now.date())
         check(request.hold(res, now, requested_by))
     except (HoldError, IdentifierError) as exc:
         raise CaseRequestError([*problems, str(exc)]) from None

@@ -310,7 +310,7 @@ class HoldRequest:
         today = today or dt.datetime.now(dt.UTC).date()
         if self.until is not None and dt.date.fromisoformat(self.until) <= today:
             raise HoldError(
-                f"--until {self.until} is not after today ({today.isoformat()}, UTC): the hold "
+                f"until {self.until} is not after today ({today.isoformat()}, UTC): the hold "
                 "ends at the start of that day, so it would hold nothing"
             )
         if self.date_from and self.date_to and self.date_from > self.date_to:

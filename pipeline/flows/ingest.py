@@ -806,7 +806,7 @@ def reparse_original(
     progress: Callable[[int], None] | None = None,
     zone: str | None = None,
 ) -> tuple[dict[str, Any], FileReport | None]:
-    """Parse an ingested file again from its sealed original in bronze (a replay, README
+    """Parse an ingested file again from its sealed original in bronze (a replay, docs/operations.md
     "Replaying quarantined rows"): (the parse entry's body before, the new report), or None
     for the report when `wanted` declines the file as it now stands.
 

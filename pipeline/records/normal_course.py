@@ -1,4 +1,4 @@
-"""The normal-course changes (README, "Normal-course changes") to the fields a record keeps as
+"""The normal-course changes (docs/design.md, "Normal-course changes") to the fields a record keeps as
 its source wrote them, defined once.
 
 Ingest makes them (`transform`); `verify --deep` applies the same definition to the original it

@@ -33,5 +33,5 @@ def meaning(reason: str) -> str:
     code, _, field = reason.partition(":")
     text = MEANINGS.get(code)
     if text is None:
-        return "see the README's reason codes"
+        return "see the reason codes in docs/formats.md"
     return f"{text} ({field})" if field else text

@@ -138,6 +138,10 @@ class Stack:
             try:
                 if check():
                     return
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500:  # a wrong request stays wrong: fail now, not at the deadline
+                    raise
+                last = exc
             except (OSError, urllib.error.URLError) as exc:  # TimeoutError is an OSError
                 last = exc
             time.sleep(1)
