@@ -181,13 +181,13 @@ def stop(groups: list[int], seconds: float = STOP_SECONDS) -> None:
         _signal(group, signal.SIGKILL)
     left = _descendants(os.getpid())
     for pid in left:
-        _kill(pid, signal.SIGTERM)
+        _signal(pid, signal.SIGTERM, group=False)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(_exists(p) for p in left):
         _reap()
         time.sleep(0.3)
     for pid in left:
-        _kill(pid, signal.SIGKILL)
+        _signal(pid, signal.SIGKILL, group=False)
     _reap()
 
 
@@ -206,11 +206,6 @@ def _descendants(root: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
-
-
-def _kill(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
 
 
 def _exists(pid: int) -> bool:
@@ -243,9 +238,10 @@ def recorded_groups(pid_file: Path) -> list[int]:
     return ours
 
 
-def _signal(group: int, sig: signal.Signals) -> None:
+def _signal(target: int, sig: signal.Signals, *, group: bool = True) -> None:
+    """Send `sig` to a process group (or, `group=False`, one process) that may be gone."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(group, sig)
+        (os.killpg if group else os.kill)(target, sig)
 
 
 def _alive(group: int) -> bool:
