@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass, field
 from email.message import EmailMessage
 from typing import Any
 
+from pipeline.core import layout
 from pipeline.core.layout import RETENTION_SUCCESS
+from pipeline.core.registry import SourceRule
 from pipeline.core.store import ObjectStore
 
 log = logging.getLogger("pipeline.core.alerts")
@@ -120,3 +122,43 @@ def retention_overdue(store: ObjectStore, now: dt.datetime) -> Alert | None:
         "deletion may still be stored. Check the cdr_retention runs and their logs.",
         facts={"last_success": last.isoformat() if last else None, "checked_at": now.isoformat()},
     )
+
+
+def hours_since_delivery(store: ObjectStore, rule: SourceRule, now: dt.datetime) -> float | None:
+    """Hours from the end of the last hour a source delivered in to `now`, looking back twice
+    its interval and a day (None: nothing in that window, silent however long)."""
+    prefix = layout.deliveries_prefix(rule.name)
+    since = now - dt.timedelta(hours=2 * rule.interval_hours + 24)
+    after = layout.delivery_key(rule.name, since)
+    hours = [layout.delivery_hour(o.key) for o in store.list_after(prefix, after)]
+    if not hours:
+        return None
+    last_end = max(hours) + dt.timedelta(hours=1)
+    return max((now - last_end).total_seconds() / 3600, 0.0)
+
+
+def silent_sources(
+    store: ObjectStore, rules: dict[str, SourceRule], now: dt.datetime
+) -> tuple[Alert | None, dict[str, float | None]]:
+    """Each registered source's hours since its last delivery, and an alert naming those
+    silent for longer than their interval (a switch that stopped sending, a broken transfer)."""
+    since = {name: hours_since_delivery(store, rule, now) for name, rule in sorted(rules.items())}
+    silent = {
+        name: hours
+        for name, hours in since.items()
+        if hours is None or hours > rules[name].interval_hours
+    }
+    if not silent:
+        return None, since
+    parts = [
+        f"{name} ({'no delivery in the window' if h is None else f'{h:.1f} h since its last delivery'}, expected every {rules[name].interval_hours} h)"
+        for name, h in silent.items()
+    ]
+    alert = Alert(
+        title="sources silent longer than their delivery interval",
+        detail="no new file from: "
+        + "; ".join(parts)
+        + ". Check the source system and the transfer into landing/.",
+        facts={"sources": sorted(silent), "checked_at": now.isoformat()},
+    )
+    return alert, since

@@ -31,6 +31,7 @@ retention/attempts/<key name>.json            a purge begun and not yet recorded
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import re
@@ -70,6 +71,8 @@ PURGED = "retention/purged/"
 PURGE_ATTEMPTS = "retention/attempts/"
 RETENTION_SUCCESS = "retention/last_success.json"
 RECORD_IDS = "index/record_ids/"
+#: One marker per source and hour in which it delivered: when each source was last heard from.
+DELIVERIES = "index/deliveries/"
 #: Each silver part's token index (token -> row group), beside its month; silver-tier data.
 TOKEN_INDEX = "index/tokens/"
 
@@ -517,6 +520,22 @@ def request_key_name(case_ref: str) -> str:
     `hold_key_name`)."""
     digest = hashlib.sha256(case(case_ref).encode()).hexdigest()[:40]
     return f"{REQUEST_KEY_PREFIX}{digest}"
+
+
+def delivery_key(source_name: str, arrived_at: dt.datetime) -> str:
+    """The marker of a source's deliveries in one UTC hour (`YYYY-MM-DDTHH`, sorting by time)."""
+    hour = arrived_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H")
+    return f"{DELIVERIES}{source(source_name)}/{hour}.json"
+
+
+def deliveries_prefix(source_name: str) -> str:
+    return f"{DELIVERIES}{source(source_name)}/"
+
+
+def delivery_hour(key: str) -> dt.datetime:
+    """The UTC hour a delivery marker stands for."""
+    stamp = PurePosixPath(key).stem
+    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H").replace(tzinfo=dt.UTC)
 
 
 def audit_key(seq: int) -> str:

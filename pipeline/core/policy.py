@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pipeline.core.dates import identifier_purge_date, record_delete_date
 from pipeline.core.errors import USAGE, PipelineError
+from pipeline.core.registry import SourceRule, parse_registry
 from pipeline.core.rights import RightsPolicy, parse_rights
 
 DEFAULT_FILE = Path(__file__).with_name("retention.toml")
@@ -50,6 +51,8 @@ class RetentionPolicy:
     source: str = ""
     #: data subject requests: answer deadlines and early erasure per country (`pipeline.core.rights`)
     rights: RightsPolicy = field(default_factory=RightsPolicy)
+    #: the source registry: each source's delivery interval and zone (`pipeline.core.registry`)
+    sources: dict[str, SourceRule] = field(default_factory=dict)
 
     def identifier_purge(self, year: int, month: int, country: str | None = None) -> dt.date:
         """First day without identifiers for a month (and an end user's country)."""
@@ -75,7 +78,7 @@ def parse_policy(text: str, source: str = "<policy>") -> RetentionPolicy:
     def fail(line: int, problem: str) -> PolicyError:
         return PolicyError(f"{source}, line {line}: {problem}")
 
-    unknown = set(data) - {"default", "override", "subject_rights"}
+    unknown = set(data) - {"default", "override", "subject_rights", "source"}
     if unknown:
         raise fail(1, f"unknown section(s) {', '.join(sorted(unknown))}")
     default = data.get("default")
@@ -133,7 +136,8 @@ def parse_policy(text: str, source: str = "<policy>") -> RetentionPolicy:
             raise fail(line, f"{country}: identifiers would outlive their records")
         overrides[country] = Override(country, o_months, text_field(entry, "reason", line))
     rights = parse_rights(data.get("subject_rights"), text, source)
-    return RetentionPolicy(months, years, reason, overrides, source, rights)
+    sources = parse_registry(data.get("source", []), _lines_of(text, "[[source]]"), fail)
+    return RetentionPolicy(months, years, reason, overrides, source, rights, sources)
 
 
 def load_policy(path: str | Path | None = None) -> RetentionPolicy:

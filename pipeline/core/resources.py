@@ -61,6 +61,17 @@ class Resources:
             policy or load_policy(settings.retention_policy or None),
         )
 
+    def zone_for(self, source: str) -> str | None:
+        """The zone a source's times without an offset are read in: `CDR_SOURCE_TIMEZONES`'
+        entry for it, else the source registry's, else `CDR_SOURCE_TIMEZONE` (None: unknown)."""
+        explicit = dict(self.settings.source_timezones)
+        if source in explicit:
+            return explicit[source]
+        rule = self.policy.sources.get(source)
+        if rule is not None and rule.timezone:
+            return rule.timezone
+        return self.settings.source_timezone
+
 
 def _lazy_s3(make: ClientFactory, endpoint_url: str | None) -> Callable[[str], Any]:
     """The one S3 client the run's stores share, made only if a location is on S3."""

@@ -400,6 +400,7 @@ def _ingest_leased(
         now = dt.datetime.now(dt.UTC)
         seal = seal_original(res.store, signer, sha256, size, source, name, arrived_at or now, now)
         _audit_seal(res, seal)
+        _heard_from(res, source, dt.datetime.fromisoformat(seal["body"]["arrived_at"]))
         file_key = res.keyring.data_key(layout.file_key_name(sha256))
         b_key = layout.bronze_key(source, sha256)
         # Locked in the upload from the month it arrived in; the commit extends it if need be.
@@ -510,6 +511,14 @@ def _hold(res: Resources, b_key: str, months: list[str], seal: dict[str, Any]) -
     """Lock the original until the policy's purge date of its earliest month."""
     until = lock_date(res.policy, months, seal["body"]["arrived_at"])
     _locked(lambda: hold_until(res.bronze, b_key, until, required=res.settings.bronze_lock))
+
+
+def _heard_from(res: Resources, source: str, arrived_at: dt.datetime) -> None:
+    """Mark the hour the source delivered in (one small object an hour and source, whatever
+    arrives in it): the source watch tells a source gone silent from these."""
+    key = layout.delivery_key(source, arrived_at)
+    if not res.store.exists(key):
+        res.store.put_bytes(key, b"{}")
 
 
 def _audit_seal(res: Resources, seal: dict[str, Any]) -> None:
@@ -652,7 +661,7 @@ def _parse_into_tiers(
         commitment_encoding=ENCODING,
         detector_region=res.quality.region,
     )
-    zone = zone if zone is not None else res.settings.zone_for(source)
+    zone = zone if zone is not None else res.zone_for(source)
     opts = ParseOptions(region, zone, res.settings.batch_rows)
     book = AddressBook()
     tallies = _suite_tallies(res)

@@ -86,7 +86,7 @@ def run_replay(res: Resources, request: ReplayRequest) -> ReplayReport:
     plan = normalise.numbering_plan()
     report = ReplayReport()
     for sha, source in _candidates(res, request):
-        zone = res.settings.zone_for(source) if request.reason == NO_OFFSET else None
+        zone = res.zone_for(source) if request.reason == NO_OFFSET else None
         note = {"reason": request.reason, "default_region": region, "numbering_plan": plan, "as_of": request.as_of.isoformat()}  # fmt: skip
         if request.reason == NO_OFFSET:
             if zone is None:

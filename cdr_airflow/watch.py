@@ -1,0 +1,29 @@
+"""What the watch DAGs share beyond alerting: the sources' delivery check, with its gauges."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+#: the StatsD gauge of a source's hours since its last delivery (-1: none in the window)
+SILENCE_GAUGE = "cdr.source.{source}.hours_since_delivery"
+SILENT_COUNT = "cdr.sources.silent"
+
+
+def check_sources() -> dict[str, Any]:
+    """Each registered source's hours since its last delivery as a gauge, and the task failed
+    (so alerted) when any is silent longer than its interval. No registry: nothing to check."""
+    from airflow.sdk.observability.stats import Stats
+
+    from cdr_airflow.alerting import fail_on
+    from cdr_airflow.settings import task_resources
+    from pipeline.core.alerts import silent_sources
+
+    res = task_resources()
+    alert, since = silent_sources(res.store, res.policy.sources, dt.datetime.now(dt.UTC))
+    for source, hours in since.items():
+        Stats.gauge(SILENCE_GAUGE.format(source=source), -1 if hours is None else round(hours, 2))
+    silent = len(alert.facts["sources"]) if alert else 0
+    Stats.gauge(SILENT_COUNT, silent)
+    fail_on(alert)
+    return {"sources": len(since), "silent": silent}
