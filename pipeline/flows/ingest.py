@@ -516,9 +516,7 @@ def _hold(res: Resources, b_key: str, months: list[str], seal: dict[str, Any]) -
 def _heard_from(res: Resources, source: str, arrived_at: dt.datetime) -> None:
     """Mark the hour the source delivered in (one small object an hour and source, whatever
     arrives in it): the source watch tells a source gone silent from these."""
-    key = layout.delivery_key(source, arrived_at)
-    if not res.store.exists(key):
-        res.store.put_bytes(key, b"{}")
+    res.store.put_new(layout.delivery_key(source, arrived_at), b"{}")  # once an hour
 
 
 def _audit_seal(res: Resources, seal: dict[str, Any]) -> None:
