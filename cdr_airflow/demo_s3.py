@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -90,28 +91,29 @@ def step(
     return done.stdout
 
 
-def versions(endpoint: str, bucket: str, prefix: str) -> dict[str, int]:
-    """How many object versions and delete markers are left under `prefix`."""
+def listing(endpoint: str, bucket: str, prefix: str = "") -> list[tuple[str, str]]:
+    """(key, `versions` or `delete_markers`) for every object version and delete marker under
+    `prefix`, as S3's list-object-versions gives them."""
     from pipeline.core.store import s3_client
 
-    client = s3_client(endpoint)
-    found = {"versions": 0, "delete_markers": 0}
-    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):  # fmt: skip
-        found["versions"] += len(page.get("Versions", []))
-        found["delete_markers"] += len(page.get("DeleteMarkers", []))
-    return found
+    pages = s3_client(endpoint).get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)  # fmt: skip
+    return [
+        (item["Key"], kind)
+        for page in pages
+        for kind, name in (("versions", "Versions"), ("delete_markers", "DeleteMarkers"))
+        for item in page.get(name, [])
+    ]
+
+
+def versions(endpoint: str, bucket: str, prefix: str) -> dict[str, int]:
+    """How many object versions and delete markers are left under `prefix`."""
+    kinds = Counter(kind for _, kind in listing(endpoint, bucket, prefix))
+    return {"versions": kinds["versions"], "delete_markers": kinds["delete_markers"]}
 
 
 def all_versions(endpoint: str, bucket: str) -> dict[str, int]:
     """Every key of the bucket, and how many versions and delete markers it has."""
-    from pipeline.core.store import s3_client
-
-    client = s3_client(endpoint)
-    found: dict[str, int] = {}
-    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
-        for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
-            found[item["Key"]] = found.get(item["Key"], 0) + 1
-    return found
+    return dict(Counter(key for key, _ in listing(endpoint, bucket)))
 
 
 def purged_keys(report: dict[str, Any]) -> list[tuple[str, str]]:

@@ -99,9 +99,11 @@ class Settings:
     batch_files: int = 50
     batch_bytes: int = 64 << 20
 
-    def zone_for(self, source: str) -> str | None:
-        """The zone a source's times without an offset are read in (None: unknown)."""
-        return dict(self.source_timezones).get(source, self.source_timezone)
+    def zone_for(self, source: str, registered: str | None = None) -> str | None:
+        """The zone a source's times without an offset are read in: `CDR_SOURCE_TIMEZONES`'
+        entry for it, else the source registry's (`registered`), else `CDR_SOURCE_TIMEZONE`
+        (None: unknown)."""
+        return dict(self.source_timezones).get(source, registered or self.source_timezone)
 
     def zone_read_in(self, body: dict[str, Any]) -> str | None:
         """The zone an ingested file's times without an offset were read in: as its parse

@@ -62,15 +62,10 @@ class Resources:
         )
 
     def zone_for(self, source: str) -> str | None:
-        """The zone a source's times without an offset are read in: `CDR_SOURCE_TIMEZONES`'
-        entry for it, else the source registry's, else `CDR_SOURCE_TIMEZONE` (None: unknown)."""
-        explicit = dict(self.settings.source_timezones)
-        if source in explicit:
-            return explicit[source]
+        """The zone a source's times without an offset are read in, the source registry's
+        zone taken into account (`Settings.zone_for`)."""
         rule = self.policy.sources.get(source)
-        if rule is not None and rule.timezone:
-            return rule.timezone
-        return self.settings.source_timezone
+        return self.settings.zone_for(source, rule.timezone if rule else None)
 
 
 def _lazy_s3(make: ClientFactory, endpoint_url: str | None) -> Callable[[str], Any]:
