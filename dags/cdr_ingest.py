@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
-from cdr_airflow.assets import TIERS
 from cdr_airflow.dag_defaults import dag_args
-from pipeline.records.formats import FORMATS
+from cdr_airflow.ingest_tasks import ingest_and_report, ingest_params
 
 DOC = """
 ### cdr_ingest — seal, tokenise and tier new CDR files
@@ -53,13 +52,8 @@ Params: `format` (skip detection), `default_region` (ISO country of national-for
     schedule="@hourly",
     doc_md=DOC,
     **dag_args(tags=["ingest"], retries=2, retry_delay=dt.timedelta(minutes=2)),
-    params={
-        "format": Param(None, type=["null", "string"], enum=[None, *FORMATS],
-                        description="Read every file as this format instead of detecting it"),
-        "default_region": Param(None, type=["null", "string"], pattern="^[A-Z]{2}$",
-                                description="ISO country of national-format numbers (empty: the deployment's CDR_DEFAULT_REGION)"),
-    },
-)  # fmt: skip
+    params=ingest_params(),
+)
 def cdr_ingest() -> None:
     @task
     def list_landing() -> list[dict]:  # type: ignore[type-arg]
@@ -72,46 +66,7 @@ def cdr_ingest() -> None:
         limits = res.settings.batch_files, res.settings.batch_bytes
         return landing_batches(res.store, *limits)
 
-    @task(
-        outlets=[TIERS],  # events for cdr_gold, cdr_silver, cdr_vault when the file wrote rows
-        map_index_template="{{ batch_name | default(task.op_kwargs['batch']['label']) }}",
-        max_active_tis_per_dag=4,
-        pool="cdr_store",  # caps concurrent S3 and KMS work across workers (docs/operations.md)
-    )
-    def ingest(
-        batch: dict, params: dict, logical_date=None, dag_run=None, outlet_events=None
-    ) -> list[dict]:  # type: ignore[no-untyped-def]
-        from cdr_airflow.dag_defaults import run_day
-        from cdr_airflow.ingest import ingest_batch_task
-
-        as_of = run_day(logical_date, dag_run)
-        return ingest_batch_task(batch, params, as_of, outlet_events)
-
-    @task(trigger_rule="all_done", outlets=[TIERS])  # failed files are listed too
-    def summarise(batches: list[list[dict]], outlet_events=None) -> dict:  # type: ignore[no-untyped-def]
-        from cdr_airflow.ingest import summarise_task
-
-        return summarise_task(batches, outlet_events)
-
-    @task(trigger_rule="all_done")  # also after a failed file: its refusal has a result too
-    def data_docs() -> int:
-        """Render the run's suite results into Data Docs (GX), once for all its files."""
-        from cdr_airflow.settings import task_resources
-
-        return task_resources().quality.render_docs()
-
-    @task(trigger_rule="all_done")
-    def verdict(summary: dict | None) -> None:  # type: ignore[type-arg]
-        """The run ends failed when a file of it was not ingested."""
-        from cdr_airflow.ingest import verdict_task
-
-        verdict_task(summary)
-
-    reports = ingest.expand(batch=list_landing())
-    summary = summarise(reports)
-    docs = data_docs()
-    reports >> docs
-    [summary, docs] >> verdict(summary)
+    ingest_and_report(list_landing())
 
 
 cdr_ingest()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,13 +32,18 @@ from pipeline.report import COUNTS
 log = logging.getLogger(__name__)
 
 
-def landing_batches(store: ObjectStore, max_files: int, max_bytes: int) -> list[dict[str, Any]]:
+def landing_batches(
+    store: ObjectStore, max_files: int, max_bytes: int, only: Collection[str] | None = None
+) -> list[dict[str, Any]]:
     """The files waiting in landing/ (oldest name first) in batches of at most `max_files`
-    files and `max_bytes` bytes, each `{"label", "refs"}` with references safe for XCom."""
+    files and `max_bytes` bytes, each `{"label", "refs"}` with references safe for XCom;
+    with `only`, just the files of those references still waiting (ingest on arrival)."""
     batches: list[list[str]] = []
     size = 0
     for info in landing_objects(store):
         ref = layout.landing_ref(info.key)
+        if only is not None and ref not in only:
+            continue
         alone = info.size >= max_bytes
         if alone or not batches or len(batches[-1]) >= max_files or size + info.size > max_bytes:
             batches.append([])
