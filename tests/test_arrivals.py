@@ -79,7 +79,7 @@ def queue(moto_endpoint: str, s3_buckets: tuple[str, str]) -> str:
         NotificationConfiguration={
             "QueueConfigurations": [
                 {"QueueArn": arn, "Events": ["s3:ObjectCreated:*"], "Filter": rule}
-            ]  # fmt: skip
+            ]
         },
     )
     return str(url)
