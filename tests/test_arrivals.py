@@ -4,15 +4,20 @@ real against moto's S3 and SQS on 127.0.0.1, and the watched DAG end to end (slo
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
+import time
+import urllib.error
 from pathlib import Path
 
 import pytest
 
 from pipeline.core import layout
-from pipeline.core.store import LocalStore
+from pipeline.core.store import LocalStore, ObjectStore
 from pipeline.flows.arrivals import notified_refs
 from pipeline.flows.ingest_batches import landing_batches
+from tests.airflow_ui import UI, api, running_ui
+from tests.helpers import read_tier
 
 NUMBER = "+923001234567"
 STORE = "s3://data/cdr"
@@ -122,3 +127,110 @@ def test_the_trigger_turns_the_buckets_notifications_into_references(
     sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1")
     left = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0)
     assert "Messages" not in left  # received and deleted: S3's test event too
+
+
+RUN_SECONDS = 240
+
+
+def _runs(ui: UI, dag_id: str) -> list[dict]:  # type: ignore[type-arg]
+    return list(api(ui, "GET", f"/dags/{dag_id}/dagRuns?order_by=run_after")["dag_runs"])
+
+
+def _finished_runs(ui: UI, dag_id: str, count: int) -> list[dict]:  # type: ignore[type-arg]
+    """The DAG's runs once `count` of them have finished (success or failed)."""
+    deadline = time.monotonic() + RUN_SECONDS
+    runs: list[dict] = []  # type: ignore[type-arg]
+    while time.monotonic() < deadline:
+        runs = _runs(ui, dag_id)
+        if sum(r["state"] in ("success", "failed") for r in runs) >= count:
+            return runs
+        time.sleep(1)
+    raise AssertionError(f"{dag_id}: {len(runs)} run(s), {[r['state'] for r in runs]}")
+
+
+def _unpause(ui: UI, dag_id: str) -> None:
+    """Unpaused once the dag-processor has parsed it."""
+    deadline = time.monotonic() + RUN_SECONDS
+    while time.monotonic() < deadline:
+        try:
+            api(ui, "PATCH", f"/dags/{dag_id}", {"is_paused": False})
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+        time.sleep(1)
+    raise AssertionError(f"{dag_id} never parsed")
+
+
+def _parsed(store: ObjectStore) -> int:
+    """How many files were ingested (each has one parse commitment)."""
+    return sum(o.key.endswith(".parse.json") for o in store.list(layout.SEALS))
+
+
+@pytest.mark.slow
+@pytest.mark.airflow
+def test_a_file_put_in_the_bucket_is_ingested_on_arrival_exactly_once(
+    tmp_path: Path, s3_env: dict[str, str], queue: str, moto_endpoint: str
+) -> None:
+    """Airflow's four components (`make ui`) on a store in moto's bucket: a file put in
+    landing/ is ingested by `cdr_ingest_on_arrival` through the queue's notification, without
+    the hourly DAG; a duplicate notification ingests nothing again; a file whose notification
+    was lost is taken by the hourly sweep. Each file once; no number in Airflow's records."""
+    import boto3
+
+    from pipeline.core.config import Settings
+    from pipeline.core.resources import Resources
+    from pipeline.records.synth import generate
+
+    conn = {"conn_type": "aws", "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"}}  # fmt: skip
+    settings = {
+        **s3_env,
+        "CDR_DEFAULT_REGION": "PK",
+        "CDR_ARRIVALS_QUEUE": queue,
+        "CDR_ARRIVALS_POLL_SECONDS": "2",
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(conn),
+    }
+    bucket, prefix = s3_env["CDR_STORE"][len("s3://") :].split("/", 1)
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1")
+    files = {}
+    for name, seed in ((f"calls {NUMBER}.csv", 1), ("late.csv", 2)):
+        g = generate("canonical_csv", tmp_path / f"{seed}.csv", 200, seed=seed,
+                     start=dt.date(2026, 9, 1), months=2, bad_share=0, id_prefix=f"f{seed}-")  # fmt: skip
+        files[name] = g.path.read_bytes()
+    first_key = f"{prefix}/landing/sw1/calls {NUMBER}.csv"
+
+    with running_ui(tmp_path / "ui", settings) as ui:
+        store = Resources.from_settings(Settings.from_env()).store
+        _unpause(ui, "cdr_ingest_on_arrival")
+        s3.put_object(Bucket=bucket, Key=first_key, Body=files[f"calls {NUMBER}.csv"])
+        (run,) = _finished_runs(ui, "cdr_ingest_on_arrival", 1)
+        assert run["state"] == "success", run
+        assert _parsed(store) == 1 and not list(store.list(layout.LANDING))
+        assert _runs(ui, "cdr_ingest") == []  # the hourly DAG is paused: it took nothing
+        gold = len(read_tier(store, layout.GOLD))
+        assert gold == 200
+
+        # the same notification again (S3 delivers at least once): a run that takes nothing
+        sqs.send_message(QueueUrl=queue, MessageBody=_s3_event(first_key, bucket=bucket))
+        runs = _finished_runs(ui, "cdr_ingest_on_arrival", 2)
+        assert [r["state"] for r in runs] == ["success", "success"]
+        assert _parsed(store) == 1 and len(read_tier(store, layout.GOLD)) == gold
+
+        # a lost notification: nothing runs on arrival; the hourly sweep ingests the file
+        s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={})
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/landing/sw2/late.csv", Body=files["late.csv"])
+        time.sleep(8)  # four polls of the queue
+        assert len(_runs(ui, "cdr_ingest_on_arrival")) == 2 and _parsed(store) == 1
+        _unpause(ui, "cdr_ingest")
+        api(ui, "POST", "/dags/cdr_ingest/dagRuns", {"logical_date": None})
+        hourly = _finished_runs(ui, "cdr_ingest", 1)
+        assert all(r["state"] == "success" for r in hourly if r["state"] != "queued")
+        deadline = time.monotonic() + RUN_SECONDS
+        while _parsed(store) < 2 and time.monotonic() < deadline:
+            time.sleep(1)
+        assert _parsed(store) == 2 and len(read_tier(store, layout.GOLD)) == 400
+
+        # what Airflow keeps of the runs (asset events, XCom) names no number
+        events = api(ui, "GET", "/assets/events?limit=100")["asset_events"]
+        assert events and "1234567" not in json.dumps(events)

@@ -11,15 +11,11 @@ Screenshots are kept in `test-artifacts/ui/` (or `$CDR_TEST_ARTIFACTS/ui/`).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,43 +23,21 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.airflow_ui import UI, api, running_ui
+from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("CDR_TEST_ARTIFACTS") or ROOT / "test-artifacts") / "ui"
-READY_SECONDS = 300
 RUN_SECONDS = 240
-
-
-class UI:
-    """A running `python -m cdr_airflow.ui`: its URL, users' passwords and processes."""
-
-    def __init__(self, proc: subprocess.Popen[str], port: int, home: Path) -> None:
-        self.proc, self.port, self.home = proc, port, home
-        self.url = f"http://127.0.0.1:{port}"
-        self.passwords: dict[str, str] = {}
-        self.pids: set[int] = set()
-
-    def processes(self) -> set[int]:
-        """The UI and every process below it, and every process group it leads."""
-        found = {self.proc.pid}
-        with contextlib.suppress(psutil.NoSuchProcess):
-            found |= {c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)}
-        return found
 
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     assert Path(CHROMIUM).exists(), "Chromium is installed by `make test` (make system)"
     base = tmp_path_factory.mktemp("ui")
-    port = free_port()
-    # Nothing of the tests' own Airflow (home, unit-test mode, database): the UI's, as `make ui`.
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-        "AIRFLOW_HOME": str(base / "airflow"),
-        "CDR_HOME": str(base / "cdr"),
+    settings = {
         "CDR_STORE": str(base / "store"),
         "CDR_KEYRING": str(base / "keyring"),
         "CDR_DATA_DOCS": str(base / "docs"),
@@ -71,56 +45,8 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
         "CDR_SOURCE_TIMEZONE": "UTC",
         "CDR_LANDING_SETTLE_SECONDS": "0",
     }
-    env.pop("CDR_APPROVERS", None)  # the UI's own: the approver
-    log = open(base / "ui.out", "w")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cdr_airflow.ui", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    running = UI(proc, port, base / "airflow")
-    ours = {k: v for k, v in env.items() if k.startswith("CDR_")}
-    before = {k: os.environ.get(k) for k in ours}
-    try:
-        lines = _until_ready(proc)
-        assert lines and lines[-1].strip() == "ready", "".join(lines) + (base / "ui.out").read_text()  # fmt: skip
-        for line in lines:
-            if m := re.match(r"\s+(officer|approver|admin)\s+password (\S+)", line):
-                running.passwords[m.group(1)] = m.group(2)
-        running.pids = running.processes()
-        os.environ.update(ours)  # the test's own calls (requests, checks) use the UI's store
+    with running_ui(base, settings) as running:
         yield running
-    finally:  # a UI that never got ready is stopped too, with everything it started
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=120)
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _until_ready(proc: subprocess.Popen[str]) -> list[str]:
-    """The UI's output up to its `ready` line, read on a thread against a deadline (a UI that
-    hangs before printing anything does not hang the test)."""
-    lines: list[str] = []
-    done = threading.Event()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if line.strip() == "ready":
-                break
-        done.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    done.wait(READY_SECONDS)
-    return list(lines)
 
 
 def _resources():  # type: ignore[no-untyped-def]
@@ -195,29 +121,6 @@ def _approval_page(page, ui: UI, run_id: str) -> None:  # type: ignore[no-untype
     raise AssertionError(f"the approval step of {run_id} never asked")
 
 
-def _api(ui: UI, method: str, path: str, body: object = None) -> dict:  # type: ignore[type-arg]
-    """A call to the UI's REST API as the admin (what the UI's pages read)."""
-    import json
-    import urllib.request
-
-    login = urllib.request.Request(
-        f"{ui.url}/auth/token",
-        data=json.dumps({"username": "admin", "password": ui.passwords["admin"]}).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(login, timeout=60) as answer:
-        token = json.loads(answer.read())["access_token"]
-    request = urllib.request.Request(
-        f"{ui.url}/api/v2{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=60) as answer:
-        found: dict = json.loads(answer.read() or b"{}")  # type: ignore[type-arg]
-        return found
-
-
 def _run_state(ui: UI, run_id: str) -> str:
     """The run's state, as the run list shows it (the REST API behind it), once final."""
     from urllib.parse import quote
@@ -225,7 +128,7 @@ def _run_state(ui: UI, run_id: str) -> str:
     deadline = time.monotonic() + RUN_SECONDS
     state = ""
     while time.monotonic() < deadline:
-        state = _api(ui, "GET", f"/dags/cdr_le_export/dagRuns/{quote(run_id)}")["state"]
+        state = api(ui, "GET", f"/dags/cdr_le_export/dagRuns/{quote(run_id)}")["state"]
         if state in ("success", "failed"):
             return state
         time.sleep(2)
@@ -292,11 +195,11 @@ def _ingest_running(ui: UI, tmp: Path) -> None:
     copy_into_landing(_resources().store, g.path, "switch-1")
     # Unpaused, the hourly DAG starts a run for the latest hour (no catch-up), beside the one
     # triggered here, which waits for it (one run at a time): either may take the file.
-    _api(ui, "PATCH", "/dags/cdr_ingest", {"is_paused": False})
-    _api(ui, "POST", "/dags/cdr_ingest/dagRuns", {"logical_date": None})
+    api(ui, "PATCH", "/dags/cdr_ingest", {"is_paused": False})
+    api(ui, "POST", "/dags/cdr_ingest/dagRuns", {"logical_date": None})
     deadline = time.monotonic() + RUN_SECONDS
     while time.monotonic() < deadline:
-        tis = _api(ui, "GET", "/dags/cdr_ingest/dagRuns/~/taskInstances")
+        tis = api(ui, "GET", "/dags/cdr_ingest/dagRuns/~/taskInstances")
         if any(t["task_id"] == "ingest" and t["state"] == "running" for t in tis["task_instances"]):  # fmt: skip
             return
         time.sleep(0.5)
