@@ -32,20 +32,19 @@ def ingest_batch_task(
     go to XCom."""
     from airflow.sdk import get_current_context
     from airflow.sdk.exceptions import AirflowException, AirflowFailException
-    from airflow.sdk.observability.stats import Stats
 
+    from cdr_airflow.metrics import emit
     from cdr_airflow.settings import task_resources
     from pipeline.flows.ingest import IngestRequest
     from pipeline.flows.ingest_batches import batch_label, ingest_batch
-    from pipeline.report import ingest_metrics
+    from pipeline.health import ingest_metrics
 
     res = task_resources()
     request = IngestRequest(as_of, params["format"], params["default_region"])
     refs = batch["refs"]
     outcome = ingest_batch(res, request, refs)
     for report in outcome.reports:
-        for name, value in ingest_metrics(report).items():
-            Stats.incr(name, value)
+        emit(ingest_metrics(report))
     if not outcome.failures:
         _announce(res.store, outcome.reports, outlet_events)
         return outcome.reports

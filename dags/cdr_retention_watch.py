@@ -17,6 +17,10 @@ that record is older than two days or absent. A retention run that silently stop
 compliance breach: identifiers would be kept past their deletion date. The alert says since when
 retention has not succeeded; look at the `cdr_retention` runs and their logs.
 
+It also reports the pipeline's health as StatsD gauges (task `report_health`, docs/operations.md
+"Metrics"): months holding identifiers, months awaiting purge and days overdue, hours since
+retention succeeded, legal holds in force, open subject requests by days to their deadline.
+
 If the scheduler itself is down nothing runs here either: monitor the scheduler's health
 endpoint from outside Airflow too.
 """
@@ -40,7 +44,14 @@ def cdr_retention_watch() -> None:
         fail_on(alert)
         return {"retention": "on time"}
 
+    @task
+    def report_health() -> dict:  # type: ignore[type-arg]
+        from cdr_airflow.metrics import report_health
+
+        return report_health()
+
     check_retention()
+    report_health()
 
 
 cdr_retention_watch()

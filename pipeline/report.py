@@ -6,7 +6,6 @@ they are safe to print, log and return through XCom.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -63,16 +62,6 @@ FAILED = ("quarantined_file", "refused", "failed", "not_ingested")
 def failed_files(reports: Iterable[dict[str, Any]]) -> list[str]:
     """The files of a run that were not ingested, as their reports name them."""
     return [r["file"] for r in reports if r["status"] in FAILED]
-
-
-def ingest_metrics(report: dict[str, Any]) -> dict[str, int]:
-    """One file's counts as StatsD metric names (see docs/operations.md, "Running in production"):
-    `cdr.ingest.<count>`, `cdr.ingest.files.<status>`, `cdr.ingest.quarantined.<reason>`."""
-    out = {f"cdr.ingest.{k}": int(report[k]) for k in COUNTS}
-    out[f"cdr.ingest.files.{report['status']}"] = 1
-    for reason, n in (report.get("reasons") or {}).items():
-        out[f"cdr.ingest.quarantined.{re.sub(r'[^A-Za-z0-9_]+', '.', reason)}"] = int(n)
-    return out
 
 
 def run_summary(reports: Iterable[dict[str, Any]]) -> str:

@@ -114,6 +114,8 @@ class FileReport:
     warnings: list[str] = field(default_factory=list)
     #: a compressed or re-encoded delivery: its compression and each member's digest
     unpacked: dict[str, Any] = field(default_factory=dict)
+    #: for the health metrics: bytes, arrival, publish time and seconds of an ingested file
+    delivery: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """The report without the per-batch roots (in the signed parse entry, not in XCom)."""
@@ -135,7 +137,7 @@ class FileReport:
 
 
 #: Report fields that describe one run, not the file: kept out of the signed parse entry.
-_NOT_RECORDED = frozenset({"sha256", "timings"})
+_NOT_RECORDED = frozenset({"sha256", "timings", "delivery"})
 
 
 def sweep_leftovers(res: Resources) -> dict[str, int]:
@@ -383,6 +385,7 @@ def _ingest_leased(
     progress: Callable[[int], None] | None,
 ) -> FileReport:
     """Seal, store, parse, publish and commit a file this run holds the lease on."""
+    started = time.perf_counter()
     settings = res.settings
     if settings.bronze_lock:
         _locked(lambda: require_lock(res.bronze))
@@ -443,6 +446,12 @@ def _ingest_leased(
             note = layout.quarantine_file_key(sha256)
             raise IngestError(f"{report.detail} ({note})", terminal=True, status="refused")
         _record_outcome(res, seal, b_key, report, as_of)
+        report.delivery = {
+            "bytes": size,
+            "arrived_at": seal["body"]["arrived_at"],
+            "published_at": dt.datetime.now(dt.UTC).isoformat(),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
         log.info(
             "%s ingested: %d records → silver %d, gold %d (%d gold only), quarantined %d",
             name,
