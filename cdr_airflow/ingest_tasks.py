@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import Param, task
 
 from cdr_airflow.assets import TIERS
+from cdr_airflow.lineage import lineage_task
 from pipeline.records.formats import FORMATS
 
 
@@ -26,7 +27,7 @@ def ingest_params() -> dict[str, Param]:
 def ingest_and_report(batches: Any) -> None:
     """Wire the mapped ingest over `batches` (an XComArg of `landing_batches`) and what follows."""
 
-    @task(
+    @lineage_task(  # its OpenLineage events name the files read and the partitions written
         outlets=[TIERS],  # events for cdr_gold, cdr_silver, cdr_vault when the file wrote rows
         map_index_template="{{ batch_name | default(task.op_kwargs['batch']['label']) }}",
         max_active_tis_per_dag=4,

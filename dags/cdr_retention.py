@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from airflow.sdk import dag, task
+from airflow.sdk import dag
 
 from cdr_airflow.assets import TIERS
 from cdr_airflow.dag_defaults import dag_args
+from cdr_airflow.lineage import lineage_task
 
 DOC = """
 ### cdr_retention — purge identifiers at 12 months, gold at 10 years, honour legal holds
@@ -42,7 +43,7 @@ A retention run that silently stops is a compliance breach: watch this DAG's fai
     ),
 )
 def cdr_retention() -> None:
-    @task(outlets=[TIERS])  # a cdr_gold event when gold years were removed
+    @lineage_task(outlets=[TIERS])  # a cdr_gold event when gold years were removed; lineage: DROPs
     def apply_retention(logical_date=None, dag_run=None, outlet_events=None) -> dict:  # type: ignore[no-untyped-def]
         from cdr_airflow.assets import retention_events
         from cdr_airflow.dag_defaults import run_day
