@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import ROOT
 
 README = ROOT / "README.md"
-SECTIONS = ["What it does", "Run the UI", "Operator recipes", "S3 and KMS", "Performance", "Documentation"]  # fmt: skip
+SECTIONS = ["What it does", "Run the UI", "Operator recipes", "S3, KMS, lineage and metrics", "Performance", "Documentation"]  # fmt: skip
 
 
 def recipes() -> dict[str, list[str]]:
