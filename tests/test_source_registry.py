@@ -46,7 +46,8 @@ def test_the_registry_is_read_and_checked_whole() -> None:
         'name = "pbx-karachi"\ninterval_hours = 0': "interval_hours must be a whole number",
         'name = "pbx-karachi"\ninterval_hours = 1\ntimezone = "Mars/Olympus"': "not an IANA",
         'name = "../x"\ninterval_hours = 1': "name:",
-        'name = "a"\ninterval_hours = 1\nformat = "csv"': "unknown key(s) format",
+        'name = "a"\ninterval_hours = 1\nformat = "csv"': "format 'csv' is not one of",
+        'name = "a"\ninterval_hours = 1\nformats = "asterisk"': "unknown key(s) formats",
     }
     for body, problem in bad.items():
         with pytest.raises(PolicyError, match=r"line \d+: .*" + re.escape(problem)):
@@ -54,6 +55,24 @@ def test_the_registry_is_read_and_checked_whole() -> None:
     twice = DEFAULT + REGISTRY + '\n[[source]]\nname = "sms-hub"\ninterval_hours = 2\n'
     with pytest.raises(PolicyError, match="a second \\[\\[source\\]\\] for sms-hub"):
         parse_policy(twice)
+
+
+def test_a_declared_format_refuses_a_file_in_another(tmp_path: Path) -> None:
+    """`format` in the registry: a file detected as another format is quarantined whole
+    (nothing read by a guess); a file in it, or from another source, is ingested."""
+    policy = parse_policy(DEFAULT + '\n[[source]]\nname = "pbx"\ninterval_hours = 1\nformat = "asterisk"\n')  # fmt: skip
+    settings = Settings.from_env({"CDR_STORE": str(tmp_path / "store"), "CDR_KEYRING": str(tmp_path / "k"),
+                                  "CDR_DATA_DOCS": str(tmp_path / "d"), "CDR_DEFAULT_REGION": "PK",
+                                  "CDR_SOURCE_TIMEZONE": "UTC"})  # fmt: skip
+    res = Resources.from_settings(settings, policy)
+    canonical = generate("canonical_csv", tmp_path / "c.csv", 50, start=dt.date(2025, 3, 1), bad_share=0)  # fmt: skip
+    report = ingest_file(res, canonical.path, source="pbx", as_of=dt.date(2025, 6, 15))
+    assert report.status == "quarantined_file" and report.reason == "format_mismatch"
+    other = generate("canonical_csv", tmp_path / "o.csv", 50, seed=2, start=dt.date(2025, 3, 1), bad_share=0)  # fmt: skip
+    assert ingest_file(res, other.path, source="other", as_of=dt.date(2025, 6, 15)).status == "ingested"  # fmt: skip
+    asterisk = generate("asterisk", tmp_path / "a.csv", 50, start=dt.date(2025, 3, 1), bad_share=0)
+    report = ingest_file(res, asterisk.path, source="pbx", as_of=dt.date(2025, 6, 15))
+    assert report.status == "ingested" and report.format == "asterisk"
 
 
 def _naive(path: Path) -> Path:

@@ -5,11 +5,15 @@
 name = "pbx-karachi"        # the source's slug, its landing/<source>/ folder
 interval_hours = 1          # it delivers at least this often: silence longer is an alert
 timezone = "Asia/Karachi"   # optional: the zone of its times written without an offset
+format = "asterisk"         # optional: its files' format (a file detected as another is refused)
 ```
 
 A source's zone here is used where `CDR_SOURCE_TIMEZONES` does not name it (the environment
 wins, as an operator's override), before `CDR_SOURCE_TIMEZONE`. Silence is judged from the
-arrival times of the source's sealed files (`pipeline.core.alerts.silent_sources`).
+arrival times of the source's sealed files (`pipeline.core.alerts.silent_sources`). A source's
+format, when declared, is what its files must be: a file detected as another format is
+quarantined whole (`format_mismatch`), one no signature matches is read as the declared format;
+a run's own `format` wins over both.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pipeline.core.layout import LayoutError
 from pipeline.core.layout import source as source_slug
+from pipeline.records.formats import FORMATS
 
 #: the longest expected interval between two deliveries: a year
 MAX_INTERVAL_HOURS = 24 * 366
-KEYS = frozenset({"name", "interval_hours", "timezone"})
+KEYS = frozenset({"name", "interval_hours", "timezone", "format"})
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class SourceRule:
     name: str
     interval_hours: int
     timezone: str | None = None
+    format: str | None = None
 
 
 def parse_registry(
@@ -62,5 +68,8 @@ def parse_registry(
                 ZoneInfo(str(zone))
             except (ZoneInfoNotFoundError, ValueError):
                 raise fail(line, f"timezone {zone!r} is not an IANA time zone") from None
-        rules[name] = SourceRule(name, hours, None if zone is None else str(zone))
+        fmt = entry.get("format")
+        if fmt is not None and fmt not in FORMATS:
+            raise fail(line, f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+        rules[name] = SourceRule(name, hours, None if zone is None else str(zone), fmt)
     return rules

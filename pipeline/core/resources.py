@@ -67,6 +67,11 @@ class Resources:
         rule = self.policy.sources.get(source)
         return self.settings.zone_for(source, rule.timezone if rule else None)
 
+    def format_for(self, source: str) -> str | None:
+        """The format the source registry declares a source's files are in, if any."""
+        rule = self.policy.sources.get(source)
+        return rule.format if rule else None
+
 
 def _lazy_s3(make: ClientFactory, endpoint_url: str | None) -> Callable[[str], Any]:
     """The one S3 client the run's stores share, made only if a location is on S3."""

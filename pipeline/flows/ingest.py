@@ -387,6 +387,8 @@ def _ingest_leased(
     """Seal, store, parse, publish and commit a file this run holds the lease on."""
     started = time.perf_counter()
     settings = res.settings
+    source = source or settings.default_source
+    declared = res.format_for(source)  # the source registry's; a run's own `fmt` wins
     if settings.bronze_lock:
         _locked(lambda: require_lock(res.bronze))
     with tempfile.TemporaryDirectory(prefix=staging.prefix("unpack")) as tmp:
@@ -394,11 +396,10 @@ def _ingest_leased(
             unpacked = unpack.open_delivery(
                 path, name, sha256, size, Path(tmp), unpack.Limits.of(settings)
             )
-            parser = _format_of(unpacked, fmt)
+            parser = _format_of(unpacked, fmt, declared)
             format_error: FileFormatError | None = None
         except FileFormatError as exc:
             unpacked, parser, format_error = None, None, exc
-        source = source or res.settings.default_source
         signer = res.keyring.signing_key()
         now = dt.datetime.now(dt.UTC)
         seal = seal_original(res.store, signer, sha256, size, source, name, arrived_at or now, now)
@@ -464,12 +465,16 @@ def _ingest_leased(
         return report
 
 
-def _format_of(unpacked: unpack.Unpacked, fmt: str | None) -> Source | None:
-    """The one format of every part with bytes (None: nothing to parse)."""
+def _format_of(
+    unpacked: unpack.Unpacked, fmt: str | None, declared: str | None = None
+) -> Source | None:
+    """The one format of every part with bytes (None: nothing to parse): `fmt` when the run
+    names one; else detected, the source registry's `declared` format read where nothing is
+    detected, and a part detected as another format quarantined (never read by a guess)."""
     found: dict[str, Source] = {}
     for part in (p for p in unpacked.parts if p.readable):
         try:
-            parser = detect(part.path, fmt)
+            parser = _detect_declared(part.path, declared) if declared and not fmt else detect(part.path, fmt)  # fmt: skip
         except FileFormatError as exc:
             if unpacked.plain:
                 raise
@@ -479,6 +484,17 @@ def _format_of(unpacked: unpack.Unpacked, fmt: str | None) -> Source | None:
     if len(found) > 1:
         raise FileFormatError("compressed:mixed_formats", f"members in {', '.join(sorted(found))}: send one format per delivery")  # fmt: skip
     return next(iter(found.values()), None)
+
+
+def _detect_declared(path: Path, declared: str) -> Source:
+    """A part of a source whose registry entry declares its format."""
+    try:
+        parser = detect(path)
+    except FileFormatError:
+        return detect(path, declared)
+    if parser.name != declared:
+        raise FileFormatError("format_mismatch", f"a {parser.name} file from a source the registry declares as {declared}")  # fmt: skip
+    return parser
 
 
 #: why each terminal outcome of a parse is in the audit log
