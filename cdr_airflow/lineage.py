@@ -26,14 +26,9 @@ from airflow.sdk.bases.decorator import task_decorator_factory
 
 from pipeline.core import layout
 from pipeline.core.store import ObjectStore
-from pipeline.records import quality, schema
 
-#: tier → (its schema, the suite that judges its rows)
-TIERS = {
-    "silver": (schema.SILVER, "silver"),
-    "vault": (schema.VAULT, "silver_identifiers"),
-    "gold": (schema.GOLD, "gold"),
-}
+#: tier → the suite that judges its rows
+SUITES = {"silver": "silver", "vault": "silver_identifiers", "gold": "gold"}
 
 
 class _LineageDecoratedOperator(_PythonDecoratedOperator):
@@ -121,8 +116,8 @@ def ingest_datasets(store: ObjectStore, reports: list[dict[str, Any]]) -> tuple[
             rows[("quarantine", key)] = int(report["quarantined"])
     for (tier, key), n in sorted(rows.items()):
         facets: dict[str, Any] = {"schema": _schema(tier)}
-        if tier in TIERS:
-            facets["dataQualityAssertions"] = _assertions(TIERS[tier][1])
+        if tier in SUITES:
+            facets["dataQualityAssertions"] = _assertions(SUITES[tier])
         out: dict[str, Any] = {}
         if tier != "vault":  # a vault part holds one entry per token, not per record
             out["outputStatistics"] = ostats.OutputStatisticsOutputDatasetFacet(rowCount=n)
@@ -150,7 +145,10 @@ def retention_datasets(store: ObjectStore, report: dict[str, Any]) -> list:  # t
 def _schema(tier: str) -> Any:
     from openlineage.client.facet_v2 import schema_dataset
 
-    columns = schema.QUARANTINE_ROWS if tier == "quarantine" else TIERS[tier][0]
+    from pipeline.records import schema  # polars: not at DAG parse time
+
+    tables = {"silver": schema.SILVER, "vault": schema.VAULT, "gold": schema.GOLD}
+    columns = schema.QUARANTINE_ROWS if tier == "quarantine" else tables[tier]
     fields = [schema_dataset.SchemaDatasetFacetFields(name, str(kind)) for name, kind in columns.items()]  # fmt: skip
     return schema_dataset.SchemaDatasetFacet(fields=fields)
 
@@ -158,6 +156,8 @@ def _schema(tier: str) -> Any:
 @cache
 def _expectations(suite: str) -> tuple[tuple[str, str | None], ...]:
     """Each expectation of a suite: its type and column (as the suite's file states them)."""
+    from pipeline.records import quality
+
     found = json.loads((quality.suites_dir() / f"{suite}.json").read_text())
     return tuple(
         (e["type"], (e.get("kwargs") or {}).get("column")) for e in found.get("expectations", [])

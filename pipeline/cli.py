@@ -458,6 +458,25 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_risk_report(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.core.layout import LayoutError, parse_month
+    from pipeline.flows.risk import risk_summary, run_risk_report
+
+    try:
+        month = parse_month(args.month)
+    except LayoutError as exc:
+        print(f"error: --month: {exc}", file=sys.stderr)
+        return 2
+    res = _resources(settings)
+    report = run_risk_report(res, month)
+    res.quality.render_docs()  # the thresholds' result beside the suites' in Data Docs
+    if args.json:
+        _print_json(report)
+    else:
+        print(risk_summary(report))
+    return 0 if report["verdict"]["passed"] else 1
+
+
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.flows.replay import ReplayRequest, run_replay
 
@@ -923,6 +942,13 @@ def parser(prog: str = "python -m pipeline") -> argparse.ArgumentParser:
     )
     ver.add_argument("--json", action="store_true", help=JSON_HELP)
     ver.set_defaults(func=cmd_verify)
+
+    risk = sub.add_parser(
+        "risk-report", help="a gold month's re-identification risk, against the policy's thresholds"
+    )
+    risk.add_argument("--month", required=True, help="the gold month (YYYY-MM)")
+    risk.add_argument("--json", action="store_true", help=JSON_HELP)
+    risk.set_defaults(func=cmd_risk_report)
 
     rep = sub.add_parser("replay", help="re-read quarantined rows from bronze after a fix")
     rep.add_argument(

@@ -1,6 +1,7 @@
 """The import rules the layout of `pipeline/` promises, checked on the source itself.
 
-- Use cases (ingest, retention, export, verify, subject requests, replay) depend on the kernel
+- Use cases (ingest, retention, export, verify, subject requests, replay, risk reports, arrivals)
+  depend on the kernel
   and on building blocks, never on each other; holds are a shared service any of them may use.
   A replay is a second parse of a sealed file, so it runs ingest's parse (`REPARSES`).
 - `pipeline/` never imports Airflow: the DAGs call the library, not the other way round.
@@ -22,7 +23,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PIPELINE = ROOT / "pipeline"
 #: The use cases, by the last part of their module name.
-FLOWS = {"ingest", "retention", "export", "verify", "subject", "replay"}
+FLOWS = {"ingest", "retention", "export", "verify", "subject", "replay", "risk", "arrivals"}
 #: the one crossing allowed: a replay parses a sealed original again through ingest's own parse
 REPARSES = {("replay", "ingest")}
 #: String starts that are object prefixes or data-key names: only `layout` may spell them.

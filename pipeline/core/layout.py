@@ -70,6 +70,8 @@ LEASES = "leases/"
 PURGED = "retention/purged/"
 PURGE_ATTEMPTS = "retention/attempts/"
 RETENTION_SUCCESS = "retention/last_success.json"
+#: gold risk reports, on the Data Docs site (not the store): `risk/<YYYY-MM>.json` and `.html`
+RISK_REPORTS = "risk/"
 RECORD_IDS = "index/record_ids/"
 #: One marker per source and hour in which it delivered: when each source was last heard from.
 DELIVERIES = "index/deliveries/"
@@ -94,6 +96,8 @@ TIERS = {
 FILE_OUTPUT_PREFIXES = (BRONZE, QUARANTINE)
 
 MONTH_KEY_PREFIX = "month-"
+#: the key that labels rare values in gold risk reports (HMAC): stable labels, no values
+RISK_LABEL_KEY = "risk-labels"
 FILE_KEY_PREFIX = "file-"
 HOLD_KEY_PREFIX = "hold-"
 REQUEST_KEY_PREFIX = "request-"

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pipeline.core.dates import identifier_purge_date, record_delete_date
 from pipeline.core.errors import USAGE, PipelineError
+from pipeline.core.gold_risk import GoldRiskPolicy, parse_gold_risk
 from pipeline.core.registry import SourceRule, parse_registry
 from pipeline.core.rights import RightsPolicy, parse_rights
 
@@ -53,6 +54,8 @@ class RetentionPolicy:
     rights: RightsPolicy = field(default_factory=RightsPolicy)
     #: the source registry: each source's delivery interval and zone (`pipeline.core.registry`)
     sources: dict[str, SourceRule] = field(default_factory=dict)
+    #: how gold's re-identification risk is measured, and its thresholds (`pipeline.core.gold_risk`)
+    gold_risk: GoldRiskPolicy = field(default_factory=GoldRiskPolicy)
 
     def identifier_purge(self, year: int, month: int, country: str | None = None) -> dt.date:
         """First day without identifiers for a month (and an end user's country)."""
@@ -78,7 +81,7 @@ def parse_policy(text: str, source: str = "<policy>") -> RetentionPolicy:
     def fail(line: int, problem: str) -> PolicyError:
         return PolicyError(f"{source}, line {line}: {problem}")
 
-    unknown = set(data) - {"default", "override", "subject_rights", "source"}
+    unknown = set(data) - {"default", "override", "subject_rights", "source", "gold_risk"}
     if unknown:
         raise fail(1, f"unknown section(s) {', '.join(sorted(unknown))}")
     default = data.get("default")
@@ -137,7 +140,9 @@ def parse_policy(text: str, source: str = "<policy>") -> RetentionPolicy:
         overrides[country] = Override(country, o_months, text_field(entry, "reason", line))
     rights = parse_rights(data.get("subject_rights"), text, source)
     sources = parse_registry(data.get("source", []), _lines_of(text, "[[source]]"), fail)
-    return RetentionPolicy(months, years, reason, overrides, source, rights, sources)
+    risk_line = (_lines_of(text, "[gold_risk]") or [1])[0]
+    risk = parse_gold_risk(data.get("gold_risk"), risk_line, fail)
+    return RetentionPolicy(months, years, reason, overrides, source, rights, sources, risk)
 
 
 def load_policy(path: str | Path | None = None) -> RetentionPolicy:
