@@ -95,6 +95,7 @@ bench: install system
 	$(PY) bench/export.py
 	$(PY) bench/workers.py
 	$(PY) bench/detector.py
+	$(PY) bench/risk.py
 	$(PY) bench/deliveries.py
 	$(PY) bench/small_files.py
 

@@ -1,8 +1,7 @@
 """The import rules the layout of `pipeline/` promises, checked on the source itself.
 
-- Use cases (ingest, retention, export, verify, subject requests, replay, risk reports, arrivals)
-  depend on the kernel
-  and on building blocks, never on each other; holds are a shared service any of them may use.
+- Use cases (ingest, retention, export, verify, subject requests, replay, risk reports,
+  arrivals) depend on the kernel and on building blocks, never on each other; holds are a shared service any of them may use.
   A replay is a second parse of a sealed file, so it runs ingest's parse (`REPARSES`).
 - `pipeline/` never imports Airflow: the DAGs call the library, not the other way round.
 - The recipient's verifier loads no flow and no Great Expectations.
