@@ -142,3 +142,32 @@ def test_the_docs_use_docker_compose_v2() -> None:
             line for line in doc.read_text().splitlines() if re.search(r"docker-compose -f", line)
         ]
         assert old == [], doc.name
+
+
+def test_the_localstack_profile_notifies_the_queue_of_the_stores_landing(tool: None) -> None:
+    """`--profile localstack`: LocalStack's data bucket notifies the queue of objects created
+    under the store's own landing/ prefix, and the endpoint the code uses follows it."""
+    env = ENV_EXAMPLE.read_text() + "CDR_S3_ENDPOINT=http://localstack:4566\n"
+    local_env = COMPOSE.parent / ".env.localstack-test"
+    local_env.write_text(env)
+    try:
+        out = subprocess.run(
+            ["docker-compose", "-f", str(COMPOSE), "--env-file", str(local_env),
+             "--profile", "localstack", "config"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+    finally:
+        local_env.unlink()
+    services = yaml.safe_load(out.stdout)["services"]
+
+    def text(value: object) -> str:  # a command as one string, shell escapes dropped
+        return (value if isinstance(value, str) else " ".join(map(str, value))).replace("\\", "")  # type: ignore[arg-type]
+
+    init = text(services["localstack-init"]["entrypoint"])
+    prefix = services["airflow-worker"]["environment"]["CDR_STORE"].split("/", 3)[3]
+    assert f'"Value": "{prefix}/landing/"' in init and '"s3:ObjectCreated:*"' in init
+    assert "create-queue --queue-name cdr-arrivals" in init and "--object-lock-enabled-for-bucket" in init  # fmt: skip
+    worker = services["airflow-worker"]["environment"]
+    assert worker["CDR_S3_ENDPOINT_URL"] == "http://localstack:4566"
+    assert '"endpoint_url": "http://localstack:4566"' in worker["AIRFLOW_CONN_AWS_DEFAULT"]
+    assert "localstack:4566" in text(services["airflow-init"]["command"])
