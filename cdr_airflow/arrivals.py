@@ -15,6 +15,7 @@ net for a notification lost or for a run that failed. Without a queue the Asset 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -44,12 +45,18 @@ class LandingArrivalTrigger(MessageQueueTrigger):
         return path, {"store": self.store, "scheme": self.scheme, **self.kwargs}
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        delay = int(self.kwargs.get("waiter_delay") or DEFAULT_POLL_SECONDS)
         while True:  # the queue's trigger ends after each batch of messages it received
-            async for event in self.trigger.run():
-                messages = (event.payload or {}).get("message_batch") or []
-                refs = notified_refs((m.get("Body", "") for m in messages), self.store)
-                if refs:
-                    yield TriggerEvent({"refs": refs, "messages": len(messages)})
+            try:
+                async for event in self.trigger.run():
+                    messages = (event.payload or {}).get("message_batch") or []
+                    refs = notified_refs((m.get("Body", "") for m in messages), self.store)
+                    if refs:
+                        yield TriggerEvent({"refs": refs, "messages": len(messages)})
+            except Exception as exc:  # the queue did not answer: polled again; the sweep covers
+                self.log.warning("polling the arrivals queue failed (%s); again in %d s",
+                                 type(exc).__name__, delay)  # fmt: skip
+                await asyncio.sleep(delay)
 
 
 def arrivals_asset(env: dict[str, str] | None = None) -> Asset:

@@ -234,3 +234,28 @@ def test_a_file_put_in_the_bucket_is_ingested_on_arrival_exactly_once(
         # what Airflow keeps of the runs (asset events, XCom) names no number
         events = api(ui, "GET", "/assets/events?limit=100")["asset_events"]
         assert events and "1234567" not in json.dumps(events)
+
+
+def test_the_trigger_outlives_a_queue_that_does_not_answer(
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queue that is missing (or a network that fails) is polled again, not the end of the
+    watch: ingest on arrival resumes by itself once the queue answers."""
+    from cdr_airflow.arrivals import LandingArrivalTrigger
+
+    conn = {"conn_type": "aws", "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"}}  # fmt: skip
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(conn))
+    missing = f"{moto_endpoint}/123456789012/no-such-queue"
+    trigger = LandingArrivalTrigger(store="s3://data/cdr", sqs_queue=missing, waiter_delay=1)
+
+    async def three_seconds() -> str:
+        events = trigger.run()
+        try:
+            await asyncio.wait_for(anext(events), timeout=3)
+        except TimeoutError:
+            return "still polling"
+        finally:
+            await events.aclose()
+        return "an event"
+
+    assert asyncio.run(three_seconds()) == "still polling"
