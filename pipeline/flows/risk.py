@@ -69,10 +69,10 @@ GOLD_COLUMNS = [*risk.QUASI_IDENTIFIERS, "event_time", "duration_s"]
 
 
 def _measured(gold: pl.LazyFrame, policy: GoldRiskPolicy, key: bytes) -> dict[str, Any]:
-    keys = risk.class_keys(risk.grouped(gold, policy))
-    sizes = risk.class_sizes(keys)
+    qi = risk.grouped(gold, policy)
+    sizes = risk.class_sizes(risk.class_keys(qi))
     found = risk.measures(sizes["size"], sorted({*REPORTED_K, policy.k}))
-    rare = risk.rare_values(gold, keys, sizes, policy.k, key)
+    rare = risk.rare_values(qi, sizes, policy.k, key)
     return {"measures": _plain(found), "rare_values": rare}
 
 

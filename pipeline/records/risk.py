@@ -106,8 +106,12 @@ def generalise(frame: pl.LazyFrame, rare: dict[str, Sequence[str]]) -> pl.LazyFr
 
 def class_keys(qi: pl.LazyFrame) -> pl.LazyFrame:
     """Each record's class as two 64-bit hashes of its quasi-identifiers (nulls included)."""
-    row = pl.struct(pl.all())
-    return qi.select(row.hash(_SEEDS[0]).alias("k1"), row.hash(_SEEDS[1]).alias("k2"))
+    return qi.select(_keys())
+
+
+def _keys() -> list[pl.Expr]:
+    row = pl.struct(*QUASI_IDENTIFIERS, "time_group", "duration_group")
+    return [row.hash(_SEEDS[0]).alias("k1"), row.hash(_SEEDS[1]).alias("k2")]
 
 
 def class_sizes(keys: pl.LazyFrame) -> pl.DataFrame:
@@ -134,13 +138,21 @@ def measures(sizes: pl.Series, ks: Sequence[int] = REPORTED_K) -> RiskMeasures:
 
 
 def rare_values(
-    frame: pl.LazyFrame, keys: pl.LazyFrame, sizes: pl.DataFrame, k: int, key: bytes
+    qi: pl.LazyFrame, sizes: pl.DataFrame, k: int, key: bytes
 ) -> dict[str, list[dict[str, Any]]]:
     """Per rare-value column, the values most held by records in classes smaller than `k`:
-    their label, those records and all the month's records with the value."""
-    small = sizes.lazy().filter(pl.col("size") < k).select("k1", "k2")
-    rows = pl.concat([frame.select(RARE_COLUMNS), keys], how="horizontal")
-    at_risk = rows.join(small, on=["k1", "k2"], how="semi")
+    their label, those records and all the month's records with the value. One pass keeps
+    the at-risk records' rare-value columns; one more per column counts each value's records."""
+    small = sizes.filter(pl.col("size") < k).select("k1", "k2")
+    # a filter on the first key streams (a join would buffer the strings); the second key then
+    # settles the rare row whose first key alone matched a small class
+    at_risk = (
+        qi.select(*RARE_COLUMNS, *_keys())
+        .filter(pl.col("k1").is_in(small["k1"].implode()))
+        .collect(engine="streaming")
+        .join(small, on=["k1", "k2"], how="semi")
+        .select(RARE_COLUMNS)
+    )
     out: dict[str, list[dict[str, Any]]] = {}
     for column in RARE_COLUMNS:
         top = (
@@ -149,10 +161,10 @@ def rare_values(
             .agg(pl.len().alias("records_at_risk"))
             .sort(["records_at_risk", column], descending=[True, False])
             .head(TOP_RARE)
-            .collect(engine="streaming")
         )
         totals = dict(
-            frame.filter(pl.col(column).is_in(top[column].implode()))
+            qi.select(column)
+            .filter(pl.col(column).is_in(top[column].implode()))
             .group_by(column)
             .agg(pl.len())
             .collect(engine="streaming")
