@@ -28,6 +28,8 @@ from pipeline.flows.arrivals import notified_refs
 
 ASSET = "cdr_landing_arrivals"
 DEFAULT_POLL_SECONDS = 30
+#: consecutive failed polls after which (and every so many after) the failure is an ERROR
+ESCALATE_AFTER = 10
 
 
 class LandingArrivalTrigger(MessageQueueTrigger):
@@ -46,16 +48,22 @@ class LandingArrivalTrigger(MessageQueueTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         delay = int(self.kwargs.get("waiter_delay") or DEFAULT_POLL_SECONDS)
+        failures = 0
         while True:  # the queue's trigger ends after each batch of messages it received
             try:
                 async for event in self.trigger.run():
+                    failures = 0
                     messages = (event.payload or {}).get("message_batch") or []
                     refs = notified_refs((m.get("Body", "") for m in messages), self.store)
                     if refs:
                         yield TriggerEvent({"refs": refs, "messages": len(messages)})
             except Exception as exc:  # the queue did not answer: polled again; the sweep covers
-                self.log.warning("polling the arrivals queue failed (%s); again in %d s",
-                                 type(exc).__name__, delay)  # fmt: skip
+                failures += 1
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                say = self.log.error if failures % ESCALATE_AFTER == 0 else self.log.warning
+                say("polling the arrivals queue failed %d time(s) in a row (%s %s); again in %d s; "
+                    "the hourly cdr_ingest takes what lands meanwhile",
+                    failures, type(exc).__name__, code, delay)  # fmt: skip
                 await asyncio.sleep(delay)
 
 
@@ -85,8 +93,11 @@ def arrived_refs(triggering_asset_events: Any) -> list[str]:
     refs: dict[str, None] = {}
     for events in (triggering_asset_events or {}).values():
         for event in events:
-            payload = (event.extra or {}).get("payload") or {}
-            refs.update(dict.fromkeys(payload.get("refs") or ()))
+            extra = event.extra if isinstance(event.extra, dict) else {}
+            payload = extra.get("payload")  # the watcher's event; else one posted by hand
+            found = (payload if isinstance(payload, dict) else extra).get("refs")
+            if isinstance(found, list):
+                refs.update(dict.fromkeys(str(r) for r in found))
     return list(refs)
 
 

@@ -18,6 +18,7 @@ record value, an identifier, a token or a file's name.
 from __future__ import annotations
 
 import json
+import logging
 from functools import cache
 from typing import Any
 
@@ -27,6 +28,7 @@ from airflow.sdk.bases.decorator import task_decorator_factory
 from pipeline.core import layout
 from pipeline.core.store import ObjectStore
 
+log = logging.getLogger(__name__)
 #: tier → the suite that judges its rows
 SUITES = {"silver": "silver", "vault": "silver_identifiers", "gold": "gold"}
 
@@ -38,8 +40,18 @@ class _LineageDecoratedOperator(_PythonDecoratedOperator):
 
     def execute(self, context: Any) -> Any:
         self._lineage: Any = None
-        result = super().execute(context)
-        self._lineage = task_lineage(result)
+        try:
+            result = super().execute(context)
+        except Exception:  # a batch with a failed file: the files it did publish still count
+            ti = context["ti"]
+            if lineage_on():
+                self._lineage = _quietly(
+                    lambda: task_lineage(
+                        ti.xcom_pull(task_ids=ti.task_id, map_indexes=ti.map_index)
+                    )
+                )
+            raise
+        self._lineage = _quietly(lambda: task_lineage(result))
         return result
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
@@ -53,9 +65,7 @@ class _LineageDecoratedOperator(_PythonDecoratedOperator):
 def task_lineage(result: Any) -> Any:
     """The task's datasets from what it returned (an ingest batch's reports, a retention
     report); None while OpenLineage is off."""
-    from airflow.providers.openlineage import conf
-
-    if conf.is_disabled() or result is None:
+    if not lineage_on() or result is None:
         return None
     from airflow.providers.openlineage.extractors import OperatorLineage
 
@@ -67,6 +77,22 @@ def task_lineage(result: Any) -> Any:
     else:
         inputs, outputs = [], retention_datasets(store, result)
     return OperatorLineage(inputs=inputs, outputs=outputs)
+
+
+def lineage_on() -> bool:
+    """Whether the OpenLineage provider has somewhere to send events."""
+    from airflow.providers.openlineage import conf
+
+    return not conf.is_disabled()
+
+
+def _quietly(build: Any) -> Any:
+    """Lineage that could not be built is logged, never the task's failure."""
+    try:
+        return build()
+    except Exception as exc:  # its text may quote a key: its type only
+        log.warning("no lineage for this task (%s)", type(exc).__name__)
+        return None
 
 
 def lineage_task(python_callable: Any = None, **kwargs: Any) -> Any:

@@ -1,4 +1,5 @@
-"""What the watch DAGs share beyond alerting: the sources' delivery check, with its gauges."""
+"""What the watch DAGs share beyond alerting: the sources' delivery check, with its gauges, and
+the gold risk reports the integrity audit sends its alert for."""
 
 from __future__ import annotations
 
@@ -27,3 +28,20 @@ def check_sources() -> dict[str, Any]:
     Stats.gauge(SILENT_COUNT, silent)
     fail_on(alert)
     return {"sources": len(since), "silent": silent}
+
+
+def report_gold_risk() -> dict[str, Any]:
+    """A risk report for each gold month written since its last one; the months over a
+    threshold sent as one alert through the notifier, without failing the task (the audit's
+    window, its last successful run, must move on)."""
+    from cdr_airflow.alerting import deliver
+    from cdr_airflow.settings import task_resources
+    from pipeline.flows.risk import run_risk_reports
+
+    res = task_resources()
+    reports, alert = run_risk_reports(res)
+    res.quality.render_docs()
+    if alert is not None:
+        deliver(alert)
+    over = [r["month"] for r in reports if not r["verdict"]["passed"]]
+    return {"months": [r["month"] for r in reports], "over_thresholds": over}

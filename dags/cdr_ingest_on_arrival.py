@@ -23,7 +23,8 @@ same batches, by the same settled-snapshot rule and with the same outcome per fi
 sweep, and a duplicate or late one finds its file ingested (or gone) and does nothing.
 
 Without `CDR_ARRIVALS_QUEUE` the Asset has no watcher and this DAG runs only when an event is
-posted on `cdr_landing_arrivals` (its `refs` in the payload). Tasks, states and alerts are those
+posted on `cdr_landing_arrivals` with the files' references (as `cdr_ingest` names them) in its
+extra: `{"refs": ["landing/sw1/calls-0001.csv"]}`. Tasks, states and alerts are those
 of `cdr_ingest` (see its documentation).
 """
 

@@ -42,7 +42,8 @@ def ingest_metrics(report: dict[str, Any]) -> Metrics:
     (`cdr.ingest.*`, `cdr.source.<source>.*`), its lag from arrival to publish, and its rows
     and bytes per second of ingest."""
     out = Metrics()
-    source = name_part(layout.file_label(report.get("source") or "unknown"))
+    # cleaned first, then labelled: a cleaned name that reads as a number is hashed
+    source = layout.file_label(name_part(report.get("source") or "unknown"))
     reasons = {
         f"quarantined.{re.sub(r'[^A-Za-z0-9_]+', '.', reason)}": int(n)
         for reason, n in (report.get("reasons") or {}).items()

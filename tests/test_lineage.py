@@ -24,10 +24,10 @@ from pipeline.records.synth import generate
 NUMBER_NAME = "calls-923001234567.csv"
 
 
-def _events(path: Path, job: str) -> list[dict]:  # type: ignore[type-arg]
-    """The COMPLETE events of a task (`dag.task`)."""
+def _events(path: Path, job: str, kind: str = "COMPLETE") -> list[dict]:  # type: ignore[type-arg]
+    """The COMPLETE (or FAIL) events of a task (`dag.task`)."""
     found = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [e for e in found if e["job"]["name"] == job and e["eventType"] == "COMPLETE"]
+    return [e for e in found if e["job"]["name"] == job and e["eventType"] == kind]
 
 
 def _name(e: dict) -> str:  # type: ignore[type-arg]
@@ -52,6 +52,9 @@ def test_ingest_and_retention_emit_their_datasets_and_no_identifier(tmp_path: Pa
     new = generate("canonical_csv", tmp_path / NUMBER_NAME, 300, seed=8, months=2,
                    start=dt.date(2026, 9, 1), bad_share=0.05, id_prefix="n")  # fmt: skip
     copy_into_landing(res.store, new.path, "sms-hub")
+    # an unreadable upload in the same batch: the task fails, the good file's lineage stays
+    (tmp_path / "truncated.bin").write_bytes(b"\x00\x01binary" * 50)
+    copy_into_landing(res.store, tmp_path / "truncated.bin", "sms-hub")
     events = tmp_path / "lineage.jsonl"
     transport = {"type": "file", "log_file_path": str(events), "append": True}
     env = (
@@ -71,10 +74,13 @@ def test_ingest_and_retention_emit_their_datasets_and_no_identifier(tmp_path: Pa
                               capture_output=True, text=True, timeout=600)  # fmt: skip
         assert "DagRun Finished" in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]  # fmt: skip
 
-    (ingest,) = _events(events, "cdr_ingest.ingest")
+    assert _events(events, "cdr_ingest.ingest") == []  # the batch failed, for the bad file
+    (ingest,) = _events(events, "cdr_ingest.ingest", "FAIL")
     parsed = [o.key for o in res.store.list(layout.SEALS) if o.key.endswith(".parse.json")]
     bodies = {k: json.loads(res.store.get_bytes(k))["body"] for k in parsed}
-    ((key, body),) = [(k, b) for k, b in bodies.items() if b["source"] == "sms-hub"]
+    ((key, body),) = [
+        (k, b) for k, b in bodies.items() if b["source"] == "sms-hub" and b["status"] == "ingested"
+    ]
     sha = key[len(layout.SEALS) : -len(".parse.json")]
     (read,) = ingest["inputs"]
     assert read["namespace"] == "file" and _name(read).endswith(f"/landing/sms-hub/sha256:{sha}")

@@ -222,6 +222,15 @@ def month_name(m: Month) -> str:
     return f"{y:04d}-{mo:02d}"
 
 
+def is_month_name(name: str) -> bool:
+    """Whether `name` is a `YYYY-MM` month that `parse_month` takes."""
+    try:
+        parse_month(name)
+    except LayoutError:
+        return False
+    return True
+
+
 def parse_month(name: str) -> Month:
     """The month a `YYYY-MM` name stands for (strict: `2026-1` is refused)."""
     found = _MONTH_NAME.fullmatch(name or "")

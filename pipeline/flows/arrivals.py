@@ -45,7 +45,7 @@ def _records(body: str) -> list[dict[str, Any]]:
     """The S3 event records of a message body: S3's own, or wrapped by SNS (`Message`)."""
     try:
         message = json.loads(body)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # not JSON, or nested past the parser
         return []
     if isinstance(message, dict) and isinstance(message.get("Message"), str):  # via SNS
         return _records(message["Message"])

@@ -487,10 +487,13 @@ def _format_of(
 
 
 def _detect_declared(path: Path, declared: str) -> Source:
-    """A part of a source whose registry entry declares its format."""
+    """A part of a source whose registry entry declares its format: read as it when no
+    format's signature matches (a known fault, such as a foreign delimiter, is still said)."""
     try:
         parser = detect(path)
-    except FileFormatError:
+    except FileFormatError as exc:
+        if exc.reason != "unrecognised_format":
+            raise
         return detect(path, declared)
     if parser.name != declared:
         raise FileFormatError("format_mismatch", f"a {parser.name} file from a source the registry declares as {declared}")  # fmt: skip

@@ -30,6 +30,7 @@ import polars as pl
 
 from pipeline.core import layout
 from pipeline.core.alerts import Alert
+from pipeline.core.errors import USAGE, PipelineError
 from pipeline.core.gold_risk import REPORTED_K, GoldRiskPolicy
 from pipeline.core.resources import Resources
 from pipeline.core.store import LocalStore, ObjectStore
@@ -37,6 +38,12 @@ from pipeline.records import quality, risk
 from pipeline.records.expectations_engine import SuiteTally, compile_suite
 
 SUITE = "gold_risk"
+
+
+class NoGold(PipelineError):
+    """A month without gold: nothing to measure (a mistyped month must not read as safe)."""
+
+    exit_status = USAGE
 
 
 @contextmanager
@@ -54,15 +61,6 @@ def month_parts(store: ObjectStore, tier: str, m: layout.Month) -> Iterator[list
             store.download(key, path)
             paths.append(path)
         yield paths
-
-
-def _scan(paths: list[Path], columns: list[str]) -> pl.LazyFrame:
-    if not paths:
-        return pl.LazyFrame(schema=dict.fromkeys(columns, pl.String)).with_columns(
-            pl.col("event_time").cast(pl.Datetime("us", "UTC")),
-            pl.col("duration_s").cast(pl.Float64),
-        )
-    return pl.scan_parquet(paths).select(columns)
 
 
 GOLD_COLUMNS = [*risk.QUASI_IDENTIFIERS, "event_time", "duration_s"]
@@ -98,8 +96,6 @@ def _rare(
                 *cols, *(pl.col(party[c]).alias(f"{c}__user") for c in cols)
             )
             return risk.rare_by_users(users, below), "end users (silver's tokens)"
-    if not gold_paths:
-        return {c: [] for c in cols}, "records"
     users = pl.scan_parquet(gold_paths).select(
         *cols, *(pl.col("record_id").alias(f"{c}__user") for c in cols)
     )
@@ -115,7 +111,9 @@ def run_risk_report(
     policy = res.policy.gold_risk
     key = res.keyring.data_key(layout.RISK_LABEL_KEY)
     with month_parts(res.store, "gold", m) as paths:
-        gold = _scan(paths, GOLD_COLUMNS)
+        if not paths:
+            raise NoGold(f"gold holds no records of {layout.month_name(m)}")
+        gold = pl.scan_parquet(paths).select(GOLD_COLUMNS)
         stored = _measured(gold, policy, key)
         report: dict[str, Any] = {
             "month": layout.month_name(m),
@@ -141,22 +139,27 @@ def run_risk_report(
     return report
 
 
-def gold_months(store: ObjectStore, since: dt.datetime | None = None) -> list[layout.Month]:
-    """The gold months with a part written after `since` (every gold month without it)."""
+def months_due(res: Resources) -> list[layout.Month]:
+    """The gold months written since their last report (every month that has none): each
+    month's own watermark is its report, so a month over a threshold, reported and alerted on
+    once, is measured again only when its gold changes."""
+    reported: dict[layout.Month, dt.datetime] = {}
+    for obj in res.quality.site.list(layout.RISK_REPORTS):
+        name = obj.key[len(layout.RISK_REPORTS) :].removesuffix(".json")
+        if obj.key.endswith(".json") and layout.is_month_name(name):
+            reported[layout.parse_month(name)] = obj.modified
     found: set[layout.Month] = set()
-    for obj in store.list(layout.GOLD):
+    for obj in res.store.list(layout.GOLD):
         m = layout.month_of(obj.key)
-        if m is not None and (since is None or obj.modified > since):
+        if m is not None and (m not in reported or obj.modified > reported[m]):
             found.add(m)
     return sorted(found)
 
 
-def run_risk_reports(
-    res: Resources, since: dt.datetime | None = None
-) -> tuple[list[dict[str, Any]], Alert | None]:
-    """A report for each gold month written since `since` (all, the first time), and one
+def run_risk_reports(res: Resources) -> tuple[list[dict[str, Any]], Alert | None]:
+    """A report for each gold month written since its last report (`months_due`), and one
     alert naming the months over a threshold (None when every month passes)."""
-    reports = [run_risk_report(res, m) for m in gold_months(res.store, since)]
+    reports = [run_risk_report(res, m) for m in months_due(res)]
     over = [a for r in reports if (a := risk_alert(r)) is not None]
     if not over:
         return reports, None
