@@ -19,6 +19,7 @@ def check_sources() -> dict[str, Any]:
     from cdr_airflow.alerting import fail_on
     from cdr_airflow.settings import task_resources
     from pipeline.core.alerts import silent_sources
+    from pipeline.health import reported_at
 
     res = task_resources()
     alert, since = silent_sources(res.store, res.policy.sources, dt.datetime.now(dt.UTC))
@@ -26,6 +27,7 @@ def check_sources() -> dict[str, Any]:
         Stats.gauge(SILENCE_GAUGE.format(source=source), -1 if hours is None else round(hours, 2))
     silent = len(alert.facts["sources"]) if alert else 0
     Stats.gauge(SILENT_COUNT, silent)
+    Stats.gauge(reported_at("sources"), round(dt.datetime.now(dt.UTC).timestamp()))
     fail_on(alert)
     return {"sources": len(since), "silent": silent}
 

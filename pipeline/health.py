@@ -84,15 +84,20 @@ def retention_gauges(res: Resources, now: dt.datetime) -> dict[str, float]:
         "cdr.retention.months_with_identifiers": len(months),
         "cdr.retention.months_awaiting_purge": len(late),
         "cdr.retention.days_overdue": max(late, default=0),
-        "cdr.retention.hours_since_success": _hours_since_success(res, now),
+        **_since_success(res, now),
     }
 
 
-def _hours_since_success(res: Resources, now: dt.datetime) -> float:
+def _since_success(res: Resources, now: dt.datetime) -> dict[str, float]:
+    """When retention last succeeded (Unix seconds, what an alert compares with the time, so
+    that a gauge no one updates any more still ages) and the hours since (-1 both: never)."""
     if res.store.info(layout.RETENTION_SUCCESS) is None:
-        return -1
-    done = json.loads(res.store.get_bytes(layout.RETENTION_SUCCESS))["finished_at"]
-    return round((now - _at(done)).total_seconds() / 3600, 2)
+        return {"cdr.retention.last_success_at": -1, "cdr.retention.hours_since_success": -1}
+    done = _at(json.loads(res.store.get_bytes(layout.RETENTION_SUCCESS))["finished_at"])
+    return {
+        "cdr.retention.last_success_at": round(done.timestamp()),
+        "cdr.retention.hours_since_success": round((now - done).total_seconds() / 3600, 2),
+    }
 
 
 def hold_gauges(res: Resources, today: dt.date) -> dict[str, float]:
@@ -126,6 +131,13 @@ def request_gauges(res: Resources, today: dt.date) -> dict[str, float]:
 
 
 def health_gauges(res: Resources, now: dt.datetime) -> dict[str, float]:
-    """Everything a dashboard shows of retention, holds and subject requests, as gauges."""
+    """Everything a dashboard shows of retention, holds and subject requests, as gauges, and
+    when they were reported (a watch that stopped leaves its gauges as they were)."""
     today = now.date()
-    return retention_gauges(res, now) | hold_gauges(res, today) | request_gauges(res, today)
+    reported = {reported_at("retention"): round(now.timestamp())}
+    return retention_gauges(res, now) | hold_gauges(res, today) | request_gauges(res, today) | reported  # fmt: skip
+
+
+def reported_at(watch: str) -> str:
+    """The gauge of when a watch last reported (Unix seconds): `cdr.watch.<watch>.reported_at`."""
+    return f"cdr.watch.{watch}.reported_at"

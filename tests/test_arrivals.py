@@ -46,6 +46,8 @@ def test_notifications_name_landing_files_by_reference_only() -> None:
         "not json",
         json.dumps({"Records": "nonsense"}),
         json.dumps({"Records": [{"eventName": "ObjectCreated:Put", "s3": {"object": {}}}]}),
+        "[" * 100_000,  # nested past the JSON parser: that message only is skipped
+        json.dumps([1, 2]),
     ]
     refs = notified_refs(bodies, STORE)
     assert refs == [
@@ -237,25 +239,45 @@ def test_a_file_put_in_the_bucket_is_ingested_on_arrival_exactly_once(
 
 
 def test_the_trigger_outlives_a_queue_that_does_not_answer(
-    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+    moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """A queue that is missing (or a network that fails) is polled again, not the end of the
     watch: ingest on arrival resumes by itself once the queue answers."""
+    import boto3
+
     from cdr_airflow.arrivals import LandingArrivalTrigger
 
     conn = {"conn_type": "aws", "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"}}  # fmt: skip
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(conn))
-    missing = f"{moto_endpoint}/123456789012/no-such-queue"
-    trigger = LandingArrivalTrigger(store="s3://data/cdr", sqs_queue=missing, waiter_delay=1)
+    sqs = boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1")
+    name = f"late-{time.monotonic_ns()}"
+    url = f"{moto_endpoint}/123456789012/{name}"
+    trigger = LandingArrivalTrigger(store="s3://data/cdr", sqs_queue=url, waiter_delay=1)
 
-    async def three_seconds() -> str:
+    async def watch() -> dict:  # type: ignore[type-arg]
         events = trigger.run()
-        try:
-            await asyncio.wait_for(anext(events), timeout=3)
-        except TimeoutError:
-            return "still polling"
-        finally:
-            await events.aclose()
-        return "an event"
+        waiting = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(2.5)  # two polls of a queue that does not exist yet
+        assert not waiting.done()
+        sqs.create_queue(QueueName=name)
+        sqs.send_message(QueueUrl=url, MessageBody=_s3_event("cdr/landing/sw1/a.csv"))
+        event = await asyncio.wait_for(waiting, timeout=30)
+        await events.aclose()
+        return dict(event.payload)
 
-    assert asyncio.run(three_seconds()) == "still polling"
+    assert asyncio.run(watch())["refs"] == ["landing/sw1/a.csv"]
+    said = "".join(capfd.readouterr())
+    assert "polling the arrivals queue failed" in said and "NonExistentQueue" in said
+
+
+def test_refs_come_from_the_watchers_events_and_from_events_posted_by_hand() -> None:
+    from types import SimpleNamespace as Event
+
+    from cdr_airflow.arrivals import arrived_refs
+
+    events = {"cdr_landing_arrivals": [
+        Event(extra={"from_trigger": True, "payload": {"refs": ["landing/a/x.csv"], "messages": 1}}),
+        Event(extra={"refs": ["landing/a/y.csv", "landing/a/x.csv"]}),  # posted through the API
+        Event(extra={"payload": "not a mapping"}), Event(extra=None), Event(extra={"refs": "x"}),
+    ]}  # fmt: skip
+    assert arrived_refs(events) == ["landing/a/x.csv", "landing/a/y.csv"]

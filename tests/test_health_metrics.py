@@ -52,9 +52,12 @@ def test_a_files_metrics_count_it_per_source_with_its_lag_and_speed(
     )
     assert m.timings_ms["cdr.ingest.lag"] >= 0
     assert m.gauges["cdr.ingest.rows_per_second"] > 0 and m.gauges["cdr.ingest.bytes_per_second"] > 0  # fmt: skip
-    # a source folder that could hold a number is named by its label
-    other = ingest_metrics({**report, "source": "+923001234567"})
-    assert not any("923001234567" in k for k in other.counters)
+    # a source folder that could hold a number is named by its label, also when it reads as
+    # one only once cleaned for a metric name (letters between the digits)
+    for folder in ("+923001234567", "03é0é1é2é3é4é5é6é7"):
+        other = ingest_metrics({**report, "source": folder})
+        assert all(k.startswith(("cdr.ingest.", "cdr.source.file-")) for k in other.counters)
+        assert not any(re.search(r"\d[\d_]{5,}", k) for k in other.counters)
 
 
 def test_gauges_count_months_awaiting_purge_and_days_overdue_to_the_day(
@@ -66,7 +69,8 @@ def test_gauges_count_months_awaiting_purge_and_days_overdue_to_the_day(
     assert g["cdr.retention.months_with_identifiers"] == 3
     assert g["cdr.retention.months_awaiting_purge"] == 2  # March and April
     assert g["cdr.retention.days_overdue"] == (dt.date(2025, 5, 10) - dt.date(2025, 4, 1)).days
-    assert g["cdr.retention.hours_since_success"] == -1  # retention never ran
+    assert g["cdr.retention.hours_since_success"] == g["cdr.retention.last_success_at"] == -1  # never ran  # fmt: skip
+    assert g["cdr.watch.retention.reported_at"] == at.timestamp()
     on_the_day = health_gauges(res, dt.datetime(2025, 4, 1, tzinfo=dt.UTC))
     assert on_the_day["cdr.retention.months_awaiting_purge"] == 1
     assert on_the_day["cdr.retention.days_overdue"] == 0
@@ -160,5 +164,7 @@ def test_the_dags_send_their_metrics_to_statsd_without_an_identifier(tmp_path: P
     assert re.search(r"^airflow\.cdr\.retention\.months_with_identifiers:2\|g$", metrics, re.M)
     assert re.search(r"^airflow\.cdr\.retention\.months_awaiting_purge:0\|g$", metrics, re.M)
     assert re.search(r"^airflow\.cdr\.requests\.open:0\|g$", metrics, re.M)
+    reported = re.search(r"^airflow\.cdr\.watch\.retention\.reported_at:(\d+)\|g$", metrics, re.M)
+    assert reported and abs(int(reported.group(1)) - dt.datetime.now(dt.UTC).timestamp()) < 900
     assert g.numbers and not any(n[-9:] in metrics for n in g.numbers)
     assert not any(e in metrics for e in g.emails)

@@ -16,7 +16,7 @@ import yaml
 from cdr_airflow.watch import SILENCE_GAUGE, SILENT_COUNT
 from pipeline.core.resources import Resources
 from pipeline.flows.ingest import IngestRequest, copy_into_landing, run_ingest
-from pipeline.health import health_gauges, ingest_metrics
+from pipeline.health import health_gauges, ingest_metrics, reported_at
 from pipeline.records.synth import generate
 from tests.conftest import ROOT
 from tests.test_docker import COMPOSE, ENV_EXAMPLE
@@ -56,7 +56,7 @@ def emitted_names(res: Resources, tmp: Path) -> set[str]:
     m = ingest_metrics(report)
     names = set(m.counters) | set(m.gauges) | set(m.timings_ms)
     names |= set(health_gauges(res, dt.datetime(2025, 6, 15, tzinfo=dt.UTC)))
-    names |= {SILENCE_GAUGE.format(source="pbx-1"), SILENT_COUNT}
+    names |= {SILENCE_GAUGE.format(source="pbx-1"), SILENT_COUNT, reported_at("sources")}
     return {PREFIX + n for n in names}
 
 
@@ -75,6 +75,7 @@ def test_every_metric_the_pipeline_sends_becomes_a_labelled_series(res: Resource
     assert kept[PREFIX + "cdr.requests.overdue"] == ("cdr_requests_by_deadline", {"bucket": "overdue"})  # fmt: skip
     assert kept[PREFIX + "cdr.retention.days_overdue"] == ("cdr_retention_days_overdue", {})
     assert kept[PREFIX + "cdr.source.pbx-1.lag"][0] == "cdr_ingest_lag_seconds"
+    assert kept[PREFIX + "cdr.watch.sources.reported_at"] == ("cdr_watch_reported_at", {"watch": "sources"})  # fmt: skip
 
 
 def _used_series(text: str) -> set[str]:
@@ -114,3 +115,18 @@ def test_the_monitoring_profile_mounts_the_files_it_names() -> None:
     env = services["airflow-worker"]["environment"]
     assert env["AIRFLOW__METRICS__STATSD_HOST"] == "statsd-exporter"
     assert env["AIRFLOW__METRICS__STATSD_PORT"] == "9125"
+
+
+def test_an_env_without_the_monitoring_secret_still_starts_the_stack(tmp_path: Path) -> None:
+    """Grafana's password is required by Grafana alone: a deployment's older .env, without it,
+    still resolves, and Grafana refuses to start without it rather than with a default."""
+    env = tmp_path / ".env"
+    env.write_text("".join(line for line in ENV_EXAMPLE.read_text().splitlines(keepends=True)
+                           if "GRAFANA" not in line))  # fmt: skip
+    subprocess.run(["docker-compose", "-f", str(COMPOSE), "--env-file", str(env), "config", "-q"], check=True)  # fmt: skip
+    out = subprocess.run(
+        ["docker-compose", "-f", str(COMPOSE), "--env-file", str(env), "--profile", "monitoring", "config"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    grafana = yaml.safe_load(out.stdout)["services"]["grafana"]
+    assert "test -n" in " ".join(grafana["entrypoint"]) and "exit 1" in " ".join(grafana["entrypoint"])  # fmt: skip

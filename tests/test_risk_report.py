@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from pipeline.core.gold_risk import GoldRiskPolicy
 from pipeline.core.policy import PolicyError, parse_policy
 from pipeline.core.resources import Resources
 from pipeline.flows.ingest import ingest_file
-from pipeline.flows.risk import gold_months, run_risk_report, run_risk_reports
+from pipeline.flows.risk import NoGold, months_due, run_risk_report, run_risk_reports
 from pipeline.records import risk
 from pipeline.records.synth import generate
 from tests.conftest import ROOT
@@ -189,15 +190,33 @@ def test_a_month_built_to_be_identifying_fails_and_generalising_would_pass(tmp_p
     assert gold["origin_domain"].str.starts_with("rare-").sum() == 100
 
 
-def test_gold_months_are_found_since_a_time(tmp_path: Path) -> None:
+def test_each_month_is_reported_again_only_once_its_gold_changes(tmp_path: Path) -> None:
     res = _res(tmp_path)
-    assert gold_months(res.store) == []
+    assert months_due(res) == []
     g = generate("canonical_csv", tmp_path / "c.csv", 200, months=2, start=dt.date(2026, 1, 1), bad_share=0)  # fmt: skip
-    before = dt.datetime.now(dt.UTC)
     ingest_file(res, g.path, source="sw", as_of=dt.date(2026, 4, 10))
-    assert gold_months(res.store) == [(2026, 1), (2026, 2)]
-    assert gold_months(res.store, before) == [(2026, 1), (2026, 2)]
-    assert gold_months(res.store, dt.datetime.now(dt.UTC)) == []
+    assert months_due(res) == [(2026, 1), (2026, 2)]
+    reports, _ = run_risk_reports(res)
+    assert [r["month"] for r in reports] == ["2026-01", "2026-02"] and months_due(res) == []
+    time.sleep(0.05)  # a later delivery of February: only February is due again
+    more = generate("canonical_csv", tmp_path / "d.csv", 100, seed=9, months=1,
+                    start=dt.date(2026, 2, 1), bad_share=0, id_prefix="d")  # fmt: skip
+    ingest_file(res, more.path, source="sw", as_of=dt.date(2026, 4, 10))
+    assert months_due(res) == [(2026, 2)]
+
+
+def test_a_month_without_gold_is_an_error_not_a_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from pipeline.cli import main
+
+    res = _res(tmp_path)
+    with pytest.raises(NoGold):
+        run_risk_report(res, (2031, 7))
+    for key, value in {"CDR_STORE": str(tmp_path / "store"), "CDR_KEYRING": str(tmp_path / "k"),
+                       "CDR_DATA_DOCS": str(tmp_path / "docs")}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    assert main(["risk-report", "--month", "2031-07"]) == 2
+    assert "gold holds no records of 2031-07" in capsys.readouterr().err
+    assert not list(res.quality.site.list("risk/"))
 
 
 def test_a_month_over_a_threshold_is_alerted_and_passes_under_looser_ones(tmp_path: Path) -> None:

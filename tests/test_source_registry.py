@@ -70,6 +70,10 @@ def test_a_declared_format_refuses_a_file_in_another(tmp_path: Path) -> None:
     assert report.status == "quarantined_file" and report.reason == "format_mismatch"
     other = generate("canonical_csv", tmp_path / "o.csv", 50, seed=2, start=dt.date(2025, 3, 1), bad_share=0)  # fmt: skip
     assert ingest_file(res, other.path, source="other", as_of=dt.date(2025, 6, 15)).status == "ingested"  # fmt: skip
+    piped = tmp_path / "piped.csv"  # a known fault keeps its own reason, not the declared format's
+    piped.write_text(canonical.path.read_text().replace(",", "|"))
+    report = ingest_file(res, piped, source="pbx", as_of=dt.date(2025, 6, 15))
+    assert report.status == "quarantined_file" and report.reason == "delimiter"
     asterisk = generate("asterisk", tmp_path / "a.csv", 50, start=dt.date(2025, 3, 1), bad_share=0)
     report = ingest_file(res, asterisk.path, source="pbx", as_of=dt.date(2025, 6, 15))
     assert report.status == "ingested" and report.format == "asterisk"
