@@ -169,3 +169,50 @@ def deep_differences(root: Path) -> list[str]:
                     continue
                 found += [p for p in check.problems if any(m in p for m in DEEP_MISMATCH)]
     return found
+
+
+def local_settings(tmp: Path) -> dict[str, str]:
+    """CDR settings of a local store, keyring and Data Docs under `tmp`, as a deployment sets
+    them (generated times without an offset are UTC; landing files taken at once)."""
+    return {
+        "CDR_STORE": str(tmp / "store"),
+        "CDR_KEYRING": str(tmp / "k"),
+        "CDR_DATA_DOCS": str(tmp / "d"),
+        "CDR_DEFAULT_REGION": "PK",
+        "CDR_SOURCE_TIMEZONE": "UTC",
+        "CDR_LANDING_SETTLE_SECONDS": "0",
+    }
+
+
+def statsd_on(port: int) -> dict[str, str]:
+    """Airflow's settings that send its metrics to a StatsD listener on 127.0.0.1."""
+    return {
+        "AIRFLOW__METRICS__STATSD_ON": "True",
+        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
+        "AIRFLOW__METRICS__STATSD_PORT": str(port),
+    }
+
+
+def airflow_dags_test(
+    tmp: Path, settings: dict[str, str], airflow: dict[str, str], *dag_ids: str
+) -> list[str]:
+    """`airflow dags test` of each DAG, in order, in processes of their own with an Airflow
+    home under `tmp` (not the tests' own), the CDR `settings` and the `airflow` settings given;
+    each run's output, once it finished (successful or not)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDR_")} | settings | {
+        "AIRFLOW_HOME": str(tmp / "airflow"), "AIRFLOW__CORE__UNIT_TEST_MODE": "False", **airflow,
+    }  # fmt: skip
+    exe = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([exe, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    outputs = []
+    for dag_id in dag_ids:
+        done = subprocess.run([exe, "dags", "test", dag_id], env=env,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        said = done.stdout + done.stderr
+        assert "DagRun Finished" in said, said[-3000:]
+        outputs.append(said)
+    return outputs

@@ -5,10 +5,7 @@ StatsD client to a listener on 127.0.0.1 by the real DAGs, and never carrying an
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +19,7 @@ from pipeline.flows.subject import SubjectRequest, create_subject_request
 from pipeline.health import health_gauges, ingest_metrics
 from pipeline.records.synth import generate
 from tests.distributed.stack import StatsD
+from tests.helpers import airflow_dags_test, local_settings, statsd_on
 
 INGEST_DAY = dt.date(2024, 6, 20)
 
@@ -123,37 +121,15 @@ def test_the_dags_send_their_metrics_to_statsd_without_an_identifier(tmp_path: P
     """`airflow dags test` of cdr_ingest and cdr_retention_watch in processes of their own,
     metrics on: the listener receives per-source counters, lag and throughput, and the health
     gauges; nothing it received holds a number of the files."""
-    env_cdr = {
-        "CDR_STORE": str(tmp_path / "store"),
-        "CDR_KEYRING": str(tmp_path / "k"),
-        "CDR_DATA_DOCS": str(tmp_path / "d"),
-        "CDR_DEFAULT_REGION": "PK",
-        "CDR_SOURCE_TIMEZONE": "UTC",
-        "CDR_LANDING_SETTLE_SECONDS": "0",
-    }
+    env_cdr = local_settings(tmp_path)
     res = Resources.from_settings(Settings.from_env(env_cdr))
     g = generate("canonical_csv", tmp_path / "a.csv", 400, seed=5, months=2,
                  start=dt.date(2026, 9, 1), bad_share=0.05)  # fmt: skip
     copy_into_landing(res.store, g.path, "sms-hub")
     statsd = StatsD()
-    env = (
-        {k: v for k, v in os.environ.items() if not k.startswith("CDR_")}
-        | env_cdr
-        | {
-            "AIRFLOW_HOME": str(tmp_path / "airflow"),
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__METRICS__STATSD_ON": "True",
-            "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-            "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
-        }
-    )
-    airflow = str(Path(sys.executable).with_name("airflow"))
     try:
-        subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)  # fmt: skip
-        for dag_id in ("cdr_ingest", "cdr_retention_watch"):
-            done = subprocess.run([airflow, "dags", "test", dag_id], env=env,
-                                  capture_output=True, text=True, timeout=600)  # fmt: skip
-            assert "DagRun Finished" in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]  # fmt: skip
+        dags = ("cdr_ingest", "cdr_retention_watch")
+        airflow_dags_test(tmp_path, env_cdr, statsd_on(statsd.port), *dags)
     finally:
         statsd.close()
     metrics = statsd.text()

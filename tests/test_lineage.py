@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from pipeline.core.resources import Resources
 from pipeline.flows.ingest import IngestRequest, copy_into_landing, run_ingest
 from pipeline.records import schema
 from pipeline.records.synth import generate
+from tests.helpers import airflow_dags_test, local_settings
 
 NUMBER_NAME = "calls-923001234567.csv"
 
@@ -36,14 +34,7 @@ def _name(e: dict) -> str:  # type: ignore[type-arg]
 
 @pytest.mark.airflow
 def test_ingest_and_retention_emit_their_datasets_and_no_identifier(tmp_path: Path) -> None:
-    env_cdr = {
-        "CDR_STORE": str(tmp_path / "store"),
-        "CDR_KEYRING": str(tmp_path / "k"),
-        "CDR_DATA_DOCS": str(tmp_path / "d"),
-        "CDR_DEFAULT_REGION": "PK",
-        "CDR_SOURCE_TIMEZONE": "UTC",
-        "CDR_LANDING_SETTLE_SECONDS": "0",
-    }
+    env_cdr = local_settings(tmp_path)
     res = Resources.from_settings(Settings.from_env(env_cdr))
     # identifiers of March to May 2024, ingested then: due for deletion by today's retention
     old = generate("canonical_csv", tmp_path / "old.csv", 200, seed=7, months=3,
@@ -57,22 +48,11 @@ def test_ingest_and_retention_emit_their_datasets_and_no_identifier(tmp_path: Pa
     copy_into_landing(res.store, tmp_path / "truncated.bin", "sms-hub")
     events = tmp_path / "lineage.jsonl"
     transport = {"type": "file", "log_file_path": str(events), "append": True}
-    env = (
-        {k: v for k, v in os.environ.items() if not k.startswith("CDR_")}
-        | env_cdr
-        | {
-            "AIRFLOW_HOME": str(tmp_path / "airflow"),
-            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
-            "AIRFLOW__OPENLINEAGE__NAMESPACE": "cdr-test",
-        }
-    )
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)  # fmt: skip
-    for dag_id in ("cdr_ingest", "cdr_retention"):
-        done = subprocess.run([airflow, "dags", "test", dag_id], env=env,
-                              capture_output=True, text=True, timeout=600)  # fmt: skip
-        assert "DagRun Finished" in done.stdout + done.stderr, (done.stdout + done.stderr)[-3000:]  # fmt: skip
+    lineage_on = {
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(transport),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "cdr-test",
+    }
+    airflow_dags_test(tmp_path, env_cdr, lineage_on, "cdr_ingest", "cdr_retention")
 
     assert _events(events, "cdr_ingest.ingest") == []  # the batch failed, for the bad file
     (ingest,) = _events(events, "cdr_ingest.ingest", "FAIL")

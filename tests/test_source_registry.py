@@ -5,10 +5,7 @@ wins); a source silent longer than its interval is alerted on, hourly, with a ga
 from __future__ import annotations
 
 import datetime as dt
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import polars as pl
@@ -22,7 +19,7 @@ from pipeline.flows.ingest import ingest_file
 from pipeline.records.synth import generate
 from tests.conftest import ROOT
 from tests.distributed.stack import StatsD
-from tests.helpers import read_tier
+from tests.helpers import airflow_dags_test, read_tier, statsd_on
 
 DEFAULT = (ROOT / "pipeline" / "core" / "retention.toml").read_text()
 REGISTRY = """
@@ -144,25 +141,12 @@ def test_the_watch_dag_alerts_and_reports_a_gauge_per_source(tmp_path: Path) -> 
     res = Resources.from_settings(settings, parse_policy(DEFAULT + REGISTRY))
     _delivered(res, tmp_path, "sms-hub", dt.datetime.now(dt.UTC), 1)  # pbx-karachi never
     statsd = StatsD()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDR_")} | {
-        "CDR_STORE": str(tmp_path / "store"),
-        "CDR_KEYRING": str(tmp_path / "k"),
-        "CDR_DATA_DOCS": str(tmp_path / "d"),
-        "CDR_RETENTION_POLICY": str(policy),
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "AIRFLOW__METRICS__STATSD_ON": "True",
-        "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-        "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
-    }
-    airflow = str(Path(sys.executable).with_name("airflow"))
+    settings_env = {"CDR_STORE": str(tmp_path / "store"), "CDR_KEYRING": str(tmp_path / "k"),
+                    "CDR_DATA_DOCS": str(tmp_path / "d"), "CDR_RETENTION_POLICY": str(policy)}  # fmt: skip
     try:
-        subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)  # fmt: skip
-        done = subprocess.run([airflow, "dags", "test", "cdr_source_watch"], env=env,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        (log,) = airflow_dags_test(tmp_path, settings_env, statsd_on(statsd.port), "cdr_source_watch")  # fmt: skip
     finally:
         statsd.close()
-    log = done.stdout + done.stderr
     assert "sources silent longer than their delivery interval" in log
     assert "pbx-karachi (no delivery in the window" in log and "sms-hub (" not in log
     metrics = statsd.text()

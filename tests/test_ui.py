@@ -25,6 +25,7 @@ import pytest
 
 from tests.airflow_ui import UI, api, running_ui
 from tests.conftest import ROOT
+from tests.helpers import local_settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -37,15 +38,7 @@ RUN_SECONDS = 240
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     assert Path(CHROMIUM).exists(), "Chromium is installed by `make test` (make system)"
     base = tmp_path_factory.mktemp("ui")
-    settings = {
-        "CDR_STORE": str(base / "store"),
-        "CDR_KEYRING": str(base / "keyring"),
-        "CDR_DATA_DOCS": str(base / "docs"),
-        "CDR_DEFAULT_REGION": "PK",
-        "CDR_SOURCE_TIMEZONE": "UTC",
-        "CDR_LANDING_SETTLE_SECONDS": "0",
-    }
-    with running_ui(base, settings) as running:
+    with running_ui(base, local_settings(base)) as running:
         yield running
 
 
