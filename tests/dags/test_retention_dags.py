@@ -81,18 +81,24 @@ def test_weekly_integrity_audit_passes_then_fails_on_tampering(
     tmp_path: Path,
     local_env: dict[str, str],
     capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     env = local_env
     res = Resources.from_settings(Settings.from_env(env))
     g = generate("asterisk", tmp_path / "Master.csv", 400, start=dt.date(2025, 3, 1), months=1)
     sha = ingest_file(res, g.path, as_of=dt.date(2025, 6, 1)).sha256
-    assert load_dag("cdr_integrity_audit").test().state == "success"
-    out = capfd.readouterr().out
-    assert "VERIFIED" in out and "original (deep)  ok (400 records re-read)" in out
+    run = load_dag("cdr_integrity_audit").test()
+    assert run.state == "success"  # a month over its risk thresholds is alerted, not failed
+    out = capfd.readouterr()
+    assert "VERIFIED" in out.out and "original (deep)  ok (400 records re-read)" in out.out
+    assert "1 gold month(s) over the re-identification risk thresholds" in caplog.text
+    assert res.quality.site.exists("risk/2025-03.json")
+    risk = {ti.task_id: ti.xcom_pull(task_ids=ti.task_id) for ti in run.get_task_instances() if ti.task_id == "risk_reports"}  # fmt: skip
+    assert risk["risk_reports"] == {"months": ["2025-03"], "over_thresholds": ["2025-03"]}
     key = f"bronze/default/{sha}.enc"
     data = bytearray(res.bronze.get_bytes(key))
     data[-5] ^= 1
     res.bronze.put_bytes(key, bytes(data))
-    assert load_dag("cdr_integrity_audit").test().state == "failed"
+    assert load_dag("cdr_integrity_audit").test().state == "failed"  # risk_reports beside it
     out = capfd.readouterr().out
     assert "MISMATCHES" in out and key in out
