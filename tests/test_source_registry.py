@@ -156,3 +156,28 @@ def test_the_watch_dag_alerts_and_reports_a_gauge_per_source(tmp_path: Path) -> 
         r"^airflow\.cdr\.source\.sms-hub\.hours_since_delivery:0(\.0)?\|g$", metrics, re.M
     )
     assert "airflow.cdr.sources.silent:1|g" in metrics
+
+
+def test_old_delivery_markers_are_pruned_by_retention_the_window_kept(res: Resources) -> None:
+    """Markers older than any silence check looks back go with the daily retention run: a
+    weekly source's last fortnight and a day stay, every source's last 31 days stay."""
+    from pipeline.core import layout
+    from pipeline.core.alerts import prune_delivery_markers
+    from pipeline.flows.retention import RetentionRequest, run_retention
+
+    now = dt.datetime.now(dt.UTC)
+    rules = parse_policy(DEFAULT + '\n[[source]]\nname = "weekly"\ninterval_hours = 720\n').sources
+    ages = {"sms-hub": (1, 30, 33, 400), "weekly": (1, 33, 59, 62)}  # days ago
+    for source, days in ages.items():
+        for d in days:
+            res.store.put_bytes(layout.delivery_key(source, now - dt.timedelta(days=d)), b"{}")
+    res.store.put_bytes(f"{layout.DELIVERIES}sms-hub/not-a-marker.json", b"{}")
+    assert prune_delivery_markers(res.store, rules, now) == 2 + 1  # sms-hub 33, 400; weekly 62
+    left = sorted(o.key for o in res.store.list(layout.DELIVERIES))
+    assert len(left) == 2 + 3 + 1  # sms-hub 1, 30; weekly 1, 33, 59; the foreign object
+    # the daily retention run does it, with its policy's registry, and says how many
+    res.store.put_bytes(layout.delivery_key("sms-hub", now - dt.timedelta(days=90)), b"{}")
+    registered = Resources.from_settings(res.settings, parse_policy(DEFAULT + '\n[[source]]\nname = "weekly"\ninterval_hours = 720\n'))  # fmt: skip
+    report = run_retention(registered, RetentionRequest(dt.date(2025, 6, 15)))
+    assert report.delivery_markers_deleted == 1
+    assert len(list(res.store.list(layout.DELIVERIES))) == 6

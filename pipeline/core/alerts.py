@@ -137,6 +137,31 @@ def hours_since_delivery(store: ObjectStore, rule: SourceRule, now: dt.datetime)
     return max((now - last_end).total_seconds() / 3600, 0.0)
 
 
+#: how long a delivery marker is kept at least (a source in no registry, or a short interval)
+MARKERS_KEPT = dt.timedelta(days=31)
+
+
+def prune_delivery_markers(
+    store: ObjectStore, rules: dict[str, SourceRule], now: dt.datetime
+) -> int:
+    """Delete the delivery markers older than any silence check looks back (twice the
+    source's interval and a day, and at least `MARKERS_KEPT`); how many were deleted. Without
+    this, every source would leave a marker an hour for ever."""
+    deleted = 0
+    for obj in store.list(layout.DELIVERIES):
+        source = obj.key[len(layout.DELIVERIES) :].split("/", 1)[0]
+        rule = rules.get(source)
+        window = dt.timedelta(hours=2 * rule.interval_hours + 24) if rule else dt.timedelta(0)
+        try:
+            hour = layout.delivery_hour(obj.key)
+        except ValueError:  # not a marker this pipeline writes: left alone
+            continue
+        if hour + dt.timedelta(hours=1) < now - max(window, MARKERS_KEPT):
+            store.delete(obj.key)
+            deleted += 1
+    return deleted
+
+
 def silent_sources(
     store: ObjectStore, rules: dict[str, SourceRule], now: dt.datetime
 ) -> tuple[Alert | None, dict[str, float | None]]:

@@ -45,7 +45,7 @@ import polars as pl
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pipeline.core import layout, staging
-from pipeline.core.alerts import record_retention_success
+from pipeline.core.alerts import prune_delivery_markers, record_retention_success
 from pipeline.core.errors import PipelineError, one_line
 from pipeline.core.keys import LocalKeyring
 from pipeline.core.layout import Month
@@ -109,6 +109,8 @@ class RetentionReport:
     #: what interrupted runs had left and this run removed (partial objects, staging)
     swept: dict[str, int] = field(default_factory=dict)
     landing_versions_deleted: int = 0
+    #: the sources' delivery markers older than any silence check looks back
+    delivery_markers_deleted: int = 0
     uploads_aborted: int = 0
     requests_forgotten: list[str] = field(default_factory=list)
     verified: bool = False
@@ -224,6 +226,13 @@ def run_retention(res: Resources, request: RetentionRequest) -> RetentionReport:
     if not dry_run:
         report.landing_versions_deleted = (
             isolated(layout.LANDING, lambda: sweep_landing(store)) or 0
+        )
+        report.delivery_markers_deleted = (
+            isolated(
+                layout.DELIVERIES,
+                lambda: prune_delivery_markers(store, policy.sources, dt.datetime.now(dt.UTC)),
+            )
+            or 0
         )
         day_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
         for target in {id(store): store, id(bronze): bronze}.values():
