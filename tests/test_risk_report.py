@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -203,6 +204,14 @@ def test_each_month_is_reported_again_only_once_its_gold_changes(tmp_path: Path)
                     start=dt.date(2026, 2, 1), bad_share=0, id_prefix="d")  # fmt: skip
     ingest_file(res, more.path, source="sw", as_of=dt.date(2026, 4, 10))
     assert months_due(res) == [(2026, 2)]
+    run_risk_reports(res)
+    # a part written while January's report was computed (its time before the report's):
+    # January is due all the same, no clock is compared
+    january = [o.key for o in res.store.list(layout.month_prefix("gold", (2026, 1)))]
+    late = res.store.uri(january[0]).replace(".parquet", "-late.parquet")
+    Path(late).write_bytes(Path(res.store.uri(january[0])).read_bytes())
+    os.utime(late, (0, 0))
+    assert months_due(res) == [(2026, 1)]
 
 
 def test_a_month_without_gold_is_an_error_not_a_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip

@@ -17,6 +17,7 @@ gold value could no longer be shown to match its sealed original (docs/risk.md, 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import html
 import json
 import tempfile
@@ -46,11 +47,24 @@ class NoGold(PipelineError):
     exit_status = USAGE
 
 
+def part_keys(store: ObjectStore, tier: str, m: layout.Month) -> list[str]:
+    """The keys of a month partition's Parquet parts, sorted."""
+    return sorted(o.key for o in store.list(layout.month_prefix(tier, m)) if o.key.endswith(".parquet"))  # fmt: skip
+
+
+def parts_digest(keys: list[str]) -> str:
+    """What a report says it measured: the SHA-256 of its parts' keys (each names the file's
+    digest), compared with the partition's keys to tell when the month has changed since."""
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+
+
 @contextmanager
-def month_parts(store: ObjectStore, tier: str, m: layout.Month) -> Iterator[list[Path]]:
-    """Local paths of a month partition's Parquet parts (downloaded one by one from S3 into
-    a temporary folder: disk, not memory, holds them)."""
-    keys = [o.key for o in store.list(layout.month_prefix(tier, m)) if o.key.endswith(".parquet")]
+def month_parts(
+    store: ObjectStore, tier: str, m: layout.Month, keys: list[str] | None = None
+) -> Iterator[list[Path]]:
+    """Local paths of a month partition's Parquet parts (`keys`, else all of them), downloaded
+    one by one from S3 into a temporary folder: disk, not memory, holds them."""
+    keys = part_keys(store, tier, m) if keys is None else keys
     if isinstance(store, LocalStore):
         yield [Path(store.uri(k)) for k in keys]
         return
@@ -110,7 +124,8 @@ def run_risk_report(
     now = now or dt.datetime.now(dt.UTC)
     policy = res.policy.gold_risk
     key = res.keyring.data_key(layout.RISK_LABEL_KEY)
-    with month_parts(res.store, "gold", m) as paths:
+    keys = part_keys(res.store, "gold", m)  # the report is of these parts, and says so
+    with month_parts(res.store, "gold", m, keys) as paths:
         if not paths:
             raise NoGold(f"gold holds no records of {layout.month_name(m)}")
         gold = pl.scan_parquet(paths).select(GOLD_COLUMNS)
@@ -119,6 +134,7 @@ def run_risk_report(
             "month": layout.month_name(m),
             "generated_at": now.isoformat(),
             "gold_parts": len(paths),
+            "gold_parts_sha256": parts_digest(keys),
             "quasi_identifiers": [
                 *risk.QUASI_IDENTIFIERS,
                 f"event_time per {policy.time_minutes} min",
@@ -140,20 +156,25 @@ def run_risk_report(
 
 
 def months_due(res: Resources) -> list[layout.Month]:
-    """The gold months written since their last report (every month that has none): each
-    month's own watermark is its report, so a month over a threshold, reported and alerted on
-    once, is measured again only when its gold changes."""
-    reported: dict[layout.Month, dt.datetime] = {}
-    for obj in res.quality.site.list(layout.RISK_REPORTS):
-        name = obj.key[len(layout.RISK_REPORTS) :].removesuffix(".json")
-        if obj.key.endswith(".json") and layout.is_month_name(name):
-            reported[layout.parse_month(name)] = obj.modified
-    found: set[layout.Month] = set()
+    """The gold months whose parts are not those their last report measured (every month
+    without a report): each month's watermark is its report's list of parts, so a month over a
+    threshold, reported and alerted on once, is measured again only when its gold changes. No
+    clock is compared: a part written while a report was computed makes its month due."""
+    parts: dict[layout.Month, list[str]] = {}
     for obj in res.store.list(layout.GOLD):
         m = layout.month_of(obj.key)
-        if m is not None and (m not in reported or obj.modified > reported[m]):
-            found.add(m)
-    return sorted(found)
+        if m is not None and obj.key.endswith(".parquet"):
+            parts.setdefault(m, []).append(obj.key)
+    due = []
+    for m, keys in sorted(parts.items()):
+        as_json = report_keys(layout.month_name(m))[0]
+        if not res.quality.site.exists(as_json):
+            due.append(m)
+            continue
+        measured = json.loads(res.quality.site.get_bytes(as_json)).get("gold_parts_sha256")
+        if measured != parts_digest(keys):
+            due.append(m)
+    return due
 
 
 def run_risk_reports(res: Resources) -> tuple[list[dict[str, Any]], Alert | None]:
