@@ -59,11 +59,12 @@ class LandingArrivalTrigger(MessageQueueTrigger):
                         yield TriggerEvent({"refs": refs, "messages": len(messages)})
             except Exception as exc:  # the queue did not answer: polled again; the sweep covers
                 failures += 1
-                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                answer = getattr(exc, "response", None)
+                code = answer.get("Error", {}).get("Code", "") if isinstance(answer, dict) else ""
                 say = self.log.error if failures % ESCALATE_AFTER == 0 else self.log.warning
-                say("polling the arrivals queue failed %d time(s) in a row (%s %s); again in %d s; "
-                    "the hourly cdr_ingest takes what lands meanwhile",
-                    failures, type(exc).__name__, code, delay)  # fmt: skip
+                say("polling the arrivals queue failed (%s %s), %d time(s) since the last message; "
+                    "again in %d s; the hourly cdr_ingest takes what lands meanwhile",
+                    type(exc).__name__, code, failures, delay)  # fmt: skip
                 await asyncio.sleep(delay)
 
 

@@ -35,15 +35,21 @@ def check_sources() -> dict[str, Any]:
 def report_gold_risk() -> dict[str, Any]:
     """A risk report for each gold month written since its last one; the months over a
     threshold sent as one alert through the notifier, without failing the task (the audit's
-    window, its last successful run, must move on)."""
+    window, its last successful run, must move on). A month that could not be measured fails
+    the task (retried), after the others were reported and alerted on."""
+    from airflow.sdk.exceptions import AirflowException
+
     from cdr_airflow.alerting import deliver
     from cdr_airflow.settings import task_resources
-    from pipeline.flows.risk import run_risk_reports
+    from pipeline.flows.risk import mark_alerted, run_risk_reports
 
     res = task_resources()
-    reports, alert = run_risk_reports(res)
-    res.quality.render_docs()
+    reports, alert, errors = run_risk_reports(res)
     if alert is not None:
         deliver(alert)
+        mark_alerted(res, reports)  # only once sent: else the next run sends it
+    res.quality.render_docs()
+    if errors:
+        raise AirflowException(f"gold month(s) not measured this time: {'; '.join(errors)}")
     over = [r["month"] for r in reports if not r["verdict"]["passed"]]
     return {"months": [r["month"] for r in reports], "over_thresholds": over}

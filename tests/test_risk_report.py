@@ -24,7 +24,7 @@ from pipeline.core.gold_risk import GoldRiskPolicy
 from pipeline.core.policy import PolicyError, parse_policy
 from pipeline.core.resources import Resources
 from pipeline.flows.ingest import ingest_file
-from pipeline.flows.risk import NoGold, months_due, run_risk_report, run_risk_reports
+from pipeline.flows.risk import NoGold, mark_alerted, months_due, run_risk_report, run_risk_reports
 from pipeline.records import risk
 from pipeline.records.synth import generate
 from tests.conftest import ROOT
@@ -197,14 +197,15 @@ def test_each_month_is_reported_again_only_once_its_gold_changes(tmp_path: Path)
     g = generate("canonical_csv", tmp_path / "c.csv", 200, months=2, start=dt.date(2026, 1, 1), bad_share=0)  # fmt: skip
     ingest_file(res, g.path, source="sw", as_of=dt.date(2026, 4, 10))
     assert months_due(res) == [(2026, 1), (2026, 2)]
-    reports, _ = run_risk_reports(res)
+    reports, _, _ = run_risk_reports(res)
+    mark_alerted(res, reports)
     assert [r["month"] for r in reports] == ["2026-01", "2026-02"] and months_due(res) == []
     time.sleep(0.05)  # a later delivery of February: only February is due again
     more = generate("canonical_csv", tmp_path / "d.csv", 100, seed=9, months=1,
                     start=dt.date(2026, 2, 1), bad_share=0, id_prefix="d")  # fmt: skip
     ingest_file(res, more.path, source="sw", as_of=dt.date(2026, 4, 10))
     assert months_due(res) == [(2026, 2)]
-    run_risk_reports(res)
+    mark_alerted(res, run_risk_reports(res)[0])
     # a part written while January's report was computed (its time before the report's):
     # January is due all the same, no clock is compared
     january = [o.key for o in res.store.list(layout.month_prefix("gold", (2026, 1)))]
@@ -212,6 +213,26 @@ def test_each_month_is_reported_again_only_once_its_gold_changes(tmp_path: Path)
     Path(late).write_bytes(Path(res.store.uri(january[0])).read_bytes())
     os.utime(late, (0, 0))
     assert months_due(res) == [(2026, 1)]
+    Path(late).unlink()
+    assert months_due(res) == []
+    # a part rewritten under its own key (a replay adds the rows it recovered): due again
+    part = Path(res.store.uri(january[0]))
+    part.write_bytes(part.read_bytes())
+    os.utime(part, (1, 1))
+    assert months_due(res) == [(2026, 1)]
+
+
+def test_a_month_that_cannot_be_measured_does_not_stop_the_others(tmp_path: Path) -> None:
+    res = _res(tmp_path)
+    g = generate("canonical_csv", tmp_path / "c.csv", 200, months=2, start=dt.date(2026, 1, 1), bad_share=0)  # fmt: skip
+    ingest_file(res, g.path, source="sw", as_of=dt.date(2026, 4, 10))
+    (january,) = [o.key for o in res.store.list(layout.month_prefix("gold", (2026, 1)))]
+    Path(res.store.uri(january)).write_bytes(b"not parquet")
+    reports, alert, errors = run_risk_reports(res)
+    assert [r["month"] for r in reports] == ["2026-02"] and len(errors) == 1
+    assert errors[0].startswith("2026-01: ") and alert is not None
+    assert alert.facts["months"] == ["2026-02"]
+    assert months_due(res) == [(2026, 1), (2026, 2)]  # January unmeasured; February unalerted
 
 
 def test_a_month_without_gold_is_an_error_not_a_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
@@ -232,14 +253,19 @@ def test_a_month_over_a_threshold_is_alerted_and_passes_under_looser_ones(tmp_pa
     strict = _res(tmp_path / "a")
     g = generate("canonical_csv", tmp_path / "c.csv", 500, months=1, start=dt.date(2026, 1, 1), bad_share=0)  # fmt: skip
     ingest_file(strict, g.path, source="sw", as_of=dt.date(2026, 4, 10))
-    reports, alert = run_risk_reports(strict)
-    assert [r["month"] for r in reports] == ["2026-01"]
+    reports, alert, errors = run_risk_reports(strict)
+    assert [r["month"] for r in reports] == ["2026-01"] and errors == []
     assert not reports[0]["verdict"]["passed"] and alert is not None
     assert alert.facts["months"] == ["2026-01"] and "share_below_5" in alert.detail
+    # until its alert is marked sent, the month stays due (an alert lost to a failure is sent
+    # by the next run); once sent, it is due again only when its gold changes
+    assert months_due(strict) == [(2026, 1)]
+    mark_alerted(strict, reports)
+    assert months_due(strict) == []
     loose = _res(tmp_path / "b", "\n[gold_risk]\ntime_minutes = 1440\nduration_seconds = 86400\nk = 2\nmax_share_below_k = 1.0\nmax_risk = 1.0\n")  # fmt: skip
     ingest_file(loose, g.path, source="sw", as_of=dt.date(2026, 4, 10))
-    reports, alert = run_risk_reports(loose)
-    assert reports[0]["verdict"]["passed"] and alert is None
+    reports, alert, _ = run_risk_reports(loose)
+    assert reports[0]["verdict"]["passed"] and alert is None and months_due(loose) == []
 
 
 def test_the_policy_table_is_checked_whole() -> None:

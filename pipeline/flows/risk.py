@@ -34,7 +34,7 @@ from pipeline.core.alerts import Alert
 from pipeline.core.errors import USAGE, PipelineError
 from pipeline.core.gold_risk import REPORTED_K, GoldRiskPolicy
 from pipeline.core.resources import Resources
-from pipeline.core.store import LocalStore, ObjectStore
+from pipeline.core.store import LocalStore, ObjectInfo, ObjectStore
 from pipeline.records import quality, risk
 from pipeline.records.expectations_engine import SuiteTally, compile_suite
 
@@ -47,15 +47,18 @@ class NoGold(PipelineError):
     exit_status = USAGE
 
 
-def part_keys(store: ObjectStore, tier: str, m: layout.Month) -> list[str]:
-    """The keys of a month partition's Parquet parts, sorted."""
-    return sorted(o.key for o in store.list(layout.month_prefix(tier, m)) if o.key.endswith(".parquet"))  # fmt: skip
+def month_objects(store: ObjectStore, tier: str, m: layout.Month) -> list[ObjectInfo]:
+    """A month partition's Parquet parts, by key."""
+    found = (o for o in store.list(layout.month_prefix(tier, m)) if o.key.endswith(".parquet"))
+    return sorted(found, key=lambda o: o.key)
 
 
-def parts_digest(keys: list[str]) -> str:
-    """What a report says it measured: the SHA-256 of its parts' keys (each names the file's
-    digest), compared with the partition's keys to tell when the month has changed since."""
-    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()
+def parts_digest(parts: list[ObjectInfo]) -> str:
+    """What a report says it measured: the SHA-256 of its parts' keys, sizes and times (as the
+    store lists them), compared with the partition's to tell when the month has changed since;
+    a part rewritten under its key (a replay) changes it too."""
+    lines = sorted(f"{o.key} {o.size} {o.modified.isoformat()}" for o in parts)
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
 @contextmanager
@@ -64,7 +67,7 @@ def month_parts(
 ) -> Iterator[list[Path]]:
     """Local paths of a month partition's Parquet parts (`keys`, else all of them), downloaded
     one by one from S3 into a temporary folder: disk, not memory, holds them."""
-    keys = part_keys(store, tier, m) if keys is None else keys
+    keys = [o.key for o in month_objects(store, tier, m)] if keys is None else keys
     if isinstance(store, LocalStore):
         yield [Path(store.uri(k)) for k in keys]
         return
@@ -124,8 +127,8 @@ def run_risk_report(
     now = now or dt.datetime.now(dt.UTC)
     policy = res.policy.gold_risk
     key = res.keyring.data_key(layout.RISK_LABEL_KEY)
-    keys = part_keys(res.store, "gold", m)  # the report is of these parts, and says so
-    with month_parts(res.store, "gold", m, keys) as paths:
+    parts = month_objects(res.store, "gold", m)  # the report is of these parts, and says so
+    with month_parts(res.store, "gold", m, [o.key for o in parts]) as paths:
         if not paths:
             raise NoGold(f"gold holds no records of {layout.month_name(m)}")
         gold = pl.scan_parquet(paths).select(GOLD_COLUMNS)
@@ -134,7 +137,8 @@ def run_risk_report(
             "month": layout.month_name(m),
             "generated_at": now.isoformat(),
             "gold_parts": len(paths),
-            "gold_parts_sha256": parts_digest(keys),
+            "gold_parts_sha256": parts_digest(parts),
+            "alerted": False,
             "quasi_identifiers": [
                 *risk.QUASI_IDENTIFIERS,
                 f"event_time per {policy.time_minutes} min",
@@ -160,37 +164,56 @@ def months_due(res: Resources) -> list[layout.Month]:
     without a report): each month's watermark is its report's list of parts, so a month over a
     threshold, reported and alerted on once, is measured again only when its gold changes. No
     clock is compared: a part written while a report was computed makes its month due."""
-    parts: dict[layout.Month, list[str]] = {}
+    parts: dict[layout.Month, list[ObjectInfo]] = {}
     for obj in res.store.list(layout.GOLD):
         m = layout.month_of(obj.key)
         if m is not None and obj.key.endswith(".parquet"):
-            parts.setdefault(m, []).append(obj.key)
+            parts.setdefault(m, []).append(obj)
     due = []
-    for m, keys in sorted(parts.items()):
+    for m, found in sorted(parts.items()):
         as_json = report_keys(layout.month_name(m))[0]
         if not res.quality.site.exists(as_json):
             due.append(m)
             continue
-        measured = json.loads(res.quality.site.get_bytes(as_json)).get("gold_parts_sha256")
-        if measured != parts_digest(keys):
+        last = json.loads(res.quality.site.get_bytes(as_json))
+        unalerted = not last["verdict"]["passed"] and not last.get("alerted")
+        if unalerted or last.get("gold_parts_sha256") != parts_digest(found):
             due.append(m)
     return due
 
 
-def run_risk_reports(res: Resources) -> tuple[list[dict[str, Any]], Alert | None]:
-    """A report for each gold month written since its last report (`months_due`), and one
-    alert naming the months over a threshold (None when every month passes)."""
-    reports = [run_risk_report(res, m) for m in months_due(res)]
+def run_risk_reports(
+    res: Resources,
+) -> tuple[list[dict[str, Any]], Alert | None, list[str]]:
+    """A report for each gold month written since its last report, or over a threshold and not
+    yet alerted on (`months_due`); one alert naming the months over a threshold (None when
+    every month passes), to be sent and then `mark_alerted`; and the months that could not be
+    measured this time (each one's error named, the others measured all the same)."""
+    reports, errors = [], []
+    for m in months_due(res):
+        try:
+            reports.append(run_risk_report(res, m))
+        except Exception as exc:  # purged meanwhile, the store failed, a part unreadable:
+            errors.append(f"{layout.month_name(m)}: {type(exc).__name__}")  # its type only
     over = [a for r in reports if (a := risk_alert(r)) is not None]
     if not over:
-        return reports, None
+        return reports, None, errors
     months = [a.facts["month"] for a in over]
     alert = Alert(
         f"{len(months)} gold month(s) over the re-identification risk thresholds",
         "; ".join(a.detail for a in over),
         facts={"months": months},
     )
-    return reports, alert
+    return reports, alert, errors
+
+
+def mark_alerted(res: Resources, reports: list[dict[str, Any]]) -> None:
+    """Record in each report over a threshold that its alert was sent (until then, the month
+    stays due: an alert lost to a failure is sent by the next run)."""
+    for report in reports:
+        if not report["verdict"]["passed"]:
+            report["alerted"] = True
+            write_report(res, report)
 
 
 def thresholds_suite(policy: GoldRiskPolicy) -> dict[str, Any]:
