@@ -91,7 +91,8 @@ def test_two_celery_workers_share_the_mapped_ingest(
     with capsys.disabled():
         print(f"\nmapped ingest tasks (map_index) per Celery worker: {by_worker}")
     batches = -(-FILES // 2)
-    assert succeeded == batches == sum(len(v) for v in by_worker.values()), states
+    said = "\n".join(map(str, states))  # every run's task states, whole, when it fails
+    assert succeeded == batches == sum(len(v) for v in by_worker.values()), said
     assert all(by_worker.values()), by_worker  # both workers took mapped tasks
     # Each file's counts reached StatsD from the workers, as Airflow metrics.
     metrics = statsd.text()
