@@ -54,8 +54,9 @@ def test_a_files_metrics_count_it_per_source_with_its_lag_and_speed(
     # one only once cleaned for a metric name (letters between the digits)
     for folder in ("+923001234567", "03é0é1é2é3é4é5é6é7"):
         other = ingest_metrics({**report, "source": folder})
-        assert all(k.startswith(("cdr.ingest.", "cdr.source.file-")) for k in other.counters)
-        assert not any(re.search(r"\d[\d_]{5,}", k) for k in other.counters)
+        names = [*other.counters, *other.gauges, *other.timings_ms]
+        assert all(k.startswith(("cdr.ingest.", "cdr.source.file-")) for k in names)
+        assert not any(re.search(r"\d[\d_]{5,}", k) for k in names)
 
 
 def test_gauges_count_months_awaiting_purge_and_days_overdue_to_the_day(
