@@ -639,3 +639,16 @@ def test_a_freeswitch_caller_in_an_internal_context_is_a_sip_user(
     assert cli(["ingest", "--as-of", AS_OF, "--default-region", "PK", str(path)]) == 0
     silver = read_tier(res.store, "silver/").sort("source_line")
     assert silver["origin_kind"].to_list() == [kind for *_, kind in rows]
+
+
+def test_a_file_left_in_landing_names_its_folder_by_label() -> None:
+    """A file not yet settled is reported before its folder is checked as a source: a folder
+    named like a number is named by its label (the report goes to XCom and to metrics)."""
+    import json
+
+    from pipeline.flows import ingest
+
+    report = ingest._not_settled("landing/+923001234567/calls 923001234567.csv", "still being written")  # fmt: skip
+    assert report.status == "not_settled" and report.source.startswith("file-")
+    assert "1234567" not in json.dumps(report.to_dict())
+    assert ingest._not_settled("landing/sftp/up.csv", "x").source == "sftp"

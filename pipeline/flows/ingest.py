@@ -255,7 +255,8 @@ def _not_settled(key: str, why: str) -> FileReport:
     """A landing file left for a later run, as the run's report shows it."""
     name = layout.file_label(PurePosixPath(key).name)
     log.warning("%s %s: left in landing for a later run", name, why)
-    return FileReport(name, "", "not_settled", layout.source_of_landing_key(key))
+    folder = layout.source_of_landing_key(key)  # not checked yet as a source: its label
+    return FileReport(name, "", "not_settled", folder and layout.file_label(folder))
 
 
 def _settled(res: Resources, key: str) -> ObjectInfo | None:
