@@ -99,7 +99,7 @@ def test_the_trigger_turns_the_buckets_notifications_into_references(
     holds references, never the key with the number, and the messages are gone from the queue."""
     import boto3
 
-    from cdr_airflow.arrivals import LandingArrivalTrigger
+    from cdr_airflow.arrival_trigger import LandingArrivalTrigger
 
     conn = {"conn_type": "aws", "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"}}  # fmt: skip
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(conn))
@@ -111,7 +111,7 @@ def test_the_trigger_turns_the_buckets_notifications_into_references(
 
     trigger = LandingArrivalTrigger(store=f"s3://{data}/cdr", sqs_queue=queue, waiter_delay=1)
     path, kwargs = trigger.serialize()
-    assert path == "cdr_airflow.arrivals.LandingArrivalTrigger"  # the triggerer runs this class
+    assert path == "cdr_airflow.arrival_trigger.LandingArrivalTrigger"  # the triggerer runs it
     again = LandingArrivalTrigger(**kwargs)
 
     async def first_event() -> dict:  # type: ignore[type-arg]
@@ -246,7 +246,7 @@ def test_the_trigger_outlives_a_queue_that_does_not_answer(
     watch: ingest on arrival resumes by itself once the queue answers."""
     import boto3
 
-    from cdr_airflow.arrivals import LandingArrivalTrigger
+    from cdr_airflow.arrival_trigger import LandingArrivalTrigger
 
     conn = {"conn_type": "aws", "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"}}  # fmt: skip
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(conn))
