@@ -26,7 +26,7 @@ from airflow.providers.standard.decorators.python import _PythonDecoratedOperato
 from airflow.sdk.bases.decorator import task_decorator_factory
 
 from pipeline.core import layout
-from pipeline.core.store import ObjectStore
+from pipeline.core.store import ObjectStore, split_s3
 
 log = logging.getLogger(__name__)
 #: tier → the suite that judges its rows
@@ -109,7 +109,7 @@ def dataset_id(store: ObjectStore, key: str) -> tuple[str, str]:
     or `file` and the absolute path."""
     uri = store.uri(key.rstrip("/"))
     if uri.startswith("s3://"):
-        bucket, _, name = uri[len("s3://") :].partition("/")
+        bucket, name = split_s3(uri)
         return f"s3://{bucket}", name
     return "file", uri
 

@@ -151,7 +151,7 @@ def _inside(path: Path, folder: Path) -> bool:
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.core.errors import PipelineError, UsageError, one_line
     from pipeline.core.layout import file_label
-    from pipeline.core.store import open_store, store_errors
+    from pipeline.core.store import open_store, split_s3, store_errors
     from pipeline.flows.ingest import (
         IngestRequest,
         ingest_file,
@@ -189,8 +189,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         name = file_label(str(target).rsplit("/", 1)[-1])
         try:
             if kind == "uri":
-                bucket_key = str(target)[len("s3://") :]
-                bucket, _, key = bucket_key.partition("/")
+                bucket, key = split_s3(str(target))
                 src = open_store(
                     f"s3://{bucket}", settings.s3_endpoint_url, credentials=settings.aws()
                 )

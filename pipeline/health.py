@@ -10,12 +10,12 @@ is not named at all, a source by its folder, through `layout.file_label`).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core import layout
+from pipeline.core.alerts import last_retention_success
 from pipeline.core.resources import Resources
 from pipeline.report import COUNTS
 
@@ -91,9 +91,9 @@ def retention_gauges(res: Resources, now: dt.datetime) -> dict[str, float]:
 def _since_success(res: Resources, now: dt.datetime) -> dict[str, float]:
     """When retention last succeeded (Unix seconds, what an alert compares with the time, so
     that a gauge no one updates any more still ages) and the hours since (-1 both: never)."""
-    if res.store.info(layout.RETENTION_SUCCESS) is None:
+    done = last_retention_success(res.store)
+    if done is None:
         return {"cdr.retention.last_success_at": -1, "cdr.retention.hours_since_success": -1}
-    done = _at(json.loads(res.store.get_bytes(layout.RETENTION_SUCCESS))["finished_at"])
     return {
         "cdr.retention.last_success_at": round(done.timestamp()),
         "cdr.retention.hours_since_success": round((now - done).total_seconds() / 3600, 2),

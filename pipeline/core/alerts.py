@@ -103,16 +103,17 @@ def record_retention_success(store: ObjectStore, as_of: dt.date, now: dt.datetim
     store.put_bytes(RETENTION_SUCCESS, json.dumps(body).encode())
 
 
+def last_retention_success(store: ObjectStore) -> dt.datetime | None:
+    """When a retention run last succeeded (`record_retention_success`), or None: never."""
+    if store.info(RETENTION_SUCCESS) is None:
+        return None
+    return dt.datetime.fromisoformat(json.loads(store.get_bytes(RETENTION_SUCCESS))["finished_at"])
+
+
 def retention_overdue(store: ObjectStore, now: dt.datetime) -> Alert | None:
     """An alert if retention has not succeeded within RETENTION_MAX_AGE (a compliance breach:
     identifiers would be kept past their deletion date), else None."""
-    info = store.info(RETENTION_SUCCESS)
-    if info is None:
-        last = None
-    else:
-        last = dt.datetime.fromisoformat(
-            json.loads(store.get_bytes(RETENTION_SUCCESS))["finished_at"]
-        )
+    last = last_retention_success(store)
     if last is not None and now - last <= RETENTION_MAX_AGE:
         return None
     since = f"since {last.isoformat()}" if last else "ever"

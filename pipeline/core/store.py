@@ -633,6 +633,12 @@ def boto3_clients(credentials: dict[str, str] | None = None) -> ClientFactory:
     return lambda service, endpoint_url: aws_client(service, endpoint_url, **given)
 
 
+def split_s3(uri: str) -> tuple[str, str]:
+    """The bucket and the rest (prefix or key) of an `s3://bucket/rest` URI."""
+    bucket, _, rest = uri[len("s3://") :].partition("/")
+    return bucket, rest
+
+
 def open_store(
     location: str,
     endpoint_url: str | None = None,
@@ -641,7 +647,7 @@ def open_store(
 ) -> ObjectStore:
     """A store from a folder path or an `s3://bucket/prefix` URI."""
     if location.startswith("s3://"):
-        bucket, _, prefix = location[len("s3://") :].partition("/")
+        bucket, prefix = split_s3(location)
         if not bucket:
             raise ValueError(f"no bucket in store URI {location!r}")
         return S3Store(bucket, prefix, client or s3_client(endpoint_url, **(credentials or {})))

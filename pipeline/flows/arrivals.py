@@ -18,13 +18,14 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from pipeline.core import layout
+from pipeline.core.store import split_s3
 
 
 def store_location(store: str) -> tuple[str, str]:
     """The bucket and key prefix of an `s3://bucket/prefix` store (a folder: no bucket)."""
     if not store.startswith("s3://"):
         return "", ""
-    bucket, _, prefix = store[len("s3://") :].partition("/")
+    bucket, prefix = split_s3(store)
     return bucket, prefix.strip("/")
 
 
